@@ -1,0 +1,119 @@
+//! Little-endian writers and a bounds-checked reader shared by every
+//! encoder and decoder of the codec.
+
+use super::error::DecodeError;
+
+pub(crate) fn put_u8(out: &mut Vec<u8>, v: u8) {
+    out.push(v);
+}
+
+pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// A length-prefixed (u32) byte string.
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_u32(out, bytes.len() as u32);
+    out.extend_from_slice(bytes);
+}
+
+/// A count-prefixed (u32) list of node ids.
+pub(crate) fn put_ids(out: &mut Vec<u8>, ids: &[u64]) {
+    put_u32(out, ids.len() as u32);
+    for id in ids {
+        put_u64(out, *id);
+    }
+}
+
+/// Reads values off the front of a byte slice, failing cleanly at its end.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, pos: 0 }
+    }
+
+    pub(crate) fn error(&self, reason: &'static str) -> DecodeError {
+        DecodeError {
+            offset: self.pos,
+            reason,
+        }
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.remaining() < n {
+            return Err(self.error("truncated"));
+        }
+        let slice = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(slice)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(crate) fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.error("boolean is neither 0 nor 1")),
+        }
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    /// A length-prefixed byte string; the length is checked against what is
+    /// left before anything is allocated.
+    pub(crate) fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let len = self.u32()? as usize;
+        if len > self.remaining() {
+            return Err(self.error("byte string longer than the input"));
+        }
+        Ok(self.take(len)?.to_vec())
+    }
+
+    /// A count-prefixed list whose items are at least `min_item_len` bytes;
+    /// returns the count once it is known to fit in what is left.
+    pub(crate) fn count(&mut self, min_item_len: usize) -> Result<usize, DecodeError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_item_len.max(1)) > self.remaining() {
+            return Err(self.error("item count larger than the input"));
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn ids(&mut self) -> Result<Vec<u64>, DecodeError> {
+        let n = self.count(8)?;
+        (0..n).map(|_| self.u64()).collect()
+    }
+
+    /// Fails unless the whole input was consumed.
+    pub(crate) fn finish(&self) -> Result<(), DecodeError> {
+        if self.remaining() != 0 {
+            return Err(self.error("trailing bytes"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! Tunables of one Raft node and their validation.
+
+use super::types::{NodeId, NO_NODE};
+use std::fmt;
+
+/// The configuration of one node's Raft core.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node's id; never [`NO_NODE`].
+    pub id: NodeId,
+    /// Base election timeout in ticks. The actual timeout is drawn from
+    /// `[election_tick, 2 * election_tick)` after every reset.
+    pub election_tick: u32,
+    /// A leader sends heartbeats every `heartbeat_tick` ticks.
+    pub heartbeat_tick: u32,
+    /// Run a pre-vote round before a real election, so a node that was cut
+    /// off does not raise the cluster's term when it comes back.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a quorum within an election timeout
+    /// steps down; followers that heard from a leader recently refuse votes.
+    pub check_quorum: bool,
+    /// In-flight appends per follower, in messages.
+    pub max_inflight_msgs: usize,
+    /// In-flight appends per follower, in bytes of entries.
+    pub max_inflight_bytes: u64,
+    /// Bytes of entries in one append message (at least one entry is always
+    /// sent).
+    pub max_msg_bytes: u64,
+    /// Largest payload a proposal may carry.
+    pub max_entry_bytes: u64,
+    /// Bytes of committed entries handed out in one ready batch (at least one
+    /// entry is always handed out).
+    pub max_apply_bytes: u64,
+    /// Seed of the generator that randomizes election timeouts.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            id: NO_NODE,
+            election_tick: 10,
+            heartbeat_tick: 1,
+            pre_vote: true,
+            check_quorum: true,
+            max_inflight_msgs: 256,
+            max_inflight_bytes: 32 << 20,
+            max_msg_bytes: 1 << 20,
+            max_entry_bytes: 1 << 20,
+            max_apply_bytes: 16 << 20,
+            seed: 0,
+        }
+    }
+}
+
+/// Why a [`Config`] was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The id is [`NO_NODE`].
+    InvalidId,
+    /// `heartbeat_tick` is zero or `election_tick <= heartbeat_tick`.
+    InvalidTicks,
+    /// A flow-control or size limit is zero.
+    InvalidLimit(&'static str),
+    /// The initial membership is empty or names [`NO_NODE`].
+    InvalidMembership(&'static str),
+    /// The recovered log is not contiguous or does not follow the snapshot.
+    InvalidLog(&'static str),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::InvalidId => write!(f, "node id 0 is reserved"),
+            ConfigError::InvalidTicks => {
+                write!(f, "heartbeat_tick must be > 0 and election_tick > heartbeat_tick")
+            }
+            ConfigError::InvalidLimit(what) => write!(f, "{what} must be greater than zero"),
+            ConfigError::InvalidMembership(why) => write!(f, "invalid membership: {why}"),
+            ConfigError::InvalidLog(why) => write!(f, "invalid recovered log: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks every field; the core refuses a config that fails.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id == NO_NODE {
+            return Err(ConfigError::InvalidId);
+        }
+        if self.heartbeat_tick == 0 || self.election_tick <= self.heartbeat_tick {
+            return Err(ConfigError::InvalidTicks);
+        }
+        for (value, name) in [
+            (self.max_inflight_msgs as u64, "max_inflight_msgs"),
+            (self.max_inflight_bytes, "max_inflight_bytes"),
+            (self.max_msg_bytes, "max_msg_bytes"),
+            (self.max_entry_bytes, "max_entry_bytes"),
+            (self.max_apply_bytes, "max_apply_bytes"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::InvalidLimit(name));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+//! The Raft state machine: pure and deterministic.
+//!
+//! Events go in ([`Raft::tick`], [`Raft::step`], [`Raft::propose`],
+//! [`Raft::on_persisted`], [`Raft::on_applied`]); actions come out as a
+//! [`Ready`] batch. The core never touches a disk, a socket, a thread or a
+//! clock, and its only randomness is the seeded generator in [`Config`].
+
+mod config;
+mod log;
+mod progress;
+mod raft;
+mod rng;
+mod types;
+
+pub use config::{Config, ConfigError};
+pub use raft::{
+    InitialState, PeerStatus, ProposeError, Raft, ReadState, Ready, Role, SoftState, Status,
+    StepError,
+};
+pub use types::*;

@@ -1,0 +1,13 @@
+//! embraft: a Raft consensus library with a durable write-ahead log,
+//! embedded through a C ABI.
+//!
+//! Layers, bottom to top (arrows point down only):
+//! - [`core`]: the pure, deterministic Raft state machine.
+//! - [`codec`]: versioned binary encoding of messages and log records.
+//! - [`wal`]: the memory-mapped, segmented write-ahead log.
+//! - `node`: the thread-based runtime that owns one core and one WAL.
+//! - `ffi`: the `extern "C"` surface.
+
+pub mod codec;
+pub mod core;
+pub mod wal;
