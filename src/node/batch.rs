@@ -1,0 +1,257 @@
+//! What the host pulls from a node: [`ReadyBatch`], and the pending batch the
+//! node's threads fill until the host takes it.
+
+use crate::core::{Entry, Index, NodeId, Role, Term};
+use std::fmt;
+
+/// An encoded message the host must deliver to node `to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundMessage {
+    pub to: NodeId,
+    pub bytes: Vec<u8>,
+}
+
+/// A committed entry the host must apply, in index order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedEntry {
+    pub entry: Entry,
+    /// The id [`crate::node::Node::propose`] returned when this entry was
+    /// proposed on this node, or 0.
+    pub proposal_id: u64,
+}
+
+/// Why a proposal will never commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// This node was not the leader when the proposal reached the core.
+    NotLeader { leader: NodeId },
+    /// A leadership transfer was under way.
+    TransferInProgress,
+    /// The payload exceeded the core's entry size limit.
+    TooLarge,
+    /// The entry was appended, but the entry committed at its index came
+    /// from another term: a new leader overwrote it.
+    Superseded,
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropReason::NotLeader { leader: 0 } => write!(f, "not the leader, no leader known"),
+            DropReason::NotLeader { leader } => write!(f, "not the leader; node {leader} is"),
+            DropReason::TransferInProgress => write!(f, "leadership transfer in progress"),
+            DropReason::TooLarge => write!(f, "entry too large"),
+            DropReason::Superseded => write!(f, "overwritten by another leader's entry"),
+        }
+    }
+}
+
+/// What became of one proposal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposalResult {
+    /// Committed at this index; the entry is in the same batch's committed
+    /// entries.
+    Committed {
+        index: Index,
+    },
+    Dropped(DropReason),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProposalOutcome {
+    pub proposal_id: u64,
+    pub result: ProposalResult,
+}
+
+/// Role, leader and term as the node last knew them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeState {
+    pub role: Role,
+    pub leader: NodeId,
+    pub term: Term,
+}
+
+/// Verbosity of the log lines a node hands out in its batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum LogLevel {
+    Off = 0,
+    /// Role changes, storage failures, lifecycle.
+    Info = 1,
+    /// Refused inputs and rejected messages.
+    Debug = 2,
+    /// Every message in and out.
+    Trace = 3,
+}
+
+impl LogLevel {
+    pub fn from_u8(level: u8) -> Option<LogLevel> {
+        match level {
+            0 => Some(LogLevel::Off),
+            1 => Some(LogLevel::Info),
+            2 => Some(LogLevel::Debug),
+            3 => Some(LogLevel::Trace),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub text: String,
+}
+
+/// One batch of work for the host. Everything in it may be acted on at
+/// once: messages that depend on durable state are only put in a batch
+/// after that state is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadyBatch {
+    pub messages: Vec<OutboundMessage>,
+    pub committed: Vec<CommittedEntry>,
+    pub outcomes: Vec<ProposalOutcome>,
+    /// True when role, leader or term changed since the previous batch.
+    pub state_changed: bool,
+    /// Role, leader and term as of this batch (whether or not they changed).
+    pub state: NodeState,
+    pub logs: Vec<LogLine>,
+}
+
+/// Log lines kept while the host does not poll; beyond this, lines are
+/// counted and replaced by one summary line so memory stays bounded.
+const MAX_PENDING_LOG_LINES: usize = 4096;
+
+/// The batch being filled between two polls.
+pub(crate) struct Pending {
+    messages: Vec<OutboundMessage>,
+    committed: Vec<CommittedEntry>,
+    outcomes: Vec<ProposalOutcome>,
+    state_changed: bool,
+    state: NodeState,
+    logs: Vec<LogLine>,
+    dropped_log_lines: u64,
+}
+
+impl Pending {
+    pub(crate) fn new(state: NodeState) -> Pending {
+        Pending {
+            messages: Vec::new(),
+            committed: Vec::new(),
+            outcomes: Vec::new(),
+            state_changed: false,
+            state,
+            logs: Vec::new(),
+            dropped_log_lines: 0,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.committed.is_empty()
+            && self.outcomes.is_empty()
+            && !self.state_changed
+            && self.logs.is_empty()
+            && self.dropped_log_lines == 0
+    }
+
+    pub(crate) fn push_messages(&mut self, messages: impl IntoIterator<Item = OutboundMessage>) {
+        self.messages.extend(messages);
+    }
+
+    pub(crate) fn push_committed(&mut self, entry: CommittedEntry) {
+        self.committed.push(entry);
+    }
+
+    pub(crate) fn push_outcome(&mut self, outcome: ProposalOutcome) {
+        self.outcomes.push(outcome);
+    }
+
+    pub(crate) fn set_state(&mut self, state: NodeState) {
+        if state != self.state {
+            self.state = state;
+            self.state_changed = true;
+        }
+    }
+
+    pub(crate) fn push_log(&mut self, line: LogLine) {
+        if self.logs.len() < MAX_PENDING_LOG_LINES {
+            self.logs.push(line);
+        } else {
+            self.dropped_log_lines += 1;
+        }
+    }
+
+    /// Hands the batch out and starts an empty one that remembers the state.
+    pub(crate) fn take(&mut self) -> ReadyBatch {
+        let mut logs = std::mem::take(&mut self.logs);
+        if self.dropped_log_lines > 0 {
+            logs.push(LogLine {
+                level: LogLevel::Info,
+                text: format!(
+                    "{} log lines dropped because the host did not poll",
+                    self.dropped_log_lines
+                ),
+            });
+            self.dropped_log_lines = 0;
+        }
+        let batch = ReadyBatch {
+            messages: std::mem::take(&mut self.messages),
+            committed: std::mem::take(&mut self.committed),
+            outcomes: std::mem::take(&mut self.outcomes),
+            state_changed: self.state_changed,
+            state: self.state,
+            logs,
+        };
+        self.state_changed = false;
+        batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follower() -> NodeState {
+        NodeState {
+            role: Role::Follower,
+            leader: 0,
+            term: 0,
+        }
+    }
+
+    #[test]
+    fn unchanged_state_alone_is_not_work() {
+        let mut pending = Pending::new(follower());
+        pending.set_state(follower());
+        assert!(pending.is_empty());
+        pending.set_state(NodeState {
+            term: 1,
+            ..follower()
+        });
+        assert!(!pending.is_empty());
+        let batch = pending.take();
+        assert!(batch.state_changed);
+        assert_eq!(batch.state.term, 1);
+        assert!(pending.is_empty());
+        assert_eq!(pending.take().state.term, 1, "state is remembered");
+    }
+
+    #[test]
+    fn log_lines_are_bounded_and_the_loss_reported() {
+        let mut pending = Pending::new(follower());
+        for i in 0..MAX_PENDING_LOG_LINES + 10 {
+            pending.push_log(LogLine {
+                level: LogLevel::Debug,
+                text: i.to_string(),
+            });
+        }
+        let batch = pending.take();
+        assert_eq!(batch.logs.len(), MAX_PENDING_LOG_LINES + 1);
+        assert!(batch
+            .logs
+            .last()
+            .unwrap()
+            .text
+            .starts_with("10 log lines dropped"));
+    }
+}

@@ -1,0 +1,303 @@
+//! The driver thread: the only owner of the Raft core. It takes inputs from
+//! the host's threads, hands the core's writes to the persistence thread,
+//! and releases each batch's outputs as soon as the contract in
+//! [`crate::core::Ready`] allows.
+
+use super::batch::{
+    CommittedEntry, DropReason, LogLevel, NodeState, OutboundMessage, ProposalOutcome,
+    ProposalResult,
+};
+use super::persist::{PersistDone, PersistJob};
+use super::proposals::ProposalTracker;
+use super::{wire, Shared};
+use crate::core::{Entry, Index, Message, ProposeError, Raft, Term};
+use crossbeam_channel::{select, Receiver, Sender};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// What host threads send to the driver.
+pub(crate) enum Input {
+    Tick,
+    Step(Message),
+    Propose { proposal_id: u64, data: Vec<u8> },
+    Applied(Index),
+}
+
+/// Inputs handled before the core's ready is taken, so that one batch (and
+/// one sync) covers many proposals while the loop stays responsive.
+const MAX_INPUTS_PER_ROUND: usize = 1024;
+
+/// The outputs of one core `Ready` that may leave only once its writes (and
+/// every earlier batch's) are durable.
+struct AwaitingPersist {
+    /// The persist job carrying this batch's writes; `None` when it had none
+    /// and only waits for the batches before it.
+    seq: Option<u64>,
+    /// The last entry written by this batch, reported to the core once
+    /// durable so a leader counts itself toward the quorum.
+    last_entry: Option<(Index, Term)>,
+    persisted_messages: Vec<Message>,
+    committed: Vec<Entry>,
+}
+
+pub(crate) struct Driver {
+    raft: Raft,
+    shared: Arc<Shared>,
+    inputs: Receiver<Input>,
+    persist_jobs: Sender<PersistJob>,
+    persist_done: Receiver<PersistDone>,
+    proposals: ProposalTracker,
+    awaiting_persist: VecDeque<AwaitingPersist>,
+    next_seq: u64,
+    /// Highest job sequence number the persistence thread reported durable.
+    durable_seq: u64,
+    applied: Index,
+    state: NodeState,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        raft: Raft,
+        shared: Arc<Shared>,
+        inputs: Receiver<Input>,
+        persist_jobs: Sender<PersistJob>,
+        persist_done: Receiver<PersistDone>,
+        applied: Index,
+    ) -> Driver {
+        let state = NodeState {
+            role: raft.role(),
+            leader: raft.leader(),
+            term: raft.term(),
+        };
+        Driver {
+            raft,
+            shared,
+            inputs,
+            persist_jobs,
+            persist_done,
+            proposals: ProposalTracker::default(),
+            awaiting_persist: VecDeque::new(),
+            next_seq: 0,
+            durable_seq: 0,
+            applied,
+            state,
+        }
+    }
+
+    /// Runs until the node is dropped (the input channel disconnects) or its
+    /// storage fails.
+    pub(crate) fn run(mut self) {
+        loop {
+            select! {
+                recv(self.inputs) -> input => match input {
+                    Ok(input) => self.handle(input),
+                    Err(_) => break,
+                },
+                recv(self.persist_done) -> done => {
+                    if !self.on_persist_done(done.ok()) {
+                        return;
+                    }
+                }
+            }
+            for _ in 0..MAX_INPUTS_PER_ROUND {
+                match self.inputs.try_recv() {
+                    Ok(input) => self.handle(input),
+                    Err(_) => break,
+                }
+            }
+            while let Ok(done) = self.persist_done.try_recv() {
+                if !self.on_persist_done(Some(done)) {
+                    return;
+                }
+            }
+            self.process_ready();
+            self.shared.publish_status(self.raft.status());
+        }
+        self.shutdown();
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Tick => self.raft.tick(),
+            Input::Step(msg) => {
+                self.shared.log(LogLevel::Trace, || {
+                    format!(
+                        "recv {} from {} term {}",
+                        msg.body.name(),
+                        msg.from,
+                        msg.term
+                    )
+                });
+                if let Err(err) = self.raft.step(msg) {
+                    self.shared
+                        .log(LogLevel::Debug, || format!("message refused: {err}"));
+                }
+            }
+            Input::Propose { proposal_id, data } => match self.raft.propose(data) {
+                Ok((index, term)) => {
+                    if let Some(superseded) = self.proposals.appended(proposal_id, index, term) {
+                        self.shared.update(|p| p.push_outcome(superseded));
+                    }
+                }
+                Err(err) => {
+                    self.shared.log(LogLevel::Debug, || {
+                        format!("proposal {proposal_id} refused: {err}")
+                    });
+                    let reason = match err {
+                        ProposeError::NotLeader { leader } => DropReason::NotLeader { leader },
+                        ProposeError::TooLarge { .. } => DropReason::TooLarge,
+                        ProposeError::TransferInProgress => DropReason::TransferInProgress,
+                    };
+                    self.shared.update(|p| {
+                        p.push_outcome(ProposalOutcome {
+                            proposal_id,
+                            result: ProposalResult::Dropped(reason),
+                        })
+                    });
+                }
+            },
+            Input::Applied(index) => {
+                if index > self.applied {
+                    self.applied = index;
+                    self.raft.on_applied(index);
+                }
+            }
+        }
+    }
+
+    /// Returns false when the node must stop (storage failed).
+    fn on_persist_done(&mut self, done: Option<PersistDone>) -> bool {
+        match done {
+            Some(PersistDone::Through(seq)) => {
+                self.durable_seq = seq;
+                self.release_durable();
+                true
+            }
+            Some(PersistDone::Failed(why)) => {
+                self.shared.fail(format!("storage failed: {why}"));
+                false
+            }
+            None => {
+                self.shared
+                    .fail("the persistence thread stopped".to_string());
+                false
+            }
+        }
+    }
+
+    fn process_ready(&mut self) {
+        while self.raft.has_ready() {
+            let ready = self.raft.ready();
+            self.publish_state();
+
+            // Appends and heartbeats do not depend on this batch's writes: a
+            // leader replicates while its own sync runs (thesis 10.2.1).
+            if !ready.messages.is_empty() {
+                let outbound = self.encode_all(&ready.messages);
+                self.shared.update(|p| p.push_messages(outbound));
+            }
+
+            let seq = if ready.entries.is_empty() && ready.hard_state.is_none() {
+                None
+            } else {
+                self.next_seq += 1;
+                Some(self.next_seq)
+            };
+            let last_entry = ready.entries.last().map(|e| (e.index, e.term));
+            if let Some(seq) = seq {
+                let job = PersistJob {
+                    seq,
+                    entries: ready.entries,
+                    hard_state: ready.hard_state,
+                };
+                if self.persist_jobs.send(job).is_err() {
+                    // The persistence thread has exited after a failure it
+                    // has reported; the main loop stops on that report.
+                    return;
+                }
+            }
+            self.awaiting_persist.push_back(AwaitingPersist {
+                seq,
+                last_entry,
+                persisted_messages: ready.persisted_messages,
+                committed: ready.committed_entries,
+            });
+            self.release_durable();
+        }
+    }
+
+    /// Releases, in order, every batch whose writes are durable: tells the
+    /// core, then lets its vote and append responses leave and its
+    /// committed entries go to the host.
+    fn release_durable(&mut self) {
+        while let Some(front) = self.awaiting_persist.front() {
+            if front.seq.is_some_and(|seq| seq > self.durable_seq) {
+                break;
+            }
+            let Some(batch) = self.awaiting_persist.pop_front() else {
+                break;
+            };
+            if let Some((index, term)) = batch.last_entry {
+                self.raft.on_persisted(index, term);
+            }
+            let outbound = self.encode_all(&batch.persisted_messages);
+            let mut outcomes = Vec::new();
+            let committed: Vec<CommittedEntry> = batch
+                .committed
+                .into_iter()
+                .map(|entry| {
+                    let (proposal_id, outcome) = self.proposals.committed(&entry);
+                    outcomes.extend(outcome);
+                    CommittedEntry { entry, proposal_id }
+                })
+                .collect();
+            self.shared.update(|p| {
+                p.push_messages(outbound);
+                committed.into_iter().for_each(|c| p.push_committed(c));
+                outcomes.into_iter().for_each(|o| p.push_outcome(o));
+            });
+        }
+    }
+
+    fn encode_all(&self, messages: &[Message]) -> Vec<OutboundMessage> {
+        messages
+            .iter()
+            .map(|msg| {
+                self.shared.log(LogLevel::Trace, || {
+                    format!("send {} to {} term {}", msg.body.name(), msg.to, msg.term)
+                });
+                OutboundMessage {
+                    to: msg.to,
+                    bytes: wire::encode(msg),
+                }
+            })
+            .collect()
+    }
+
+    fn publish_state(&mut self) {
+        let state = NodeState {
+            role: self.raft.role(),
+            leader: self.raft.leader(),
+            term: self.raft.term(),
+        };
+        if state != self.state {
+            self.shared.log(LogLevel::Info, || {
+                format!(
+                    "now {:?} in term {}, leader {}",
+                    state.role, state.term, state.leader
+                )
+            });
+            self.state = state;
+            self.shared.update(|p| p.set_state(state));
+        }
+    }
+
+    /// Lets the persistence thread finish every queued write, so a freed
+    /// node leaves its directory synced.
+    fn shutdown(self) {
+        drop(self.persist_jobs);
+        // Completion reports are of no use any more; wait for the thread to
+        // drain its queue and hang up.
+        for _ in self.persist_done.iter() {}
+    }
+}

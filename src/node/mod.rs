@@ -1,0 +1,546 @@
+//! The thread-based runtime: one [`Node`] owns one Raft core and one WAL.
+//!
+//! Threads:
+//! - the caller's threads: [`Node::tick`], [`Node::step`], [`Node::propose`]
+//!   and [`Node::ack_applied`] validate their input, then queue it on a
+//!   bounded channel without blocking ([`NodeError::Busy`] when it is full);
+//!   [`Node::poll_ready`] takes the pending batch;
+//! - the driver thread owns the core (see `driver.rs`);
+//! - the persistence thread owns the WAL and syncs queued writes together
+//!   (see `persist.rs`).
+//!
+//! The node never calls into the host: log lines travel in the batches.
+
+mod batch;
+mod driver;
+mod persist;
+mod proposals;
+mod readiness;
+mod wire;
+
+pub use batch::{
+    CommittedEntry, DropReason, LogLevel, LogLine, NodeState, OutboundMessage, ProposalOutcome,
+    ProposalResult, ReadyBatch,
+};
+
+use crate::codec::DecodeError;
+use crate::core::{
+    ConfState, Config, Index, InitialState, NodeId, Raft, SnapshotMeta, Status, NO_NODE,
+};
+use crate::wal::{Recovered, Wal, WalError, WalOptions};
+use batch::Pending;
+use crossbeam_channel::TrySendError;
+use driver::{Driver, Input};
+use parking_lot::{Condvar, Mutex};
+use readiness::Readiness;
+use std::fmt;
+use std::os::fd::RawFd;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Everything needed to start (or restart) a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The core's tunables; `raft.id` is this node's id. A `raft.seed` of 0
+    /// asks the node to pick a random seed.
+    pub raft: Config,
+    /// Voters of a new cluster, this node included. Only read when the data
+    /// directory holds no state yet; a restarted node recovers its
+    /// membership from its WAL.
+    pub peers: Vec<NodeId>,
+    pub data_dir: PathBuf,
+    pub wal: WalOptions,
+    /// What the host has already applied: committed entries up to here are
+    /// not delivered again after a restart (0: deliver from the start).
+    pub applied: Index,
+    /// Inputs queued before [`NodeError::Busy`] is answered.
+    pub input_capacity: usize,
+    pub log_level: LogLevel,
+}
+
+impl NodeConfig {
+    pub fn new(id: NodeId, data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            raft: Config {
+                id,
+                ..Config::default()
+            },
+            peers: Vec::new(),
+            data_dir: data_dir.into(),
+            wal: WalOptions::default(),
+            applied: 0,
+            input_capacity: DEFAULT_INPUT_CAPACITY,
+            log_level: LogLevel::Off,
+        }
+    }
+}
+
+pub const DEFAULT_INPUT_CAPACITY: usize = 4096;
+
+/// Why a node call failed.
+#[derive(Debug)]
+pub enum NodeError {
+    /// The configuration, or its combination with the recovered state, is
+    /// unusable.
+    InvalidConfig(String),
+    /// Another node (in this or another process) holds the data directory.
+    DirectoryLocked(PathBuf),
+    /// Opening or recovering the WAL failed.
+    Storage(WalError),
+    /// A system resource (thread, file descriptor) could not be had.
+    Resource(String),
+    /// The input queue is full; retry after polling.
+    Busy,
+    /// Bytes given to `step` are not a message.
+    MalformedMessage(DecodeError),
+    /// The message is addressed to another node.
+    WrongRecipient { to: NodeId, this_node: NodeId },
+    /// The proposal exceeds the configured maximum entry size.
+    ProposalTooLarge { size: u64, limit: u64 },
+    /// `ack_applied` named an index the host has not been given yet.
+    NotDelivered { index: Index, delivered: Index },
+    /// The node stopped after a storage failure or an internal error; free
+    /// it and create it again from its data directory.
+    Failed(String),
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
+            NodeError::DirectoryLocked(dir) => {
+                write!(
+                    f,
+                    "data directory {} is in use by another node",
+                    dir.display()
+                )
+            }
+            NodeError::Storage(err) => write!(f, "storage: {err}"),
+            NodeError::Resource(why) => write!(f, "out of resources: {why}"),
+            NodeError::Busy => write!(f, "input queue full; poll the node and retry"),
+            NodeError::MalformedMessage(err) => write!(f, "malformed message: {err}"),
+            NodeError::WrongRecipient { to, this_node } => {
+                write!(
+                    f,
+                    "message addressed to node {to}, this is node {this_node}"
+                )
+            }
+            NodeError::ProposalTooLarge { size, limit } => {
+                write!(f, "proposal of {size} bytes exceeds the limit of {limit}")
+            }
+            NodeError::NotDelivered { index, delivered } => write!(
+                f,
+                "cannot acknowledge index {index}: only entries through {delivered} were delivered"
+            ),
+            NodeError::Failed(why) => write!(f, "node stopped: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+/// What the host sees, filled by the node's threads, taken by `poll_ready`.
+struct Outbox {
+    pending: Pending,
+    /// Set once when the node stops for good; the pending batch is still
+    /// handed out first.
+    failure: Option<String>,
+}
+
+/// State shared by the host-facing [`Node`] and its threads.
+pub(crate) struct Shared {
+    outbox: Mutex<Outbox>,
+    batch_ready: Condvar,
+    readiness: Readiness,
+    status: Mutex<Status>,
+    log_level: AtomicU8,
+    /// Highest committed index handed to the host: the bound for acks.
+    delivered: AtomicU64,
+}
+
+impl Shared {
+    /// Changes the pending batch and wakes pollers (condvar and fd) when it
+    /// turns non-empty.
+    pub(crate) fn update(&self, change: impl FnOnce(&mut Pending)) {
+        let mut outbox = self.outbox.lock();
+        let was_empty = outbox.pending.is_empty();
+        change(&mut outbox.pending);
+        if was_empty && !outbox.pending.is_empty() {
+            self.readiness.signal();
+            self.batch_ready.notify_all();
+        }
+    }
+
+    /// Adds a log line when `level` is enabled; `text` runs only then.
+    pub(crate) fn log(&self, level: LogLevel, text: impl FnOnce() -> String) {
+        if level != LogLevel::Off && level as u8 <= self.log_level.load(Ordering::Relaxed) {
+            let line = LogLine {
+                level,
+                text: text(),
+            };
+            self.update(|p| p.push_log(line));
+        }
+    }
+
+    /// Stops the node for good: every later input is refused with `why`.
+    pub(crate) fn fail(&self, why: String) {
+        self.log(LogLevel::Info, || why.clone());
+        let mut outbox = self.outbox.lock();
+        if outbox.failure.is_none() {
+            outbox.failure = Some(why);
+            // Wake the host so it polls and learns of the failure.
+            self.readiness.signal();
+            self.batch_ready.notify_all();
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.outbox.lock().failure.clone()
+    }
+
+    pub(crate) fn publish_status(&self, status: Status) {
+        *self.status.lock() = status;
+    }
+}
+
+/// A running Raft node. Every method takes `&self` and may be called from
+/// any thread; dropping it stops its threads after its writes are durable.
+pub struct Node {
+    id: NodeId,
+    max_entry_bytes: u64,
+    inputs: Option<crossbeam_channel::Sender<Input>>,
+    shared: Arc<Shared>,
+    next_proposal_id: AtomicU64,
+    driver: Option<JoinHandle<()>>,
+    persister: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Opens (or creates) the data directory, recovers the WAL and starts the
+    /// node's threads. A new cluster needs `config.peers`; a restart takes
+    /// membership, term, vote and log from the directory.
+    pub fn new(config: NodeConfig) -> Result<Node, NodeError> {
+        let id = config.raft.id;
+        if config.input_capacity == 0 {
+            return Err(NodeError::InvalidConfig(
+                "input queue capacity must be greater than zero".into(),
+            ));
+        }
+        config
+            .raft
+            .validate()
+            .map_err(|err| NodeError::InvalidConfig(err.to_string()))?;
+        let (wal, recovered) =
+            Wal::open(&config.data_dir, config.wal.clone()).map_err(|err| match err {
+                WalError::Locked(dir) => NodeError::DirectoryLocked(dir),
+                err => NodeError::Storage(err),
+            })?;
+        let initial = initial_state(&config, &wal, recovered)?;
+        let applied = initial.applied;
+        let mut raft_config = config.raft.clone();
+        if raft_config.seed == 0 {
+            raft_config.seed = random_seed(id);
+        }
+        let raft = Raft::new(raft_config, initial)
+            .map_err(|err| NodeError::InvalidConfig(err.to_string()))?;
+        let readiness =
+            Readiness::new().map_err(|err| NodeError::Resource(format!("readiness fd: {err}")))?;
+        let state = NodeState {
+            role: raft.role(),
+            leader: raft.leader(),
+            term: raft.term(),
+        };
+        let shared = Arc::new(Shared {
+            outbox: Mutex::new(Outbox {
+                pending: Pending::new(state),
+                failure: None,
+            }),
+            batch_ready: Condvar::new(),
+            readiness,
+            status: Mutex::new(raft.status()),
+            log_level: AtomicU8::new(config.log_level as u8),
+            delivered: AtomicU64::new(applied),
+        });
+
+        let (input_tx, input_rx) = crossbeam_channel::bounded(config.input_capacity);
+        // Unbounded, but never long: the driver takes one ready per round
+        // and the persistence thread drains the queue on every sync.
+        let (job_tx, job_rx) = crossbeam_channel::unbounded();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+
+        let persister = spawn_guarded(format!("embraft-wal-{id}"), &shared, move || {
+            persist::run(wal, job_rx, done_tx)
+        })?;
+        let driver = Driver::new(raft, shared.clone(), input_rx, job_tx, done_rx, applied);
+        let driver = spawn_guarded(format!("embraft-node-{id}"), &shared, move || driver.run())?;
+        shared.log(LogLevel::Info, || {
+            format!(
+                "node {id} started on {} (applied {applied})",
+                config.data_dir.display()
+            )
+        });
+        Ok(Node {
+            id,
+            max_entry_bytes: config.raft.max_entry_bytes,
+            inputs: Some(input_tx),
+            shared,
+            next_proposal_id: AtomicU64::new(1),
+            driver: Some(driver),
+            persister: Some(persister),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Advances the node's logical clock by one tick.
+    pub fn tick(&self) -> Result<(), NodeError> {
+        self.send(Input::Tick)
+    }
+
+    /// Takes a message received from a peer, as bytes the peer's node
+    /// produced. Malformed bytes and misaddressed messages are refused here;
+    /// messages the core refuses are logged at debug level.
+    pub fn step(&self, bytes: &[u8]) -> Result<(), NodeError> {
+        let msg = wire::decode(bytes).map_err(NodeError::MalformedMessage)?;
+        if msg.to != self.id {
+            return Err(NodeError::WrongRecipient {
+                to: msg.to,
+                this_node: self.id,
+            });
+        }
+        self.send(Input::Step(msg))
+    }
+
+    /// Queues a proposal and returns its id (never 0). Its outcome arrives
+    /// in a later batch: committed at an index, or dropped with a reason.
+    pub fn propose(&self, data: &[u8]) -> Result<u64, NodeError> {
+        let size = data.len() as u64;
+        if size > self.max_entry_bytes {
+            return Err(NodeError::ProposalTooLarge {
+                size,
+                limit: self.max_entry_bytes,
+            });
+        }
+        let proposal_id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
+        self.send(Input::Propose {
+            proposal_id,
+            data: data.to_vec(),
+        })?;
+        Ok(proposal_id)
+    }
+
+    /// The host applied every delivered entry through `index`. Acks may lag
+    /// and may repeat; an index beyond what was delivered is refused.
+    pub fn ack_applied(&self, index: Index) -> Result<(), NodeError> {
+        let delivered = self.shared.delivered.load(Ordering::Acquire);
+        if index > delivered {
+            return Err(NodeError::NotDelivered { index, delivered });
+        }
+        self.send(Input::Applied(index))
+    }
+
+    /// Waits up to `timeout` for a batch; `Ok(None)` when none came. After a
+    /// failure, the batch pending at that moment is still handed out, then
+    /// every call returns the failure.
+    pub fn poll_ready(&self, timeout: Duration) -> Result<Option<ReadyBatch>, NodeError> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut outbox = self.shared.outbox.lock();
+        loop {
+            if !outbox.pending.is_empty() {
+                let batch = outbox.pending.take();
+                if let Some(last) = batch.committed.last() {
+                    self.shared
+                        .delivered
+                        .store(last.entry.index, Ordering::Release);
+                }
+                if outbox.failure.is_none() {
+                    self.shared.readiness.clear();
+                }
+                return Ok(Some(batch));
+            }
+            if let Some(why) = &outbox.failure {
+                return Err(NodeError::Failed(why.clone()));
+            }
+            let timed_out = match deadline {
+                Some(deadline) => self
+                    .shared
+                    .batch_ready
+                    .wait_until(&mut outbox, deadline)
+                    .timed_out(),
+                None => {
+                    self.shared.batch_ready.wait(&mut outbox);
+                    false
+                }
+            };
+            if timed_out && outbox.pending.is_empty() && outbox.failure.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A descriptor that is readable while a batch (or a failure) waits to
+    /// be polled. Owned by the node: do not close it or read from it.
+    pub fn readiness_fd(&self) -> RawFd {
+        self.shared.readiness.fd()
+    }
+
+    /// The node's state as of the driver's last round.
+    pub fn status(&self) -> Status {
+        self.shared.status.lock().clone()
+    }
+
+    pub fn set_log_level(&self, level: LogLevel) {
+        self.shared.log_level.store(level as u8, Ordering::Relaxed);
+    }
+
+    fn send(&self, input: Input) -> Result<(), NodeError> {
+        let Some(inputs) = &self.inputs else {
+            return Err(NodeError::Failed("node is shutting down".into()));
+        };
+        match inputs.try_send(input) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(NodeError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(NodeError::Failed(
+                self.shared
+                    .failure()
+                    .unwrap_or_else(|| "the node's thread stopped".into()),
+            )),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Hanging up the input channel tells the driver to finish; it lets
+        // the persistence thread complete every queued write before both
+        // threads end.
+        drop(self.inputs.take());
+        for handle in [self.driver.take(), self.persister.take()]
+            .into_iter()
+            .flatten()
+        {
+            // Panics were caught inside the thread (spawn_guarded).
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Builds the core's starting state from what the WAL recovered. A fresh
+/// directory is a new cluster: its membership is recorded in the WAL (as
+/// the metadata of an empty snapshot at index 0) so a restart needs no
+/// peer list.
+fn initial_state(
+    config: &NodeConfig,
+    wal: &Wal,
+    recovered: Recovered,
+) -> Result<InitialState, NodeError> {
+    let id = config.raft.id;
+    let fresh = recovered == Recovered::default();
+    let conf_state = if fresh {
+        if config.peers.is_empty() {
+            return Err(NodeError::InvalidConfig(
+                "the data directory is empty: a new cluster needs its peers".into(),
+            ));
+        }
+        if config.peers.contains(&NO_NODE) {
+            return Err(NodeError::InvalidConfig("peer id 0 is reserved".into()));
+        }
+        if !config.peers.contains(&id) {
+            return Err(NodeError::InvalidConfig(format!(
+                "peers must include this node ({id})"
+            )));
+        }
+        let mut voters = config.peers.clone();
+        voters.sort_unstable();
+        voters.dedup();
+        let conf_state = ConfState {
+            voters,
+            ..ConfState::default()
+        };
+        wal.save_snapshot(&SnapshotMeta {
+            index: 0,
+            term: 0,
+            conf_state: conf_state.clone(),
+        })
+        .map_err(NodeError::Storage)?;
+        conf_state
+    } else {
+        match &recovered.snapshot {
+            Some(meta) => meta.conf_state.clone(),
+            None => {
+                return Err(NodeError::InvalidConfig(
+                    "the data directory holds a log but no membership record".into(),
+                ))
+            }
+        }
+    };
+    if config.applied > recovered.hard_state.commit {
+        return Err(NodeError::InvalidConfig(format!(
+            "applied index {} is beyond the recovered commit index {}",
+            config.applied, recovered.hard_state.commit
+        )));
+    }
+    Ok(InitialState {
+        hard_state: recovered.hard_state,
+        conf_state,
+        // The index-0 record only carries the bootstrap membership; the core
+        // sees a real snapshot only.
+        snapshot: recovered.snapshot.filter(|meta| meta.index > 0),
+        entries: recovered.entries,
+        applied: config.applied,
+    })
+}
+
+/// A seed that differs between nodes and between runs, so that nodes never
+/// share election timeouts.
+fn random_seed(id: NodeId) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(id);
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.finish() | 1
+}
+
+/// Spawns a node thread whose panic, should one happen, stops the node with
+/// a clear failure instead of leaving the host waiting forever.
+fn spawn_guarded(
+    name: String,
+    shared: &Arc<Shared>,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, NodeError> {
+    let shared = shared.clone();
+    let thread_name = name.clone();
+    thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(body)) {
+                shared.fail(format!(
+                    "internal error in {thread_name}: {}",
+                    panic_message(&*payload)
+                ));
+            }
+        })
+        .map_err(|err| NodeError::Resource(format!("spawning {name}: {err}")))
+}
+
+/// The text of a panic payload, for error messages.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic".to_string()
+    }
+}
