@@ -13,11 +13,7 @@ pub struct DecodeError {
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "malformed input at byte {}: {}",
-            self.offset, self.reason
-        )
+        write!(f, "malformed input at byte {}: {}", self.offset, self.reason)
     }
 }
 
