@@ -15,18 +15,39 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+/// A u32 length or count prefix.
+///
+/// A value past `u32::MAX` cannot be represented; silently truncating it
+/// would produce bytes that decode to something else, so it is refused
+/// loudly instead. Layers above the codec bound payload sizes well below
+/// this (see docs/WIRE.md).
+pub(crate) fn put_len(out: &mut Vec<u8>, len: usize) {
+    let len = u32::try_from(len).expect("length or count exceeds the u32 wire limit");
+    put_u32(out, len);
+}
+
 /// A length-prefixed (u32) byte string.
 pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    put_u32(out, bytes.len() as u32);
+    put_len(out, bytes.len());
     out.extend_from_slice(bytes);
+}
+
+/// Encoded size of a byte string written by [`put_bytes`].
+pub(crate) fn bytes_len(bytes: &[u8]) -> usize {
+    4 + bytes.len()
 }
 
 /// A count-prefixed (u32) list of node ids.
 pub(crate) fn put_ids(out: &mut Vec<u8>, ids: &[u64]) {
-    put_u32(out, ids.len() as u32);
+    put_len(out, ids.len());
     for id in ids {
         put_u64(out, *id);
     }
+}
+
+/// Encoded size of an id list written by [`put_ids`].
+pub(crate) fn ids_len(ids: &[u64]) -> usize {
+    4 + 8 * ids.len()
 }
 
 /// Reads values off the front of a byte slice, failing cleanly at its end.
@@ -40,11 +61,15 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0 }
     }
 
+    /// An error at the current position.
     pub(crate) fn error(&self, reason: &'static str) -> DecodeError {
-        DecodeError {
-            offset: self.pos,
-            reason,
-        }
+        DecodeError::at(self.pos, reason)
+    }
+
+    /// The current position; callers keep it to report an error at the start
+    /// of a field they have already consumed.
+    pub(crate) fn position(&self) -> usize {
+        self.pos
     }
 
     pub(crate) fn remaining(&self) -> usize {
@@ -64,11 +89,14 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
 
+    /// A boolean byte. Only 0 and 1 are accepted, so that every value has
+    /// exactly one encoding.
     pub(crate) fn bool(&mut self) -> Result<bool, DecodeError> {
+        let at = self.pos;
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
-            _ => Err(self.error("boolean is neither 0 nor 1")),
+            _ => Err(DecodeError::at(at, "boolean is neither 0 nor 1")),
         }
     }
 
@@ -87,9 +115,10 @@ impl<'a> Reader<'a> {
     /// A length-prefixed byte string; the length is checked against what is
     /// left before anything is allocated.
     pub(crate) fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let at = self.pos;
         let len = self.u32()? as usize;
         if len > self.remaining() {
-            return Err(self.error("byte string longer than the input"));
+            return Err(DecodeError::at(at, "byte string longer than the input"));
         }
         Ok(self.take(len)?.to_vec())
     }
@@ -97,16 +126,23 @@ impl<'a> Reader<'a> {
     /// A count-prefixed list whose items are at least `min_item_len` bytes;
     /// returns the count once it is known to fit in what is left.
     pub(crate) fn count(&mut self, min_item_len: usize) -> Result<usize, DecodeError> {
+        let at = self.pos;
         let n = self.u32()? as usize;
         if n.saturating_mul(min_item_len.max(1)) > self.remaining() {
-            return Err(self.error("item count larger than the input"));
+            return Err(DecodeError::at(at, "item count larger than the input"));
         }
         Ok(n)
     }
 
     pub(crate) fn ids(&mut self) -> Result<Vec<u64>, DecodeError> {
         let n = self.count(8)?;
-        (0..n).map(|_| self.u64()).collect()
+        // The count is bounded by the input, so reserving it up front is safe
+        // and avoids regrowing the vector.
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(self.u64()?);
+        }
+        Ok(ids)
     }
 
     /// Fails unless the whole input was consumed.
