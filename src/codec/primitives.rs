@@ -153,3 +153,58 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_string_that_exactly_fits_is_read() {
+        let mut buf = Vec::new();
+        put_bytes(&mut buf, b"abc");
+        let mut r = Reader::new(&buf);
+        assert_eq!(r.bytes().unwrap(), b"abc");
+        assert_eq!(r.finish(), Ok(()));
+    }
+
+    #[test]
+    fn errors_point_at_the_start_of_the_field() {
+        let mut r = Reader::new(&[7, 2]);
+        r.u8().unwrap();
+        assert_eq!(
+            r.bool(),
+            Err(DecodeError::at(1, "boolean is neither 0 nor 1"))
+        );
+
+        // A length prefix of 5 with 4 bytes after it.
+        let buf = [0, 5, 0, 0, 0, 1, 2, 3, 4];
+        let mut r = Reader::new(&buf);
+        r.u8().unwrap();
+        assert_eq!(
+            r.bytes(),
+            Err(DecodeError::at(1, "byte string longer than the input"))
+        );
+
+        let mut r = Reader::new(&[1, 0, 0]);
+        assert_eq!(r.u32(), Err(DecodeError::at(0, "truncated")));
+    }
+
+    #[test]
+    fn count_cannot_overflow_or_skip_the_size_check() {
+        let buf = u32::MAX.to_le_bytes();
+        // usize::MAX items of usize::MAX bytes must saturate, not wrap.
+        assert!(Reader::new(&buf).count(usize::MAX).is_err());
+        // Zero-sized items are counted as one byte each.
+        assert!(Reader::new(&buf).count(0).is_err());
+        let mut one_item = 1u32.to_le_bytes().to_vec();
+        one_item.push(0);
+        assert_eq!(Reader::new(&one_item).count(0), Ok(1));
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    #[should_panic(expected = "u32 wire limit")]
+    fn lengths_past_u32_are_refused_not_truncated() {
+        put_len(&mut Vec::new(), u32::MAX as usize + 1);
+    }
+}
