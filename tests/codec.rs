@@ -323,6 +323,7 @@ fn append_layout_is_fixed() {
         0x02, 0, 0, 0, b'h', b'i',                      //   data = "hi"
         0x04, 0, 0, 0, 0, 0, 0, 0,                      // commit = 4
     ];
+    assert_eq!(expected.len(), 77, "the length docs/WIRE.md states");
     assert_eq!(encoded_message(&msg), expected);
     assert_eq!(encoded_message_len(&msg), expected.len());
     assert_eq!(decode_message(&expected), Ok(msg));
