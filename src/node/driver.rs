@@ -10,7 +10,7 @@ use super::batch::{
 use super::persist::{PersistDone, PersistJob};
 use super::proposals::ProposalTracker;
 use super::{wire, Shared};
-use crate::core::{Entry, Index, Message, ProposeError, Raft, Term};
+use crate::core::{Entry, Index, Message, ProposeError, Raft};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,17 +27,16 @@ pub(crate) enum Input {
 /// one sync) covers many proposals while the loop stays responsive.
 const MAX_INPUTS_PER_ROUND: usize = 1024;
 
-/// The outputs of one core `Ready` that may leave only once its writes (and
-/// every earlier batch's) are durable.
+/// A core `Ready` whose vote and append responses may leave only once its
+/// writes (and every earlier batch's) are durable.
 struct AwaitingPersist {
     /// The persist job carrying this batch's writes; `None` when it had none
     /// and only waits for the batches before it.
     seq: Option<u64>,
-    /// The last entry written by this batch, reported to the core once
-    /// durable so a leader counts itself toward the quorum.
-    last_entry: Option<(Index, Term)>,
+    /// The core's number for the batch, acknowledged with `on_persisted` so
+    /// a leader counts itself toward the quorum only once durable.
+    ready_number: u64,
     persisted_messages: Vec<Message>,
-    committed: Vec<Entry>,
 }
 
 pub(crate) struct Driver {
@@ -197,13 +196,16 @@ impl Driver {
                 self.shared.update(|p| p.push_messages(outbound));
             }
 
+            // The core hands out only entries that are committed and already
+            // durable here, so they go to the host at once.
+            self.release_committed(ready.committed_entries);
+
             let seq = if ready.entries.is_empty() && ready.hard_state.is_none() {
                 None
             } else {
                 self.next_seq += 1;
                 Some(self.next_seq)
             };
-            let last_entry = ready.entries.last().map(|e| (e.index, e.term));
             if let Some(seq) = seq {
                 let job = PersistJob {
                     seq,
@@ -218,17 +220,34 @@ impl Driver {
             }
             self.awaiting_persist.push_back(AwaitingPersist {
                 seq,
-                last_entry,
+                ready_number: ready.number,
                 persisted_messages: ready.persisted_messages,
-                committed: ready.committed_entries,
             });
             self.release_durable();
         }
     }
 
+    fn release_committed(&mut self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut outcomes = Vec::new();
+        let committed: Vec<CommittedEntry> = entries
+            .into_iter()
+            .map(|entry| {
+                let (proposal_id, outcome) = self.proposals.committed(&entry);
+                outcomes.extend(outcome);
+                CommittedEntry { entry, proposal_id }
+            })
+            .collect();
+        self.shared.update(|p| {
+            committed.into_iter().for_each(|c| p.push_committed(c));
+            outcomes.into_iter().for_each(|o| p.push_outcome(o));
+        });
+    }
+
     /// Releases, in order, every batch whose writes are durable: tells the
-    /// core, then lets its vote and append responses leave and its
-    /// committed entries go to the host.
+    /// core, then lets its vote and append responses leave.
     fn release_durable(&mut self) {
         while let Some(front) = self.awaiting_persist.front() {
             if front.seq.is_some_and(|seq| seq > self.durable_seq) {
@@ -237,25 +256,11 @@ impl Driver {
             let Some(batch) = self.awaiting_persist.pop_front() else {
                 break;
             };
-            if let Some((index, term)) = batch.last_entry {
-                self.raft.on_persisted(index, term);
+            self.raft.on_persisted(batch.ready_number);
+            if !batch.persisted_messages.is_empty() {
+                let outbound = self.encode_all(&batch.persisted_messages);
+                self.shared.update(|p| p.push_messages(outbound));
             }
-            let outbound = self.encode_all(&batch.persisted_messages);
-            let mut outcomes = Vec::new();
-            let committed: Vec<CommittedEntry> = batch
-                .committed
-                .into_iter()
-                .map(|entry| {
-                    let (proposal_id, outcome) = self.proposals.committed(&entry);
-                    outcomes.extend(outcome);
-                    CommittedEntry { entry, proposal_id }
-                })
-                .collect();
-            self.shared.update(|p| {
-                p.push_messages(outbound);
-                committed.into_iter().for_each(|c| p.push_committed(c));
-                outcomes.into_iter().for_each(|o| p.push_outcome(o));
-            });
         }
     }
 

@@ -237,6 +237,8 @@ impl Node {
         let (wal, recovered) =
             Wal::open(&config.data_dir, config.wal.clone()).map_err(|err| match err {
                 WalError::Locked(dir) => NodeError::DirectoryLocked(dir),
+                // Only the options can be refused before anything is read.
+                WalError::Invalid(why) => NodeError::InvalidConfig(why),
                 err => NodeError::Storage(err),
             })?;
         let initial = initial_state(&config, &wal, recovered)?;
