@@ -1,0 +1,296 @@
+#include "cluster.h"
+
+#include <string.h>
+
+unsigned cluster_tick_ms(void) {
+    const char *text = getenv("EMBRAFT_TEST_TICK_MS");
+    int value = text != NULL ? atoi(text) : 0;
+    return value > 0 ? (unsigned)value : 10u;
+}
+
+static int verbose(void) {
+    return getenv("EMBRAFT_TEST_VERBOSE") != NULL;
+}
+
+struct cluster *cluster_new(size_t count) {
+    struct cluster *c = calloc(1, sizeof *c);
+    if (c == NULL || count > CLUSTER_MAX_NODES) {
+        free(c);
+        return NULL;
+    }
+    c->count = count;
+    for (size_t i = 0; i < count; i++) {
+        c->peers[i] = i + 1;
+        c->nodes[i].id = i + 1;
+        c->nodes[i].dir = harness_temp_dir();
+    }
+    return c;
+}
+
+void cluster_free(struct cluster *c) {
+    if (c == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < c->count; i++) {
+        cluster_stop(c, i);
+    }
+    free(c);
+}
+
+embraft_status cluster_start(struct cluster *c, size_t i, uint64_t applied) {
+    struct cluster_node *n = &c->nodes[i];
+    embraft_config *config = NULL;
+    embraft_status status = embraft_config_new(&config);
+    if (status != EMBRAFT_OK) {
+        return status;
+    }
+    embraft_config_set_id(config, n->id);
+    embraft_config_set_peers(config, c->peers, c->count);
+    embraft_config_set_data_dir(config, n->dir);
+    embraft_config_set_election_ticks(config, 10);
+    embraft_config_set_heartbeat_ticks(config, 2);
+    embraft_config_set_segment_size(config, 1u << 20);
+    embraft_config_set_applied_index(config, applied);
+    embraft_config_set_log_level(config, verbose() ? EMBRAFT_LOG_DEBUG : EMBRAFT_LOG_OFF);
+    if (getenv("EMBRAFT_TEST_NO_SYNC") != NULL) {
+        embraft_config_set_sync_mode(config, EMBRAFT_SYNC_NEVER);
+    }
+    status = embraft_node_new(config, &n->node);
+    if (status != EMBRAFT_OK) {
+        harness_print_config_error(config);
+        n->node = NULL;
+    } else {
+        /* The host restarts from what it had applied. */
+        n->delivered = applied;
+        n->acked = applied;
+    }
+    /* The node keeps its own copy: the config can go at once. */
+    embraft_config_free(config);
+    return status;
+}
+
+void cluster_stop(struct cluster *c, size_t i) {
+    embraft_node_free(c->nodes[i].node);
+    c->nodes[i].node = NULL;
+}
+
+static void fail(struct cluster *c, const char *what, size_t i, embraft_status status) {
+    fprintf(stderr, "  node %zu: %s: %s\n", i + 1, what, embraft_status_str(status));
+    if (c->nodes[i].node != NULL) {
+        harness_print_node_error(c->nodes[i].node);
+    }
+    c->broken = 1;
+}
+
+static void deliver_messages(struct cluster *c, size_t from, const embraft_ready *ready) {
+    size_t count = 0;
+    embraft_ready_message_count(ready, &count);
+    for (size_t m = 0; m < count; m++) {
+        uint64_t to = 0;
+        const uint8_t *data = NULL;
+        size_t len = 0;
+        embraft_status status = embraft_ready_message(ready, m, &to, &data, &len);
+        if (status != EMBRAFT_OK || to == 0 || to > c->count) {
+            fail(c, "bad outbound message", from, status);
+            return;
+        }
+        embraft_node *dest = c->nodes[to - 1].node;
+        if (dest == NULL) {
+            continue; /* a stopped node: the message is lost, as on a network */
+        }
+        status = embraft_node_step(dest, data, len);
+        /* A full queue drops the message; Raft retransmits. */
+        if (status != EMBRAFT_OK && status != EMBRAFT_ERR_BUSY) {
+            fail(c, "step", (size_t)(to - 1), status);
+        }
+    }
+}
+
+static void apply_entries(struct cluster *c, size_t i, const embraft_ready *ready) {
+    struct cluster_node *n = &c->nodes[i];
+    size_t count = 0;
+    embraft_ready_entry_count(ready, &count);
+    for (size_t e = 0; e < count; e++) {
+        uint64_t index = 0, term = 0, proposal_id = 0;
+        uint32_t kind = 0;
+        const uint8_t *data = NULL;
+        size_t len = 0;
+        embraft_status status =
+            embraft_ready_entry(ready, e, &index, &term, &kind, &data, &len, &proposal_id);
+        if (status != EMBRAFT_OK) {
+            fail(c, "entry accessor", i, status);
+            return;
+        }
+        if (index != n->delivered + 1 || index > CLUSTER_MAX_INDEX || len > CLUSTER_PAYLOAD_MAX) {
+            fprintf(stderr, "  node %zu: entry %llu delivered after %llu (len %zu)\n", i + 1,
+                    (unsigned long long)index, (unsigned long long)n->delivered, len);
+            c->broken = 1;
+            return;
+        }
+        struct applied_entry *slot = &n->applied[index];
+        slot->term = term;
+        slot->kind = kind;
+        slot->len = len;
+        memcpy(slot->data, data, len);
+        n->delivered = index;
+        if (proposal_id != 0 && proposal_id < CLUSTER_MAX_PROPOSALS &&
+            n->proposals[proposal_id] == PROPOSAL_COMMITTED &&
+            n->proposal_index[proposal_id] != index) {
+            fprintf(stderr, "  node %zu: proposal %llu applied at %llu, committed at %llu\n",
+                    i + 1, (unsigned long long)proposal_id, (unsigned long long)index,
+                    (unsigned long long)n->proposal_index[proposal_id]);
+            c->broken = 1;
+        }
+    }
+}
+
+static void record_outcomes(struct cluster *c, size_t i, const embraft_ready *ready) {
+    struct cluster_node *n = &c->nodes[i];
+    size_t count = 0;
+    embraft_ready_outcome_count(ready, &count);
+    for (size_t o = 0; o < count; o++) {
+        uint64_t id = 0, index = 0;
+        uint32_t outcome = 0;
+        embraft_status status = embraft_ready_outcome(ready, o, &id, &outcome, &index);
+        if (status != EMBRAFT_OK || id == 0 || id >= CLUSTER_MAX_PROPOSALS) {
+            fail(c, "outcome accessor", i, status);
+            return;
+        }
+        n->proposals[id] =
+            outcome == EMBRAFT_PROPOSAL_COMMITTED ? PROPOSAL_COMMITTED : PROPOSAL_DROPPED;
+        n->proposal_index[id] = index;
+    }
+}
+
+static void handle_ready(struct cluster *c, size_t i, const embraft_ready *ready) {
+    struct cluster_node *n = &c->nodes[i];
+    embraft_ready_state(ready, &n->role, &n->leader, &n->term);
+    size_t logs = 0;
+    embraft_ready_log_count(ready, &logs);
+    for (size_t l = 0; l < logs; l++) {
+        uint32_t level = 0;
+        const char *text = NULL;
+        if (embraft_ready_log(ready, l, &level, &text) == EMBRAFT_OK) {
+            fprintf(stderr, "  [node %zu log %u] %s\n", i + 1, level, text);
+        }
+    }
+    deliver_messages(c, i, ready);
+    apply_entries(c, i, ready);
+    record_outcomes(c, i, ready);
+    if (n->delivered > n->acked) {
+        embraft_status status = embraft_node_ack_applied(n->node, n->delivered);
+        if (status == EMBRAFT_OK) {
+            n->acked = n->delivered;
+        } else if (status != EMBRAFT_ERR_BUSY) {
+            fail(c, "ack_applied", i, status);
+        }
+    }
+}
+
+int cluster_pump(struct cluster *c) {
+    unsigned long long now = harness_now_ms();
+    if (now - c->last_tick_ms >= cluster_tick_ms()) {
+        c->last_tick_ms = now;
+        for (size_t i = 0; i < c->count; i++) {
+            if (c->nodes[i].node != NULL) {
+                embraft_status status = embraft_node_tick(c->nodes[i].node);
+                if (status != EMBRAFT_OK && status != EMBRAFT_ERR_BUSY) {
+                    fail(c, "tick", i, status);
+                }
+            }
+        }
+    }
+    int handled = 0;
+    for (size_t i = 0; i < c->count; i++) {
+        embraft_ready *ready = NULL;
+        if (c->nodes[i].node == NULL) {
+            continue;
+        }
+        embraft_status status = embraft_node_poll_ready(c->nodes[i].node, 0, &ready);
+        if (status == EMBRAFT_TIMED_OUT) {
+            continue;
+        }
+        if (status != EMBRAFT_OK) {
+            fail(c, "poll_ready", i, status);
+            continue;
+        }
+        handle_ready(c, i, ready);
+        embraft_ready_free(ready);
+        handled++;
+    }
+    return handled;
+}
+
+int cluster_run_until(struct cluster *c, int (*done)(struct cluster *, const void *),
+                      const void *arg, unsigned timeout_ms) {
+    unsigned long long deadline = harness_now_ms() + timeout_ms;
+    while (!c->broken) {
+        if (done(c, arg)) {
+            return 1;
+        }
+        if (harness_now_ms() > deadline) {
+            return 0;
+        }
+        if (cluster_pump(c) == 0) {
+            harness_sleep_ms(1);
+        }
+    }
+    return 0;
+}
+
+int cluster_agreed_leader(const struct cluster *c) {
+    int leader = -1;
+    for (size_t i = 0; i < c->count; i++) {
+        if (c->nodes[i].node != NULL && c->nodes[i].role == EMBRAFT_ROLE_LEADER) {
+            if (leader >= 0) {
+                return -1; /* two leaders (of different terms) for now */
+            }
+            leader = (int)i;
+        }
+    }
+    if (leader < 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < c->count; i++) {
+        if (c->nodes[i].node != NULL && c->nodes[i].leader != (uint64_t)leader + 1) {
+            return -1;
+        }
+    }
+    return leader;
+}
+
+int cluster_has_leader(struct cluster *c, const void *unused) {
+    (void)unused;
+    return cluster_agreed_leader(c) >= 0;
+}
+
+int cluster_all_applied(struct cluster *c, const void *index) {
+    uint64_t target = *(const uint64_t *)index;
+    for (size_t i = 0; i < c->count; i++) {
+        if (c->nodes[i].node != NULL && c->nodes[i].delivered < target) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int cluster_logs_agree(const struct cluster *c) {
+    for (size_t a = 0; a < c->count; a++) {
+        for (size_t b = a + 1; b < c->count; b++) {
+            const struct cluster_node *x = &c->nodes[a];
+            const struct cluster_node *y = &c->nodes[b];
+            uint64_t common = x->delivered < y->delivered ? x->delivered : y->delivered;
+            for (uint64_t index = 1; index <= common; index++) {
+                const struct applied_entry *p = &x->applied[index];
+                const struct applied_entry *q = &y->applied[index];
+                if (p->term != q->term || p->kind != q->kind || p->len != q->len ||
+                    memcmp(p->data, q->data, p->len) != 0) {
+                    fprintf(stderr, "  nodes %zu and %zu differ at index %llu\n", a + 1, b + 1,
+                            (unsigned long long)index);
+                    return 0;
+                }
+            }
+        }
+    }
+    return 1;
+}

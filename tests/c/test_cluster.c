@@ -1,0 +1,269 @@
+/*
+ * Clusters in one process, driven through the C API only: election,
+ * replication of many proposals, leader failover, restart and catch-up.
+ */
+#include "cluster.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define ELECTION_TIMEOUT_MS (cluster_tick_ms() * 1000u)
+#define COMMIT_TIMEOUT_MS (cluster_tick_ms() * 6000u)
+
+static void payload_for(unsigned number, char *out, size_t *len) {
+    *len = (size_t)snprintf(out, CLUSTER_PAYLOAD_MAX, "payload-%05u", number);
+}
+
+/* Per payload offset: (node index << 32 | proposal id) of its live
+ * proposal, or 0 when it must be proposed (again). */
+struct batch_state {
+    uint64_t ids[CLUSTER_MAX_PROPOSALS];
+    unsigned committed;
+};
+
+/* Proposes payloads first..first+total on the agreed leader, keeping a window
+ * in flight, re-proposing any that were dropped (a leader change), until all
+ * committed. */
+static int propose_all(struct cluster *c, unsigned first, unsigned total) {
+    static struct batch_state s;
+    memset(&s, 0, sizeof s);
+    const unsigned window = 64;
+    unsigned long long deadline = harness_now_ms() + COMMIT_TIMEOUT_MS;
+    unsigned in_flight = 0;
+    while (!c->broken && harness_now_ms() < deadline) {
+        int leader = cluster_agreed_leader(c);
+        /* Settle outcomes. */
+        s.committed = 0;
+        in_flight = 0;
+        for (unsigned k = 0; k < total; k++) {
+            if (s.ids[k] == 0) {
+                continue;
+            }
+            size_t owner = (size_t)(s.ids[k] >> 32);
+            uint64_t id = s.ids[k] & 0xffffffffu;
+            enum proposal_state state = c->nodes[owner].proposals[id];
+            if (state == PROPOSAL_COMMITTED) {
+                s.committed++;
+            } else if (state == PROPOSAL_DROPPED || c->nodes[owner].node == NULL) {
+                s.ids[k] = 0; /* propose it again */
+            } else {
+                in_flight++;
+            }
+        }
+        if (s.committed == total) {
+            return 1;
+        }
+        if (leader >= 0) {
+            struct cluster_node *n = &c->nodes[leader];
+            for (unsigned k = 0; k < total && in_flight < window; k++) {
+                if (s.ids[k] != 0) {
+                    continue;
+                }
+                char data[CLUSTER_PAYLOAD_MAX];
+                size_t len = 0;
+                uint64_t id = 0;
+                payload_for(first + k, data, &len);
+                embraft_status status =
+                    embraft_node_propose(n->node, (const uint8_t *)data, len, &id);
+                if (status == EMBRAFT_ERR_BUSY) {
+                    break;
+                }
+                if (status != EMBRAFT_OK || id == 0 || id >= CLUSTER_MAX_PROPOSALS) {
+                    fprintf(stderr, "  propose: %s\n", embraft_status_str(status));
+                    return 0;
+                }
+                n->proposals[id] = PROPOSAL_PENDING;
+                s.ids[k] = ((uint64_t)leader << 32) | id;
+                in_flight++;
+            }
+        }
+        if (cluster_pump(c) == 0) {
+            harness_sleep_ms(1);
+        }
+    }
+    fprintf(stderr, "  %u of %u proposals committed before the deadline\n", s.committed, total);
+    return 0;
+}
+
+/* Every payload first..first+total appears exactly once among the normal
+ * entries node `i` applied. */
+static int applied_each_once(const struct cluster *c, size_t i, unsigned first, unsigned total) {
+    static unsigned char seen[CLUSTER_MAX_PROPOSALS];
+    memset(seen, 0, sizeof seen);
+    const struct cluster_node *n = &c->nodes[i];
+    for (uint64_t index = 1; index <= n->delivered; index++) {
+        const struct applied_entry *e = &n->applied[index];
+        unsigned number = 0;
+        if (e->kind != EMBRAFT_ENTRY_NORMAL || e->len == 0) {
+            continue;
+        }
+        char text[CLUSTER_PAYLOAD_MAX + 1];
+        memcpy(text, e->data, e->len);
+        text[e->len] = '\0';
+        if (sscanf(text, "payload-%u", &number) != 1 || number < first ||
+            number >= first + total) {
+            continue;
+        }
+        if (seen[number - first]++) {
+            fprintf(stderr, "  node %zu applied payload %u twice\n", i + 1, number);
+            return 0;
+        }
+    }
+    for (unsigned k = 0; k < total; k++) {
+        if (!seen[k]) {
+            fprintf(stderr, "  node %zu never applied payload %u\n", i + 1, first + k);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static uint64_t max_delivered(const struct cluster *c) {
+    uint64_t max = 0;
+    for (size_t i = 0; i < c->count; i++) {
+        if (c->nodes[i].node != NULL && c->nodes[i].delivered > max) {
+            max = c->nodes[i].delivered;
+        }
+    }
+    return max;
+}
+
+static void three_nodes_elect_and_apply_1000_proposals_in_the_same_order(void) {
+    struct cluster *c = cluster_new(3);
+    CHECK(c != NULL);
+    for (size_t i = 0; i < 3; i++) {
+        CHECK_OK(cluster_start(c, i, 0));
+    }
+    int elected = cluster_run_until(c, cluster_has_leader, NULL, ELECTION_TIMEOUT_MS);
+    if (!elected) {
+        cluster_free(c);
+    }
+    CHECK(elected);
+
+    int committed = propose_all(c, 0, 1000);
+    uint64_t target = max_delivered(c);
+    int caught_up = committed && cluster_run_until(c, cluster_all_applied, &target, COMMIT_TIMEOUT_MS);
+    int agree = cluster_logs_agree(c);
+    int complete = 1;
+    for (size_t i = 0; i < 3; i++) {
+        complete = complete && applied_each_once(c, i, 0, 1000);
+    }
+
+    /* The leader reports every peer's progress. */
+    embraft_status_report *report = NULL;
+    uint64_t peers_matched = 0;
+    int leader = cluster_agreed_leader(c);
+    if (leader >= 0 && embraft_node_status(c->nodes[leader].node, &report) == EMBRAFT_OK) {
+        size_t peers = 0;
+        embraft_status_report_peer_count(report, &peers);
+        for (size_t p = 0; p < peers; p++) {
+            uint64_t match = 0;
+            embraft_status_report_peer_get(report, p, EMBRAFT_PEER_MATCH_INDEX, &match);
+            peers_matched += match >= target;
+        }
+    }
+    embraft_status_report_free(report);
+    int broken = c->broken;
+    cluster_free(c);
+    CHECK(!broken);
+    CHECK(committed);
+    CHECK(caught_up);
+    CHECK(agree);
+    CHECK(complete);
+    CHECK(peers_matched == 3);
+}
+
+static int new_leader_other_than(struct cluster *c, const void *old) {
+    int leader = cluster_agreed_leader(c);
+    return leader >= 0 && (size_t)leader != *(const size_t *)old;
+}
+
+static void leader_freed_new_one_elected_and_restarted_node_catches_up(void) {
+    struct cluster *c = cluster_new(3);
+    CHECK(c != NULL);
+    for (size_t i = 0; i < 3; i++) {
+        CHECK_OK(cluster_start(c, i, 0));
+    }
+    int ok = cluster_run_until(c, cluster_has_leader, NULL, ELECTION_TIMEOUT_MS) &&
+             propose_all(c, 0, 100);
+    int first_leader = ok ? cluster_agreed_leader(c) : -1;
+    if (first_leader < 0) {
+        cluster_free(c);
+    }
+    CHECK(first_leader >= 0);
+    size_t old_leader = (size_t)first_leader;
+    uint64_t old_leader_applied = c->nodes[old_leader].delivered;
+
+    /* Free the leader: the other two elect a new one and keep committing. */
+    cluster_stop(c, old_leader);
+    int reelected = ok && cluster_run_until(c, new_leader_other_than, &old_leader,
+                                            ELECTION_TIMEOUT_MS * 3);
+    int committed_after = reelected && propose_all(c, 100, 100);
+
+    /* Restart the old leader from its directory with what its host had
+     * applied; it catches up with everything committed while it was down. */
+    embraft_status restarted = cluster_start(c, old_leader, old_leader_applied);
+    uint64_t target = max_delivered(c);
+    int caught_up = restarted == EMBRAFT_OK && committed_after &&
+                    cluster_run_until(c, cluster_all_applied, &target, COMMIT_TIMEOUT_MS);
+    int agree = cluster_logs_agree(c);
+    int complete = caught_up && applied_each_once(c, old_leader, 0, 200);
+    int broken = c->broken;
+    cluster_free(c);
+    CHECK(!broken);
+    CHECK(ok);
+    CHECK(reelected);
+    CHECK(committed_after);
+    CHECK_OK(restarted);
+    CHECK(caught_up);
+    CHECK(agree);
+    CHECK(complete);
+}
+
+static void single_node_restart_redelivers_after_the_applied_index(void) {
+    struct cluster *c = cluster_new(1);
+    CHECK(c != NULL);
+    CHECK_OK(cluster_start(c, 0, 0));
+    int ok = cluster_run_until(c, cluster_has_leader, NULL, ELECTION_TIMEOUT_MS) &&
+             propose_all(c, 0, 20);
+    uint64_t last = c->nodes[0].delivered;
+    uint64_t term = c->nodes[0].term;
+
+    /* Restart with applied 0: every committed entry comes again, same terms. */
+    cluster_stop(c, 0);
+    embraft_status restarted = cluster_start(c, 0, 0);
+    int redelivered = restarted == EMBRAFT_OK &&
+                      cluster_run_until(c, cluster_all_applied, &last, COMMIT_TIMEOUT_MS);
+    int recovered_term = c->nodes[0].term >= term;
+
+    /* Restart with applied = last - 5: only the last five come again. */
+    cluster_stop(c, 0);
+    uint64_t applied = last - 5;
+    embraft_status restarted_again = cluster_start(c, 0, applied);
+    int tail = restarted_again == EMBRAFT_OK &&
+               cluster_run_until(c, cluster_all_applied, &last, COMMIT_TIMEOUT_MS);
+
+    /* Asking to skip beyond the recovered commit index is a config error. */
+    cluster_stop(c, 0);
+    embraft_status beyond = cluster_start(c, 0, last + 1000);
+    int broken = c->broken;
+    cluster_free(c);
+    CHECK(!broken);
+    CHECK(ok);
+    CHECK_OK(restarted);
+    CHECK(redelivered);
+    CHECK(recovered_term);
+    CHECK_OK(restarted_again);
+    CHECK(tail);
+    CHECK_STATUS(beyond, EMBRAFT_ERR_INVALID_CONFIG);
+}
+
+const struct test_case cluster_tests[] = {
+    {"cluster: three nodes elect and apply 1000 proposals in the same order",
+     three_nodes_elect_and_apply_1000_proposals_in_the_same_order},
+    {"cluster: leader freed, new one elected, restarted node catches up",
+     leader_freed_new_one_elected_and_restarted_node_catches_up},
+    {"cluster: single node restart redelivers after the applied index",
+     single_node_restart_redelivers_after_the_applied_index},
+    {NULL, NULL},
+};
