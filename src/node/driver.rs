@@ -187,6 +187,9 @@ impl Driver {
     fn process_ready(&mut self) {
         while self.raft.has_ready() {
             let ready = self.raft.ready();
+            // Published before this batch's outputs become visible, so a
+            // host never sees a status older than a batch it holds.
+            self.shared.publish_status(self.raft.status());
             self.publish_state();
 
             // Appends and heartbeats do not depend on this batch's writes: a
@@ -257,6 +260,7 @@ impl Driver {
                 break;
             };
             self.raft.on_persisted(batch.ready_number);
+            self.shared.publish_status(self.raft.status());
             if !batch.persisted_messages.is_empty() {
                 let outbound = self.encode_all(&batch.persisted_messages);
                 self.shared.update(|p| p.push_messages(outbound));

@@ -162,7 +162,7 @@ static void record_outcomes(struct cluster *c, size_t i, const embraft_ready *re
     }
 }
 
-static void handle_ready(struct cluster *c, size_t i, const embraft_ready *ready) {
+void cluster_handle_ready(struct cluster *c, size_t i, const embraft_ready *ready) {
     struct cluster_node *n = &c->nodes[i];
     embraft_ready_state(ready, &n->role, &n->leader, &n->term);
     size_t logs = 0;
@@ -214,7 +214,7 @@ int cluster_pump(struct cluster *c) {
             fail(c, "poll_ready", i, status);
             continue;
         }
-        handle_ready(c, i, ready);
+        cluster_handle_ready(c, i, ready);
         embraft_ready_free(ready);
         handled++;
     }

@@ -70,6 +70,10 @@ void cluster_stop(struct cluster *c, size_t i);
  * of batches handled. */
 int cluster_pump(struct cluster *c);
 
+/* What the host loop does with a batch node `i` produced: records state,
+ * delivers messages, applies entries, acknowledges, records outcomes. */
+void cluster_handle_ready(struct cluster *c, size_t i, const embraft_ready *ready);
+
 /* Runs the host loop until `done(c, arg)` holds or `timeout_ms` passes;
  * returns whether it holds. */
 int cluster_run_until(struct cluster *c, int (*done)(struct cluster *, const void *),

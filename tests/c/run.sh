@@ -162,6 +162,7 @@ for mode in $modes; do
             suite valgrind valgrind --quiet --error-exitcode=87 --leak-check=full \
             --show-leak-kinds=definite,indirect,possible \
             --errors-for-leak-kinds=definite,indirect,possible \
+            --suppressions=tests/c/valgrind.supp \
             "$out/suite_static"
         ;;
     *)
