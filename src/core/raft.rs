@@ -1255,6 +1255,17 @@ impl Raft {
         }
     }
 
+    /// The transport could not deliver to `peer`. A leader stops streaming
+    /// to it and probes instead, so that nothing piles up for a peer that
+    /// is down.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            if pr.state == ProgressState::Replicate {
+                pr.become_probe();
+            }
+        }
+    }
+
     /// Hands leadership to `to`: proposals are refused meanwhile; `to` is
     /// brought up to date and told to campaign at once. The transfer is
     /// abandoned if `to` has not taken over within an election timeout.

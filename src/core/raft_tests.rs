@@ -487,3 +487,28 @@ fn a_joint_change_reaches_the_target_and_leaves_joint_by_itself() {
     assert!(keep.contains(&new));
     assert_eq!(c.node(new).status().conf_state.voters, keep);
 }
+
+#[test]
+fn an_unreachable_follower_is_probed_instead_of_streamed_to() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    c.node(leader).propose(b"x".to_vec()).unwrap();
+    c.settle();
+    let replicating = |c: &mut Cluster| {
+        c.node(leader)
+            .status()
+            .peers
+            .iter()
+            .find(|p| p.id == follower)
+            .unwrap()
+            .replicating
+    };
+    assert!(replicating(&mut c));
+    c.node(leader).report_unreachable(follower);
+    assert!(!replicating(&mut c));
+    c.settle();
+    c.node(leader).propose(b"y".to_vec()).unwrap();
+    c.settle();
+    assert!(replicating(&mut c), "back to streaming once it answers");
+}
