@@ -79,6 +79,64 @@
 #define EMBRAFT_PROPOSAL_DROPPED_SUPERSEDED 5
 
 /**
+ * Membership change refused: an earlier one is not applied yet.
+ */
+#define EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_PENDING 6
+
+/**
+ * Membership change refused: not possible from the current membership
+ * (adding a present node, removing an absent one...).
+ */
+#define EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_INVALID 7
+
+/**
+ * Membership change refused: the learner to promote has not caught up.
+ */
+#define EMBRAFT_PROPOSAL_DROPPED_LEARNER_BEHIND 8
+
+/**
+ * Membership changes (`embraft_node_propose_conf_change`).
+ * Add a voter (a learner is promoted).
+ */
+#define EMBRAFT_CONF_ADD_VOTER 1
+
+/**
+ * Promote a learner to voter.
+ */
+#define EMBRAFT_CONF_PROMOTE_LEARNER 2
+
+/**
+ * Add a learner: it receives the log but never votes.
+ */
+#define EMBRAFT_CONF_ADD_LEARNER 3
+
+/**
+ * Remove a voter or a learner.
+ */
+#define EMBRAFT_CONF_REMOVE_NODE 4
+
+/**
+ * Results of read requests (`embraft_ready_read`).
+ * The read may be served once the host applied through the read's index.
+ */
+#define EMBRAFT_READ_OK 1
+
+/**
+ * No leader is known to serve it; retry later.
+ */
+#define EMBRAFT_READ_NO_LEADER 2
+
+/**
+ * Leadership changed before the read was confirmed; retry.
+ */
+#define EMBRAFT_READ_LEADERSHIP_LOST 3
+
+/**
+ * The node asked was no longer the leader; retry.
+ */
+#define EMBRAFT_READ_REFUSED 4
+
+/**
  * Log levels (`embraft_config_set_log_level`, `embraft_node_set_log_level`,
  * `embraft_ready_log`).
  */
@@ -357,6 +415,10 @@ embraft_status embraft_config_set_id(embraft_config *config, uint64_t id);
  * Sets the voters of a new cluster, this node included: `count` ids read
  * from `ids` (copied; `ids` may be NULL when `count` is 0). Used only when
  * the data directory is empty; a restarted node recovers its membership.
+ * Leave empty (the default) for a node that joins a running cluster: it
+ * starts with no membership and learns it from the leader's log once a
+ * member proposes `EMBRAFT_CONF_ADD_VOTER` or `EMBRAFT_CONF_ADD_LEARNER`
+ * for it.
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -578,6 +640,54 @@ embraft_status embraft_node_propose(const embraft_node *node,
                                     uint64_t *proposal_id_out);
 
 /**
+ * Proposes a membership change: `change` is one of `EMBRAFT_CONF_*` and
+ * `node_id` the node it concerns (non-zero). On success
+ * `*proposal_id_out` receives the proposal's id; the outcome arrives like
+ * a proposal's (`embraft_ready_outcome`, including the
+ * `EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_*` reasons), and the change is in
+ * force on each node once its entry (kind `EMBRAFT_ENTRY_CONF_CHANGE`) is
+ * delivered there. One change at a time. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same node (except `embraft_node_free`).
+ */
+embraft_status embraft_node_propose_conf_change(const embraft_node *node,
+                                                uint32_t change,
+                                                uint64_t node_id,
+                                                uint64_t *proposal_id_out);
+
+/**
+ * Asks for a linearizable read point. `context` is chosen by the host and
+ * should be unique among its outstanding reads; the result arrives in a
+ * later batch (`embraft_ready_read`) tagged with it. A follower forwards
+ * the request to its leader. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same node (except `embraft_node_free`).
+ */
+embraft_status embraft_node_read_index(const embraft_node *node, uint64_t context);
+
+/**
+ * Asks this node, if it leads, to hand leadership to voter `to`:
+ * proposals are refused meanwhile and the transfer is abandoned after an
+ * election timeout. A refusal (not the leader, not a voter) is logged at
+ * info level; watch the batches' state for the new leader. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same node (except `embraft_node_free`).
+ */
+embraft_status embraft_node_transfer_leader(const embraft_node *node, uint64_t to);
+
+/**
+ * Tells the node that the host's transport could not deliver to `peer`: a
+ * leader then probes that peer instead of streaming to it. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same node (except `embraft_node_free`).
+ */
+embraft_status embraft_node_report_unreachable(const embraft_node *node, uint64_t peer);
+
+/**
  * Waits up to `timeout_ms` milliseconds (0: do not wait) for the next
  * batch of work. On success `*ready_out` receives a batch owned by the
  * caller, to be released with `embraft_ready_free`; its views stay valid
@@ -756,6 +866,29 @@ embraft_status embraft_ready_outcome(const embraft_ready *ready,
                                      uint64_t *proposal_id_out,
                                      uint32_t *outcome_out,
                                      uint64_t *log_index_out);
+
+/**
+ * Writes the number of read results (answers to `embraft_node_read_index`).
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_ready_free`).
+ */
+embraft_status embraft_ready_read_count(const embraft_ready *ready, size_t *count_out);
+
+/**
+ * Writes read result `index` (below the read count): the context the host
+ * gave `embraft_node_read_index`, the result (`EMBRAFT_READ_*`) and, for
+ * `EMBRAFT_READ_OK`, the log index through which the host must have
+ * applied before serving the read (0 otherwise).
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_ready_free`).
+ */
+embraft_status embraft_ready_read(const embraft_ready *ready,
+                                  size_t index,
+                                  uint64_t *context_out,
+                                  uint32_t *result_out,
+                                  uint64_t *read_index_out);
 
 /**
  * Writes the number of log lines in the batch.

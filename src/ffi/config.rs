@@ -122,6 +122,10 @@ pub unsafe extern "C" fn embraft_config_set_id(
 /// Sets the voters of a new cluster, this node included: `count` ids read
 /// from `ids` (copied; `ids` may be NULL when `count` is 0). Used only when
 /// the data directory is empty; a restarted node recovers its membership.
+/// Leave empty (the default) for a node that joins a running cluster: it
+/// starts with no membership and learns it from the leader's log once a
+/// member proposes `EMBRAFT_CONF_ADD_VOTER` or `EMBRAFT_CONF_ADD_LEARNER`
+/// for it.
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.

@@ -95,6 +95,33 @@ pub const EMBRAFT_PROPOSAL_DROPPED_TRANSFER: u32 = 3;
 pub const EMBRAFT_PROPOSAL_DROPPED_TOO_LARGE: u32 = 4;
 /// Appended, but a new leader's entry was committed at its index instead.
 pub const EMBRAFT_PROPOSAL_DROPPED_SUPERSEDED: u32 = 5;
+/// Membership change refused: an earlier one is not applied yet.
+pub const EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_PENDING: u32 = 6;
+/// Membership change refused: not possible from the current membership
+/// (adding a present node, removing an absent one...).
+pub const EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_INVALID: u32 = 7;
+/// Membership change refused: the learner to promote has not caught up.
+pub const EMBRAFT_PROPOSAL_DROPPED_LEARNER_BEHIND: u32 = 8;
+
+/// Membership changes (`embraft_node_propose_conf_change`).
+/// Add a voter (a learner is promoted).
+pub const EMBRAFT_CONF_ADD_VOTER: u32 = 1;
+/// Promote a learner to voter.
+pub const EMBRAFT_CONF_PROMOTE_LEARNER: u32 = 2;
+/// Add a learner: it receives the log but never votes.
+pub const EMBRAFT_CONF_ADD_LEARNER: u32 = 3;
+/// Remove a voter or a learner.
+pub const EMBRAFT_CONF_REMOVE_NODE: u32 = 4;
+
+/// Results of read requests (`embraft_ready_read`).
+/// The read may be served once the host applied through the read's index.
+pub const EMBRAFT_READ_OK: u32 = 1;
+/// No leader is known to serve it; retry later.
+pub const EMBRAFT_READ_NO_LEADER: u32 = 2;
+/// Leadership changed before the read was confirmed; retry.
+pub const EMBRAFT_READ_LEADERSHIP_LOST: u32 = 3;
+/// The node asked was no longer the leader; retry.
+pub const EMBRAFT_READ_REFUSED: u32 = 4;
 
 /// Log levels (`embraft_config_set_log_level`, `embraft_node_set_log_level`,
 /// `embraft_ready_log`).

@@ -8,6 +8,7 @@ use super::last_error::LastError;
 use super::ready::embraft_ready;
 use super::status_report::embraft_status_report;
 use super::*;
+use crate::core::ConfChange;
 use crate::node::{Node, NodeError};
 use std::ffi::c_int;
 use std::time::Duration;
@@ -189,6 +190,101 @@ pub unsafe extern "C" fn embraft_node_propose(
             })
         }
     })
+}
+
+/// Proposes a membership change: `change` is one of `EMBRAFT_CONF_*` and
+/// `node_id` the node it concerns (non-zero). On success
+/// `*proposal_id_out` receives the proposal's id; the outcome arrives like
+/// a proposal's (`embraft_ready_outcome`, including the
+/// `EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_*` reasons), and the change is in
+/// force on each node once its entry (kind `EMBRAFT_ENTRY_CONF_CHANGE`) is
+/// delivered there. One change at a time. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_propose_conf_change(
+    node: *const embraft_node,
+    change: u32,
+    node_id: u64,
+    proposal_id_out: *mut u64,
+) -> embraft_status {
+    catch_panics(|| {
+        let handle = borrow_or_return!(node);
+        require_outputs!(proposal_id_out);
+        let change = match (change, node_id) {
+            (_, 0) => {
+                return handle
+                    .errors
+                    .fail(EMBRAFT_ERR_INVALID_ARGUMENT, "node id 0 is reserved")
+            }
+            (EMBRAFT_CONF_ADD_VOTER, id) => ConfChange::AddVoter(id),
+            (EMBRAFT_CONF_PROMOTE_LEARNER, id) => ConfChange::PromoteLearner(id),
+            (EMBRAFT_CONF_ADD_LEARNER, id) => ConfChange::AddLearner(id),
+            (EMBRAFT_CONF_REMOVE_NODE, id) => ConfChange::RemoveNode(id),
+            (other, _) => {
+                return handle.errors.fail(
+                    EMBRAFT_ERR_INVALID_ARGUMENT,
+                    format!("unknown membership change {other}"),
+                )
+            }
+        };
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            with_node(node, |n| {
+                let proposal_id = n.propose_conf_change(change)?;
+                // SAFETY: checked non-NULL above; writable by contract.
+                write_output(proposal_id_out, proposal_id);
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Asks for a linearizable read point. `context` is chosen by the host and
+/// should be unique among its outstanding reads; the result arrives in a
+/// later batch (`embraft_ready_read`) tagged with it. A follower forwards
+/// the request to its leader. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_read_index(
+    node: *const embraft_node,
+    context: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, |n| n.read_index(context)) }
+}
+
+/// Asks this node, if it leads, to hand leadership to voter `to`:
+/// proposals are refused meanwhile and the transfer is abandoned after an
+/// election timeout. A refusal (not the leader, not a voter) is logged at
+/// info level; watch the batches' state for the new leader. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_transfer_leader(
+    node: *const embraft_node,
+    to: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, |n| n.transfer_leader(to)) }
+}
+
+/// Tells the node that the host's transport could not deliver to `peer`: a
+/// leader then probes that peer instead of streaming to it. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_report_unreachable(
+    node: *const embraft_node,
+    peer: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, |n| n.report_unreachable(peer)) }
 }
 
 /// Waits up to `timeout_ms` milliseconds (0: do not wait) for the next

@@ -4,7 +4,7 @@
 
 use super::guard::{borrow_or_return, catch_panics, require_outputs, view_ptr, write_output};
 use super::*;
-use crate::core::{EntryKind, Role};
+use crate::core::{EntryKind, ReadError, Role};
 use crate::node::{DropReason, ProposalResult, ReadyBatch};
 use std::ffi::CString;
 
@@ -277,6 +277,13 @@ pub unsafe extern "C" fn embraft_ready_outcome(
                         DropReason::TransferInProgress => EMBRAFT_PROPOSAL_DROPPED_TRANSFER,
                         DropReason::TooLarge => EMBRAFT_PROPOSAL_DROPPED_TOO_LARGE,
                         DropReason::Superseded => EMBRAFT_PROPOSAL_DROPPED_SUPERSEDED,
+                        DropReason::ConfChangePending => {
+                            EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_PENDING
+                        }
+                        DropReason::ConfChangeInvalid => {
+                            EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_INVALID
+                        }
+                        DropReason::LearnerBehind => EMBRAFT_PROPOSAL_DROPPED_LEARNER_BEHIND,
                     },
                     0,
                 ),
@@ -286,6 +293,59 @@ pub unsafe extern "C" fn embraft_ready_outcome(
                 write_output(proposal_id_out, outcome.proposal_id);
                 write_output(outcome_out, code);
                 write_output(log_index_out, log_index);
+            }
+        })
+    })
+}
+
+/// Writes the number of read results (answers to `embraft_node_read_index`).
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// getters on the same batch (but not with `embraft_ready_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_ready_read_count(
+    ready: *const embraft_ready,
+    count_out: *mut usize,
+) -> embraft_status {
+    catch_panics(|| {
+        let ready = borrow_or_return!(ready);
+        require_outputs!(count_out);
+        // SAFETY: checked non-NULL above; writable by contract.
+        unsafe { write_output(count_out, ready.batch.reads.len()) };
+        EMBRAFT_OK
+    })
+}
+
+/// Writes read result `index` (below the read count): the context the host
+/// gave `embraft_node_read_index`, the result (`EMBRAFT_READ_*`) and, for
+/// `EMBRAFT_READ_OK`, the log index through which the host must have
+/// applied before serving the read (0 otherwise).
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// getters on the same batch (but not with `embraft_ready_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_ready_read(
+    ready: *const embraft_ready,
+    index: usize,
+    context_out: *mut u64,
+    result_out: *mut u32,
+    read_index_out: *mut u64,
+) -> embraft_status {
+    catch_panics(|| {
+        let ready = borrow_or_return!(ready);
+        require_outputs!(context_out, result_out, read_index_out);
+        item(&ready.batch.reads, index, |read| {
+            let (code, read_index) = match read.result {
+                Ok(read_index) => (EMBRAFT_READ_OK, read_index),
+                Err(ReadError::NoLeader) => (EMBRAFT_READ_NO_LEADER, 0),
+                Err(ReadError::LeadershipLost) => (EMBRAFT_READ_LEADERSHIP_LOST, 0),
+                Err(ReadError::Refused) => (EMBRAFT_READ_REFUSED, 0),
+            };
+            // SAFETY: checked non-NULL above; writable by contract.
+            unsafe {
+                write_output(context_out, read.context);
+                write_output(result_out, code);
+                write_output(read_index_out, read_index);
             }
         })
     })

@@ -1,7 +1,7 @@
 //! What the host pulls from a node: [`ReadyBatch`], and the pending batch the
 //! node's threads fill until the host takes it.
 
-use crate::core::{Entry, Index, NodeId, Role, Term};
+use crate::core::{Entry, Index, NodeId, ProposeError, ReadState, Role, Term};
 use std::fmt;
 
 /// An encoded message the host must deliver to node `to`.
@@ -32,6 +32,25 @@ pub enum DropReason {
     /// The entry was appended, but the entry committed at its index came
     /// from another term: a new leader overwrote it.
     Superseded,
+    /// A membership change: an earlier one is not applied yet.
+    ConfChangePending,
+    /// A membership change that the current membership does not allow.
+    ConfChangeInvalid,
+    /// A learner to promote has not caught up yet.
+    LearnerBehind,
+}
+
+impl From<ProposeError> for DropReason {
+    fn from(err: ProposeError) -> DropReason {
+        match err {
+            ProposeError::NotLeader { leader } => DropReason::NotLeader { leader },
+            ProposeError::TooLarge { .. } => DropReason::TooLarge,
+            ProposeError::TransferInProgress => DropReason::TransferInProgress,
+            ProposeError::ConfChangePending => DropReason::ConfChangePending,
+            ProposeError::ConfChange(_) => DropReason::ConfChangeInvalid,
+            ProposeError::LearnerBehind { .. } => DropReason::LearnerBehind,
+        }
+    }
 }
 
 impl fmt::Display for DropReason {
@@ -42,6 +61,9 @@ impl fmt::Display for DropReason {
             DropReason::TransferInProgress => write!(f, "leadership transfer in progress"),
             DropReason::TooLarge => write!(f, "entry too large"),
             DropReason::Superseded => write!(f, "overwritten by another leader's entry"),
+            DropReason::ConfChangePending => write!(f, "an earlier membership change is pending"),
+            DropReason::ConfChangeInvalid => write!(f, "membership change not allowed"),
+            DropReason::LearnerBehind => write!(f, "learner has not caught up"),
         }
     }
 }
@@ -110,6 +132,8 @@ pub struct ReadyBatch {
     pub messages: Vec<OutboundMessage>,
     pub committed: Vec<CommittedEntry>,
     pub outcomes: Vec<ProposalOutcome>,
+    /// Results of `read_index` requests.
+    pub reads: Vec<ReadState>,
     /// True when role, leader or term changed since the previous batch.
     pub state_changed: bool,
     /// Role, leader and term as of this batch (whether or not they changed).
@@ -126,6 +150,7 @@ pub(crate) struct Pending {
     messages: Vec<OutboundMessage>,
     committed: Vec<CommittedEntry>,
     outcomes: Vec<ProposalOutcome>,
+    reads: Vec<ReadState>,
     state_changed: bool,
     state: NodeState,
     logs: Vec<LogLine>,
@@ -138,6 +163,7 @@ impl Pending {
             messages: Vec::new(),
             committed: Vec::new(),
             outcomes: Vec::new(),
+            reads: Vec::new(),
             state_changed: false,
             state,
             logs: Vec::new(),
@@ -149,6 +175,7 @@ impl Pending {
         self.messages.is_empty()
             && self.committed.is_empty()
             && self.outcomes.is_empty()
+            && self.reads.is_empty()
             && !self.state_changed
             && self.logs.is_empty()
             && self.dropped_log_lines == 0
@@ -164,6 +191,10 @@ impl Pending {
 
     pub(crate) fn push_outcome(&mut self, outcome: ProposalOutcome) {
         self.outcomes.push(outcome);
+    }
+
+    pub(crate) fn push_read(&mut self, read: ReadState) {
+        self.reads.push(read);
     }
 
     pub(crate) fn set_state(&mut self, state: NodeState) {
@@ -198,6 +229,7 @@ impl Pending {
             messages: std::mem::take(&mut self.messages),
             committed: std::mem::take(&mut self.committed),
             outcomes: std::mem::take(&mut self.outcomes),
+            reads: std::mem::take(&mut self.reads),
             state_changed: self.state_changed,
             state: self.state,
             logs,

@@ -10,7 +10,9 @@ use super::batch::{
 use super::persist::{PersistDone, PersistJob};
 use super::proposals::ProposalTracker;
 use super::{wire, Shared};
-use crate::core::{Entry, Index, Message, ProposeError, Raft};
+use crate::core::{
+    ConfChange, Entry, Index, Message, NodeId, ProposeError, Raft, ReadState, Term,
+};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,6 +22,10 @@ pub(crate) enum Input {
     Tick,
     Step(Message),
     Propose { proposal_id: u64, data: Vec<u8> },
+    ProposeConfChange { proposal_id: u64, change: ConfChange },
+    ReadIndex { context: u64 },
+    TransferLeader { to: NodeId },
+    Unreachable { peer: NodeId },
     Applied(Index),
 }
 
@@ -132,35 +138,61 @@ impl Driver {
                         .log(LogLevel::Debug, || format!("message refused: {err}"));
                 }
             }
-            Input::Propose { proposal_id, data } => match self.raft.propose(data) {
-                Ok((index, term)) => {
-                    if let Some(superseded) = self.proposals.appended(proposal_id, index, term) {
-                        self.shared.update(|p| p.push_outcome(superseded));
-                    }
-                }
-                Err(err) => {
-                    self.shared.log(LogLevel::Debug, || {
-                        format!("proposal {proposal_id} refused: {err}")
-                    });
-                    let reason = match err {
-                        ProposeError::NotLeader { leader } => DropReason::NotLeader { leader },
-                        ProposeError::TooLarge { .. } => DropReason::TooLarge,
-                        ProposeError::TransferInProgress => DropReason::TransferInProgress,
-                    };
+            Input::Propose { proposal_id, data } => {
+                let placed = self.raft.propose(data);
+                self.track_proposal(proposal_id, placed);
+            }
+            Input::ProposeConfChange {
+                proposal_id,
+                change,
+            } => {
+                let placed = self.raft.propose_conf_change(&change);
+                self.track_proposal(proposal_id, placed);
+            }
+            Input::ReadIndex { context } => {
+                if let Err(err) = self.raft.read_index(context) {
                     self.shared.update(|p| {
-                        p.push_outcome(ProposalOutcome {
-                            proposal_id,
-                            result: ProposalResult::Dropped(reason),
+                        p.push_read(ReadState {
+                            context,
+                            result: Err(err),
                         })
                     });
                 }
-            },
+            }
+            Input::TransferLeader { to } => {
+                if let Err(err) = self.raft.transfer_leader(to) {
+                    self.shared.log(LogLevel::Info, || {
+                        format!("leadership transfer to {to} refused: {err}")
+                    });
+                }
+            }
+            Input::Unreachable { peer } => self.raft.report_unreachable(peer),
             Input::Applied(index) => {
                 if index > self.applied {
                     self.applied = index;
                     self.raft.on_applied(index);
                 }
             }
+        }
+    }
+
+    /// Remembers where a proposal landed, or reports at once why the core
+    /// refused it.
+    fn track_proposal(&mut self, proposal_id: u64, placed: Result<(Index, Term), ProposeError>) {
+        let outcome = match placed {
+            Ok((index, term)) => self.proposals.appended(proposal_id, index, term),
+            Err(err) => {
+                self.shared.log(LogLevel::Debug, || {
+                    format!("proposal {proposal_id} refused: {err}")
+                });
+                Some(ProposalOutcome {
+                    proposal_id,
+                    result: ProposalResult::Dropped(DropReason::from(err)),
+                })
+            }
+        };
+        if let Some(outcome) = outcome {
+            self.shared.update(|p| p.push_outcome(outcome));
         }
     }
 
@@ -200,8 +232,13 @@ impl Driver {
             }
 
             // The core hands out only entries that are committed and already
-            // durable here, so they go to the host at once.
+            // durable here, so they go to the host at once; so do read
+            // results, which promise nothing about this node's disk.
             self.release_committed(ready.committed_entries);
+            if !ready.read_states.is_empty() {
+                self.shared
+                    .update(|p| ready.read_states.into_iter().for_each(|r| p.push_read(r)));
+            }
 
             let seq = if ready.entries.is_empty() && ready.hard_state.is_none() {
                 None

@@ -24,9 +24,7 @@ pub use batch::{
 };
 
 use crate::codec::DecodeError;
-use crate::core::{
-    ConfState, Config, Index, InitialState, NodeId, Raft, SnapshotMeta, Status, NO_NODE,
-};
+use crate::core::{ConfChange, Config, Index, InitialState, NodeId, Raft, Status, NO_NODE};
 use crate::wal::{Recovered, Wal, WalError, WalOptions};
 use batch::Pending;
 use crossbeam_channel::TrySendError;
@@ -50,7 +48,8 @@ pub struct NodeConfig {
     pub raft: Config,
     /// Voters of a new cluster, this node included. Only read when the data
     /// directory holds no state yet; a restarted node recovers its
-    /// membership from its WAL.
+    /// membership from its WAL. Empty for a node that joins an existing
+    /// cluster (it learns the membership from the leader's log).
     pub peers: Vec<NodeId>,
     pub data_dir: PathBuf,
     pub wal: WalOptions,
@@ -337,6 +336,35 @@ impl Node {
         Ok(proposal_id)
     }
 
+    /// Queues a membership change and returns its proposal id; its outcome
+    /// arrives like that of [`Node::propose`], and the change is in force on
+    /// each node once its entry is applied there.
+    pub fn propose_conf_change(&self, change: ConfChange) -> Result<u64, NodeError> {
+        let proposal_id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
+        self.send(Input::ProposeConfChange {
+            proposal_id,
+            change,
+        })?;
+        Ok(proposal_id)
+    }
+
+    /// Asks for a linearizable read point; the result, tagged with
+    /// `context`, arrives in a later batch.
+    pub fn read_index(&self, context: u64) -> Result<(), NodeError> {
+        self.send(Input::ReadIndex { context })
+    }
+
+    /// Asks the leader to hand leadership to `to`; a refusal is logged.
+    pub fn transfer_leader(&self, to: NodeId) -> Result<(), NodeError> {
+        self.send(Input::TransferLeader { to })
+    }
+
+    /// The host's transport could not reach `peer`: a leader stops
+    /// streaming to it until it answers again.
+    pub fn report_unreachable(&self, peer: NodeId) -> Result<(), NodeError> {
+        self.send(Input::Unreachable { peer })
+    }
+
     /// The host applied every delivered entry through `index`. Acks may lag
     /// and may repeat; an index beyond what was delivered is refused.
     pub fn ack_applied(&self, index: Index) -> Result<(), NodeError> {
@@ -433,22 +461,27 @@ impl Drop for Node {
     }
 }
 
-/// Builds the core's starting state from what the WAL recovered. A fresh
-/// directory is a new cluster: its membership is recorded in the WAL (as
-/// the metadata of an empty snapshot at index 0) so a restart needs no
-/// peer list.
+/// Builds the core's starting state from what the WAL recovered. In an
+/// empty directory, configured peers found a new cluster: the founding
+/// membership entry the core prescribes is made durable before the node
+/// starts, so every later start recovers it like any other entry. With no
+/// peers the node joins an existing cluster and learns the membership from
+/// the log the leader sends.
 fn initial_state(
     config: &NodeConfig,
     wal: &Wal,
     recovered: Recovered,
 ) -> Result<InitialState, NodeError> {
     let id = config.raft.id;
-    let fresh = recovered == Recovered::default();
-    let conf_state = if fresh {
+    if recovered == Recovered::default() {
+        if config.applied > 0 {
+            return Err(NodeError::InvalidConfig(format!(
+                "applied index {} given for an empty data directory",
+                config.applied
+            )));
+        }
         if config.peers.is_empty() {
-            return Err(NodeError::InvalidConfig(
-                "the data directory is empty: a new cluster needs its peers".into(),
-            ));
+            return Ok(InitialState::default());
         }
         if config.peers.contains(&NO_NODE) {
             return Err(NodeError::InvalidConfig("peer id 0 is reserved".into()));
@@ -458,30 +491,11 @@ fn initial_state(
                 "peers must include this node ({id})"
             )));
         }
-        let mut voters = config.peers.clone();
-        voters.sort_unstable();
-        voters.dedup();
-        let conf_state = ConfState {
-            voters,
-            ..ConfState::default()
-        };
-        wal.save_snapshot(&SnapshotMeta {
-            index: 0,
-            term: 0,
-            conf_state: conf_state.clone(),
-        })
-        .map_err(NodeError::Storage)?;
-        conf_state
-    } else {
-        match &recovered.snapshot {
-            Some(meta) => meta.conf_state.clone(),
-            None => {
-                return Err(NodeError::InvalidConfig(
-                    "the data directory holds a log but no membership record".into(),
-                ))
-            }
-        }
-    };
+        let initial = InitialState::bootstrap(&config.peers);
+        wal.append(&initial.entries, Some(&initial.hard_state))
+            .map_err(NodeError::Storage)?;
+        return Ok(initial);
+    }
     if config.applied > recovered.hard_state.commit {
         return Err(NodeError::InvalidConfig(format!(
             "applied index {} is beyond the recovered commit index {}",
@@ -490,10 +504,13 @@ fn initial_state(
     }
     Ok(InitialState {
         hard_state: recovered.hard_state,
-        conf_state,
-        // The index-0 record only carries the bootstrap membership; the core
-        // sees a real snapshot only.
-        snapshot: recovered.snapshot.filter(|meta| meta.index > 0),
+        // Membership changes after the snapshot are replayed from the log.
+        conf_state: recovered
+            .snapshot
+            .as_ref()
+            .map(|meta| meta.conf_state.clone())
+            .unwrap_or_default(),
+        snapshot: recovered.snapshot,
         entries: recovered.entries,
         applied: config.applied,
     })

@@ -19,6 +19,7 @@ struct cluster *cluster_new(size_t count) {
         return NULL;
     }
     c->count = count;
+    c->founders = count;
     for (size_t i = 0; i < count; i++) {
         c->peers[i] = i + 1;
         c->nodes[i].id = i + 1;
@@ -45,7 +46,7 @@ embraft_status cluster_start(struct cluster *c, size_t i, uint64_t applied) {
         return status;
     }
     embraft_config_set_id(config, n->id);
-    embraft_config_set_peers(config, c->peers, c->count);
+    embraft_config_set_peers(config, c->peers, i < c->founders ? c->founders : 0);
     embraft_config_set_data_dir(config, n->dir);
     embraft_config_set_election_ticks(config, 10);
     embraft_config_set_heartbeat_ticks(config, 2);
@@ -175,6 +176,11 @@ void cluster_handle_ready(struct cluster *c, size_t i, const embraft_ready *read
         }
     }
     deliver_messages(c, i, ready);
+    size_t reads = 0;
+    embraft_ready_read_count(ready, &reads);
+    for (size_t r = 0; r < reads; r++) {
+        embraft_ready_read(ready, r, &n->read_context, &n->read_result, &n->read_index);
+    }
     apply_entries(c, i, ready);
     record_outcomes(c, i, ready);
     if (n->delivered > n->acked) {

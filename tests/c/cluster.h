@@ -39,10 +39,17 @@ struct cluster_node {
     uint64_t term;
     enum proposal_state proposals[CLUSTER_MAX_PROPOSALS];
     uint64_t proposal_index[CLUSTER_MAX_PROPOSALS];
+    /* The last read result delivered (embraft_ready_read). */
+    uint64_t read_context;
+    uint32_t read_result;
+    uint64_t read_index;
 };
 
 struct cluster {
     size_t count;
+    /* Nodes 0..founders-1 found the cluster; later ones start empty and
+     * join through a membership change. */
+    size_t founders;
     uint64_t peers[CLUSTER_MAX_NODES];
     struct cluster_node nodes[CLUSTER_MAX_NODES];
     unsigned long long last_tick_ms;
@@ -61,7 +68,8 @@ struct cluster *cluster_new(size_t count);
 void cluster_free(struct cluster *c);
 
 /* Starts node `i` (0-based; id i+1) on its directory, telling it the host
- * applied through `applied`. Returns the status of embraft_node_new. */
+ * applied through `applied`; a node past the founders starts with no peers
+ * (joining). Returns the status of embraft_node_new. */
 embraft_status cluster_start(struct cluster *c, size_t i, uint64_t applied);
 void cluster_stop(struct cluster *c, size_t i);
 

@@ -165,6 +165,11 @@ static void null_handles_are_refused_everywhere(void) {
     CHECK_STATUS(embraft_node_tick(NULL), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_node_step(NULL, (const uint8_t *)"x", 1), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_node_propose(NULL, (const uint8_t *)"x", 1, &u64), EMBRAFT_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(embraft_node_propose_conf_change(NULL, EMBRAFT_CONF_ADD_VOTER, 2, &u64),
+                 EMBRAFT_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(embraft_node_read_index(NULL, 1), EMBRAFT_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(embraft_node_transfer_leader(NULL, 2), EMBRAFT_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(embraft_node_report_unreachable(NULL, 2), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_node_poll_ready(NULL, 0, &ready), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK(ready == NULL);
     CHECK_STATUS(embraft_node_ack_applied(NULL, 1), EMBRAFT_ERR_NULL_ARGUMENT);
@@ -183,6 +188,8 @@ static void null_handles_are_refused_everywhere(void) {
                  EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_ready_outcome_count(NULL, &size), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_ready_outcome(NULL, 0, &u64, &u32, &u64), EMBRAFT_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(embraft_ready_read_count(NULL, &size), EMBRAFT_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(embraft_ready_read(NULL, 0, &u64, &u32, &u64), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_ready_log_count(NULL, &size), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_ready_log(NULL, 0, &u32, &text), EMBRAFT_ERR_NULL_ARGUMENT);
 
@@ -284,6 +291,45 @@ static void proposals_entries_acks_and_accessor_bounds(void) {
     CHECK_STATUS(embraft_node_propose(node, NULL, 3, &id), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_node_propose(node, big, 1, NULL), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_node_ack_applied(node, 1000000), EMBRAFT_ERR_NOT_DELIVERED);
+    CHECK_STATUS(embraft_node_propose_conf_change(node, 99, 2, &id), EMBRAFT_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(embraft_node_propose_conf_change(node, EMBRAFT_CONF_ADD_VOTER, 0, &id),
+                 EMBRAFT_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(embraft_node_propose_conf_change(node, EMBRAFT_CONF_ADD_VOTER, 2, NULL),
+                 EMBRAFT_ERR_NULL_ARGUMENT);
+    CHECK(id == 12345);
+
+    /* Removing a node that is not a member is refused by the core: the
+     * outcome says so. A single leader answers reads at once. */
+    uint64_t bad_change = 0;
+    CHECK_OK(embraft_node_propose_conf_change(node, EMBRAFT_CONF_REMOVE_NODE, 9, &bad_change));
+    CHECK_OK(embraft_node_read_index(node, 99));
+    int refused = 0, read_ok = 0;
+    unsigned long long until = harness_now_ms() + cluster_tick_ms() * 1000u;
+    while ((!refused || !read_ok) && harness_now_ms() < until) {
+        embraft_ready *ready = NULL;
+        if (embraft_node_poll_ready(node, cluster_tick_ms(), &ready) != EMBRAFT_OK) {
+            continue;
+        }
+        size_t outcomes = 0, reads = 0;
+        embraft_ready_outcome_count(ready, &outcomes);
+        for (size_t o = 0; o < outcomes; o++) {
+            uint64_t proposal = 0, index = 0;
+            uint32_t outcome = 0;
+            embraft_ready_outcome(ready, o, &proposal, &outcome, &index);
+            refused |= proposal == bad_change &&
+                       outcome == EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_INVALID;
+        }
+        embraft_ready_read_count(ready, &reads);
+        for (size_t r = 0; r < reads; r++) {
+            uint64_t context = 0, read_index = 0;
+            uint32_t result = 0;
+            embraft_ready_read(ready, r, &context, &result, &read_index);
+            read_ok |= context == 99 && result == EMBRAFT_READ_OK && read_index >= 1;
+        }
+        embraft_ready_free(ready);
+    }
+    CHECK(refused);
+    CHECK(read_ok);
 
     uint64_t at_limit = 0, empty = 0;
     CHECK_OK(embraft_node_propose(node, big, 64, &at_limit));
@@ -368,9 +414,12 @@ static void invalid_configurations_are_refused_with_a_message(void) {
 
     embraft_config_set_peers(config, with_zero, 2);
     CHECK_STATUS(embraft_node_new(config, &node), EMBRAFT_ERR_INVALID_CONFIG);
-    embraft_config_set_peers(config, NULL, 0);
-    CHECK_STATUS(embraft_node_new(config, &node), EMBRAFT_ERR_INVALID_CONFIG);
     embraft_config_set_peers(config, &self, 1);
+
+    /* An applied index cannot precede the node's first start. */
+    embraft_config_set_applied_index(config, 3);
+    CHECK_STATUS(embraft_node_new(config, &node), EMBRAFT_ERR_INVALID_CONFIG);
+    embraft_config_set_applied_index(config, 0);
 
     embraft_config_set_id(config, 0);
     CHECK_STATUS(embraft_node_new(config, &node), EMBRAFT_ERR_INVALID_CONFIG);

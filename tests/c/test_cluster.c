@@ -260,6 +260,111 @@ static void single_node_restart_redelivers_after_the_applied_index(void) {
     CHECK_STATUS(beyond, EMBRAFT_ERR_INVALID_CONFIG);
 }
 
+static int proposal_settled(struct cluster *c, const void *where) {
+    const uint64_t *node_and_id = where;
+    return c->nodes[node_and_id[0]].proposals[node_and_id[1]] > PROPOSAL_PENDING;
+}
+
+static void fourth_node_joins_through_a_membership_change(void) {
+    struct cluster *c = cluster_new(4);
+    CHECK(c != NULL);
+    c->founders = 3;
+    for (size_t i = 0; i < 4; i++) {
+        embraft_status status = cluster_start(c, i, 0);
+        if (status != EMBRAFT_OK) {
+            cluster_free(c);
+        }
+        CHECK_OK(status);
+    }
+    int ok = cluster_run_until(c, cluster_has_leader, NULL, ELECTION_TIMEOUT_MS) &&
+             propose_all(c, 0, 50);
+    int leader = ok ? cluster_agreed_leader(c) : -1;
+    uint64_t change_id = 0;
+    embraft_status proposed = EMBRAFT_ERR_INVALID_ARGUMENT;
+    int committed = 0;
+    if (leader >= 0) {
+        proposed = embraft_node_propose_conf_change(c->nodes[leader].node, EMBRAFT_CONF_ADD_VOTER,
+                                                    4, &change_id);
+        c->nodes[leader].proposals[change_id] = PROPOSAL_PENDING;
+        uint64_t where[2] = {(uint64_t)leader, change_id};
+        committed = proposed == EMBRAFT_OK &&
+                    cluster_run_until(c, proposal_settled, where, COMMIT_TIMEOUT_MS) &&
+                    c->nodes[leader].proposals[change_id] == PROPOSAL_COMMITTED;
+    }
+    /* The new voter counts from now on: everything commits on all four. */
+    int more = committed && propose_all(c, 50, 50);
+    uint64_t target = max_delivered(c);
+    int caught_up = more && cluster_run_until(c, cluster_all_applied, &target, COMMIT_TIMEOUT_MS);
+    int agree = cluster_logs_agree(c);
+    int complete = caught_up && applied_each_once(c, 3, 0, 100);
+    int broken = c->broken;
+    cluster_free(c);
+    CHECK(!broken);
+    CHECK(ok);
+    CHECK_OK(proposed);
+    CHECK(committed);
+    CHECK(more);
+    CHECK(caught_up);
+    CHECK(agree);
+    CHECK(complete);
+}
+
+static int leader_is(struct cluster *c, const void *index) {
+    return cluster_agreed_leader(c) == (int)*(const size_t *)index;
+}
+
+static int read_answered(struct cluster *c, const void *where) {
+    const uint64_t *node_and_context = where;
+    return c->nodes[node_and_context[0]].read_context == node_and_context[1];
+}
+
+static void leadership_transfer_and_read_index(void) {
+    struct cluster *c = cluster_new(3);
+    CHECK(c != NULL);
+    for (size_t i = 0; i < 3; i++) {
+        embraft_status status = cluster_start(c, i, 0);
+        if (status != EMBRAFT_OK) {
+            cluster_free(c);
+        }
+        CHECK_OK(status);
+    }
+    int ok = cluster_run_until(c, cluster_has_leader, NULL, ELECTION_TIMEOUT_MS) &&
+             propose_all(c, 0, 10);
+    int leader = ok ? cluster_agreed_leader(c) : -1;
+    if (leader < 0) {
+        cluster_free(c);
+    }
+    CHECK(leader >= 0);
+
+    /* Hand leadership to the next node. */
+    size_t target = ((size_t)leader + 1) % 3;
+    embraft_status transfer = embraft_node_transfer_leader(c->nodes[leader].node, target + 1);
+    int transferred = cluster_run_until(c, leader_is, &target, ELECTION_TIMEOUT_MS);
+
+    /* A read on a follower is forwarded to the leader and answered with a
+     * read index no lower than what was committed before it was asked. */
+    size_t follower = (target + 1) % 3;
+    uint64_t committed_before = c->nodes[target].delivered;
+    embraft_status asked = embraft_node_read_index(c->nodes[follower].node, 4242);
+    uint64_t where[2] = {follower, 4242};
+    int answered = cluster_run_until(c, read_answered, where, COMMIT_TIMEOUT_MS);
+    uint32_t result = c->nodes[follower].read_result;
+    uint64_t read_index = c->nodes[follower].read_index;
+
+    embraft_status unreachable =
+        embraft_node_report_unreachable(c->nodes[target].node, follower + 1);
+    int broken = c->broken;
+    cluster_free(c);
+    CHECK(!broken);
+    CHECK_OK(transfer);
+    CHECK(transferred);
+    CHECK_OK(asked);
+    CHECK(answered);
+    CHECK(result == EMBRAFT_READ_OK);
+    CHECK(read_index >= committed_before);
+    CHECK_OK(unreachable);
+}
+
 const struct test_case cluster_tests[] = {
     {"cluster: three nodes elect and apply 1000 proposals in the same order",
      three_nodes_elect_and_apply_1000_proposals_in_the_same_order},
@@ -267,5 +372,8 @@ const struct test_case cluster_tests[] = {
      leader_freed_new_one_elected_and_restarted_node_catches_up},
     {"cluster: single node restart redelivers after the applied index",
      single_node_restart_redelivers_after_the_applied_index},
+    {"cluster: a fourth node joins through a membership change",
+     fourth_node_joins_through_a_membership_change},
+    {"cluster: leadership transfer and read index", leadership_transfer_and_read_index},
     {NULL, NULL},
 };
