@@ -14,7 +14,7 @@
 #define CLUSTER_MAX_NODES 5
 #define CLUSTER_MAX_INDEX 4096
 #define CLUSTER_MAX_PROPOSALS 4096
-#define CLUSTER_PAYLOAD_MAX 32
+#define CLUSTER_PAYLOAD_MAX 128
 
 struct applied_entry {
     uint64_t term;
