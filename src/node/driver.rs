@@ -10,9 +10,7 @@ use super::batch::{
 use super::persist::{PersistDone, PersistJob};
 use super::proposals::ProposalTracker;
 use super::{wire, Shared};
-use crate::core::{
-    ConfChange, Entry, Index, Message, NodeId, ProposeError, Raft, ReadState, Term,
-};
+use crate::core::{ConfChange, Entry, Index, Message, NodeId, ProposeError, Raft, ReadState, Term};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,11 +19,23 @@ use std::sync::Arc;
 pub(crate) enum Input {
     Tick,
     Step(Message),
-    Propose { proposal_id: u64, data: Vec<u8> },
-    ProposeConfChange { proposal_id: u64, change: ConfChange },
-    ReadIndex { context: u64 },
-    TransferLeader { to: NodeId },
-    Unreachable { peer: NodeId },
+    Propose {
+        proposal_id: u64,
+        data: Vec<u8>,
+    },
+    ProposeConfChange {
+        proposal_id: u64,
+        change: ConfChange,
+    },
+    ReadIndex {
+        context: u64,
+    },
+    TransferLeader {
+        to: NodeId,
+    },
+    Unreachable {
+        peer: NodeId,
+    },
     Applied(Index),
 }
 
