@@ -5,6 +5,7 @@
 #   exports   libembraft.so exports only embraft_* symbols (nm -D)
 #   link      a C program links and runs against libembraft.so and against
 #             libembraft.a, both through the generated embraft.pc
+#   example   the minimal host loop in docs/FFI.md compiles and runs
 #   shared    the C API suite against libembraft.so
 #   sanitize  the suite built with -fsanitize=address,undefined against
 #             libembraft.a (leak detection on)
@@ -19,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
-modes=${EMBRAFT_C_MODES:-header exports link shared sanitize valgrind}
+modes=${EMBRAFT_C_MODES:-header exports link example shared sanitize valgrind}
 cc=${CC:-cc}
 cxx=${CXX:-c++}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
@@ -122,6 +123,20 @@ links_static() {
         "$out/link_static"
 }
 
+doc_example_runs() {
+    # The C block between the host-loop markers, without its fences.
+    sed -n '/<!-- host-loop:begin -->/,/<!-- host-loop:end -->/p' docs/FFI.md |
+        grep -v -e '^<!--' -e '^```' >"$out/host_loop.c"
+    local data_dir
+    data_dir=$(mktemp -d)
+    "$cc" $cflags "$out/host_loop.c" -o "$out/host_loop" \
+        -L"$libdir" -lembraft -Wl,-rpath,"$libdir" &&
+        timeout 60 "$out/host_loop" "$data_dir/node" | grep -q '^applied .*: hello$'
+    local status=$?
+    rm -rf "$data_dir"
+    return $status
+}
+
 for mode in $modes; do
     case $mode in
     header)
@@ -133,6 +148,9 @@ for mode in $modes; do
     link)
         check "link-shared-pkg-config" links_shared
         check "link-static-pkg-config" links_static
+        ;;
+    example)
+        check "docs-host-loop-example" doc_example_runs
         ;;
     shared)
         "$cc" $cflags "${suite_sources[@]}" -o "$out/suite_shared" \
