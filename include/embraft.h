@@ -370,6 +370,17 @@ uint32_t embraft_abi_version(void);
 const char *embraft_status_str(embraft_status status);
 
 /**
+ * Continues the CRC-32 (IEEE 802.3, as zlib's `crc32`) `crc` over `len`
+ * bytes at `data` (borrowed; NULL allowed when `len` is 0) and writes the
+ * result to `*crc_out`. Start with `crc` = 0. It is the checksum of
+ * snapshots (`embraft_node_send_snapshot_chunk`), offered so that hosts
+ * need no other library for it.
+ *
+ * Thread safety: may be called from any thread at any time.
+ */
+embraft_status embraft_crc32(uint32_t crc, const uint8_t *data, size_t len, uint32_t *crc_out);
+
+/**
  * Creates a configuration with the defaults (election 10 ticks, heartbeat
  * 1 tick, pre-vote and check-quorum on, always sync, applied index 0) and
  * no id, peers or data directory. On success `*config_out` receives a new
@@ -561,6 +572,26 @@ embraft_status embraft_config_set_input_queue_capacity(embraft_config *config, s
 embraft_status embraft_config_set_log_level(embraft_config *config, uint32_t level);
 
 /**
+ * Enables lease-based reads (default off; requires check-quorum): a
+ * leader answers read requests without a heartbeat round while its lease
+ * holds, trading a dependency on bounded clock drift for latency.
+ *
+ * Thread safety: must not run concurrently with any other call on the
+ * same configuration.
+ */
+embraft_status embraft_config_set_lease_reads(embraft_config *config, bool enabled);
+
+/**
+ * Sets how many entries before a snapshot point are kept in the log
+ * after `embraft_node_compact` (default 1024), so that a follower lagging
+ * by less catches up without a snapshot.
+ *
+ * Thread safety: must not run concurrently with any other call on the
+ * same configuration.
+ */
+embraft_status embraft_config_set_compact_keep_entries(embraft_config *config, uint64_t entries);
+
+/**
  * Sets the seed of the generator that randomizes election timeouts, for
  * reproducible tests. 0 (the default) picks a random seed.
  *
@@ -686,6 +717,65 @@ embraft_status embraft_node_transfer_leader(const embraft_node *node, uint64_t t
  * calls on the same node (except `embraft_node_free`).
  */
 embraft_status embraft_node_report_unreachable(const embraft_node *node, uint64_t peer);
+
+/**
+ * Tells the node that the host saved a snapshot of its state machine
+ * covering every entry through `index`, which it has applied. The node
+ * records the snapshot point durably and drops the log entries it covers
+ * (keeping `embraft_config_set_compact_keep_entries` of them); from then
+ * on the host must keep that snapshot, since a lagging follower or a
+ * restart may need it. A refusal (not applied yet, already compacted) is
+ * logged at info level. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same node (except `embraft_node_free`).
+ */
+embraft_status embraft_node_compact(const embraft_node *node, uint64_t index);
+
+/**
+ * Leader: queues one chunk of the host's snapshot at `snapshot_index` for
+ * `peer`, as asked by `embraft_ready_snapshot_send`: `len` bytes at `data`
+ * (copied) at `offset` of a snapshot of `total_len` bytes whose CRC-32
+ * (IEEE, see `embraft_crc32`) is `checksum`. The chunk leaves as an
+ * ordinary message in a later batch. Send the chunks in order, then call
+ * `embraft_node_report_snapshot`. A chunk of a snapshot the node has since
+ * replaced, or sent after losing leadership, is dropped. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same node (except `embraft_node_free`).
+ */
+embraft_status embraft_node_send_snapshot_chunk(const embraft_node *node,
+                                                uint64_t peer,
+                                                uint64_t snapshot_index,
+                                                uint64_t offset,
+                                                uint64_t total_len,
+                                                uint32_t checksum,
+                                                const uint8_t *data,
+                                                size_t len);
+
+/**
+ * Leader: the host finished streaming a snapshot to `peer` (`success`
+ * true), or gave up (false: the peer is probed again and a new
+ * `embraft_ready_snapshot_send` follows if it still needs one). Never
+ * blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same node (except `embraft_node_free`).
+ */
+embraft_status embraft_node_report_snapshot(const embraft_node *node, uint64_t peer, bool success);
+
+/**
+ * Follower: the host holds, durably and with a verified checksum, the
+ * whole snapshot at `snapshot_index` whose chunks came in ready batches
+ * (`embraft_ready_snapshot_chunk`). If the node still needs it, it
+ * installs it and a later batch asks the host to restore its state
+ * machine from it (`embraft_ready_snapshot_to_restore`); otherwise the
+ * host may discard it (logged at info level). Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same node (except `embraft_node_free`).
+ */
+embraft_status embraft_node_restore_snapshot(const embraft_node *node, uint64_t snapshot_index);
 
 /**
  * Waits up to `timeout_ms` milliseconds (0: do not wait) for the next
@@ -889,6 +979,76 @@ embraft_status embraft_ready_read(const embraft_ready *ready,
                                   uint64_t *context_out,
                                   uint32_t *result_out,
                                   uint64_t *read_index_out);
+
+/**
+ * Writes whether the host must restore its state machine from a snapshot
+ * before applying this batch's entries and, if so, the snapshot's index
+ * and term (`*index_out` and `*term_out` are written only then). This
+ * happens when the node installed a snapshot streamed by the leader (the
+ * host stored it from `embraft_ready_snapshot_chunk`), or restarted from a
+ * compacted log beyond the configured applied index (the host restores
+ * the snapshot it saved before `embraft_node_compact`). Entries through
+ * the snapshot's index count as delivered.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_ready_free`).
+ */
+embraft_status embraft_ready_snapshot_to_restore(const embraft_ready *ready,
+                                                 bool *present_out,
+                                                 uint64_t *index_out,
+                                                 uint64_t *term_out);
+
+/**
+ * Writes the number of snapshots the leader must stream to peers.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_ready_free`).
+ */
+embraft_status embraft_ready_snapshot_send_count(const embraft_ready *ready, size_t *count_out);
+
+/**
+ * Writes snapshot request `index` (below its count): the peer that needs
+ * a snapshot, and the index and term of the host's latest snapshot (the
+ * one it saved before `embraft_node_compact`), which the host streams
+ * with `embraft_node_send_snapshot_chunk`.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_ready_free`).
+ */
+embraft_status embraft_ready_snapshot_send(const embraft_ready *ready,
+                                           size_t index,
+                                           uint64_t *peer_out,
+                                           uint64_t *snapshot_index_out,
+                                           uint64_t *snapshot_term_out);
+
+/**
+ * Writes the number of snapshot chunks received from the leader.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_ready_free`).
+ */
+embraft_status embraft_ready_snapshot_chunk_count(const embraft_ready *ready, size_t *count_out);
+
+/**
+ * Writes snapshot chunk `index` (below its count): the snapshot's index,
+ * the chunk's offset, the snapshot's total length and CRC-32 (IEEE), and
+ * a view of the chunk's bytes (never NULL) valid until the batch is
+ * freed. The host stores the chunk; once it holds all `total_len` bytes
+ * durably and their checksum matches, it calls
+ * `embraft_node_restore_snapshot`. A chunk of a newer snapshot replaces a
+ * partial older one.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_ready_free`).
+ */
+embraft_status embraft_ready_snapshot_chunk(const embraft_ready *ready,
+                                            size_t index,
+                                            uint64_t *snapshot_index_out,
+                                            uint64_t *offset_out,
+                                            uint64_t *total_len_out,
+                                            uint32_t *checksum_out,
+                                            const uint8_t **data_out,
+                                            size_t *len_out);
 
 /**
  * Writes the number of log lines in the batch.

@@ -409,6 +409,36 @@ pub unsafe extern "C" fn embraft_config_set_log_level(
     })
 }
 
+/// Enables lease-based reads (default off; requires check-quorum): a
+/// leader answers read requests without a heartbeat round while its lease
+/// holds, trading a dependency on bounded clock drift for latency.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_lease_reads(
+    config: *mut embraft_config,
+    enabled: bool,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's own contract.
+    unsafe { set(config, |c| c.config.raft.lease_reads = enabled) }
+}
+
+/// Sets how many entries before a snapshot point are kept in the log
+/// after `embraft_node_compact` (default 1024), so that a follower lagging
+/// by less catches up without a snapshot.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_compact_keep_entries(
+    config: *mut embraft_config,
+    entries: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's own contract.
+    unsafe { set(config, |c| c.config.raft.compact_keep_entries = entries) }
+}
+
 /// Sets the seed of the generator that randomizes election timeouts, for
 /// reproducible tests. 0 (the default) picks a random seed.
 ///

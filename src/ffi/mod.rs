@@ -213,6 +213,35 @@ pub extern "C" fn embraft_status_str(status: embraft_status) -> *const c_char {
     text.as_ptr().cast()
 }
 
+/// Continues the CRC-32 (IEEE 802.3, as zlib's `crc32`) `crc` over `len`
+/// bytes at `data` (borrowed; NULL allowed when `len` is 0) and writes the
+/// result to `*crc_out`. Start with `crc` = 0. It is the checksum of
+/// snapshots (`embraft_node_send_snapshot_chunk`), offered so that hosts
+/// need no other library for it.
+///
+/// Thread safety: may be called from any thread at any time.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_crc32(
+    crc: u32,
+    data: *const u8,
+    len: usize,
+    crc_out: *mut u32,
+) -> embraft_status {
+    guard::catch_panics(|| {
+        guard::require_outputs!(crc_out);
+        // SAFETY: buffer validity is the caller's contract.
+        let bytes = match unsafe { guard::borrow_bytes(data, len) } {
+            Ok(bytes) => bytes,
+            Err(status) => return status,
+        };
+        let mut hasher = crc32fast::Hasher::new_with_initial(crc);
+        hasher.update(bytes);
+        // SAFETY: checked non-NULL above; writable by contract.
+        unsafe { guard::write_output(crc_out, hasher.finalize()) };
+        EMBRAFT_OK
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +260,23 @@ mod tests {
         // SAFETY: as above.
         let unknown = unsafe { CStr::from_ptr(embraft_status_str(-1)) };
         assert_eq!(unknown.to_str().unwrap(), "unknown status code");
+    }
+
+    #[test]
+    fn crc32_is_zlibs() {
+        let mut crc = 0;
+        // SAFETY: a live buffer and a live output.
+        let status = unsafe { embraft_crc32(0, b"123456789".as_ptr(), 9, &mut crc) };
+        assert_eq!(status, EMBRAFT_OK);
+        assert_eq!(crc, 0xCBF4_3926, "the standard check value");
+        let mut first = 0;
+        let mut both = 0;
+        // SAFETY: as above, in two pieces.
+        unsafe {
+            embraft_crc32(0, b"1234".as_ptr(), 4, &mut first);
+            embraft_crc32(first, b"56789".as_ptr(), 5, &mut both);
+        }
+        assert_eq!(both, crc);
     }
 
     #[test]

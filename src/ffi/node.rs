@@ -287,6 +287,96 @@ pub unsafe extern "C" fn embraft_node_report_unreachable(
     unsafe { with_node(node, |n| n.report_unreachable(peer)) }
 }
 
+/// Tells the node that the host saved a snapshot of its state machine
+/// covering every entry through `index`, which it has applied. The node
+/// records the snapshot point durably and drops the log entries it covers
+/// (keeping `embraft_config_set_compact_keep_entries` of them); from then
+/// on the host must keep that snapshot, since a lagging follower or a
+/// restart may need it. A refusal (not applied yet, already compacted) is
+/// logged at info level. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_compact(
+    node: *const embraft_node,
+    index: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, |n| n.compact(index)) }
+}
+
+/// Leader: queues one chunk of the host's snapshot at `snapshot_index` for
+/// `peer`, as asked by `embraft_ready_snapshot_send`: `len` bytes at `data`
+/// (copied) at `offset` of a snapshot of `total_len` bytes whose CRC-32
+/// (IEEE, see `embraft_crc32`) is `checksum`. The chunk leaves as an
+/// ordinary message in a later batch. Send the chunks in order, then call
+/// `embraft_node_report_snapshot`. A chunk of a snapshot the node has since
+/// replaced, or sent after losing leadership, is dropped. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_send_snapshot_chunk(
+    node: *const embraft_node,
+    peer: u64,
+    snapshot_index: u64,
+    offset: u64,
+    total_len: u64,
+    checksum: u32,
+    data: *const u8,
+    len: usize,
+) -> embraft_status {
+    catch_panics(|| {
+        // SAFETY: buffer validity is the caller's contract.
+        let bytes = match unsafe { borrow_bytes(data, len) } {
+            Ok(bytes) => bytes,
+            Err(status) => return status,
+        };
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            with_node(node, |n| {
+                n.send_snapshot_chunk(peer, snapshot_index, offset, total_len, checksum, bytes)
+            })
+        }
+    })
+}
+
+/// Leader: the host finished streaming a snapshot to `peer` (`success`
+/// true), or gave up (false: the peer is probed again and a new
+/// `embraft_ready_snapshot_send` follows if it still needs one). Never
+/// blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_report_snapshot(
+    node: *const embraft_node,
+    peer: u64,
+    success: bool,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, |n| n.report_snapshot(peer, success)) }
+}
+
+/// Follower: the host holds, durably and with a verified checksum, the
+/// whole snapshot at `snapshot_index` whose chunks came in ready batches
+/// (`embraft_ready_snapshot_chunk`). If the node still needs it, it
+/// installs it and a later batch asks the host to restore its state
+/// machine from it (`embraft_ready_snapshot_to_restore`); otherwise the
+/// host may discard it (logged at info level). Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_restore_snapshot(
+    node: *const embraft_node,
+    snapshot_index: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, |n| n.restore_snapshot(snapshot_index)) }
+}
+
 /// Waits up to `timeout_ms` milliseconds (0: do not wait) for the next
 /// batch of work. On success `*ready_out` receives a batch owned by the
 /// caller, to be released with `embraft_ready_free`; its views stay valid

@@ -351,6 +351,149 @@ pub unsafe extern "C" fn embraft_ready_read(
     })
 }
 
+/// Writes whether the host must restore its state machine from a snapshot
+/// before applying this batch's entries and, if so, the snapshot's index
+/// and term (`*index_out` and `*term_out` are written only then). This
+/// happens when the node installed a snapshot streamed by the leader (the
+/// host stored it from `embraft_ready_snapshot_chunk`), or restarted from a
+/// compacted log beyond the configured applied index (the host restores
+/// the snapshot it saved before `embraft_node_compact`). Entries through
+/// the snapshot's index count as delivered.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// getters on the same batch (but not with `embraft_ready_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_ready_snapshot_to_restore(
+    ready: *const embraft_ready,
+    present_out: *mut bool,
+    index_out: *mut u64,
+    term_out: *mut u64,
+) -> embraft_status {
+    catch_panics(|| {
+        let ready = borrow_or_return!(ready);
+        require_outputs!(present_out, index_out, term_out);
+        // SAFETY: checked non-NULL above; writable by contract.
+        unsafe {
+            write_output(present_out, ready.batch.restore.is_some());
+            if let Some(meta) = &ready.batch.restore {
+                write_output(index_out, meta.index);
+                write_output(term_out, meta.term);
+            }
+        }
+        EMBRAFT_OK
+    })
+}
+
+/// Writes the number of snapshots the leader must stream to peers.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// getters on the same batch (but not with `embraft_ready_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_ready_snapshot_send_count(
+    ready: *const embraft_ready,
+    count_out: *mut usize,
+) -> embraft_status {
+    catch_panics(|| {
+        let ready = borrow_or_return!(ready);
+        require_outputs!(count_out);
+        // SAFETY: checked non-NULL above; writable by contract.
+        unsafe { write_output(count_out, ready.batch.snapshots_to_send.len()) };
+        EMBRAFT_OK
+    })
+}
+
+/// Writes snapshot request `index` (below its count): the peer that needs
+/// a snapshot, and the index and term of the host's latest snapshot (the
+/// one it saved before `embraft_node_compact`), which the host streams
+/// with `embraft_node_send_snapshot_chunk`.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// getters on the same batch (but not with `embraft_ready_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_ready_snapshot_send(
+    ready: *const embraft_ready,
+    index: usize,
+    peer_out: *mut u64,
+    snapshot_index_out: *mut u64,
+    snapshot_term_out: *mut u64,
+) -> embraft_status {
+    catch_panics(|| {
+        let ready = borrow_or_return!(ready);
+        require_outputs!(peer_out, snapshot_index_out, snapshot_term_out);
+        item(&ready.batch.snapshots_to_send, index, |(peer, meta)| {
+            // SAFETY: checked non-NULL above; writable by contract.
+            unsafe {
+                write_output(peer_out, *peer);
+                write_output(snapshot_index_out, meta.index);
+                write_output(snapshot_term_out, meta.term);
+            }
+        })
+    })
+}
+
+/// Writes the number of snapshot chunks received from the leader.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// getters on the same batch (but not with `embraft_ready_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_ready_snapshot_chunk_count(
+    ready: *const embraft_ready,
+    count_out: *mut usize,
+) -> embraft_status {
+    catch_panics(|| {
+        let ready = borrow_or_return!(ready);
+        require_outputs!(count_out);
+        // SAFETY: checked non-NULL above; writable by contract.
+        unsafe { write_output(count_out, ready.batch.snapshot_chunks.len()) };
+        EMBRAFT_OK
+    })
+}
+
+/// Writes snapshot chunk `index` (below its count): the snapshot's index,
+/// the chunk's offset, the snapshot's total length and CRC-32 (IEEE), and
+/// a view of the chunk's bytes (never NULL) valid until the batch is
+/// freed. The host stores the chunk; once it holds all `total_len` bytes
+/// durably and their checksum matches, it calls
+/// `embraft_node_restore_snapshot`. A chunk of a newer snapshot replaces a
+/// partial older one.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// getters on the same batch (but not with `embraft_ready_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_ready_snapshot_chunk(
+    ready: *const embraft_ready,
+    index: usize,
+    snapshot_index_out: *mut u64,
+    offset_out: *mut u64,
+    total_len_out: *mut u64,
+    checksum_out: *mut u32,
+    data_out: *mut *const u8,
+    len_out: *mut usize,
+) -> embraft_status {
+    catch_panics(|| {
+        let ready = borrow_or_return!(ready);
+        require_outputs!(
+            snapshot_index_out,
+            offset_out,
+            total_len_out,
+            checksum_out,
+            data_out,
+            len_out
+        );
+        item(&ready.batch.snapshot_chunks, index, |chunk| {
+            // SAFETY: checked non-NULL above; writable by contract.
+            unsafe {
+                write_output(snapshot_index_out, chunk.meta.index);
+                write_output(offset_out, chunk.offset);
+                write_output(total_len_out, chunk.total_len);
+                write_output(checksum_out, chunk.checksum);
+                write_output(data_out, view_ptr(&chunk.data));
+                write_output(len_out, chunk.data.len());
+            }
+        })
+    })
+}
+
 /// Writes the number of log lines in the batch.
 ///
 /// Thread safety: may be called from any thread, concurrently with other

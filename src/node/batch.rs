@@ -1,7 +1,9 @@
 //! What the host pulls from a node: [`ReadyBatch`], and the pending batch the
 //! node's threads fill until the host takes it.
 
-use crate::core::{Entry, Index, NodeId, ProposeError, ReadState, Role, Term};
+use crate::core::{
+    Entry, Index, NodeId, ProposeError, ReadState, Role, SnapshotChunk, SnapshotMeta, Term,
+};
 use std::fmt;
 
 /// An encoded message the host must deliver to node `to`.
@@ -134,6 +136,18 @@ pub struct ReadyBatch {
     pub outcomes: Vec<ProposalOutcome>,
     /// Results of `read_index` requests.
     pub reads: Vec<ReadState>,
+    /// The host must restore its state machine from its stored snapshot
+    /// described here before applying `committed` (whose entries all
+    /// follow it): the node installed a snapshot from the leader, or
+    /// restarted from a compacted log past the host's applied index.
+    pub restore: Option<SnapshotMeta>,
+    /// Leader: stream the host's latest snapshot (described here) to these
+    /// peers with [`crate::node::Node::send_snapshot_chunk`].
+    pub snapshots_to_send: Vec<(NodeId, SnapshotMeta)>,
+    /// Follower: chunks of a snapshot the leader streams, for the host to
+    /// store; once it holds all of it durably it calls
+    /// [`crate::node::Node::restore_snapshot`].
+    pub snapshot_chunks: Vec<SnapshotChunk>,
     /// True when role, leader or term changed since the previous batch.
     pub state_changed: bool,
     /// Role, leader and term as of this batch (whether or not they changed).
@@ -151,6 +165,9 @@ pub(crate) struct Pending {
     committed: Vec<CommittedEntry>,
     outcomes: Vec<ProposalOutcome>,
     reads: Vec<ReadState>,
+    restore: Option<SnapshotMeta>,
+    snapshots_to_send: Vec<(NodeId, SnapshotMeta)>,
+    snapshot_chunks: Vec<SnapshotChunk>,
     state_changed: bool,
     state: NodeState,
     logs: Vec<LogLine>,
@@ -164,6 +181,9 @@ impl Pending {
             committed: Vec::new(),
             outcomes: Vec::new(),
             reads: Vec::new(),
+            restore: None,
+            snapshots_to_send: Vec::new(),
+            snapshot_chunks: Vec::new(),
             state_changed: false,
             state,
             logs: Vec::new(),
@@ -176,6 +196,9 @@ impl Pending {
             && self.committed.is_empty()
             && self.outcomes.is_empty()
             && self.reads.is_empty()
+            && self.restore.is_none()
+            && self.snapshots_to_send.is_empty()
+            && self.snapshot_chunks.is_empty()
             && !self.state_changed
             && self.logs.is_empty()
             && self.dropped_log_lines == 0
@@ -195,6 +218,21 @@ impl Pending {
 
     pub(crate) fn push_read(&mut self, read: ReadState) {
         self.reads.push(read);
+    }
+
+    /// The host's state machine must be restored from snapshot `meta`; it
+    /// supersedes committed entries not yet handed out that it covers.
+    pub(crate) fn set_restore(&mut self, meta: SnapshotMeta) {
+        self.committed.retain(|c| c.entry.index > meta.index);
+        self.restore = Some(meta);
+    }
+
+    pub(crate) fn push_snapshot_to_send(&mut self, peer: NodeId, meta: SnapshotMeta) {
+        self.snapshots_to_send.push((peer, meta));
+    }
+
+    pub(crate) fn push_snapshot_chunk(&mut self, chunk: SnapshotChunk) {
+        self.snapshot_chunks.push(chunk);
     }
 
     pub(crate) fn set_state(&mut self, state: NodeState) {
@@ -230,6 +268,9 @@ impl Pending {
             committed: std::mem::take(&mut self.committed),
             outcomes: std::mem::take(&mut self.outcomes),
             reads: std::mem::take(&mut self.reads),
+            restore: self.restore.take(),
+            snapshots_to_send: std::mem::take(&mut self.snapshots_to_send),
+            snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
             state_changed: self.state_changed,
             state: self.state,
             logs,

@@ -10,7 +10,10 @@ use super::batch::{
 use super::persist::{PersistDone, PersistJob};
 use super::proposals::ProposalTracker;
 use super::{wire, Shared};
-use crate::core::{ConfChange, Entry, Index, Message, NodeId, ProposeError, Raft, ReadState, Term};
+use crate::core::{
+    ConfChange, Entry, Index, Message, MessageBody, NodeId, ProposeError, Raft, ReadState, Role,
+    SnapshotMeta, Term,
+};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,6 +40,24 @@ pub(crate) enum Input {
         peer: NodeId,
     },
     Applied(Index),
+    Compact {
+        index: Index,
+    },
+    SendSnapshotChunk {
+        peer: NodeId,
+        snapshot_index: Index,
+        offset: u64,
+        total_len: u64,
+        checksum: u32,
+        data: Vec<u8>,
+    },
+    ReportSnapshot {
+        peer: NodeId,
+        success: bool,
+    },
+    RestoreSnapshot {
+        index: Index,
+    },
 }
 
 /// Inputs handled before the core's ready is taken, so that one batch (and
@@ -68,6 +89,9 @@ pub(crate) struct Driver {
     durable_seq: u64,
     applied: Index,
     state: NodeState,
+    /// The snapshot whose chunks the leader is streaming to this node, so
+    /// the host can name it by index when it asks to restore it.
+    incoming_snapshot: Option<SnapshotMeta>,
 }
 
 impl Driver {
@@ -96,6 +120,7 @@ impl Driver {
             durable_seq: 0,
             applied,
             state,
+            incoming_snapshot: None,
         }
     }
 
@@ -177,12 +202,83 @@ impl Driver {
                 }
             }
             Input::Unreachable { peer } => self.raft.report_unreachable(peer),
+            Input::Compact { index } => self.compact(index),
+            Input::SendSnapshotChunk {
+                peer,
+                snapshot_index,
+                offset,
+                total_len,
+                checksum,
+                data,
+            } => {
+                let meta = self.raft.snapshot_meta();
+                if meta.index != snapshot_index || self.raft.role() != Role::Leader {
+                    // The host streams a snapshot the core has since
+                    // replaced, or leadership moved: the core asks again.
+                    self.shared.log(LogLevel::Debug, || {
+                        format!("snapshot chunk for {peer} at {snapshot_index} dropped: stale")
+                    });
+                    return;
+                }
+                let msg = Message {
+                    from: self.raft.id(),
+                    to: peer,
+                    term: self.raft.term(),
+                    body: MessageBody::InstallSnapshot {
+                        meta,
+                        offset,
+                        total_len,
+                        checksum,
+                        data,
+                    },
+                };
+                let outbound = self.encode_all(std::slice::from_ref(&msg));
+                self.shared.update(|p| p.push_messages(outbound));
+            }
+            Input::ReportSnapshot { peer, success } => self.raft.report_snapshot(peer, success),
+            Input::RestoreSnapshot { index } => {
+                let meta = self
+                    .incoming_snapshot
+                    .take_if(|meta| meta.index == index);
+                let installed = meta.is_some_and(|meta| self.raft.restore(meta));
+                if !installed {
+                    self.shared.log(LogLevel::Info, || {
+                        format!("snapshot at {index} not installed: not received, stale or not needed")
+                    });
+                }
+            }
             Input::Applied(index) => {
                 if index > self.applied {
                     self.applied = index;
                     self.raft.on_applied(index);
                 }
             }
+        }
+    }
+
+    /// The host saved a snapshot of its state machine through `index`: the
+    /// core drops the entries it covers and the WAL records the snapshot
+    /// and deletes the segments it makes unnecessary.
+    fn compact(&mut self, index: Index) {
+        match self.raft.compact(index) {
+            Ok(meta) => {
+                self.shared.log(LogLevel::Info, || {
+                    format!("compacted through {index} (term {})", meta.term)
+                });
+                self.next_seq += 1;
+                let job = PersistJob {
+                    seq: self.next_seq,
+                    snapshot: Some(meta),
+                    compact_through: Some(self.raft.first_index() - 1),
+                    ..PersistJob::default()
+                };
+                // A send failure means the persistence thread stopped after
+                // a failure it reported; the main loop stops on that.
+                let _ = self.persist_jobs.send(job);
+            }
+            Err(err) => self
+                .shared
+                .log(LogLevel::Info, || format!("compaction through {index} refused: {err}")),
         }
     }
 
@@ -243,14 +339,37 @@ impl Driver {
 
             // The core hands out only entries that are committed and already
             // durable here, so they go to the host at once; so do read
-            // results, which promise nothing about this node's disk.
+            // results and snapshot work, which promise nothing about this
+            // node's disk.
+            if let Some(meta) = &ready.snapshot {
+                // Installed from the leader: the host restores its state
+                // machine from the snapshot it just stored.
+                let meta = meta.clone();
+                self.shared.update(|p| p.set_restore(meta));
+            }
             self.release_committed(ready.committed_entries);
+            if !ready.snapshots_to_send.is_empty() || !ready.snapshot_chunks.is_empty() {
+                if let Some(chunk) = ready.snapshot_chunks.last() {
+                    self.incoming_snapshot = Some(chunk.meta.clone());
+                }
+                self.shared.update(|p| {
+                    for (peer, meta) in ready.snapshots_to_send {
+                        p.push_snapshot_to_send(peer, meta);
+                    }
+                    for chunk in ready.snapshot_chunks {
+                        p.push_snapshot_chunk(chunk);
+                    }
+                });
+            }
             if !ready.read_states.is_empty() {
                 self.shared
                     .update(|p| ready.read_states.into_iter().for_each(|r| p.push_read(r)));
             }
 
-            let seq = if ready.entries.is_empty() && ready.hard_state.is_none() {
+            let seq = if ready.entries.is_empty()
+                && ready.hard_state.is_none()
+                && ready.snapshot.is_none()
+            {
                 None
             } else {
                 self.next_seq += 1;
@@ -259,6 +378,8 @@ impl Driver {
             if let Some(seq) = seq {
                 let job = PersistJob {
                     seq,
+                    snapshot: ready.snapshot,
+                    compact_through: None,
                     entries: ready.entries,
                     hard_state: ready.hard_state,
                 };

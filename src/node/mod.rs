@@ -242,6 +242,12 @@ impl Node {
             })?;
         let initial = initial_state(&config, &wal, recovered)?;
         let applied = initial.applied;
+        // Restarting from a compacted log beyond what the host applied: the
+        // host first restores its state machine from its snapshot.
+        let restore = initial
+            .snapshot
+            .clone()
+            .filter(|meta| meta.index > config.applied);
         let mut raft_config = config.raft.clone();
         if raft_config.seed == 0 {
             raft_config.seed = random_seed(id);
@@ -266,6 +272,10 @@ impl Node {
             log_level: AtomicU8::new(config.log_level as u8),
             delivered: AtomicU64::new(applied),
         });
+
+        if let Some(meta) = restore {
+            shared.update(|p| p.set_restore(meta));
+        }
 
         let (input_tx, input_rx) = crossbeam_channel::bounded(config.input_capacity);
         // Unbounded, but never long: the driver takes one ready per round
@@ -365,6 +375,51 @@ impl Node {
         self.send(Input::Unreachable { peer })
     }
 
+    /// The host saved a snapshot of its state machine covering every entry
+    /// through `index` (which it has applied): the node records it and
+    /// drops the log entries it covers (keeping `compact_keep_entries` for
+    /// slow followers). A refusal (not applied yet, already compacted) is
+    /// logged.
+    pub fn compact(&self, index: Index) -> Result<(), NodeError> {
+        self.send(Input::Compact { index })
+    }
+
+    /// Leader: queues one chunk of the host's snapshot at `snapshot_index`
+    /// for `peer` (named in [`ReadyBatch::snapshots_to_send`]); the chunk
+    /// leaves as an ordinary message in a later batch. `checksum` is the
+    /// CRC-32 (IEEE) of the whole snapshot of `total_len` bytes.
+    pub fn send_snapshot_chunk(
+        &self,
+        peer: NodeId,
+        snapshot_index: Index,
+        offset: u64,
+        total_len: u64,
+        checksum: u32,
+        data: &[u8],
+    ) -> Result<(), NodeError> {
+        self.send(Input::SendSnapshotChunk {
+            peer,
+            snapshot_index,
+            offset,
+            total_len,
+            checksum,
+            data: data.to_vec(),
+        })
+    }
+
+    /// Leader: the host finished streaming a snapshot to `peer`, or gave up
+    /// (`success == false`, and the peer is probed again later).
+    pub fn report_snapshot(&self, peer: NodeId, success: bool) -> Result<(), NodeError> {
+        self.send(Input::ReportSnapshot { peer, success })
+    }
+
+    /// Follower: the host holds, durably and verified, the whole snapshot
+    /// at `index` whose chunks it was handed. If the node still needs it,
+    /// a later batch asks the host to restore its state machine from it.
+    pub fn restore_snapshot(&self, index: Index) -> Result<(), NodeError> {
+        self.send(Input::RestoreSnapshot { index })
+    }
+
     /// The host applied every delivered entry through `index`. Acks may lag
     /// and may repeat; an index beyond what was delivered is refused.
     pub fn ack_applied(&self, index: Index) -> Result<(), NodeError> {
@@ -384,10 +439,14 @@ impl Node {
         loop {
             if !outbox.pending.is_empty() {
                 let batch = outbox.pending.take();
-                if let Some(last) = batch.committed.last() {
-                    self.shared
-                        .delivered
-                        .store(last.entry.index, Ordering::Release);
+                // A restored snapshot counts as delivered through its index.
+                let delivered = batch
+                    .committed
+                    .last()
+                    .map(|last| last.entry.index)
+                    .max(batch.restore.as_ref().map(|meta| meta.index));
+                if let Some(delivered) = delivered {
+                    self.shared.delivered.store(delivered, Ordering::Release);
                 }
                 if outbox.failure.is_none() {
                     self.shared.readiness.clear();
@@ -502,6 +561,12 @@ fn initial_state(
             config.applied, recovered.hard_state.commit
         )));
     }
+    // Entries the snapshot covers are gone from the log: the host restores
+    // them from its snapshot (see `restore` in Node::new).
+    let applied = recovered
+        .snapshot
+        .as_ref()
+        .map_or(config.applied, |meta| meta.index.max(config.applied));
     Ok(InitialState {
         hard_state: recovered.hard_state,
         // Membership changes after the snapshot are replayed from the log.
@@ -512,7 +577,7 @@ fn initial_state(
             .unwrap_or_default(),
         snapshot: recovered.snapshot,
         entries: recovered.entries,
-        applied: config.applied,
+        applied,
     })
 }
 

@@ -2,13 +2,22 @@
 //! ran and makes them durable with one WAL append (group commit), in the
 //! order the driver queued them.
 
-use crate::core::{Entry, HardState};
-use crate::wal::Wal;
+use crate::core::{Entry, HardState, Index, SnapshotMeta};
+use crate::wal::{Wal, WalError};
 use crossbeam_channel::{Receiver, Sender};
 
-/// The writes of one core `Ready`, numbered in the order they were taken.
+/// The writes of one core `Ready` (or of one compaction), numbered in the
+/// order they were taken.
+#[derive(Default)]
 pub(crate) struct PersistJob {
     pub(crate) seq: u64,
+    /// Snapshot metadata to record before the entries: a snapshot installed
+    /// from the leader (the WAL then drops the log it replaces) or one the
+    /// host took (the log stays).
+    pub(crate) snapshot: Option<SnapshotMeta>,
+    /// After recording `snapshot`, delete the segments holding only entries
+    /// through this index.
+    pub(crate) compact_through: Option<Index>,
     pub(crate) entries: Vec<Entry>,
     pub(crate) hard_state: Option<HardState>,
 }
@@ -26,16 +35,16 @@ pub(crate) enum PersistDone {
 pub(crate) fn run(wal: Wal, jobs: Receiver<PersistJob>, done: Sender<PersistDone>) {
     while let Ok(first) = jobs.recv() {
         let mut last_seq = first.seq;
-        let mut entries = first.entries;
-        let mut hard_state = first.hard_state;
+        let mut group = GroupWrite::default();
+        let mut result = group.add(&wal, first);
         for job in jobs.try_iter() {
+            if result.is_err() {
+                break;
+            }
             last_seq = job.seq;
-            append_replacing(&mut entries, job.entries);
-            // A later hard state supersedes an earlier one: only the newest
-            // needs to be durable, and it travels with the same sync.
-            hard_state = job.hard_state.or(hard_state);
+            result = group.add(&wal, job);
         }
-        let outcome = match wal.append(&entries, hard_state.as_ref()) {
+        let outcome = match result.and_then(|()| group.flush(&wal)) {
             Ok(()) => PersistDone::Through(last_seq),
             Err(err) => PersistDone::Failed(err.to_string()),
         };
@@ -45,6 +54,42 @@ pub(crate) fn run(wal: Wal, jobs: Receiver<PersistJob>, done: Sender<PersistDone
         if failed {
             return;
         }
+    }
+}
+
+/// The entries and hard state of consecutive jobs, written with one append
+/// and so one sync.
+#[derive(Default)]
+struct GroupWrite {
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+}
+
+impl GroupWrite {
+    fn add(&mut self, wal: &Wal, job: PersistJob) -> Result<(), WalError> {
+        if let Some(meta) = &job.snapshot {
+            // Snapshot records are ordered with the entries around them.
+            self.flush(wal)?;
+            wal.save_snapshot(meta)?;
+            if let Some(through) = job.compact_through {
+                wal.compact(through)?;
+            }
+        }
+        append_replacing(&mut self.entries, job.entries);
+        // A later hard state supersedes an earlier one: only the newest
+        // needs to be durable, and it travels with the same sync.
+        self.hard_state = job.hard_state.or(self.hard_state);
+        Ok(())
+    }
+
+    fn flush(&mut self, wal: &Wal) -> Result<(), WalError> {
+        if self.entries.is_empty() && self.hard_state.is_none() {
+            return Ok(());
+        }
+        wal.append(&self.entries, self.hard_state.as_ref())?;
+        self.entries.clear();
+        self.hard_state = None;
+        Ok(())
     }
 }
 

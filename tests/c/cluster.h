@@ -26,6 +26,17 @@ struct applied_entry {
 /* What the host learned about a proposal of this node. */
 enum proposal_state { PROPOSAL_NONE = 0, PROPOSAL_PENDING, PROPOSAL_COMMITTED, PROPOSAL_DROPPED };
 
+/* A snapshot of the host's state machine: the applied entries 1..index,
+ * copied as they are (struct applied_entry each). */
+struct snapshot_store {
+    uint64_t index;
+    uint64_t term;
+    unsigned char *data;
+    size_t len;
+    size_t received; /* while arriving from the leader in chunks */
+    uint32_t checksum;
+};
+
 struct cluster_node {
     uint64_t id;
     const char *dir;
@@ -39,6 +50,9 @@ struct cluster_node {
     uint64_t term;
     enum proposal_state proposals[CLUSTER_MAX_PROPOSALS];
     uint64_t proposal_index[CLUSTER_MAX_PROPOSALS];
+    /* The latest snapshot this host saved or installed, and one arriving. */
+    struct snapshot_store snapshot;
+    struct snapshot_store incoming;
     /* The last read result delivered (embraft_ready_read). */
     uint64_t read_context;
     uint32_t read_result;
@@ -53,6 +67,8 @@ struct cluster {
     uint64_t peers[CLUSTER_MAX_NODES];
     struct cluster_node nodes[CLUSTER_MAX_NODES];
     unsigned long long last_tick_ms;
+    /* embraft_config_set_compact_keep_entries for every node (0: default). */
+    uint64_t compact_keep_entries;
     /* Set (with a message on stderr) when the host loop saw something wrong. */
     int broken;
 };
@@ -72,6 +88,10 @@ void cluster_free(struct cluster *c);
  * (joining). Returns the status of embraft_node_new. */
 embraft_status cluster_start(struct cluster *c, size_t i, uint64_t applied);
 void cluster_stop(struct cluster *c, size_t i);
+
+/* The host of node `i` saves a snapshot of everything it applied and
+ * tells its node to compact through it. */
+embraft_status cluster_take_snapshot(struct cluster *c, size_t i);
 
 /* One round of the host loop: ticks when due, polls every running node,
  * delivers messages, applies and acknowledges entries. Returns the number

@@ -369,6 +369,90 @@ static void leadership_transfer_and_read_index(void) {
     CHECK_OK(unreachable);
 }
 
+static void lagging_node_catches_up_through_a_snapshot(void) {
+    struct cluster *c = cluster_new(3);
+    CHECK(c != NULL);
+    c->compact_keep_entries = 5;
+    for (size_t i = 0; i < 3; i++) {
+        embraft_status status = cluster_start(c, i, 0);
+        if (status != EMBRAFT_OK) {
+            cluster_free(c);
+        }
+        CHECK_OK(status);
+    }
+    int ok = cluster_run_until(c, cluster_has_leader, NULL, ELECTION_TIMEOUT_MS) &&
+             propose_all(c, 0, 50);
+    int leader = ok ? cluster_agreed_leader(c) : -1;
+    if (leader < 0) {
+        cluster_free(c);
+    }
+    CHECK(leader >= 0);
+
+    /* A follower goes down; the others go on, and the leader compacts its
+     * log past everything the follower has. */
+    size_t lagging = ((size_t)leader + 1) % 3;
+    uint64_t lagging_applied = c->nodes[lagging].delivered;
+    cluster_stop(c, lagging);
+    int more = propose_all(c, 50, 100);
+    uint64_t target = max_delivered(c);
+    int applied = more && cluster_run_until(c, cluster_all_applied, &target, COMMIT_TIMEOUT_MS);
+    embraft_status compacted = cluster_take_snapshot(c, (size_t)leader);
+    int after = applied && compacted == EMBRAFT_OK && propose_all(c, 150, 20);
+
+    /* Back, it is sent the snapshot, installs it, then takes the rest. */
+    embraft_status restarted = cluster_start(c, lagging, lagging_applied);
+    target = max_delivered(c);
+    int caught_up = after && restarted == EMBRAFT_OK &&
+                    cluster_run_until(c, cluster_all_applied, &target, COMMIT_TIMEOUT_MS);
+    int restored = c->nodes[lagging].snapshot.index > lagging_applied;
+    int agree = cluster_logs_agree(c);
+    int complete = caught_up && applied_each_once(c, lagging, 0, 170);
+    int broken = c->broken;
+    cluster_free(c);
+    CHECK(!broken);
+    CHECK(more);
+    CHECK(applied);
+    CHECK_OK(compacted);
+    CHECK(after);
+    CHECK_OK(restarted);
+    CHECK(caught_up);
+    CHECK(restored);
+    CHECK(agree);
+    CHECK(complete);
+}
+
+static void restart_after_compaction_restores_the_snapshot_first(void) {
+    struct cluster *c = cluster_new(1);
+    CHECK(c != NULL);
+    c->compact_keep_entries = 2;
+    CHECK_OK(cluster_start(c, 0, 0));
+    int ok = cluster_run_until(c, cluster_has_leader, NULL, ELECTION_TIMEOUT_MS) &&
+             propose_all(c, 0, 30);
+    embraft_status compacted = ok ? cluster_take_snapshot(c, 0) : EMBRAFT_ERR_INVALID_ARGUMENT;
+    uint64_t snapshot_index = c->nodes[0].snapshot.index;
+    int more = compacted == EMBRAFT_OK && propose_all(c, 30, 10);
+    uint64_t last = c->nodes[0].delivered;
+
+    /* The host lost its state machine (applied 0): the node asks it to
+     * restore the snapshot, then delivers what follows. */
+    cluster_stop(c, 0);
+    memset(c->nodes[0].applied, 0, sizeof c->nodes[0].applied);
+    embraft_status restarted = cluster_start(c, 0, 0);
+    int caught_up = restarted == EMBRAFT_OK &&
+                    cluster_run_until(c, cluster_all_applied, &last, COMMIT_TIMEOUT_MS);
+    int complete = caught_up && applied_each_once(c, 0, 0, 40);
+    int broken = c->broken;
+    cluster_free(c);
+    CHECK(!broken);
+    CHECK(ok);
+    CHECK_OK(compacted);
+    CHECK(snapshot_index > 0);
+    CHECK(more);
+    CHECK_OK(restarted);
+    CHECK(caught_up);
+    CHECK(complete);
+}
+
 const struct test_case cluster_tests[] = {
     {"cluster: three nodes elect and apply 1000 proposals in the same order",
      three_nodes_elect_and_apply_1000_proposals_in_the_same_order},
@@ -379,5 +463,9 @@ const struct test_case cluster_tests[] = {
     {"cluster: a fourth node joins through a membership change",
      fourth_node_joins_through_a_membership_change},
     {"cluster: leadership transfer and read index", leadership_transfer_and_read_index},
+    {"cluster: a lagging node catches up through a snapshot",
+     lagging_node_catches_up_through_a_snapshot},
+    {"cluster: restart after compaction restores the snapshot first",
+     restart_after_compaction_restores_the_snapshot_first},
     {NULL, NULL},
 };
