@@ -376,6 +376,10 @@ const char *embraft_status_str(embraft_status status);
  * snapshots (`embraft_node_send_snapshot_chunk`), offered so that hosts
  * need no other library for it.
  *
+ * # Safety
+ * `data` must point to `len` readable bytes (or be NULL with `len` 0) and
+ * `crc_out` must be NULL or writable.
+ *
  * Thread safety: may be called from any thread at any time.
  */
 embraft_status embraft_crc32(uint32_t crc, const uint8_t *data, size_t len, uint32_t *crc_out);

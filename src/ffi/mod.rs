@@ -219,6 +219,10 @@ pub extern "C" fn embraft_status_str(status: embraft_status) -> *const c_char {
 /// snapshots (`embraft_node_send_snapshot_chunk`), offered so that hosts
 /// need no other library for it.
 ///
+/// # Safety
+/// `data` must point to `len` readable bytes (or be NULL with `len` 0) and
+/// `crc_out` must be NULL or writable.
+///
 /// Thread safety: may be called from any thread at any time.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_crc32(

@@ -237,13 +237,13 @@ impl Driver {
             }
             Input::ReportSnapshot { peer, success } => self.raft.report_snapshot(peer, success),
             Input::RestoreSnapshot { index } => {
-                let meta = self
-                    .incoming_snapshot
-                    .take_if(|meta| meta.index == index);
+                let meta = self.incoming_snapshot.take_if(|meta| meta.index == index);
                 let installed = meta.is_some_and(|meta| self.raft.restore(meta));
                 if !installed {
                     self.shared.log(LogLevel::Info, || {
-                        format!("snapshot at {index} not installed: not received, stale or not needed")
+                        format!(
+                            "snapshot at {index} not installed: not received, stale or not needed"
+                        )
                     });
                 }
             }
@@ -276,9 +276,9 @@ impl Driver {
                 // a failure it reported; the main loop stops on that.
                 let _ = self.persist_jobs.send(job);
             }
-            Err(err) => self
-                .shared
-                .log(LogLevel::Info, || format!("compaction through {index} refused: {err}")),
+            Err(err) => self.shared.log(LogLevel::Info, || {
+                format!("compaction through {index} refused: {err}")
+            }),
         }
     }
 
