@@ -159,6 +159,11 @@ pub struct ReadyBatch {
 /// counted and replaced by one summary line so memory stays bounded.
 const MAX_PENDING_LOG_LINES: usize = 4096;
 
+/// Messages kept while the host does not poll (it may keep ticking).
+/// Beyond this, new messages are dropped, which Raft tolerates as it does
+/// any lost message, and the loss is reported in a log line.
+const MAX_PENDING_MESSAGES: usize = 1 << 16;
+
 /// The batch being filled between two polls.
 pub(crate) struct Pending {
     messages: Vec<OutboundMessage>,
@@ -172,6 +177,7 @@ pub(crate) struct Pending {
     state: NodeState,
     logs: Vec<LogLine>,
     dropped_log_lines: u64,
+    dropped_messages: u64,
 }
 
 impl Pending {
@@ -188,6 +194,7 @@ impl Pending {
             state,
             logs: Vec::new(),
             dropped_log_lines: 0,
+            dropped_messages: 0,
         }
     }
 
@@ -205,7 +212,13 @@ impl Pending {
     }
 
     pub(crate) fn push_messages(&mut self, messages: impl IntoIterator<Item = OutboundMessage>) {
-        self.messages.extend(messages);
+        for message in messages {
+            if self.messages.len() < MAX_PENDING_MESSAGES {
+                self.messages.push(message);
+            } else {
+                self.dropped_messages += 1;
+            }
+        }
     }
 
     pub(crate) fn push_committed(&mut self, entry: CommittedEntry) {
@@ -262,6 +275,17 @@ impl Pending {
                 ),
             });
             self.dropped_log_lines = 0;
+        }
+        if self.dropped_messages > 0 {
+            // Reported whatever the log level: it explains a stalled peer.
+            logs.push(LogLine {
+                level: LogLevel::Info,
+                text: format!(
+                    "{} outbound messages dropped because the host did not poll",
+                    self.dropped_messages
+                ),
+            });
+            self.dropped_messages = 0;
         }
         let batch = ReadyBatch {
             messages: std::mem::take(&mut self.messages),
