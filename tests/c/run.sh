@@ -32,7 +32,7 @@ mkdir -p "$out/pkgconfig"
 # (`rustc --print native-static-libs`); embraft.pc carries the same list.
 system_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 warnings="-Wall -Wextra -Werror -pedantic"
-cflags="-std=c99 $warnings -g -O1 -I$root/include"
+cflags="-std=c99 $warnings -g -O1 -pthread -I$root/include"
 suite_sources=(tests/c/harness.c tests/c/cluster.c tests/c/test_api.c tests/c/test_cluster.c)
 
 echo "building libembraft (release)"

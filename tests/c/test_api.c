@@ -8,6 +8,7 @@
 #include "cluster.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 
 /* A deterministic generator for garbage inputs (xorshift64*). */
@@ -626,6 +627,119 @@ static void ready_batches_outlive_their_node(void) {
     CHECK(found);
 }
 
+#define PROPOSER_THREADS 4
+#define PROPOSALS_PER_THREAD 250
+
+struct proposer {
+    embraft_node *node;
+    unsigned number;
+    uint64_t ids[PROPOSALS_PER_THREAD];
+    int failed;
+};
+
+/* Proposes from its own thread, retrying while the input queue is full. */
+static void *propose_from_thread(void *arg) {
+    struct proposer *p = arg;
+    for (unsigned k = 0; k < PROPOSALS_PER_THREAD; k++) {
+        char data[32];
+        int len = snprintf(data, sizeof data, "t%u-%u", p->number, k);
+        embraft_status status;
+        do {
+            status = embraft_node_propose(p->node, (const uint8_t *)data, (size_t)len, &p->ids[k]);
+        } while (status == EMBRAFT_ERR_BUSY);
+        if (status != EMBRAFT_OK) {
+            p->failed = 1;
+            break;
+        }
+        /* Other threads tick and ask for status meanwhile, too. */
+        if (k % 50 == 0) {
+            embraft_status_report *report = NULL;
+            if (embraft_node_status(p->node, &report) == EMBRAFT_OK) {
+                embraft_status_report_free(report);
+            }
+            embraft_node_tick(p->node);
+        }
+    }
+    return NULL;
+}
+
+static void inputs_from_many_threads_while_another_polls(void) {
+    embraft_config *config = single_node_config();
+    CHECK(config != NULL);
+    embraft_config_set_input_queue_capacity(config, 64); /* meet BUSY on the way */
+    embraft_node *node = NULL;
+    CHECK_OK(embraft_node_new(config, &node));
+    embraft_config_free(config);
+    int leads = lead_alone(node);
+    if (!leads) {
+        embraft_node_free(node);
+    }
+    CHECK(leads);
+
+    static struct proposer proposers[PROPOSER_THREADS];
+    pthread_t threads[PROPOSER_THREADS];
+    for (unsigned t = 0; t < PROPOSER_THREADS; t++) {
+        memset(&proposers[t], 0, sizeof proposers[t]);
+        proposers[t].node = node;
+        proposers[t].number = t;
+        CHECK(pthread_create(&threads[t], NULL, propose_from_thread, &proposers[t]) == 0);
+    }
+
+    /* This thread polls, applies and acknowledges until every proposal has
+     * an outcome. */
+    static unsigned char committed[PROPOSER_THREADS * PROPOSALS_PER_THREAD + 64];
+    memset(committed, 0, sizeof committed);
+    size_t outcomes_seen = 0, committed_count = 0;
+    unsigned long long deadline = harness_now_ms() + cluster_tick_ms() * 6000u;
+    while (outcomes_seen < PROPOSER_THREADS * PROPOSALS_PER_THREAD &&
+           harness_now_ms() < deadline) {
+        embraft_ready *ready = NULL;
+        if (embraft_node_poll_ready(node, cluster_tick_ms(), &ready) != EMBRAFT_OK) {
+            continue;
+        }
+        size_t count = 0;
+        embraft_ready_outcome_count(ready, &count);
+        for (size_t o = 0; o < count; o++) {
+            uint64_t id = 0, index = 0;
+            uint32_t outcome = 0;
+            embraft_ready_outcome(ready, o, &id, &outcome, &index);
+            outcomes_seen++;
+            if (outcome == EMBRAFT_PROPOSAL_COMMITTED && id < sizeof committed && !committed[id]) {
+                committed[id] = 1;
+                committed_count++;
+            }
+        }
+        uint64_t last = 0;
+        embraft_ready_entry_count(ready, &count);
+        for (size_t e = 0; e < count; e++) {
+            uint64_t term = 0, proposal = 0;
+            uint32_t kind = 0;
+            const uint8_t *data = NULL;
+            size_t len = 0;
+            embraft_ready_entry(ready, e, &last, &term, &kind, &data, &len, &proposal);
+        }
+        if (count > 0) {
+            embraft_node_ack_applied(node, last);
+        }
+        embraft_ready_free(ready);
+    }
+    int threads_ok = 1;
+    for (unsigned t = 0; t < PROPOSER_THREADS; t++) {
+        pthread_join(threads[t], NULL);
+        threads_ok &= !proposers[t].failed;
+    }
+    embraft_node_free(node);
+    CHECK(threads_ok);
+    CHECK(outcomes_seen == PROPOSER_THREADS * PROPOSALS_PER_THREAD);
+    CHECK(committed_count == PROPOSER_THREADS * PROPOSALS_PER_THREAD);
+    /* Every id a thread got was committed exactly once. */
+    for (unsigned t = 0; t < PROPOSER_THREADS; t++) {
+        for (unsigned k = 0; k < PROPOSALS_PER_THREAD; k++) {
+            CHECK(proposers[t].ids[k] < sizeof committed && committed[proposers[t].ids[k]]);
+        }
+    }
+}
+
 const struct test_case api_tests[] = {
     {"api: versions and status strings", versions_and_status_strings},
     {"api: config lifecycle and setters", config_lifecycle_and_setters},
@@ -640,5 +754,7 @@ const struct test_case api_tests[] = {
     {"api: garbage and misaddressed messages are refused",
      garbage_and_misaddressed_messages_are_refused},
     {"api: ready batches outlive their node", ready_batches_outlive_their_node},
+    {"api: inputs from many threads while another polls",
+     inputs_from_many_threads_while_another_polls},
     {NULL, NULL},
 };
