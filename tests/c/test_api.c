@@ -637,6 +637,11 @@ struct proposer {
     int failed;
 };
 
+static int compare_ids(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
 /* Proposes from its own thread, retrying while the input queue is full. */
 static void *propose_from_thread(void *arg) {
     struct proposer *p = arg;
@@ -686,9 +691,9 @@ static void inputs_from_many_threads_while_another_polls(void) {
     }
 
     /* This thread polls, applies and acknowledges until every proposal has
-     * an outcome. */
-    static unsigned char committed[PROPOSER_THREADS * PROPOSALS_PER_THREAD + 64];
-    memset(committed, 0, sizeof committed);
+     * an outcome. (Ids are unique but not dense: a call refused as busy
+     * may have used one.) */
+    static uint64_t committed[PROPOSER_THREADS * PROPOSALS_PER_THREAD];
     size_t outcomes_seen = 0, committed_count = 0;
     unsigned long long deadline = harness_now_ms() + cluster_tick_ms() * 6000u;
     while (outcomes_seen < PROPOSER_THREADS * PROPOSALS_PER_THREAD &&
@@ -704,9 +709,9 @@ static void inputs_from_many_threads_while_another_polls(void) {
             uint32_t outcome = 0;
             embraft_ready_outcome(ready, o, &id, &outcome, &index);
             outcomes_seen++;
-            if (outcome == EMBRAFT_PROPOSAL_COMMITTED && id < sizeof committed && !committed[id]) {
-                committed[id] = 1;
-                committed_count++;
+            if (outcome == EMBRAFT_PROPOSAL_COMMITTED &&
+                committed_count < PROPOSER_THREADS * PROPOSALS_PER_THREAD) {
+                committed[committed_count++] = id;
             }
         }
         uint64_t last = 0;
@@ -733,9 +738,14 @@ static void inputs_from_many_threads_while_another_polls(void) {
     CHECK(outcomes_seen == PROPOSER_THREADS * PROPOSALS_PER_THREAD);
     CHECK(committed_count == PROPOSER_THREADS * PROPOSALS_PER_THREAD);
     /* Every id a thread got was committed exactly once. */
+    qsort(committed, committed_count, sizeof committed[0], compare_ids);
+    for (size_t i = 1; i < committed_count; i++) {
+        CHECK(committed[i] != committed[i - 1]);
+    }
     for (unsigned t = 0; t < PROPOSER_THREADS; t++) {
         for (unsigned k = 0; k < PROPOSALS_PER_THREAD; k++) {
-            CHECK(proposers[t].ids[k] < sizeof committed && committed[proposers[t].ids[k]]);
+            CHECK(bsearch(&proposers[t].ids[k], committed, committed_count, sizeof committed[0],
+                          compare_ids) != NULL);
         }
     }
 }
