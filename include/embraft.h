@@ -659,7 +659,8 @@ embraft_status embraft_node_step(const embraft_node *node, const uint8_t *data, 
 /**
  * Proposes `len` bytes at `data` (copied; `data` may be NULL when `len`
  * is 0) for the replicated log. On success `*proposal_id_out` receives
- * the proposal's id (never 0); its outcome arrives in a later ready batch
+ * the proposal's id (never 0, unique on this node, not necessarily
+ * consecutive); its outcome arrives in a later ready batch
  * (`embraft_ready_outcome`): committed at an index, or dropped with a
  * reason (this node is not the leader, or another leader's entry took its
  * index). Fails with `EMBRAFT_ERR_TOO_LARGE` above the configured maximum
