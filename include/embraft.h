@@ -95,6 +95,13 @@
 #define EMBRAFT_PROPOSAL_DROPPED_LEARNER_BEHIND 8
 
 /**
+ * The proposal's index is covered by a snapshot this node installed from
+ * the leader: it may or may not have committed (the host can tell from
+ * its restored state). The outcome's index is the proposal's index.
+ */
+#define EMBRAFT_PROPOSAL_UNKNOWN 9
+
+/**
  * Membership changes (`embraft_node_propose_conf_change`).
  * Add a voter (a learner is promoted).
  */
@@ -949,8 +956,9 @@ embraft_status embraft_ready_outcome_count(const embraft_ready *ready, size_t *c
 
 /**
  * Writes outcome `index` (below the outcome count): the proposal id, the
- * outcome (`EMBRAFT_PROPOSAL_*`) and, when committed, the log index it
- * committed at (0 when dropped). A committed proposal's entry is among
+ * outcome (`EMBRAFT_PROPOSAL_*`) and the log index it committed at
+ * (`EMBRAFT_PROPOSAL_COMMITTED`) or was placed at
+ * (`EMBRAFT_PROPOSAL_UNKNOWN`); 0 when dropped. A committed proposal's entry is among
  * the same batch's committed entries.
  *
  * Thread safety: may be called from any thread, concurrently with other

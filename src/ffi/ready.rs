@@ -251,8 +251,9 @@ pub unsafe extern "C" fn embraft_ready_outcome_count(
 }
 
 /// Writes outcome `index` (below the outcome count): the proposal id, the
-/// outcome (`EMBRAFT_PROPOSAL_*`) and, when committed, the log index it
-/// committed at (0 when dropped). A committed proposal's entry is among
+/// outcome (`EMBRAFT_PROPOSAL_*`) and the log index it committed at
+/// (`EMBRAFT_PROPOSAL_COMMITTED`) or was placed at
+/// (`EMBRAFT_PROPOSAL_UNKNOWN`); 0 when dropped. A committed proposal's entry is among
 /// the same batch's committed entries.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
@@ -271,6 +272,7 @@ pub unsafe extern "C" fn embraft_ready_outcome(
         item(&ready.batch.outcomes, index, |outcome| {
             let (code, log_index) = match outcome.result {
                 ProposalResult::Committed { index } => (EMBRAFT_PROPOSAL_COMMITTED, index),
+                ProposalResult::Unknown { index } => (EMBRAFT_PROPOSAL_UNKNOWN, index),
                 ProposalResult::Dropped(reason) => (
                     match reason {
                         DropReason::NotLeader { .. } => EMBRAFT_PROPOSAL_DROPPED_NOT_LEADER,

@@ -79,6 +79,13 @@ pub enum ProposalResult {
         index: Index,
     },
     Dropped(DropReason),
+    /// The proposal's index is covered by a snapshot installed from the
+    /// leader, so the node never sees the entry that landed there: it may
+    /// or may not have committed. The host can tell from its restored
+    /// state.
+    Unknown {
+        index: Index,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -345,7 +345,11 @@ impl Driver {
                 // Installed from the leader: the host restores its state
                 // machine from the snapshot it just stored.
                 let meta = meta.clone();
-                self.shared.update(|p| p.set_restore(meta));
+                let unknown = self.proposals.covered_by_snapshot(meta.index);
+                self.shared.update(|p| {
+                    p.set_restore(meta);
+                    unknown.into_iter().for_each(|o| p.push_outcome(o));
+                });
             }
             self.release_committed(ready.committed_entries);
             if !ready.snapshots_to_send.is_empty() || !ready.snapshot_chunks.is_empty() {

@@ -35,7 +35,7 @@ use std::fmt;
 use std::os::fd::RawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -159,6 +159,9 @@ pub(crate) struct Shared {
     log_level: AtomicU8,
     /// Highest committed index handed to the host: the bound for acks.
     delivered: AtomicU64,
+    /// Set with `Outbox::failure`, read without the lock so that inputs
+    /// are refused as soon as the node has failed.
+    failed: AtomicBool,
 }
 
 impl Shared {
@@ -191,6 +194,7 @@ impl Shared {
         let mut outbox = self.outbox.lock();
         if outbox.failure.is_none() {
             outbox.failure = Some(why);
+            self.failed.store(true, Ordering::Release);
             // Wake the host so it polls and learns of the failure.
             self.readiness.signal();
             self.batch_ready.notify_all();
@@ -271,6 +275,7 @@ impl Node {
             status: Mutex::new(raft.status()),
             log_level: AtomicU8::new(config.log_level as u8),
             delivered: AtomicU64::new(applied),
+            failed: AtomicBool::new(false),
         });
 
         if let Some(meta) = restore {
@@ -492,15 +497,22 @@ impl Node {
         let Some(inputs) = &self.inputs else {
             return Err(NodeError::Failed("node is shutting down".into()));
         };
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(self.failure_error());
+        }
         match inputs.try_send(input) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(NodeError::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(NodeError::Failed(
-                self.shared
-                    .failure()
-                    .unwrap_or_else(|| "the node's thread stopped".into()),
-            )),
+            Err(TrySendError::Disconnected(_)) => Err(self.failure_error()),
         }
+    }
+
+    fn failure_error(&self) -> NodeError {
+        NodeError::Failed(
+            self.shared
+                .failure()
+                .unwrap_or_else(|| "the node's thread stopped".into()),
+        )
     }
 }
 

@@ -53,6 +53,22 @@ impl ProposalTracker {
     }
 }
 
+impl ProposalTracker {
+    /// Settles every proposal at or below `index`, which a snapshot
+    /// installed from the leader now covers: their entries will never be
+    /// handed out, so their fate is unknown here.
+    pub(crate) fn covered_by_snapshot(&mut self, index: Index) -> Vec<ProposalOutcome> {
+        let later = self.by_index.split_off(&(index + 1));
+        std::mem::replace(&mut self.by_index, later)
+            .into_iter()
+            .map(|(at, (id, _))| ProposalOutcome {
+                proposal_id: id,
+                result: ProposalResult::Unknown { index: at },
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +101,21 @@ mod tests {
             ProposalResult::Dropped(DropReason::Superseded)
         );
         assert_eq!(tracker.committed(&entry(5, 3)), (0, None));
+    }
+
+    #[test]
+    fn a_snapshot_settles_the_proposals_it_covers() {
+        let mut tracker = ProposalTracker::default();
+        tracker.appended(1, 5, 1);
+        tracker.appended(2, 6, 1);
+        tracker.appended(3, 9, 1);
+        let settled = tracker.covered_by_snapshot(6);
+        assert_eq!(
+            settled.iter().map(|o| o.proposal_id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(settled[1].result, ProposalResult::Unknown { index: 6 });
+        assert_eq!(tracker.committed(&entry(9, 1)).0, 3);
     }
 
     #[test]
