@@ -128,6 +128,31 @@ static uint64_t max_delivered(const struct cluster *c) {
     return max;
 }
 
+struct peer_progress {
+    uint64_t target;
+    size_t peers;
+    size_t matched;
+};
+
+/* The leader's status lists two peers, both matched through the target. */
+static int leader_saw_peers_match(struct cluster *c, const void *arg) {
+    struct peer_progress *progress = (struct peer_progress *)arg;
+    embraft_status_report *report = NULL;
+    int leader = cluster_agreed_leader(c);
+    if (leader < 0 || embraft_node_status(c->nodes[leader].node, &report) != EMBRAFT_OK) {
+        return 0;
+    }
+    progress->matched = 0;
+    embraft_status_report_peer_count(report, &progress->peers);
+    for (size_t p = 0; p < progress->peers; p++) {
+        uint64_t match = 0;
+        embraft_status_report_peer_get(report, p, EMBRAFT_PEER_MATCH_INDEX, &match);
+        progress->matched += match >= progress->target;
+    }
+    embraft_status_report_free(report);
+    return progress->peers == 2 && progress->matched == 2;
+}
+
 static void three_nodes_elect_and_apply_1000_proposals_in_the_same_order(void) {
     struct cluster *c = cluster_new(3);
     CHECK(c != NULL);
@@ -149,20 +174,10 @@ static void three_nodes_elect_and_apply_1000_proposals_in_the_same_order(void) {
         complete = complete && applied_each_once(c, i, 0, 1000);
     }
 
-    /* The leader reports every peer's progress. */
-    embraft_status_report *report = NULL;
-    uint64_t peers_matched = 0;
-    size_t peers = 0;
-    int leader = cluster_agreed_leader(c);
-    if (leader >= 0 && embraft_node_status(c->nodes[leader].node, &report) == EMBRAFT_OK) {
-        embraft_status_report_peer_count(report, &peers);
-        for (size_t p = 0; p < peers; p++) {
-            uint64_t match = 0;
-            embraft_status_report_peer_get(report, p, EMBRAFT_PEER_MATCH_INDEX, &match);
-            peers_matched += match >= target;
-        }
-    }
-    embraft_status_report_free(report);
+    /* The leader reports every peer's progress (once it has taken their
+     * last acknowledgements, which may still be on their way). */
+    struct peer_progress progress = {target, 0, 0};
+    int reported = cluster_run_until(c, leader_saw_peers_match, &progress, COMMIT_TIMEOUT_MS);
     int broken = c->broken;
     cluster_free(c);
     CHECK(!broken);
@@ -171,8 +186,9 @@ static void three_nodes_elect_and_apply_1000_proposals_in_the_same_order(void) {
     CHECK(agree);
     CHECK(complete);
     /* The leader's own progress is not a peer's. */
-    CHECK(peers == 2);
-    CHECK(peers_matched == 2);
+    CHECK(reported);
+    CHECK(progress.peers == 2);
+    CHECK(progress.matched == 2);
 }
 
 static int new_leader_other_than(struct cluster *c, const void *old) {
