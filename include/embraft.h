@@ -212,6 +212,34 @@
 #define EMBRAFT_FIELD_LAST_INDEX 9
 
 /**
+ * Index covered by the latest snapshot (0 if none).
+ */
+#define EMBRAFT_FIELD_SNAPSHOT_INDEX 10
+
+/**
+ * The target of a leadership transfer under way, or 0.
+ */
+#define EMBRAFT_FIELD_LEAD_TRANSFEREE 11
+
+/**
+ * Member lists of a status report (`embraft_status_report_member_count`,
+ * `embraft_status_report_member`): the membership in force.
+ */
+#define EMBRAFT_MEMBERS_VOTERS 0
+
+#define EMBRAFT_MEMBERS_LEARNERS 1
+
+/**
+ * Voters of the outgoing configuration, during a joint configuration.
+ */
+#define EMBRAFT_MEMBERS_VOTERS_OUTGOING 2
+
+/**
+ * Outgoing voters that become learners when the joint configuration ends.
+ */
+#define EMBRAFT_MEMBERS_LEARNERS_NEXT 3
+
+/**
  * Fields of a peer in a leader's status report
  * (`embraft_status_report_peer_get`).
  */
@@ -700,6 +728,24 @@ embraft_status embraft_node_propose_conf_change(const embraft_node *node,
                                                 uint64_t *proposal_id_out);
 
 /**
+ * Proposes moving to exactly the given membership: `voter_count` voters
+ * at `voters` and `learner_count` learners at `learners` (copied; NULL
+ * allowed for a zero count). The move goes through a joint configuration
+ * that the node leaves by itself once it commits. On success
+ * `*proposal_id_out` receives the proposal's id; the outcome arrives as
+ * for `embraft_node_propose_conf_change`. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same node (except `embraft_node_free`).
+ */
+embraft_status embraft_node_propose_membership(const embraft_node *node,
+                                               const uint64_t *voters,
+                                               size_t voter_count,
+                                               const uint64_t *learners,
+                                               size_t learner_count,
+                                               uint64_t *proposal_id_out);
+
+/**
  * Asks for a linearizable read point. `context` is chosen by the host and
  * should be unique among its outstanding reads; the result arrives in a
  * later batch (`embraft_ready_read`) tagged with it. A follower forwards
@@ -1126,6 +1172,31 @@ embraft_status embraft_status_report_peer_get(const embraft_status_report *repor
                                               size_t index,
                                               uint32_t field,
                                               uint64_t *value_out);
+
+/**
+ * Writes the number of node ids in one member list (`EMBRAFT_MEMBERS_*`)
+ * of the membership in force; an unknown list fails with
+ * `EMBRAFT_ERR_INVALID_ARGUMENT`.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same report (but not with `embraft_status_report_free`).
+ */
+embraft_status embraft_status_report_member_count(const embraft_status_report *report,
+                                                  uint32_t list,
+                                                  size_t *count_out);
+
+/**
+ * Writes node id `index` (below the list's count) of one member list
+ * (`EMBRAFT_MEMBERS_*`). Fails with `EMBRAFT_ERR_INVALID_ARGUMENT` for an
+ * unknown list and `EMBRAFT_ERR_OUT_OF_RANGE` past the count.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same report (but not with `embraft_status_report_free`).
+ */
+embraft_status embraft_status_report_member(const embraft_status_report *report,
+                                            uint32_t list,
+                                            size_t index,
+                                            uint64_t *id_out);
 
 #ifdef __cplusplus
 }  // extern "C"

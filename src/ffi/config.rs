@@ -4,7 +4,7 @@
 //! and the node's own rules.
 
 use super::guard::{
-    borrow_mut_or_return, borrow_or_return, catch_panics, require_outputs, write_output,
+    borrow_ids, borrow_mut_or_return, borrow_or_return, catch_panics, require_outputs, write_output,
 };
 use super::last_error::LastError;
 use super::{
@@ -137,24 +137,11 @@ pub unsafe extern "C" fn embraft_config_set_peers(
 ) -> embraft_status {
     catch_panics(|| {
         let config = borrow_mut_or_return!(config);
-        if count == 0 {
-            config.config.peers.clear();
-            return EMBRAFT_OK;
-        }
-        if ids.is_null() {
-            return config.errors.fail(
-                EMBRAFT_ERR_NULL_ARGUMENT,
-                "peer ids are NULL but count is not 0",
-            );
-        }
-        if count > isize::MAX as usize / std::mem::size_of::<u64>() {
-            return config.errors.fail(
-                EMBRAFT_ERR_INVALID_ARGUMENT,
-                "peer count is impossibly large",
-            );
-        }
-        // SAFETY: non-NULL, `count` readable ids by the caller's contract.
-        let ids = unsafe { std::slice::from_raw_parts(ids, count) };
+        // SAFETY: the array's validity is the caller's contract.
+        let ids = match unsafe { borrow_ids(ids, count) } {
+            Ok(ids) => ids,
+            Err(status) => return config.errors.fail(status, "peer ids: invalid array"),
+        };
         config.config.peers = ids.to_vec();
         EMBRAFT_OK
     })

@@ -99,6 +99,28 @@ pub(crate) unsafe fn borrow_bytes<'a>(
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
 
+/// The array of `count` node ids at `ids`, borrowed for the call; NULL is
+/// allowed for a zero count.
+///
+/// # Safety
+/// Unless NULL, `ids` must point to `count` readable, aligned ids.
+pub(crate) unsafe fn borrow_ids<'a>(
+    ids: *const u64,
+    count: usize,
+) -> Result<&'a [u64], embraft_status> {
+    if count == 0 {
+        return Ok(&[]);
+    }
+    if ids.is_null() {
+        return Err(EMBRAFT_ERR_NULL_ARGUMENT);
+    }
+    if count > isize::MAX as usize / std::mem::size_of::<u64>() {
+        return Err(EMBRAFT_ERR_INVALID_ARGUMENT);
+    }
+    // SAFETY: non-NULL, size bounded, validity is the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(ids, count) })
+}
+
 /// A pointer to `bytes` for a view handed to C; never NULL, even for an
 /// empty slice, so hosts can pass it to memcpy with a zero length.
 pub(crate) fn view_ptr(bytes: &[u8]) -> *const u8 {

@@ -159,6 +159,19 @@ pub const EMBRAFT_FIELD_APPLIED: u32 = 6;
 pub const EMBRAFT_FIELD_PERSISTED: u32 = 7;
 pub const EMBRAFT_FIELD_FIRST_INDEX: u32 = 8;
 pub const EMBRAFT_FIELD_LAST_INDEX: u32 = 9;
+/// Index covered by the latest snapshot (0 if none).
+pub const EMBRAFT_FIELD_SNAPSHOT_INDEX: u32 = 10;
+/// The target of a leadership transfer under way, or 0.
+pub const EMBRAFT_FIELD_LEAD_TRANSFEREE: u32 = 11;
+
+/// Member lists of a status report (`embraft_status_report_member_count`,
+/// `embraft_status_report_member`): the membership in force.
+pub const EMBRAFT_MEMBERS_VOTERS: u32 = 0;
+pub const EMBRAFT_MEMBERS_LEARNERS: u32 = 1;
+/// Voters of the outgoing configuration, during a joint configuration.
+pub const EMBRAFT_MEMBERS_VOTERS_OUTGOING: u32 = 2;
+/// Outgoing voters that become learners when the joint configuration ends.
+pub const EMBRAFT_MEMBERS_LEARNERS_NEXT: u32 = 3;
 
 /// Fields of a peer in a leader's status report
 /// (`embraft_status_report_peer_get`).

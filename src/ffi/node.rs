@@ -2,7 +2,8 @@
 
 use super::config::{embraft_config, log_level};
 use super::guard::{
-    borrow_bytes, borrow_or_return, catch_panics, catch_panics_into, require_outputs, write_output,
+    borrow_bytes, borrow_ids, borrow_or_return, catch_panics, catch_panics_into, require_outputs,
+    write_output,
 };
 use super::last_error::LastError;
 use super::ready::embraft_ready;
@@ -230,6 +231,49 @@ pub unsafe extern "C" fn embraft_node_propose_conf_change(
                 )
             }
         };
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            with_node(node, |n| {
+                let proposal_id = n.propose_conf_change(change)?;
+                // SAFETY: checked non-NULL above; writable by contract.
+                write_output(proposal_id_out, proposal_id);
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Proposes moving to exactly the given membership: `voter_count` voters
+/// at `voters` and `learner_count` learners at `learners` (copied; NULL
+/// allowed for a zero count). The move goes through a joint configuration
+/// that the node leaves by itself once it commits. On success
+/// `*proposal_id_out` receives the proposal's id; the outcome arrives as
+/// for `embraft_node_propose_conf_change`. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_propose_membership(
+    node: *const embraft_node,
+    voters: *const u64,
+    voter_count: usize,
+    learners: *const u64,
+    learner_count: usize,
+    proposal_id_out: *mut u64,
+) -> embraft_status {
+    catch_panics(|| {
+        require_outputs!(proposal_id_out);
+        // SAFETY: buffer validity is the caller's contract.
+        let (voters, learners) = match unsafe {
+            (
+                borrow_ids(voters, voter_count),
+                borrow_ids(learners, learner_count),
+            )
+        } {
+            (Ok(voters), Ok(learners)) => (voters.to_vec(), learners.to_vec()),
+            (Err(status), _) | (_, Err(status)) => return status,
+        };
+        let change = ConfChange::EnterJoint { voters, learners };
         // SAFETY: forwarded from this function's contract.
         unsafe {
             with_node(node, |n| {

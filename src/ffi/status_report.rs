@@ -5,7 +5,7 @@
 use super::guard::{borrow_or_return, catch_panics, require_outputs, write_output};
 use super::ready::role_code;
 use super::*;
-use crate::core::{PeerStatus, Status};
+use crate::core::{NodeId, PeerStatus, Status};
 
 /// An opaque status snapshot from `embraft_node_status`. Owned by the
 /// caller; free with `embraft_status_report_free`.
@@ -31,6 +31,19 @@ fn node_field(status: &Status, field: u32) -> Option<u64> {
         EMBRAFT_FIELD_PERSISTED => status.persisted,
         EMBRAFT_FIELD_FIRST_INDEX => status.first_index,
         EMBRAFT_FIELD_LAST_INDEX => status.last_index,
+        EMBRAFT_FIELD_SNAPSHOT_INDEX => status.snapshot_index,
+        EMBRAFT_FIELD_LEAD_TRANSFEREE => status.lead_transferee,
+        _ => return None,
+    })
+}
+
+fn member_list(status: &Status, list: u32) -> Option<&[NodeId]> {
+    let members = &status.conf_state;
+    Some(match list {
+        EMBRAFT_MEMBERS_VOTERS => &members.voters,
+        EMBRAFT_MEMBERS_LEARNERS => &members.learners,
+        EMBRAFT_MEMBERS_VOTERS_OUTGOING => &members.voters_outgoing,
+        EMBRAFT_MEMBERS_LEARNERS_NEXT => &members.learners_next,
         _ => return None,
     })
 }
@@ -134,6 +147,62 @@ pub unsafe extern "C" fn embraft_status_report_peer_get(
                 EMBRAFT_OK
             }
             None => EMBRAFT_ERR_INVALID_ARGUMENT,
+        }
+    })
+}
+
+/// Writes the number of node ids in one member list (`EMBRAFT_MEMBERS_*`)
+/// of the membership in force; an unknown list fails with
+/// `EMBRAFT_ERR_INVALID_ARGUMENT`.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// getters on the same report (but not with `embraft_status_report_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_status_report_member_count(
+    report: *const embraft_status_report,
+    list: u32,
+    count_out: *mut usize,
+) -> embraft_status {
+    catch_panics(|| {
+        let report = borrow_or_return!(report);
+        require_outputs!(count_out);
+        match member_list(&report.status, list) {
+            Some(members) => {
+                // SAFETY: checked non-NULL above; writable by contract.
+                unsafe { write_output(count_out, members.len()) };
+                EMBRAFT_OK
+            }
+            None => EMBRAFT_ERR_INVALID_ARGUMENT,
+        }
+    })
+}
+
+/// Writes node id `index` (below the list's count) of one member list
+/// (`EMBRAFT_MEMBERS_*`). Fails with `EMBRAFT_ERR_INVALID_ARGUMENT` for an
+/// unknown list and `EMBRAFT_ERR_OUT_OF_RANGE` past the count.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// getters on the same report (but not with `embraft_status_report_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_status_report_member(
+    report: *const embraft_status_report,
+    list: u32,
+    index: usize,
+    id_out: *mut u64,
+) -> embraft_status {
+    catch_panics(|| {
+        let report = borrow_or_return!(report);
+        require_outputs!(id_out);
+        let Some(members) = member_list(&report.status, list) else {
+            return EMBRAFT_ERR_INVALID_ARGUMENT;
+        };
+        match members.get(index) {
+            Some(&id) => {
+                // SAFETY: checked non-NULL above; writable by contract.
+                unsafe { write_output(id_out, id) };
+                EMBRAFT_OK
+            }
+            None => EMBRAFT_ERR_OUT_OF_RANGE,
         }
     })
 }

@@ -281,6 +281,37 @@ static int proposal_settled(struct cluster *c, const void *where) {
     return c->nodes[node_and_id[0]].proposals[node_and_id[1]] > PROPOSAL_PENDING;
 }
 
+struct membership {
+    size_t voters;
+    size_t learners;
+};
+
+/* The leader's status shows that many voters and learners, and no joint
+ * configuration. */
+static int leader_reports_membership(struct cluster *c, const void *arg) {
+    const struct membership *want = arg;
+    embraft_status_report *report = NULL;
+    int leader = cluster_agreed_leader(c);
+    if (leader < 0 || embraft_node_status(c->nodes[leader].node, &report) != EMBRAFT_OK) {
+        return 0;
+    }
+    size_t voters = 0, learners = 0, outgoing = 99;
+    uint64_t first_voter = 0;
+    embraft_status_report_member_count(report, EMBRAFT_MEMBERS_VOTERS, &voters);
+    embraft_status_report_member_count(report, EMBRAFT_MEMBERS_LEARNERS, &learners);
+    embraft_status_report_member_count(report, EMBRAFT_MEMBERS_VOTERS_OUTGOING, &outgoing);
+    int listed = voters == 0 ||
+                 embraft_status_report_member(report, EMBRAFT_MEMBERS_VOTERS, 0, &first_voter) ==
+                     EMBRAFT_OK;
+    int refused = embraft_status_report_member(report, EMBRAFT_MEMBERS_VOTERS, voters,
+                                               &first_voter) == EMBRAFT_ERR_OUT_OF_RANGE &&
+                  embraft_status_report_member_count(report, 42, &outgoing) ==
+                      EMBRAFT_ERR_INVALID_ARGUMENT;
+    embraft_status_report_free(report);
+    return listed && refused && voters == want->voters && learners == want->learners &&
+           outgoing == 0;
+}
+
 static void fourth_node_joins_through_a_membership_change(void) {
     struct cluster *c = cluster_new(4);
     CHECK(c != NULL);
@@ -316,11 +347,31 @@ static void fourth_node_joins_through_a_membership_change(void) {
     int caught_up = more && cluster_run_until(c, cluster_all_applied, &target, COMMIT_TIMEOUT_MS);
     int agree = cluster_logs_agree(c);
     int complete = caught_up && applied_each_once(c, 3, 0, 100);
+    struct membership four_voters = {4, 0};
+    int seen_four = caught_up && cluster_run_until(c, leader_reports_membership, &four_voters,
+                                                   COMMIT_TIMEOUT_MS);
+
+    /* Move to voters {1, 2, 3} and learner {4} in one joint change, which
+     * the leader leaves by itself once it commits. */
+    uint64_t voters[] = {1, 2, 3}, learners[] = {4};
+    uint64_t move_id = 0;
+    embraft_status moved = EMBRAFT_ERR_INVALID_ARGUMENT;
+    int leader_now = cluster_agreed_leader(c);
+    if (seen_four && leader_now >= 0) {
+        moved = embraft_node_propose_membership(c->nodes[leader_now].node, voters, 3, learners, 1,
+                                                &move_id);
+    }
+    struct membership three_and_one = {3, 1};
+    int demoted = moved == EMBRAFT_OK && cluster_run_until(c, leader_reports_membership,
+                                                           &three_and_one, COMMIT_TIMEOUT_MS);
     int broken = c->broken;
     cluster_free(c);
     CHECK(!broken);
     CHECK(ok);
     CHECK_OK(joined);
+    CHECK(seen_four);
+    CHECK_OK(moved);
+    CHECK(demoted);
     CHECK_OK(proposed);
     CHECK(committed);
     CHECK(more);
