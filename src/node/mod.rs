@@ -337,6 +337,8 @@ impl Node {
     /// in a later batch: committed at an index, or dropped with a reason.
     pub fn propose(&self, data: &[u8]) -> Result<u64, NodeError> {
         let size = data.len() as u64;
+        // The core applies the same limit; checking it here as well answers
+        // the host at once and keeps oversized payloads out of the queue.
         if size > self.max_entry_bytes {
             return Err(NodeError::ProposalTooLarge {
                 size,
