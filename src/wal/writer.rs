@@ -4,7 +4,8 @@
 use super::facade::Wal;
 use super::log_state::Batch;
 use super::prepare::{prepare_segment, PendingSegment};
-use super::record::{encode_commit, encode_record, RecordMeta, RecordType, SegmentHeader, RECORD_HEADER_LEN};
+use super::record::{encode_commit, encode_record, RecordMeta, RecordType, SegmentHeader};
+use super::record::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{EntryLoc, Segment};
 use super::{SyncMode, WalError, WriteTicket};
 use crate::codec::{encode_hard_state, encode_snapshot_meta};
@@ -141,6 +142,12 @@ impl Wal {
 
         w.encode(w.active.salt(), self.commit.durable_mark() as u32, batch);
         if w.end + w.records.len() > w.active.len() {
+            if SEGMENT_HEADER_LEN + w.records.len() > limit {
+                return Err(WalError::Invalid(format!(
+                    "a batch of {} bytes does not fit in a segment of {limit} bytes",
+                    w.records.len()
+                )));
+            }
             self.rotate(w)?;
             // New salt, and nothing of the new segment is durable yet.
             w.encode(w.active.salt(), self.commit.durable_mark() as u32, batch);
