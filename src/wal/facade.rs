@@ -281,6 +281,13 @@ impl Wal {
         self.commit.poison_reason()
     }
 
+    /// Where the next batch goes: the active segment's sequence number and
+    /// the byte offset in it. For diagnostics and tests.
+    pub fn write_position(&self) -> (u64, u64) {
+        let w = self.writer.lock();
+        (w.active.seq, w.end as u64)
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir

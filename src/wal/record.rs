@@ -150,16 +150,21 @@ pub(crate) fn encode_record(out: &mut Vec<u8>, salt: u64, meta: RecordMeta, payl
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Last four bytes of every batch: a batch cut anywhere, even in its final
+/// bytes, never reads back as whole (zeros there would).
+const COMMIT_TRAILER: [u8; 4] = *b"CMIT";
+
 /// Appends a batch-commit record closing `records` records.
 pub(crate) fn encode_commit(out: &mut Vec<u8>, salt: u64, meta: RecordMeta, records: u32) {
     let mut payload = [0u8; COMMIT_PAYLOAD_LEN];
     payload[..4].copy_from_slice(&records.to_le_bytes());
+    payload[4..].copy_from_slice(&COMMIT_TRAILER);
     encode_record(out, salt, meta, &payload);
 }
 
 /// The number of records a commit record's payload says it closes.
 pub(crate) fn commit_count(payload: &[u8]) -> Option<u32> {
-    if payload.len() != COMMIT_PAYLOAD_LEN || payload[4..].iter().any(|&b| b != 0) {
+    if payload.len() != COMMIT_PAYLOAD_LEN || payload[4..] != COMMIT_TRAILER {
         return None;
     }
     Some(u32_at(payload, 0))

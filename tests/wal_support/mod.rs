@@ -99,3 +99,49 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
 pub fn is_corrupt(e: &WalError) -> bool {
     matches!(e, WalError::Corrupt { .. })
 }
+
+/// A file layer that skips data syncs: for tests that reopen thousands of
+/// times to exercise recovery logic, where durability is not the question.
+#[derive(Debug, Default)]
+pub struct NoSyncFiles;
+
+impl embraft::wal::FileLayer for NoSyncFiles {
+    fn sync_file(&self, _: &std::fs::File, _: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn sync_mapped(&self, _: &memmap2::MmapMut, _: &Path, _: usize, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn sync_dir(&self, _: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn fast_reopen_options() -> AdvancedOptions {
+    AdvancedOptions {
+        files: std::sync::Arc::new(NoSyncFiles),
+        prepare_ahead: false,
+        ..AdvancedOptions::default()
+    }
+}
+
+pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016x}.seg"))
+}
+
+/// A small seeded xorshift generator, so failures reproduce.
+pub struct TestRng(pub u64);
+
+impl TestRng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
