@@ -26,7 +26,8 @@ fn child(dir: &Path) -> ! {
     loop {
         let first = wal.last_index() + 1;
         let n = 1 + rng.below(8);
-        wal.append(&entries(first, n, 1), Some(&hs(1, first))).unwrap();
+        wal.append(&entries(first, n, 1), Some(&hs(1, first)))
+            .unwrap();
         let last = first + n - 1;
         let mut out = out.lock();
         writeln!(out, "synced {last}").unwrap();
@@ -95,12 +96,20 @@ fn sigkill_at_random_moments_loses_no_synced_entry() {
             "round {round}: synced through {synced}, recovered through {}",
             wal.last_index()
         );
-        assert_eq!(rec.entries.first().map(|e| e.index), Some(snapshot_index + 1));
+        assert_eq!(
+            rec.entries.first().map(|e| e.index),
+            Some(snapshot_index + 1)
+        );
         for (i, e) in rec.entries.iter().enumerate() {
             assert_eq!(*e, entry(snapshot_index + 1 + i as u64, 1), "round {round}");
         }
-        let read = wal.entries(wal.first_index(), wal.last_index() + 1, u64::MAX).unwrap();
+        let read = wal
+            .entries(wal.first_index(), wal.last_index() + 1, u64::MAX)
+            .unwrap();
         assert_eq!(read[read.len() - rec.entries.len()..], rec.entries[..]);
     }
-    assert!(synced > 100, "only {synced} entries synced over {rounds} rounds");
+    assert!(
+        synced > 100,
+        "only {synced} entries synced over {rounds} rounds"
+    );
 }

@@ -5,7 +5,9 @@
 mod wal_support;
 
 use embraft::core::{Entry, SnapshotMeta};
-use embraft::wal::{AdvancedOptions, FaultyFiles, FileLayer, SyncMode, Wal, WalError, WalOptions, WriteMethod};
+use embraft::wal::{
+    AdvancedOptions, FaultyFiles, FileLayer, SyncMode, Wal, WalError, WalOptions, WriteMethod,
+};
 use memmap2::MmapMut;
 use parking_lot::Mutex;
 use std::path::Path;
@@ -23,7 +25,8 @@ fn snapshot(index: u64, term: u64) -> SnapshotMeta {
 }
 
 fn all(wal: &Wal) -> Vec<Entry> {
-    wal.entries(wal.first_index(), wal.last_index() + 1, u64::MAX).unwrap()
+    wal.entries(wal.first_index(), wal.last_index() + 1, u64::MAX)
+        .unwrap()
 }
 
 #[test]
@@ -46,7 +49,10 @@ fn append_read_and_reopen_across_segments() {
             next += n;
         }
         assert_eq!(all(&wal), expected);
-        assert!(segment_files(dir.path()).len() > 3, "the workload should rotate");
+        assert!(
+            segment_files(dir.path()).len() > 3,
+            "the workload should rotate"
+        );
     }
     let (wal, rec) = open(dir.path(), 8192);
     assert_eq!(rec.entries, expected);
@@ -73,7 +79,10 @@ fn reads_stop_at_the_byte_limit() {
             assert!(size <= limit, "limit {limit}: {size} bytes returned");
         }
         if got.len() < 80 {
-            assert!(size + es[9 + got.len()].size() > limit, "stopped early at limit {limit}");
+            assert!(
+                size + es[9 + got.len()].size() > limit,
+                "stopped early at limit {limit}"
+            );
         }
     }
     assert!(wal.entries(5, 5, 10).unwrap().is_empty());
@@ -120,7 +129,10 @@ fn compaction_deletes_whole_segments_and_survives_restart() {
             wal.append(chunk, None).unwrap();
         }
         let before = segment_files(dir.path()).len();
-        assert!(matches!(wal.compact(10), Err(WalError::Invalid(_))), "no snapshot yet");
+        assert!(
+            matches!(wal.compact(10), Err(WalError::Invalid(_))),
+            "no snapshot yet"
+        );
         wal.save_snapshot(&snapshot(400, 1)).unwrap();
         wal.compact(400).unwrap();
         let after = segment_files(dir.path()).len();
@@ -132,7 +144,11 @@ fn compaction_deletes_whole_segments_and_survives_restart() {
     }
     let (wal, rec) = open(dir.path(), 4096);
     assert_eq!(rec.snapshot, Some(snapshot(400, 1)));
-    assert_eq!(rec.hard_state, hs(1, 0), "hard state written before the deleted segments");
+    assert_eq!(
+        rec.hard_state,
+        hs(1, 0),
+        "hard state written before the deleted segments"
+    );
     assert_eq!(rec.entries[..], expected[400..]);
     assert_eq!(all(&wal)[..], expected[wal.first_index() as usize - 1..]);
     // Appending continues after a compacted restart.
@@ -149,12 +165,18 @@ fn snapshot_beyond_the_log_resets_it() {
         wal.save_snapshot(&snapshot(1000, 5)).unwrap();
         assert_eq!((wal.first_index(), wal.last_index()), (1001, 1000));
         assert_eq!(wal.term(1000).unwrap(), Some(5));
-        assert!(matches!(wal.append(&entries(21, 1, 1), None), Err(WalError::Invalid(_))));
+        assert!(matches!(
+            wal.append(&entries(21, 1, 1), None),
+            Err(WalError::Invalid(_))
+        ));
         wal.append(&entries(1001, 30, 5), None).unwrap();
         // A snapshot the log contains keeps the log.
         wal.save_snapshot(&snapshot(1010, 5)).unwrap();
         assert_eq!((wal.first_index(), wal.last_index()), (1001, 1030));
-        assert!(matches!(wal.save_snapshot(&snapshot(1005, 5)), Err(WalError::Invalid(_))));
+        assert!(matches!(
+            wal.save_snapshot(&snapshot(1005, 5)),
+            Err(WalError::Invalid(_))
+        ));
         wal.compact(1010).unwrap();
     }
     let (wal, rec) = open(dir.path(), 16384);
@@ -180,10 +202,14 @@ fn bad_inputs_are_errors_not_panics() {
     let dir = TempDir::new("ops-bad");
     for size in [0, 100, 4097, 1 << 40] {
         let r = Wal::open(dir.path(), small(size));
-        assert!(matches!(r, Err(WalError::Invalid(_))), "segment size {size}");
+        assert!(
+            matches!(r, Err(WalError::Invalid(_))),
+            "segment size {size}"
+        );
     }
     let (wal, _) = open(dir.path(), 4096);
-    let invalid = |r: Result<(), WalError>| assert!(matches!(r, Err(WalError::Invalid(_))), "{r:?}");
+    let invalid =
+        |r: Result<(), WalError>| assert!(matches!(r, Err(WalError::Invalid(_))), "{r:?}");
     invalid(wal.append(&[entry(1, 1), entry(3, 1)], None));
     invalid(wal.append(&[entry(0, 1)], None));
     invalid(wal.append(&[entry(2, 1)], None));
@@ -219,7 +245,13 @@ struct SlowSyncs {
 }
 
 impl FileLayer for SlowSyncs {
-    fn sync_mapped(&self, map: &MmapMut, _path: &Path, offset: usize, len: usize) -> std::io::Result<()> {
+    fn sync_mapped(
+        &self,
+        map: &MmapMut,
+        _path: &Path,
+        offset: usize,
+        len: usize,
+    ) -> std::io::Result<()> {
         self.syncs.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(3));
         map.flush_range(offset, len)
@@ -304,12 +336,21 @@ fn a_failed_sync_poisons_the_log_until_reopened() {
     wal.append(&entries(1, 10, 1), Some(&hs(1, 5))).unwrap();
     faults.fail_syncs(true);
     let syncs_before = faults.sync_count();
-    assert!(matches!(wal.append(&entries(11, 1, 1), None), Err(WalError::Poisoned)));
+    assert!(matches!(
+        wal.append(&entries(11, 1, 1), None),
+        Err(WalError::Poisoned)
+    ));
     assert!(wal.poison_reason().unwrap().contains("sync"));
     faults.fail_syncs(false);
     // Every later call fails, and no sync is ever retried.
-    assert!(matches!(wal.append(&entries(12, 1, 1), None), Err(WalError::Poisoned)));
-    assert!(matches!(wal.save_snapshot(&snapshot(5, 1)), Err(WalError::Poisoned)));
+    assert!(matches!(
+        wal.append(&entries(12, 1, 1), None),
+        Err(WalError::Poisoned)
+    ));
+    assert!(matches!(
+        wal.save_snapshot(&snapshot(5, 1)),
+        Err(WalError::Poisoned)
+    ));
     assert!(matches!(wal.entries(1, 2, 100), Err(WalError::Poisoned)));
     assert!(matches!(wal.term(1), Err(WalError::Poisoned)));
     assert!(matches!(wal.compact(1), Err(WalError::Poisoned)));
@@ -318,7 +359,8 @@ fn a_failed_sync_poisons_the_log_until_reopened() {
     let (wal, rec) = open(dir.path(), 1 << 16);
     assert_eq!(rec.entries[..10], entries(1, 10, 1)[..]);
     assert_eq!(rec.hard_state, hs(1, 5));
-    wal.append(&entries(wal.last_index() + 1, 1, 1), None).unwrap();
+    wal.append(&entries(wal.last_index() + 1, 1, 1), None)
+        .unwrap();
 }
 
 #[test]
@@ -330,7 +372,9 @@ fn waiters_queued_behind_a_failed_sync_are_poisoned_too() {
         ..AdvancedOptions::default()
     };
     let (wal, _) = Wal::open_with(dir.path(), small(1 << 16), advanced).unwrap();
-    let tickets: Vec<_> = (1..=5).map(|i| wal.write(&[entry(i, 1)], None).unwrap()).collect();
+    let tickets: Vec<_> = (1..=5)
+        .map(|i| wal.write(&[entry(i, 1)], None).unwrap())
+        .collect();
     faults.fail_syncs(true);
     std::thread::scope(|s| {
         for t in tickets {
@@ -352,10 +396,17 @@ fn running_out_of_space_is_an_error_not_a_crash() {
             ..AdvancedOptions::default()
         };
         let r = Wal::open_with(dir.path(), small(4096), advanced);
-        assert!(matches!(r, Err(WalError::NoSpace(_))), "fresh open on a full disk");
+        assert!(
+            matches!(r, Err(WalError::NoSpace(_))),
+            "fresh open on a full disk"
+        );
     }
     assert!(
-        std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().path().to_string_lossy().ends_with(".tmp")),
+        std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+            .unwrap()
+            .path()
+            .to_string_lossy()
+            .ends_with(".tmp")),
         "no temporary file left behind"
     );
     faults.set_no_space(false);
@@ -395,7 +446,10 @@ fn running_out_of_space_is_an_error_not_a_crash() {
 
 #[test]
 fn pwrite_method_and_unsynced_mode_round_trip() {
-    for (method, sync) in [(WriteMethod::Pwrite, SyncMode::Always), (WriteMethod::Mmap, SyncMode::Never)] {
+    for (method, sync) in [
+        (WriteMethod::Pwrite, SyncMode::Always),
+        (WriteMethod::Mmap, SyncMode::Never),
+    ] {
         let dir = TempDir::new("ops-methods");
         let options = WalOptions {
             segment_size: 4096,

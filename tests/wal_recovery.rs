@@ -64,7 +64,11 @@ fn batch_len(es: &[Entry]) -> u64 {
 fn expected_up_to(batches: &[Written], keep: impl Fn(&Written) -> bool) -> (usize, HardState) {
     let kept = batches.iter().take_while(|b| keep(b));
     let count = kept.clone().map(|b| b.entries.len()).sum();
-    (count, kept.last().map_or_else(HardState::default, |b| b.hard_state))
+    (
+        count,
+        kept.last()
+            .map_or_else(HardState::default, |b| b.hard_state),
+    )
 }
 
 #[test]
@@ -85,25 +89,33 @@ fn torn_tail_recovers_exactly_the_whole_batches_at_every_cut() {
     let (from, to) = (last_batches[0].start, last_batches[2].end);
     let all_entries: Vec<Entry> = batches.iter().flat_map(|b| b.entries.clone()).collect();
     let first_tail_start = batches.iter().find(|b| b.seq == tail_seq).unwrap().start;
-    let file = std::fs::OpenOptions::new().write(true).open(&tail_path).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&tail_path)
+        .unwrap();
     let mut recoveries = 0;
     for cut in from..=to {
         for truncate in [true, false] {
             if truncate {
                 file.set_len(cut).unwrap();
             } else {
-                file.write_all_at(&vec![0; (to - cut) as usize], cut).unwrap();
+                file.write_all_at(&vec![0; (to - cut) as usize], cut)
+                    .unwrap();
             }
             let (wal, rec) = reopen(dir.path(), segment).unwrap();
             recoveries += 1;
-            let (count, hard_state) = expected_up_to(&batches, |b| b.seq < tail_seq || b.end <= cut);
-            assert_eq!(rec.entries.len(), count, "cut at {cut}, truncate {truncate}");
+            let (count, hard_state) =
+                expected_up_to(&batches, |b| b.seq < tail_seq || b.end <= cut);
+            assert_eq!(
+                rec.entries.len(),
+                count,
+                "cut at {cut}, truncate {truncate}"
+            );
             assert!(rec.entries[..] == all_entries[..count], "cut at {cut}");
             assert_eq!(rec.hard_state, hard_state, "cut at {cut}");
             let last_whole_end = batches
                 .iter()
-                .filter(|b| b.seq == tail_seq && b.end <= cut)
-                .last()
+                .rfind(|b| b.seq == tail_seq && b.end <= cut)
                 .map_or(first_tail_start, |b| b.end);
             if let Some(tc) = &wal.recovery_report().tail_cut {
                 assert_eq!(tc.offset, last_whole_end, "cut at {cut}");
@@ -111,7 +123,8 @@ fn torn_tail_recovers_exactly_the_whole_batches_at_every_cut() {
             assert_eq!(wal.write_position(), (tail_seq, last_whole_end));
             drop(wal);
             // Put the original bytes back (recovery zeroed them).
-            file.write_all_at(&original[last_whole_end as usize..], last_whole_end).unwrap();
+            file.write_all_at(&original[last_whole_end as usize..], last_whole_end)
+                .unwrap();
         }
     }
     drop(file);
@@ -143,34 +156,73 @@ fn every_random_bit_flip_is_detected_and_no_wrong_byte_is_returned() {
         let which = rng.below(files.len() as u64) as usize;
         let bit = rng.below(originals[which].len() as u64 * 8);
         let (byte, mask) = (bit / 8, 1u8 << (bit % 8));
-        let file = std::fs::OpenOptions::new().write(true).open(&files[which]).unwrap();
-        file.write_all_at(&[originals[which][byte as usize] ^ mask], byte).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&files[which])
+            .unwrap();
+        file.write_all_at(&[originals[which][byte as usize] ^ mask], byte)
+            .unwrap();
         drop(file);
         match reopen(dir.path(), segment) {
             Err(WalError::Corrupt { path, offset, .. }) => {
-                assert_eq!(path, files[which], "flip {flip}: the error names the flipped file");
-                assert!(offset <= byte, "flip {flip}: error at {offset}, flip at {byte}");
+                assert_eq!(
+                    path, files[which],
+                    "flip {flip}: the error names the flipped file"
+                );
+                assert!(
+                    offset <= byte,
+                    "flip {flip}: error at {offset}, flip at {byte}"
+                );
                 hard_errors += 1;
             }
             Err(e) => panic!("flip {flip}: unexpected error {e}"),
             Ok((wal, rec)) => {
-                assert_eq!(which, tail, "flip {flip} in sealed segment {which} at {byte} went unnoticed");
-                let cut = wal.recovery_report().tail_cut.clone().expect("a flip in the tail is cut away");
-                assert!(cut.offset <= byte, "flip {flip}: cut at {} after the flip at {byte}", cut.offset);
-                assert_eq!(rec.entries[..], all_entries[..rec.entries.len()], "flip {flip}");
-                let read = wal.entries(wal.first_index(), wal.last_index() + 1, u64::MAX).unwrap();
+                assert_eq!(
+                    which, tail,
+                    "flip {flip} in sealed segment {which} at {byte} went unnoticed"
+                );
+                let cut = wal
+                    .recovery_report()
+                    .tail_cut
+                    .clone()
+                    .expect("a flip in the tail is cut away");
+                assert!(
+                    cut.offset <= byte,
+                    "flip {flip}: cut at {} after the flip at {byte}",
+                    cut.offset
+                );
+                assert_eq!(
+                    rec.entries[..],
+                    all_entries[..rec.entries.len()],
+                    "flip {flip}"
+                );
+                let read = wal
+                    .entries(wal.first_index(), wal.last_index() + 1, u64::MAX)
+                    .unwrap();
                 assert_eq!(read, rec.entries, "flip {flip}");
                 cuts += 1;
                 drop(wal);
                 let start = cut.offset as usize;
-                let tail_file = std::fs::OpenOptions::new().write(true).open(&files[tail]).unwrap();
-                tail_file.write_all_at(&originals[tail][start..], start as u64).unwrap();
+                let tail_file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&files[tail])
+                    .unwrap();
+                tail_file
+                    .write_all_at(&originals[tail][start..], start as u64)
+                    .unwrap();
             }
         }
-        let file = std::fs::OpenOptions::new().write(true).open(&files[which]).unwrap();
-        file.write_all_at(&originals[which][byte as usize..byte as usize + 1], byte).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&files[which])
+            .unwrap();
+        file.write_all_at(&originals[which][byte as usize..byte as usize + 1], byte)
+            .unwrap();
     }
-    assert!(hard_errors > 0 && cuts > 0, "{hard_errors} errors, {cuts} cuts");
+    assert!(
+        hard_errors > 0 && cuts > 0,
+        "{hard_errors} errors, {cuts} cuts"
+    );
     let (_, rec) = open(dir.path(), segment);
     assert_eq!(rec.entries, all_entries, "the originals are back");
 }
@@ -187,7 +239,11 @@ fn a_damaged_record_followed_by_synced_records_is_corruption_not_a_tear() {
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.write_all_at(&[0xff, 0xff], victim.start + 40).unwrap();
     match reopen(dir.path(), 1 << 16) {
-        Err(WalError::Corrupt { path: p, offset, reason }) => {
+        Err(WalError::Corrupt {
+            path: p,
+            offset,
+            reason,
+        }) => {
             assert_eq!(p, path);
             assert_eq!(offset, victim.start);
             assert!(reason.contains("synced"), "{reason}");
@@ -211,11 +267,16 @@ fn a_bad_checksum_in_a_sealed_segment_is_a_hard_error_naming_file_and_offset() {
     file.write_all_at(&[0x80], first.start + 24).unwrap();
     let err = reopen(dir.path(), 4096).map(|_| ()).unwrap_err();
     match &err {
-        WalError::Corrupt { path: p, offset, .. } => assert_eq!((p, *offset), (&path, first.start)),
+        WalError::Corrupt {
+            path: p, offset, ..
+        } => assert_eq!((p, *offset), (&path, first.start)),
         other => panic!("expected corruption, got {other}"),
     }
     let text = err.to_string();
-    assert!(text.contains("0000000000000001.seg") && text.contains(&format!("offset {}", first.start)), "{text}");
+    assert!(
+        text.contains("0000000000000001.seg") && text.contains(&format!("offset {}", first.start)),
+        "{text}"
+    );
 }
 
 #[test]
@@ -243,8 +304,12 @@ fn stale_records_from_an_earlier_life_of_a_segment_never_come_back() {
     let new_path = segment_path(new.path(), 1);
     let new_bytes = std::fs::read(&new_path).unwrap();
     assert_eq!(old_bytes[64..96].len(), 32);
-    let file = std::fs::OpenOptions::new().write(true).open(&new_path).unwrap();
-    file.write_all_at(&old_bytes[new_end as usize..], new_end).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&new_path)
+        .unwrap();
+    file.write_all_at(&old_bytes[new_end as usize..], new_end)
+        .unwrap();
     drop(file);
     let (wal, rec) = reopen(new.path(), segment).unwrap();
     assert_eq!(rec.entries, entries(1, 50, 1), "no stale entry");
@@ -306,7 +371,10 @@ fn leftovers_of_an_interrupted_rotation_are_removed() {
     assert_eq!(rec.entries, entries(201, 100, 1));
     // A prepared-but-unused segment may only trail the used ones.
     let middle = &files[1];
-    let file = std::fs::OpenOptions::new().write(true).open(middle).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(middle)
+        .unwrap();
     file.write_all_at(&[0u8; 64], 0).unwrap();
     match reopen(dir.path(), 4096).map(|_| ()) {
         Err(WalError::Corrupt { path, .. }) => assert_eq!(&path, middle),
@@ -343,7 +411,11 @@ fn index_discontinuity_between_segments_is_detected() {
     // Rewrite segment 3's first index (bytes 32..40) with a valid header
     // checksum (bytes 60..64, CRC-32 of bytes 0..60).
     let mut header = [0u8; 64];
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&files[2]).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&files[2])
+        .unwrap();
     file.read_exact_at(&mut header, 0).unwrap();
     let first = u64::from_le_bytes(header[32..40].try_into().unwrap());
     header[32..40].copy_from_slice(&(first + 1).to_le_bytes());

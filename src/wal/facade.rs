@@ -8,7 +8,10 @@ use super::prepare::{prepare_segment, PendingSegment};
 use super::recovery::recover;
 use super::segment::{io_error, EntryLoc, Segment};
 use super::writer::{BatchView, Writer};
-use super::{AdvancedOptions, Recovered, RecoveryReport, SyncMode, WalError, WalOptions, WriteMethod, WriteTicket};
+use super::{
+    AdvancedOptions, Recovered, RecoveryReport, SyncMode, WalError, WalOptions, WriteMethod,
+    WriteTicket,
+};
 use crate::core::{Entry, HardState, Index, SnapshotMeta, Term};
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
@@ -20,6 +23,9 @@ use std::sync::Arc;
 const LOCK_FILE: &str = "LOCK";
 /// Smallest segment accepted: room for the header and a few records.
 pub const MIN_SEGMENT_SIZE: u64 = 4096;
+/// Largest segment accepted: recovery reads a whole segment into memory,
+/// and offsets within a segment are stored as 32-bit numbers.
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 
 /// What readers share: the live entries and the segments holding them.
 pub(super) struct LogView {
@@ -59,13 +65,12 @@ impl Wal {
         advanced: AdvancedOptions,
     ) -> Result<(Wal, Recovered), WalError> {
         if options.segment_size < MIN_SEGMENT_SIZE
-            || options.segment_size > u32::MAX as u64
+            || options.segment_size > MAX_SEGMENT_SIZE
             || options.segment_size % 8 != 0
         {
             return Err(WalError::Invalid(format!(
-                "segment size {} must be a multiple of 8 between {MIN_SEGMENT_SIZE} and {}",
-                options.segment_size,
-                u32::MAX
+                "segment size {} must be a multiple of 8 between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE}",
+                options.segment_size
             )));
         }
         std::fs::create_dir_all(dir).map_err(|e| io_error("mkdir", dir, e))?;
@@ -87,15 +92,28 @@ impl Wal {
         let (active, end) = match recovery.segments.last() {
             Some(tail) => (tail.clone(), recovery.tail_end),
             None => (
-                Arc::new(prepare_segment(files.as_ref(), dir, 1, options.segment_size)?),
+                Arc::new(prepare_segment(
+                    files.as_ref(),
+                    dir,
+                    1,
+                    options.segment_size,
+                )?),
                 0,
             ),
         };
         let pending = advanced.prepare_ahead.then(|| {
-            PendingSegment::start(files.clone(), dir.to_path_buf(), active.seq + 1, options.segment_size)
+            PendingSegment::start(
+                files.clone(),
+                dir.to_path_buf(),
+                active.seq + 1,
+                options.segment_size,
+            )
         });
-        let mut segments: BTreeMap<u64, Arc<Segment>> =
-            recovery.segments.iter().map(|s| (s.seq, s.clone())).collect();
+        let mut segments: BTreeMap<u64, Arc<Segment>> = recovery
+            .segments
+            .iter()
+            .map(|s| (s.seq, s.clone()))
+            .collect();
         segments.insert(active.seq, active.clone());
         let wal = Wal {
             dir: dir.to_path_buf(),
@@ -124,7 +142,11 @@ impl Wal {
     /// Appends one batch and returns once it is durable. If the first entry's
     /// index is at or below the last index, the stored suffix from there is
     /// replaced. Concurrent callers share syncs (group commit).
-    pub fn append(&self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), WalError> {
+    pub fn append(
+        &self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), WalError> {
         let ticket = self.write(entries, hard_state)?;
         self.wait_durable(ticket)
     }
@@ -133,7 +155,11 @@ impl Wal {
     /// at once) and returns a ticket for [`Wal::wait_durable`]. Lets a
     /// caller that must order its batches (contiguous indexes) release its
     /// own lock before waiting, so that concurrent writers share one sync.
-    pub fn write(&self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<WriteTicket, WalError> {
+    pub fn write(
+        &self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<WriteTicket, WalError> {
         self.commit.check_poisoned()?;
         if entries.is_empty() && hard_state.is_none() {
             return Ok(self.commit.last_written());
@@ -176,7 +202,9 @@ impl Wal {
                 .segments
                 .get(&loc.seq)
                 .and_then(|s| s.read(loc.offset as usize, loc.len as usize))
-                .ok_or_else(|| WalError::Invalid(format!("entry {index} points outside its segment")))?;
+                .ok_or_else(|| {
+                    WalError::Invalid(format!("entry {index} points outside its segment"))
+                })?;
             let entry = Entry {
                 index,
                 term: *term,
@@ -243,7 +271,13 @@ impl Wal {
     pub fn compact(&self, upto: Index) -> Result<(), WalError> {
         self.commit.check_poisoned()?;
         let _writer = self.writer.lock();
-        let snapshot_index = self.log.read().state.snapshot.as_ref().map_or(0, |s| s.index);
+        let snapshot_index = self
+            .log
+            .read()
+            .state
+            .snapshot
+            .as_ref()
+            .map_or(0, |s| s.index);
         if upto > snapshot_index {
             return Err(WalError::Invalid(format!(
                 "compaction up to {upto} is not covered by the snapshot at {snapshot_index}"
@@ -264,7 +298,9 @@ impl Wal {
         // Oldest first: a crash part-way leaves a shorter prefix deleted,
         // which is itself a valid log.
         for s in &segments[..new_head] {
-            self.files.remove(&s.path).map_err(|e| io_error("unlink", &s.path, e))?;
+            self.files
+                .remove(&s.path)
+                .map_err(|e| io_error("unlink", &s.path, e))?;
         }
         self.files
             .sync_dir(&self.dir)

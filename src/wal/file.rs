@@ -48,7 +48,13 @@ pub trait FileLayer: Send + Sync + fmt::Debug {
     }
 
     /// Makes `len` bytes of the mapping at `offset` durable (msync).
-    fn sync_mapped(&self, map: &MmapMut, _path: &Path, offset: usize, len: usize) -> io::Result<()> {
+    fn sync_mapped(
+        &self,
+        map: &MmapMut,
+        _path: &Path,
+        offset: usize,
+        len: usize,
+    ) -> io::Result<()> {
         map.flush_range(offset, len)
     }
 
@@ -175,7 +181,13 @@ impl FileLayer for FaultyFiles {
         file.sync_data()
     }
 
-    fn sync_mapped(&self, map: &MmapMut, _path: &Path, offset: usize, len: usize) -> io::Result<()> {
+    fn sync_mapped(
+        &self,
+        map: &MmapMut,
+        _path: &Path,
+        offset: usize,
+        len: usize,
+    ) -> io::Result<()> {
         self.sync_outcome()?;
         map.flush_range(offset, len)
     }

@@ -28,6 +28,8 @@ struct SyncState {
     synced_seq: u64,
     synced_end: usize,
     sync_running: bool,
+    /// Threads blocked waiting for a running sync.
+    waiters: usize,
     poison: Option<String>,
 }
 
@@ -44,7 +46,12 @@ pub(crate) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts with `segment` active and durable up to `end`.
-    pub(crate) fn new(files: Arc<dyn FileLayer>, method: WriteMethod, segment: Arc<Segment>, end: usize) -> Self {
+    pub(crate) fn new(
+        files: Arc<dyn FileLayer>,
+        method: WriteMethod,
+        segment: Arc<Segment>,
+        end: usize,
+    ) -> Self {
         GroupCommit {
             state: Mutex::new(SyncState {
                 segment,
@@ -53,6 +60,7 @@ impl GroupCommit {
                 synced_seq: 0,
                 synced_end: end,
                 sync_running: false,
+                waiters: 0,
                 poison: None,
             }),
             sync_done: Condvar::new(),
@@ -129,29 +137,46 @@ impl GroupCommit {
                 return Ok(());
             }
             if s.sync_running {
+                s.waiters += 1;
                 self.sync_done.wait(&mut s);
+                s.waiters -= 1;
                 continue;
             }
-            // Become the syncer for everything written so far.
-            s.sync_running = true;
-            let (segment, from, to, target) = (s.segment.clone(), s.synced_end, s.written_end, s.written_seq);
-            drop(s);
-            let outcome = segment.sync(self.files.as_ref(), self.method, from, to);
-            s = self.state.lock();
-            s.sync_running = false;
-            match outcome {
-                Ok(()) => {
-                    s.synced_seq = target;
-                    s.synced_end = to;
-                    self.durable_mark.store(to as u64, Ordering::Release);
+            // Become the syncer, and stay it while others wait for batches
+            // written during our sync: starting their sync at once saves a
+            // thread wake-up on the critical path.
+            loop {
+                s.sync_running = true;
+                let (segment, from, to, target) = (
+                    s.segment.clone(),
+                    s.synced_end,
+                    s.written_end,
+                    s.written_seq,
+                );
+                drop(s);
+                let outcome = segment.sync(self.files.as_ref(), self.method, from, to);
+                s = self.state.lock();
+                s.sync_running = false;
+                let failed = outcome.is_err();
+                match outcome {
+                    Ok(()) => {
+                        s.synced_seq = target;
+                        s.synced_end = to;
+                        self.durable_mark.store(to as u64, Ordering::Release);
+                    }
+                    Err(e) => {
+                        s.poison.get_or_insert(format!(
+                            "sync of {} failed: {e}",
+                            segment.path.display()
+                        ));
+                        self.poisoned.store(true, Ordering::Release);
+                    }
                 }
-                Err(e) => {
-                    s.poison
-                        .get_or_insert(format!("sync of {} failed: {e}", segment.path.display()));
-                    self.poisoned.store(true, Ordering::Release);
+                self.sync_done.notify_all();
+                if failed || s.waiters == 0 || s.written_seq == s.synced_seq {
+                    break;
                 }
             }
-            self.sync_done.notify_all();
         }
     }
 }

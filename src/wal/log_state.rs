@@ -123,7 +123,9 @@ impl<T> LogState<T> {
                 return Err(format!("batch is not contiguous: entry {b} follows {a}"));
             }
             if b_term < a_term {
-                return Err(format!("term goes down from {a_term} to {b_term} at entry {b}"));
+                return Err(format!(
+                    "term goes down from {a_term} to {b_term} at entry {b}"
+                ));
             }
         }
         Ok(())
@@ -144,8 +146,12 @@ impl<T> LogState<T> {
         }
         if let Some(&(first, _, _)) = batch.entries.first() {
             self.entries.truncate((first - self.first_index()) as usize);
-            self.entries
-                .extend(batch.entries.into_iter().map(|(_, term, value)| (term, value)));
+            self.entries.extend(
+                batch
+                    .entries
+                    .into_iter()
+                    .map(|(_, term, value)| (term, value)),
+            );
         }
         if let Some(hs) = batch.hard_state {
             self.hard_state = hs;

@@ -12,7 +12,7 @@ mod recovery;
 mod segment;
 mod writer;
 
-pub use facade::{Wal, MIN_SEGMENT_SIZE};
+pub use facade::{Wal, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use file::{FaultyFiles, FileLayer, OsFiles};
 pub use group_commit::WriteTicket;
 
@@ -39,7 +39,7 @@ pub enum SyncMode {
 #[derive(Clone, Debug)]
 pub struct WalOptions {
     /// Size of every segment file in bytes (default 64 MiB): a multiple of 8,
-    /// at least [`MIN_SEGMENT_SIZE`], at most `u32::MAX`. Applies to new
+    /// at least [`MIN_SEGMENT_SIZE`], at most [`MAX_SEGMENT_SIZE`]. Applies to new
     /// segments; existing ones keep the size in their header.
     pub segment_size: u64,
     pub sync: SyncMode,
@@ -100,10 +100,18 @@ impl fmt::Display for WalError {
                 path,
                 offset,
                 reason,
-            } => write!(f, "corrupt WAL {} at offset {offset}: {reason}", path.display()),
+            } => write!(
+                f,
+                "corrupt WAL {} at offset {offset}: {reason}",
+                path.display()
+            ),
             WalError::Poisoned => write!(f, "WAL poisoned by an earlier failed sync; reopen it"),
             WalError::Locked(path) => {
-                write!(f, "data directory {} is locked by another process", path.display())
+                write!(
+                    f,
+                    "data directory {} is locked by another process",
+                    path.display()
+                )
             }
             WalError::NoSpace(path) => write!(f, "no space left for {}", path.display()),
             WalError::Invalid(why) => write!(f, "invalid WAL request: {why}"),

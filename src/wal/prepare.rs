@@ -58,7 +58,12 @@ pub(crate) struct PendingSegment {
 }
 
 impl PendingSegment {
-    pub(crate) fn start(files: Arc<dyn FileLayer>, dir: PathBuf, seq: u64, size: u64) -> PendingSegment {
+    pub(crate) fn start(
+        files: Arc<dyn FileLayer>,
+        dir: PathBuf,
+        seq: u64,
+        size: u64,
+    ) -> PendingSegment {
         let worker = std::thread::Builder::new()
             .name("embraft-wal-prepare".into())
             .spawn(move || prepare_segment(files.as_ref(), &dir, seq, size))
@@ -76,8 +81,10 @@ impl PendingSegment {
 
     /// Waits for the preparation to finish.
     pub(crate) fn finish(self) -> Result<Segment, WalError> {
-        self.worker?
-            .join()
-            .unwrap_or_else(|_| Err(WalError::Invalid("segment preparation thread panicked".into())))
+        self.worker?.join().unwrap_or_else(|_| {
+            Err(WalError::Invalid(
+                "segment preparation thread panicked".into(),
+            ))
+        })
     }
 }

@@ -269,7 +269,11 @@ mod tests {
         encode_record(&mut buf, 42, meta(RecordType::Entry), b"hello");
         assert_eq!(buf.len(), 40);
         match parse_record(&buf, 0, 42) {
-            Parsed::Record { meta: m, payload, len } => {
+            Parsed::Record {
+                meta: m,
+                payload,
+                len,
+            } => {
                 assert_eq!(m, meta(RecordType::Entry));
                 assert_eq!(payload, b"hello");
                 assert_eq!(len, 40);
@@ -278,7 +282,10 @@ mod tests {
         }
         assert!(matches!(parse_record(&buf, 0, 43), Parsed::Invalid(_)));
         assert!(matches!(parse_record(&buf, 40, 42), Parsed::End));
-        assert!(matches!(parse_record(&buf[..39], 0, 42), Parsed::Invalid(_)));
+        assert!(matches!(
+            parse_record(&buf[..39], 0, 42),
+            Parsed::Invalid(_)
+        ));
     }
 
     #[test]

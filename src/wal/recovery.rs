@@ -13,8 +13,10 @@ use super::file::FileLayer;
 use super::log_state::{Batch, LogState};
 use super::record::{commit_count, parse_record, Parsed, RecordMeta, RecordType, SegmentHeader};
 use super::record::{RECORD_ALIGN, SEGMENT_HEADER_LEN};
-use super::segment::{io_error, parse_segment_file_name, segment_file_name, EntryLoc, Segment, TEMP_SUFFIX};
-use super::{Recovered, RecoveryReport, TailCut, WalError};
+use super::segment::{
+    io_error, parse_segment_file_name, segment_file_name, EntryLoc, Segment, TEMP_SUFFIX,
+};
+use super::{Recovered, RecoveryReport, TailCut, WalError, MAX_SEGMENT_SIZE};
 use crate::codec::{decode_hard_state, decode_snapshot_meta};
 use crate::core::{Entry, EntryKind, Term};
 use std::fs::{File, OpenOptions};
@@ -88,10 +90,12 @@ pub(crate) fn recover(dir: &Path, files: &dyn FileLayer) -> Result<Recovery, Wal
     let mut buf = Vec::new();
     for (i, f) in found.into_iter().take(used).enumerate() {
         let is_tail = i + 1 == used;
-        let header = f.header.expect("used segments have headers");
+        let Some(header) = f.header else {
+            continue; // unreachable: the first `used` segments have headers
+        };
         let size = usize::try_from(header.segment_size)
             .ok()
-            .filter(|&s| s >= SEGMENT_HEADER_LEN && s <= u32::MAX as usize)
+            .filter(|&s| s >= SEGMENT_HEADER_LEN && s as u64 <= MAX_SEGMENT_SIZE)
             .ok_or_else(|| corrupt(&f.path, 0, "implausible segment size in header"))?;
         let file_len = read_whole(files, &f, size, &mut buf)?;
         if file_len < size && !is_tail {
@@ -122,7 +126,9 @@ pub(crate) fn recover(dir: &Path, files: &dyn FileLayer) -> Result<Recovery, Wal
         } else if !is_tail {
             return Err(scan.damage_error(&buf, &f.path));
         } else {
-            if let Some(evidence) = synced_record_after(&buf, &header, scan.damage_at, scan.good_end) {
+            if let Some(evidence) =
+                synced_record_after(&buf, &header, scan.damage_at, scan.good_end)
+            {
                 let mut err = scan.damage_error(&buf, &f.path);
                 if let WalError::Corrupt { reason, .. } = &mut err {
                     reason.push_str(&format!(
@@ -195,7 +201,11 @@ pub(crate) fn recover(dir: &Path, files: &dyn FileLayer) -> Result<Recovery, Wal
 
 /// Lists the segment files in sequence order (checking that no sequence
 /// number is missing), reads their headers and deletes temporary files.
-fn find_segments(dir: &Path, files: &dyn FileLayer, report: &mut RecoveryReport) -> Result<Vec<Found>, WalError> {
+fn find_segments(
+    dir: &Path,
+    files: &dyn FileLayer,
+    report: &mut RecoveryReport,
+) -> Result<Vec<Found>, WalError> {
     let listing = std::fs::read_dir(dir).map_err(|e| io_error("readdir", dir, e))?;
     let mut seqs = Vec::new();
     for dirent in listing {
@@ -204,7 +214,9 @@ fn find_segments(dir: &Path, files: &dyn FileLayer, report: &mut RecoveryReport)
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(TEMP_SUFFIX) {
             let path = dir.join(name);
-            files.remove(&path).map_err(|e| io_error("unlink", &path, e))?;
+            files
+                .remove(&path)
+                .map_err(|e| io_error("unlink", &path, e))?;
             report.removed_files.push(path);
         } else if let Some(seq) = parse_segment_file_name(name) {
             seqs.push(seq);
@@ -235,7 +247,11 @@ fn find_segments(dir: &Path, files: &dyn FileLayer, report: &mut RecoveryReport)
         } else {
             let header = SegmentHeader::decode(&head[..n]).map_err(|why| corrupt(&path, 0, why))?;
             if header.seq != seq {
-                return Err(corrupt(&path, 0, format!("header names segment {}", header.seq)));
+                return Err(corrupt(
+                    &path,
+                    0,
+                    format!("header names segment {}", header.seq),
+                ));
             }
             Some(header)
         };
@@ -251,7 +267,12 @@ fn find_segments(dir: &Path, files: &dyn FileLayer, report: &mut RecoveryReport)
 
 /// Reads the first `size` bytes of the segment into `buf` (zeros past the
 /// end of a short file); returns the file's length.
-fn read_whole(files: &dyn FileLayer, f: &Found, size: usize, buf: &mut Vec<u8>) -> Result<usize, WalError> {
+fn read_whole(
+    files: &dyn FileLayer,
+    f: &Found,
+    size: usize,
+    buf: &mut Vec<u8>,
+) -> Result<usize, WalError> {
     buf.clear();
     buf.resize(size, 0);
     files
@@ -355,7 +376,8 @@ fn decode_batch(
         let payload = &buf[range.clone()];
         match meta.kind {
             RecordType::Entry => {
-                let kind = EntryKind::from_u8(meta.entry_kind).ok_or_else(|| corrupt(path, *at, "unknown entry kind"))?;
+                let kind = EntryKind::from_u8(meta.entry_kind)
+                    .ok_or_else(|| corrupt(path, *at, "unknown entry kind"))?;
                 let loc = EntryLoc {
                     seq,
                     offset: range.start as u32,
@@ -374,12 +396,13 @@ fn decode_batch(
                 ));
             }
             RecordType::HardState => {
-                let hs = decode_hard_state(payload).map_err(|e| corrupt(path, *at, format!("hard state: {e}")))?;
+                let hs = decode_hard_state(payload)
+                    .map_err(|e| corrupt(path, *at, format!("hard state: {e}")))?;
                 batch.hard_state = Some(hs);
             }
             RecordType::SnapshotMeta => {
-                let meta =
-                    decode_snapshot_meta(payload).map_err(|e| corrupt(path, *at, format!("snapshot metadata: {e}")))?;
+                let meta = decode_snapshot_meta(payload)
+                    .map_err(|e| corrupt(path, *at, format!("snapshot metadata: {e}")))?;
                 batch.snapshot = Some(meta);
             }
             RecordType::Commit => return Err(corrupt(path, *at, "commit record inside a batch")),
@@ -391,7 +414,12 @@ fn decode_batch(
 /// The offset of a valid record after the damage at `damage_at` that was
 /// written when the segment was already durable past `good_end`: proof that
 /// the damaged bytes had been synced, so they are corrupt, not torn.
-fn synced_record_after(buf: &[u8], header: &SegmentHeader, damage_at: usize, good_end: usize) -> Option<usize> {
+fn synced_record_after(
+    buf: &[u8],
+    header: &SegmentHeader,
+    damage_at: usize,
+    good_end: usize,
+) -> Option<usize> {
     let mut at = damage_at + RECORD_ALIGN;
     while at + RECORD_ALIGN <= buf.len() {
         // Cheap filter before the checksum: the type byte must be valid.

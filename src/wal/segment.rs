@@ -2,9 +2,9 @@
 //! part, reads of the written part, and syncs of a byte range.
 
 use super::file::FileLayer;
-use crate::core::EntryKind;
 use super::record::SEGMENT_HEADER_LEN;
 use super::{WalError, WriteMethod};
+use crate::core::EntryKind;
 use memmap2::MmapMut;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -88,7 +88,8 @@ impl Segment {
                 reason: format!("segment file is {file_len} bytes, expected {len}"),
             });
         }
-        let len = usize::try_from(len).map_err(|_| WalError::Invalid("segment too large to map".into()))?;
+        let len = usize::try_from(len)
+            .map_err(|_| WalError::Invalid("segment too large to map".into()))?;
         // SAFETY: the file is ours (the directory is locked) and is never
         // truncated while mapped; `len` is within its length.
         let mut map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file) }
@@ -151,7 +152,11 @@ impl Segment {
                 // SAFETY: in bounds (checked above); exclusive per the
                 // contract of this method.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(offset), end - offset)
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        self.base.add(offset),
+                        end - offset,
+                    )
                 };
                 Ok(())
             }

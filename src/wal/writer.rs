@@ -82,11 +82,17 @@ impl Writer {
         if let Some(s) = batch.snapshot {
             self.payload.clear();
             encode_snapshot_meta(s, &mut self.payload);
-            encode_record(&mut self.records, salt, meta(RecordType::SnapshotMeta, s.index, s.term), &self.payload);
+            encode_record(
+                &mut self.records,
+                salt,
+                meta(RecordType::SnapshotMeta, s.index, s.term),
+                &self.payload,
+            );
             count += 1;
         }
         for e in batch.entries {
-            self.entry_offsets.push(self.records.len() + RECORD_HEADER_LEN);
+            self.entry_offsets
+                .push(self.records.len() + RECORD_HEADER_LEN);
             let m = RecordMeta {
                 entry_kind: e.kind as u8,
                 ..meta(RecordType::Entry, e.index, e.term)
@@ -97,11 +103,21 @@ impl Writer {
         if let Some(hs) = batch.hard_state {
             self.payload.clear();
             encode_hard_state(hs, &mut self.payload);
-            encode_record(&mut self.records, salt, meta(RecordType::HardState, hs.commit, hs.term), &self.payload);
+            encode_record(
+                &mut self.records,
+                salt,
+                meta(RecordType::HardState, hs.commit, hs.term),
+                &self.payload,
+            );
             count += 1;
         }
         let last = batch.entries.last().map_or((0, 0), |e| (e.index, e.term));
-        encode_commit(&mut self.records, salt, meta(RecordType::Commit, last.0, last.1), count);
+        encode_commit(
+            &mut self.records,
+            salt,
+            meta(RecordType::Commit, last.0, last.1),
+            count,
+        );
     }
 }
 
@@ -124,7 +140,11 @@ fn random_salt() -> u64 {
 impl Wal {
     /// Checks, encodes and writes one batch; the caller holds the writer
     /// lock. Returns the ticket to wait on for durability.
-    pub(super) fn write_locked(&self, w: &mut Writer, batch: BatchView<'_>) -> Result<WriteTicket, WalError> {
+    pub(super) fn write_locked(
+        &self,
+        w: &mut Writer,
+        batch: BatchView<'_>,
+    ) -> Result<WriteTicket, WalError> {
         self.commit.check_poisoned()?;
         let limit = self.options.segment_size as usize;
         if let Some(e) = batch.entries.iter().find(|e| e.data.len() >= limit) {
@@ -165,7 +185,10 @@ impl Wal {
     /// Writes the encoded batch at the end of the active segment and makes
     /// it visible to readers.
     fn place(&self, w: &mut Writer, batch: BatchView<'_>) -> Result<WriteTicket, WalError> {
-        if let Err(e) = w.active.write(self.files.as_ref(), self.method, w.end, &w.records) {
+        if let Err(e) = w
+            .active
+            .write(self.files.as_ref(), self.method, w.end, &w.records)
+        {
             // A half-done write leaves bytes we can no longer vouch for.
             self.commit.poison(format!("write failed: {e}"));
             return Err(e);
@@ -195,7 +218,12 @@ impl Wal {
         let seq = w.active.seq + 1;
         let prepared = match w.pending.take() {
             Some(p) if p.seq() == seq => p.finish(),
-            _ => prepare_segment(self.files.as_ref(), &self.dir, seq, self.options.segment_size),
+            _ => prepare_segment(
+                self.files.as_ref(),
+                &self.dir,
+                seq,
+                self.options.segment_size,
+            ),
         };
         let segment = Arc::new(prepared?);
         let end = self.activate(w, &segment)?;
@@ -220,7 +248,11 @@ impl Wal {
     pub(super) fn activate(&self, w: &mut Writer, segment: &Segment) -> Result<usize, WalError> {
         let (first_index, hard_state, snapshot) = {
             let log = self.log.read();
-            (log.state.last_index() + 1, log.state.hard_state, log.state.snapshot.clone())
+            (
+                log.state.last_index() + 1,
+                log.state.hard_state,
+                log.state.snapshot.clone(),
+            )
         };
         let header = SegmentHeader {
             seq: segment.seq,
@@ -238,7 +270,14 @@ impl Wal {
         let header_bytes = header.encode();
         let written = segment
             .write(self.files.as_ref(), self.method, 0, &header_bytes)
-            .and_then(|()| segment.write(self.files.as_ref(), self.method, header_bytes.len(), &w.records));
+            .and_then(|()| {
+                segment.write(
+                    self.files.as_ref(),
+                    self.method,
+                    header_bytes.len(),
+                    &w.records,
+                )
+            });
         if let Err(e) = written {
             self.commit.poison(format!("write failed: {e}"));
             return Err(e);

@@ -109,7 +109,13 @@ impl embraft::wal::FileLayer for NoSyncFiles {
     fn sync_file(&self, _: &std::fs::File, _: &Path) -> std::io::Result<()> {
         Ok(())
     }
-    fn sync_mapped(&self, _: &memmap2::MmapMut, _: &Path, _: usize, _: usize) -> std::io::Result<()> {
+    fn sync_mapped(
+        &self,
+        _: &memmap2::MmapMut,
+        _: &Path,
+        _: usize,
+        _: usize,
+    ) -> std::io::Result<()> {
         Ok(())
     }
     fn sync_dir(&self, _: &Path) -> std::io::Result<()> {
