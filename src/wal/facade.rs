@@ -344,7 +344,7 @@ fn compaction_head(segments: &[Arc<Segment>], upto: Index) -> usize {
     let mut head = 0;
     for (h, s) in segments.iter().enumerate().skip(1) {
         let first = s.first_index();
-        if first - 1 > upto || suffix_min[h] < first {
+        if first.saturating_sub(1) > upto || suffix_min[h] < first {
             break;
         }
         head = h;
