@@ -155,6 +155,7 @@ impl Wal {
     /// at once) and returns a ticket for [`Wal::wait_durable`]. Lets a
     /// caller that must order its batches (contiguous indexes) release its
     /// own lock before waiting, so that concurrent writers share one sync.
+    /// An empty batch writes nothing and returns the last batch's ticket.
     pub fn write(
         &self,
         entries: &[Entry],

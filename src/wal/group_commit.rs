@@ -84,12 +84,18 @@ impl GroupCommit {
         self.state.lock().poison.clone()
     }
 
-    /// Poisons the log (a write failed half-way, or a sync failed).
+    /// Poisons the log because a write failed half-way.
     pub(crate) fn poison(&self, reason: String) {
         let mut s = self.state.lock();
+        self.poison_locked(&mut s, reason);
+        self.sync_done.notify_all();
+    }
+
+    /// Records the first reason the log became unusable; every call from
+    /// now on fails.
+    fn poison_locked(&self, s: &mut SyncState, reason: String) {
         s.poison.get_or_insert(reason);
         self.poisoned.store(true, Ordering::Release);
-        self.sync_done.notify_all();
     }
 
     /// Offset up to which the active segment is known durable.
@@ -165,11 +171,8 @@ impl GroupCommit {
                         self.durable_mark.store(to as u64, Ordering::Release);
                     }
                     Err(e) => {
-                        s.poison.get_or_insert(format!(
-                            "sync of {} failed: {e}",
-                            segment.path.display()
-                        ));
-                        self.poisoned.store(true, Ordering::Release);
+                        let reason = format!("sync of {} failed: {e}", segment.path.display());
+                        self.poison_locked(&mut s, reason);
                     }
                 }
                 self.sync_done.notify_all();
