@@ -30,6 +30,12 @@ fn all(wal: &Wal) -> Vec<Entry> {
 }
 
 #[test]
+fn a_wal_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Wal>();
+}
+
+#[test]
 fn append_read_and_reopen_across_segments() {
     let dir = TempDir::new("ops-basic");
     let mut expected = Vec::new();
