@@ -161,22 +161,23 @@ impl Wal {
             .map_err(WalError::Invalid)?;
 
         w.encode(w.active.salt(), self.commit.durable_mark() as u32, batch);
+        let does_not_fit = |len: usize| {
+            WalError::Invalid(format!(
+                "a batch of {len} bytes does not fit in a segment of {limit} bytes"
+            ))
+        };
         if w.end + w.records.len() > w.active.len() {
+            // Refuse before rotating what no segment could hold.
             if SEGMENT_HEADER_LEN + w.records.len() > limit {
-                return Err(WalError::Invalid(format!(
-                    "a batch of {} bytes does not fit in a segment of {limit} bytes",
-                    w.records.len()
-                )));
+                return Err(does_not_fit(w.records.len()));
             }
             self.rotate(w)?;
             // New salt, and nothing of the new segment is durable yet.
             w.encode(w.active.salt(), self.commit.durable_mark() as u32, batch);
             if w.end + w.records.len() > w.active.len() {
-                return Err(WalError::Invalid(format!(
-                    "a batch of {} bytes does not fit in a segment of {} bytes",
-                    w.records.len(),
-                    w.active.len()
-                )));
+                // Only the restated state at the segment's start made the
+                // difference.
+                return Err(does_not_fit(w.records.len()));
             }
         }
         self.place(w, batch)
