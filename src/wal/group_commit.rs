@@ -28,8 +28,6 @@ struct SyncState {
     synced_seq: u64,
     synced_end: usize,
     sync_running: bool,
-    /// Threads blocked waiting for a running sync.
-    waiters: usize,
     poison: Option<String>,
 }
 
@@ -60,7 +58,6 @@ impl GroupCommit {
                 synced_seq: 0,
                 synced_end: end,
                 sync_running: false,
-                waiters: 0,
                 poison: None,
             }),
             sync_done: Condvar::new(),
@@ -143,43 +140,36 @@ impl GroupCommit {
                 return Ok(());
             }
             if s.sync_running {
-                s.waiters += 1;
                 self.sync_done.wait(&mut s);
-                s.waiters -= 1;
                 continue;
             }
-            // Become the syncer, and stay it while others wait for batches
-            // written during our sync: starting their sync at once saves a
-            // thread wake-up on the critical path.
-            loop {
-                s.sync_running = true;
-                let (segment, from, to, target) = (
-                    s.segment.clone(),
-                    s.synced_end,
-                    s.written_end,
-                    s.written_seq,
-                );
-                drop(s);
-                let outcome = segment.sync(self.files.as_ref(), self.method, from, to);
-                s = self.state.lock();
-                s.sync_running = false;
-                let failed = outcome.is_err();
-                match outcome {
-                    Ok(()) => {
-                        s.synced_seq = target;
-                        s.synced_end = to;
-                        self.durable_mark.store(to as u64, Ordering::Release);
-                    }
-                    Err(e) => {
-                        let reason = format!("sync of {} failed: {e}", segment.path.display());
-                        self.poison_locked(&mut s, reason);
-                    }
+            // Become the syncer for everything written so far. (Staying the
+            // syncer for batches written meanwhile would save a wake-up, but
+            // could hold this caller hostage to other writers forever; it
+            // measured no faster.)
+            s.sync_running = true;
+            let (segment, from, to, target) = (
+                s.segment.clone(),
+                s.synced_end,
+                s.written_end,
+                s.written_seq,
+            );
+            drop(s);
+            let outcome = segment.sync(self.files.as_ref(), self.method, from, to);
+            s = self.state.lock();
+            s.sync_running = false;
+            match outcome {
+                Ok(()) => {
+                    s.synced_seq = target;
+                    s.synced_end = to;
+                    self.durable_mark.store(to as u64, Ordering::Release);
                 }
-                self.sync_done.notify_all();
-                if failed || s.waiters == 0 || s.written_seq == s.synced_seq {
-                    break;
+                Err(e) => {
+                    let reason = format!("sync of {} failed: {e}", segment.path.display());
+                    self.poison_locked(&mut s, reason);
                 }
             }
+            self.sync_done.notify_all();
         }
     }
 }
