@@ -8,7 +8,7 @@
 //!         [--dir DIR] [--method mmap|pwrite|both] [--recovery-mib N]
 //!         [--batch N] [--payload N]   (restrict to one configuration)
 //!
-//! Each configuration runs for a bounded time (default 1 s in total, as 10
+//! Each configuration runs for a bounded time (default 2 s in total, as 20
 //! slices interleaved with the baseline's and the other configurations' of
 //! the same batch and payload, so that all see the same disk weather);
 //! medians over the slices are reported.
@@ -29,7 +29,7 @@ const WRITER_COUNTS: [usize; 2] = [1, 8];
 const RECORD_HEADER: usize = 32;
 const COMMIT_RECORD: usize = 40;
 /// Interleaved slices per configuration.
-const ROUNDS: u32 = 10;
+const ROUNDS: u32 = 20;
 /// Size of the baseline's preallocated file.
 const RAW_FILE_BYTES: u64 = 1 << 30;
 
@@ -47,7 +47,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         json: false,
-        seconds: 1.0,
+        seconds: 2.0,
         dir: std::env::temp_dir().join(format!("embraft-bench-wal-{}", std::process::id())),
         methods: vec![WriteMethod::Mmap, WriteMethod::Pwrite],
         recovery_mib: 256,

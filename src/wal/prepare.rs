@@ -48,7 +48,7 @@ pub(crate) fn prepare_segment(
         let _ = files.remove(&temp);
         return Err(e);
     }
-    Segment::map(seq, path, file, size, true)
+    Segment::map(seq, path, file, size)
 }
 
 /// A segment being prepared on a background thread.

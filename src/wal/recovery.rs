@@ -160,7 +160,7 @@ pub(crate) fn recover(dir: &Path, files: &dyn FileLayer) -> Result<Recovery, Wal
                 .sync_file(&f.file, &f.path)
                 .map_err(|e| io_error("fsync", &f.path, e))?;
         }
-        let segment = Segment::map(f.seq, f.path, f.file, size as u64, false)?;
+        let segment = Segment::map(f.seq, f.path, f.file, size as u64)?;
         segment.set_identity(header.salt, header.first_index);
         if let Some(min) = scan.min_entry_index {
             segment.note_entry_index(min);
