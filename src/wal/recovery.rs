@@ -62,114 +62,175 @@ struct Found {
 pub(crate) fn recover(dir: &Path, files: &dyn FileLayer) -> Result<Recovery, WalError> {
     let mut report = RecoveryReport::default();
     let found = find_segments(dir, files, &mut report)?;
-    let used = found.iter().take_while(|f| f.header.is_some()).count();
-    if let Some(stray) = found[used..].iter().position(|f| f.header.is_some()) {
-        let unused = &found[used];
-        return Err(corrupt(
-            &unused.path,
-            0,
-            format!(
-                "segment has no header but a later segment ({}) is in use",
-                found[used + stray].path.display()
-            ),
-        ));
+    let used = drop_unused_segments(dir, files, found, &mut report)?;
+    let mut state: Option<LogState<ReplayedEntry>> = None;
+    let mut segments = Vec::with_capacity(used.len());
+    let mut tail_end = SEGMENT_HEADER_LEN;
+    let mut buf = Vec::new();
+    let count = used.len();
+    for (i, (f, header)) in used.into_iter().enumerate() {
+        let is_tail = i + 1 == count;
+        let (segment, end) = recover_segment(
+            files,
+            f,
+            &header,
+            is_tail,
+            &mut state,
+            &mut buf,
+            &mut report,
+        )?;
+        tail_end = end;
+        segments.push(Arc::new(segment));
     }
-    for unused in &found[used..] {
+    report.segments = segments.len();
+    let (state, recovered) = split_off_entries(state.unwrap_or_else(|| LogState::new(0)));
+    Ok(Recovery {
+        segments,
+        tail_end,
+        state,
+        recovered,
+        report,
+    })
+}
+
+/// Deletes the trailing segments that were prepared but never used (all-zero
+/// header) and returns the used ones with their headers. A headerless
+/// segment before a used one is corruption.
+fn drop_unused_segments(
+    dir: &Path,
+    files: &dyn FileLayer,
+    found: Vec<Found>,
+    report: &mut RecoveryReport,
+) -> Result<Vec<(Found, SegmentHeader)>, WalError> {
+    let mut used = Vec::with_capacity(found.len());
+    let mut unused: Vec<Found> = Vec::new();
+    for f in found {
+        match (f.header, unused.first()) {
+            (Some(header), None) => used.push((f, header)),
+            (Some(_), Some(first_unused)) => {
+                return Err(corrupt(
+                    &first_unused.path,
+                    0,
+                    format!(
+                        "segment has no header but a later segment ({}) is in use",
+                        f.path.display()
+                    ),
+                ))
+            }
+            (None, _) => unused.push(f),
+        }
+    }
+    for f in &unused {
         files
-            .remove(&unused.path)
-            .map_err(|e| io_error("unlink", &unused.path, e))?;
-        report.removed_files.push(unused.path.clone());
+            .remove(&f.path)
+            .map_err(|e| io_error("unlink", &f.path, e))?;
+        report.removed_files.push(f.path.clone());
     }
     if !report.removed_files.is_empty() {
         files.sync_dir(dir).map_err(|e| io_error("fsync", dir, e))?;
     }
+    Ok(used)
+}
 
-    let mut state: Option<LogState<ReplayedEntry>> = None;
-    let mut segments = Vec::with_capacity(used);
-    let mut tail_end = SEGMENT_HEADER_LEN;
-    let mut buf = Vec::new();
-    for (i, f) in found.into_iter().take(used).enumerate() {
-        let is_tail = i + 1 == used;
-        let Some(header) = f.header else {
-            continue; // unreachable: the first `used` segments have headers
-        };
-        let size = usize::try_from(header.segment_size)
-            .ok()
-            .filter(|&s| s >= SEGMENT_HEADER_LEN && s as u64 <= MAX_SEGMENT_SIZE)
-            .ok_or_else(|| corrupt(&f.path, 0, "implausible segment size in header"))?;
-        let file_len = read_whole(files, &f, size, &mut buf)?;
-        if file_len < size && !is_tail {
-            return Err(corrupt(
-                &f.path,
-                file_len,
-                format!("sealed segment file is {file_len} bytes, its header says {size}"),
-            ));
-        }
-        if header.first_index == 0 {
-            return Err(corrupt(&f.path, 0, "segment header has first index 0"));
-        }
-        let log = state.get_or_insert_with(|| LogState::new(header.first_index - 1));
-        if header.first_index != log.last_index() + 1 {
-            return Err(corrupt(
-                &f.path,
-                0,
-                format!(
-                    "segment starts at index {} but the log before it ends at {}",
-                    header.first_index,
-                    log.last_index()
-                ),
-            ));
-        }
-        let scan = replay_segment(&buf, &header, &f.path, log)?;
-        let end = if scan.clean {
-            scan.good_end
-        } else if !is_tail {
-            return Err(scan.damage_error(&buf, &f.path));
-        } else {
-            if let Some(evidence) =
-                synced_record_after(&buf, &header, scan.damage_at, scan.good_end)
-            {
-                let mut err = scan.damage_error(&buf, &f.path);
-                if let WalError::Corrupt { reason, .. } = &mut err {
-                    reason.push_str(&format!(
-                        "; a valid record at offset {evidence} was written after these bytes were synced"
-                    ));
-                }
-                return Err(err);
-            }
-            let discarded = zero_from(files, &f, &buf, scan.good_end)?;
-            report.tail_cut = Some(TailCut {
-                path: f.path.clone(),
-                offset: scan.good_end as u64,
-                discarded_bytes: discarded as u64,
-            });
-            scan.good_end
-        };
-        if is_tail {
-            tail_end = end;
-            if file_len < size {
-                // The file was cut short: give it back its blocks.
-                files
-                    .allocate(&f.file, &f.path, size as u64)
-                    .map_err(|e| io_error("fallocate", &f.path, e))?;
-            }
-            // What we read may have been in the page cache only (a writer
-            // that never synced, killed): make it durable before anything
-            // is appended after it.
-            files
-                .sync_file(&f.file, &f.path)
-                .map_err(|e| io_error("fsync", &f.path, e))?;
-        }
-        let segment = Segment::map(f.seq, f.path, f.file, size as u64)?;
-        segment.set_identity(header.salt, header.first_index);
-        if let Some(min) = scan.min_entry_index {
-            segment.note_entry_index(min);
-        }
-        segments.push(Arc::new(segment));
+/// Replays one used segment into `state` (started by the first segment),
+/// repairs it if it is the tail, and maps it. Returns the segment and where
+/// its valid data ends.
+fn recover_segment(
+    files: &dyn FileLayer,
+    f: Found,
+    header: &SegmentHeader,
+    is_tail: bool,
+    state: &mut Option<LogState<ReplayedEntry>>,
+    buf: &mut Vec<u8>,
+    report: &mut RecoveryReport,
+) -> Result<(Segment, usize), WalError> {
+    let size = usize::try_from(header.segment_size)
+        .ok()
+        .filter(|&s| s >= SEGMENT_HEADER_LEN && s as u64 <= MAX_SEGMENT_SIZE)
+        .ok_or_else(|| corrupt(&f.path, 0, "implausible segment size in header"))?;
+    let file_len = read_whole(files, &f, size, buf)?;
+    if file_len < size && !is_tail {
+        return Err(corrupt(
+            &f.path,
+            file_len,
+            format!("sealed segment file is {file_len} bytes, its header says {size}"),
+        ));
     }
-    report.segments = segments.len();
+    if header.first_index == 0 {
+        return Err(corrupt(&f.path, 0, "segment header has first index 0"));
+    }
+    let log = state.get_or_insert_with(|| LogState::new(header.first_index - 1));
+    if header.first_index != log.last_index() + 1 {
+        return Err(corrupt(
+            &f.path,
+            0,
+            format!(
+                "segment starts at index {} but the log before it ends at {}",
+                header.first_index,
+                log.last_index()
+            ),
+        ));
+    }
+    let scan = replay_segment(buf, header, &f.path, log)?;
+    if !scan.clean && !is_tail {
+        return Err(scan.damage_error(buf, &f.path));
+    }
+    if is_tail {
+        repair_tail(files, &f, header, buf, &scan, file_len, report)?;
+    }
+    let segment = Segment::map(f.seq, f.path, f.file, size as u64)?;
+    segment.set_identity(header.salt, header.first_index);
+    if let Some(min) = scan.min_entry_index {
+        segment.note_entry_index(min);
+    }
+    Ok((segment, scan.good_end))
+}
 
-    let state = state.unwrap_or_else(|| LogState::new(0));
+/// Makes the tail segment ready for appends: a torn end is cut off (unless
+/// it proves to be corruption), a truncated file regains its blocks, and
+/// what was read is made durable.
+fn repair_tail(
+    files: &dyn FileLayer,
+    f: &Found,
+    header: &SegmentHeader,
+    buf: &[u8],
+    scan: &Scan,
+    file_len: usize,
+    report: &mut RecoveryReport,
+) -> Result<(), WalError> {
+    if !scan.clean {
+        if let Some(evidence) = synced_record_after(buf, header, scan.damage_at, scan.good_end) {
+            let mut err = scan.damage_error(buf, &f.path);
+            if let WalError::Corrupt { reason, .. } = &mut err {
+                reason.push_str(&format!(
+                    "; a valid record at offset {evidence} was written after these bytes were synced"
+                ));
+            }
+            return Err(err);
+        }
+        let discarded = zero_from(files, f, buf, scan.good_end)?;
+        report.tail_cut = Some(TailCut {
+            path: f.path.clone(),
+            offset: scan.good_end as u64,
+            discarded_bytes: discarded as u64,
+        });
+    }
+    if file_len < buf.len() {
+        files
+            .allocate(&f.file, &f.path, buf.len() as u64)
+            .map_err(|e| io_error("fallocate", &f.path, e))?;
+    }
+    // What we read may have been in the page cache only (a writer that
+    // never synced, killed): make it durable before anything is appended
+    // after it.
+    files
+        .sync_file(&f.file, &f.path)
+        .map_err(|e| io_error("fsync", &f.path, e))
+}
+
+/// Splits the replayed log into the locations the WAL keeps and the
+/// entries after the snapshot that `open` hands back.
+fn split_off_entries(state: LogState<ReplayedEntry>) -> (LogState<EntryLoc>, Recovered) {
     let after_snapshot = state.snapshot.as_ref().map_or(0, |s| s.index) + 1;
     let mut entries = Vec::new();
     let mut index = state.first_index();
@@ -190,13 +251,7 @@ pub(crate) fn recover(dir: &Path, files: &dyn FileLayer) -> Result<Recovery, Wal
         snapshot: state.snapshot.clone(),
         entries,
     };
-    Ok(Recovery {
-        segments,
-        tail_end,
-        state,
-        recovered,
-        report,
-    })
+    (state, recovered)
 }
 
 /// Lists the segment files in sequence order (checking that no sequence
