@@ -335,8 +335,11 @@ fn rotation_under_concurrent_load_with_readers() {
 fn a_failed_sync_poisons_the_log_until_reopened() {
     let dir = TempDir::new("ops-poison");
     let faults = Arc::new(FaultyFiles::new());
+    // No background preparation: its file syncs would race with the count
+    // of data syncs below.
     let advanced = AdvancedOptions {
         files: faults.clone(),
+        prepare_ahead: false,
         ..AdvancedOptions::default()
     };
     let (wal, _) = Wal::open_with(dir.path(), small(1 << 16), advanced).unwrap();
