@@ -112,4 +112,9 @@ fn sigkill_at_random_moments_loses_no_synced_entry() {
         synced > 100,
         "only {synced} entries synced over {rounds} rounds"
     );
+    // The kills had rotations and compactions to land in.
+    let (wal, rec) = Wal::open(dir.path(), small(SEGMENT)).unwrap();
+    assert!(rec.snapshot.is_some(), "the child never compacted");
+    assert!(wal.write_position().0 > 5, "the child rarely rotated");
+    assert!(wal.first_index() > 1, "compaction never deleted a segment");
 }
