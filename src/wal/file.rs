@@ -47,7 +47,9 @@ pub trait FileLayer: Send + Sync + fmt::Debug {
         file.sync_data()
     }
 
-    /// Makes `len` bytes of the mapping at `offset` durable (msync).
+    /// Makes `len` bytes of the mapping at `offset` durable (msync). An
+    /// implementation must not read or write the mapping's bytes: other
+    /// threads store into it concurrently.
     fn sync_mapped(
         &self,
         map: &MmapMut,
