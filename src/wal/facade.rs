@@ -179,7 +179,7 @@ impl Wal {
     pub fn wait_durable(&self, ticket: WriteTicket) -> Result<(), WalError> {
         self.commit.check_poisoned()?;
         match self.options.sync {
-            SyncMode::Always => self.commit.wait_durable(ticket),
+            SyncMode::Always => self.commit.wait_durable(ticket, true),
             SyncMode::Never => Ok(()),
         }
     }

@@ -214,7 +214,8 @@ impl Wal {
     /// is made durable first, so a sealed segment never holds a torn batch.
     fn rotate(&self, w: &mut Writer) -> Result<(), WalError> {
         if self.options.sync == SyncMode::Always {
-            self.commit.wait_durable(self.commit.last_written())?;
+            self.commit
+                .wait_durable(self.commit.last_written(), false)?;
         }
         let seq = w.active.seq + 1;
         let prepared = match w.pending.take() {
