@@ -253,6 +253,35 @@ fn a_damaged_record_followed_by_synced_records_is_corruption_not_a_tear() {
 }
 
 #[test]
+fn damage_inside_one_unsynced_group_commit_is_a_tear_not_corruption() {
+    // Pages written since the last completed sync reach the disk in any
+    // order: a later batch of the same group commit may survive while an
+    // earlier one is lost. That is a torn write, to be cut, not corruption.
+    let dir = TempDir::new("rec-unsynced-window");
+    let synced_end = {
+        let (wal, _) = open(dir.path(), 1 << 16);
+        wal.append(&entries(1, 5, 1), None).unwrap();
+        let synced_end = wal.write_position().1;
+        for first in [6, 11, 16] {
+            wal.write(&entries(first, 5, 1), None).unwrap(); // never waited for
+        }
+        synced_end
+    };
+    settle(dir.path(), 1 << 16);
+    let path = segment_path(dir.path(), 1);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    // The first unsynced batch's page never made it; the next two did.
+    file.write_all_at(&[0u8; 40], synced_end).unwrap();
+    drop(file);
+    let (wal, rec) = reopen(dir.path(), 1 << 16).expect("a tear, not corruption");
+    assert_eq!(rec.entries, entries(1, 5, 1));
+    assert_eq!(
+        wal.recovery_report().tail_cut.as_ref().map(|c| c.offset),
+        Some(synced_end)
+    );
+}
+
+#[test]
 fn a_bad_checksum_in_a_sealed_segment_is_a_hard_error_naming_file_and_offset() {
     let dir = TempDir::new("rec-sealed");
     let batches = {
