@@ -71,6 +71,32 @@ fn append_read_and_reopen_across_segments() {
 }
 
 #[test]
+fn segments_keep_their_size_when_the_option_changes() {
+    let dir = TempDir::new("ops-resize");
+    {
+        let (wal, _) = open(dir.path(), 8192);
+        wal.append(&entries(1, 100, 1), None).unwrap_err(); // larger than a segment
+        for i in (1..=100).step_by(10) {
+            wal.append(&entries(i, 10, 1), None).unwrap();
+        }
+    }
+    {
+        let (wal, rec) = open(dir.path(), 16384);
+        assert_eq!(rec.entries, entries(1, 100, 1));
+        for i in (101..=300).step_by(10) {
+            wal.append(&entries(i, 10, 1), None).unwrap();
+        }
+    }
+    let sizes: Vec<u64> = segment_files(dir.path())
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .collect();
+    assert!(sizes.contains(&8192) && sizes.contains(&16384), "{sizes:?}");
+    let (_, rec) = open(dir.path(), 4096);
+    assert_eq!(rec.entries, entries(1, 300, 1));
+}
+
+#[test]
 fn reads_stop_at_the_byte_limit() {
     let dir = TempDir::new("ops-limit");
     let (wal, _) = open(dir.path(), 1 << 16);
