@@ -1,0 +1,265 @@
+"""The ctypes layer: loads libembraft and declares every function of
+include/embraft.h with its argument and result types.
+
+Nothing here is Pythonic on purpose: the rest of the package builds on these
+raw declarations. tests/test_ffi.py parses the header and fails when a
+function is missing here or declared differently, and when a constant
+differs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from ctypes import (
+    POINTER,
+    c_bool,
+    c_char_p,
+    c_int,
+    c_int32,
+    c_size_t,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from typing import Dict, List, Optional, Tuple
+
+# EMBRAFT_ABI_VERSION of the header this layer was written against. The
+# library loaded at run time must report the same value.
+ABI_VERSION = 1
+
+# Constants of the header (#define EMBRAFT_*), same names without the prefix.
+OK = 0
+ERR_NULL_ARGUMENT = 1
+ERR_INVALID_ARGUMENT = 2
+ERR_INVALID_CONFIG = 3
+ERR_BUSY = 4
+TIMED_OUT = 5
+ERR_MALFORMED_MESSAGE = 6
+ERR_WRONG_RECIPIENT = 7
+ERR_TOO_LARGE = 8
+ERR_NOT_DELIVERED = 9
+ERR_OUT_OF_RANGE = 10
+ERR_DIRECTORY_LOCKED = 11
+ERR_STORAGE = 12
+ERR_NODE_FAILED = 13
+ERR_RESOURCE = 14
+ERR_PANIC = 15
+
+ROLE_FOLLOWER = 0
+ROLE_PRE_CANDIDATE = 1
+ROLE_CANDIDATE = 2
+ROLE_LEADER = 3
+
+ENTRY_NORMAL = 0
+ENTRY_NOOP = 1
+ENTRY_CONF_CHANGE = 2
+
+PROPOSAL_COMMITTED = 1
+PROPOSAL_DROPPED_NOT_LEADER = 2
+PROPOSAL_DROPPED_TRANSFER = 3
+PROPOSAL_DROPPED_TOO_LARGE = 4
+PROPOSAL_DROPPED_SUPERSEDED = 5
+PROPOSAL_DROPPED_CONF_CHANGE_PENDING = 6
+PROPOSAL_DROPPED_CONF_CHANGE_INVALID = 7
+PROPOSAL_DROPPED_LEARNER_BEHIND = 8
+PROPOSAL_UNKNOWN = 9
+
+CONF_ADD_VOTER = 1
+CONF_PROMOTE_LEARNER = 2
+CONF_ADD_LEARNER = 3
+CONF_REMOVE_NODE = 4
+
+READ_OK = 1
+READ_NO_LEADER = 2
+READ_LEADERSHIP_LOST = 3
+READ_REFUSED = 4
+
+LOG_OFF = 0
+LOG_INFO = 1
+LOG_DEBUG = 2
+LOG_TRACE = 3
+
+SYNC_ALWAYS = 0
+SYNC_NEVER = 1
+
+FIELD_ID = 0
+FIELD_ROLE = 1
+FIELD_TERM = 2
+FIELD_VOTE = 3
+FIELD_LEADER = 4
+FIELD_COMMIT = 5
+FIELD_APPLIED = 6
+FIELD_PERSISTED = 7
+FIELD_FIRST_INDEX = 8
+FIELD_LAST_INDEX = 9
+FIELD_SNAPSHOT_INDEX = 10
+FIELD_LEAD_TRANSFEREE = 11
+
+MEMBERS_VOTERS = 0
+MEMBERS_LEARNERS = 1
+MEMBERS_VOTERS_OUTGOING = 2
+MEMBERS_LEARNERS_NEXT = 3
+
+PEER_ID = 0
+PEER_MATCH_INDEX = 1
+PEER_NEXT_INDEX = 2
+PEER_REPLICATING = 3
+PEER_INFLIGHT_MSGS = 4
+PEER_RECENT_ACTIVE = 5
+
+# C types of the header, spelled as ctypes. Handles are opaque, so a plain
+# void pointer carries them; byte inputs are c_char_p so that Python bytes
+# pass without a copy; views written by the library are read as addresses.
+status = c_int32
+handle = c_void_p
+handle_out = POINTER(c_void_p)
+u32 = c_uint32
+u64 = c_uint64
+u32_out = POINTER(c_uint32)
+u64_out = POINTER(c_uint64)
+size_out = POINTER(c_size_t)
+bool_out = POINTER(c_bool)
+int_out = POINTER(c_int)
+bytes_in = c_char_p
+view_out = POINTER(c_void_p)
+ids_in = POINTER(c_uint64)
+
+# name: (result type, argument types), in the header's order.
+PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
+    "embraft_version": (c_char_p, []),
+    "embraft_abi_version": (u32, []),
+    "embraft_status_str": (c_char_p, [status]),
+    "embraft_crc32": (status, [u32, bytes_in, c_size_t, u32_out]),
+    "embraft_config_new": (status, [handle_out]),
+    "embraft_config_free": (None, [handle]),
+    "embraft_config_last_error": (status, [handle, c_char_p, c_size_t, size_out]),
+    "embraft_config_set_id": (status, [handle, u64]),
+    "embraft_config_set_peers": (status, [handle, ids_in, c_size_t]),
+    "embraft_config_set_data_dir": (status, [handle, c_char_p]),
+    "embraft_config_set_election_ticks": (status, [handle, u32]),
+    "embraft_config_set_heartbeat_ticks": (status, [handle, u32]),
+    "embraft_config_set_pre_vote": (status, [handle, c_bool]),
+    "embraft_config_set_check_quorum": (status, [handle, c_bool]),
+    "embraft_config_set_max_inflight_msgs": (status, [handle, c_size_t]),
+    "embraft_config_set_max_inflight_bytes": (status, [handle, u64]),
+    "embraft_config_set_max_msg_bytes": (status, [handle, u64]),
+    "embraft_config_set_max_entry_bytes": (status, [handle, u64]),
+    "embraft_config_set_max_apply_bytes": (status, [handle, u64]),
+    "embraft_config_set_sync_mode": (status, [handle, u32]),
+    "embraft_config_set_segment_size": (status, [handle, u64]),
+    "embraft_config_set_applied_index": (status, [handle, u64]),
+    "embraft_config_set_input_queue_capacity": (status, [handle, c_size_t]),
+    "embraft_config_set_log_level": (status, [handle, u32]),
+    "embraft_config_set_lease_reads": (status, [handle, c_bool]),
+    "embraft_config_set_compact_keep_entries": (status, [handle, u64]),
+    "embraft_config_set_random_seed": (status, [handle, u64]),
+    "embraft_node_new": (status, [handle, handle_out]),
+    "embraft_node_free": (None, [handle]),
+    "embraft_node_tick": (status, [handle]),
+    "embraft_node_step": (status, [handle, bytes_in, c_size_t]),
+    "embraft_node_propose": (status, [handle, bytes_in, c_size_t, u64_out]),
+    "embraft_node_propose_conf_change": (status, [handle, u32, u64, u64_out]),
+    "embraft_node_propose_membership": (
+        status, [handle, ids_in, c_size_t, ids_in, c_size_t, u64_out]),
+    "embraft_node_read_index": (status, [handle, u64]),
+    "embraft_node_transfer_leader": (status, [handle, u64]),
+    "embraft_node_report_unreachable": (status, [handle, u64]),
+    "embraft_node_compact": (status, [handle, u64]),
+    "embraft_node_send_snapshot_chunk": (
+        status, [handle, u64, u64, u64, u64, u32, bytes_in, c_size_t]),
+    "embraft_node_report_snapshot": (status, [handle, u64, c_bool]),
+    "embraft_node_restore_snapshot": (status, [handle, u64]),
+    "embraft_node_poll_ready": (status, [handle, u32, handle_out]),
+    "embraft_node_ack_applied": (status, [handle, u64]),
+    "embraft_node_status": (status, [handle, handle_out]),
+    "embraft_node_readiness_fd": (status, [handle, int_out]),
+    "embraft_node_set_log_level": (status, [handle, u32]),
+    "embraft_node_last_error": (status, [handle, c_char_p, c_size_t, size_out]),
+    "embraft_ready_free": (None, [handle]),
+    "embraft_ready_state_changed": (status, [handle, bool_out]),
+    "embraft_ready_state": (status, [handle, u32_out, u64_out, u64_out]),
+    "embraft_ready_message_count": (status, [handle, size_out]),
+    "embraft_ready_message": (status, [handle, c_size_t, u64_out, view_out, size_out]),
+    "embraft_ready_entry_count": (status, [handle, size_out]),
+    "embraft_ready_entry": (
+        status, [handle, c_size_t, u64_out, u64_out, u32_out, view_out, size_out, u64_out]),
+    "embraft_ready_outcome_count": (status, [handle, size_out]),
+    "embraft_ready_outcome": (status, [handle, c_size_t, u64_out, u32_out, u64_out]),
+    "embraft_ready_read_count": (status, [handle, size_out]),
+    "embraft_ready_read": (status, [handle, c_size_t, u64_out, u32_out, u64_out]),
+    "embraft_ready_snapshot_to_restore": (status, [handle, bool_out, u64_out, u64_out]),
+    "embraft_ready_snapshot_send_count": (status, [handle, size_out]),
+    "embraft_ready_snapshot_send": (status, [handle, c_size_t, u64_out, u64_out, u64_out]),
+    "embraft_ready_snapshot_chunk_count": (status, [handle, size_out]),
+    "embraft_ready_snapshot_chunk": (
+        status, [handle, c_size_t, u64_out, u64_out, u64_out, u32_out, view_out, size_out]),
+    "embraft_ready_log_count": (status, [handle, size_out]),
+    "embraft_ready_log": (status, [handle, c_size_t, u32_out, view_out]),
+    "embraft_status_report_free": (None, [handle]),
+    "embraft_status_report_get": (status, [handle, u32, u64_out]),
+    "embraft_status_report_peer_count": (status, [handle, size_out]),
+    "embraft_status_report_peer_get": (status, [handle, c_size_t, u32, u64_out]),
+    "embraft_status_report_member_count": (status, [handle, u32, size_out]),
+    "embraft_status_report_member": (status, [handle, u32, c_size_t, u64_out]),
+}
+
+LIBRARY_ENV = "EMBRAFT_LIBRARY"
+LIBRARY_FILE = "libembraft.so"
+
+
+class LibraryError(ImportError):
+    """libembraft could not be loaded or is not the expected ABI version."""
+
+
+def library_path() -> str:
+    """The library to load: $EMBRAFT_LIBRARY, else the copy the package
+    installation placed next to this file."""
+    override = os.environ.get(LIBRARY_ENV)
+    if override:
+        return override
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_FILE)
+
+
+def _load() -> ctypes.CDLL:
+    path = library_path()
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as exc:
+        raise LibraryError(
+            f"cannot load the embraft library {path!r} ({exc}); reinstall the "
+            f"package or set {LIBRARY_ENV} to a libembraft.so") from exc
+    for name, (restype, argtypes) in PROTOTYPES.items():
+        try:
+            function = getattr(lib, name)
+        except AttributeError as exc:
+            raise LibraryError(f"{path!r} lacks {name}: not a matching embraft build") from exc
+        function.restype = restype
+        function.argtypes = argtypes
+    found = lib.embraft_abi_version()
+    if found != ABI_VERSION:
+        raise LibraryError(
+            f"{path!r} has embraft ABI version {found}, but this binding was "
+            f"written for ABI version {ABI_VERSION}: install matching versions")
+    return lib
+
+
+lib = _load()
+
+
+def status_text(code: int) -> str:
+    return lib.embraft_status_str(code).decode("utf-8", "replace")
+
+
+def last_error_text(getter, handle_value) -> str:
+    """Reads a handle's last error message with the given *_last_error
+    function, growing the buffer when the message was truncated."""
+    size = 256
+    while True:
+        buffer = ctypes.create_string_buffer(size)
+        full_length = c_size_t()
+        if getter(handle_value, buffer, size, ctypes.byref(full_length)) != OK:
+            return ""
+        if full_length.value < size:
+            return buffer.value.decode("utf-8", "replace")
+        size = full_length.value + 1

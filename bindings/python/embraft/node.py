@@ -1,0 +1,874 @@
+"""The Pythonic node: configuration, the state machine protocol, the driver
+thread that runs a node's ready loop, and the `Node` handle users hold.
+
+Lifetimes (after wasmtime-py's _managed.py): `Node` is a thin facade over a
+`_Driver` that owns the C handle, the driver thread and the pending futures.
+The driver thread references only the `_Driver`, never the `Node`, so a
+`Node` the user forgot to close becomes garbage and its finalizer stops the
+thread and frees the handle.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import heapq
+import itertools
+import logging
+import os
+import select
+import threading
+import time
+import weakref
+import zlib
+from concurrent.futures import Future
+from ctypes import byref, c_bool, c_int, c_size_t, c_uint32, c_uint64, c_void_p
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    runtime_checkable,
+)
+from collections import deque
+
+from . import _ffi
+from ._ffi import lib
+from .errors import (
+    BusyError,
+    ClosedError,
+    EmbraftError,
+    NodeFailedError,
+    error_for_outcome,
+    error_for_read,
+    error_for_status,
+)
+
+logger = logging.getLogger("embraft")
+_core_logger = logging.getLogger("embraft.core")
+
+# Python logging has no TRACE; embraft's trace lines go one step below DEBUG.
+TRACE = 5
+logging.addLevelName(TRACE, "TRACE")
+_LIBRARY_TO_PYTHON_LEVEL = {_ffi.LOG_INFO: logging.INFO, _ffi.LOG_DEBUG: logging.DEBUG,
+                            _ffi.LOG_TRACE: TRACE}
+
+ROLE_NAMES = {
+    _ffi.ROLE_FOLLOWER: "follower",
+    _ffi.ROLE_PRE_CANDIDATE: "pre-candidate",
+    _ffi.ROLE_CANDIDATE: "candidate",
+    _ffi.ROLE_LEADER: "leader",
+}
+
+# Snapshots stream to followers in chunks of this size (WIRE.md: at most
+# 1 MiB per InstallSnapshot frame).
+SNAPSHOT_CHUNK_BYTES = 1 << 20
+
+
+@runtime_checkable
+class StateMachine(Protocol):
+    """What the host implements. Every method runs on the node's driver
+    thread, one call at a time, in log order."""
+
+    def apply(self, index: int, data: bytes) -> None:
+        """Apply the committed entry at `index`."""
+
+    def snapshot(self) -> bytes:
+        """Serialize the state as of the last applied entry."""
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot's (from `snapshot`)."""
+
+
+class Transport(Protocol):
+    """Carries encoded messages between nodes (embraft.transport has the
+    TCP stream transport of WIRE.md). A node owns the transport it is given:
+    it starts it and closes it."""
+
+    def start(self, deliver: Callable[[bytes], None],
+              unreachable: Callable[[int], None]) -> None:
+        """Begin; hand received messages to `deliver` (which raises
+        embraft.MessageError for bytes that are not a message for this node)
+        and report peers that cannot be reached to `unreachable`."""
+
+    def send(self, to: int, data: bytes) -> None:
+        """Queue `data` for node `to`; never blocks for long."""
+
+    def close(self) -> None:
+        """Stop and release every connection and thread."""
+
+
+@dataclasses.dataclass
+class Config:
+    """A node's configuration. Ticks are counted in `tick_interval`
+    seconds, which the driver thread keeps."""
+
+    id: int
+    data_dir: str
+    peers: Sequence[int] = ()
+    snapshot_dir: Optional[str] = None
+    tick_interval: float = 0.05
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    sync: bool = True
+    max_entry_bytes: Optional[int] = None
+    max_msg_bytes: Optional[int] = None
+    max_inflight_msgs: Optional[int] = None
+    max_inflight_bytes: Optional[int] = None
+    max_apply_bytes: Optional[int] = None
+    segment_size: Optional[int] = None
+    applied_index: int = 0
+    input_queue_capacity: Optional[int] = None
+    lease_reads: bool = False
+    compact_keep_entries: Optional[int] = None
+    random_seed: int = 0
+    # None follows the "embraft.core" logger's effective level.
+    log_level: Optional[int] = None
+
+    def resolved_snapshot_dir(self) -> str:
+        return self.snapshot_dir or self.data_dir.rstrip("/") + ".snapshots"
+
+
+@dataclasses.dataclass
+class PeerProgress:
+    id: int
+    match_index: int
+    next_index: int
+    replicating: bool
+    inflight_msgs: int
+    recent_active: bool
+
+
+@dataclasses.dataclass
+class Status:
+    id: int
+    role: str
+    term: int
+    vote: int
+    leader: int
+    commit: int
+    applied: int
+    persisted: int
+    first_index: int
+    last_index: int
+    snapshot_index: int
+    lead_transferee: int
+    voters: List[int]
+    learners: List[int]
+    voters_outgoing: List[int]
+    learners_next: List[int]
+    peers: List[PeerProgress]
+
+
+def _library_log_level(config: Config) -> int:
+    if config.log_level is not None:
+        return config.log_level
+    effective = _core_logger.getEffectiveLevel()
+    if effective <= TRACE:
+        return _ffi.LOG_TRACE
+    if effective <= logging.DEBUG:
+        return _ffi.LOG_DEBUG
+    if effective <= logging.INFO:
+        return _ffi.LOG_INFO
+    return _ffi.LOG_OFF
+
+
+def _check(code: int, detail: Callable[[], str] = lambda: "") -> None:
+    if code != _ffi.OK:
+        raise error_for_status(code, detail())
+
+
+def _config_handle(config: Config) -> c_void_p:
+    """A C configuration built from `config`; the caller frees it."""
+    handle = c_void_p()
+    _check(lib.embraft_config_new(byref(handle)))
+    try:
+        def call(function, *args):
+            _check(function(handle, *args),
+                   lambda: _ffi.last_error_text(lib.embraft_config_last_error, handle))
+
+        call(lib.embraft_config_set_id, config.id)
+        peers = list(config.peers)
+        call(lib.embraft_config_set_peers, (c_uint64 * len(peers))(*peers), len(peers))
+        call(lib.embraft_config_set_data_dir, os.fsencode(config.data_dir))
+        call(lib.embraft_config_set_election_ticks, config.election_ticks)
+        call(lib.embraft_config_set_heartbeat_ticks, config.heartbeat_ticks)
+        call(lib.embraft_config_set_pre_vote, config.pre_vote)
+        call(lib.embraft_config_set_check_quorum, config.check_quorum)
+        call(lib.embraft_config_set_sync_mode,
+             _ffi.SYNC_ALWAYS if config.sync else _ffi.SYNC_NEVER)
+        call(lib.embraft_config_set_applied_index, config.applied_index)
+        call(lib.embraft_config_set_lease_reads, config.lease_reads)
+        call(lib.embraft_config_set_random_seed, config.random_seed)
+        call(lib.embraft_config_set_log_level, _library_log_level(config))
+        optional = {
+            "max_entry_bytes": lib.embraft_config_set_max_entry_bytes,
+            "max_msg_bytes": lib.embraft_config_set_max_msg_bytes,
+            "max_inflight_msgs": lib.embraft_config_set_max_inflight_msgs,
+            "max_inflight_bytes": lib.embraft_config_set_max_inflight_bytes,
+            "max_apply_bytes": lib.embraft_config_set_max_apply_bytes,
+            "segment_size": lib.embraft_config_set_segment_size,
+            "input_queue_capacity": lib.embraft_config_set_input_queue_capacity,
+            "compact_keep_entries": lib.embraft_config_set_compact_keep_entries,
+        }
+        for field, setter in optional.items():
+            value = getattr(config, field)
+            if value is not None:
+                call(setter, value)
+    except BaseException:
+        lib.embraft_config_free(handle)
+        raise
+    return handle
+
+
+def _resolve(future: Future, result: Any = None, error: Optional[BaseException] = None) -> None:
+    """Completes a future unless its owner cancelled it meanwhile."""
+    if future.done():
+        return
+    try:
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+    except Exception:  # cancelled between the check and the call
+        pass
+
+
+class _SnapshotStore:
+    """The host side of snapshots: files named by their index in one
+    directory, written durably (file and directory synced) before the node
+    is told about them."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self._incoming: Optional[Tuple[int, int, int, Any]] = None
+
+    def path(self, index: int) -> str:
+        return os.path.join(self.directory, f"snapshot-{index:020d}")
+
+    def _sync_directory(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _publish(self, temporary: str, index: int) -> None:
+        os.replace(temporary, self.path(index))
+        self._sync_directory()
+        self._remove_older_than(index)
+
+    def _remove_older_than(self, index: int) -> None:
+        for name in os.listdir(self.directory):
+            if name.startswith("snapshot-") and name != os.path.basename(self.path(index)):
+                if name.endswith(".partial") or int(name[9:29]) < index:
+                    os.unlink(os.path.join(self.directory, name))
+
+    def save(self, index: int, data: bytes) -> None:
+        temporary = self.path(index) + ".partial"
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        self._publish(temporary, index)
+
+    def load(self, index: int) -> bytes:
+        with open(self.path(index), "rb") as file:
+            return file.read()
+
+    def receive_chunk(self, index: int, offset: int, total: int, checksum: int,
+                      data: bytes) -> bool:
+        """Stores one chunk of a snapshot streamed by the leader; True once
+        the whole snapshot is durable and its checksum matched."""
+        if self._incoming is None or self._incoming[0] != index:
+            self.abandon_incoming()
+            if offset != 0:
+                return False
+            file = open(self.path(index) + ".partial", "wb")
+            self._incoming = (index, total, checksum, file)
+        _, total, checksum, file = self._incoming
+        file.seek(offset)
+        file.write(data)
+        if offset + len(data) < total:
+            return False
+        file.flush()
+        os.fsync(file.fileno())
+        file.close()
+        self._incoming = None
+        temporary = self.path(index) + ".partial"
+        with open(temporary, "rb") as check:
+            if zlib.crc32(check.read()) != checksum:
+                os.unlink(temporary)
+                logger.warning("snapshot %d from the leader failed its checksum", index)
+                return False
+        self._publish(temporary, index)
+        return True
+
+    def abandon_incoming(self) -> None:
+        if self._incoming is not None:
+            self._incoming[3].close()
+            self._incoming = None
+
+
+class _Driver:
+    """Owns the C node, runs its ready loop on a thread, and completes the
+    futures of proposals and reads. Holds no reference to the Node facade."""
+
+    def __init__(self, config: Config, state_machine: StateMachine,
+                 transport: Optional[Transport]):
+        self.config = config
+        self.state_machine = state_machine
+        self.transport = transport
+        self.snapshots = _SnapshotStore(config.resolved_snapshot_dir())
+        config_handle = _config_handle(config)
+        handle = c_void_p()
+        try:
+            code = lib.embraft_node_new(config_handle, byref(handle))
+            _check(code, lambda: _ffi.last_error_text(lib.embraft_config_last_error,
+                                                       config_handle))
+        finally:
+            lib.embraft_config_free(config_handle)
+        self.handle: Optional[c_void_p] = handle
+        fd = c_int()
+        _check(lib.embraft_node_readiness_fd(handle, byref(fd)))
+        self.readiness_fd = fd.value
+        self._wake_read, self._wake_write = os.pipe()
+
+        # Guards the handle against being freed during a call from a user
+        # thread, and the maps of pending futures: a proposal's id is
+        # registered before the driver can look its outcome up.
+        self.lock = threading.Lock()
+        self.closing = False
+        self.failure: Optional[EmbraftError] = None
+        self.proposals: Dict[int, Future] = {}
+        self.reads: Dict[int, Future] = {}
+        self._read_contexts = itertools.count(1)
+        self._reads_waiting_apply: List[Tuple[int, int, Future]] = []
+        self._requests: Deque[Callable[[], None]] = deque()
+
+        self.role = _ffi.ROLE_FOLLOWER
+        self.leader = 0
+        self.term = 0
+        self.applied = config.applied_index
+        self.state_changed = threading.Condition()
+        self._listeners: List[Callable[[str, int, int], None]] = []
+
+        if transport is not None:
+            transport.start(self.deliver, self.report_unreachable)
+        self.thread = threading.Thread(target=self._run, name=f"embraft-node-{config.id}",
+                                       daemon=True)
+        self.thread.start()
+
+    # ----- calls from any thread -------------------------------------------------
+
+    def call(self, function, *args) -> None:
+        """Calls a node function with the handle, raising on failure."""
+        with self.lock:
+            self._call_locked(function, *args)
+
+    def _call_locked(self, function, *args) -> None:
+        if self.handle is None or self.closing:
+            raise ClosedError("the node is closed")
+        code = function(self.handle, *args)
+        if code != _ffi.OK:
+            raise error_for_status(code, _ffi.last_error_text(lib.embraft_node_last_error,
+                                                              self.handle))
+
+    def propose_with(self, function, *args) -> Future:
+        future: Future = Future()
+        proposal_id = c_uint64()
+        with self.lock:
+            self._call_locked(function, *args, byref(proposal_id))
+            self.proposals[proposal_id.value] = future
+        return future
+
+    def read_index(self) -> Future:
+        future: Future = Future()
+        with self.lock:
+            context = next(self._read_contexts)
+            self._call_locked(lib.embraft_node_read_index, context)
+            self.reads[context] = future
+        return future
+
+    def deliver(self, data: bytes) -> None:
+        """A message from the transport. Busy means the node is behind:
+        drop the message, Raft retransmits."""
+        try:
+            self.call(lib.embraft_node_step, data, len(data))
+        except (BusyError, ClosedError):
+            pass
+
+    def report_unreachable(self, peer: int) -> None:
+        try:
+            self.call(lib.embraft_node_report_unreachable, peer)
+        except (BusyError, ClosedError):
+            pass
+
+    def submit(self, request: Callable[[], None]) -> None:
+        """Runs `request` on the driver thread (where the state machine
+        lives) at its next iteration."""
+        if self.closing:
+            raise ClosedError("the node is closed")
+        self._requests.append(request)
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"x")
+        except OSError:
+            pass
+
+    # ----- shutdown --------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stops the thread, fails what is pending and frees the node. Safe
+        to call several times and from the finalizer."""
+        with self.lock:
+            if self.handle is None:
+                return
+            self.closing = True
+        self._wake()
+        if threading.current_thread() is not self.thread:
+            self.thread.join()
+        if self.transport is not None:
+            self.transport.close()
+        with self.lock:
+            handle, self.handle = self.handle, None
+            lib.embraft_node_free(handle)
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+        self.snapshots.abandon_incoming()
+        self._fail_pending(self.failure or ClosedError("the node was closed"))
+
+    def _fail_pending(self, error: EmbraftError) -> None:
+        with self.lock:
+            pending = list(self.proposals.values()) + list(self.reads.values())
+            pending += [future for _, _, future in self._reads_waiting_apply]
+            self.proposals.clear()
+            self.reads.clear()
+            self._reads_waiting_apply.clear()
+        for future in pending:
+            _resolve(future, error=error)
+
+    # ----- the driver thread -----------------------------------------------------
+
+    def _run(self) -> None:
+        interval = self.config.tick_interval
+        next_tick = time.monotonic() + interval
+        watched = [self.readiness_fd, self._wake_read]
+        ready = c_void_p()
+        handle = self.handle
+        try:
+            while not self.closing:
+                timeout = max(0.0, next_tick - time.monotonic())
+                readable, _, _ = select.select(watched, [], [], timeout)
+                if self._wake_read in readable:
+                    os.read(self._wake_read, 4096)
+                while self._requests:
+                    self._requests.popleft()()
+                now = time.monotonic()
+                if now >= next_tick:
+                    # Busy means the queue is full of work; a lost tick only
+                    # stretches a timeout a little.
+                    lib.embraft_node_tick(handle)
+                    next_tick = max(next_tick + interval, now)
+                if self.readiness_fd in readable:
+                    code = lib.embraft_node_poll_ready(handle, 0, byref(ready))
+                    if code == _ffi.OK:
+                        try:
+                            self._process(ready)
+                        finally:
+                            lib.embraft_ready_free(ready)
+                    elif code != _ffi.TIMED_OUT:
+                        raise error_for_status(code, _ffi.last_error_text(
+                            lib.embraft_node_last_error, handle))
+        except BaseException as exc:  # the loop cannot continue: say why to every waiter
+            if isinstance(exc, EmbraftError):
+                self.failure = exc
+            else:
+                logger.exception("node %d stopped: its driver failed", self.config.id)
+                self.failure = NodeFailedError(f"the driver thread failed: {exc!r}")
+            self._fail_pending(self.failure)
+
+    def _process(self, ready: c_void_p) -> None:
+        count = c_size_t()
+        self._log_lines(ready, count)
+        self._update_state(ready)
+        self._restore_if_asked(ready)
+        self._store_snapshot_chunks(ready, count)
+        self._send_messages(ready, count)
+        self._apply_entries(ready, count)
+        self._complete_outcomes(ready, count)
+        self._complete_reads(ready, count)
+        self._stream_snapshots(ready, count)
+
+    def _log_lines(self, ready, count) -> None:
+        lib.embraft_ready_log_count(ready, byref(count))
+        level = c_uint32()
+        text = c_void_p()
+        for i in range(count.value):
+            lib.embraft_ready_log(ready, i, byref(level), byref(text))
+            _core_logger.log(_LIBRARY_TO_PYTHON_LEVEL.get(level.value, logging.INFO),
+                             "%s", ctypes.string_at(text.value).decode("utf-8", "replace"))
+
+    def _update_state(self, ready) -> None:
+        changed = c_bool()
+        lib.embraft_ready_state_changed(ready, byref(changed))
+        if not changed.value:
+            return
+        role, leader, term = c_uint32(), c_uint64(), c_uint64()
+        lib.embraft_ready_state(ready, byref(role), byref(leader), byref(term))
+        with self.state_changed:
+            self.role, self.leader, self.term = role.value, leader.value, term.value
+            self.state_changed.notify_all()
+        logger.info("node %d: %s in term %d, leader %d", self.config.id,
+                    ROLE_NAMES.get(self.role, self.role), self.term, self.leader)
+        for listener in list(self._listeners):
+            listener(ROLE_NAMES.get(self.role, str(self.role)), self.leader, self.term)
+
+    def _restore_if_asked(self, ready) -> None:
+        present, index, term = c_bool(), c_uint64(), c_uint64()
+        lib.embraft_ready_snapshot_to_restore(ready, byref(present), byref(index), byref(term))
+        if present.value:
+            logger.info("node %d: restoring the snapshot at index %d", self.config.id,
+                        index.value)
+            self.state_machine.restore(self.snapshots.load(index.value))
+            self.applied = index.value
+
+    def _store_snapshot_chunks(self, ready, count) -> None:
+        lib.embraft_ready_snapshot_chunk_count(ready, byref(count))
+        index, offset, total = c_uint64(), c_uint64(), c_uint64()
+        checksum, data, length = c_uint32(), c_void_p(), c_size_t()
+        for i in range(count.value):
+            lib.embraft_ready_snapshot_chunk(ready, i, byref(index), byref(offset), byref(total),
+                                             byref(checksum), byref(data), byref(length))
+            chunk = ctypes.string_at(data.value, length.value)
+            if self.snapshots.receive_chunk(index.value, offset.value, total.value,
+                                            checksum.value, chunk):
+                lib.embraft_node_restore_snapshot(self.handle, index.value)
+
+    def _send_messages(self, ready, count) -> None:
+        lib.embraft_ready_message_count(ready, byref(count))
+        if self.transport is None:
+            return
+        to, data, length = c_uint64(), c_void_p(), c_size_t()
+        send, string_at, message = self.transport.send, ctypes.string_at, lib.embraft_ready_message
+        to_ref, data_ref, length_ref = byref(to), byref(data), byref(length)
+        for i in range(count.value):
+            message(ready, i, to_ref, data_ref, length_ref)
+            send(to.value, string_at(data.value, length.value))
+
+    def _apply_entries(self, ready, count) -> None:
+        lib.embraft_ready_entry_count(ready, byref(count))
+        if count.value == 0:
+            return
+        index, term, kind = c_uint64(), c_uint64(), c_uint32()
+        data, length, proposal = c_void_p(), c_size_t(), c_uint64()
+        refs = (byref(index), byref(term), byref(kind), byref(data), byref(length),
+                byref(proposal))
+        entry, string_at, apply = lib.embraft_ready_entry, ctypes.string_at, self.state_machine.apply
+        normal = _ffi.ENTRY_NORMAL
+        for i in range(count.value):
+            entry(ready, i, *refs)
+            if kind.value == normal:
+                apply(index.value, string_at(data.value, length.value))
+        self.applied = index.value
+        code = lib.embraft_node_ack_applied(self.handle, self.applied)
+        if code == _ffi.ERR_BUSY:
+            # Acknowledgements may lag; the next batch's ack covers this one.
+            logger.debug("node %d: ack deferred, input queue full", self.config.id)
+        self._serve_reads_applied()
+
+    def _complete_outcomes(self, ready, count) -> None:
+        lib.embraft_ready_outcome_count(ready, byref(count))
+        if count.value == 0:
+            return
+        proposal, outcome, index = c_uint64(), c_uint32(), c_uint64()
+        refs = (byref(proposal), byref(outcome), byref(index))
+        get = lib.embraft_ready_outcome
+        finished = []
+        with self.lock:
+            pop = self.proposals.pop
+            for i in range(count.value):
+                get(ready, i, *refs)
+                future = pop(proposal.value, None)
+                if future is not None:
+                    finished.append((future, outcome.value, index.value))
+        for future, result, log_index in finished:
+            if result == _ffi.PROPOSAL_COMMITTED:
+                _resolve(future, log_index)
+            else:
+                _resolve(future, error=error_for_outcome(result, log_index, self.leader))
+
+    def _complete_reads(self, ready, count) -> None:
+        lib.embraft_ready_read_count(ready, byref(count))
+        if count.value == 0:
+            return
+        context, result, index = c_uint64(), c_uint32(), c_uint64()
+        for i in range(count.value):
+            lib.embraft_ready_read(ready, i, byref(context), byref(result), byref(index))
+            with self.lock:
+                future = self.reads.pop(context.value, None)
+            if future is None:
+                continue
+            if result.value != _ffi.READ_OK:
+                _resolve(future, error=error_for_read(result.value))
+            else:
+                heapq.heappush(self._reads_waiting_apply,
+                               (index.value, context.value, future))
+        self._serve_reads_applied()
+
+    def _serve_reads_applied(self) -> None:
+        waiting = self._reads_waiting_apply
+        while waiting and waiting[0][0] <= self.applied:
+            index, _, future = heapq.heappop(waiting)
+            _resolve(future, index)
+
+    def _stream_snapshots(self, ready, count) -> None:
+        lib.embraft_ready_snapshot_send_count(ready, byref(count))
+        peer, index, term = c_uint64(), c_uint64(), c_uint64()
+        for i in range(count.value):
+            lib.embraft_ready_snapshot_send(ready, i, byref(peer), byref(index), byref(term))
+            try:
+                data = self.snapshots.load(index.value)
+            except OSError:
+                logger.warning("node %d: snapshot %d to send is missing", self.config.id,
+                               index.value)
+                lib.embraft_node_report_snapshot(self.handle, peer.value, False)
+                continue
+            checksum = zlib.crc32(data)
+            sent = True
+            for offset in range(0, max(len(data), 1), SNAPSHOT_CHUNK_BYTES):
+                chunk = data[offset:offset + SNAPSHOT_CHUNK_BYTES]
+                if lib.embraft_node_send_snapshot_chunk(
+                        self.handle, peer.value, index.value, offset, len(data), checksum,
+                        chunk, len(chunk)) != _ffi.OK:
+                    sent = False
+                    break
+            lib.embraft_node_report_snapshot(self.handle, peer.value, sent)
+
+    def take_snapshot(self, future: Future) -> None:
+        """Driver thread: saves the state machine's snapshot at the applied
+        index durably, then lets the node compact its log up to it."""
+        try:
+            index = self.applied
+            self.snapshots.save(index, self.state_machine.snapshot())
+            self.call(lib.embraft_node_compact, index)
+        except BaseException as exc:
+            _resolve(future, error=exc)
+        else:
+            _resolve(future, index)
+
+
+def _shutdown_driver(driver: _Driver) -> None:
+    driver.shutdown()
+
+
+class Node:
+    """A running embraft node.
+
+    Create it with a `Config`, a `StateMachine` and, for more than one node,
+    a transport (embraft.transport.StreamTransport). Close it with
+    `close()` or use it as a context manager; a node that is garbage
+    collected unclosed is closed by its finalizer.
+
+    Every method may be called from any thread. The state machine's methods
+    run on the node's own driver thread.
+    """
+
+    def __init__(self, config: Config, state_machine: StateMachine,
+                 transport: Optional[Transport] = None):
+        self._driver = _Driver(config, state_machine, transport)
+        self._finalizer = weakref.finalize(self, _shutdown_driver, self._driver)
+        self.id = config.id
+
+    def close(self) -> None:
+        """Stops the node: its thread ends, its pending futures fail with
+        ClosedError, its transport closes and the data directory is
+        released. Closing twice is harmless."""
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def __enter__(self) -> "Node":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # ----- proposals and reads ---------------------------------------------------
+
+    def propose(self, data: bytes) -> "Future[int]":
+        """Proposes `data` for the replicated log. The future resolves to
+        the entry's index once it is committed and applied on this node, or
+        fails with a ProposalDroppedError subclass (NotLeaderError,
+        ProposalTooLargeError, ...). Raises TooLargeError at once above the
+        configured maximum entry size and BusyError when the node's input
+        queue is full."""
+        payload = bytes(data)
+        return self._driver.propose_with(lib.embraft_node_propose, payload, len(payload))
+
+    def read_index(self) -> "Future[int]":
+        """Asks for a linearizable read point. The future resolves to the
+        read index once this node has applied through it, so the state
+        machine can be read right away; it fails with ReadIndexError when
+        no leader confirmed the read (retry)."""
+        return self._driver.read_index()
+
+    # ----- membership and leadership ---------------------------------------------
+
+    def _conf_change(self, change: int, node_id: int) -> "Future[int]":
+        return self._driver.propose_with(lib.embraft_node_propose_conf_change, change, node_id)
+
+    def add_voter(self, node_id: int) -> "Future[int]":
+        """Adds a voter (or promotes a learner). Resolves to the change's
+        index once it is in force here."""
+        return self._conf_change(_ffi.CONF_ADD_VOTER, node_id)
+
+    def add_learner(self, node_id: int) -> "Future[int]":
+        return self._conf_change(_ffi.CONF_ADD_LEARNER, node_id)
+
+    def promote_learner(self, node_id: int) -> "Future[int]":
+        return self._conf_change(_ffi.CONF_PROMOTE_LEARNER, node_id)
+
+    def remove_node(self, node_id: int) -> "Future[int]":
+        return self._conf_change(_ffi.CONF_REMOVE_NODE, node_id)
+
+    def change_membership(self, voters: Sequence[int],
+                          learners: Sequence[int] = ()) -> "Future[int]":
+        """Moves to exactly these voters and learners through a joint
+        configuration."""
+        voter_ids = (c_uint64 * len(voters))(*voters)
+        learner_ids = (c_uint64 * len(learners))(*learners)
+        return self._driver.propose_with(lib.embraft_node_propose_membership,
+                                         voter_ids, len(voters), learner_ids, len(learners))
+
+    def transfer_leadership(self, to: int) -> None:
+        """Asks this node, if it leads, to hand leadership to voter `to`;
+        watch `wait_for_leader` for the result."""
+        self._driver.call(lib.embraft_node_transfer_leader, to)
+
+    def wait_for_leader(self, timeout: float, leader: Optional[int] = None) -> int:
+        """Waits until a leader is known (or the given one leads) and
+        returns its id; raises TimeoutError otherwise."""
+        driver = self._driver
+        deadline = time.monotonic() + timeout
+        with driver.state_changed:
+            while (driver.leader == 0 if leader is None else driver.leader != leader):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or driver.closing:
+                    raise TimeoutError(f"no leader within {timeout} s")
+                driver.state_changed.wait(remaining)
+            return driver.leader
+
+    def on_state_change(self, listener: Callable[[str, int, int], None]) -> None:
+        """Calls `listener(role, leader, term)` on the driver thread at each
+        change of role, leader or term."""
+        self._driver._listeners.append(listener)
+
+    # ----- snapshots ---------------------------------------------------------------
+
+    def snapshot(self) -> "Future[int]":
+        """Saves a snapshot of the state machine (on the driver thread) and
+        compacts the log up to it. Resolves to the snapshot's index."""
+        future: Future = Future()
+        self._driver.submit(lambda: self._driver.take_snapshot(future))
+        return future
+
+    # ----- the transport's side ----------------------------------------------------
+
+    def step(self, data: bytes) -> None:
+        """Hands the node a message received from a peer (a transport
+        normally does this). Raises MessageError for bytes that are not a
+        message for this node, BusyError when the input queue is full."""
+        payload = bytes(data)
+        self._driver.call(lib.embraft_node_step, payload, len(payload))
+
+    def report_unreachable(self, peer: int) -> None:
+        self._driver.call(lib.embraft_node_report_unreachable, peer)
+
+    # ----- observation ---------------------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        return ROLE_NAMES.get(self._driver.role, str(self._driver.role))
+
+    @property
+    def is_leader(self) -> bool:
+        return self._driver.role == _ffi.ROLE_LEADER
+
+    @property
+    def leader(self) -> int:
+        """The leader this node knows of, or 0."""
+        return self._driver.leader
+
+    @property
+    def term(self) -> int:
+        return self._driver.term
+
+    @property
+    def applied_index(self) -> int:
+        return self._driver.applied
+
+    def set_log_level(self, level: int) -> None:
+        """Sets the level (embraft.LOG_*) of the lines the library logs to
+        the "embraft.core" logger."""
+        self._driver.call(lib.embraft_node_set_log_level, level)
+
+    def status(self) -> Status:
+        report = c_void_p()
+        self._driver.call(lib.embraft_node_status, byref(report))
+        try:
+            value = c_uint64()
+            count = c_size_t()
+
+            def field(key: int) -> int:
+                _check(lib.embraft_status_report_get(report, key, byref(value)))
+                return value.value
+
+            def members(which: int) -> List[int]:
+                _check(lib.embraft_status_report_member_count(report, which, byref(count)))
+                ids = []
+                for i in range(count.value):
+                    _check(lib.embraft_status_report_member(report, which, i, byref(value)))
+                    ids.append(value.value)
+                return ids
+
+            def peer_field(index: int, key: int) -> int:
+                _check(lib.embraft_status_report_peer_get(report, index, key, byref(value)))
+                return value.value
+
+            _check(lib.embraft_status_report_peer_count(report, byref(count)))
+            peers = [PeerProgress(peer_field(i, _ffi.PEER_ID),
+                                  peer_field(i, _ffi.PEER_MATCH_INDEX),
+                                  peer_field(i, _ffi.PEER_NEXT_INDEX),
+                                  bool(peer_field(i, _ffi.PEER_REPLICATING)),
+                                  peer_field(i, _ffi.PEER_INFLIGHT_MSGS),
+                                  bool(peer_field(i, _ffi.PEER_RECENT_ACTIVE)))
+                     for i in range(count.value)]
+            return Status(
+                id=field(_ffi.FIELD_ID),
+                role=ROLE_NAMES.get(field(_ffi.FIELD_ROLE), "unknown"),
+                term=field(_ffi.FIELD_TERM), vote=field(_ffi.FIELD_VOTE),
+                leader=field(_ffi.FIELD_LEADER), commit=field(_ffi.FIELD_COMMIT),
+                applied=field(_ffi.FIELD_APPLIED), persisted=field(_ffi.FIELD_PERSISTED),
+                first_index=field(_ffi.FIELD_FIRST_INDEX),
+                last_index=field(_ffi.FIELD_LAST_INDEX),
+                snapshot_index=field(_ffi.FIELD_SNAPSHOT_INDEX),
+                lead_transferee=field(_ffi.FIELD_LEAD_TRANSFEREE),
+                voters=members(_ffi.MEMBERS_VOTERS), learners=members(_ffi.MEMBERS_LEARNERS),
+                voters_outgoing=members(_ffi.MEMBERS_VOTERS_OUTGOING),
+                learners_next=members(_ffi.MEMBERS_LEARNERS_NEXT),
+                peers=peers)
+        finally:
+            lib.embraft_status_report_free(report)
