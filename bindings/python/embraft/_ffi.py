@@ -229,6 +229,18 @@ def _load() -> ctypes.CDLL:
         raise LibraryError(
             f"cannot load the embraft library {path!r} ({exc}); reinstall the "
             f"package or set {LIBRARY_ENV} to a libembraft.so") from exc
+    # The ABI version first: a library of another version may lack functions
+    # or declare them differently, and the version error is the useful one.
+    try:
+        abi_version = lib.embraft_abi_version
+    except AttributeError as exc:
+        raise LibraryError(f"{path!r} is not an embraft library") from exc
+    abi_version.restype, abi_version.argtypes = c_uint32, []
+    found = abi_version()
+    if found != ABI_VERSION:
+        raise LibraryError(
+            f"{path!r} has embraft ABI version {found}, but this binding was "
+            f"written for ABI version {ABI_VERSION}: install matching versions")
     for name, (restype, argtypes) in PROTOTYPES.items():
         try:
             function = getattr(lib, name)
@@ -236,11 +248,6 @@ def _load() -> ctypes.CDLL:
             raise LibraryError(f"{path!r} lacks {name}: not a matching embraft build") from exc
         function.restype = restype
         function.argtypes = argtypes
-    found = lib.embraft_abi_version()
-    if found != ABI_VERSION:
-        raise LibraryError(
-            f"{path!r} has embraft ABI version {found}, but this binding was "
-            f"written for ABI version {ABI_VERSION}: install matching versions")
     return lib
 
 

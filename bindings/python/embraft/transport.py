@@ -1,0 +1,326 @@
+"""The stream transport of docs/WIRE.md over TCP: a 32-byte hello and a
+16-byte reply, then length-prefixed frames each carrying one encoded
+message; one outbound connection per peer, used only for sending;
+reconnection with backoff; unreachable peers reported to the node."""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from typing import Callable, Deque, Dict, Optional, Set, Tuple
+
+from .errors import MessageError
+
+logger = logging.getLogger("embraft.transport")
+
+MAGIC = b"EMRF"
+PROTOCOL_VERSION = 1
+HELLO = struct.Struct("<4sHHQQQ")   # magic, version, flags, cluster, sender, recipient
+REPLY = struct.Struct("<4sHHQ")     # magic, version, status, listener id
+FRAME_HEADER = struct.Struct("<I")
+MAX_FRAME_BYTES = 64 << 20
+
+STATUS_ACCEPTED = 0
+STATUS_BAD_VERSION = 1
+STATUS_WRONG_CLUSTER = 2
+STATUS_WRONG_RECIPIENT = 3
+STATUS_SENDER_REFUSED = 4
+
+HANDSHAKE_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 2.0
+# A peer that stops reading must not stall its sender thread for ever.
+WRITE_TIMEOUT = 10.0
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+BACKOFF_JITTER = 0.2
+STABLE_CONNECTION = 5.0
+DEFAULT_QUEUE_LIMIT = 1024
+
+Address = Tuple[str, int]
+
+
+def parse_address(text: str) -> Address:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _receive_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("connection closed during the handshake")
+        data += chunk
+    return bytes(data)
+
+
+class _Outbound:
+    """One peer's outbound queue and the thread that connects and writes."""
+
+    def __init__(self, transport: "StreamTransport", peer: int):
+        self.transport = transport
+        self.peer = peer
+        self.queue: Deque[bytes] = deque()
+        self.wakeup = threading.Condition()
+        self.sock: Optional[socket.socket] = None
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       name=f"embraft-send-{transport.node_id}-{peer}")
+        self.thread.start()
+
+    def enqueue(self, data: bytes) -> bool:
+        with self.wakeup:
+            if len(self.queue) >= self.transport.queue_limit:
+                return False
+            self.queue.append(data)
+            self.wakeup.notify()
+        return True
+
+    def _wait_for_messages(self) -> bool:
+        with self.wakeup:
+            while not self.queue and not self.transport.closed:
+                self.wakeup.wait()
+            return not self.transport.closed
+
+    def _take_all(self) -> bytes:
+        with self.wakeup:
+            messages = list(self.queue)
+            self.queue.clear()
+        pack = FRAME_HEADER.pack
+        return b"".join(part for data in messages for part in (pack(len(data)), data))
+
+    def _fail(self, reason: str) -> None:
+        with self.wakeup:
+            self.queue.clear()
+        logger.debug("node %d: peer %d unreachable: %s", self.transport.node_id, self.peer,
+                     reason)
+        self.transport.unreachable(self.peer)
+
+    def _connect(self) -> socket.socket:
+        address = self.transport.resolve(self.peer)
+        if address is None:
+            raise ConnectionError("no known address")
+        sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(HELLO.pack(MAGIC, PROTOCOL_VERSION, 0, self.transport.cluster_id,
+                                    self.transport.node_id, self.peer))
+            sock.settimeout(HANDSHAKE_TIMEOUT)
+            magic, _version, status, _listener = REPLY.unpack(
+                _receive_exactly(sock, REPLY.size))
+            if magic != MAGIC or status != STATUS_ACCEPTED:
+                raise ConnectionError(f"handshake refused (status {status})")
+            sock.settimeout(WRITE_TIMEOUT)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _sleep(self, seconds: float) -> None:
+        with self.wakeup:
+            self.wakeup.wait_for(lambda: self.transport.closed, seconds)
+
+    def _run(self) -> None:
+        backoff = BACKOFF_FIRST
+        while self._wait_for_messages():
+            try:
+                self.sock = self._connect()
+            except OSError as exc:
+                self._fail(f"connect: {exc}")
+                self._sleep(backoff * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            connected_at = time.monotonic()
+            try:
+                while self._wait_for_messages():
+                    self.sock.sendall(self._take_all())
+            except OSError as exc:
+                self._fail(f"write: {exc}")
+                if time.monotonic() - connected_at >= STABLE_CONNECTION:
+                    backoff = BACKOFF_FIRST
+                self._sleep(backoff * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            finally:
+                self.sock.close()
+                self.sock = None
+
+    def stop(self) -> None:
+        with self.wakeup:
+            self.wakeup.notify_all()
+        sock = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class StreamTransport:
+    """The TCP stream transport for one node.
+
+    `resolve(peer_id)` returns a peer's (host, port), or None while it is
+    unknown; it is asked at every connection attempt, so addresses may
+    change. With `listen`, the transport accepts connections itself;
+    otherwise (raftd shares its port with HTTP) the owner hands accepted
+    connections to `serve_connection`.
+    """
+
+    def __init__(self, node_id: int, cluster_id: int,
+                 resolve: Callable[[int], Optional[Address]],
+                 listen: Optional[Address] = None,
+                 queue_limit: int = DEFAULT_QUEUE_LIMIT):
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.resolve = resolve
+        self.queue_limit = queue_limit
+        self.closed = False
+        self._deliver: Callable[[bytes], None] = lambda data: None
+        self.unreachable: Callable[[int], None] = lambda peer: None
+        self._peers: Dict[int, _Outbound] = {}
+        self._peers_lock = threading.Lock()
+        self._inbound: Set[socket.socket] = set()
+        self._inbound_lock = threading.Lock()
+        self._listener: Optional[socket.socket] = None
+        self._accept_thread: Optional[threading.Thread] = None
+        if listen is not None:
+            self._listener = socket.create_server(listen, reuse_port=False)
+
+    @property
+    def address(self) -> Optional[Address]:
+        """The address the transport's own listener is bound to."""
+        return self._listener.getsockname()[:2] if self._listener else None
+
+    def start(self, deliver: Callable[[bytes], None],
+              unreachable: Callable[[int], None]) -> None:
+        self._deliver = deliver
+        self.unreachable = unreachable
+        if self._listener is not None:
+            self._accept_thread = threading.Thread(target=self._accept, daemon=True,
+                                                   name=f"embraft-accept-{self.node_id}")
+            self._accept_thread.start()
+
+    def send(self, to: int, data: bytes) -> None:
+        if self.closed:
+            return
+        outbound = self._peers.get(to)
+        if outbound is None:
+            with self._peers_lock:
+                outbound = self._peers.get(to)
+                if outbound is None:
+                    outbound = self._peers[to] = _Outbound(self, to)
+        if not outbound.enqueue(data):
+            self.unreachable(to)
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while not self.closed:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve_connection, args=(sock,), daemon=True,
+                             name=f"embraft-recv-{self.node_id}").start()
+
+    def _handshake(self, sock: socket.socket) -> Optional[int]:
+        """Reads the hello and answers it; the sender's id if accepted."""
+        sock.settimeout(HANDSHAKE_TIMEOUT)
+        magic, version, _flags, cluster, sender, recipient = HELLO.unpack(
+            _receive_exactly(sock, HELLO.size))
+        if magic != MAGIC:
+            return None
+        if version != PROTOCOL_VERSION:
+            status = STATUS_BAD_VERSION
+        elif cluster != self.cluster_id:
+            status = STATUS_WRONG_CLUSTER
+        elif recipient != self.node_id:
+            status = STATUS_WRONG_RECIPIENT
+        elif sender == 0:
+            status = STATUS_SENDER_REFUSED
+        else:
+            status = STATUS_ACCEPTED
+        sock.sendall(REPLY.pack(MAGIC, PROTOCOL_VERSION, status, self.node_id))
+        if status != STATUS_ACCEPTED:
+            logger.info("node %d: refused a connection from %d (status %d)", self.node_id,
+                        sender, status)
+            return None
+        sock.settimeout(None)
+        return sender
+
+    def serve_connection(self, sock: socket.socket) -> None:
+        """Serves one inbound connection whose hello is still unread (a
+        peek does not consume it), until it closes. Blocks: run it on its
+        own thread."""
+        with self._inbound_lock:
+            if self.closed:
+                sock.close()
+                return
+            self._inbound.add(sock)
+        try:
+            sender = self._handshake(sock)
+            if sender is not None:
+                self._read_frames(sock, sender)
+        except (OSError, struct.error) as exc:
+            logger.debug("node %d: inbound connection ended: %s", self.node_id, exc)
+        finally:
+            with self._inbound_lock:
+                self._inbound.discard(sock)
+            sock.close()
+
+    def _read_frames(self, sock: socket.socket, sender: int) -> None:
+        buffer = bytearray()
+        deliver = self._deliver
+        header_size = FRAME_HEADER.size
+        unpack = FRAME_HEADER.unpack_from
+        while True:
+            chunk = sock.recv(1 << 18)
+            if not chunk:
+                return
+            buffer += chunk
+            position = 0
+            while len(buffer) - position >= header_size:
+                (length,) = unpack(buffer, position)
+                if length > MAX_FRAME_BYTES:
+                    logger.warning("node %d: frame of %d bytes from %d exceeds the limit",
+                                   self.node_id, length, sender)
+                    return
+                end = position + header_size + length
+                if end > len(buffer):
+                    break
+                try:
+                    deliver(bytes(buffer[position + header_size:end]))
+                except MessageError as exc:
+                    logger.warning("node %d: bad message from %d: %s", self.node_id,
+                                   sender, exc)
+                    return
+                position = end
+            del buffer[:position]
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+        with self._peers_lock:
+            peers = list(self._peers.values())
+        for outbound in peers:
+            outbound.stop()
+        with self._inbound_lock:
+            inbound = list(self._inbound)
+        for sock in inbound:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for outbound in peers:
+            outbound.thread.join(timeout=5)
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5)
