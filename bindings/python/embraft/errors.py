@@ -176,7 +176,8 @@ def error_for_status(code: int, detail: str = "") -> EmbraftError:
     cls = _STATUS_EXCEPTIONS.get(code, EmbraftError)
     text = _ffi.status_text(code)
     if detail:
-        text = f"{text}: {detail}"
+        # The library's messages often repeat the code's description.
+        text = detail if detail.startswith(text) else f"{text}: {detail}"
     return cls(text, code)
 
 

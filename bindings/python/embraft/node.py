@@ -44,6 +44,7 @@ from .errors import (
     ClosedError,
     EmbraftError,
     NodeFailedError,
+    StorageError,
     error_for_outcome,
     error_for_read,
     error_for_status,
@@ -327,7 +328,6 @@ class _Driver:
         self.config = config
         self.state_machine = state_machine
         self.transport = transport
-        self.snapshots = _SnapshotStore(config.resolved_snapshot_dir())
         config_handle = _config_handle(config)
         handle = c_void_p()
         try:
@@ -337,6 +337,12 @@ class _Driver:
         finally:
             lib.embraft_config_free(config_handle)
         self.handle: Optional[c_void_p] = handle
+        try:
+            self.snapshots = _SnapshotStore(config.resolved_snapshot_dir())
+        except OSError as exc:
+            lib.embraft_node_free(handle)
+            raise StorageError(f"cannot use the snapshot directory: {exc}",
+                               _ffi.ERR_STORAGE) from exc
         fd = c_int()
         _check(lib.embraft_node_readiness_fd(handle, byref(fd)))
         self.readiness_fd = fd.value
@@ -377,6 +383,9 @@ class _Driver:
     def _call_locked(self, function, *args) -> None:
         if self.handle is None or self.closing:
             raise ClosedError("the node is closed")
+        if self.failure is not None:
+            # The driver stopped: nothing would ever complete a new future.
+            raise self.failure
         code = function(self.handle, *args)
         if code != _ffi.OK:
             raise error_for_status(code, _ffi.last_error_text(lib.embraft_node_last_error,

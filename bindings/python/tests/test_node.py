@@ -1,0 +1,227 @@
+"""The Pythonic node: lifetimes, futures, error paths, membership,
+snapshots."""
+
+import gc
+import struct
+import threading
+import time
+
+import pytest
+
+import embraft
+from conftest import MemoryStateMachine, single_node_config, wait_until
+
+
+def node_threads(node_id: int):
+    return [t for t in threading.enumerate() if t.name == f"embraft-node-{node_id}"]
+
+
+# ----- lifetimes ----------------------------------------------------------------
+
+def test_propose_resolves_to_the_commit_index_after_apply(single_node):
+    node, machine = single_node
+    index = node.propose(b"hello").result(timeout=10)
+    assert index > 0
+    assert (index, b"hello") in machine.entries
+    assert node.applied_index >= index
+
+
+def test_read_index_resolves_once_applied(single_node):
+    node, _ = single_node
+    written = node.propose(b"x").result(timeout=10)
+    assert node.read_index().result(timeout=10) >= written
+
+
+def test_close_twice_is_harmless(tmp_path):
+    node = embraft.Node(single_node_config(tmp_path), MemoryStateMachine())
+    node.close()
+    node.close()
+    assert node.closed
+    assert not node_threads(1)
+
+
+def test_use_after_close_raises_closed_error(tmp_path):
+    with embraft.Node(single_node_config(tmp_path), MemoryStateMachine()) as node:
+        pass
+    for call in (lambda: node.propose(b"x"), node.read_index, node.status,
+                 lambda: node.step(b"x"), lambda: node.add_voter(2), node.snapshot,
+                 lambda: node.transfer_leadership(2)):
+        with pytest.raises(embraft.ClosedError):
+            call()
+
+
+def test_context_manager_releases_the_directory(tmp_path):
+    with embraft.Node(single_node_config(tmp_path), MemoryStateMachine()):
+        pass
+    with embraft.Node(single_node_config(tmp_path), MemoryStateMachine()):
+        pass
+
+
+def test_unclosed_node_is_finalized_by_garbage_collection(tmp_path):
+    def forget():
+        node = embraft.Node(single_node_config(tmp_path), MemoryStateMachine())
+        node.wait_for_leader(10)
+        node.propose(b"x").result(timeout=10)
+
+    forget()
+    gc.collect()
+    assert wait_until(lambda: not node_threads(1), 10)
+    # The data directory was released: a new node can open it.
+    with embraft.Node(single_node_config(tmp_path), MemoryStateMachine()) as node:
+        node.wait_for_leader(10)
+
+
+def test_restart_replays_the_committed_log(tmp_path):
+    with embraft.Node(single_node_config(tmp_path), MemoryStateMachine()) as node:
+        node.wait_for_leader(10)
+        for value in (b"a", b"b", b"c"):
+            node.propose(value).result(timeout=10)
+    machine = MemoryStateMachine()
+    with embraft.Node(single_node_config(tmp_path), machine):
+        assert wait_until(lambda: machine.values() == [b"a", b"b", b"c"], 10)
+
+
+# ----- error paths --------------------------------------------------------------
+
+def test_invalid_config_raises_config_error(tmp_path):
+    with pytest.raises(embraft.ConfigError, match="node id 0"):
+        embraft.Node(embraft.Config(id=0, peers=[1], data_dir=str(tmp_path / "w")),
+                     MemoryStateMachine())
+    with pytest.raises(embraft.ConfigError):
+        embraft.Node(single_node_config(tmp_path, election_ticks=1, heartbeat_ticks=1),
+                     MemoryStateMachine())
+
+
+def test_unusable_directory_raises_storage_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(embraft.StorageError):
+        embraft.Node(embraft.Config(id=1, peers=[1], data_dir=str(tmp_path / "file" / "w")),
+                     MemoryStateMachine())
+
+
+def test_second_node_on_a_directory_raises_directory_locked(single_node, tmp_path):
+    with pytest.raises(embraft.DirectoryLockedError):
+        embraft.Node(single_node_config(tmp_path), MemoryStateMachine())
+
+
+def test_oversized_proposal_raises_too_large(tmp_path):
+    config = single_node_config(tmp_path, max_entry_bytes=100)
+    with embraft.Node(config, MemoryStateMachine()) as node:
+        with pytest.raises(embraft.TooLargeError):
+            node.propose(b"x" * 101)
+        node.wait_for_leader(10)
+        assert node.propose(b"x" * 100).result(timeout=10) > 0
+
+
+def test_full_input_queue_raises_busy(tmp_path):
+    config = single_node_config(tmp_path, input_queue_capacity=1)
+    with embraft.Node(config, MemoryStateMachine()) as node:
+        with pytest.raises(embraft.BusyError):
+            for _ in range(100000):
+                node.propose(b"x")
+
+
+def test_malformed_message_raises(single_node):
+    node, _ = single_node
+    with pytest.raises(embraft.MalformedMessageError):
+        node.step(b"not a message")
+
+
+def test_message_for_another_node_raises_wrong_recipient(single_node):
+    node, _ = single_node
+    # A TimeoutNow (WIRE.md: version 1, tag 0x09, from, to, term; no body).
+    timeout_now = struct.pack("<BBQQQ", 1, 9, 2, 99, 1)
+    with pytest.raises(embraft.WrongRecipientError):
+        node.step(timeout_now)
+
+
+def test_invalid_log_level_raises_invalid_argument(single_node):
+    node, _ = single_node
+    with pytest.raises(embraft.InvalidArgumentError):
+        node.set_log_level(99)
+
+
+def test_follower_proposal_fails_with_not_leader(tmp_path):
+    # Node 1 of a two-voter cluster whose peer never starts: never a leader.
+    config = embraft.Config(id=1, peers=[1, 2], data_dir=str(tmp_path / "w"),
+                            tick_interval=0.02)
+    with embraft.Node(config, MemoryStateMachine()) as node:
+        with pytest.raises(embraft.NotLeaderError):
+            node.propose(b"x").result(timeout=10)
+        with pytest.raises(embraft.ReadIndexError):
+            node.read_index().result(timeout=10)
+        with pytest.raises(TimeoutError):
+            node.wait_for_leader(0.2)
+
+
+def test_invalid_membership_change_fails(single_node):
+    node, _ = single_node
+    with pytest.raises(embraft.MembershipChangeError):
+        node.remove_node(42).result(timeout=10)
+
+
+def test_status_reports_membership(single_node):
+    node, _ = single_node
+    status = node.status()
+    assert status.role == "leader" and status.leader == 1 and status.voters == [1]
+    assert status.commit >= 1
+
+
+# ----- snapshots and clusters ---------------------------------------------------
+
+def test_snapshot_compacts_and_restart_restores_it(tmp_path):
+    config = single_node_config(tmp_path, compact_keep_entries=0)
+    with embraft.Node(config, MemoryStateMachine()) as node:
+        node.wait_for_leader(10)
+        for value in (b"a", b"b"):
+            node.propose(value).result(timeout=10)
+        snapshot_index = node.snapshot().result(timeout=10)
+        assert node.status().snapshot_index == snapshot_index
+        node.propose(b"c").result(timeout=10)
+    machine = MemoryStateMachine()
+    with embraft.Node(config, machine):
+        assert wait_until(lambda: machine.values() == [b"a", b"b", b"c"], 10)
+        assert machine.restored == [b"a\nb"]
+
+
+def test_three_nodes_replicate_and_transfer_leadership(local_cluster):
+    for node_id in (1, 2, 3):
+        local_cluster.start(node_id, [1, 2, 3])
+    leader_id = local_cluster.nodes[1].wait_for_leader(10)
+    leader = local_cluster.nodes[leader_id]
+    futures = [leader.propose(b"v%d" % i) for i in range(100)]
+    last = max(future.result(timeout=10) for future in futures)
+    for machine in local_cluster.machines.values():
+        assert wait_until(lambda: len(machine.values()) == 100, 10)
+    assert all(node.read_index().result(timeout=10) >= last
+               for node in local_cluster.nodes.values())
+    target = next(i for i in (1, 2, 3) if i != leader_id)
+    leader.transfer_leadership(target)
+    assert local_cluster.nodes[target].wait_for_leader(10, leader=target) == target
+    assert local_cluster.nodes[target].propose(b"after").result(timeout=10) > last
+
+
+def test_new_member_catches_up_from_a_streamed_snapshot(local_cluster):
+    first = local_cluster.start(1, [1], compact_keep_entries=0)
+    first.wait_for_leader(10)
+    for i in range(20):
+        first.propose(b"k%d" % i).result(timeout=10)
+    first.snapshot().result(timeout=10)
+    local_cluster.start(2, [])
+    first.add_voter(2).result(timeout=10)
+    first.propose(b"last").result(timeout=10)
+    joined = local_cluster.machines[2]
+    expected = [b"k%d" % i for i in range(20)] + [b"last"]
+    assert wait_until(lambda: joined.values() == expected, 20), joined.values()
+    assert joined.restored, "the new member should have restored a snapshot"
+
+
+def test_state_machine_failure_fails_pending_futures(tmp_path):
+    class Failing(MemoryStateMachine):
+        def apply(self, index, data):
+            raise RuntimeError("broken state machine")
+
+    with embraft.Node(single_node_config(tmp_path), Failing()) as node:
+        node.wait_for_leader(10)
+        with pytest.raises(embraft.NodeFailedError):
+            node.propose(b"x").result(timeout=10)
