@@ -419,7 +419,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
     def send_response(self, code: int, message: Optional[str] = None) -> None:
-        self.server.raftd.count_request(self.command, code)
+        # A request line too malformed to parse leaves no method.
+        self.server.raftd.count_request(self.command or "NONE", int(code))
         super().send_response(code, message)
 
     def _reply(self, code: int, body: bytes = b"", content_type: str = "text/plain",

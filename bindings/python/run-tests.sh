@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Tests the Python binding the way a user installs it: a virtualenv, then
+# `pip install ./bindings/python` (which builds the Rust library with cargo
+# and puts libembraft.so in the package), then pytest.
+#
+# Environment:
+#   EMBRAFT_PY_VENV   where to keep the virtualenv (default target/python-venv)
+#   PYTHON            the interpreter to build it from (default python3)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+python=${PYTHON:-python3}
+venv=${EMBRAFT_PY_VENV:-target/python-venv}
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/embraft-py-tests.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+# The installed package must be the one under test, not another copy.
+unset EMBRAFT_LIBRARY
+
+pip_install() {
+    if [ -x "$venv/bin/pip" ]; then
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+    else
+        # No pip inside the venv: drive the interpreter's own pip at it.
+        "$python" -m pip --python "$venv/bin/python" install --quiet \
+            --disable-pip-version-check "$@"
+    fi
+}
+
+if [ ! -x "$venv/bin/python" ]; then
+    mkdir -p "$(dirname "$venv")"
+    if ! "$python" -m venv "$venv" 2>"$scratch/venv.err"; then
+        rm -rf "$venv"
+        if "$python" -m pip --version >/dev/null 2>&1; then
+            echo "note: '$python -m venv' failed (ensurepip missing?):" \
+                "$(tail -1 "$scratch/venv.err")"
+            echo "note: creating the venv without pip and installing with $python's own pip"
+            "$python" -m venv --without-pip "$venv"
+        else
+            cat "$scratch/venv.err" >&2
+            echo "error: cannot create a virtualenv with pip: install python3-venv" \
+                "(Debian/Ubuntu) or python3-pip, then run again" >&2
+            exit 1
+        fi
+    fi
+fi
+
+echo "installing ./bindings/python (cargo build --release) and pytest into $venv"
+pip_install ./bindings/python pytest pytest-timeout
+
+start=$SECONDS
+set +e
+"$venv/bin/python" -m pytest bindings/python/tests -p no:cacheprovider \
+    --basetemp="$scratch/pytest" --timeout=300 -q -rfE "$@"
+status=$?
+set -e
+echo "python binding tests: $([ $status -eq 0 ] && echo passed || echo FAILED)" \
+    "in $((SECONDS - start)) s (pytest exit status $status)"
+exit $status

@@ -1,0 +1,163 @@
+"""The stream transport byte for byte (docs/WIRE.md, "Stream transport"),
+against raw sockets standing in for a Go or C peer."""
+
+import socket
+import struct
+import threading
+
+import pytest
+
+from embraft.errors import MalformedMessageError
+from embraft.transport import StreamTransport
+from conftest import wait_until
+
+CLUSTER = 0x1122334455667788
+
+
+def receive_exactly(sock, size):
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def hello(cluster=CLUSTER, sender=2, recipient=1, version=1, flags=0):
+    return b"EMRF" + struct.pack("<HHQQQ", version, flags, cluster, sender, recipient)
+
+
+class Received:
+    def __init__(self):
+        self.messages = []
+        self.unreachable = []
+
+    def deliver(self, data):
+        if data == b"bad":
+            raise MalformedMessageError("not a message")
+        self.messages.append(data)
+
+
+@pytest.fixture
+def listening():
+    received = Received()
+    transport = StreamTransport(1, CLUSTER, lambda peer: None, listen=("127.0.0.1", 0))
+    transport.start(received.deliver, received.unreachable.append)
+    yield transport, received
+    transport.close()
+
+
+def connect(transport):
+    sock = socket.create_connection(transport.address, timeout=10)
+    return sock
+
+
+@pytest.mark.parametrize("request_bytes,status", [
+    (hello(), 0),
+    (hello(version=2), 1),
+    (hello(cluster=5), 2),
+    (hello(recipient=9), 3),
+    (hello(sender=0), 4),
+    (hello(flags=0xFFFF), 0),
+])
+def test_listener_answers_the_hello(listening, request_bytes, status):
+    transport, _ = listening
+    with connect(transport) as sock:
+        sock.sendall(request_bytes)
+        reply = receive_exactly(sock, 16)
+        assert reply == b"EMRF" + struct.pack("<HHQ", 1, status, 1)
+        if status != 0:
+            assert sock.recv(1) == b""  # closed after a refusal
+
+
+def test_listener_delivers_frames_unchanged_and_closes_on_bad_ones(listening):
+    transport, received = listening
+    with connect(transport) as sock:
+        sock.sendall(hello())
+        assert receive_exactly(sock, 16)[6:8] == b"\x00\x00"
+        # Two frames in one write and one split across writes.
+        sock.sendall(struct.pack("<I", 3) + b"one" + struct.pack("<I", 3) + b"two")
+        sock.sendall(struct.pack("<I", 5) + b"th")
+        sock.sendall(b"ree")
+        assert wait_until(lambda: received.messages == [b"one", b"two", b"three"], 10)
+        sock.sendall(struct.pack("<I", 3) + b"bad")
+        assert sock.recv(1) == b""
+
+
+def test_listener_closes_on_an_oversized_frame(listening):
+    transport, _ = listening
+    with connect(transport) as sock:
+        sock.sendall(hello())
+        receive_exactly(sock, 16)
+        sock.sendall(struct.pack("<I", (64 << 20) + 1))
+        assert sock.recv(1) == b""
+
+
+def test_dialer_sends_the_hello_then_frames():
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    port = server.getsockname()[1]
+    received = Received()
+    transport = StreamTransport(2, CLUSTER, lambda peer: ("127.0.0.1", port))
+    transport.start(received.deliver, received.unreachable.append)
+    try:
+        transport.send(1, b"first")
+        connection, _ = server.accept()
+        with connection:
+            connection.settimeout(10)
+            assert receive_exactly(connection, 32) == hello(sender=2, recipient=1)
+            connection.sendall(b"EMRF" + struct.pack("<HHQ", 1, 0, 1))
+            assert receive_exactly(connection, 9) == struct.pack("<I", 5) + b"first"
+            transport.send(1, b"second")
+            assert receive_exactly(connection, 10) == struct.pack("<I", 6) + b"second"
+    finally:
+        transport.close()
+        server.close()
+
+
+def test_dialer_reports_refusals_and_unknown_peers_unreachable():
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    port = server.getsockname()[1]
+    received = Received()
+    addresses = {1: ("127.0.0.1", port)}
+    transport = StreamTransport(2, CLUSTER, addresses.get)
+    transport.start(received.deliver, received.unreachable.append)
+
+    def refuse():
+        connection, _ = server.accept()
+        with connection:
+            receive_exactly(connection, 32)
+            connection.sendall(b"EMRF" + struct.pack("<HHQ", 1, 2, 1))
+
+    refuser = threading.Thread(target=refuse)
+    refuser.start()
+    try:
+        transport.send(1, b"x")
+        refuser.join(timeout=10)
+        assert wait_until(lambda: 1 in received.unreachable, 10)
+        transport.send(3, b"x")  # no address known
+        assert wait_until(lambda: 3 in received.unreachable, 10)
+    finally:
+        transport.close()
+        server.close()
+
+
+def test_full_outbound_queue_reports_the_peer_unreachable():
+    received = Received()
+    blocker = threading.Event()
+
+    def resolve(peer):
+        blocker.wait(10)  # holds the sender thread so the queue fills
+        return None
+
+    transport = StreamTransport(2, CLUSTER, resolve, queue_limit=4)
+    transport.start(received.deliver, received.unreachable.append)
+    try:
+        for _ in range(10):
+            transport.send(1, b"x")
+        assert 1 in received.unreachable
+    finally:
+        blocker.set()
+        transport.close()
