@@ -23,7 +23,8 @@ LIBRARY_FILE = "libembraft.so"
 def repository_root() -> Path:
     candidate = Path(os.environ.get("EMBRAFT_SOURCE_DIR")
                      or Path(__file__).resolve().parent.parent.parent)
-    if not (candidate / "Cargo.toml").is_file() or not (candidate / "include" / "embraft.h").is_file():
+    header = candidate / "include" / "embraft.h"
+    if not (candidate / "Cargo.toml").is_file() or not header.is_file():
         raise SystemExit(
             f"embraft: {candidate} is not the embraft repository (no Cargo.toml and "
             "include/embraft.h); install from the repository (pip install ./bindings/python, "

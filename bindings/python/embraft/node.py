@@ -583,7 +583,8 @@ class _Driver:
         data, length, proposal = c_void_p(), c_size_t(), c_uint64()
         refs = (byref(index), byref(term), byref(kind), byref(data), byref(length),
                 byref(proposal))
-        entry, string_at, apply = lib.embraft_ready_entry, ctypes.string_at, self.state_machine.apply
+        entry, string_at = lib.embraft_ready_entry, ctypes.string_at
+        apply = self.state_machine.apply
         normal = _ffi.ENTRY_NORMAL
         for i in range(count.value):
             entry(ready, i, *refs)

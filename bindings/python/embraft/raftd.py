@@ -16,7 +16,6 @@ import os
 import random
 import signal
 import socket
-import socketserver
 import struct
 import sys
 import threading
@@ -27,7 +26,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import _ffi
 from .errors import (
     BusyError,
     EmbraftError,
@@ -312,7 +310,7 @@ class Raftd:
                 break
             except BusyError:
                 if time.monotonic() > deadline:
-                    raise HttpError(503, "node busy\n", {"Retry-After": "1"})
+                    raise HttpError(503, "node busy\n", {"Retry-After": "1"}) from None
                 time.sleep(0.001)
         return self._wait(future, deadline)
 
@@ -320,13 +318,13 @@ class Raftd:
         try:
             return future.result(max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
-            raise HttpError(504, "not committed in time; outcome unknown\n")
+            raise HttpError(504, "not committed in time; outcome unknown\n") from None
         except NotLeaderError:
-            raise HttpError(503, "leadership lost\n", {"Retry-After": "1"})
+            raise HttpError(503, "leadership lost\n", {"Retry-After": "1"}) from None
         except MembershipChangeError as exc:
-            raise HttpError(409, f"{exc}\n")
+            raise HttpError(409, f"{exc}\n") from None
         except EmbraftError as exc:
-            raise HttpError(503, f"{exc}\n", {"Retry-After": "1"})
+            raise HttpError(503, f"{exc}\n", {"Retry-After": "1"}) from None
 
     def wait_read_point(self) -> None:
         assert self.node is not None
@@ -448,7 +446,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         try:
             key.decode("utf-8")
         except UnicodeDecodeError:
-            raise HttpError(400, "keys are UTF-8\n")
+            raise HttpError(400, "keys are UTF-8\n") from None
         return key
 
     def _dispatch(self, route: Callable[[str, Dict[str, List[str]]], None]) -> None:
@@ -477,7 +475,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             status, answer_headers, answer = _http_request(
                 address, self.command, self.path, body, headers, FORWARD_TIMEOUT)
         except OSError as exc:
-            raise HttpError(503, f"leader unreachable: {exc}\n", {"Retry-After": "1"})
+            raise HttpError(503, f"leader unreachable: {exc}\n", {"Retry-After": "1"}) from None
         relayed = {k: v for k, v in answer_headers.items() if k.lower() == "retry-after"}
         self._reply(status, answer, answer_headers.get("Content-Type", "text/plain"), relayed)
         return True
@@ -558,7 +556,7 @@ def _parse_join(body: bytes) -> Tuple[int, str]:
         if not isinstance(address, str):
             raise ValueError("addr")
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise HttpError(400, 'expected {"id": "<id>", "addr": "host:port"}\n')
+        raise HttpError(400, 'expected {"id": "<id>", "addr": "host:port"}\n') from None
     return node_id, address
 
 
@@ -568,7 +566,7 @@ def _parse_leave(body: bytes, own_id: int) -> int:
     try:
         return _parse_node_id(json.loads(body)["id"])
     except (ValueError, KeyError, TypeError):
-        raise HttpError(400, 'expected {"id": "<id>"} or no body\n')
+        raise HttpError(400, 'expected {"id": "<id>"} or no body\n') from None
 
 
 class RaftdServer(ThreadingHTTPServer):

@@ -4,7 +4,6 @@ snapshots."""
 import gc
 import struct
 import threading
-import time
 
 import pytest
 
@@ -191,8 +190,8 @@ def test_three_nodes_replicate_and_transfer_leadership(local_cluster):
     leader = local_cluster.nodes[leader_id]
     futures = [leader.propose(b"v%d" % i) for i in range(100)]
     last = max(future.result(timeout=10) for future in futures)
-    for machine in local_cluster.machines.values():
-        assert wait_until(lambda: len(machine.values()) == 100, 10)
+    machines = local_cluster.machines.values()
+    assert wait_until(lambda: all(len(m.values()) == 100 for m in machines), 10)
     assert all(node.read_index().result(timeout=10) >= last
                for node in local_cluster.nodes.values())
     target = next(i for i in (1, 2, 3) if i != leader_id)
