@@ -353,6 +353,7 @@ class _Driver:
         # registered before the driver can look its outcome up.
         self.lock = threading.Lock()
         self.closing = False
+        self._release_on_exit = False
         self.failure: Optional[EmbraftError] = None
         self.proposals: Dict[int, Future] = {}
         self.reads: Dict[int, Future] = {}
@@ -439,14 +440,22 @@ class _Driver:
 
     def shutdown(self) -> None:
         """Stops the thread, fails what is pending and frees the node. Safe
-        to call several times and from the finalizer."""
+        to call several times, from the finalizer, and from the driver
+        thread itself (a state machine closing its node, or a garbage
+        collection that happens to run there): the loop then finishes the
+        job when it unwinds, since the handle must outlive its last use."""
         with self.lock:
-            if self.handle is None:
+            if self.handle is None or self.closing:
                 return
             self.closing = True
+        if threading.current_thread() is self.thread:
+            self._release_on_exit = True
+            return
         self._wake()
-        if threading.current_thread() is not self.thread:
-            self.thread.join()
+        self.thread.join()
+        self._release()
+
+    def _release(self) -> None:
         if self.transport is not None:
             self.transport.close()
         with self.lock:
@@ -506,6 +515,9 @@ class _Driver:
                 logger.exception("node %d stopped: its driver failed", self.config.id)
                 self.failure = NodeFailedError(f"the driver thread failed: {exc!r}")
             self._fail_pending(self.failure)
+        finally:
+            if self._release_on_exit:
+                self._release()
 
     def _process(self, ready: c_void_p) -> None:
         count = c_size_t()

@@ -352,7 +352,10 @@ class StreamTransport:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        for outbound in peers:
-            outbound.thread.join(timeout=5)
-        if self._accept_thread is not None:
-            self._accept_thread.join(timeout=5)
+        # close() may run on one of these threads (a node's finalizer runs
+        # wherever garbage collection happens), which cannot join itself.
+        current = threading.current_thread()
+        threads = [outbound.thread for outbound in peers] + [self._accept_thread]
+        for thread in threads:
+            if thread is not None and thread is not current:
+                thread.join(timeout=5)

@@ -175,7 +175,8 @@ def test_snapshot_compacts_and_restart_restores_it(tmp_path):
         for value in (b"a", b"b"):
             node.propose(value).result(timeout=10)
         snapshot_index = node.snapshot().result(timeout=10)
-        assert node.status().snapshot_index == snapshot_index
+        # compact() is queued: the status catches up shortly.
+        assert wait_until(lambda: node.status().snapshot_index == snapshot_index, 10)
         node.propose(b"c").result(timeout=10)
     machine = MemoryStateMachine()
     with embraft.Node(config, machine):
@@ -224,3 +225,25 @@ def test_state_machine_failure_fails_pending_futures(tmp_path):
         node.wait_for_leader(10)
         with pytest.raises(embraft.NodeFailedError):
             node.propose(b"x").result(timeout=10)
+
+
+def test_closing_from_the_driver_thread_defers_the_free(tmp_path):
+    holder = {}
+
+    class ClosesItsNode(MemoryStateMachine):
+        def apply(self, index, data):
+            super().apply(index, data)
+            holder["node"].close()  # runs on the driver thread
+
+    node = embraft.Node(single_node_config(tmp_path), ClosesItsNode())
+    holder["node"] = node
+    node.wait_for_leader(10)
+    future = node.propose(b"x")
+    assert wait_until(lambda: not node_threads(1), 10)
+    assert node.closed
+    # The batch being handled when close() was called is finished first.
+    assert future.result(timeout=10) > 0
+    with pytest.raises(embraft.ClosedError):
+        node.propose(b"y")
+    with embraft.Node(single_node_config(tmp_path), MemoryStateMachine()):
+        pass
