@@ -40,6 +40,7 @@ logger = logging.getLogger("raftd")
 
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 1 << 20
+MAX_DRAINED_BODY = 16 << 20
 WRITE_TIMEOUT = 10.0
 READ_TIMEOUT = 5.0
 FORWARD_TIMEOUT = WRITE_TIMEOUT + 5.0
@@ -435,7 +436,16 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _body(self, limit: int) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         if length > limit:
-            self.close_connection = True  # the unread body cannot be skipped safely
+            # Read what the client is sending before answering, or it may
+            # see a reset instead of the 413; past a bound, just hang up.
+            if length <= MAX_DRAINED_BODY:
+                while length > 0:
+                    chunk = self.rfile.read(min(length, 1 << 16))
+                    if not chunk:
+                        break
+                    length -= len(chunk)
+            else:
+                self.close_connection = True
             raise HttpError(413, f"body larger than {limit} bytes\n")
         return self.rfile.read(length) if length else b""
 
