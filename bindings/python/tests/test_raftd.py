@@ -13,6 +13,7 @@ import pytest
 from conftest import free_port, wait_until
 
 HOST = "127.0.0.1"
+PYTHON_RAFTD = [sys.executable, "-m", "embraft.raftd"]
 
 
 def request(port, method, path, body=None, timeout=20.0):
@@ -39,9 +40,9 @@ class RaftdCluster:
         self.processes = {}
         self.ports = {}
 
-    def start(self, name, join=None):
+    def start(self, name, join=None, program=PYTHON_RAFTD):
         port = self.ports.setdefault(name, free_port())
-        command = [sys.executable, "-m", "embraft.raftd", "-v", "-h", HOST, "-p", str(port)]
+        command = program + ["-v", "-h", HOST, "-p", str(port)]
         if join is not None:
             command += ["-join", f"{HOST}:{self.ports[join]}"]
         command.append(str(self.directory / f"node{name}"))
