@@ -9,9 +9,15 @@ write to be committed and applied.
 Durability:
 - embraft runs with its default, EMBRAFT_SYNC_ALWAYS: every entry is on disk
   (fdatasync, group commit) on a majority before it counts as committed.
+- embraft-nosync, for reference, shows what the syncs cost: never syncing
+  (EMBRAFT_SYNC_NEVER) is for tests and benchmarks only.
 - PySyncObj runs as its documentation recommends for throughput: in-memory
   journal (journalFile=None, no fullDumpFile) and appendEntriesUseBatch=True
   ("improve overall performance (requests per second)"). It never syncs.
+  That setting sends appends only every appendEntriesPeriod (100 ms), so
+  clients that wait for each write see 100 ms latencies; the script also
+  runs appendEntriesUseBatch=False ("improve single request speed") and
+  reports the ratio against both.
 
 The script runs one worker process per node (this file with --worker) and
 talks to them over stdin/stdout, one JSON line per request.
@@ -72,7 +78,7 @@ def payload(client: int, sequence: int) -> bytes:
     return key + b"v" * (VALUE_BYTES - len(key))
 
 
-def embraft_worker(index: int, ports: List[int], directory: str):
+def embraft_worker(index: int, ports: List[int], directory: str, sync: bool):
     import embraft
     from embraft.transport import StreamTransport
 
@@ -94,7 +100,7 @@ def embraft_worker(index: int, ports: List[int], directory: str):
     addresses = {i + 1: ("127.0.0.1", port) for i, port in enumerate(ports)}
     transport = StreamTransport(node_id, 1, addresses.get, listen=addresses[node_id])
     config = embraft.Config(id=node_id, peers=list(addresses), data_dir=directory,
-                            tick_interval=0.05, sync=True)
+                            tick_interval=0.05, sync=sync)
     node = embraft.Node(config, Store(), transport)
     node.wait_for_leader(30)
 
@@ -143,8 +149,9 @@ def pysyncobj_worker(index: int, ports: List[int], directory: str, batch: bool):
 
 
 def worker_main(system: str, index: int, ports: List[int], directory: str) -> None:
-    if system == "embraft":
-        is_leader, write, close = embraft_worker(index, ports, directory)
+    if system.startswith("embraft"):
+        is_leader, write, close = embraft_worker(index, ports, directory,
+                                                 sync=system == "embraft")
     else:
         is_leader, write, close = pysyncobj_worker(index, ports, directory,
                                                    batch=system == "pysyncobj-batch")
@@ -176,6 +183,7 @@ def free_ports(count: int) -> List[int]:
 
 SYSTEMS = {
     "embraft": "embraft, fsync every commit (default EMBRAFT_SYNC_ALWAYS)",
+    "embraft-nosync": "embraft, EMBRAFT_SYNC_NEVER (for reference only: not durable)",
     "pysyncobj-batch": "PySyncObj, in memory, appendEntriesUseBatch=True (its throughput setting)",
     "pysyncobj-nobatch": "PySyncObj, in memory, appendEntriesUseBatch=False (its latency setting)",
 }
