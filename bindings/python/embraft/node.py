@@ -44,6 +44,7 @@ from .errors import (
     ClosedError,
     EmbraftError,
     NodeFailedError,
+    ResourceError,
     StorageError,
     error_for_outcome,
     error_for_read,
@@ -338,15 +339,22 @@ class _Driver:
             lib.embraft_config_free(config_handle)
         self.handle: Optional[c_void_p] = handle
         try:
-            self.snapshots = _SnapshotStore(config.resolved_snapshot_dir())
-        except OSError as exc:
+            try:
+                self.snapshots = _SnapshotStore(config.resolved_snapshot_dir())
+            except OSError as exc:
+                raise StorageError(f"cannot use the snapshot directory: {exc}",
+                                   _ffi.ERR_STORAGE) from exc
+            fd = c_int()
+            _check(lib.embraft_node_readiness_fd(handle, byref(fd)))
+            self.readiness_fd = fd.value
+            try:
+                # Lets close() and submit() interrupt the driver's select().
+                self._wake_read, self._wake_write = os.pipe()
+            except OSError as exc:
+                raise ResourceError(f"cannot create a pipe: {exc}", _ffi.ERR_RESOURCE) from exc
+        except BaseException:
             lib.embraft_node_free(handle)
-            raise StorageError(f"cannot use the snapshot directory: {exc}",
-                               _ffi.ERR_STORAGE) from exc
-        fd = c_int()
-        _check(lib.embraft_node_readiness_fd(handle, byref(fd)))
-        self.readiness_fd = fd.value
-        self._wake_read, self._wake_write = os.pipe()
+            raise
 
         # Guards the handle against being freed during a call from a user
         # thread, and the maps of pending futures: a proposal's id is

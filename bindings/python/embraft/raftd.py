@@ -353,9 +353,15 @@ class Raftd:
     def leave_member(self, node_id: int) -> None:
         assert self.node is not None
         status = self.node.status()
+        removing_itself = node_id == self.node_id
+        if removing_itself:
+            # A leader that removes itself steps down once the change
+            # commits and could no longer propose the address's removal.
+            self.propose_and_wait(encode_remove_peer(node_id))
         if node_id in status.voters or node_id in status.learners:
             self._wait(self.node.remove_node(node_id), time.monotonic() + WRITE_TIMEOUT)
-        self.propose_and_wait(encode_remove_peer(node_id))
+        if not removing_itself:
+            self.propose_and_wait(encode_remove_peer(node_id))
 
     def cluster_description(self) -> Dict:
         assert self.node is not None

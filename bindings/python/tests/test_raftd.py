@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -178,4 +177,15 @@ def test_writes_are_linearizable_reads_everywhere(three_nodes):
         assert request(leader_port, "POST", f"/db/seq{i}", b"%d" % i)[0] == 200
         for name in (1, 2, 3):
             assert request(three_nodes.ports[name], "GET", f"/db/seq{i}") == (200, b"%d" % i)
-    time.sleep(0)
+
+
+def test_leave_removes_a_member(three_nodes):
+    # Last in the file: it shrinks the shared cluster.
+    leaving = next(n for n in (1, 2, 3) if n != three_nodes.leader())
+    leaving_id = status(three_nodes.ports[leaving])["id"]
+    staying = next(n for n in (1, 2, 3) if n != leaving)
+    body = ('{"id": "%s"}' % leaving_id).encode()
+    assert request(three_nodes.ports[staying], "POST", "/leave", body)[0] == 200
+    report = status(three_nodes.ports[staying])
+    assert leaving_id not in report["voters"] and leaving_id not in report["peers"]
+    assert len(report["voters"]) == 2
