@@ -8,6 +8,7 @@ import threading
 import pytest
 
 import embraft
+from embraft import _ffi, errors
 from conftest import MemoryStateMachine, single_node_config, wait_until
 
 
@@ -247,3 +248,73 @@ def test_closing_from_the_driver_thread_defers_the_free(tmp_path):
         node.propose(b"y")
     with embraft.Node(single_node_config(tmp_path), MemoryStateMachine()):
         pass
+
+
+def test_proposal_during_a_leadership_transfer_fails(local_cluster):
+    for node_id in (1, 2, 3):
+        local_cluster.start(node_id, [1, 2, 3])
+    leader_id = local_cluster.nodes[1].wait_for_leader(10)
+    leader = local_cluster.nodes[leader_id]
+    leader.propose(b"before").result(timeout=10)
+    # A transfer to a stopped voter stays under way for an election timeout.
+    target = next(i for i in (1, 2, 3) if i != leader_id)
+    local_cluster.nodes[target].close()
+    leader.transfer_leadership(target)
+    with pytest.raises(embraft.TransferInProgressError):
+        leader.propose(b"during").result(timeout=10)
+
+
+# Every status code and outcome maps to its documented exception.
+STATUS_EXCEPTIONS = {
+    _ffi.ERR_NULL_ARGUMENT: embraft.InvalidArgumentError,
+    _ffi.ERR_INVALID_ARGUMENT: embraft.InvalidArgumentError,
+    _ffi.ERR_INVALID_CONFIG: embraft.ConfigError,
+    _ffi.ERR_BUSY: embraft.BusyError,
+    _ffi.ERR_MALFORMED_MESSAGE: embraft.MalformedMessageError,
+    _ffi.ERR_WRONG_RECIPIENT: embraft.WrongRecipientError,
+    _ffi.ERR_TOO_LARGE: embraft.TooLargeError,
+    _ffi.ERR_NOT_DELIVERED: embraft.NotDeliveredError,
+    _ffi.ERR_OUT_OF_RANGE: embraft.InvalidArgumentError,
+    _ffi.ERR_DIRECTORY_LOCKED: embraft.DirectoryLockedError,
+    _ffi.ERR_STORAGE: embraft.StorageError,
+    _ffi.ERR_NODE_FAILED: embraft.NodeFailedError,
+    _ffi.ERR_RESOURCE: embraft.ResourceError,
+    _ffi.ERR_PANIC: embraft.InternalError,
+}
+
+
+@pytest.mark.parametrize("code,expected", sorted(STATUS_EXCEPTIONS.items()))
+def test_status_codes_map_to_exceptions(code, expected):
+    error = errors.error_for_status(code, "detail")
+    assert type(error) is expected and error.status == code
+    assert "detail" in str(error)
+
+
+@pytest.mark.parametrize("outcome,expected", [
+    (_ffi.PROPOSAL_DROPPED_NOT_LEADER, embraft.NotLeaderError),
+    (_ffi.PROPOSAL_DROPPED_TRANSFER, embraft.TransferInProgressError),
+    (_ffi.PROPOSAL_DROPPED_TOO_LARGE, embraft.ProposalTooLargeError),
+    (_ffi.PROPOSAL_DROPPED_SUPERSEDED, embraft.SupersededError),
+    (_ffi.PROPOSAL_DROPPED_CONF_CHANGE_PENDING, embraft.MembershipChangeError),
+    (_ffi.PROPOSAL_DROPPED_CONF_CHANGE_INVALID, embraft.MembershipChangeError),
+    (_ffi.PROPOSAL_DROPPED_LEARNER_BEHIND, embraft.MembershipChangeError),
+    (_ffi.PROPOSAL_UNKNOWN, embraft.OutcomeUnknownError),
+])
+def test_outcomes_map_to_exceptions(outcome, expected):
+    error = errors.error_for_outcome(outcome, 7, 3)
+    assert type(error) is expected
+    if expected is embraft.NotLeaderError:
+        assert error.leader == 3
+    if expected is embraft.OutcomeUnknownError:
+        assert error.index == 7
+    else:
+        assert isinstance(error, embraft.ProposalDroppedError) and error.outcome == outcome
+    assert isinstance(errors.error_for_outcome(_ffi.PROPOSAL_DROPPED_TOO_LARGE, 0, 0),
+                      embraft.TooLargeError)
+
+
+@pytest.mark.parametrize("result", [_ffi.READ_NO_LEADER, _ffi.READ_LEADERSHIP_LOST,
+                                    _ffi.READ_REFUSED])
+def test_read_failures_map_to_read_index_error(result):
+    error = errors.error_for_read(result)
+    assert isinstance(error, embraft.ReadIndexError) and error.result == result
