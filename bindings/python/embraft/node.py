@@ -21,6 +21,7 @@ import threading
 import time
 import weakref
 import zlib
+from collections import deque
 from concurrent.futures import Future
 from ctypes import byref, c_bool, c_int, c_size_t, c_uint32, c_uint64, c_void_p
 from typing import (
@@ -35,7 +36,6 @@ from typing import (
     Tuple,
     runtime_checkable,
 )
-from collections import deque
 
 from . import _ffi
 from ._ffi import lib
@@ -374,7 +374,7 @@ class _Driver:
         self.term = 0
         self.applied = config.applied_index
         self.state_changed = threading.Condition()
-        self._listeners: List[Callable[[str, int, int], None]] = []
+        self.listeners: List[Callable[[str, int, int], None]] = []
 
         if transport is not None:
             transport.start(self.deliver, self.report_unreachable)
@@ -560,7 +560,7 @@ class _Driver:
             self.state_changed.notify_all()
         logger.info("node %d: %s in term %d, leader %d", self.config.id,
                     ROLE_NAMES.get(self.role, self.role), self.term, self.leader)
-        for listener in list(self._listeners):
+        for listener in list(self.listeners):
             listener(ROLE_NAMES.get(self.role, str(self.role)), self.leader, self.term)
 
     def _restore_if_asked(self, ready) -> None:
@@ -804,7 +804,7 @@ class Node:
     def on_state_change(self, listener: Callable[[str, int, int], None]) -> None:
         """Calls `listener(role, leader, term)` on the driver thread at each
         change of role, leader or term."""
-        self._driver._listeners.append(listener)
+        self._driver.listeners.append(listener)
 
     # ----- snapshots ---------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from .errors import (
     NotLeaderError,
     ReadIndexError,
 )
-from .node import Config, Node, TRACE
+from .node import TRACE, Config, Node
 from .transport import MAGIC, StreamTransport, parse_address
 
 logger = logging.getLogger("raftd")

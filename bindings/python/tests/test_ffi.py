@@ -10,9 +10,9 @@ import sys
 from ctypes import POINTER, c_bool, c_char_p, c_int, c_int32, c_size_t, c_uint32, c_uint64, c_void_p
 
 import pytest
+from conftest import HEADER
 
 from embraft import _ffi
-from conftest import HEADER
 
 HANDLE_TYPES = ("embraft_config", "embraft_node", "embraft_ready", "embraft_status_report")
 

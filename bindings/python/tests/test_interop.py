@@ -8,7 +8,6 @@ unless EMBRAFT_INTEROP_RAFTD names that program's executable, for example
 import os
 
 import pytest
-
 from conftest import wait_until
 from test_raftd import RaftdCluster, request, status
 

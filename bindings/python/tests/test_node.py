@@ -6,10 +6,10 @@ import struct
 import threading
 
 import pytest
+from conftest import MemoryStateMachine, single_node_config, wait_until
 
 import embraft
 from embraft import _ffi, errors
-from conftest import MemoryStateMachine, single_node_config, wait_until
 
 
 def node_threads(node_id: int):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import free_port, wait_until
 
 HOST = "127.0.0.1"

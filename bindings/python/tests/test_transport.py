@@ -6,10 +6,10 @@ import struct
 import threading
 
 import pytest
+from conftest import wait_until
 
 from embraft.errors import MalformedMessageError
 from embraft.transport import StreamTransport
-from conftest import wait_until
 
 CLUSTER = 0x1122334455667788
 
