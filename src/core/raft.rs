@@ -983,9 +983,11 @@ impl Raft {
         let can_vote = self.vote == from
             || (self.vote == NO_NODE && self.leader == NO_NODE)
             || (pre_vote && msg_term > self.term);
-        let grant = can_vote
-            && self.membership.is_voter(from)
-            && self.log.is_up_to_date(last_index, last_term);
+        // Who asks does not matter for safety (the candidate counts only its
+        // own voters' answers), and a node that has not caught up with the
+        // membership yet, a joining one above all, must still be able to
+        // vote, or a cluster whose quorum needs it could never elect.
+        let grant = can_vote && self.log.is_up_to_date(last_index, last_term);
         if grant && !pre_vote {
             self.vote = from;
             self.election_elapsed = 0;
@@ -1344,9 +1346,14 @@ impl Raft {
             .collect();
         self.progress.retain(|id, _| members.contains(id));
         for id in members {
-            self.progress
-                .entry(id)
-                .or_insert_with(|| Progress::new(next, max_msgs, max_bytes));
+            self.progress.entry(id).or_insert_with(|| {
+                // A new member counts as active until the next check-quorum
+                // pass, or a leader whose quorum now needs it could step
+                // down before it had a chance to answer.
+                let mut pr = Progress::new(next, max_msgs, max_bytes);
+                pr.recent_active = true;
+                pr
+            });
         }
         if !self.membership.is_voter(self.lead_transferee) {
             self.lead_transferee = NO_NODE;

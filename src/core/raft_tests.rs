@@ -707,3 +707,43 @@ fn a_snapshot_reported_sent_but_never_installed_is_sent_again() {
     c.settle();
     assert_eq!(c.applied[&lagging], c.applied[&leader]);
 }
+
+#[test]
+fn a_single_voter_that_adds_a_voter_keeps_leading_until_it_answers() {
+    let mut c = Cluster::new(1);
+    let leader = c.elected();
+    c.add_blank_node(2);
+    c.isolated.push(2);
+    c.change(leader, ConfChange::AddVoter(2)).unwrap();
+    // The new voter is still starting up; check-quorum runs once per
+    // election timeout.
+    for _ in 0..Config::default().election_tick - 1 {
+        c.tick_all(1);
+    }
+    assert_eq!(c.node(leader).role(), Role::Leader);
+    c.isolated.clear();
+    c.tick_all(30);
+    assert_eq!(c.leader(), Some(leader));
+    assert_eq!(c.node(2).status().conf_state.voters, vec![1, 2]);
+}
+
+#[test]
+fn a_joining_node_votes_before_it_knows_the_membership() {
+    let mut n = Raft::new(config(2), InitialState::default()).unwrap();
+    n.step(Message {
+        from: 1,
+        to: 2,
+        term: 3,
+        body: MessageBody::Vote {
+            last_index: 4,
+            last_term: 2,
+            transfer: false,
+        },
+    })
+    .unwrap();
+    let rd = n.ready();
+    assert_eq!(
+        rd.persisted_messages[0].body,
+        MessageBody::VoteResponse { reject: false }
+    );
+}
