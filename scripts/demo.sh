@@ -13,16 +13,19 @@
 # are removed on any exit.
 #
 # Environment:
-#   RAFTD_DEMO_HTTP=curl|devtcp   HTTP client (default: curl if installed,
-#                                 else bash's /dev/tcp)
-#   RAFTD_DEMO_NO_BUILD=1         use the binaries already built
-#   RAFTD_DEMO_QUIET_BUILD=1      (default) hide cargo/make output unless they fail
+#   RAFTD_HTTP_CLIENT=curl|devtcp  HTTP client (default: curl if installed,
+#                                  else bash's /dev/tcp)
+#   RAFTD_DEMO_NO_BUILD=1          use the binaries already built
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 raftd=$target_dir/raftd-c/raftd
 started=$SECONDS
+# http, start, status, wait_until, reads, write, cluster_stop...: shared
+# with the C raftd's tests.
+# shellcheck source=../examples/c/raftd/cluster.sh
+source "$root/examples/c/raftd/cluster.sh"
 
 if [ -t 1 ]; then
     bold=$'\e[1m' green=$'\e[32m' red=$'\e[31m' dim=$'\e[2m' plain=$'\e[0m'
@@ -49,28 +52,13 @@ check() {
     fi
 }
 
-workdir=''
-pids=()
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do
-        [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
-    done
-    for pid in "${pids[@]}"; do
-        [ -n "$pid" ] && wait "$pid" 2>/dev/null
-    done
-    if [ -n "$workdir" ] && [ -d "$workdir" ]; then
-        if [ "$failed" -ne 0 ] || [ "$status" -ne 0 ]; then
-            for log in "$workdir"/node*.log; do
-                [ -f "$log" ] || continue
-                say "${dim}--- last lines of $(basename "$log")"
-                tail -n 15 "$log"
-                printf '%s' "$plain"
-            done
-        fi
-        rm -rf "$workdir"
+    if [ "$failed" -ne 0 ] || [ "$status" -ne 0 ]; then
+        SHOW_LOGS=1
     fi
+    cluster_stop
     exit "$status"
 }
 trap cleanup EXIT
@@ -110,112 +98,9 @@ if [ -z "${RAFTD_DEMO_NO_BUILD:-}" ]; then
 fi
 [ -x "$raftd" ] || fail "$raftd is missing"
 
-# ---- HTTP ------------------------------------------------------------------
-
-http_client=${RAFTD_DEMO_HTTP:-}
-if [ -z "$http_client" ]; then
-    http_client=devtcp
-    command -v curl >/dev/null && http_client=curl
-fi
-
-# http METHOD HOST:PORT PATH [BODY]: sets code and body (code 000 when no
-# answer came within 15 s).
-code=000
-body=''
-http() {
-    local method=$1 addr=$2 path=$3 data=${4-}
-    code=000
-    body=''
-    if [ "$http_client" = curl ]; then
-        local out
-        out=$(curl -s -m 15 -X "$method" --data-binary "$data" -w '\n%{http_code}' \
-            "http://$addr$path" 2>/dev/null) || true
-        code=${out##*$'\n'}
-        body=${out%$'\n'*}
-        [ -n "$code" ] || code=000
-        return
-    fi
-    # bash's /dev/tcp: one request per connection (raftd answers with
-    # Connection: close), read until the server closes.
-    local response
-    response=$(timeout 15 bash -c '
-        exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || exit 1
-        printf "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" \
-            "$2" "$3" "$1" "${#4}" "$4" >&3
-        cat <&3' _ "$addr" "$method" "$path" "$data" 2>/dev/null) || true
-    if [[ $response == HTTP/1.?" "[0-9][0-9][0-9]* ]]; then
-        code=${response:9:3}
-        body=${response#*$'\r\n\r\n'}
-    fi
-}
-
-# ---- cluster helpers -------------------------------------------------------
+# ---- the cluster -----------------------------------------------------------
 
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/embraft-demo.XXXXXX")
-declare -a port=() id=()
-
-# A port nobody listens on (a connection attempt is refused).
-free_port() {
-    local candidate
-    for _ in $(seq 1 50); do
-        candidate=$((20000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null &&
-            [[ " ${port[*]} " != *" $candidate "* ]]; then
-            echo "$candidate"
-            return 0
-        fi
-    done
-    return 1
-}
-
-# start N [ARGS...]: runs raftd number N in the background.
-start() {
-    local n=$1
-    shift
-    "$raftd" -h 127.0.0.1 -p "${port[$n]}" -v "$@" "$workdir/node$n" >>"$workdir/node$n.log" 2>&1 &
-    pids[n]=$!
-}
-
-# status N: reads node N's /status into role, term, leader, commit, applied.
-role='' term='' leader='' commit='' applied='' node_id=''
-json_string() { sed -n "s/.*\"$1\": \"\([^\"]*\)\".*/\1/p" <<<"$body"; }
-json_number() { sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p" <<<"$body"; }
-status() {
-    role='' term='' leader='' commit='' applied='' node_id=''
-    http GET "127.0.0.1:${port[$1]}" /status
-    [ "$code" = 200 ] || return 1
-    role=$(json_string role)
-    term=$(json_number term)
-    leader=$(json_string leader)
-    commit=$(json_number commit)
-    applied=$(json_number applied)
-    node_id=$(json_string id)
-}
-
-# The demo's number of a node id ("?" if unknown).
-number_of() {
-    local n
-    for n in 1 2 3; do
-        [ "${id[$n]-}" = "$1" ] && { echo "$n"; return; }
-    done
-    echo "?"
-}
-
-# wait_until SECONDS COMMAND...: polls every 0.1 s.
-wait_until() {
-    local limit=$1
-    shift
-    local deadline=$((SECONDS + limit))
-    while [ $SECONDS -lt $deadline ]; do
-        "$@" && return 0
-        sleep 0.1
-    done
-    "$@"
-}
-
-is_leader() { status "$1" && [ "$role" = leader ]; }
-follows() { status "$1" && [ "$role" = follower ] && [ "$leader" = "${id[$2]}" ]; }
-caught_up() { status "$1" && [ "$role" = follower ] && [ -n "$commit" ] && [ "$applied" -ge "$2" ]; }
 
 # describe N: one line with node N's role and term, from its /status.
 describe() {
@@ -228,24 +113,17 @@ describe() {
     fi
 }
 
-leader_number() {
-    local n
-    for n in "$@"; do
-        if is_leader "$n"; then
-            echo "$n"
-            return 0
-        fi
-    done
-    return 1
+# show_write N KEY VALUE WHO: one write and its answer.
+show_write() {
+    write "$1" "$2" "$3"
+    detail "$(printf '%-62s -> %s' "POST /db/$2 = \"$3\" to node $1 ($4)" "$code")"
 }
 
-write() { # write N KEY VALUE
-    http POST "127.0.0.1:${port[$1]}" "/db/$2" "$3"
-    [ "$code" = 200 ]
-}
-reads() { # reads N KEY VALUE: a linearizable GET answers VALUE
-    http GET "127.0.0.1:${port[$1]}" "/db/$2"
-    [ "$code" = 200 ] && [ "$body" = "$3" ]
+# Milliseconds on a monotonic-enough clock (bash 5's EPOCHREALTIME).
+now_ms() {
+    local t=${EPOCHREALTIME:-$SECONDS.000000}
+    t=${t/,/.}
+    echo $((${t%.*} * 1000 + 10#${t#*.} / 1000))
 }
 
 # ---- the story -------------------------------------------------------------
@@ -273,15 +151,11 @@ wait_until 15 follows 3 1 || fail "node 3 did not join"
 id[3]=$node_id
 describe 3
 check "nodes 2 and 3 follow node 1" follows 2 1
-http GET "127.0.0.1:${port[1]}" /status
-voters=$(grep -o '"voters": \[[^]]*\]' <<<"$body" | grep -o '"[0-9]*"' | wc -l)
-check "the leader counts 3 voters" [ "$voters" -eq 3 ]
+check "the leader counts 3 voters" [ "$(voter_count 1)" -eq 3 ]
 
 step "3. Writes are replicated"
-write 1 greeting "hello, raft"
-detail "POST /db/greeting = \"hello, raft\" to node 1 (leader)            -> $code"
-write 3 color "blue"
-detail "POST /db/color = \"blue\" to node 3 (follower, forwards to leader) -> $code"
+show_write 1 greeting "hello, raft" "the leader"
+show_write 3 color "blue" "a follower: it forwards"
 for n in 1 2 3; do
     reads "$n" greeting "hello, raft" && g=$body || g="($code)"
     reads "$n" color "blue" && c=$body || c="($code)"
@@ -294,25 +168,23 @@ check "every node reads both values back" \
 step "4. The leader is killed"
 status 1
 old_term=$term
-kill -9 "${pids[1]}"
-wait "${pids[1]}" 2>/dev/null
-pids[1]=''
-killed_at=$SECONDS
+kill_node 1
+killed_at=$(now_ms)
 detail "kill -9 node 1 (the leader, term $old_term)"
 
 step "5. A new leader is elected"
-new=$(wait_until 20 leader_number 2 3) || fail "no new leader among nodes 2 and 3"
+new=$(wait_until 20 leader_among 2 3) || fail "no new leader among nodes 2 and 3"
+elapsed=$(($(now_ms) - killed_at))
 status "$new"
-detail "node $new is the new leader in term $term (after about $((SECONDS - killed_at + 1)) s)"
+detail "$(printf 'node %s is the new leader in term %s, %d.%d s after the kill' "$new" "$term" \
+    $((elapsed / 1000)) $((elapsed % 1000 / 100)))"
 other=$((new == 2 ? 3 : 2))
 describe "$other"
 check "a new leader was elected in a later term" [ "$term" -gt "$old_term" ]
 
 step "6. Writes continue"
-write "$other" greeting "hello again"
-detail "POST /db/greeting = \"hello again\" to node $other (follower)     -> $code"
-write "$new" counter "3"
-detail "POST /db/counter = \"3\" to node $new (leader)                    -> $code"
+show_write "$other" greeting "hello again" "a follower"
+show_write "$new" counter "3" "the new leader"
 check "both nodes read the new values" \
     eval 'reads 2 greeting "hello again" && reads 3 greeting "hello again" && reads 2 counter 3 && reads 3 counter 3'
 http GET "127.0.0.1:${port[$new]}" /status
