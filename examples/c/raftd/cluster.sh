@@ -24,12 +24,15 @@ code=000
 body=''
 http() {
     local method=$1 addr=$2 path=$3 data=${4-}
+    # Byte lengths, not characters; data goes through pipes, never argv
+    # (a 1 MiB argument exceeds the kernel's limit for one argument).
+    local LC_ALL=C
     code=000
     body=''
     if [ "$http_client" = curl ]; then
         local out
-        out=$(curl -s -m 15 -X "$method" --data-binary "$data" -w '\n%{http_code}' \
-            "http://$addr$path" 2>/dev/null) || true
+        out=$(printf '%s' "$data" | curl -s -m 15 -X "$method" --data-binary @- \
+            -w '\n%{http_code}' "http://$addr$path" 2>/dev/null) || true
         code=${out##*$'\n'}
         body=${out%$'\n'*}
         [ -n "$code" ] || code=000
@@ -38,11 +41,12 @@ http() {
     # One request per connection (raftd answers with Connection: close);
     # read until the server closes.
     local response
-    response=$(timeout 15 bash -c '
+    response=$(printf '%s' "$data" | timeout 15 bash -c '
         exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || exit 1
-        printf "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" \
-            "$2" "$3" "$1" "${#4}" "$4" >&3
-        cat <&3' _ "$addr" "$method" "$path" "$data" 2>/dev/null) || true
+        printf "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" \
+            "$2" "$3" "$1" "$4" >&3
+        cat >&3
+        cat <&3' _ "$addr" "$method" "$path" "${#data}" 2>/dev/null) || true
     if [[ $response == HTTP/1.?" "[0-9][0-9][0-9]* ]]; then
         code=${response:9:3}
         body=${response#*$'\r\n\r\n'}

@@ -21,6 +21,7 @@
 #define READ_TIMEOUT_MS 5000
 #define HELLO_TIMEOUT_MS 5000
 #define HTTP_REQUEST_TIMEOUT_MS 30000
+#define LINGER_MS 1000
 
 enum conn_kind {
     CONN_FREE,
@@ -39,6 +40,7 @@ struct conn {
     struct buffer out;
     int connecting;        /* a non-blocking connect is under way */
     int close_after_write; /* close once `out` is flushed */
+    int draining;          /* answer sent, write side shut; discarding input */
     uint64_t deadline;     /* close at this time (0: none) */
     /* CONN_HTTP: the request being served, for metrics and forwarding. */
     char method[8];

@@ -62,9 +62,48 @@ static void on_input(struct raftd *r, int index) {
     }
 }
 
+/* Closing a socket with unread input makes the kernel send a reset, which
+ * can destroy the answer before the client reads it (an early 413 or 431
+ * while the client still sends). So a connection we accepted shuts its
+ * write side and discards input until the client closes, for a bounded
+ * time (the "lingering close" of HTTP servers). */
+static void finish_connection(struct raftd *r, int index) {
+    struct conn *c = &r->conns[index];
+    if (c->kind == CONN_PEER_OUT || c->kind == CONN_PROXY || c->draining) {
+        conn_close(r, index, NULL);
+        return;
+    }
+    shutdown(c->fd, SHUT_WR);
+    c->draining = 1;
+    c->in.len = 0;
+    c->deadline = now_ms() + LINGER_MS;
+}
+
+static void drain(struct raftd *r, int index) {
+    struct conn *c = &r->conns[index];
+    uint8_t scratch[16384];
+    for (;;) {
+        ssize_t n = recv(c->fd, scratch, sizeof scratch, 0);
+        if (n > 0) {
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            conn_close(r, index, NULL);
+        }
+        return;
+    }
+}
+
 static void on_events(struct raftd *r, int index, short events) {
     struct conn *c = &r->conns[index];
     if (c->kind == CONN_FREE) {
+        return;
+    }
+    if (c->draining) {
+        drain(r, index);
         return;
     }
     if (c->connecting && (events & (POLLOUT | POLLERR | POLLHUP))) {
@@ -106,7 +145,7 @@ static void on_events(struct raftd *r, int index, short events) {
         }
     }
     if (c->close_after_write && c->out.len == 0) {
-        conn_close(r, index, NULL);
+        finish_connection(r, index);
     }
 }
 
@@ -114,7 +153,9 @@ static void expire_connections(struct raftd *r, uint64_t now) {
     for (int i = 0; i < MAX_CONNS; i++) {
         struct conn *c = &r->conns[i];
         if (c->kind != CONN_FREE && c->deadline != 0 && now >= c->deadline) {
-            conn_close(r, i, c->kind == CONN_PROXY ? "the leader did not answer in time" : "timed out");
+            conn_close(r, i, c->draining ? NULL
+                             : c->kind == CONN_PROXY ? "the leader did not answer in time"
+                                                     : "timed out");
         }
     }
 }
@@ -139,7 +180,7 @@ int server_run(struct raftd *r, volatile sig_atomic_t *stop) {
             if (c->kind == CONN_FREE) {
                 continue;
             }
-            short want = c->close_after_write ? 0 : POLLIN;
+            short want = c->close_after_write && !c->draining ? 0 : POLLIN;
             if (c->connecting || c->out.len > 0) {
                 want |= POLLOUT;
             }

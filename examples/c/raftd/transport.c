@@ -266,6 +266,13 @@ static void read_hello(struct raftd *r, int index) {
     }
 }
 
+/* A protocol error: the handshake reply may still be on its way (it came
+ * in the same read), so the connection closes once it is flushed. */
+static void close_after_reply(struct conn *c) {
+    c->in.len = 0;
+    c->close_after_write = 1;
+}
+
 void transport_on_inbound(struct raftd *r, int index) {
     struct conn *c = &r->conns[index];
     if (!c->handshaken) {
@@ -284,7 +291,7 @@ void transport_on_inbound(struct raftd *r, int index) {
         if (len > WIRE_MAX_FRAME) {
             log_line("peer %llu sent a frame of %u bytes (limit 64 MiB); closing",
                      (unsigned long long)c->peer_id, len);
-            conn_close(r, index, NULL);
+            close_after_reply(c);
             return;
         }
         if (c->in.len - offset - 4 < len) {
@@ -295,7 +302,7 @@ void transport_on_inbound(struct raftd *r, int index) {
         if (status == EMBRAFT_ERR_MALFORMED_MESSAGE || status == EMBRAFT_ERR_WRONG_RECIPIENT) {
             log_line("peer %llu sent a bad frame (%s); closing", (unsigned long long)c->peer_id,
                      embraft_status_str(status));
-            conn_close(r, index, NULL);
+            close_after_reply(c);
             return;
         }
         /* EMBRAFT_ERR_BUSY: the message is dropped; Raft retransmits. */
