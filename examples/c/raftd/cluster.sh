@@ -88,6 +88,26 @@ kill_node() {
     fi
 }
 
+# stop_node N: SIGTERM, as an operator would; returns the node's exit
+# status (SIGKILL and 124 after 10 s without exiting).
+stop_node() {
+    local pid=${pids[$1]-} waited=0 status
+    [ -n "$pid" ] || return 1
+    kill -TERM "$pid" 2>/dev/null
+    while kill -0 "$pid" 2>/dev/null && [ $waited -lt 100 ]; do
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill_node "$1"
+        return 124
+    fi
+    wait "$pid"
+    status=$?
+    pids[$1]=''
+    return $status
+}
+
 # Kills every node started here and removes $workdir (its logs first shown
 # when SHOW_LOGS is 1).
 cluster_stop() {

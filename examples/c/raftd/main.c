@@ -267,6 +267,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (known == 1) {
+        log_node_id = r->id;
         if (options.join != NULL) {
             log_line("restarting from %s; -join is ignored", options.data_dir);
         }

@@ -250,6 +250,9 @@ check "/leave without a body removes the follower that got it" \
 check "the leader counts two voters and forgets the address" \
     eval 'wait_until 5 eval "[ \$(voter_count $leader_n) -eq 2 ]" && status $leader_n && ! grep -q "${id[$follower_n]}" <<<"$(grep -o "\"peers\".*" <<<"$body")"'
 check "the cluster still takes writes" write "$leader_n" after-leave ok
+remaining=$((6 - leader_n - follower_n))
+check "SIGTERM stops a node cleanly (exit 0)" stop_node "$remaining"
+check "it said so in its log" grep -q "stopped$" "$workdir/node$remaining.log"
 for n in 1 2 3; do kill_node "$n"; done
 
 # ---- the demo --------------------------------------------------------------------
