@@ -55,7 +55,8 @@ check() {
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    if [ "$failed" -ne 0 ] || [ "$status" -ne 0 ]; then
+    # The nodes' logs explain a failure (not an interruption by the user).
+    if [ "$status" -ne 130 ] && { [ "$failed" -ne 0 ] || [ "$status" -ne 0 ]; }; then
         SHOW_LOGS=1
     fi
     cluster_stop
