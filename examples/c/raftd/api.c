@@ -366,9 +366,8 @@ void api_on_proxy_closed(struct raftd *r, struct conn *proxy, const char *why) {
     if (client == NULL || client->answered) {
         return;
     }
-    int code = 0;
-    if (why == NULL && proxy->in.len > 12 && memcmp(proxy->in.data, "HTTP/1.", 7) == 0 &&
-        sscanf((const char *)proxy->in.data + 9, "%3d", &code) == 1 && code >= 100) {
+    int code = why == NULL ? http_response_code(proxy->in.data, proxy->in.len) : 0;
+    if (code != 0) {
         /* Relay the leader's answer byte for byte. */
         client->answered = 1;
         client->close_after_write = 1;

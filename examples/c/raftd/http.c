@@ -129,6 +129,29 @@ enum http_parse_result http_parse(const uint8_t *data, size_t len, struct http_r
     return HTTP_HEADERS_DONE;
 }
 
+int http_response_code(const uint8_t *data, size_t len) {
+    if (len < 13 || memcmp(data, "HTTP/1.", 7) != 0 || data[8] != ' ') {
+        return 0;
+    }
+    int code = 0;
+    for (size_t i = 9; i < 12; i++) {
+        if (data[i] < '0' || data[i] > '9') {
+            return 0;
+        }
+        code = code * 10 + (data[i] - '0');
+    }
+    return code >= 100 ? code : 0;
+}
+
+size_t http_body_offset(const uint8_t *data, size_t len) {
+    for (size_t i = 0; i + 3 < len; i++) {
+        if (memcmp(data + i, "\r\n\r\n", 4) == 0) {
+            return i + 4;
+        }
+    }
+    return 0;
+}
+
 int http_format_response(struct buffer *out, int code, const char *content_type,
                          const char *extra_headers, const void *body, size_t body_len) {
     if (buffer_printf(out,

@@ -36,6 +36,13 @@ enum http_parse_result http_parse(const uint8_t *data, size_t len, struct http_r
 int http_format_response(struct buffer *out, int code, const char *content_type,
                          const char *extra_headers, const void *body, size_t body_len);
 
+/* Reads a response's status line ("HTTP/1.x NNN ..."): the code, or 0 if
+ * `data` does not start with one. */
+int http_response_code(const uint8_t *data, size_t len);
+/* The offset of a message's body (after the blank line), or 0 if the
+ * headers are incomplete. */
+size_t http_body_offset(const uint8_t *data, size_t len);
+
 /* The reason phrase of a status code. */
 const char *http_reason(int code);
 

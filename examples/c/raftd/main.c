@@ -196,25 +196,21 @@ static int try_join(struct raftd *r, const char *addr) {
     }
     close(fd);
     buffer_free(&request);
-    int code = 0;
-    const char *text = answer.data ? (const char *)answer.data : "";
-    const char *blank = answer.len ? strstr(text, "\r\n\r\n") : NULL;
-    if (result == 0 && (answer.len < 12 || sscanf(text + 9, "%3d", &code) != 1 || blank == NULL)) {
-        result = 1;
+    int code = result == 0 ? http_response_code(answer.data, answer.len) : 0;
+    size_t body_at = result == 0 ? http_body_offset(answer.data, answer.len) : 0;
+    if (result == 0 && (code == 0 || body_at == 0)) {
+        result = 1; /* no complete answer: try again */
     }
+    const char *json = answer.data != NULL ? (const char *)answer.data + body_at : "";
+    size_t json_len = answer.len - body_at;
     if (result == 0 && code != 200) {
-        fprintf(stderr, "raftd: join through %s: %d: %.*s", addr, code,
-                (int)(answer.len - (size_t)(blank + 4 - text)), blank + 4);
+        fprintf(stderr, "raftd: join through %s: %d: %.*s", addr, code, (int)json_len, json);
         result = code >= 500 ? 1 : -1;
     }
-    if (result == 0) {
-        const char *json = blank + 4;
-        size_t json_len = answer.len - (size_t)(json - text);
-        if (json_get_id(json, json_len, "cluster_id", &r->cluster_id) != 0 ||
-            json_each_member(json, json_len, "peers", remember_peer, r) != 0) {
-            fprintf(stderr, "raftd: the join answer is malformed\n");
-            result = -1;
-        }
+    if (result == 0 && (json_get_id(json, json_len, "cluster_id", &r->cluster_id) != 0 ||
+                        json_each_member(json, json_len, "peers", remember_peer, r) != 0)) {
+        fprintf(stderr, "raftd: the join answer is malformed\n");
+        result = -1;
     }
     buffer_free(&answer);
     return result;
