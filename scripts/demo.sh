@@ -92,6 +92,7 @@ if [ -z "${RAFTD_DEMO_NO_BUILD:-}" ]; then
     command -v cc >/dev/null || fail "a C compiler (cc) is needed"
     command -v make >/dev/null || fail "make is needed"
     build_start=$SECONDS
+    detail "${dim}(the first build of libembraft takes a minute or two)${plain}"
     quietly cargo build --release --lib || fail "cargo build --release failed"
     detail "libembraft (cargo build --release) ... ok ($((SECONDS - build_start)) s)"
     quietly make -C examples/c/raftd || fail "building the C raftd failed"
