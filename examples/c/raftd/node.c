@@ -46,13 +46,6 @@ int node_start(struct raftd *r, int founding) {
     embraft_config_set_data_dir(config, wal_dir);
     embraft_config_set_election_ticks(config, ELECTION_TICKS);
     embraft_config_set_heartbeat_ticks(config, HEARTBEAT_TICKS);
-    /* Check-quorum off: with it, a one-voter leader that adds a second voter
-     * steps down at its next check unless the joiner answered by then (the
-     * new peer's progress starts "not recently active"), and the joiner,
-     * which knows no membership until it has the log, refuses every vote,
-     * so the cluster could never elect again. Pre-vote stays on, and reads
-     * still confirm leadership with a heartbeat round. */
-    embraft_config_set_check_quorum(config, false);
     embraft_config_set_max_entry_bytes(config, KV_MAX_VALUE + KV_MAX_KEY + 16);
     /* The key/value state lives in memory only: replay the whole committed
      * log after a restart (applied index 0, the default). */
