@@ -59,7 +59,7 @@ impl InitialState {
                 index: 1,
                 term: 1,
                 kind: EntryKind::ConfChange,
-                data: founding.encode(),
+                data: founding.encode().into(),
             }],
             ..InitialState::default()
         }
@@ -737,7 +737,7 @@ impl Raft {
         self.pending_conf_index = self.log.last_index();
         // Entries of earlier terms commit only through an entry of this
         // term; the no-op lets them commit without waiting for a proposal.
-        self.append_entry(EntryKind::Noop, Vec::new());
+        self.append_entry(EntryKind::Noop, Payload::default());
         self.broadcast_append();
     }
 
@@ -1227,7 +1227,7 @@ impl Raft {
         });
     }
 
-    fn append_entry(&mut self, kind: EntryKind, data: Vec<u8>) -> (Index, Term) {
+    fn append_entry(&mut self, kind: EntryKind, data: Payload) -> (Index, Term) {
         let index = self.log.last_index() + 1;
         self.log.append(vec![Entry {
             index,
@@ -1241,7 +1241,8 @@ impl Raft {
     /// Appends `data` to the log if this node is the leader; returns the
     /// index and term it was given. It is committed once it is applied with
     /// that same term at that index.
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<(Index, Term), ProposeError> {
+    pub fn propose(&mut self, data: impl Into<Payload>) -> Result<(Index, Term), ProposeError> {
+        let data = data.into();
         self.check_proposal(data.len())?;
         Ok(self.append_proposal(EntryKind::Normal, data))
     }
@@ -1269,7 +1270,7 @@ impl Raft {
                 });
             }
         }
-        let placed = self.append_proposal(EntryKind::ConfChange, encoded);
+        let placed = self.append_proposal(EntryKind::ConfChange, encoded.into());
         self.pending_conf_index = placed.0;
         Ok(placed)
     }
@@ -1293,7 +1294,7 @@ impl Raft {
         Ok(())
     }
 
-    fn append_proposal(&mut self, kind: EntryKind, data: Vec<u8>) -> (Index, Term) {
+    fn append_proposal(&mut self, kind: EntryKind, data: Payload) -> (Index, Term) {
         let placed = self.append_entry(kind, data);
         // Appends for every proposal since the last ready go out together.
         self.broadcast_pending = true;
@@ -1371,7 +1372,7 @@ impl Raft {
 
     fn maybe_leave_joint(&mut self) {
         if self.leave_joint_due() {
-            let (index, _) = self.append_proposal(EntryKind::ConfChange, Vec::new());
+            let (index, _) = self.append_proposal(EntryKind::ConfChange, Payload::default());
             self.pending_conf_index = index;
         }
     }

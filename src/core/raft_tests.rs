@@ -214,7 +214,7 @@ fn proposals_are_applied_in_order_on_every_node() {
         let data: Vec<Vec<u8>> = applied
             .iter()
             .filter(|e| e.kind == EntryKind::Normal)
-            .map(|e| e.data.clone())
+            .map(|e| e.data.to_vec())
             .collect();
         assert_eq!(data, expected);
     }
@@ -330,7 +330,7 @@ fn bad_messages_are_refused() {
             index: 5,
             term: 1,
             kind: EntryKind::Normal,
-            data: vec![],
+            data: Payload::default(),
         }],
         commit: 0,
     };
