@@ -251,18 +251,10 @@ class Raftd:
             return parse_address(address) if address else None
 
         self.transport = StreamTransport(self.node_id, self.cluster_id, resolve)
-        # Check-quorum off: the core starts a newly added voter as not
-        # recently active, so a leader that has just added its second voter
-        # can step down before the joiner (which only starts once the join
-        # is answered) replies; the joiner ignores votes until it knows its
-        # membership, and the two-voter cluster never elects again.
-        # Pre-vote stays on, and reads go through a read index, which
-        # confirms leadership with a heartbeat round, so this costs no
-        # safety: only a leader cut off from the majority keeps its role.
         config = Config(id=self.node_id, peers=peers,
                         data_dir=os.path.join(self.data_dir, "wal"),
                         snapshot_dir=os.path.join(self.data_dir, "snapshots"),
-                        tick_interval=TICK_INTERVAL, check_quorum=False)
+                        tick_interval=TICK_INTERVAL)
         self.node = Node(config, self.store, self.transport)
         self.node.on_state_change(
             lambda role, leader, term: logger.info("%s in term %d, leader %d", role, term,

@@ -210,9 +210,8 @@ def test_new_member_catches_up_from_a_streamed_snapshot(local_cluster):
         first.propose(b"k%d" % i).result(timeout=10)
     first.snapshot().result(timeout=10)
     local_cluster.start(2, [])
-    # As a learner first: it does not count toward the quorum while it
-    # catches up (a new voter would, and check-quorum could depose the
-    # leader before the newcomer answers).
+    # As a learner first, the usual way to grow a cluster: it catches up
+    # without counting toward the quorum, then is promoted.
     first.add_learner(2).result(timeout=10)
     joined = local_cluster.machines[2]
     expected = [b"k%d" % i for i in range(20)]
