@@ -47,8 +47,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Small WAL segments: every node preallocates one, and tests start many.
+TEST_SEGMENT_BYTES = 4 << 20
+
+
 def single_node_config(directory: Path, node_id: int = 1, **options) -> embraft.Config:
     options.setdefault("tick_interval", 0.02)
+    options.setdefault("segment_size", TEST_SEGMENT_BYTES)
     return embraft.Config(id=node_id, peers=[node_id], data_dir=str(directory / f"wal{node_id}"),
                           **options)
 
@@ -75,6 +80,7 @@ class LocalCluster:
                                     listen=("127.0.0.1", 0))
         self.addresses[node_id] = transport.address
         options.setdefault("tick_interval", 0.02)
+        options.setdefault("segment_size", TEST_SEGMENT_BYTES)
         config = embraft.Config(id=node_id, peers=list(peers),
                                 data_dir=str(self.directory / f"wal{node_id}"), **options)
         self.machines[node_id] = MemoryStateMachine()

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import MemoryStateMachine, single_node_config, wait_until
+from conftest import TEST_SEGMENT_BYTES, MemoryStateMachine, single_node_config, wait_until
 
 import embraft
 from embraft import _ffi, errors
@@ -145,7 +145,7 @@ def test_invalid_log_level_raises_invalid_argument(single_node):
 def test_follower_proposal_fails_with_not_leader(tmp_path):
     # Node 1 of a two-voter cluster whose peer never starts: never a leader.
     config = embraft.Config(id=1, peers=[1, 2], data_dir=str(tmp_path / "w"),
-                            tick_interval=0.02)
+                            tick_interval=0.02, segment_size=TEST_SEGMENT_BYTES)
     with embraft.Node(config, MemoryStateMachine()) as node:
         with pytest.raises(embraft.NotLeaderError):
             node.propose(b"x").result(timeout=10)
