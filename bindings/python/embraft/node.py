@@ -367,7 +367,8 @@ class _Driver:
         self.reads: Dict[int, Future] = {}
         self._read_contexts = itertools.count(1)
         self._reads_waiting_apply: List[Tuple[int, int, Future]] = []
-        self._requests: Deque[Callable[[], None]] = deque()
+        # Work for the driver thread, each with the future it completes.
+        self._requests: Deque[Tuple[Callable[[], None], Future]] = deque()
 
         self.role = _ffi.ROLE_FOLLOWER
         self.leader = 0
@@ -430,12 +431,14 @@ class _Driver:
         except (BusyError, ClosedError):
             pass
 
-    def submit(self, request: Callable[[], None]) -> None:
+    def submit(self, request: Callable[[], None], future: Future) -> None:
         """Runs `request` on the driver thread (where the state machine
-        lives) at its next iteration."""
-        if self.closing:
-            raise ClosedError("the node is closed")
-        self._requests.append(request)
+        lives) at its next iteration; `request` completes `future`, which
+        fails with ClosedError if the node closes first."""
+        with self.lock:
+            if self.handle is None or self.closing:
+                raise ClosedError("the node is closed")
+            self._requests.append((request, future))
         self._wake()
 
     def _wake(self) -> None:
@@ -478,6 +481,8 @@ class _Driver:
         with self.lock:
             pending = list(self.proposals.values()) + list(self.reads.values())
             pending += [future for _, _, future in self._reads_waiting_apply]
+            pending += [future for _, future in self._requests]
+            self._requests.clear()
             self.proposals.clear()
             self.reads.clear()
             self._reads_waiting_apply.clear()
@@ -499,7 +504,8 @@ class _Driver:
                 if self._wake_read in readable:
                     os.read(self._wake_read, 4096)
                 while self._requests:
-                    self._requests.popleft()()
+                    request, _ = self._requests.popleft()
+                    request()
                 now = time.monotonic()
                 if now >= next_tick:
                     # Busy means the queue is full of work; a lost tick only
@@ -812,7 +818,8 @@ class Node:
         """Saves a snapshot of the state machine (on the driver thread) and
         compacts the log up to it. Resolves to the snapshot's index."""
         future: Future = Future()
-        self._driver.submit(lambda: self._driver.take_snapshot(future))
+        driver = self._driver
+        driver.submit(lambda: driver.take_snapshot(future), future)
         return future
 
     # ----- the transport's side ----------------------------------------------------
