@@ -59,15 +59,18 @@ pub struct ReadState {
 
 /// One batch of work for the host.
 ///
-/// The host must, in this order: persist `hard_state` and `entries`
-/// (entries whose index is at or below an already persisted index replace
-/// the persisted suffix from there); send `messages` at any time (they do
-/// not depend on this batch's persistence); send `persisted_messages` only
-/// after the persist is durable, then call [`Raft::on_persisted`]; apply
-/// `committed_entries` and report with [`Raft::on_applied`]. Batches are
-/// persisted in the order they were taken.
+/// The host must: persist `hard_state` and `entries` (entries whose index
+/// is at or below an already persisted index replace the persisted suffix
+/// from there); send `messages` at any time (they do not depend on this
+/// batch's persistence); once the persist is durable (at once if there was
+/// nothing to persist), send `persisted_messages` and call
+/// [`Raft::on_persisted`] with `number`; apply `committed_entries` and report
+/// with [`Raft::on_applied`]. Batches are persisted in the order they were
+/// taken; acknowledging batch `n` acknowledges every batch before it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ready {
+    /// Sequence number of this batch, starting at 1.
+    pub number: u64,
     pub soft_state: Option<SoftState>,
     pub hard_state: Option<HardState>,
     pub entries: Vec<Entry>,
@@ -236,10 +239,9 @@ impl Raft {
     pub fn ready(&mut self) -> Ready {
         todo!()
     }
-    /// The host made the log durable through `index`, whose entry has
-    /// `term`, along with the hard state of the same batch. Stale reports
-    /// (the entry was since replaced) are ignored.
-    pub fn on_persisted(&mut self, index: Index, term: Term) {
+    /// The host made batch `ready_number` (and every batch before it)
+    /// durable. Unknown or repeated numbers are ignored.
+    pub fn on_persisted(&mut self, ready_number: u64) {
         todo!()
     }
     /// The host applied every committed entry through `index`.
