@@ -389,15 +389,12 @@ mod embraft_host {
             }
             let ready = self.raft.ready();
             outbox.extend(ready.messages);
-            // The log lives in the core's memory: persisting is only
-            // reporting it done.
-            let persisted = ready.entries.last().map(|entry| (entry.index, entry.term));
+            // The log lives in the core's memory: persisting the batch is
+            // only reporting it done.
             outbox.extend(ready.persisted_messages);
+            self.raft.on_persisted(ready.number);
             for entry in &ready.committed_entries {
                 self.state_machine.apply(entry.index, &entry.data);
-            }
-            if let Some((index, term)) = persisted {
-                self.raft.on_persisted(index, term);
             }
             if !ready.committed_entries.is_empty() {
                 self.raft.on_applied(self.state_machine.applied_index);
