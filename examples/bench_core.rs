@@ -7,8 +7,9 @@
 //! require. See docs/BENCHMARKS.md for what is measured and the figures.
 //!
 //! Usage: `cargo run --release --example bench_core -- [--json] [--runs N]
-//! [--run-millis MS]`. With `--json`, standard output is exactly one JSON
-//! object; otherwise a table.
+//! [--run-millis MS] [--filter TEXT]`. With `--json`, standard output is
+//! exactly one JSON object; otherwise a table. `--filter` keeps only the
+//! workloads whose name contains TEXT (e.g. "1 KiB, one").
 
 use std::env;
 use std::process;
@@ -531,6 +532,8 @@ struct Options {
     json: bool,
     runs: usize,
     run_length: Duration,
+    /// Only the workloads whose name contains this (for profiling).
+    filter: Option<String>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -538,6 +541,7 @@ fn parse_options() -> Result<Options, String> {
         json: false,
         runs: 5,
         run_length: Duration::from_millis(700),
+        filter: None,
     };
     let mut args = env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -552,6 +556,7 @@ fn parse_options() -> Result<Options, String> {
             "--json" => options.json = true,
             "--runs" => options.runs = number("--runs")? as usize,
             "--run-millis" => options.run_length = Duration::from_millis(number("--run-millis")?),
+            "--filter" => options.filter = Some(args.next().ok_or("--filter needs a value")?),
             _ => return Err(format!("unknown argument {arg:?}")),
         }
     }
@@ -641,7 +646,7 @@ fn print_table(comparisons: &[Comparison]) {
 fn main() {
     let options = parse_options().unwrap_or_else(|error| {
         eprintln!("bench_core: {error}");
-        eprintln!("usage: bench_core [--json] [--runs N] [--run-millis MS]");
+        eprintln!("usage: bench_core [--json] [--runs N] [--run-millis MS] [--filter TEXT]");
         process::exit(2);
     });
     if !options.json {
@@ -653,6 +658,13 @@ fn main() {
     }
     let comparisons: Vec<Comparison> = WORKLOADS
         .iter()
+        .filter(|workload| {
+            let name = workload.name();
+            options
+                .filter
+                .as_ref()
+                .is_none_or(|filter| name.contains(filter.as_str()))
+        })
         .map(|&workload| compare(workload, options.runs, options.run_length))
         .collect();
     if options.json {
