@@ -7,9 +7,12 @@
 //! require. See docs/BENCHMARKS.md for what is measured and the figures.
 //!
 //! Usage: `cargo run --release --example bench_core -- [--json] [--runs N]
-//! [--run-millis MS] [--filter TEXT]`. With `--json`, standard output is
-//! exactly one JSON object; otherwise a table. `--filter` keeps only the
-//! workloads whose name contains TEXT (e.g. "1 KiB, one").
+//! [--run-millis MS] [--filter TEXT] [--proposals N] [--profile LIBRARY]`.
+//! With `--json`, standard output is exactly one JSON object; otherwise a
+//! table. `--filter` keeps only the workloads whose name contains TEXT (e.g.
+//! "1 KiB, one"); `--proposals` fixes the proposals per run instead of
+//! calibrating; `--profile embraft|raft-rs` times that library alone (for
+//! perf or callgrind).
 
 use std::env;
 use std::process;
@@ -212,13 +215,35 @@ impl Workload {
     }
 }
 
+/// How long a run took.
+#[derive(Clone, Copy, Debug)]
+struct RunTime {
+    wall: Duration,
+    /// CPU time of this thread, user and system: what the run cost, without
+    /// the time other processes on a shared machine held the CPU.
+    cpu: Duration,
+}
+
+/// CPU time consumed so far by the calling thread.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for clock_gettime to fill.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(status, 0, "the thread CPU clock is unavailable");
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
 /// Commits `proposals` proposals of `workload` on a fresh cluster and
 /// returns how long it took: from the first proposal until every node has
 /// applied the last. Election happens before the clock starts.
-fn timed_run<N: BenchNode>(workload: Workload, proposals: usize) -> Duration {
+fn timed_run<N: BenchNode>(workload: Workload, proposals: usize) -> RunTime {
     let mut cluster = Cluster::<N>::with_leader();
     let first_index = cluster.leader().state_machine().applied_index + 1;
     let started = Instant::now();
+    let cpu_started = thread_cpu_time();
     let mut sequence = 0;
     while sequence < proposals as u64 {
         let batch_end = (sequence + workload.batch as u64).min(proposals as u64);
@@ -232,7 +257,10 @@ fn timed_run<N: BenchNode>(workload: Workload, proposals: usize) -> Duration {
         cluster.run_until_leader_applied(last_index);
     }
     cluster.settle();
-    let elapsed = started.elapsed();
+    let elapsed = RunTime {
+        wall: started.elapsed(),
+        cpu: thread_cpu_time() - cpu_started,
+    };
 
     let expected = StateMachine {
         applied_index: first_index + proposals as u64 - 1,
@@ -255,7 +283,7 @@ fn timed_run<N: BenchNode>(workload: Workload, proposals: usize) -> Duration {
 fn calibrate<N: BenchNode>(workload: Workload, target: Duration) -> usize {
     let mut proposals = workload.batch.max(64);
     loop {
-        let elapsed = timed_run::<N>(workload, proposals);
+        let elapsed = timed_run::<N>(workload, proposals).wall;
         if elapsed >= MIN_CALIBRATION_RUN || elapsed >= target {
             let scaled = proposals as f64 * target.as_secs_f64() / elapsed.as_secs_f64();
             let batches = (scaled / workload.batch as f64).round().max(1.0) as usize;
@@ -268,26 +296,46 @@ fn calibrate<N: BenchNode>(workload: Workload, target: Duration) -> usize {
 /// The runs of one library on one workload.
 struct Measurement {
     proposals_per_run: usize,
-    /// Proposals committed per second, one per run.
-    rates: Vec<f64>,
+    /// Proposals committed per second of the thread's CPU time, one per run.
+    cpu_rates: Vec<f64>,
+    /// Proposals committed per second of wall time, one per run.
+    wall_rates: Vec<f64>,
 }
 
 impl Measurement {
-    fn median(&self) -> f64 {
-        let mut sorted = self.rates.clone();
-        sorted.sort_by(f64::total_cmp);
-        let middle = sorted.len() / 2;
-        if sorted.len() % 2 == 1 {
-            sorted[middle]
-        } else {
-            (sorted[middle - 1] + sorted[middle]) / 2.0
+    fn new(proposals_per_run: usize, runs: usize) -> Self {
+        Measurement {
+            proposals_per_run,
+            cpu_rates: Vec::with_capacity(runs),
+            wall_rates: Vec::with_capacity(runs),
         }
+    }
+
+    /// The figure reported: median proposals per second of CPU time.
+    fn median(&self) -> f64 {
+        median(&self.cpu_rates)
+    }
+
+    fn wall_median(&self) -> f64 {
+        median(&self.wall_rates)
     }
 
     fn record<N: BenchNode>(&mut self, workload: Workload) {
         let elapsed = timed_run::<N>(workload, self.proposals_per_run);
-        self.rates
-            .push(self.proposals_per_run as f64 / elapsed.as_secs_f64());
+        let proposals = self.proposals_per_run as f64;
+        self.cpu_rates.push(proposals / elapsed.cpu.as_secs_f64());
+        self.wall_rates.push(proposals / elapsed.wall.as_secs_f64());
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[middle]
+    } else {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
     }
 }
 
@@ -301,20 +349,28 @@ impl Comparison {
     fn ratio(&self) -> f64 {
         self.embraft.median() / self.raft_rs.median()
     }
+
+    fn wall_ratio(&self) -> f64 {
+        self.embraft.wall_median() / self.raft_rs.wall_median()
+    }
 }
 
 /// Measures both libraries on `workload`, alternating their runs so that
 /// load from elsewhere on the machine falls on both alike.
-fn compare(workload: Workload, runs: usize, run_length: Duration) -> Comparison {
-    let mut embraft = Measurement {
-        proposals_per_run: calibrate::<embraft_host::Node>(workload, run_length),
-        rates: Vec::with_capacity(runs),
-    };
-    let mut raft_rs = Measurement {
-        proposals_per_run: calibrate::<raft_rs_host::Node>(workload, run_length),
-        rates: Vec::with_capacity(runs),
-    };
-    for _ in 0..runs {
+fn compare(workload: Workload, options: &Options) -> Comparison {
+    let mut embraft = Measurement::new(
+        options
+            .proposals
+            .unwrap_or_else(|| calibrate::<embraft_host::Node>(workload, options.run_length)),
+        options.runs,
+    );
+    let mut raft_rs = Measurement::new(
+        options
+            .proposals
+            .unwrap_or_else(|| calibrate::<raft_rs_host::Node>(workload, options.run_length)),
+        options.runs,
+    );
+    for _ in 0..options.runs {
         embraft.record::<embraft_host::Node>(workload);
         raft_rs.record::<raft_rs_host::Node>(workload);
     }
@@ -534,6 +590,17 @@ struct Options {
     run_length: Duration,
     /// Only the workloads whose name contains this (for profiling).
     filter: Option<String>,
+    /// Proposals per run, instead of calibrating to `run_length`.
+    proposals: Option<usize>,
+    /// Run only this library, printing only the time of each run (for
+    /// profiling one library).
+    profile: Option<Library>,
+}
+
+#[derive(Clone, Copy)]
+enum Library {
+    Embraft,
+    RaftRs,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -542,6 +609,8 @@ fn parse_options() -> Result<Options, String> {
         runs: 5,
         run_length: Duration::from_millis(700),
         filter: None,
+        proposals: None,
+        profile: None,
     };
     let mut args = env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -557,6 +626,14 @@ fn parse_options() -> Result<Options, String> {
             "--runs" => options.runs = number("--runs")? as usize,
             "--run-millis" => options.run_length = Duration::from_millis(number("--run-millis")?),
             "--filter" => options.filter = Some(args.next().ok_or("--filter needs a value")?),
+            "--proposals" => options.proposals = Some(number("--proposals")? as usize),
+            "--profile" => {
+                options.profile = match args.next().as_deref() {
+                    Some("embraft") => Some(Library::Embraft),
+                    Some("raft-rs") => Some(Library::RaftRs),
+                    _ => return Err("--profile takes embraft or raft-rs".into()),
+                }
+            }
             _ => return Err(format!("unknown argument {arg:?}")),
         }
     }
@@ -590,17 +667,19 @@ const WORKLOADS: [Workload; 6] = [
     },
 ];
 
+fn json_rates(rates: &[f64]) -> String {
+    let rates: Vec<String> = rates.iter().map(|rate| format!("{rate:.0}")).collect();
+    format!("[{}]", rates.join(","))
+}
+
 fn json_measurement(measurement: &Measurement) -> String {
-    let rates: Vec<String> = measurement
-        .rates
-        .iter()
-        .map(|rate| format!("{rate:.0}"))
-        .collect();
     format!(
-        "{{\"proposals_per_sec\":{:.0},\"proposals_per_run\":{},\"runs_proposals_per_sec\":[{}]}}",
+        "{{\"proposals_per_sec\":{:.0},\"wall_proposals_per_sec\":{:.0},\"proposals_per_run\":{},\"runs_proposals_per_sec\":{},\"runs_wall_proposals_per_sec\":{}}}",
         measurement.median(),
+        measurement.wall_median(),
         measurement.proposals_per_run,
-        rates.join(",")
+        json_rates(&measurement.cpu_rates),
+        json_rates(&measurement.wall_rates)
     )
 }
 
@@ -609,18 +688,19 @@ fn json_report(options: &Options, comparisons: &[Comparison]) -> String {
         .iter()
         .map(|comparison| {
             format!(
-                "{{\"name\":\"{}\",\"payload_bytes\":{},\"batch\":{},\"embraft\":{},\"raft_rs\":{},\"ratio\":{:.3}}}",
+                "{{\"name\":\"{}\",\"payload_bytes\":{},\"batch\":{},\"embraft\":{},\"raft_rs\":{},\"ratio\":{:.3},\"wall_ratio\":{:.3}}}",
                 comparison.workload.name(),
                 comparison.workload.payload_bytes,
                 comparison.workload.batch,
                 json_measurement(&comparison.embraft),
                 json_measurement(&comparison.raft_rs),
-                comparison.ratio()
+                comparison.ratio(),
+                comparison.wall_ratio()
             )
         })
         .collect();
     format!(
-        "{{\"benchmark\":\"core\",\"cluster_size\":{},\"statistic\":\"median\",\"runs\":{},\"configs\":[{}]}}",
+        "{{\"benchmark\":\"core\",\"cluster_size\":{},\"statistic\":\"median\",\"clock\":\"thread_cpu_time\",\"runs\":{},\"configs\":[{}]}}",
         VOTERS.len(),
         options.runs,
         configs.join(",")
@@ -629,43 +709,90 @@ fn json_report(options: &Options, comparisons: &[Comparison]) -> String {
 
 fn print_table(comparisons: &[Comparison]) {
     println!(
-        "{:<26} {:>14} {:>14} {:>8}",
-        "proposals committed/s", "embraft", "raft-rs", "ratio"
+        "{:<26} {:>12} {:>12} {:>7} {:>12}",
+        "proposals committed/s", "embraft", "raft-rs", "ratio", "wall ratio"
     );
     for comparison in comparisons {
         println!(
-            "{:<26} {:>14.0} {:>14.0} {:>7.2}x",
+            "{:<26} {:>12.0} {:>12.0} {:>6.2}x {:>11.2}x",
             comparison.workload.name(),
             comparison.embraft.median(),
             comparison.raft_rs.median(),
-            comparison.ratio()
+            comparison.ratio(),
+            comparison.wall_ratio()
         );
     }
 }
 
+/// Times `--runs` runs of one library on each selected workload, for a
+/// profiler to watch: no calibration, no comparison.
+fn profile(library: Library, workloads: &[Workload], options: &Options) {
+    let proposals = options.proposals.unwrap_or(100_000);
+    for &workload in workloads {
+        for _ in 0..options.runs {
+            let elapsed = match library {
+                Library::Embraft => timed_run::<embraft_host::Node>(workload, proposals),
+                Library::RaftRs => timed_run::<raft_rs_host::Node>(workload, proposals),
+            };
+            println!(
+                "{}: {proposals} proposals in {:.3} s ({:.3} s of CPU)",
+                workload.name(),
+                elapsed.wall.as_secs_f64(),
+                elapsed.cpu.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Keeps memory freed at the end of a run in the process instead of giving
+/// it back to the system, so that every timed run after the first reuses
+/// warm pages: otherwise a run's speed depends on how much memory the
+/// previous run (of either library) happened to return, and page faults
+/// from growing the heap swamp what the libraries themselves cost.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a tunable of glibc's allocator; it is
+    // called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+    }
+}
+
 fn main() {
+    keep_freed_memory();
     let options = parse_options().unwrap_or_else(|error| {
         eprintln!("bench_core: {error}");
-        eprintln!("usage: bench_core [--json] [--runs N] [--run-millis MS] [--filter TEXT]");
+        eprintln!(
+            "usage: bench_core [--json] [--runs N] [--run-millis MS] [--filter TEXT] \
+             [--proposals N] [--profile embraft|raft-rs]"
+        );
         process::exit(2);
     });
-    if !options.json {
-        println!(
-            "3-node cluster, one thread, in memory; median of {} runs of ~{} ms each",
-            options.runs,
-            options.run_length.as_millis()
-        );
-    }
-    let comparisons: Vec<Comparison> = WORKLOADS
-        .iter()
+    let workloads: Vec<Workload> = WORKLOADS
+        .into_iter()
         .filter(|workload| {
             let name = workload.name();
             options
                 .filter
                 .as_ref()
-                .is_none_or(|filter| name.contains(filter.as_str()))
+                .map_or(true, |filter| name.contains(filter.as_str()))
         })
-        .map(|&workload| compare(workload, options.runs, options.run_length))
+        .collect();
+    if let Some(library) = options.profile {
+        profile(library, &workloads, &options);
+        return;
+    }
+    if !options.json {
+        println!(
+            "3-node cluster, one thread, in memory; median of {} runs of ~{} ms each, \
+             per second of CPU time (wall ratio: per second of wall time)",
+            options.runs,
+            options.run_length.as_millis()
+        );
+    }
+    let comparisons: Vec<Comparison> = workloads
+        .iter()
+        .map(|&workload| compare(workload, &options))
         .collect();
     if options.json {
         println!("{}", json_report(&options, &comparisons));
