@@ -76,6 +76,8 @@ pub(crate) struct Progress {
     pub(crate) inflights: Inflights,
     /// Heard from during the current check-quorum period.
     pub(crate) recent_active: bool,
+    /// The highest commit index this follower can have learned from us.
+    pub(crate) sent_commit: Index,
 }
 
 impl Progress {
@@ -87,6 +89,7 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::new(max_msgs, max_bytes),
             recent_active: false,
+            sent_commit: 0,
         }
     }
 
@@ -102,6 +105,13 @@ impl Progress {
         self.next = self.matched + 1;
         self.probe_sent = false;
         self.inflights.clear();
+    }
+
+    /// True when telling the follower `committed` could advance its commit
+    /// index: it has not been told, and its log reaches further than what it
+    /// was told (a follower commits only entries it holds).
+    pub(crate) fn can_bump_commit(&self, committed: Index) -> bool {
+        self.sent_commit < committed && self.sent_commit < self.next - 1
     }
 
     /// True when no append may be sent now.
