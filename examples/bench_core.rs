@@ -48,14 +48,15 @@ struct StateMachine {
 }
 
 impl StateMachine {
-    /// Applies the entry at `index`. Entries without a payload (a new
-    /// leader's empty entry) only advance the applied index.
-    fn apply(&mut self, index: u64, data: &[u8]) {
+    /// Applies the entry at `index`: `payload` is what the host proposed,
+    /// `None` for the library's own entries (a new leader's empty entry,
+    /// membership), which only advance the applied index.
+    fn apply(&mut self, index: u64, payload: Option<&[u8]>) {
         assert!(index > self.applied_index, "entry {index} applied twice");
         self.applied_index = index;
-        if !data.is_empty() {
+        if let Some(payload) = payload {
             self.applied_payloads += 1;
-            self.checksum = fold_checksum(self.checksum, data);
+            self.checksum = fold_checksum(self.checksum, payload);
         }
     }
 }
@@ -111,6 +112,9 @@ trait BenchNode: Sized {
 struct Cluster<N: BenchNode> {
     nodes: Vec<N>,
     in_flight: Vec<N::Message>,
+    /// Rounds run and messages delivered so far.
+    rounds: u64,
+    messages: u64,
 }
 
 impl<N: BenchNode> Cluster<N> {
@@ -119,6 +123,8 @@ impl<N: BenchNode> Cluster<N> {
         let mut cluster = Cluster {
             nodes: VOTERS.iter().map(|&id| N::new(id)).collect(),
             in_flight: Vec::new(),
+            rounds: 0,
+            messages: 0,
         };
         cluster.leader_mut().campaign();
         cluster.run_until("an elected leader", |cluster| {
@@ -148,6 +154,8 @@ impl<N: BenchNode> Cluster<N> {
             progressed |= node.handle_ready(&mut self.in_flight);
         }
         progressed |= !self.in_flight.is_empty();
+        self.rounds += 1;
+        self.messages += self.in_flight.len() as u64;
         // Receiving sends nothing (replies come out of the next ready), so
         // the queue can be drained while nodes receive, and then reused.
         let mut delivering = std::mem::take(&mut self.in_flight);
@@ -215,13 +223,15 @@ impl Workload {
     }
 }
 
-/// How long a run took.
+/// How long a run took, and how much the cluster did in it.
 #[derive(Clone, Copy, Debug)]
-struct RunTime {
+struct RunStats {
     wall: Duration,
     /// CPU time of this thread, user and system: what the run cost, without
     /// the time other processes on a shared machine held the CPU.
     cpu: Duration,
+    rounds: u64,
+    messages: u64,
 }
 
 /// CPU time consumed so far by the calling thread.
@@ -239,9 +249,10 @@ fn thread_cpu_time() -> Duration {
 /// Commits `proposals` proposals of `workload` on a fresh cluster and
 /// returns how long it took: from the first proposal until every node has
 /// applied the last. Election happens before the clock starts.
-fn timed_run<N: BenchNode>(workload: Workload, proposals: usize) -> RunTime {
+fn timed_run<N: BenchNode>(workload: Workload, proposals: usize) -> RunStats {
     let mut cluster = Cluster::<N>::with_leader();
     let first_index = cluster.leader().state_machine().applied_index + 1;
+    let (rounds_before, messages_before) = (cluster.rounds, cluster.messages);
     let started = Instant::now();
     let cpu_started = thread_cpu_time();
     let mut sequence = 0;
@@ -257,9 +268,11 @@ fn timed_run<N: BenchNode>(workload: Workload, proposals: usize) -> RunTime {
         cluster.run_until_leader_applied(last_index);
     }
     cluster.settle();
-    let elapsed = RunTime {
+    let stats = RunStats {
         wall: started.elapsed(),
         cpu: thread_cpu_time() - cpu_started,
+        rounds: cluster.rounds - rounds_before,
+        messages: cluster.messages - messages_before,
     };
 
     let expected = StateMachine {
@@ -275,7 +288,7 @@ fn timed_run<N: BenchNode>(workload: Workload, proposals: usize) -> RunTime {
             N::LIBRARY
         );
     }
-    elapsed
+    stats
 }
 
 /// The number of proposals (a multiple of the batch) that takes about
@@ -387,7 +400,7 @@ fn compare(workload: Workload, options: &Options) -> Comparison {
 
 mod embraft_host {
     use super::*;
-    use embraft::core::{Config, InitialState, Message, Raft, Role};
+    use embraft::core::{Config, EntryKind, InitialState, Message, Raft, Role};
 
     pub struct Node {
         raft: Raft,
@@ -451,7 +464,8 @@ mod embraft_host {
             outbox.extend(ready.persisted_messages);
             self.raft.on_persisted(ready.number);
             for entry in &ready.committed_entries {
-                self.state_machine.apply(entry.index, &entry.data);
+                let payload = (entry.kind == EntryKind::Normal).then_some(&entry.data[..]);
+                self.state_machine.apply(entry.index, payload);
             }
             if !ready.committed_entries.is_empty() {
                 self.raft.on_applied(self.state_machine.applied_index);
@@ -471,7 +485,7 @@ mod embraft_host {
 
 mod raft_rs_host {
     use super::*;
-    use raft::eraftpb::{Entry, Message};
+    use raft::eraftpb::{Entry, EntryType, Message};
     use raft::storage::MemStorage;
     use raft::{Config, RawNode, StateRole};
 
@@ -483,8 +497,11 @@ mod raft_rs_host {
     impl Node {
         fn apply(&mut self, entries: &[Entry]) {
             for entry in entries {
-                self.state_machine
-                    .apply(entry.get_index(), entry.get_data());
+                // A new leader's entry is an empty normal entry.
+                let is_payload = entry.get_entry_type() == EntryType::EntryNormal
+                    && !entry.get_data().is_empty();
+                let payload = is_payload.then_some(entry.get_data());
+                self.state_machine.apply(entry.get_index(), payload);
             }
         }
     }
@@ -730,15 +747,18 @@ fn profile(library: Library, workloads: &[Workload], options: &Options) {
     let proposals = options.proposals.unwrap_or(100_000);
     for &workload in workloads {
         for _ in 0..options.runs {
-            let elapsed = match library {
+            let stats = match library {
                 Library::Embraft => timed_run::<embraft_host::Node>(workload, proposals),
                 Library::RaftRs => timed_run::<raft_rs_host::Node>(workload, proposals),
             };
             println!(
-                "{}: {proposals} proposals in {:.3} s ({:.3} s of CPU)",
+                "{}: {proposals} proposals in {:.3} s ({:.3} s of CPU), \
+                 {:.2} rounds and {:.2} messages per proposal",
                 workload.name(),
-                elapsed.wall.as_secs_f64(),
-                elapsed.cpu.as_secs_f64()
+                stats.wall.as_secs_f64(),
+                stats.cpu.as_secs_f64(),
+                stats.rounds as f64 / proposals as f64,
+                stats.messages as f64 / proposals as f64
             );
         }
     }
