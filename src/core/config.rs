@@ -39,6 +39,10 @@ pub struct Config {
     /// nodes advance at similar rates: a deposed leader may keep answering
     /// reads until its own check-quorum timeout fires.
     pub lease_reads: bool,
+    /// Entries kept in memory (and in the log) before a snapshot point, so
+    /// that a follower lagging by less than this catches up without a
+    /// snapshot.
+    pub compact_keep_entries: u64,
     /// Seed of the generator that randomizes election timeouts.
     pub seed: u64,
 }
@@ -57,6 +61,7 @@ impl Default for Config {
             max_entry_bytes: 1 << 20,
             max_apply_bytes: 16 << 20,
             lease_reads: false,
+            compact_keep_entries: 1024,
             seed: 0,
         }
     }

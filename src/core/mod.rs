@@ -17,7 +17,7 @@ mod types;
 pub use config::{Config, ConfigError};
 pub use membership::ConfChangeError;
 pub use raft::{
-    InitialState, PeerStatus, ProposeError, Raft, ReadError, ReadState, Ready, Role, SoftState,
-    Status, StepError, TransferError,
+    CompactError, InitialState, PeerStatus, ProposeError, Raft, ReadError, ReadState, Ready, Role,
+    SnapshotChunk, SoftState, Status, StepError, TransferError,
 };
 pub use types::*;

@@ -12,6 +12,11 @@ use std::collections::VecDeque;
 pub(crate) enum ProgressState {
     Probe,
     Replicate,
+    /// The follower needs the snapshot through `pending`; appends wait
+    /// until it has installed it.
+    Snapshot {
+        pending: Index,
+    },
 }
 
 /// Appends sent but not yet acknowledged: `(last index, bytes)` per message.
@@ -114,11 +119,18 @@ impl Progress {
         self.sent_commit < committed && self.sent_commit < self.next - 1
     }
 
+    pub(crate) fn become_snapshot(&mut self, pending: Index) {
+        self.state = ProgressState::Snapshot { pending };
+        self.probe_sent = false;
+        self.inflights.clear();
+    }
+
     /// True when no append may be sent now.
     pub(crate) fn is_paused(&self) -> bool {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.is_full(),
+            ProgressState::Snapshot { .. } => true,
         }
     }
 
@@ -133,6 +145,7 @@ impl Progress {
                 }
             }
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot { .. } => {}
         }
     }
 
@@ -169,6 +182,8 @@ impl Progress {
                 self.probe_sent = false;
                 true
             }
+            // Only the snapshot's installation moves this follower on.
+            ProgressState::Snapshot { .. } => false,
         }
     }
 }

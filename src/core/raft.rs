@@ -107,6 +107,30 @@ impl fmt::Display for ReadError {
 
 impl std::error::Error for ReadError {}
 
+/// Why a snapshot could not be taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompactError {
+    /// A snapshot may only cover applied entries.
+    NotApplied { index: Index, applied: Index },
+    /// The log is already compacted through a later index.
+    AlreadyCompacted { snapshot_index: Index },
+}
+
+impl fmt::Display for CompactError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CompactError::NotApplied { index, applied } => {
+                write!(f, "cannot snapshot at {index}: only {applied} is applied")
+            }
+            CompactError::AlreadyCompacted { snapshot_index } => {
+                write!(f, "already compacted through {snapshot_index}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CompactError {}
+
 /// Why a leadership transfer could not start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransferError {
@@ -154,6 +178,29 @@ pub struct Ready {
     /// changed it (the core puts committed membership changes into force
     /// itself; the host need not act on them).
     pub conf_state: Option<ConfState>,
+    /// A snapshot installed by [`Raft::restore`]: the host records it
+    /// durably with this batch, discards its log, and restores its state
+    /// machine from the snapshot's data.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Leader: send the latest snapshot (described here) to these peers,
+    /// in chunks, then call [`Raft::report_snapshot`].
+    pub snapshots_to_send: Vec<(NodeId, SnapshotMeta)>,
+    /// Follower: chunks of a snapshot the leader is sending, for the host
+    /// to store; once it holds the whole snapshot durably it calls
+    /// [`Raft::restore`].
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+}
+
+/// One received chunk of a snapshot, as the leader sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub from: NodeId,
+    pub term: Term,
+    pub meta: SnapshotMeta,
+    pub offset: u64,
+    pub total_len: u64,
+    pub checksum: u32,
+    pub data: Vec<u8>,
 }
 
 impl Ready {
@@ -167,6 +214,9 @@ impl Ready {
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()
             && self.conf_state.is_none()
+            && self.snapshot.is_none()
+            && self.snapshots_to_send.is_empty()
+            && self.snapshot_chunks.is_empty()
     }
 }
 
@@ -263,6 +313,8 @@ pub struct Status {
     pub persisted: Index,
     pub first_index: Index,
     pub last_index: Index,
+    /// Index covered by the latest snapshot (0 if none).
+    pub snapshot_index: Index,
     /// The membership in force.
     pub conf_state: ConfState,
     /// The target of a leadership transfer under way, or [`NO_NODE`].
@@ -332,6 +384,17 @@ pub struct Raft {
     pending_conf_index: Index,
     /// Membership changes through this index are in force.
     conf_applied: Index,
+    /// The membership after each change in force since the snapshot (the
+    /// first item is the snapshot's), to give a snapshot its membership.
+    conf_history: Vec<(Index, Membership)>,
+    /// Term of the latest snapshot's last entry.
+    snapshot_term: Term,
+    /// Leader: followers that need the latest snapshot.
+    snapshots_to_send: Vec<(NodeId, SnapshotMeta)>,
+    /// Follower: snapshot chunks from the leader, for the host to store.
+    snapshot_chunks: Vec<SnapshotChunk>,
+    /// Follower: a snapshot installed by `restore`, not yet handed out.
+    installed_snapshot: Option<SnapshotMeta>,
     /// Target of a leadership transfer under way, and its age in ticks.
     lead_transferee: NodeId,
     transfer_ticks: u32,
@@ -357,30 +420,39 @@ impl Raft {
     /// bootstrap) state. Deterministic given `config.seed`.
     pub fn new(config: Config, initial: InitialState) -> Result<Raft, ConfigError> {
         config.validate()?;
-        let mut membership = Membership::from_conf_state(&initial.conf_state)?;
-        let (offset_index, offset_term) = initial
-            .snapshot
-            .as_ref()
-            .map_or((0, 0), |s| (s.index, s.term));
-        check_entry_sequence(
-            offset_index,
-            offset_term,
-            initial.hard_state.term,
-            &initial.entries,
-        )
-        .map_err(ConfigError::InvalidLog)?;
+        let snapshot = initial.snapshot.unwrap_or_else(|| SnapshotMeta {
+            conf_state: initial.conf_state,
+            ..SnapshotMeta::default()
+        });
+        let mut membership = Membership::from_conf_state(&snapshot.conf_state)?;
+        if let Some(first) = initial.entries.first() {
+            check_entry_sequence(
+                first.index - 1,
+                0,
+                initial.hard_state.term,
+                &initial.entries,
+            )
+            .map_err(ConfigError::InvalidLog)?;
+        }
         let hs = initial.hard_state;
         let log = RaftLog::new(
-            offset_index,
-            offset_term,
+            snapshot.index,
+            snapshot.term,
             initial.entries,
             hs.commit,
             initial.applied,
-        );
+        )
+        .map_err(ConfigError::InvalidLog)?;
         // Every committed change is in force from the start; later ones
         // take effect as they are handed out (see `conf_applied`).
-        for e in &log.entries()[..(log.committed - offset_index) as usize] {
-            membership = apply_conf_change_entry(&membership, e);
+        let mut conf_history = vec![(snapshot.index, membership.clone())];
+        for index in snapshot.index + 1..=log.committed {
+            let entry = log.entry(index).expect("committed entries are held");
+            let next = apply_conf_change_entry(&membership, entry);
+            if next != membership {
+                membership = next;
+                conf_history.push((index, membership.clone()));
+            }
         }
         let conf_applied = log.committed;
         let mut raft = Raft {
@@ -402,6 +474,11 @@ impl Raft {
             broadcast_pending: false,
             pending_conf_index: 0,
             conf_applied,
+            conf_history,
+            snapshot_term: snapshot.term,
+            snapshots_to_send: Vec::new(),
+            snapshot_chunks: Vec::new(),
+            installed_snapshot: None,
             lead_transferee: NO_NODE,
             transfer_ticks: 0,
             reads_awaiting_commit: Vec::new(),
@@ -480,6 +557,7 @@ impl Raft {
             persisted: self.log.persisted,
             first_index: self.log.first_index(),
             last_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot_index(),
             conf_state: self.membership.conf_state(),
             lead_transferee: self.lead_transferee,
             peers,
@@ -762,7 +840,33 @@ impl Raft {
                     self.read_states.push(ReadState { context, result });
                 }
             }
-            MessageBody::InstallSnapshot { .. } | MessageBody::InstallSnapshotResponse { .. } => {}
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                total_len,
+                checksum,
+                data,
+            } => {
+                self.follow(msg.from)?;
+                if meta.index <= self.log.committed {
+                    // Nothing to install: tell the leader how far we are.
+                    let committed = self.log.committed;
+                    self.reply_append(msg.from, false, committed, 0, 0);
+                } else {
+                    self.snapshot_chunks.push(SnapshotChunk {
+                        from: msg.from,
+                        term: msg.term,
+                        meta,
+                        offset,
+                        total_len,
+                        checksum,
+                        data,
+                    });
+                }
+            }
+            // Chunk flow control belongs to the host that streams the
+            // snapshot; the core only needed the term check above.
+            MessageBody::InstallSnapshotResponse { .. } => {}
         }
         Ok(())
     }
@@ -978,7 +1082,9 @@ impl Raft {
             return Ok(());
         }
         if pr.acknowledge(index) {
-            if pr.state == ProgressState::Probe {
+            let snapshot_done =
+                matches!(pr.state, ProgressState::Snapshot { pending } if pr.matched >= pending);
+            if pr.state == ProgressState::Probe || snapshot_done {
                 pr.become_replicate();
             }
             if from == self.lead_transferee && pr.matched == self.log.last_index() {
@@ -1047,6 +1153,10 @@ impl Raft {
         let Some(prev_term) = self.log.term(prev_index) else {
             // The entries this follower needs were compacted away; it must
             // catch up from a snapshot.
+            let snapshot_index = self.log.snapshot_index();
+            pr.become_snapshot(snapshot_index);
+            let meta = self.snapshot_meta();
+            self.snapshots_to_send.push((to, meta));
             return false;
         };
         let entries = if pr.next <= last_index {
@@ -1194,7 +1304,11 @@ impl Raft {
         let before = self.membership.clone();
         let in_force = self.conf_applied;
         for e in committed.iter().filter(|e| e.index > in_force) {
-            self.membership = apply_conf_change_entry(&self.membership, e);
+            let next = apply_conf_change_entry(&self.membership, e);
+            if next != self.membership {
+                self.membership = next;
+                self.conf_history.push((e.index, self.membership.clone()));
+            }
             self.conf_applied = e.index;
         }
         if self.membership == before {
@@ -1252,6 +1366,108 @@ impl Raft {
         if self.leave_joint_due() {
             let (index, _) = self.append_proposal(EntryKind::ConfChange, Vec::new());
             self.pending_conf_index = index;
+        }
+    }
+
+    /// The metadata of the latest snapshot: its index, term and the
+    /// membership in force at that index.
+    pub fn snapshot_meta(&self) -> SnapshotMeta {
+        let index = self.log.snapshot_index();
+        SnapshotMeta {
+            index,
+            term: self.log.term(index).unwrap_or(self.snapshot_term),
+            conf_state: self.membership_at(index).conf_state(),
+        }
+    }
+
+    /// The membership in force right after `index` (which is at or after
+    /// the snapshot and at or before `conf_applied`).
+    fn membership_at(&self, index: Index) -> &Membership {
+        self.conf_history
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= index)
+            .map_or(&self.membership, |(_, m)| m)
+    }
+
+    /// The host saved a snapshot of its state machine covering every entry
+    /// through `index`, which it has applied. Returns the snapshot's
+    /// metadata, for the host to record durably. Entries before
+    /// `index - compact_keep_entries` are dropped from memory; those are
+    /// the entries the host may drop from its log too.
+    pub fn compact(&mut self, index: Index) -> Result<SnapshotMeta, CompactError> {
+        if index > self.log.applied {
+            return Err(CompactError::NotApplied {
+                index,
+                applied: self.log.applied,
+            });
+        }
+        if index <= self.log.snapshot_index() {
+            return Err(CompactError::AlreadyCompacted {
+                snapshot_index: self.log.snapshot_index(),
+            });
+        }
+        let keep_from = (index + 1).saturating_sub(self.config.compact_keep_entries);
+        self.log.compact(index, keep_from);
+        let meta = self.snapshot_meta();
+        self.snapshot_term = meta.term;
+        // The history before the snapshot is no longer needed, except the
+        // membership in force at the snapshot itself.
+        let keep = self
+            .conf_history
+            .iter()
+            .rposition(|(at, _)| *at <= index)
+            .unwrap_or(0);
+        self.conf_history.drain(..keep);
+        Ok(meta)
+    }
+
+    /// The first index the host still needs in its durable log: entries
+    /// before it are covered by the snapshot and no longer kept in memory.
+    pub fn first_index(&self) -> Index {
+        self.log.first_index()
+    }
+
+    /// The host holds, durably and verified, the whole snapshot `meta`
+    /// that the leader streamed (see [`Ready::snapshot_chunks`]). Returns
+    /// true when it was installed: the next ready batch carries it in
+    /// [`Ready::snapshot`]. Returns false when it is not needed (stale, or
+    /// this node's log already holds its last entry, in which case the log
+    /// is kept and just committed through it).
+    pub fn restore(&mut self, meta: SnapshotMeta) -> bool {
+        if self.role == Role::Leader || meta.index <= self.log.committed {
+            return false;
+        }
+        if self.log.matches(meta.index, meta.term) {
+            self.log.commit_to(meta.index);
+            return false;
+        }
+        let Ok(membership) = Membership::from_conf_state(&meta.conf_state) else {
+            return false;
+        };
+        self.log.restore(meta.index, meta.term);
+        self.membership = membership.clone();
+        self.conf_applied = meta.index;
+        self.conf_history = vec![(meta.index, membership)];
+        self.snapshot_term = meta.term;
+        if self.leader != NO_NODE {
+            let leader = self.leader;
+            self.reply_append(leader, false, meta.index, 0, 0);
+        }
+        self.installed_snapshot = Some(meta);
+        true
+    }
+
+    /// The host finished (or gave up) sending a snapshot to `peer`. On
+    /// failure the leader probes the peer again after its next heartbeat
+    /// response, which asks for a snapshot anew if it is still needed.
+    pub fn report_snapshot(&mut self, peer: NodeId, success: bool) {
+        let Some(pr) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        if matches!(pr.state, ProgressState::Snapshot { .. }) && !success {
+            pr.become_probe();
+            pr.probe_sent = true;
         }
     }
 
@@ -1427,6 +1643,9 @@ impl Raft {
             || self.log.has_unstable()
             || self.log.has_committed_to_apply()
             || self.leave_joint_due()
+            || self.installed_snapshot.is_some()
+            || !self.snapshots_to_send.is_empty()
+            || !self.snapshot_chunks.is_empty()
     }
 
     /// Takes the pending batch of work (see [`Ready`]).
@@ -1459,6 +1678,9 @@ impl Raft {
             committed_entries,
             read_states: std::mem::take(&mut self.read_states),
             conf_state: conf_changed.then(|| self.membership.conf_state()),
+            snapshot: self.installed_snapshot.take(),
+            snapshots_to_send: std::mem::take(&mut self.snapshots_to_send),
+            snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
         };
         self.last_soft = soft;
         self.last_hard = hard;

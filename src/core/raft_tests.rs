@@ -13,6 +13,10 @@ struct Cluster {
     isolated: Vec<NodeId>,
     /// Read outcomes per node.
     reads: BTreeMap<NodeId, Vec<ReadState>>,
+    /// Snapshot transfers asked for: (from, to, what).
+    snapshot_sends: Vec<(NodeId, NodeId, SnapshotMeta)>,
+    /// What the latest snapshot holds: the applied entries it covers.
+    snapshot_contents: Vec<Entry>,
 }
 
 fn config(id: NodeId) -> Config {
@@ -40,7 +44,45 @@ impl Cluster {
             applied: ids.iter().map(|&id| (id, Vec::new())).collect(),
             isolated: Vec::new(),
             reads: ids.iter().map(|&id| (id, Vec::new())).collect(),
+            snapshot_sends: Vec::new(),
+            snapshot_contents: Vec::new(),
         }
+    }
+
+    /// A cluster whose nodes keep only `keep` entries before a snapshot.
+    fn with_compaction(n: u64, keep: u64) -> Cluster {
+        let mut c = Cluster::new(n);
+        let ids: Vec<NodeId> = (1..=n).collect();
+        for &id in &ids {
+            let cfg = Config {
+                compact_keep_entries: keep,
+                ..config(id)
+            };
+            c.nodes
+                .insert(id, Raft::new(cfg, InitialState::bootstrap(&ids)).unwrap());
+        }
+        c
+    }
+
+    /// Node `id` snapshots everything it applied.
+    fn snapshot(&mut self, id: NodeId) -> SnapshotMeta {
+        let applied = self.applied[&id].clone();
+        let meta = self.node(id).compact(applied.len() as Index).unwrap();
+        self.snapshot_contents = applied;
+        meta
+    }
+
+    /// Delivers the snapshots asked for, as a host's transfer would.
+    fn transfer_snapshots(&mut self) {
+        for (from, to, meta) in std::mem::take(&mut self.snapshot_sends) {
+            if self.isolated.contains(&to) {
+                self.node(from).report_snapshot(to, false);
+                continue;
+            }
+            self.node(to).restore(meta);
+            self.node(from).report_snapshot(to, true);
+        }
+        self.settle();
     }
 
     /// Starts a node that belongs to no membership yet (it is being added).
@@ -73,6 +115,16 @@ impl Cluster {
                 }
                 busy = true;
                 let rd = node.ready();
+                if let Some(meta) = &rd.snapshot {
+                    // The host restores its state machine from the snapshot.
+                    let applied = self.applied.get_mut(&id).unwrap();
+                    *applied = self.snapshot_contents[..meta.index as usize].to_vec();
+                }
+                self.snapshot_sends.extend(
+                    rd.snapshots_to_send
+                        .iter()
+                        .map(|(to, meta)| (id, *to, meta.clone())),
+                );
                 self.wire.extend(rd.messages);
                 node.on_persisted(rd.number);
                 self.wire.extend(rd.persisted_messages);
@@ -511,4 +563,120 @@ fn an_unreachable_follower_is_probed_instead_of_streamed_to() {
     c.node(leader).propose(b"y".to_vec()).unwrap();
     c.settle();
     assert!(replicating(&mut c), "back to streaming once it answers");
+}
+
+#[test]
+fn a_follower_behind_the_compacted_log_catches_up_from_a_snapshot() {
+    let mut c = Cluster::with_compaction(3, 5);
+    let leader = c.elected();
+    let lagging = (1..=3).find(|&id| id != leader).unwrap();
+    c.isolated.push(lagging);
+    for i in 0..50u8 {
+        c.node(leader).propose(vec![i]).unwrap();
+    }
+    c.settle();
+    let meta = c.snapshot(leader);
+    assert_eq!(meta.conf_state.voters, vec![1, 2, 3]);
+    let status = c.node(leader).status();
+    assert_eq!(status.snapshot_index, meta.index);
+    assert_eq!(
+        status.first_index,
+        meta.index + 1 - 5,
+        "five trailing entries kept"
+    );
+    c.isolated.clear();
+    c.tick_all(2);
+    assert_eq!(
+        c.snapshot_sends.len(),
+        1,
+        "the leader asks for one snapshot transfer"
+    );
+    c.transfer_snapshots();
+    c.node(leader).propose(b"after".to_vec()).unwrap();
+    c.settle();
+    let expected = c.applied[&leader].clone();
+    assert_eq!(c.applied[&lagging], expected);
+    assert_eq!(c.node(lagging).status().snapshot_index, meta.index);
+    assert_eq!(c.node(lagging).status().conf_state.voters, vec![1, 2, 3]);
+}
+
+#[test]
+fn a_failed_snapshot_transfer_is_asked_for_again() {
+    let mut c = Cluster::with_compaction(3, 1);
+    let leader = c.elected();
+    let lagging = (1..=3).find(|&id| id != leader).unwrap();
+    c.isolated.push(lagging);
+    for i in 0..10u8 {
+        c.node(leader).propose(vec![i]).unwrap();
+    }
+    c.settle();
+    c.snapshot(leader);
+    c.tick_all(1);
+    c.transfer_snapshots();
+    c.isolated.clear();
+    c.tick_all(3);
+    assert!(
+        !c.snapshot_sends.is_empty(),
+        "asked for again after the failure"
+    );
+    c.transfer_snapshots();
+    c.settle();
+    assert_eq!(c.applied[&lagging], c.applied[&leader]);
+}
+
+#[test]
+fn snapshots_cover_only_applied_entries() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    let applied = c.node(leader).status().applied;
+    assert_eq!(
+        c.node(leader).compact(applied + 1),
+        Err(CompactError::NotApplied {
+            index: applied + 1,
+            applied
+        })
+    );
+    c.node(leader).compact(applied).unwrap();
+    assert_eq!(
+        c.node(leader).compact(applied),
+        Err(CompactError::AlreadyCompacted {
+            snapshot_index: applied
+        })
+    );
+}
+
+#[test]
+fn a_node_restarts_from_a_snapshot_and_the_entries_after_it() {
+    let mut c = Cluster::with_compaction(3, 2);
+    let leader = c.elected();
+    for i in 0..10u8 {
+        c.node(leader).propose(vec![i]).unwrap();
+    }
+    c.settle();
+    let meta = c.snapshot(leader);
+    c.node(leader).propose(b"tail".to_vec()).unwrap();
+    c.settle();
+    let before = c.node(leader).status();
+    let held = c.node(leader).log_entries().to_vec();
+    assert_eq!(
+        held[0].index,
+        meta.index - 1,
+        "two entries before the snapshot"
+    );
+    let restarted = Raft::new(
+        config(leader),
+        InitialState {
+            hard_state: c.node(leader).hard_state(),
+            snapshot: Some(meta.clone()),
+            entries: held,
+            applied: meta.index,
+            ..InitialState::default()
+        },
+    )
+    .unwrap();
+    let after = restarted.status();
+    assert_eq!(after.last_index, before.last_index);
+    assert_eq!(after.snapshot_index, meta.index);
+    assert_eq!(after.conf_state, before.conf_state);
+    assert_eq!(after.commit, before.commit);
 }
