@@ -520,6 +520,7 @@ mod raft_rs_host {
                 max_inflight_msgs: MAX_INFLIGHT_MSGS,
                 max_size_per_msg: MAX_MSG_BYTES,
                 max_committed_size_per_ready: MAX_APPLY_BYTES,
+                batch_append: true,
                 ..Config::default()
             };
             let storage = MemStorage::new_with_conf_state((VOTERS.to_vec(), vec![]));
