@@ -459,6 +459,12 @@ mod embraft_host {
                 return false;
             }
             let ready = self.raft.ready();
+            assert!(
+                ready.snapshot.is_none()
+                    && ready.snapshots_to_send.is_empty()
+                    && ready.snapshot_chunks.is_empty(),
+                "unexpected snapshot: nothing compacts the log here"
+            );
             outbox.extend(ready.messages);
             // The log lives in the core's memory: persisting the batch is
             // only reporting it done.
