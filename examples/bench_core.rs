@@ -382,6 +382,10 @@ fn compare(workload: Workload, options: &Options) -> Comparison {
         let raft_rs = calibrate::<raft_rs_host::Node>(workload, options.run_length);
         embraft.min(raft_rs)
     });
+    // One untimed run each at full length first: the heap reaches the size
+    // the timed runs need, so none of them pays for growing it.
+    timed_run::<embraft_host::Node>(workload, proposals_per_run);
+    timed_run::<raft_rs_host::Node>(workload, proposals_per_run);
     let mut embraft = Measurement::new(proposals_per_run, options.runs);
     let mut raft_rs = Measurement::new(proposals_per_run, options.runs);
     for _ in 0..options.runs {
