@@ -4,7 +4,7 @@
 //! proposal outcomes.
 #![allow(dead_code)]
 
-use embraft::core::{EntryKind, Index, NodeId, Role, Term};
+use embraft::core::{EntryKind, Index, NodeId, Role, SnapshotChunk, Term};
 use embraft::node::{Node, NodeConfig, ProposalResult, ReadyBatch};
 use embraft::wal::WalOptions;
 use std::collections::HashMap;
@@ -62,6 +62,9 @@ pub struct Host {
     pub term: Term,
     /// Applied entries since the host last compacted.
     pub since_compaction: u64,
+    /// Snapshot chunks the node handed out, and its log lines.
+    pub chunks: Vec<SnapshotChunk>,
+    pub logs: Vec<String>,
 }
 
 impl Host {
@@ -111,6 +114,8 @@ impl Cluster {
                     leader: 0,
                     term: 0,
                     since_compaction: 0,
+                    chunks: Vec::new(),
+                    logs: Vec::new(),
                 }
             })
             .collect();
@@ -220,6 +225,9 @@ impl Cluster {
         for outcome in &batch.outcomes {
             host.outcomes.insert(outcome.proposal_id, outcome.result);
         }
+        host.chunks.extend(batch.snapshot_chunks);
+        host.logs
+            .extend(batch.logs.into_iter().map(|line| line.text));
         if !batch.committed.is_empty() {
             let node = host.node.as_ref().expect("running");
             let _ = node.ack_applied(host.last_applied);
@@ -253,6 +261,26 @@ impl Cluster {
         let running: Vec<&Host> = self.hosts.iter().filter(|h| h.node.is_some()).collect();
         let leader = running.iter().find(|h| h.role == Role::Leader)?.id;
         running.iter().all(|h| h.leader == leader).then_some(leader)
+    }
+
+    /// Pumps until no node has anything to hand out for a while (use with
+    /// ticking off, or heartbeats keep it busy).
+    pub fn settle(&mut self) {
+        let mut quiet_rounds = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while quiet_rounds < 20 && Instant::now() < deadline {
+            if self.pump() == 0 {
+                quiet_rounds += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            } else {
+                quiet_rounds = 0;
+            }
+        }
+    }
+
+    /// Frees node `id` (its writes are durable once this returns).
+    pub fn stop(&mut self, id: NodeId) {
+        self.hosts[(id - 1) as usize].node = None;
     }
 
     pub fn elect(&mut self) -> NodeId {
