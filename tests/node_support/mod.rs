@@ -234,8 +234,12 @@ impl Cluster {
             if self.compact_every > 0 && host.since_compaction >= self.compact_every {
                 // The host's state machine is its applied list, "saved"
                 // in memory; the node may drop the log it covers.
-                node.compact(host.last_applied).expect("compact");
-                host.since_compaction = 0;
+                match node.compact(host.last_applied) {
+                    Ok(()) => host.since_compaction = 0,
+                    // The queue is full: compact after the next batch.
+                    Err(embraft::node::NodeError::Busy) => {}
+                    Err(err) => panic!("node {from}: compact: {err}"),
+                }
             }
         }
     }
