@@ -23,14 +23,14 @@ const WINDOW: usize = 1_000;
 const COMPACT_EVERY: u64 = 2_000;
 /// ...and the node keeps this many entries before the compaction point.
 const KEEP_ENTRIES: u64 = 500;
-/// Segment files a node's WAL may hold at the end. Between two compactions
-/// the log the WAL must keep runs from the last compaction point minus
-/// `KEEP_ENTRIES` to the last entry: at most KEEP_ENTRIES + COMPACT_EVERY
-/// + WINDOW = 3,500 entries of about 160 bytes each (the payload, the
-/// record header and the hard-state records between batches: 100,000
-/// entries fill 15 or 16 segments), 0.55 MiB, less than one segment, so it
-/// spans at most two segments (the active one and the one before). One
-/// more is the next segment, prepared in advance.
+/// Segment files a node's WAL may hold at any time. Between two
+/// compactions the log the WAL must keep runs from the last compaction
+/// point minus `KEEP_ENTRIES` to the last entry: at most `KEEP_ENTRIES +
+/// COMPACT_EVERY + WINDOW` = 3,500 entries of about 160 bytes each (the
+/// payload, the record header and the hard-state records between batches:
+/// 100,000 entries fill 15 or 16 segments), 0.55 MiB, less than one
+/// segment, so it spans at most two segments (the active one and the one
+/// before). One more is the next segment, prepared in advance.
 const MAX_SEGMENTS: usize = 3;
 
 fn payload(number: u32) -> Vec<u8> {
