@@ -704,8 +704,10 @@ int cluster_stream_verify(const struct cluster *c, const struct proposal_stream 
             const struct stream_proposal *p = &s->made[k];
             const struct cluster_node *owner = &c->nodes[p->node];
             enum proposal_state state = owner->proposals[p->id];
+            /* On its own node a committed entry also carries its id. */
             int ok = (state == PROPOSAL_COMMITTED && times[k] == 1 &&
-                      where[k] == owner->proposal_index[p->id]) ||
+                      where[k] == owner->proposal_index[p->id] &&
+                      (owner != n || n->applied[where[k]].proposal_id == p->id)) ||
                      (state == PROPOSAL_DROPPED && times[k] == 0) ||
                      (state == PROPOSAL_UNKNOWN && times[k] <= 1);
             if (!ok) {

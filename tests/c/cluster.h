@@ -218,8 +218,8 @@ int cluster_stream_settled(struct cluster *c, const void *stream);
 
 /* The stream's proposals against what the running members applied: each
  * has an outcome; a committed one was applied at its index and exactly
- * once on every member, a dropped one nowhere, an unknown one at most
- * once. Prints the first violation. */
+ * once on every member (with its proposal id on its own node), a dropped
+ * one nowhere, an unknown one at most once. Prints the first violation. */
 int cluster_stream_verify(const struct cluster *c, const struct proposal_stream *s);
 
 #endif /* EMBRAFT_TEST_CLUSTER_H */
