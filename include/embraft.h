@@ -95,9 +95,10 @@
 #define EMBRAFT_PROPOSAL_DROPPED_LEARNER_BEHIND 8
 
 /**
- * The proposal's index is covered by a snapshot this node installed from
- * the leader: it may or may not have committed (the host can tell from
- * its restored state). The outcome's index is the proposal's index.
+ * This node will never learn whether the proposal committed: a snapshot
+ * it installed from the leader covers its index (the host can tell from
+ * its restored state), or it was removed from the membership first. The
+ * outcome's index is the proposal's index.
  */
 #define EMBRAFT_PROPOSAL_UNKNOWN 9
 

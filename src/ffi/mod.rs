@@ -102,9 +102,10 @@ pub const EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_PENDING: u32 = 6;
 pub const EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_INVALID: u32 = 7;
 /// Membership change refused: the learner to promote has not caught up.
 pub const EMBRAFT_PROPOSAL_DROPPED_LEARNER_BEHIND: u32 = 8;
-/// The proposal's index is covered by a snapshot this node installed from
-/// the leader: it may or may not have committed (the host can tell from
-/// its restored state). The outcome's index is the proposal's index.
+/// This node will never learn whether the proposal committed: a snapshot
+/// it installed from the leader covers its index (the host can tell from
+/// its restored state), or it was removed from the membership first. The
+/// outcome's index is the proposal's index.
 pub const EMBRAFT_PROPOSAL_UNKNOWN: u32 = 9;
 
 /// Membership changes (`embraft_node_propose_conf_change`).

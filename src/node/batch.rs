@@ -79,10 +79,10 @@ pub enum ProposalResult {
         index: Index,
     },
     Dropped(DropReason),
-    /// The proposal's index is covered by a snapshot installed from the
-    /// leader, so the node never sees the entry that landed there: it may
-    /// or may not have committed. The host can tell from its restored
-    /// state.
+    /// The node will never learn whether the proposal committed: a
+    /// snapshot installed from the leader covers its index (the host can
+    /// tell from its restored state), or this node was removed from the
+    /// membership before learning how far the log commits.
     Unknown {
         index: Index,
     },

@@ -11,8 +11,8 @@ use super::persist::{PersistDone, PersistJob};
 use super::proposals::ProposalTracker;
 use super::{wire, Shared};
 use crate::core::{
-    ConfChange, Entry, Index, Message, MessageBody, NodeId, Payload, ProposeError, Raft, ReadState,
-    Role, SnapshotMeta, Term,
+    ConfChange, ConfState, Entry, Index, Message, MessageBody, NodeId, Payload, ProposeError, Raft,
+    ReadState, Role, SnapshotMeta, Term,
 };
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::VecDeque;
@@ -352,6 +352,9 @@ impl Driver {
                 });
             }
             self.release_committed(ready.committed_entries);
+            if let Some(conf_state) = &ready.conf_state {
+                self.settle_if_removed(conf_state);
+            }
             if !ready.snapshots_to_send.is_empty() || !ready.snapshot_chunks.is_empty() {
                 if let Some(chunk) = ready.snapshot_chunks.last() {
                     self.incoming_snapshot = Some(chunk.meta.clone());
@@ -419,6 +422,31 @@ impl Driver {
             committed.into_iter().for_each(|c| p.push_committed(c));
             outcomes.into_iter().for_each(|o| p.push_outcome(o));
         });
+    }
+
+    /// A node removed from the membership learns nothing more from the
+    /// cluster: its proposals beyond its commit index would wait forever
+    /// (a leader that removed itself may have appended some after the
+    /// change, which the remaining members may yet commit), so their
+    /// outcome is unknown now.
+    fn settle_if_removed(&mut self, conf_state: &ConfState) {
+        let id = self.raft.id();
+        let member = [
+            &conf_state.voters,
+            &conf_state.learners,
+            &conf_state.voters_outgoing,
+            &conf_state.learners_next,
+        ]
+        .iter()
+        .any(|ids| ids.contains(&id));
+        if member {
+            return;
+        }
+        let unknown = self.proposals.beyond_removal(self.raft.commit_index());
+        if !unknown.is_empty() {
+            self.shared
+                .update(|p| unknown.into_iter().for_each(|o| p.push_outcome(o)));
+        }
     }
 
     /// Releases, in order, every batch whose writes are durable: tells the

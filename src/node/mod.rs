@@ -290,8 +290,9 @@ impl Node {
         let (job_tx, job_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
 
+        let segment_size = config.wal.segment_size;
         let persister = spawn_guarded(format!("embraft-wal-{id}"), &shared, move || {
-            persist::run(wal, job_rx, done_tx)
+            persist::run(wal, segment_size, job_rx, done_tx)
         })?;
         let driver = Driver::new(raft, shared.clone(), input_rx, job_tx, done_rx, applied);
         let driver = spawn_guarded(format!("embraft-node-{id}"), &shared, move || driver.run())?;

@@ -32,10 +32,16 @@ pub(crate) enum PersistDone {
 
 /// Runs until the driver drops its end of `jobs`; every queued job is
 /// written before it returns, so a node stops with its writes durable.
-pub(crate) fn run(wal: Wal, jobs: Receiver<PersistJob>, done: Sender<PersistDone>) {
+/// `segment_size` is the WAL's: no single append may exceed a segment.
+pub(crate) fn run(
+    wal: Wal,
+    segment_size: u64,
+    jobs: Receiver<PersistJob>,
+    done: Sender<PersistDone>,
+) {
     while let Ok(first) = jobs.recv() {
         let mut last_seq = first.seq;
-        let mut group = GroupWrite::default();
+        let mut group = GroupWrite::new(segment_size);
         let mut result = group.add(&wal, first);
         for job in jobs.try_iter() {
             if result.is_err() {
@@ -58,14 +64,54 @@ pub(crate) fn run(wal: Wal, jobs: Receiver<PersistJob>, done: Sender<PersistDone
 }
 
 /// The entries and hard state of consecutive jobs, written with one append
-/// and so one sync.
-#[derive(Default)]
+/// and so one sync, unless they would not fit in one segment.
 struct GroupWrite {
     entries: Vec<Entry>,
     hard_state: Option<HardState>,
+    /// Bytes of entries (estimated) one append may carry: half a segment,
+    /// which leaves room for the segment header and the state restated at
+    /// the start of each segment.
+    max_append_bytes: u64,
+}
+
+/// An upper bound on the bytes one entry takes in the WAL: its data, the
+/// record header (32 bytes), index, term and kind, and alignment padding.
+fn estimated_record_bytes(entry: &Entry) -> u64 {
+    entry.data.len() as u64 + 64
 }
 
 impl GroupWrite {
+    fn new(segment_size: u64) -> GroupWrite {
+        GroupWrite {
+            entries: Vec::new(),
+            hard_state: None,
+            max_append_bytes: segment_size / 2,
+        }
+    }
+
+    /// The WAL refuses a batch larger than a segment, and a follower
+    /// catching up or a burst of proposals can queue more than that while
+    /// a sync runs: write whole prefixes that fit, keeping the rest (and
+    /// the hard state) for the group's final append.
+    fn write_oversized_prefixes(&mut self, wal: &Wal) -> Result<(), WalError> {
+        loop {
+            let mut bytes = 0;
+            let mut fit = 0;
+            for entry in &self.entries {
+                bytes += estimated_record_bytes(entry);
+                if fit > 0 && bytes > self.max_append_bytes {
+                    break;
+                }
+                fit += 1;
+            }
+            if fit == self.entries.len() {
+                return Ok(());
+            }
+            wal.append(&self.entries[..fit], None)?;
+            self.entries.drain(..fit);
+        }
+    }
+
     fn add(&mut self, wal: &Wal, job: PersistJob) -> Result<(), WalError> {
         if let Some(meta) = &job.snapshot {
             // Snapshot records are ordered with the entries around them.
@@ -76,6 +122,7 @@ impl GroupWrite {
             }
         }
         append_replacing(&mut self.entries, job.entries);
+        self.write_oversized_prefixes(wal)?;
         // A later hard state supersedes an earlier one: only the newest
         // needs to be durable, and it travels with the same sync.
         self.hard_state = job.hard_state.or(self.hard_state);
@@ -126,6 +173,52 @@ mod tests {
 
     fn ids(list: &[Entry]) -> Vec<(u64, u64)> {
         list.iter().map(|e| (e.index, e.term)).collect()
+    }
+
+    #[test]
+    fn a_group_larger_than_a_segment_is_written_in_parts() {
+        use crate::wal::WalOptions;
+        let dir = std::env::temp_dir().join(format!("embraft-persist-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = WalOptions {
+            segment_size: 64 << 10,
+            ..WalOptions::default()
+        };
+        let (wal, _) = Wal::open(&dir, options.clone()).unwrap();
+        // 1,000 entries of 200 bytes: about four segments' worth, queued
+        // in two jobs as a follower catching up would.
+        let big = |range: std::ops::RangeInclusive<u64>| -> Vec<Entry> {
+            range
+                .map(|index| Entry {
+                    index,
+                    term: 1,
+                    kind: EntryKind::Normal,
+                    data: Payload::from(&[7u8; 200][..]),
+                })
+                .collect()
+        };
+        let hard_state = HardState {
+            term: 1,
+            vote: 1,
+            commit: 900,
+        };
+        let mut group = GroupWrite::new(options.segment_size);
+        for (seq, range, hs) in [(1, 1..=600, None), (2, 601..=1000, Some(hard_state))] {
+            let job = PersistJob {
+                seq,
+                entries: big(range),
+                hard_state: hs,
+                ..PersistJob::default()
+            };
+            group.add(&wal, job).unwrap();
+        }
+        group.flush(&wal).unwrap();
+        drop(wal);
+        let (_, recovered) = Wal::open(&dir, options).unwrap();
+        assert_eq!(recovered.entries.len(), 1000);
+        assert_eq!(recovered.entries.last().unwrap().index, 1000);
+        assert_eq!(recovered.hard_state, hard_state);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -59,7 +59,20 @@ impl ProposalTracker {
     /// handed out, so their fate is unknown here.
     pub(crate) fn covered_by_snapshot(&mut self, index: Index) -> Vec<ProposalOutcome> {
         let later = self.by_index.split_off(&(index + 1));
-        std::mem::replace(&mut self.by_index, later)
+        Self::unknown(std::mem::replace(&mut self.by_index, later))
+    }
+
+    /// Settles every proposal above `committed`: this node was removed from
+    /// the cluster, so nobody will tell it how far the log commits beyond
+    /// what it knows, while the remaining members may still commit those
+    /// entries. Proposals at or below `committed` are settled as usual when
+    /// their entries are handed out.
+    pub(crate) fn beyond_removal(&mut self, committed: Index) -> Vec<ProposalOutcome> {
+        Self::unknown(self.by_index.split_off(&(committed + 1)))
+    }
+
+    fn unknown(settled: BTreeMap<Index, (u64, Term)>) -> Vec<ProposalOutcome> {
+        settled
             .into_iter()
             .map(|(at, (id, _))| ProposalOutcome {
                 proposal_id: id,
@@ -116,6 +129,18 @@ mod tests {
         );
         assert_eq!(settled[1].result, ProposalResult::Unknown { index: 6 });
         assert_eq!(tracker.committed(&entry(9, 1)).0, 3);
+    }
+
+    #[test]
+    fn removal_settles_only_what_lies_beyond_the_commit_index() {
+        let mut tracker = ProposalTracker::default();
+        tracker.appended(1, 5, 1);
+        tracker.appended(2, 6, 1);
+        let settled = tracker.beyond_removal(5);
+        assert_eq!(settled.len(), 1);
+        assert_eq!(settled[0].proposal_id, 2);
+        assert_eq!(settled[0].result, ProposalResult::Unknown { index: 6 });
+        assert_eq!(tracker.committed(&entry(5, 1)).0, 1);
     }
 
     #[test]

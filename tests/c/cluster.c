@@ -136,6 +136,7 @@ static void apply_entries(struct cluster *c, size_t i, const embraft_ready *read
         struct applied_entry *slot = &n->applied[index];
         slot->term = term;
         slot->kind = kind;
+        slot->proposal_id = proposal_id;
         slot->len = len;
         memcpy(slot->data, data, len);
         n->delivered = index;
@@ -162,9 +163,11 @@ static void record_outcomes(struct cluster *c, size_t i, const embraft_ready *re
             fail(c, "outcome accessor", i, status);
             return;
         }
-        n->proposals[id] =
-            outcome == EMBRAFT_PROPOSAL_COMMITTED ? PROPOSAL_COMMITTED : PROPOSAL_DROPPED;
+        n->proposals[id] = outcome == EMBRAFT_PROPOSAL_COMMITTED ? PROPOSAL_COMMITTED
+                           : outcome == EMBRAFT_PROPOSAL_UNKNOWN ? PROPOSAL_UNKNOWN
+                                                                  : PROPOSAL_DROPPED;
         n->proposal_index[id] = index;
+        n->proposal_outcome[id] = outcome;
     }
 }
 
@@ -314,10 +317,15 @@ void cluster_handle_ready(struct cluster *c, size_t i, const embraft_ready *read
     }
 }
 
+static void stream_propose(struct cluster *c, struct proposal_stream *s);
+
 int cluster_pump(struct cluster *c) {
     unsigned long long now = harness_now_ms();
     if (now - c->last_tick_ms >= cluster_tick_ms()) {
         c->last_tick_ms = now;
+        if (c->stream != NULL) {
+            c->stream->credit = c->stream->per_tick;
+        }
         for (size_t i = 0; i < c->count; i++) {
             if (c->nodes[i].node != NULL) {
                 embraft_status status = embraft_node_tick(c->nodes[i].node);
@@ -345,6 +353,9 @@ int cluster_pump(struct cluster *c) {
         embraft_ready_free(ready);
         handled++;
     }
+    if (c->stream != NULL) {
+        stream_propose(c, c->stream);
+    }
     return handled;
 }
 
@@ -365,6 +376,22 @@ int cluster_run_until(struct cluster *c, int (*done)(struct cluster *, const voi
     return 0;
 }
 
+static int never(struct cluster *c, const void *unused) {
+    (void)c;
+    (void)unused;
+    return 0;
+}
+
+int cluster_run_for(struct cluster *c, unsigned ms) {
+    cluster_run_until(c, never, NULL, ms);
+    return !c->broken;
+}
+
+/* Running and a member: what agreement and catching up are about. */
+static int is_member(const struct cluster_node *n) {
+    return n->node != NULL && !n->outsider;
+}
+
 int cluster_agreed_leader(const struct cluster *c) {
     int leader = -1;
     for (size_t i = 0; i < c->count; i++) {
@@ -379,7 +406,7 @@ int cluster_agreed_leader(const struct cluster *c) {
         return -1;
     }
     for (size_t i = 0; i < c->count; i++) {
-        if (c->nodes[i].node != NULL && c->nodes[i].leader != (uint64_t)leader + 1) {
+        if (is_member(&c->nodes[i]) && c->nodes[i].leader != (uint64_t)leader + 1) {
             return -1;
         }
     }
@@ -394,11 +421,21 @@ int cluster_has_leader(struct cluster *c, const void *unused) {
 int cluster_all_applied(struct cluster *c, const void *index) {
     uint64_t target = *(const uint64_t *)index;
     for (size_t i = 0; i < c->count; i++) {
-        if (c->nodes[i].node != NULL && c->nodes[i].delivered < target) {
+        if (is_member(&c->nodes[i]) && c->nodes[i].delivered < target) {
             return 0;
         }
     }
     return 1;
+}
+
+uint64_t cluster_max_delivered(const struct cluster *c) {
+    uint64_t max = 0;
+    for (size_t i = 0; i < c->count; i++) {
+        if (is_member(&c->nodes[i]) && c->nodes[i].delivered > max) {
+            max = c->nodes[i].delivered;
+        }
+    }
+    return max;
 }
 
 int cluster_logs_agree(const struct cluster *c) {
@@ -416,6 +453,271 @@ int cluster_logs_agree(const struct cluster *c) {
                             (unsigned long long)index);
                     return 0;
                 }
+            }
+        }
+    }
+    return 1;
+}
+
+void cluster_payload(unsigned number, char *out, size_t *len) {
+    *len = (size_t)snprintf(out, CLUSTER_PAYLOAD_MAX, "payload-%05u", number);
+}
+
+int cluster_payload_number(const struct applied_entry *e, unsigned *number) {
+    char text[CLUSTER_PAYLOAD_MAX + 1];
+    if (e->kind != EMBRAFT_ENTRY_NORMAL || e->len == 0) {
+        return 0;
+    }
+    memcpy(text, e->data, e->len);
+    text[e->len] = '\0';
+    return sscanf(text, "payload-%u", number) == 1;
+}
+
+/* Per payload offset: (node index << 32 | proposal id) of its live
+ * proposal, or 0 when it must be proposed (again). */
+struct batch_state {
+    uint64_t ids[CLUSTER_MAX_PROPOSALS];
+    unsigned committed;
+};
+
+int cluster_propose_all(struct cluster *c, unsigned first, unsigned total) {
+    static struct batch_state s;
+    memset(&s, 0, sizeof s);
+    const unsigned window = 64;
+    unsigned long long deadline = harness_now_ms() + COMMIT_TIMEOUT_MS;
+    unsigned in_flight = 0;
+    while (!c->broken && harness_now_ms() < deadline) {
+        int leader = cluster_agreed_leader(c);
+        /* Settle outcomes. */
+        s.committed = 0;
+        in_flight = 0;
+        for (unsigned k = 0; k < total; k++) {
+            if (s.ids[k] == 0) {
+                continue;
+            }
+            size_t owner = (size_t)(s.ids[k] >> 32);
+            uint64_t id = s.ids[k] & 0xffffffffu;
+            enum proposal_state state = c->nodes[owner].proposals[id];
+            if (state == PROPOSAL_COMMITTED) {
+                s.committed++;
+            } else if (state == PROPOSAL_DROPPED || state == PROPOSAL_UNKNOWN ||
+                       c->nodes[owner].node == NULL) {
+                s.ids[k] = 0; /* propose it again */
+            } else {
+                in_flight++;
+            }
+        }
+        if (s.committed == total) {
+            return 1;
+        }
+        if (leader >= 0) {
+            struct cluster_node *n = &c->nodes[leader];
+            for (unsigned k = 0; k < total && in_flight < window; k++) {
+                if (s.ids[k] != 0) {
+                    continue;
+                }
+                char data[CLUSTER_PAYLOAD_MAX];
+                size_t len = 0;
+                uint64_t id = 0;
+                cluster_payload(first + k, data, &len);
+                embraft_status status =
+                    embraft_node_propose(n->node, (const uint8_t *)data, len, &id);
+                if (status == EMBRAFT_ERR_BUSY) {
+                    break;
+                }
+                if (status != EMBRAFT_OK || id == 0 || id >= CLUSTER_MAX_PROPOSALS) {
+                    fprintf(stderr, "  propose: %s\n", embraft_status_str(status));
+                    return 0;
+                }
+                n->proposals[id] = PROPOSAL_PENDING;
+                s.ids[k] = ((uint64_t)leader << 32) | id;
+                in_flight++;
+            }
+        }
+        if (cluster_pump(c) == 0) {
+            harness_sleep_ms(1);
+        }
+    }
+    fprintf(stderr, "  %u of %u proposals committed before the deadline\n", s.committed, total);
+    return 0;
+}
+
+int cluster_applied_each_once(const struct cluster *c, size_t i, unsigned first, unsigned total) {
+    static unsigned char seen[CLUSTER_MAX_PROPOSALS];
+    memset(seen, 0, sizeof seen);
+    const struct cluster_node *n = &c->nodes[i];
+    for (uint64_t index = 1; index <= n->delivered; index++) {
+        unsigned number = 0;
+        if (!cluster_payload_number(&n->applied[index], &number) || number < first ||
+            number >= first + total) {
+            continue;
+        }
+        if (seen[number - first]++) {
+            fprintf(stderr, "  node %zu applied payload %u twice\n", i + 1, number);
+            return 0;
+        }
+    }
+    for (unsigned k = 0; k < total; k++) {
+        if (!seen[k]) {
+            fprintf(stderr, "  node %zu never applied payload %u\n", i + 1, first + k);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int proposal_settled(struct cluster *c, const void *where) {
+    const uint64_t *node_and_id = where;
+    return c->nodes[node_and_id[0]].proposals[node_and_id[1]] > PROPOSAL_PENDING;
+}
+
+uint32_t cluster_await_outcome(struct cluster *c, size_t i, uint64_t id, unsigned timeout_ms) {
+    if (id == 0 || id >= CLUSTER_MAX_PROPOSALS) {
+        return 0;
+    }
+    if (c->nodes[i].proposals[id] == PROPOSAL_NONE) {
+        c->nodes[i].proposals[id] = PROPOSAL_PENDING;
+    }
+    uint64_t where[2] = {i, id};
+    if (!cluster_run_until(c, proposal_settled, where, timeout_ms)) {
+        return 0;
+    }
+    return c->nodes[i].proposal_outcome[id];
+}
+
+int cluster_leader_reports_membership(struct cluster *c, const void *membership) {
+    const struct membership *want = membership;
+    embraft_status_report *report = NULL;
+    int leader = cluster_agreed_leader(c);
+    if (leader < 0 || embraft_node_status(c->nodes[leader].node, &report) != EMBRAFT_OK) {
+        return 0;
+    }
+    size_t voters = 0, learners = 0, outgoing = 99;
+    uint64_t first_voter = 0;
+    embraft_status_report_member_count(report, EMBRAFT_MEMBERS_VOTERS, &voters);
+    embraft_status_report_member_count(report, EMBRAFT_MEMBERS_LEARNERS, &learners);
+    embraft_status_report_member_count(report, EMBRAFT_MEMBERS_VOTERS_OUTGOING, &outgoing);
+    int listed = voters == 0 ||
+                 embraft_status_report_member(report, EMBRAFT_MEMBERS_VOTERS, 0, &first_voter) ==
+                     EMBRAFT_OK;
+    int refused = embraft_status_report_member(report, EMBRAFT_MEMBERS_VOTERS, voters,
+                                               &first_voter) == EMBRAFT_ERR_OUT_OF_RANGE &&
+                  embraft_status_report_member_count(report, 42, &outgoing) ==
+                      EMBRAFT_ERR_INVALID_ARGUMENT;
+    embraft_status_report_free(report);
+    return listed && refused && voters == want->voters && learners == want->learners &&
+           outgoing == 0;
+}
+
+static int settled(const struct cluster *c, const struct stream_proposal *p) {
+    return c->nodes[p->node].proposals[p->id] > PROPOSAL_PENDING;
+}
+
+/* Called by cluster_pump after each round. */
+static void stream_propose(struct cluster *c, struct proposal_stream *s) {
+    while (s->oldest_pending < s->count && settled(c, &s->made[s->oldest_pending])) {
+        s->oldest_pending++;
+    }
+    int leader = cluster_agreed_leader(c);
+    if (s->stopped || leader < 0) {
+        return;
+    }
+    size_t pending = 0;
+    for (size_t k = s->oldest_pending; k < s->count; k++) {
+        pending += !settled(c, &s->made[k]);
+    }
+    struct cluster_node *n = &c->nodes[leader];
+    while (s->credit > 0 && pending < s->window && s->count < CLUSTER_MAX_STREAM) {
+        struct stream_proposal *p = &s->made[s->count];
+        char data[CLUSTER_PAYLOAD_MAX];
+        size_t len = 0;
+        p->node = (size_t)leader;
+        p->number = s->first_number + (unsigned)s->count;
+        p->id = 0;
+        cluster_payload(p->number, data, &len);
+        embraft_status status = embraft_node_propose(n->node, (const uint8_t *)data, len, &p->id);
+        if (status == EMBRAFT_ERR_BUSY) {
+            return; /* the node's queue is full: try again next round */
+        }
+        if (status != EMBRAFT_OK || p->id == 0 || p->id >= CLUSTER_MAX_PROPOSALS) {
+            fail(c, "stream propose", (size_t)leader, status);
+            return;
+        }
+        n->proposals[p->id] = PROPOSAL_PENDING;
+        s->count++;
+        s->credit--;
+        pending++;
+    }
+}
+
+struct stream_tally cluster_stream_tally(const struct cluster *c, const struct proposal_stream *s) {
+    struct stream_tally t = {0, 0, 0, 0};
+    for (size_t k = 0; k < s->count; k++) {
+        switch (c->nodes[s->made[k].node].proposals[s->made[k].id]) {
+        case PROPOSAL_COMMITTED:
+            t.committed++;
+            break;
+        case PROPOSAL_DROPPED:
+            t.dropped++;
+            break;
+        case PROPOSAL_UNKNOWN:
+            t.unknown++;
+            break;
+        default:
+            t.pending++;
+            break;
+        }
+    }
+    return t;
+}
+
+int cluster_stream_settled(struct cluster *c, const void *stream) {
+    return cluster_stream_tally(c, stream).pending == 0;
+}
+
+/* How many times each payload number of the stream appears in what node
+ * `i` applied, and where it last did. */
+static void count_stream_payloads(const struct cluster_node *n, const struct proposal_stream *s,
+                                  unsigned char *times, uint64_t *where) {
+    memset(times, 0, s->count);
+    for (uint64_t index = 1; index <= n->delivered; index++) {
+        unsigned number = 0;
+        if (cluster_payload_number(&n->applied[index], &number) && number >= s->first_number &&
+            number - s->first_number < s->count) {
+            unsigned k = number - s->first_number;
+            times[k] = (unsigned char)(times[k] < 255 ? times[k] + 1 : 255);
+            where[k] = index;
+        }
+    }
+}
+
+int cluster_stream_verify(const struct cluster *c, const struct proposal_stream *s) {
+    static unsigned char times[CLUSTER_MAX_STREAM];
+    static uint64_t where[CLUSTER_MAX_STREAM];
+    for (size_t i = 0; i < c->count; i++) {
+        const struct cluster_node *n = &c->nodes[i];
+        if (!is_member(n)) {
+            continue;
+        }
+        count_stream_payloads(n, s, times, where);
+        for (size_t k = 0; k < s->count; k++) {
+            const struct stream_proposal *p = &s->made[k];
+            const struct cluster_node *owner = &c->nodes[p->node];
+            enum proposal_state state = owner->proposals[p->id];
+            /* On its own node a committed entry also carries its id. */
+            int ok = (state == PROPOSAL_COMMITTED && times[k] == 1 &&
+                      where[k] == owner->proposal_index[p->id] &&
+                      (owner != n || n->applied[where[k]].proposal_id == p->id)) ||
+                     (state == PROPOSAL_DROPPED && times[k] == 0) ||
+                     (state == PROPOSAL_UNKNOWN && times[k] <= 1);
+            if (!ok) {
+                fprintf(stderr,
+                        "  payload %u (proposal %llu of node %zu, state %d, index %llu): "
+                        "applied %u times on node %zu, last at %llu\n",
+                        p->number, (unsigned long long)p->id, p->node + 1, (int)state,
+                        (unsigned long long)owner->proposal_index[p->id], times[k], i + 1,
+                        (unsigned long long)where[k]);
+                return 0;
             }
         }
     }

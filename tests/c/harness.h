@@ -42,6 +42,18 @@ extern int harness_test_failed;
 
 #define CHECK_OK(call) CHECK_STATUS(call, EMBRAFT_OK)
 
+/* CHECK for the steps of a scenario that returns 1 on success, so that its
+ * caller still frees what it holds: reports the failing expression and
+ * makes the scenario return 0. */
+#define REQUIRE(cond)                                                           \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            fprintf(stderr, "  %s:%d: required: %s\n", __FILE__, __LINE__,      \
+                    #cond);                                                     \
+            return 0;                                                           \
+        }                                                                       \
+    } while (0)
+
 /* A test case: a name and a function that returns early on failure. */
 struct test_case {
     const char *name;
@@ -60,8 +72,10 @@ void harness_print_node_error(const embraft_node *node);
 unsigned long long harness_now_ms(void);
 void harness_sleep_ms(unsigned ms);
 
-/* The suites, each a NULL-terminated list (test_api.c, test_cluster.c). */
+/* The suites, each a NULL-terminated list (test_api.c, test_cluster.c,
+ * test_membership.c). */
 extern const struct test_case api_tests[];
 extern const struct test_case cluster_tests[];
+extern const struct test_case membership_tests[];
 
 #endif /* EMBRAFT_TEST_HARNESS_H */

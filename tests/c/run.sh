@@ -33,7 +33,8 @@ mkdir -p "$out/pkgconfig"
 system_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 warnings="-Wall -Wextra -Werror -pedantic"
 cflags="-std=c99 $warnings -g -O1 -pthread -I$root/include"
-suite_sources=(tests/c/harness.c tests/c/cluster.c tests/c/test_api.c tests/c/test_cluster.c)
+suite_sources=(tests/c/harness.c tests/c/cluster.c tests/c/test_api.c tests/c/test_cluster.c
+    tests/c/test_membership.c)
 
 echo "building libembraft (release)"
 cargo build --release --lib --quiet

@@ -1,0 +1,72 @@
+//! Membership changes seen from the node API, with message delivery under
+//! the test's control.
+
+mod node_support;
+
+use embraft::core::{ConfChange, Role};
+use embraft::node::ProposalResult;
+use node_support::{Cluster, Link};
+use std::time::Duration;
+
+/// A leader that removes itself may append proposals after the removal
+/// entry. Once the removal commits it steps down and, no longer a member,
+/// hears nothing more: those proposals must still get an outcome (unknown:
+/// the others may yet commit them), not wait forever.
+#[test]
+fn a_removed_leader_settles_its_later_proposals_as_unknown() {
+    let mut cluster = Cluster::start("removed-leader", 3, |_| {});
+    let leader = cluster.elect();
+    // No ticks from here on: no heartbeat or election may reorder the steps.
+    cluster.ticking = false;
+    let followers: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+
+    // The followers take the removal entry; their acknowledgements wait.
+    for &f in &followers {
+        cluster.set_link(f, leader, Link::Hold);
+    }
+    let removal = cluster
+        .host(leader)
+        .node()
+        .propose_conf_change(ConfChange::RemoveNode(leader))
+        .unwrap();
+    assert!(cluster.run_until(Duration::from_secs(10), |c| followers
+        .iter()
+        .all(|&f| c.held_from(f) > 0)));
+
+    // A proposal after it never reaches the followers.
+    for &f in &followers {
+        cluster.set_link(leader, f, Link::Drop);
+    }
+    let later = cluster
+        .host(leader)
+        .node()
+        .propose(b"after the removal")
+        .unwrap();
+    assert!(cluster.run_until(Duration::from_secs(10), |c| {
+        c.host(leader).node().status().persisted >= c.host(leader).node().status().last_index
+            && c.host(leader).node().status().last_index >= 2
+    }));
+
+    // The acknowledgements arrive: the removal commits, the leader steps
+    // down, and its later proposal can only be unknown.
+    for &f in &followers {
+        cluster.set_link(f, leader, Link::Deliver);
+    }
+    assert!(
+        cluster.run_until(Duration::from_secs(10), |c| c
+            .host(leader)
+            .outcomes
+            .contains_key(&later)),
+        "the proposal made after the removal never got an outcome"
+    );
+    let host = cluster.host(leader);
+    assert!(matches!(
+        host.outcomes.get(&removal),
+        Some(ProposalResult::Committed { .. })
+    ));
+    assert!(matches!(
+        host.outcomes[&later],
+        ProposalResult::Unknown { .. }
+    ));
+    assert_ne!(host.node().status().role, Role::Leader);
+}

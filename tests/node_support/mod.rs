@@ -1,0 +1,297 @@
+//! An in-process cluster of `embraft::node::Node`s for the node integration
+//! tests: a host loop that ticks, polls, routes messages (each link can
+//! deliver, hold or drop them), applies committed entries and records
+//! proposal outcomes.
+#![allow(dead_code)]
+
+use embraft::core::{EntryKind, Index, NodeId, Role, SnapshotChunk, Term};
+use embraft::node::{Node, NodeConfig, ProposalResult, ReadyBatch};
+use embraft::wal::WalOptions;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A scratch directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "embraft-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What happens to messages on one link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    Deliver,
+    /// Kept until the link delivers again.
+    Hold,
+    Drop,
+}
+
+/// One node and what its host knows.
+pub struct Host {
+    pub id: NodeId,
+    pub dir: PathBuf,
+    pub node: Option<Node>,
+    /// Normal entries applied, in order: (index, term, data).
+    pub applied: Vec<(Index, Term, Vec<u8>)>,
+    pub last_applied: Index,
+    pub outcomes: HashMap<u64, ProposalResult>,
+    pub role: Role,
+    pub leader: NodeId,
+    pub term: Term,
+    /// Applied entries since the host last compacted.
+    pub since_compaction: u64,
+    /// Snapshot chunks the node handed out, and its log lines.
+    pub chunks: Vec<SnapshotChunk>,
+    pub logs: Vec<String>,
+}
+
+impl Host {
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("node is running")
+    }
+}
+
+pub struct Cluster {
+    pub hosts: Vec<Host>,
+    links: HashMap<(NodeId, NodeId), Link>,
+    held: Vec<(NodeId, NodeId, Vec<u8>)>,
+    /// Tick every node this often when `ticking`.
+    pub tick_every: Duration,
+    pub ticking: bool,
+    last_tick: Instant,
+    /// The host snapshots its state machine and compacts every this many
+    /// applied entries (0: never).
+    pub compact_every: u64,
+    _dir: TempDir,
+}
+
+impl Cluster {
+    /// Starts `count` founding nodes (ids 1..=count), each configured by
+    /// `configure` after the defaults.
+    pub fn start(name: &str, count: u64, configure: impl Fn(&mut NodeConfig)) -> Cluster {
+        let dir = TempDir::new(name);
+        let peers: Vec<NodeId> = (1..=count).collect();
+        let hosts = peers
+            .iter()
+            .map(|&id| {
+                let node_dir = dir.path().join(format!("node-{id}"));
+                let mut config = NodeConfig::new(id, &node_dir);
+                config.peers = peers.clone();
+                config.raft.election_tick = 10;
+                config.raft.heartbeat_tick = 2;
+                config.wal = WalOptions::default();
+                configure(&mut config);
+                Host {
+                    id,
+                    dir: node_dir,
+                    node: Some(Node::new(config).expect("node starts")),
+                    applied: Vec::new(),
+                    last_applied: 0,
+                    outcomes: HashMap::new(),
+                    role: Role::Follower,
+                    leader: 0,
+                    term: 0,
+                    since_compaction: 0,
+                    chunks: Vec::new(),
+                    logs: Vec::new(),
+                }
+            })
+            .collect();
+        Cluster {
+            hosts,
+            links: HashMap::new(),
+            held: Vec::new(),
+            tick_every: Duration::from_millis(10),
+            ticking: true,
+            last_tick: Instant::now(),
+            compact_every: 0,
+            _dir: dir,
+        }
+    }
+
+    pub fn host(&self, id: NodeId) -> &Host {
+        &self.hosts[(id - 1) as usize]
+    }
+
+    /// Sets the link from `from` to `to`; delivering releases what it held.
+    pub fn set_link(&mut self, from: NodeId, to: NodeId, link: Link) {
+        self.links.insert((from, to), link);
+        if link == Link::Deliver {
+            let held = std::mem::take(&mut self.held);
+            let (release, keep): (Vec<_>, Vec<_>) = held
+                .into_iter()
+                .partition(|(f, t, _)| (*f, *t) == (from, to));
+            self.held = keep;
+            for (_, to, bytes) in release {
+                self.deliver(to, &bytes);
+            }
+        }
+    }
+
+    pub fn held_from(&self, from: NodeId) -> usize {
+        self.held.iter().filter(|(f, _, _)| *f == from).count()
+    }
+
+    fn deliver(&self, to: NodeId, bytes: &[u8]) {
+        if let Some(node) = &self.hosts[(to - 1) as usize].node {
+            match node.step(bytes) {
+                // A full queue loses the message, as a network may.
+                Ok(()) | Err(embraft::node::NodeError::Busy) => {}
+                Err(err) => panic!("node {to} refused a message: {err}"),
+            }
+        }
+    }
+
+    /// One round of the host loop; returns how many batches were handled.
+    pub fn pump(&mut self) -> usize {
+        if self.ticking && self.last_tick.elapsed() >= self.tick_every {
+            self.last_tick = Instant::now();
+            for host in &self.hosts {
+                if let Some(node) = &host.node {
+                    let _ = node.tick();
+                }
+            }
+        }
+        let mut handled = 0;
+        for i in 0..self.hosts.len() {
+            let Some(node) = &self.hosts[i].node else {
+                continue;
+            };
+            let batch = match node.poll_ready(Duration::ZERO) {
+                Ok(Some(batch)) => batch,
+                Ok(None) => continue,
+                Err(err) => panic!("node {} failed: {err}", self.hosts[i].id),
+            };
+            self.handle(i, batch);
+            handled += 1;
+        }
+        handled
+    }
+
+    fn handle(&mut self, i: usize, batch: ReadyBatch) {
+        let from = self.hosts[i].id;
+        for msg in &batch.messages {
+            match self
+                .links
+                .get(&(from, msg.to))
+                .copied()
+                .unwrap_or(Link::Deliver)
+            {
+                Link::Deliver => self.deliver(msg.to, &msg.bytes),
+                Link::Hold => self.held.push((from, msg.to, msg.bytes.clone())),
+                Link::Drop => {}
+            }
+        }
+        assert!(
+            batch.snapshots_to_send.is_empty() && batch.restore.is_none(),
+            "node {from}: a snapshot transfer was not expected in this test"
+        );
+        let host = &mut self.hosts[i];
+        host.role = batch.state.role;
+        host.leader = batch.state.leader;
+        host.term = batch.state.term;
+        for committed in &batch.committed {
+            let entry = &committed.entry;
+            assert_eq!(entry.index, host.last_applied + 1, "node {from}: gap");
+            if entry.kind == EntryKind::Normal && !entry.data.is_empty() {
+                host.applied
+                    .push((entry.index, entry.term, entry.data.to_vec()));
+            }
+            host.last_applied = entry.index;
+            host.since_compaction += 1;
+        }
+        for outcome in &batch.outcomes {
+            host.outcomes.insert(outcome.proposal_id, outcome.result);
+        }
+        host.chunks.extend(batch.snapshot_chunks);
+        host.logs
+            .extend(batch.logs.into_iter().map(|line| line.text));
+        if !batch.committed.is_empty() {
+            let node = host.node.as_ref().expect("running");
+            let _ = node.ack_applied(host.last_applied);
+            if self.compact_every > 0 && host.since_compaction >= self.compact_every {
+                // The host's state machine is its applied list, "saved"
+                // in memory; the node may drop the log it covers.
+                match node.compact(host.last_applied) {
+                    Ok(()) => host.since_compaction = 0,
+                    // The queue is full: compact after the next batch.
+                    Err(embraft::node::NodeError::Busy) => {}
+                    Err(err) => panic!("node {from}: compact: {err}"),
+                }
+            }
+        }
+    }
+
+    /// Runs the host loop until `done` holds; false after `timeout`.
+    pub fn run_until(&mut self, timeout: Duration, mut done: impl FnMut(&Cluster) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            if self.pump() == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+
+    /// The leader every running node knows, if there is one.
+    pub fn agreed_leader(&self) -> Option<NodeId> {
+        let running: Vec<&Host> = self.hosts.iter().filter(|h| h.node.is_some()).collect();
+        let leader = running.iter().find(|h| h.role == Role::Leader)?.id;
+        running.iter().all(|h| h.leader == leader).then_some(leader)
+    }
+
+    /// Pumps until no node has anything to hand out for a while (use with
+    /// ticking off, or heartbeats keep it busy).
+    pub fn settle(&mut self) {
+        let mut quiet_rounds = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while quiet_rounds < 20 && Instant::now() < deadline {
+            if self.pump() == 0 {
+                quiet_rounds += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            } else {
+                quiet_rounds = 0;
+            }
+        }
+    }
+
+    /// Frees node `id` (its writes are durable once this returns).
+    pub fn stop(&mut self, id: NodeId) {
+        self.hosts[(id - 1) as usize].node = None;
+    }
+
+    pub fn elect(&mut self) -> NodeId {
+        assert!(
+            self.run_until(Duration::from_secs(10), |c| c.agreed_leader().is_some()),
+            "no leader elected"
+        );
+        self.agreed_leader().unwrap()
+    }
+}
