@@ -897,6 +897,17 @@ impl Raft {
             check_entry_sequence(*prev_index, *prev_term, msg.term, entries)
                 .map_err(StepError::Invalid)?;
         }
+        if let MessageBody::InstallSnapshot {
+            meta,
+            offset,
+            total_len,
+            data,
+            ..
+        } = &msg.body
+        {
+            check_snapshot_chunk(meta, *offset, *total_len, data.len(), msg.term)
+                .map_err(StepError::Invalid)?;
+        }
         Ok(())
     }
 
@@ -1455,6 +1466,11 @@ impl Raft {
         if self.role == Role::Leader || meta.index <= self.log.committed {
             return false;
         }
+        // A snapshot without voters would leave this node unable ever to
+        // campaign or count a quorum; it cannot come from a real cluster.
+        if meta.conf_state.voters.is_empty() {
+            return false;
+        }
         if self.log.matches(meta.index, meta.term) {
             self.log.commit_to(meta.index);
             return false;
@@ -1746,6 +1762,30 @@ fn apply_conf_change_entry(membership: &Membership, entry: &Entry) -> Membership
     ConfChange::decode(&entry.data)
         .and_then(|change| membership.apply(&change).ok())
         .unwrap_or_else(|| membership.clone())
+}
+
+/// Checks that a snapshot chunk describes itself consistently: the bytes it
+/// carries lie within the snapshot, and the snapshot is a real point of the
+/// log (index and term above zero, term no later than the sender's) with
+/// at least one voter.
+fn check_snapshot_chunk(
+    meta: &SnapshotMeta,
+    offset: u64,
+    total_len: u64,
+    chunk_len: usize,
+    sender_term: Term,
+) -> Result<(), &'static str> {
+    let end = offset.checked_add(chunk_len as u64);
+    if !matches!(end, Some(end) if end <= total_len) {
+        return Err("snapshot chunk lies outside the snapshot");
+    }
+    if meta.index == 0 || meta.term == 0 || meta.term > sender_term {
+        return Err("snapshot point is not a real log position");
+    }
+    if meta.conf_state.voters.is_empty() {
+        return Err("snapshot membership has no voter");
+    }
+    Ok(())
 }
 
 /// Checks that `entries` follow `(prev_index, prev_term)` one by one with

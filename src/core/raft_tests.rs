@@ -747,3 +747,52 @@ fn a_joining_node_votes_before_it_knows_the_membership() {
         MessageBody::VoteResponse { reject: false }
     );
 }
+
+#[test]
+fn inconsistent_snapshot_chunks_and_voterless_snapshots_are_refused() {
+    let mut n = Raft::new(config(2), InitialState::bootstrap(&[1, 2, 3])).unwrap();
+    let good_meta = SnapshotMeta {
+        index: 10,
+        term: 2,
+        conf_state: ConfState {
+            voters: vec![1, 2, 3],
+            ..ConfState::default()
+        },
+    };
+    let chunk = |meta: SnapshotMeta, offset, total_len, data: Vec<u8>| Message {
+        from: 1,
+        to: 2,
+        term: 2,
+        body: MessageBody::InstallSnapshot {
+            meta,
+            offset,
+            total_len,
+            checksum: 0,
+            data,
+        },
+    };
+    let voterless = SnapshotMeta {
+        conf_state: ConfState::default(),
+        ..good_meta.clone()
+    };
+    let future_term = SnapshotMeta {
+        term: 9,
+        ..good_meta.clone()
+    };
+    for bad in [
+        chunk(good_meta.clone(), 1000, 4, vec![0; 16]),
+        chunk(good_meta.clone(), u64::MAX, u64::MAX, vec![0; 1]),
+        chunk(voterless.clone(), 0, 4, vec![0; 4]),
+        chunk(future_term, 0, 4, vec![0; 4]),
+    ] {
+        assert!(matches!(n.step(bad), Err(StepError::Invalid(_))));
+    }
+    n.step(chunk(good_meta.clone(), 0, 4, vec![0; 4])).unwrap();
+    assert_eq!(n.ready().snapshot_chunks.len(), 1);
+    assert!(
+        !n.restore(voterless),
+        "a snapshot without voters is refused"
+    );
+    assert_eq!(n.status().conf_state.voters, vec![1, 2, 3]);
+    assert!(n.restore(good_meta));
+}
