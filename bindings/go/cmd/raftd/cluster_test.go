@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// raftdBinary is built once per test run by TestMain (without -race:
+// the processes under test are the real server).
+var raftdBinary string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run()) // the multi-process tests skip themselves
+	}
+	dir, err := os.MkdirTemp("", "raftd-bin")
+	if err != nil {
+		panic(err)
+	}
+	raftdBinary = filepath.Join(dir, "raftd")
+	build := exec.Command("go", "build", "-o", raftdBinary, ".")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building raftd:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePort asks the kernel for a free loopback port. Another process may
+// take it before raftd binds it; tests then fail loudly, not silently.
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// proc is one raftd process.
+type proc struct {
+	t    *testing.T
+	port int
+	dir  string
+	args []string // flags besides -p and the directory
+	env  []string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	log *bytes.Buffer
+	id  string
+}
+
+func (p *proc) addr() string { return "localhost:" + strconv.Itoa(p.port) }
+
+func (p *proc) url(path string) string { return "http://" + p.addr() + path }
+
+// start launches raftd with the given extra flags (-join only the first
+// time, by the caller's choice).
+func (p *proc) start(extra ...string) {
+	p.t.Helper()
+	args := append([]string{"-p", strconv.Itoa(p.port)}, p.args...)
+	args = append(append(args, extra...), p.dir)
+	cmd := exec.Command(raftdBinary, args...)
+	cmd.Env = append(os.Environ(), p.env...)
+	var log bytes.Buffer
+	cmd.Stderr = &syncWriter{w: &log}
+	if err := cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.cmd, p.log = cmd, &log
+	p.mu.Unlock()
+	go cmd.Wait()
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (w *syncWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(b)
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Signal(sig)
+	}
+}
+
+// kill stops the process hard and waits until it is gone, so its port and
+// directory are free for a restart.
+func (p *proc) kill() {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGCONT)
+	cmd.Process.Kill()
+	for i := 0; i < 500; i++ {
+		if cmd.ProcessState != nil || syscall.Kill(cmd.Process.Pid, 0) != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Wait for the port to be released too.
+	for i := 0; i < 200; i++ {
+		c, err := net.DialTimeout("tcp", p.addr(), 50*time.Millisecond)
+		if err != nil {
+			return
+		}
+		c.Close()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (p *proc) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.log == nil {
+		return ""
+	}
+	return p.log.String()
+}
+
+var httpClient = &http.Client{Timeout: 15 * time.Second}
+
+// do sends one request and returns the status and body (status 0 on a
+// transport error).
+func do(method, url, body string) (int, string) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return 0, err.Error()
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+type statusJSON struct {
+	ID     string   `json:"id"`
+	Role   string   `json:"role"`
+	Leader string   `json:"leader"`
+	Voters []string `json:"voters"`
+	Commit uint64   `json:"commit"`
+	Apply  uint64   `json:"applied"`
+}
+
+func (p *proc) status() (statusJSON, error) {
+	code, body := do("GET", p.url("/status"), "")
+	var st statusJSON
+	if code != 200 {
+		return st, fmt.Errorf("status %d: %s", code, body)
+	}
+	err := json.Unmarshal([]byte(body), &st)
+	return st, err
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cluster is a set of raftd processes founded by the first.
+type cluster struct {
+	t     *testing.T
+	procs []*proc
+}
+
+func newCluster(t *testing.T, size int, args []string, env []string) *cluster {
+	c := &cluster{t: t}
+	base := t.TempDir()
+	for i := 0; i < size; i++ {
+		p := &proc{t: t, port: freePort(t), dir: filepath.Join(base, fmt.Sprintf("node.%d", i+1)), args: args, env: env}
+		c.procs = append(c.procs, p)
+	}
+	t.Cleanup(func() {
+		for _, p := range c.procs {
+			p.kill()
+		}
+		if t.Failed() {
+			for i, p := range c.procs {
+				t.Logf("--- node %d log (tail):\n%s", i+1, tail(p.logText(), 4000))
+			}
+		}
+	})
+	return c
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// bootstrap starts the founder, then joins the others one by one.
+func (c *cluster) bootstrap() {
+	c.t.Helper()
+	first := c.procs[0]
+	first.start()
+	waitFor(c.t, 15*time.Second, "the founder to lead", func() bool {
+		st, err := first.status()
+		return err == nil && st.Role == "leader"
+	})
+	for _, p := range c.procs[1:] {
+		p.start("-join", first.addr())
+		waitFor(c.t, 30*time.Second, "a node to join", func() bool {
+			st, err := p.status()
+			return err == nil && st.Leader != "0"
+		})
+	}
+	for _, p := range c.procs {
+		st, err := p.status()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		p.id = st.ID
+	}
+}
+
+// leader returns the process that currently leads, waiting for one.
+func (c *cluster) leader(timeout time.Duration) *proc {
+	c.t.Helper()
+	var found *proc
+	waitFor(c.t, timeout, "a leader", func() bool {
+		for _, p := range c.procs {
+			if st, err := p.status(); err == nil && st.Role == "leader" {
+				found = p
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
