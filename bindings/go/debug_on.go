@@ -9,3 +9,6 @@ import "runtime"
 // it (a missing runtime.KeepAlive) is finalized, and freed, right away and
 // the use after free shows up in tests instead of in production.
 func debugAccess() { runtime.GC() }
+
+// debugBuild tells tests that every access collects garbage (slow).
+const debugBuild = true

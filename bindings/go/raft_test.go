@@ -56,6 +56,21 @@ func (s *counterSM) count() int {
 	return len(s.entries)
 }
 
+// Under the embraftdebug tag every access to a handle runs a full
+// collection, so the tests tick slower, wait longer and do less.
+var (
+	testTick    = pick(10*time.Millisecond, 100*time.Millisecond)
+	testTimeout = pick(20*time.Second, 90*time.Second)
+	testOps     = pick(25, 4)
+)
+
+func pick[T any](normal, debug T) T {
+	if debugBuild {
+		return debug
+	}
+	return normal
+}
+
 func testLogger(t *testing.T) *slog.Logger {
 	if os.Getenv("EMBRAFT_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -90,7 +105,7 @@ func startTestNode(t *testing.T, id uint64, peers []uint64, dir string, addrs ma
 	sm := &counterSM{}
 	r, err := Start(Options{
 		Config:       Config{ID: id, Peers: peers, DataDir: dir, Sync: SyncNever, LogLevel: LogInfo, CompactKeepEntries: 1},
-		StateMachine: sm, Transport: tr, TickInterval: 10 * time.Millisecond, Logger: testLogger(t),
+		StateMachine: sm, Transport: tr, TickInterval: testTick, Logger: testLogger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +128,7 @@ func listen(t *testing.T) net.Listener {
 
 func waitLeader(t *testing.T, nodes map[uint64]*testNode) *testNode {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testTimeout)
 	for time.Now().Before(deadline) {
 		for _, n := range nodes {
 			if n.raft.State().Role == Leader {
@@ -196,12 +211,12 @@ func TestFinalizerFreesForgottenNode(t *testing.T) {
 func TestSingleNodeProposeAndRead(t *testing.T) {
 	sm := &counterSM{}
 	r, err := Start(Options{Config: Config{ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever},
-		StateMachine: sm, TickInterval: 10 * time.Millisecond, Logger: testLogger(t)})
+		StateMachine: sm, TickInterval: testTick, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	if _, err := r.WaitLeader(ctx); err != nil {
 		t.Fatal(err)
@@ -244,14 +259,14 @@ func TestClusterReplicationSnapshotAndJoin(t *testing.T) {
 		}
 	}()
 	leader := waitLeader(t, nodes)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for i := 0; i < 25; i++ {
+			for i := 0; i < testOps; i++ {
 				if _, err := leader.raft.Propose(ctx, []byte(fmt.Sprintf("%d-%d", w, i))); err != nil {
 					t.Error(err)
 					return
@@ -267,7 +282,7 @@ func TestClusterReplicationSnapshotAndJoin(t *testing.T) {
 		if _, err := n.raft.ReadIndex(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if n.sm.count() != 200 {
+		if n.sm.count() != 8*testOps {
 			t.Fatalf("node %d applied %d entries", n.raft.ID(), n.sm.count())
 		}
 	}
@@ -289,10 +304,10 @@ func TestClusterReplicationSnapshotAndJoin(t *testing.T) {
 	if _, err := leader.raft.ProposeConfChange(ctx, AddVoter, 4); err != nil {
 		t.Fatal(err)
 	}
-	for nodes[4].sm.count() != 210 {
+	for nodes[4].sm.count() != 8*testOps+10 {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("new node applied %d of 210", nodes[4].sm.count())
+			t.Fatalf("new node applied %d of %d", nodes[4].sm.count(), 8*testOps+10)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -326,14 +341,14 @@ func TestHTTPTransport(t *testing.T) {
 		}
 		sms[id] = &counterSM{}
 		r, err := Start(Options{Config: Config{ID: id, Peers: ids, DataDir: t.TempDir(), Sync: SyncNever},
-			StateMachine: sms[id], Transport: transports[id], TickInterval: 10 * time.Millisecond, Logger: testLogger(t)})
+			StateMachine: sms[id], Transport: transports[id], TickInterval: testTick, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		rafts[id] = r
 		defer r.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	leader, err := rafts[1].WaitLeader(ctx)
 	if err != nil {

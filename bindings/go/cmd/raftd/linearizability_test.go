@@ -265,3 +265,21 @@ func healAll(c *cluster) {
 		do("POST", p.url("/debug/partition"), "")
 	}
 }
+
+// TestRegisterModelRejectsStaleRead makes sure the checker would catch a
+// read that misses a completed write (and accepts an unknown write either
+// way), so a passing run means something.
+func TestRegisterModelRejectsStaleRead(t *testing.T) {
+	put := porcupine.Operation{ClientId: 0, Input: kvInput{"put", "a", "1"}, Call: 0, Return: 10, Output: kvOutput{}}
+	stale := porcupine.Operation{ClientId: 1, Input: kvInput{op: "get", key: "a"}, Call: 20, Return: 30, Output: kvOutput{}}
+	if porcupine.CheckOperations(registerModel, []porcupine.Operation{put, stale}) {
+		t.Fatal("a read that misses a completed write passed")
+	}
+	unknown := porcupine.Operation{ClientId: 2, Input: kvInput{"put", "a", "2"}, Call: 40, Return: math.MaxInt64,
+		Output: kvOutput{unknown: true}}
+	late := porcupine.Operation{ClientId: 3, Input: kvInput{op: "get", key: "a"}, Call: 50, Return: 60,
+		Output: kvOutput{value: "2", found: true}}
+	if !porcupine.CheckOperations(registerModel, []porcupine.Operation{put, unknown, late}) {
+		t.Fatal("a write of unknown outcome may take effect later")
+	}
+}
