@@ -140,4 +140,3 @@ func (l *httpLink) send(batch [][]byte) error {
 }
 
 func (l *httpLink) close() {}
-

@@ -67,6 +67,10 @@ multi_process() {
     go test -count=1 -v -timeout 30m -run 'Walkthrough|Linearizable|RegisterModel' ./cmd/raftd 2>&1 | tee "$out" \
         | grep -E '^(--- |ok|FAIL|panic)|linearizability:|visualization:'
     status=${PIPESTATUS[0]}
+    if [ "$status" -ne 0 ]; then
+        echo "--- full output (tail):"
+        tail -n 200 "$out"
+    fi
     rm -f "$out"
     return "$status"
 }

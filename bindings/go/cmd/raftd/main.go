@@ -163,11 +163,13 @@ func start(cfg config) (*server, error) {
 			ID: id, Peers: peers, DataDir: filepath.Join(cfg.dataDir, "wal"),
 			LogLevel: cfg.logLevel, ElectionTicks: 10, HeartbeatTicks: 1,
 		},
-		StateMachine:  s.store,
-		Transport:     s.transport,
-		TickInterval:  tickInterval,
-		Logger:        cfg.logger,
-		OnStateChange: func(st embraft.State) { cfg.logger.Info("state", "role", st.Role, "leader", st.Leader, "term", st.Term) },
+		StateMachine: s.store,
+		Transport:    s.transport,
+		TickInterval: tickInterval,
+		Logger:       cfg.logger,
+		OnStateChange: func(st embraft.State) {
+			cfg.logger.Info("state", "role", st.Role, "leader", st.Leader, "term", st.Term)
+		},
 	})
 	if err != nil {
 		listener.Close()

@@ -1,0 +1,353 @@
+package embraft
+
+// go test -run '^$' -bench Raft -benchtime 3s .
+//
+// embraft through cgo against etcd raft (go.etcd.io/raft/v3), each as a
+// three-node cluster in this process with an in-memory transport; every
+// entry is applied on every node, and a proposal counts as done when its
+// proposer's node (the leader) has applied it. Durability is equal on
+// both sides: no disk sync (etcd raft's MemoryStorage; embraft with
+// SyncNever), or a sync of every write before it counts (etcd raft with a
+// log file fsynced per Ready; embraft with SyncAlways).
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	etcdraft "go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// benchCluster is a three-node cluster of either implementation.
+type benchCluster interface {
+	// propose replicates data and returns once the leader applied it.
+	propose(ctx context.Context, data []byte) error
+	close()
+}
+
+var (
+	benchSizes     = []int{16, 1024}
+	benchProposers = []int{1, 16, 256}
+)
+
+func BenchmarkRaft(b *testing.B) {
+	for _, durable := range []bool{false, true} {
+		sync := map[bool]string{false: "nosync", true: "sync"}[durable]
+		for _, system := range []string{"embraft", "etcd"} {
+			var cluster benchCluster
+			b.Run(fmt.Sprintf("%s/%s", sync, system), func(b *testing.B) {
+				if system == "embraft" {
+					cluster = newEmbraftBench(b, durable)
+				} else {
+					cluster = newEtcdBench(b, durable)
+				}
+				defer cluster.close()
+				for _, size := range benchSizes {
+					for _, proposers := range benchProposers {
+						b.Run(fmt.Sprintf("%dB/p%d", size, proposers), func(b *testing.B) {
+							runProposers(b, cluster, size, proposers)
+						})
+					}
+				}
+			})
+		}
+	}
+}
+
+// runProposers spreads b.N proposals over concurrent proposers and reports
+// throughput and the 99th percentile commit latency.
+func runProposers(b *testing.B, c benchCluster, size, proposers int) {
+	var next atomic.Int64
+	latencies := make([][]time.Duration, proposers)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for p := 0; p < proposers; p++ {
+		wg.Add(1)
+		go func(p int) {
+			defer wg.Done()
+			data := make([]byte, size)
+			for next.Add(1) <= int64(b.N) {
+				t0 := time.Now()
+				if err := c.propose(ctx, data); err != nil {
+					b.Error(err)
+					return
+				}
+				latencies[p] = append(latencies[p], time.Since(t0))
+			}
+		}(p)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	var all []time.Duration
+	for _, l := range latencies {
+		all = append(all, l...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	if len(all) > 0 {
+		b.ReportMetric(float64(len(all))/elapsed.Seconds(), "proposals/s")
+		b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+	}
+}
+
+// countingSM applies every entry by counting it.
+type countingSM struct{ applied atomic.Int64 }
+
+func (s *countingSM) Apply(Entry)               { s.applied.Add(1) }
+func (s *countingSM) Snapshot() ([]byte, error) { return nil, nil }
+func (s *countingSM) Restore([]byte) error      { return nil }
+
+// memTransport hands messages straight to the destination node's Step,
+// which only queues them (a full queue drops, like a lossy network).
+type memTransport struct {
+	nodes map[uint64]*Raft
+}
+
+func (t *memTransport) Start(Host) error { return nil }
+func (t *memTransport) Close() error     { return nil }
+func (t *memTransport) Send(to uint64, msg []byte) {
+	if n := t.nodes[to]; n != nil {
+		n.Step(msg)
+	}
+}
+
+type embraftBench struct {
+	leader *Raft
+	nodes  []*Raft
+}
+
+func newEmbraftBench(b *testing.B, durable bool) *embraftBench {
+	ids := []uint64{1, 2, 3}
+	mode := SyncNever
+	if durable {
+		mode = SyncAlways
+	}
+	tr := &memTransport{nodes: map[uint64]*Raft{}}
+	c := &embraftBench{}
+	dir := benchDir(b)
+	for _, id := range ids {
+		r, err := Start(Options{
+			Config: Config{ID: id, Peers: ids, DataDir: filepath.Join(dir, fmt.Sprint(id)), Sync: mode,
+				InputQueueCapacity: 65536, MaxInflightMsgs: 256},
+			StateMachine: &countingSM{}, Transport: tr, TickInterval: 100 * time.Millisecond,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		tr.nodes[id] = r
+		c.nodes = append(c.nodes, r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leader, err := c.nodes[0].WaitLeader(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.leader = tr.nodes[leader]
+	return c
+}
+
+// benchDir is a fresh directory on the same file system for both
+// implementations (EMBRAFT_BENCH_DIR, default the system's temporary one).
+func benchDir(b *testing.B) string {
+	dir, err := os.MkdirTemp(os.Getenv("EMBRAFT_BENCH_DIR"), "embraft-bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func (c *embraftBench) propose(ctx context.Context, data []byte) error {
+	_, err := c.leader.Propose(ctx, data)
+	return err
+}
+
+func (c *embraftBench) close() {
+	for _, r := range c.nodes {
+		r.Close()
+	}
+}
+
+// etcdBench drives etcd raft's Node the way its documentation shows: per
+// Ready, persist (optionally to a synced file), send, apply, Advance.
+type etcdBench struct {
+	nodes   []*etcdNode
+	nextID  atomic.Uint64
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	waitMu  sync.Mutex
+	waiters map[uint64]chan struct{}
+}
+
+type etcdNode struct {
+	id      uint64
+	node    etcdraft.Node
+	storage *etcdraft.MemoryStorage
+	inbox   chan raftpb.Message
+	log     *os.File // nil without sync
+	applied atomic.Int64
+}
+
+func newEtcdBench(b *testing.B, durable bool) *etcdBench {
+	c := &etcdBench{stop: make(chan struct{}), waiters: map[uint64]chan struct{}{}}
+	peers := []etcdraft.Peer{{ID: 1}, {ID: 2}, {ID: 3}}
+	dir := benchDir(b)
+	for _, p := range peers {
+		storage := etcdraft.NewMemoryStorage()
+		n := &etcdNode{id: p.ID, storage: storage, inbox: make(chan raftpb.Message, 65536)}
+		if durable {
+			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%d.log", p.ID)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			n.log = f
+		}
+		n.node = etcdraft.StartNode(&etcdraft.Config{
+			ID: p.ID, ElectionTick: 10, HeartbeatTick: 1, Storage: storage,
+			MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 256, CheckQuorum: true, PreVote: true,
+			Logger: &etcdraft.DefaultLogger{Logger: log.New(io.Discard, "", 0)},
+		}, peers)
+		c.nodes = append(c.nodes, n)
+	}
+	for _, n := range c.nodes {
+		c.wg.Add(2)
+		go c.run(n)
+		go c.receive(n)
+	}
+	c.nodes[0].node.Campaign(context.Background())
+	deadline := time.Now().Add(30 * time.Second)
+	for c.nodes[0].node.Status().RaftState != etcdraft.StateLeader {
+		if time.Now().After(deadline) {
+			b.Fatal("etcd raft elected no leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return c
+}
+
+func (c *etcdBench) receive(n *etcdNode) {
+	defer c.wg.Done()
+	for {
+		select {
+		case m := <-n.inbox:
+			n.node.Step(context.Background(), m)
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+func (c *etcdBench) run(n *etcdNode) {
+	defer c.wg.Done()
+	ticker := time.NewTicker(100 * time.Millisecond)
+	defer ticker.Stop()
+	var buf []byte
+	for {
+		select {
+		case <-ticker.C:
+			n.node.Tick()
+		case rd := <-n.node.Ready():
+			if !etcdraft.IsEmptyHardState(rd.HardState) {
+				n.storage.SetHardState(rd.HardState)
+			}
+			n.storage.Append(rd.Entries)
+			if n.log != nil && (len(rd.Entries) > 0 || !etcdraft.IsEmptyHardState(rd.HardState)) {
+				buf = buf[:0]
+				for _, e := range rd.Entries {
+					buf = binary.LittleEndian.AppendUint64(buf, e.Index)
+					buf = binary.LittleEndian.AppendUint32(buf, uint32(len(e.Data)))
+					buf = append(buf, e.Data...)
+				}
+				hs, _ := rd.HardState.Marshal()
+				buf = append(buf, hs...)
+				n.log.Write(buf)
+				n.log.Sync()
+			}
+			for _, m := range rd.Messages {
+				c.nodes[m.To-1].deliver(m)
+			}
+			for _, e := range rd.CommittedEntries {
+				switch e.Type {
+				case raftpb.EntryNormal:
+					n.applied.Add(1)
+					if len(e.Data) >= 8 && n.id == 1 {
+						c.complete(binary.LittleEndian.Uint64(e.Data))
+					}
+				case raftpb.EntryConfChange:
+					var cc raftpb.ConfChange
+					cc.Unmarshal(e.Data)
+					n.node.ApplyConfChange(cc)
+				}
+			}
+			n.node.Advance()
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+func (n *etcdNode) deliver(m raftpb.Message) {
+	select {
+	case n.inbox <- m:
+	default: // lost, as on a network; raft retransmits
+	}
+}
+
+func (c *etcdBench) complete(id uint64) {
+	c.waitMu.Lock()
+	ch := c.waiters[id]
+	delete(c.waiters, id)
+	c.waitMu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+// propose tags the payload with a unique id in its first 8 bytes so the
+// leader's apply loop can complete the waiter.
+func (c *etcdBench) propose(ctx context.Context, data []byte) error {
+	id := c.nextID.Add(1)
+	payload := make([]byte, max(len(data), 8))
+	copy(payload, data)
+	binary.LittleEndian.PutUint64(payload, id)
+	done := make(chan struct{})
+	c.waitMu.Lock()
+	c.waiters[id] = done
+	c.waitMu.Unlock()
+	if err := c.nodes[0].node.Propose(ctx, payload); err != nil {
+		return err
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *etcdBench) close() {
+	close(c.stop)
+	for _, n := range c.nodes {
+		n.node.Stop()
+	}
+	c.wg.Wait()
+	for _, n := range c.nodes {
+		if n.log != nil {
+			n.log.Close()
+		}
+	}
+}
