@@ -8,8 +8,10 @@ import "C"
 
 import (
 	"log/slog"
+	"os"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 )
@@ -430,4 +432,29 @@ func (n *Node) Status() (Status, error) {
 	}
 	defer C.embraft_status_report_free(report)
 	return copyStatus(report), nil
+}
+
+// ReadinessFile returns a duplicate of the node's readiness descriptor as
+// an *os.File registered with Go's network poller: it becomes readable when
+// a batch waits. The caller owns (and closes) the duplicate; the node's
+// own descriptor stays untouched, as the C API requires.
+func (n *Node) ReadinessFile() (*os.File, error) {
+	var fd C.int
+	err := n.call("embraft_node_readiness_fd", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_node_readiness_fd(p, &fd)
+	})
+	if err != nil {
+		return nil, err
+	}
+	dup, err := syscall.Dup(int(fd))
+	if err != nil {
+		return nil, err
+	}
+	syscall.CloseOnExec(dup)
+	// Non-blocking, so that os.NewFile hands it to the network poller.
+	if err := syscall.SetNonblock(dup, true); err != nil {
+		syscall.Close(dup)
+		return nil, err
+	}
+	return os.NewFile(uintptr(dup), "embraft-readiness"), nil
 }

@@ -390,12 +390,28 @@ func (r *Raft) tickLoop() {
 	}
 }
 
-// pollTimeout bounds how long the driver sits in C before it looks at
-// Close and snapshot requests.
-const pollTimeout = 20 * time.Millisecond
+// wakeInterval bounds how long the driver waits for a batch before it
+// looks at Close and snapshot requests.
+const wakeInterval = 50 * time.Millisecond
 
+// driveLoop takes batches without waiting in C: it waits for the readiness
+// descriptor in Go's network poller, so no OS thread sits blocked in a cgo
+// call and the wake-up is an ordinary goroutine wake-up.
 func (r *Raft) driveLoop() {
 	defer r.done.Done()
+	readiness, err := r.node.ReadinessFile()
+	if err != nil {
+		r.log.Error("embraft: readiness descriptor", "err", err)
+		r.fail(err)
+		return
+	}
+	defer readiness.Close()
+	raw, err := readiness.SyscallConn()
+	if err != nil {
+		r.log.Error("embraft: readiness descriptor", "err", err)
+		r.fail(err)
+		return
+	}
 	for {
 		select {
 		case <-r.closing:
@@ -405,7 +421,7 @@ func (r *Raft) driveLoop() {
 			continue
 		default:
 		}
-		ready, err := r.node.Poll(pollTimeout)
+		ready, err := r.node.Poll(0)
 		if err != nil {
 			r.log.Error("embraft node stopped", "err", err)
 			r.fail(err)
@@ -414,7 +430,20 @@ func (r *Raft) driveLoop() {
 		}
 		if ready != nil {
 			r.handle(ready)
+			continue
 		}
+		// Nothing pending: wait for the descriptor to become readable. The
+		// poller remembers a readiness edge that came after the Poll above,
+		// so no batch is missed; a stale edge only costs one empty Poll.
+		readiness.SetReadDeadline(time.Now().Add(wakeInterval))
+		waited := false
+		raw.Read(func(uintptr) bool {
+			if waited {
+				return true
+			}
+			waited = true
+			return false
+		})
 	}
 }
 
