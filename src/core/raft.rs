@@ -1458,15 +1458,20 @@ impl Raft {
         true
     }
 
-    /// The host finished (or gave up) sending a snapshot to `peer`. On
-    /// failure the leader probes the peer again after its next heartbeat
-    /// response, which asks for a snapshot anew if it is still needed.
+    /// The host finished (or gave up) sending a snapshot to `peer`. Either
+    /// way the leader then probes the peer right after the snapshot, once a
+    /// heartbeat response shows the peer is there: a peer that installed it
+    /// accepts, one that did not refuses and is sent a snapshot anew. So a
+    /// transfer that silently failed never leaves the peer waiting forever.
     pub fn report_snapshot(&mut self, peer: NodeId, success: bool) {
         let Some(pr) = self.progress.get_mut(&peer) else {
             return;
         };
-        if matches!(pr.state, ProgressState::Snapshot { .. }) && !success {
+        if let ProgressState::Snapshot { pending } = pr.state {
             pr.become_probe();
+            if success {
+                pr.next = pending + 1;
+            }
             pr.probe_sent = true;
         }
     }

@@ -680,3 +680,30 @@ fn a_node_restarts_from_a_snapshot_and_the_entries_after_it() {
     assert_eq!(after.conf_state, before.conf_state);
     assert_eq!(after.commit, before.commit);
 }
+
+#[test]
+fn a_snapshot_reported_sent_but_never_installed_is_sent_again() {
+    let mut c = Cluster::with_compaction(3, 1);
+    let leader = c.elected();
+    let lagging = (1..=3).find(|&id| id != leader).unwrap();
+    c.isolated.push(lagging);
+    for i in 0..10u8 {
+        c.node(leader).propose(vec![i]).unwrap();
+    }
+    c.settle();
+    c.snapshot(leader);
+    c.isolated.clear();
+    c.tick_all(2);
+    // The host claims success, but the chunks were lost on the way.
+    for (from, to, _) in std::mem::take(&mut c.snapshot_sends) {
+        c.node(from).report_snapshot(to, true);
+    }
+    c.tick_all(3);
+    assert!(
+        !c.snapshot_sends.is_empty(),
+        "the follower refused the probe: resend"
+    );
+    c.transfer_snapshots();
+    c.settle();
+    assert_eq!(c.applied[&lagging], c.applied[&leader]);
+}
