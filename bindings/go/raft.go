@@ -435,7 +435,14 @@ func (r *Raft) driveLoop() {
 		// Nothing pending: wait for the descriptor to become readable. The
 		// poller remembers a readiness edge that came after the Poll above,
 		// so no batch is missed; a stale edge only costs one empty Poll.
-		readiness.SetReadDeadline(time.Now().Add(wakeInterval))
+		if readiness.SetReadDeadline(time.Now().Add(wakeInterval)) != nil {
+			// Not pollable by the runtime (not expected on Linux, where it
+			// is an eventfd): wait in C instead.
+			if ready, err := r.node.Poll(wakeInterval); err == nil && ready != nil {
+				r.handle(ready)
+			}
+			continue
+		}
 		waited := false
 		raw.Read(func(uintptr) bool {
 			if waited {
