@@ -271,6 +271,14 @@ func (s *server) handleJoin(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	s.membershipChange(w, req, body, func(ctx context.Context) error {
+		// The newcomer must be able to answer this leader before it has
+		// replayed the log: a founder that has not recorded its own address
+		// yet (its announcement may still be in flight) does it first.
+		if _, ok := s.store.peerAddr(s.id); !ok {
+			if _, err := s.raft.Propose(ctx, encodePeer(s.id, s.advertise)); err != nil {
+				return err
+			}
+		}
 		if _, err := s.raft.Propose(ctx, encodePeer(id, jr.Addr)); err != nil {
 			return err
 		}
