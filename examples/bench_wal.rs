@@ -13,7 +13,7 @@
 //! the same batch and payload, so that all see the same disk weather);
 //! medians over the slices are reported.
 
-use embraft::core::{Entry, EntryKind};
+use embraft::core::{Entry, EntryKind, Payload};
 use embraft::wal::{AdvancedOptions, SyncMode, Wal, WalOptions, WriteMethod};
 use parking_lot::Mutex;
 use std::fs::OpenOptions;
@@ -171,7 +171,7 @@ struct WalContender {
     config: WalConfig,
     wal: Wal,
     next: Mutex<u64>,
-    data: Vec<u8>,
+    data: Payload,
 }
 
 impl WalContender {
@@ -186,7 +186,7 @@ impl WalContender {
             config,
             wal,
             next: Mutex::new(1),
-            data: vec![0xa5u8; config.payload],
+            data: vec![0xa5u8; config.payload].into(),
         };
         c.run(1, WARM_UP);
         c
@@ -330,7 +330,7 @@ fn run_recovery(dir: &Path, mib: u64) -> Recovery {
                     index: next + i,
                     term: 1,
                     kind: EntryKind::Normal,
-                    data: vec![(next + i) as u8; payload],
+                    data: vec![(next + i) as u8; payload].into(),
                 })
                 .collect();
             wal.append(&entries, None).expect("append");

@@ -61,7 +61,7 @@ fn appends_per_second(sync: Duration, writers: usize) -> usize {
                                 index: *next,
                                 term: 1,
                                 kind: EntryKind::Normal,
-                                data: vec![1; 64],
+                                data: vec![1; 64].into(),
                             };
                             *next += 1;
                             wal.write(&[entry], None).expect("write")

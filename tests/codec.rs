@@ -140,7 +140,7 @@ fn random_entry(rng: &mut SplitMix64, max_payload: usize) -> Entry {
         index: rng.edgy_u64(),
         term: rng.edgy_u64(),
         kind: random_kind(rng),
-        data: random_payload(rng, max_payload),
+        data: random_payload(rng, max_payload).into(),
     }
 }
 
@@ -302,7 +302,7 @@ fn append_layout_is_fixed() {
                 index: 5,
                 term: 3,
                 kind: EntryKind::Normal,
-                data: b"hi".to_vec(),
+                data: b"hi".to_vec().into(),
             }],
             commit: 4,
         },
@@ -512,7 +512,7 @@ fn append_with_one_entry(data: &[u8]) -> (Vec<u8>, usize, usize, usize) {
                 index: 1,
                 term: 3,
                 kind: EntryKind::Noop,
-                data: data.to_vec(),
+                data: data.to_vec().into(),
             }],
             commit: 0,
         },

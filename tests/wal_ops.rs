@@ -249,13 +249,13 @@ fn bad_inputs_are_errors_not_panics() {
     wal.append(&entries(1, 10, 2), None).unwrap();
     invalid(wal.append(&[entry(11, 1)], None));
     let huge = Entry {
-        data: vec![0; 5000],
+        data: vec![0; 5000].into(),
         ..entry(11, 2)
     };
     invalid(wal.append(&[huge], None));
     let too_big_batch: Vec<Entry> = (11..20)
         .map(|i| Entry {
-            data: vec![1; 1000],
+            data: vec![1; 1000].into(),
             ..entry(i, 2)
         })
         .collect();

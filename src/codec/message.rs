@@ -283,7 +283,7 @@ fn body_reader(tag: u8) -> Option<BodyReader> {
                 offset: r.u64()?,
                 total_len: r.u64()?,
                 checksum: r.u32()?,
-                data: r.bytes()?,
+                data: r.bytes()?.to_vec(),
             })
         },
         tag::INSTALL_SNAPSHOT_RESPONSE => |r| {

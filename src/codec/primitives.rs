@@ -114,13 +114,13 @@ impl<'a> Reader<'a> {
 
     /// A length-prefixed byte string; the length is checked against what is
     /// left before anything is allocated.
-    pub(crate) fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let at = self.pos;
         let len = self.u32()? as usize;
         if len > self.remaining() {
             return Err(DecodeError::at(at, "byte string longer than the input"));
         }
-        Ok(self.take(len)?.to_vec())
+        self.take(len)
     }
 
     /// A count-prefixed list whose items are at least `min_item_len` bytes;

@@ -42,7 +42,7 @@ pub(crate) fn read_entry_body(r: &mut Reader<'_>) -> Result<Entry, DecodeError> 
     let kind_at = r.position();
     let kind = EntryKind::from_u8(r.u8()?)
         .ok_or_else(|| DecodeError::at(kind_at, "unknown entry kind"))?;
-    let data = r.bytes()?;
+    let data = r.bytes()?.into();
     Ok(Entry {
         index,
         term,

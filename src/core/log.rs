@@ -322,7 +322,7 @@ impl RaftLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::types::EntryKind;
+    use crate::core::types::{EntryKind, Payload};
 
     fn ents(terms: &[Term], start: Index) -> Vec<Entry> {
         terms
@@ -332,7 +332,7 @@ mod tests {
                 index: start + i as Index,
                 term: *t,
                 kind: EntryKind::Normal,
-                data: vec![],
+                data: Payload::default(),
             })
             .collect()
     }

@@ -59,7 +59,7 @@ impl InitialState {
                 index: 1,
                 term: 1,
                 kind: EntryKind::ConfChange,
-                data: founding.encode(),
+                data: founding.encode().into(),
             }],
             ..InitialState::default()
         }
@@ -737,7 +737,7 @@ impl Raft {
         self.pending_conf_index = self.log.last_index();
         // Entries of earlier terms commit only through an entry of this
         // term; the no-op lets them commit without waiting for a proposal.
-        self.append_entry(EntryKind::Noop, Vec::new());
+        self.append_entry(EntryKind::Noop, Payload::default());
         self.broadcast_append();
     }
 
@@ -983,9 +983,11 @@ impl Raft {
         let can_vote = self.vote == from
             || (self.vote == NO_NODE && self.leader == NO_NODE)
             || (pre_vote && msg_term > self.term);
-        let grant = can_vote
-            && self.membership.is_voter(from)
-            && self.log.is_up_to_date(last_index, last_term);
+        // Who asks does not matter for safety (the candidate counts only its
+        // own voters' answers), and a node that has not caught up with the
+        // membership yet, a joining one above all, must still be able to
+        // vote, or a cluster whose quorum needs it could never elect.
+        let grant = can_vote && self.log.is_up_to_date(last_index, last_term);
         if grant && !pre_vote {
             self.vote = from;
             self.election_elapsed = 0;
@@ -1225,7 +1227,7 @@ impl Raft {
         });
     }
 
-    fn append_entry(&mut self, kind: EntryKind, data: Vec<u8>) -> (Index, Term) {
+    fn append_entry(&mut self, kind: EntryKind, data: Payload) -> (Index, Term) {
         let index = self.log.last_index() + 1;
         self.log.append(vec![Entry {
             index,
@@ -1239,7 +1241,8 @@ impl Raft {
     /// Appends `data` to the log if this node is the leader; returns the
     /// index and term it was given. It is committed once it is applied with
     /// that same term at that index.
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<(Index, Term), ProposeError> {
+    pub fn propose(&mut self, data: impl Into<Payload>) -> Result<(Index, Term), ProposeError> {
+        let data = data.into();
         self.check_proposal(data.len())?;
         Ok(self.append_proposal(EntryKind::Normal, data))
     }
@@ -1267,7 +1270,7 @@ impl Raft {
                 });
             }
         }
-        let placed = self.append_proposal(EntryKind::ConfChange, encoded);
+        let placed = self.append_proposal(EntryKind::ConfChange, encoded.into());
         self.pending_conf_index = placed.0;
         Ok(placed)
     }
@@ -1291,7 +1294,7 @@ impl Raft {
         Ok(())
     }
 
-    fn append_proposal(&mut self, kind: EntryKind, data: Vec<u8>) -> (Index, Term) {
+    fn append_proposal(&mut self, kind: EntryKind, data: Payload) -> (Index, Term) {
         let placed = self.append_entry(kind, data);
         // Appends for every proposal since the last ready go out together.
         self.broadcast_pending = true;
@@ -1344,9 +1347,14 @@ impl Raft {
             .collect();
         self.progress.retain(|id, _| members.contains(id));
         for id in members {
-            self.progress
-                .entry(id)
-                .or_insert_with(|| Progress::new(next, max_msgs, max_bytes));
+            self.progress.entry(id).or_insert_with(|| {
+                // A new member counts as active until the next check-quorum
+                // pass, or a leader whose quorum now needs it could step
+                // down before it had a chance to answer.
+                let mut pr = Progress::new(next, max_msgs, max_bytes);
+                pr.recent_active = true;
+                pr
+            });
         }
         if !self.membership.is_voter(self.lead_transferee) {
             self.lead_transferee = NO_NODE;
@@ -1364,7 +1372,7 @@ impl Raft {
 
     fn maybe_leave_joint(&mut self) {
         if self.leave_joint_due() {
-            let (index, _) = self.append_proposal(EntryKind::ConfChange, Vec::new());
+            let (index, _) = self.append_proposal(EntryKind::ConfChange, Payload::default());
             self.pending_conf_index = index;
         }
     }

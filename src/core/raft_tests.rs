@@ -214,7 +214,7 @@ fn proposals_are_applied_in_order_on_every_node() {
         let data: Vec<Vec<u8>> = applied
             .iter()
             .filter(|e| e.kind == EntryKind::Normal)
-            .map(|e| e.data.clone())
+            .map(|e| e.data.to_vec())
             .collect();
         assert_eq!(data, expected);
     }
@@ -330,7 +330,7 @@ fn bad_messages_are_refused() {
             index: 5,
             term: 1,
             kind: EntryKind::Normal,
-            data: vec![],
+            data: Payload::default(),
         }],
         commit: 0,
     };
@@ -706,4 +706,44 @@ fn a_snapshot_reported_sent_but_never_installed_is_sent_again() {
     c.transfer_snapshots();
     c.settle();
     assert_eq!(c.applied[&lagging], c.applied[&leader]);
+}
+
+#[test]
+fn a_single_voter_that_adds_a_voter_keeps_leading_until_it_answers() {
+    let mut c = Cluster::new(1);
+    let leader = c.elected();
+    c.add_blank_node(2);
+    c.isolated.push(2);
+    c.change(leader, ConfChange::AddVoter(2)).unwrap();
+    // The new voter is still starting up; check-quorum runs once per
+    // election timeout.
+    for _ in 0..Config::default().election_tick - 1 {
+        c.tick_all(1);
+    }
+    assert_eq!(c.node(leader).role(), Role::Leader);
+    c.isolated.clear();
+    c.tick_all(30);
+    assert_eq!(c.leader(), Some(leader));
+    assert_eq!(c.node(2).status().conf_state.voters, vec![1, 2]);
+}
+
+#[test]
+fn a_joining_node_votes_before_it_knows_the_membership() {
+    let mut n = Raft::new(config(2), InitialState::default()).unwrap();
+    n.step(Message {
+        from: 1,
+        to: 2,
+        term: 3,
+        body: MessageBody::Vote {
+            last_index: 4,
+            last_term: 2,
+            transfer: false,
+        },
+    })
+    .unwrap();
+    let rd = n.ready();
+    assert_eq!(
+        rd.persisted_messages[0].body,
+        MessageBody::VoteResponse { reject: false }
+    );
 }

@@ -40,13 +40,18 @@ impl EntryKind {
     }
 }
 
+/// The bytes an entry carries. Shared, not copied, between the log, the
+/// append messages to each follower and the ready batches: cloning an entry
+/// costs a reference count, whatever its size.
+pub type Payload = std::sync::Arc<[u8]>;
+
 /// One entry of the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub index: Index,
     pub term: Term,
     pub kind: EntryKind,
-    pub data: Vec<u8>,
+    pub data: Payload,
 }
 
 impl Entry {

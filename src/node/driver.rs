@@ -11,8 +11,8 @@ use super::persist::{PersistDone, PersistJob};
 use super::proposals::ProposalTracker;
 use super::{wire, Shared};
 use crate::core::{
-    ConfChange, Entry, Index, Message, MessageBody, NodeId, ProposeError, Raft, ReadState, Role,
-    SnapshotMeta, Term,
+    ConfChange, Entry, Index, Message, MessageBody, NodeId, Payload, ProposeError, Raft, ReadState,
+    Role, SnapshotMeta, Term,
 };
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::VecDeque;
@@ -24,7 +24,7 @@ pub(crate) enum Input {
     Step(Message),
     Propose {
         proposal_id: u64,
-        data: Vec<u8>,
+        data: Payload,
     },
     ProposeConfChange {
         proposal_id: u64,

@@ -24,7 +24,9 @@ pub use batch::{
 };
 
 use crate::codec::DecodeError;
-use crate::core::{ConfChange, Config, Index, InitialState, NodeId, Raft, Status, NO_NODE};
+use crate::core::{
+    ConfChange, Config, Index, InitialState, NodeId, Payload, Raft, Status, NO_NODE,
+};
 use crate::wal::{Recovered, Wal, WalError, WalOptions};
 use batch::Pending;
 use crossbeam_channel::TrySendError;
@@ -348,7 +350,7 @@ impl Node {
         let proposal_id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
         self.send(Input::Propose {
             proposal_id,
-            data: data.to_vec(),
+            data: Payload::from(data),
         })?;
         Ok(proposal_id)
     }

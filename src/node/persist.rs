@@ -111,7 +111,7 @@ fn append_replacing(acc: &mut Vec<Entry>, later: Vec<Entry>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::EntryKind;
+    use crate::core::{EntryKind, Payload};
 
     fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
         range
@@ -119,7 +119,7 @@ mod tests {
                 index,
                 term,
                 kind: EntryKind::Normal,
-                data: Vec::new(),
+                data: Payload::default(),
             })
             .collect()
     }

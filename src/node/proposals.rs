@@ -72,14 +72,14 @@ impl ProposalTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::EntryKind;
+    use crate::core::{EntryKind, Payload};
 
     fn entry(index: Index, term: Term) -> Entry {
         Entry {
             index,
             term,
             kind: EntryKind::Normal,
-            data: Vec::new(),
+            data: Payload::default(),
         }
     }
 

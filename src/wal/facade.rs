@@ -210,7 +210,7 @@ impl Wal {
                 index,
                 term: *term,
                 kind: loc.kind,
-                data: data.to_vec(),
+                data: data.into(),
             };
             total += entry.size();
             if total > max_bytes && !out.is_empty() {

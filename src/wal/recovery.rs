@@ -18,7 +18,7 @@ use super::segment::{
 };
 use super::{Recovered, RecoveryReport, TailCut, WalError, MAX_SEGMENT_SIZE};
 use crate::codec::{decode_hard_state, decode_snapshot_meta};
-use crate::core::{Entry, EntryKind, Term};
+use crate::core::{Entry, EntryKind, Payload, Term};
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -39,7 +39,7 @@ pub(crate) struct Recovery {
 struct ReplayedEntry {
     loc: EntryLoc,
     term: Term,
-    data: Vec<u8>,
+    data: Payload,
 }
 
 fn corrupt(path: &Path, offset: usize, reason: impl Into<String>) -> WalError {
@@ -439,7 +439,7 @@ fn decode_batch(
                     len: payload.len() as u32,
                     kind,
                 };
-                let data = payload.to_vec();
+                let data = Payload::from(payload);
                 batch.entries.push((
                     meta.index,
                     meta.term,

@@ -51,7 +51,7 @@ pub fn entry(index: u64, term: u64) -> Entry {
         } else {
             EntryKind::Normal
         },
-        data: payload(index, term),
+        data: payload(index, term).into(),
     }
 }
 
