@@ -30,10 +30,10 @@ const (
 	// leaderWait is how long a write waits for an election before it
 	// answers 503.
 	leaderWait = 2 * time.Second
-	// forwardedHeader counts the hops of a forwarded request, so that two
-	// nodes that each believe the other leads cannot bounce it forever.
+	// forwardedHeader marks a request a follower forwarded; it is never
+	// forwarded again, so two nodes that each believe the other leads
+	// cannot bounce it (RAFTD.md).
 	forwardedHeader = "X-Raftd-Forwarded"
-	maxHops         = 3
 )
 
 type server struct {
@@ -222,9 +222,13 @@ func (s *server) leader(ctx context.Context) (uint64, error) {
 
 // forward relays a write to the leader.
 func (s *server) forward(w http.ResponseWriter, req *http.Request, leader uint64, body []byte) {
-	hops, _ := strconv.Atoi(req.Header.Get(forwardedHeader))
+	if req.Header.Get(forwardedHeader) != "" {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "forwarded to a node that no longer leads", http.StatusServiceUnavailable)
+		return
+	}
 	addr, ok := s.store.peerAddr(leader)
-	if !ok || hops >= maxHops {
+	if !ok {
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "leader address unknown", http.StatusServiceUnavailable)
 		return
@@ -234,7 +238,7 @@ func (s *server) forward(w http.ResponseWriter, req *http.Request, leader uint64
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	fwd.Header.Set(forwardedHeader, strconv.Itoa(hops+1))
+	fwd.Header.Set(forwardedHeader, "1")
 	if ct := req.Header.Get("Content-Type"); ct != "" {
 		fwd.Header.Set("Content-Type", ct)
 	}
