@@ -5,7 +5,8 @@
 #   3. unit and transport tests under the race detector;
 #   4. the same under the embraftdebug tag (a collection before every
 #      access to a C handle, to catch use after free);
-#   5. the raftd walkthrough and the Porcupine linearizability runs
+#   5. the raftd walkthrough, a mixed cluster with the C raftd (when
+#      examples/c/raftd builds), and the Porcupine linearizability runs
 #      (3 and 5 nodes, 60 s each; EMBRAFT_SOAK=1 for 10 minutes each,
 #      EMBRAFT_LIN_SECONDS=N for N seconds).
 # Ends with "go binding: N passed, M failed" and a non-zero exit on failure.
@@ -61,10 +62,16 @@ step "go vet" go vet ./...
 step "go test -race" go test -race -short -count=1 ./...
 step "go test -tags embraftdebug" go test -tags embraftdebug -short -count=1 ./...
 
+# The C raftd, when present, joins a mixed Go/C cluster (TestInteropWithCRaftd).
+c_raftd_dir="$root/examples/c/raftd"
+if [ -f "$c_raftd_dir/Makefile" ]; then
+    make -s -C "$c_raftd_dir" >/dev/null 2>&1 || echo "--- go: C raftd did not build; the interop test will skip"
+fi
+
 multi_process() {
     local out status
     out="$(mktemp)"
-    go test -count=1 -v -timeout 30m -run 'Walkthrough|Linearizable|RegisterModel' ./cmd/raftd 2>&1 | tee "$out" \
+    go test -count=1 -v -timeout 30m -run 'Walkthrough|Interop|Linearizable|RegisterModel' ./cmd/raftd 2>&1 | tee "$out" \
         | grep -E '^(--- |ok|FAIL|panic)|linearizability:|visualization:'
     status=${PIPESTATUS[0]}
     if [ "$status" -ne 0 ]; then
@@ -74,6 +81,6 @@ multi_process() {
     rm -f "$out"
     return "$status"
 }
-step "raftd walkthrough and linearizability" multi_process
+step "raftd walkthrough, interop and linearizability" multi_process
 
 summary

@@ -61,7 +61,9 @@ type proc struct {
 	port int
 	dir  string
 	args []string // flags besides -p and the directory
-	env  []string
+	// binary is the raftd to run; empty for this package's.
+	binary string
+	env    []string
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -79,7 +81,11 @@ func (p *proc) start(extra ...string) {
 	p.t.Helper()
 	args := append([]string{"-p", strconv.Itoa(p.port)}, p.args...)
 	args = append(append(args, extra...), p.dir)
-	cmd := exec.Command(raftdBinary, args...)
+	binary := p.binary
+	if binary == "" {
+		binary = raftdBinary
+	}
+	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), p.env...)
 	var log bytes.Buffer
 	cmd.Stderr = &syncWriter{w: &log}
