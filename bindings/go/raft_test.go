@@ -64,6 +64,9 @@ var (
 	testOps     = pick(25, 4)
 )
 
+// testSegmentSize keeps the WAL small: many nodes share the disk.
+const testSegmentSize = 4 << 20
+
 func pick[T any](normal, debug T) T {
 	if debugBuild {
 		return debug
@@ -104,7 +107,7 @@ func startTestNode(t *testing.T, id uint64, peers []uint64, dir string, addrs ma
 	go tr.Serve(l)
 	sm := &counterSM{}
 	r, err := Start(Options{
-		Config:       Config{ID: id, Peers: peers, DataDir: dir, Sync: SyncNever, LogLevel: LogInfo, CompactKeepEntries: 1},
+		Config:       Config{SegmentSize: testSegmentSize, ID: id, Peers: peers, DataDir: dir, Sync: SyncNever, LogLevel: LogInfo, CompactKeepEntries: 1},
 		StateMachine: sm, Transport: tr, TickInterval: testTick, Logger: testLogger(t),
 	})
 	if err != nil {
@@ -151,7 +154,7 @@ func TestVersionAndABI(t *testing.T) {
 }
 
 func TestNodeCloseIsIdempotentAndCallsFailAfter(t *testing.T) {
-	n, err := NewNode(Config{ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever})
+	n, err := NewNode(Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +169,7 @@ func TestNodeCloseIsIdempotentAndCallsFailAfter(t *testing.T) {
 }
 
 func TestErrorsAreMatchable(t *testing.T) {
-	n, err := NewNode(Config{ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever})
+	n, err := NewNode(Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +182,7 @@ func TestErrorsAreMatchable(t *testing.T) {
 	if !errors.As(err, &call) || call.Op != "embraft_node_step" {
 		t.Fatalf("not a CallError: %#v", err)
 	}
-	if _, err := NewNode(Config{ID: 0, DataDir: t.TempDir()}); !errors.Is(err, ErrInvalidConfig) && !errors.Is(err, ErrInvalidArgument) {
+	if _, err := NewNode(Config{SegmentSize: testSegmentSize, ID: 0, DataDir: t.TempDir()}); !errors.Is(err, ErrInvalidConfig) && !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("id 0: %v", err)
 	}
 }
@@ -187,7 +190,7 @@ func TestErrorsAreMatchable(t *testing.T) {
 func TestFinalizerFreesForgottenNode(t *testing.T) {
 	dir := t.TempDir()
 	func() {
-		if _, err := NewNode(Config{ID: 1, Peers: []uint64{1}, DataDir: dir, Sync: SyncNever}); err != nil {
+		if _, err := NewNode(Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: dir, Sync: SyncNever}); err != nil {
 			t.Fatal(err)
 		}
 	}()
@@ -196,7 +199,7 @@ func TestFinalizerFreesForgottenNode(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		runtimeGC()
-		n, err := NewNode(Config{ID: 1, Peers: []uint64{1}, DataDir: dir, Sync: SyncNever})
+		n, err := NewNode(Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: dir, Sync: SyncNever})
 		if err == nil {
 			n.Close()
 			return
@@ -210,7 +213,7 @@ func TestFinalizerFreesForgottenNode(t *testing.T) {
 
 func TestSingleNodeProposeAndRead(t *testing.T) {
 	sm := &counterSM{}
-	r, err := Start(Options{Config: Config{ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever},
+	r, err := Start(Options{Config: Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever},
 		StateMachine: sm, TickInterval: testTick, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -340,7 +343,7 @@ func TestHTTPTransport(t *testing.T) {
 			}
 		}
 		sms[id] = &counterSM{}
-		r, err := Start(Options{Config: Config{ID: id, Peers: ids, DataDir: t.TempDir(), Sync: SyncNever},
+		r, err := Start(Options{Config: Config{SegmentSize: testSegmentSize, ID: id, Peers: ids, DataDir: t.TempDir(), Sync: SyncNever},
 			StateMachine: sms[id], Transport: transports[id], TickInterval: testTick, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)

@@ -213,6 +213,8 @@ type cluster struct {
 
 func newCluster(t *testing.T, size int, args []string, env []string) *cluster {
 	c := &cluster{t: t}
+	// Small WAL segments: many nodes share the disk with other jobs.
+	env = append(env, "RAFTD_SEGMENT_SIZE=4194304")
 	base := t.TempDir()
 	for i := 0; i < size; i++ {
 		p := &proc{t: t, port: freePort(t), dir: filepath.Join(base, fmt.Sprintf("node.%d", i+1)), args: args, env: env}

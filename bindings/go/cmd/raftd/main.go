@@ -162,6 +162,9 @@ func start(cfg config) (*server, error) {
 		Config: embraft.Config{
 			ID: id, Peers: peers, DataDir: filepath.Join(cfg.dataDir, "wal"),
 			LogLevel: cfg.logLevel, ElectionTicks: 10, HeartbeatTicks: 1,
+			// Tests on a shared disk run many nodes: they ask for small
+			// segments (the library's default is 64 MiB).
+			SegmentSize: uint64(envInt("RAFTD_SEGMENT_SIZE", 0)),
 		},
 		StateMachine: s.store,
 		Transport:    s.transport,
@@ -233,6 +236,7 @@ func (s *server) announceSelf() {
 // entries lets the library compact it.
 var snapshotEvery = uint64(envInt("RAFTD_SNAPSHOT_EVERY", 10000))
 
+// envInt reads a positive integer tuning knob from the environment.
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
 		return v
