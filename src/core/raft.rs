@@ -1304,8 +1304,17 @@ impl Raft {
     /// Puts the membership changes among `committed` into force. Returns
     /// true when the membership changed.
     fn apply_committed_conf_changes(&mut self, committed: &[Entry]) -> bool {
-        let before = self.membership.clone();
         let in_force = self.conf_applied;
+        let mut fresh = committed.iter().filter(|e| e.index > in_force);
+        if !fresh.clone().any(|e| e.kind == EntryKind::ConfChange) {
+            // Nothing but membership changes changes the membership: skip
+            // cloning and comparing it for every other entry.
+            if let Some(last) = fresh.next_back() {
+                self.conf_applied = last.index;
+            }
+            return false;
+        }
+        let before = self.membership.clone();
         for e in committed.iter().filter(|e| e.index > in_force) {
             let next = apply_conf_change_entry(&self.membership, e);
             if next != self.membership {
