@@ -19,8 +19,8 @@ import (
 	"time"
 )
 
-// raftdBinary is built once per test run by TestMain (without -race:
-// the processes under test are the real server).
+// raftdBinary is built once per test run by TestMain (with -race when
+// EMBRAFT_RAFTD_RACE=1).
 var raftdBinary string
 
 func TestMain(m *testing.M) {
@@ -33,7 +33,14 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	raftdBinary = filepath.Join(dir, "raftd")
-	build := exec.Command("go", "build", "-o", raftdBinary, ".")
+	buildArgs := []string{"build", "-o", raftdBinary}
+	if os.Getenv("EMBRAFT_RAFTD_RACE") == "1" {
+		// The servers under test run under the race detector too: it then
+		// watches the binding's goroutines under kills, pauses and
+		// partitions.
+		buildArgs = append(buildArgs, "-race")
+	}
+	build := exec.Command("go", append(buildArgs, ".")...)
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building raftd:", err)
@@ -66,10 +73,11 @@ type proc struct {
 	binary string
 	env    []string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	log *bytes.Buffer
-	id  string
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd.Wait returned
+	log    *syncWriter
+	id     string
 }
 
 func (p *proc) addr() string { return "localhost:" + strconv.Itoa(p.port) }
@@ -88,26 +96,44 @@ func (p *proc) start(extra ...string) {
 	}
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), p.env...)
-	var log bytes.Buffer
-	cmd.Stderr = &syncWriter{w: &log}
+	// One log per node across restarts, so nothing is lost at a kill.
+	p.mu.Lock()
+	if p.log == nil {
+		p.log = &syncWriter{}
+	}
+	log := p.log
+	p.mu.Unlock()
+	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
+	exited := make(chan struct{})
 	p.mu.Lock()
-	p.cmd, p.log = cmd, &log
+	p.cmd, p.log, p.exited = cmd, log, exited
 	p.mu.Unlock()
-	go cmd.Wait()
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
 }
 
+// syncWriter collects a process's stderr, written by exec's copying
+// goroutine and read by the test.
 type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
 func (w *syncWriter) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.w.Write(b)
+	return w.buf.Write(b)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 func (p *proc) signal(sig syscall.Signal) {
@@ -122,7 +148,7 @@ func (p *proc) signal(sig syscall.Signal) {
 // directory are free for a restart.
 func (p *proc) kill() {
 	p.mu.Lock()
-	cmd := p.cmd
+	cmd, exited := p.cmd, p.exited
 	p.cmd = nil
 	p.mu.Unlock()
 	if cmd == nil || cmd.Process == nil {
@@ -130,11 +156,9 @@ func (p *proc) kill() {
 	}
 	cmd.Process.Signal(syscall.SIGCONT)
 	cmd.Process.Kill()
-	for i := 0; i < 500; i++ {
-		if cmd.ProcessState != nil || syscall.Kill(cmd.Process.Pid, 0) != nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
 	}
 	// Wait for the port to be released too.
 	for i := 0; i < 200; i++ {
@@ -149,11 +173,12 @@ func (p *proc) kill() {
 
 func (p *proc) logText() string {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.log == nil {
+	log := p.log
+	p.mu.Unlock()
+	if log == nil {
 		return ""
 	}
-	return p.log.String()
+	return log.String()
 }
 
 var httpClient = &http.Client{Timeout: 15 * time.Second}
@@ -221,8 +246,12 @@ func newCluster(t *testing.T, size int, args []string, env []string) *cluster {
 		c.procs = append(c.procs, p)
 	}
 	t.Cleanup(func() {
-		for _, p := range c.procs {
+		for i, p := range c.procs {
 			p.kill()
+			// A raftd built with -race reports races on its stderr.
+			if strings.Contains(p.logText(), "WARNING: DATA RACE") {
+				t.Errorf("node %d reported a data race", i+1)
+			}
 		}
 		if t.Failed() {
 			for i, p := range c.procs {
