@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"sort"
+	"sync"
+
+	embraft "github.com/embraft/embraft/bindings/go"
+)
+
+// The replicated commands of docs/RAFTD.md ("Replicated commands").
+const (
+	cmdSet        = 0x01
+	cmdDelete     = 0x02
+	cmdPeer       = 0x03
+	cmdRemovePeer = 0x04
+)
+
+func encodeSet(key string, value []byte) []byte {
+	b := []byte{cmdSet}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(key)))
+	b = append(b, key...)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(value)))
+	return append(b, value...)
+}
+
+func encodeDelete(key string) []byte {
+	b := []byte{cmdDelete}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(key)))
+	return append(b, key...)
+}
+
+func encodePeer(id uint64, addr string) []byte {
+	b := []byte{cmdPeer}
+	b = binary.LittleEndian.AppendUint64(b, id)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(addr)))
+	return append(b, addr...)
+}
+
+func encodeRemovePeer(id uint64) []byte {
+	return binary.LittleEndian.AppendUint64([]byte{cmdRemovePeer}, id)
+}
+
+// reader decodes the fields of one command; any misfit marks it bad.
+type reader struct {
+	b   []byte
+	bad bool
+}
+
+func (r *reader) u32() uint32 {
+	if len(r.b) < 4 {
+		r.bad = true
+		return 0
+	}
+	v := binary.LittleEndian.Uint32(r.b)
+	r.b = r.b[4:]
+	return v
+}
+
+func (r *reader) u64() uint64 {
+	if len(r.b) < 8 {
+		r.bad = true
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *reader) bytes() []byte {
+	n := r.u32()
+	if r.bad || uint64(n) > uint64(len(r.b)) {
+		r.bad = true
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// command is one decoded entry.
+type command struct {
+	op    byte
+	key   string
+	value []byte
+	id    uint64
+	addr  string
+}
+
+// decodeCommand returns false for anything that is not exactly one
+// well-formed command, which every node then ignores alike.
+func decodeCommand(data []byte) (command, bool) {
+	if len(data) == 0 {
+		return command{}, false
+	}
+	c := command{op: data[0]}
+	r := &reader{b: data[1:]}
+	switch c.op {
+	case cmdSet:
+		c.key = string(r.bytes())
+		c.value = bytes.Clone(r.bytes())
+	case cmdDelete:
+		c.key = string(r.bytes())
+	case cmdPeer:
+		c.id = r.u64()
+		c.addr = string(r.bytes())
+	case cmdRemovePeer:
+		c.id = r.u64()
+	default:
+		return c, false
+	}
+	return c, !r.bad && len(r.b) == 0
+}
+
+// store is the key/value state machine; peer addresses live next to the
+// keys so a restarted node learns them again from its log.
+type store struct {
+	mu    sync.RWMutex
+	kv    map[string][]byte
+	peers map[uint64]string
+	// onPeer is told about address changes (the transport's address book).
+	onPeer func(id uint64, addr string, removed bool)
+}
+
+func newStore(onPeer func(uint64, string, bool)) *store {
+	return &store{kv: map[string][]byte{}, peers: map[uint64]string{}, onPeer: onPeer}
+}
+
+func (s *store) Apply(e embraft.Entry) {
+	c, ok := decodeCommand(e.Data)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	switch c.op {
+	case cmdSet:
+		s.kv[c.key] = c.value
+	case cmdDelete:
+		delete(s.kv, c.key)
+	case cmdPeer:
+		s.peers[c.id] = c.addr
+	case cmdRemovePeer:
+		delete(s.peers, c.id)
+	}
+	s.mu.Unlock()
+	if c.op == cmdPeer || c.op == cmdRemovePeer {
+		s.onPeer(c.id, c.addr, c.op == cmdRemovePeer)
+	}
+}
+
+func (s *store) get(key string) ([]byte, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.kv[key]
+	return v, ok
+}
+
+func (s *store) peerAddr(id uint64) (string, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a, ok := s.peers[id]
+	return a, ok
+}
+
+func (s *store) peerMap() map[uint64]string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[uint64]string, len(s.peers))
+	for id, a := range s.peers {
+		out[id] = a
+	}
+	return out
+}
+
+// Snapshot encodes the peers then the keys, each list as a count and
+// entries in sorted order (so equal states give equal bytes).
+func (s *store) Snapshot() ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ids := make([]uint64, 0, len(s.peers))
+	for id := range s.peers {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	b := binary.LittleEndian.AppendUint32(nil, uint32(len(ids)))
+	for _, id := range ids {
+		b = binary.LittleEndian.AppendUint64(b, id)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(s.peers[id])))
+		b = append(b, s.peers[id]...)
+	}
+	keys := make([]string, 0, len(s.kv))
+	for k := range s.kv {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(keys)))
+	for _, k := range keys {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(k)))
+		b = append(b, k...)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(s.kv[k])))
+		b = append(b, s.kv[k]...)
+	}
+	return b, nil
+}
+
+func (s *store) Restore(data []byte) error {
+	r := &reader{b: data}
+	peers := map[uint64]string{}
+	for n := r.u32(); n > 0 && !r.bad; n-- {
+		id := r.u64()
+		peers[id] = string(r.bytes())
+	}
+	kv := map[string][]byte{}
+	for n := r.u32(); n > 0 && !r.bad; n-- {
+		k := string(r.bytes())
+		kv[k] = bytes.Clone(r.bytes())
+	}
+	if r.bad || len(r.b) != 0 {
+		return errors.New("raftd: malformed snapshot")
+	}
+	s.mu.Lock()
+	old := s.peers
+	s.kv, s.peers = kv, peers
+	s.mu.Unlock()
+	for id := range old {
+		if _, ok := peers[id]; !ok {
+			s.onPeer(id, "", true)
+		}
+	}
+	for id, a := range peers {
+		s.onPeer(id, a, false)
+	}
+	return nil
+}

@@ -1,0 +1,5 @@
+package embraft
+
+import "runtime"
+
+func runtimeGC() { runtime.GC() }

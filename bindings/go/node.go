@@ -1,0 +1,460 @@
+package embraft
+
+/*
+#include <stdlib.h>
+#include <embraft.h>
+*/
+import "C"
+
+import (
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// Role of a node.
+type Role uint32
+
+const (
+	Follower     Role = C.EMBRAFT_ROLE_FOLLOWER
+	PreCandidate Role = C.EMBRAFT_ROLE_PRE_CANDIDATE
+	Candidate    Role = C.EMBRAFT_ROLE_CANDIDATE
+	Leader       Role = C.EMBRAFT_ROLE_LEADER
+)
+
+func (r Role) String() string {
+	switch r {
+	case Follower:
+		return "follower"
+	case PreCandidate:
+		return "pre-candidate"
+	case Candidate:
+		return "candidate"
+	case Leader:
+		return "leader"
+	}
+	return "unknown"
+}
+
+// EntryKind is the kind of a committed entry.
+type EntryKind uint32
+
+const (
+	EntryNormal     EntryKind = C.EMBRAFT_ENTRY_NORMAL
+	EntryNoop       EntryKind = C.EMBRAFT_ENTRY_NOOP
+	EntryConfChange EntryKind = C.EMBRAFT_ENTRY_CONF_CHANGE
+)
+
+// ConfChange is a single membership change.
+type ConfChange uint32
+
+const (
+	AddVoter       ConfChange = C.EMBRAFT_CONF_ADD_VOTER
+	PromoteLearner ConfChange = C.EMBRAFT_CONF_PROMOTE_LEARNER
+	AddLearner     ConfChange = C.EMBRAFT_CONF_ADD_LEARNER
+	RemoveNode     ConfChange = C.EMBRAFT_CONF_REMOVE_NODE
+)
+
+// LogLevel selects which of the library's log lines reach the host.
+type LogLevel uint32
+
+const (
+	LogOff   LogLevel = C.EMBRAFT_LOG_OFF
+	LogInfo  LogLevel = C.EMBRAFT_LOG_INFO
+	LogDebug LogLevel = C.EMBRAFT_LOG_DEBUG
+	LogTrace LogLevel = C.EMBRAFT_LOG_TRACE
+)
+
+// SlogLevelTrace is the slog level the library's trace lines are logged at.
+const SlogLevelTrace = slog.LevelDebug - 4
+
+// SyncMode is the durability of the write-ahead log.
+type SyncMode uint32
+
+const (
+	SyncAlways SyncMode = C.EMBRAFT_SYNC_ALWAYS
+	// SyncNever is for tests and benchmarks: a crash can lose acknowledged
+	// entries.
+	SyncNever SyncMode = C.EMBRAFT_SYNC_NEVER
+)
+
+// Config configures a node. Zero values keep the library's defaults.
+type Config struct {
+	ID      uint64
+	Peers   []uint64 // founding voters; empty for a node that joins later
+	DataDir string
+
+	ElectionTicks  uint32
+	HeartbeatTicks uint32
+	// DisablePreVote and DisableCheckQuorum turn off what the library enables
+	// by default.
+	DisablePreVote     bool
+	DisableCheckQuorum bool
+	LeaseReads         bool
+	Sync               SyncMode
+	LogLevel           LogLevel
+	// AppliedIndex is what the state machine has durably applied; committed
+	// entries after it are delivered again on restart.
+	AppliedIndex       uint64
+	MaxEntryBytes      uint64
+	MaxInflightMsgs    int
+	InputQueueCapacity int
+	CompactKeepEntries uint64
+	SegmentSize        uint64
+	RandomSeed         uint64
+}
+
+// configError reads the config handle's last error message.
+func configError(op string, code C.embraft_status, cfg *C.embraft_config) error {
+	var buf [512]C.char
+	C.embraft_config_last_error(cfg, &buf[0], C.size_t(len(buf)), nil)
+	return &CallError{Op: op, Code: Code(code), Message: C.GoString(&buf[0])}
+}
+
+// build turns the Go configuration into a C one, owned by the caller.
+func (c *Config) build() (*C.embraft_config, error) {
+	var cfg *C.embraft_config
+	if code := C.embraft_config_new(&cfg); code != C.EMBRAFT_OK {
+		return nil, &CallError{Op: "embraft_config_new", Code: Code(code)}
+	}
+	type setter struct {
+		op   string
+		skip bool
+		set  func() C.embraft_status
+	}
+	setters := []setter{
+		{"set_id", false, func() C.embraft_status { return C.embraft_config_set_id(cfg, C.uint64_t(c.ID)) }},
+		{"set_peers", len(c.Peers) == 0, func() C.embraft_status {
+			// A C copy: the array must not be Go memory kept by C, and the
+			// call copies it anyway.
+			ids := (*C.uint64_t)(C.malloc(C.size_t(8 * len(c.Peers))))
+			defer C.free(unsafe.Pointer(ids))
+			for i, id := range c.Peers {
+				*(*C.uint64_t)(unsafe.Add(unsafe.Pointer(ids), 8*i)) = C.uint64_t(id)
+			}
+			return C.embraft_config_set_peers(cfg, ids, C.size_t(len(c.Peers)))
+		}},
+		{"set_data_dir", false, func() C.embraft_status {
+			path := C.CString(c.DataDir)
+			defer C.free(unsafe.Pointer(path))
+			return C.embraft_config_set_data_dir(cfg, path)
+		}},
+		{"set_election_ticks", c.ElectionTicks == 0, func() C.embraft_status {
+			return C.embraft_config_set_election_ticks(cfg, C.uint32_t(c.ElectionTicks))
+		}},
+		{"set_heartbeat_ticks", c.HeartbeatTicks == 0, func() C.embraft_status {
+			return C.embraft_config_set_heartbeat_ticks(cfg, C.uint32_t(c.HeartbeatTicks))
+		}},
+		{"set_pre_vote", !c.DisablePreVote, func() C.embraft_status { return C.embraft_config_set_pre_vote(cfg, false) }},
+		{"set_check_quorum", !c.DisableCheckQuorum, func() C.embraft_status { return C.embraft_config_set_check_quorum(cfg, false) }},
+		{"set_lease_reads", !c.LeaseReads, func() C.embraft_status { return C.embraft_config_set_lease_reads(cfg, true) }},
+		{"set_sync_mode", false, func() C.embraft_status { return C.embraft_config_set_sync_mode(cfg, C.uint32_t(c.Sync)) }},
+		{"set_log_level", false, func() C.embraft_status { return C.embraft_config_set_log_level(cfg, C.uint32_t(c.LogLevel)) }},
+		{"set_applied_index", false, func() C.embraft_status {
+			return C.embraft_config_set_applied_index(cfg, C.uint64_t(c.AppliedIndex))
+		}},
+		{"set_max_entry_bytes", c.MaxEntryBytes == 0, func() C.embraft_status {
+			return C.embraft_config_set_max_entry_bytes(cfg, C.uint64_t(c.MaxEntryBytes))
+		}},
+		{"set_max_inflight_msgs", c.MaxInflightMsgs == 0, func() C.embraft_status {
+			return C.embraft_config_set_max_inflight_msgs(cfg, C.size_t(c.MaxInflightMsgs))
+		}},
+		{"set_input_queue_capacity", c.InputQueueCapacity == 0, func() C.embraft_status {
+			return C.embraft_config_set_input_queue_capacity(cfg, C.size_t(c.InputQueueCapacity))
+		}},
+		{"set_compact_keep_entries", c.CompactKeepEntries == 0, func() C.embraft_status {
+			return C.embraft_config_set_compact_keep_entries(cfg, C.uint64_t(c.CompactKeepEntries))
+		}},
+		{"set_segment_size", c.SegmentSize == 0, func() C.embraft_status {
+			return C.embraft_config_set_segment_size(cfg, C.uint64_t(c.SegmentSize))
+		}},
+		{"set_random_seed", c.RandomSeed == 0, func() C.embraft_status {
+			return C.embraft_config_set_random_seed(cfg, C.uint64_t(c.RandomSeed))
+		}},
+	}
+	for _, s := range setters {
+		if s.skip {
+			continue
+		}
+		if code := s.set(); code != C.EMBRAFT_OK {
+			err := configError("embraft_config_"+s.op, code, cfg)
+			C.embraft_config_free(cfg)
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// Node is a handle on one embraft node: the thin, complete wrapper of the
+// C API. Most hosts use Raft, which drives a Node; Node is for hosts that
+// run their own loop.
+//
+// Every method may be called from any goroutine, concurrently. Close frees
+// the node once no call is running; calls after Close return ErrClosed.
+type Node struct {
+	// mu is held shared by every call and exclusively by Close, because the
+	// C API forbids embraft_node_free concurrently with any other call.
+	mu  sync.RWMutex
+	ptr *C.embraft_node
+	id  uint64
+}
+
+// NewNode starts a node: it bootstraps a new cluster from cfg.Peers, or
+// restarts from cfg.DataDir when it holds state.
+func NewNode(cfg Config) (*Node, error) {
+	if abiMismatch != nil {
+		return nil, abiMismatch
+	}
+	ccfg, err := cfg.build()
+	if err != nil {
+		return nil, err
+	}
+	defer C.embraft_config_free(ccfg)
+	var ptr *C.embraft_node
+	if code := C.embraft_node_new(ccfg, &ptr); code != C.EMBRAFT_OK {
+		return nil, configError("embraft_node_new", code, ccfg)
+	}
+	n := &Node{ptr: ptr, id: cfg.ID}
+	// The safety net for a forgotten Close: the node's threads and its
+	// directory lock go away with the wrapper.
+	runtime.SetFinalizer(n, (*Node).Close)
+	return n, nil
+}
+
+// ID returns the node's id.
+func (n *Node) ID() uint64 { return n.id }
+
+// Close stops the node (syncing what is queued) and frees it. It is
+// idempotent and waits for calls in progress.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ptr != nil {
+		C.embraft_node_free(n.ptr)
+		n.ptr = nil
+		runtime.SetFinalizer(n, nil)
+	}
+	return nil
+}
+
+// call runs one C call on the live handle. It keeps n (and so the handle)
+// alive until the call returned, and turns a failure into a CallError
+// carrying the node's last error message.
+func (n *Node) call(op string, f func(*C.embraft_node) C.embraft_status) error {
+	debugAccess()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.ptr == nil {
+		return ErrClosed
+	}
+	code := f(n.ptr)
+	var err error
+	if code != C.EMBRAFT_OK {
+		err = n.lastError(op, code)
+	}
+	runtime.KeepAlive(n)
+	return err
+}
+
+// lastError builds the error of a failed call; n.mu is held.
+func (n *Node) lastError(op string, code C.embraft_status) error {
+	if code == C.EMBRAFT_ERR_BUSY || code == C.EMBRAFT_TIMED_OUT {
+		// Frequent and self-explanatory: skip the message copy.
+		return &CallError{Op: op, Code: Code(code)}
+	}
+	var buf [512]C.char
+	C.embraft_node_last_error(n.ptr, &buf[0], C.size_t(len(buf)), nil)
+	return &CallError{Op: op, Code: Code(code), Message: C.GoString(&buf[0])}
+}
+
+// bytesArg returns a C view of Go bytes for the duration of one call; cgo
+// pins them, and they hold no Go pointers.
+func bytesArg(b []byte) (*C.uint8_t, C.size_t) {
+	if len(b) == 0 {
+		return nil, 0
+	}
+	return (*C.uint8_t)(unsafe.Pointer(&b[0])), C.size_t(len(b))
+}
+
+// Tick advances the node's logical clock by one tick.
+func (n *Node) Tick() error {
+	return n.call("embraft_node_tick", func(p *C.embraft_node) C.embraft_status { return C.embraft_node_tick(p) })
+}
+
+// Step hands the node a message received from a peer (copied).
+func (n *Node) Step(msg []byte) error {
+	err := n.call("embraft_node_step", func(p *C.embraft_node) C.embraft_status {
+		data, size := bytesArg(msg)
+		return C.embraft_node_step(p, data, size)
+	})
+	runtime.KeepAlive(msg)
+	return err
+}
+
+// Propose queues data for the log and returns the proposal id; the outcome
+// comes in a later Ready.
+func (n *Node) Propose(data []byte) (uint64, error) {
+	var id C.uint64_t
+	err := n.call("embraft_node_propose", func(p *C.embraft_node) C.embraft_status {
+		ptr, size := bytesArg(data)
+		return C.embraft_node_propose(p, ptr, size, &id)
+	})
+	runtime.KeepAlive(data)
+	return uint64(id), err
+}
+
+// ProposeConfChange proposes one membership change.
+func (n *Node) ProposeConfChange(change ConfChange, node uint64) (uint64, error) {
+	var id C.uint64_t
+	err := n.call("embraft_node_propose_conf_change", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_node_propose_conf_change(p, C.uint32_t(change), C.uint64_t(node), &id)
+	})
+	return uint64(id), err
+}
+
+// ProposeMembership proposes moving to exactly these voters and learners.
+func (n *Node) ProposeMembership(voters, learners []uint64) (uint64, error) {
+	var id C.uint64_t
+	err := n.call("embraft_node_propose_membership", func(p *C.embraft_node) C.embraft_status {
+		v, vn := idsArg(voters)
+		l, ln := idsArg(learners)
+		return C.embraft_node_propose_membership(p, v, vn, l, ln, &id)
+	})
+	runtime.KeepAlive(voters)
+	runtime.KeepAlive(learners)
+	return uint64(id), err
+}
+
+func idsArg(ids []uint64) (*C.uint64_t, C.size_t) {
+	if len(ids) == 0 {
+		return nil, 0
+	}
+	return (*C.uint64_t)(unsafe.Pointer(&ids[0])), C.size_t(len(ids))
+}
+
+// ReadIndex asks for a linearizable read point tagged with context.
+func (n *Node) ReadIndex(context uint64) error {
+	return n.call("embraft_node_read_index", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_node_read_index(p, C.uint64_t(context))
+	})
+}
+
+// TransferLeader asks this node, if it leads, to hand leadership to to.
+func (n *Node) TransferLeader(to uint64) error {
+	return n.call("embraft_node_transfer_leader", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_node_transfer_leader(p, C.uint64_t(to))
+	})
+}
+
+// ReportUnreachable tells the node the transport could not reach peer.
+func (n *Node) ReportUnreachable(peer uint64) error {
+	return n.call("embraft_node_report_unreachable", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_node_report_unreachable(p, C.uint64_t(peer))
+	})
+}
+
+// Compact records that the host keeps a snapshot through index.
+func (n *Node) Compact(index uint64) error {
+	return n.call("embraft_node_compact", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_node_compact(p, C.uint64_t(index))
+	})
+}
+
+// SendSnapshotChunk queues one chunk of the snapshot at snapshotIndex for peer.
+func (n *Node) SendSnapshotChunk(peer, snapshotIndex, offset, total uint64, checksum uint32, chunk []byte) error {
+	err := n.call("embraft_node_send_snapshot_chunk", func(p *C.embraft_node) C.embraft_status {
+		ptr, size := bytesArg(chunk)
+		return C.embraft_node_send_snapshot_chunk(p, C.uint64_t(peer), C.uint64_t(snapshotIndex),
+			C.uint64_t(offset), C.uint64_t(total), C.uint32_t(checksum), ptr, size)
+	})
+	runtime.KeepAlive(chunk)
+	return err
+}
+
+// ReportSnapshot tells the leader the stream to peer finished or failed.
+func (n *Node) ReportSnapshot(peer uint64, success bool) error {
+	return n.call("embraft_node_report_snapshot", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_node_report_snapshot(p, C.uint64_t(peer), C.bool(success))
+	})
+}
+
+// RestoreSnapshot tells a follower the host holds the streamed snapshot.
+func (n *Node) RestoreSnapshot(index uint64) error {
+	return n.call("embraft_node_restore_snapshot", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_node_restore_snapshot(p, C.uint64_t(index))
+	})
+}
+
+// AckApplied tells the node the state machine applied through index.
+func (n *Node) AckApplied(index uint64) error {
+	return n.call("embraft_node_ack_applied", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_node_ack_applied(p, C.uint64_t(index))
+	})
+}
+
+// SetLogLevel changes the level of the log lines in later batches.
+func (n *Node) SetLogLevel(level LogLevel) error {
+	return n.call("embraft_node_set_log_level", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_node_set_log_level(p, C.uint32_t(level))
+	})
+}
+
+// Poll waits up to timeout for the next batch and returns a Go copy of it
+// (the C batch is freed before Poll returns, so no C memory outlives the
+// call). It returns (nil, nil) when no batch came in time.
+func (n *Node) Poll(timeout time.Duration) (*Ready, error) {
+	var ready *C.embraft_ready
+	err := n.call("embraft_node_poll_ready", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_node_poll_ready(p, C.uint32_t(timeout/time.Millisecond), &ready)
+	})
+	if err != nil {
+		if code, ok := err.(*CallError); ok && code.Code == ErrTimedOut {
+			return nil, nil
+		}
+		return nil, err
+	}
+	defer C.embraft_ready_free(ready)
+	return copyReady(ready), nil
+}
+
+// Status returns a snapshot of the node's status.
+func (n *Node) Status() (Status, error) {
+	var report *C.embraft_status_report
+	err := n.call("embraft_node_status", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_node_status(p, &report)
+	})
+	if err != nil {
+		return Status{}, err
+	}
+	defer C.embraft_status_report_free(report)
+	return copyStatus(report), nil
+}
+
+// ReadinessFile returns a duplicate of the node's readiness descriptor as
+// an *os.File registered with Go's network poller: it becomes readable when
+// a batch waits. The caller owns (and closes) the duplicate; the node's
+// own descriptor stays untouched, as the C API requires.
+func (n *Node) ReadinessFile() (*os.File, error) {
+	var fd C.int
+	err := n.call("embraft_node_readiness_fd", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_node_readiness_fd(p, &fd)
+	})
+	if err != nil {
+		return nil, err
+	}
+	dup, err := syscall.Dup(int(fd))
+	if err != nil {
+		return nil, err
+	}
+	syscall.CloseOnExec(dup)
+	// Non-blocking, so that os.NewFile hands it to the network poller.
+	if err := syscall.SetNonblock(dup, true); err != nil {
+		syscall.Close(dup)
+		return nil, err
+	}
+	return os.NewFile(uintptr(dup), "embraft-readiness"), nil
+}

@@ -1,0 +1,373 @@
+package embraft
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// counterSM is a state machine that records the entries it applied.
+type counterSM struct {
+	mu      sync.Mutex
+	entries [][]byte
+}
+
+func (s *counterSM) Apply(e Entry) {
+	s.mu.Lock()
+	s.entries = append(s.entries, e.Data)
+	s.mu.Unlock()
+}
+
+func (s *counterSM) Snapshot() ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []byte
+	for _, e := range s.entries {
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(e)))
+		out = append(out, e...)
+	}
+	return out, nil
+}
+
+func (s *counterSM) Restore(data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.entries = nil
+	for len(data) > 0 {
+		n := binary.LittleEndian.Uint32(data)
+		s.entries = append(s.entries, data[4:4+n])
+		data = data[4+n:]
+	}
+	return nil
+}
+
+func (s *counterSM) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.entries)
+}
+
+// Under the embraftdebug tag every access to a handle runs a full
+// collection, so the tests tick slower, wait longer and do less.
+var (
+	testTick    = pick(10*time.Millisecond, 100*time.Millisecond)
+	testTimeout = pick(20*time.Second, 90*time.Second)
+	testOps     = pick(25, 4)
+)
+
+// testSegmentSize keeps the WAL small: many nodes share the disk.
+const testSegmentSize = 4 << 20
+
+func pick[T any](normal, debug T) T {
+	if debugBuild {
+		return debug
+	}
+	return normal
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("EMBRAFT_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// testNode is one member of an in-process cluster on loopback.
+type testNode struct {
+	raft      *Raft
+	sm        *counterSM
+	transport *StreamTransport
+	listener  net.Listener
+}
+
+func startTestNode(t *testing.T, id uint64, peers []uint64, dir string, addrs map[uint64]string, l net.Listener) *testNode {
+	t.Helper()
+	tr := NewStreamTransport(7, id, 0, testLogger(t))
+	for pid, a := range addrs {
+		if pid != id {
+			tr.SetPeer(pid, a)
+		}
+	}
+	go tr.Serve(l)
+	sm := &counterSM{}
+	r, err := Start(Options{
+		Config:       Config{SegmentSize: testSegmentSize, ID: id, Peers: peers, DataDir: dir, Sync: SyncNever, LogLevel: LogInfo, CompactKeepEntries: 1},
+		StateMachine: sm, Transport: tr, TickInterval: testTick, Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testNode{raft: r, sm: sm, transport: tr, listener: l}
+}
+
+func (n *testNode) stop() {
+	n.listener.Close()
+	n.raft.Close()
+}
+
+func listen(t *testing.T) net.Listener {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func waitLeader(t *testing.T, nodes map[uint64]*testNode) *testNode {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for time.Now().Before(deadline) {
+		for _, n := range nodes {
+			if n.raft.State().Role == Leader {
+				return n
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no leader elected")
+	return nil
+}
+
+func TestVersionAndABI(t *testing.T) {
+	if abiMismatch != nil {
+		t.Fatal(abiMismatch)
+	}
+	if Version() == "" {
+		t.Fatal("empty version")
+	}
+}
+
+func TestNodeCloseIsIdempotentAndCallsFailAfter(t *testing.T) {
+	n, err := NewNode(Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Tick(); err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	n.Close()
+	if err := n.Tick(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("tick after close: %v", err)
+	}
+}
+
+func TestErrorsAreMatchable(t *testing.T) {
+	n, err := NewNode(Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	err = n.Step([]byte{0xff})
+	if !errors.Is(err, ErrMalformed) {
+		t.Fatalf("step garbage: %v", err)
+	}
+	var call *CallError
+	if !errors.As(err, &call) || call.Op != "embraft_node_step" {
+		t.Fatalf("not a CallError: %#v", err)
+	}
+	if _, err := NewNode(Config{SegmentSize: testSegmentSize, ID: 0, DataDir: t.TempDir()}); !errors.Is(err, ErrInvalidConfig) && !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("id 0: %v", err)
+	}
+}
+
+func TestFinalizerFreesForgottenNode(t *testing.T) {
+	dir := t.TempDir()
+	func() {
+		if _, err := NewNode(Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: dir, Sync: SyncNever}); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	// The finalizer releases the directory lock, so the directory can be
+	// opened again.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		runtimeGC()
+		n, err := NewNode(Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: dir, Sync: SyncNever})
+		if err == nil {
+			n.Close()
+			return
+		}
+		if !errors.Is(err, ErrDirectoryLocked) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSingleNodeProposeAndRead(t *testing.T) {
+	sm := &counterSM{}
+	r, err := Start(Options{Config: Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever},
+		StateMachine: sm, TickInterval: testTick, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if _, err := r.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		if _, err := r.Propose(ctx, []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sm.count() != 50 {
+		t.Fatalf("applied %d", sm.count())
+	}
+	if _, err := r.ReadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.Status()
+	if err != nil || st.Role != Leader || len(st.Voters) != 1 {
+		t.Fatalf("status %+v %v", st, err)
+	}
+}
+
+// TestClusterReplicationSnapshotAndJoin runs three nodes over the stream
+// transport, compacts the leader's log, and adds a fourth node that can
+// only catch up from the streamed snapshot.
+func TestClusterReplicationSnapshotAndJoin(t *testing.T) {
+	ids := []uint64{1, 2, 3}
+	listeners := map[uint64]net.Listener{}
+	addrs := map[uint64]string{}
+	for _, id := range append(ids, 4) {
+		listeners[id] = listen(t)
+		addrs[id] = listeners[id].Addr().String()
+	}
+	nodes := map[uint64]*testNode{}
+	for _, id := range ids {
+		nodes[id] = startTestNode(t, id, ids, t.TempDir(), addrs, listeners[id])
+	}
+	defer func() {
+		for _, n := range nodes {
+			n.stop()
+		}
+	}()
+	leader := waitLeader(t, nodes)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < testOps; i++ {
+				if _, err := leader.raft.Propose(ctx, []byte(fmt.Sprintf("%d-%d", w, i))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for _, n := range nodes {
+		if _, err := n.raft.ReadIndex(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n.sm.count() != 8*testOps {
+			t.Fatalf("node %d applied %d entries", n.raft.ID(), n.sm.count())
+		}
+	}
+	if err := leader.raft.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if _, err := leader.raft.Propose(ctx, []byte("after")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := leader.raft.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodes[4] = startTestNode(t, 4, nil, t.TempDir(), addrs, listeners[4])
+	for _, n := range nodes {
+		n.transport.SetPeer(4, addrs[4])
+	}
+	if _, err := leader.raft.ProposeConfChange(ctx, AddVoter, 4); err != nil {
+		t.Fatal(err)
+	}
+	for nodes[4].sm.count() != 8*testOps+10 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("new node applied %d of %d", nodes[4].sm.count(), 8*testOps+10)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// Leadership transfer to the new node.
+	if err := leader.raft.TransferLeader(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes[4].raft.Propose(ctx, []byte("from 4")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHTTPTransport(t *testing.T) {
+	ids := []uint64{1, 2, 3}
+	transports := map[uint64]*HTTPTransport{}
+	servers := map[uint64]*httptest.Server{}
+	for _, id := range ids {
+		transports[id] = NewHTTPTransport(9, id, 0, testLogger(t))
+		mux := http.NewServeMux()
+		mux.Handle(HTTPTransportPath, transports[id])
+		servers[id] = httptest.NewServer(mux)
+		defer servers[id].Close()
+	}
+	rafts := map[uint64]*Raft{}
+	sms := map[uint64]*counterSM{}
+	for _, id := range ids {
+		for _, p := range ids {
+			if p != id {
+				transports[id].SetPeer(p, servers[p].URL)
+			}
+		}
+		sms[id] = &counterSM{}
+		r, err := Start(Options{Config: Config{SegmentSize: testSegmentSize, ID: id, Peers: ids, DataDir: t.TempDir(), Sync: SyncNever},
+			StateMachine: sms[id], Transport: transports[id], TickInterval: testTick, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rafts[id] = r
+		defer r.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	leader, err := rafts[1].WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := rafts[leader].Propose(ctx, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range ids {
+		if _, err := rafts[id].ReadIndex(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if sms[id].count() != 20 {
+			t.Fatalf("node %d applied %d", id, sms[id].count())
+		}
+	}
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Runs the Go binding's tests (called by scripts/test-all.sh):
+#   1. builds libembraft.a with cargo (the package links it statically);
+#   2. gofmt and go vet;
+#   3. unit and transport tests under the race detector;
+#   4. the same under the embraftdebug tag (a collection before every
+#      access to a C handle, to catch use after free);
+#   5. the raftd walkthrough, a mixed cluster with the C raftd (when
+#      examples/c/raftd builds), and the Porcupine linearizability runs,
+#      with the test and every Go raftd under the race detector
+#      (3 and 5 nodes, 60 s each; EMBRAFT_SOAK=1 for 10 minutes each,
+#      EMBRAFT_LIN_SECONDS=N for N seconds).
+# Ends with "go binding: N passed, M failed" and a non-zero exit on failure.
+set -uo pipefail
+cd "$(dirname "$0")"
+root="$(cd ../.. && pwd)"
+
+passed=0
+failed=0
+failed_names=()
+step() {
+    local name="$1"
+    shift
+    echo "--- go: $name"
+    local start=$SECONDS
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "--- go: $name: ok ($((SECONDS - start)) s)"
+    else
+        failed=$((failed + 1))
+        failed_names+=("$name")
+        echo "--- go: $name: FAILED ($((SECONDS - start)) s)"
+    fi
+}
+summary() {
+    [ "$failed" -eq 0 ] || echo "failed: ${failed_names[*]}"
+    echo "go binding: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+}
+
+if ! (cd "$root" && cargo build --release --lib --quiet); then
+    failed=1
+    failed_names+=("cargo build")
+    summary
+    exit 1
+fi
+
+# Go's build cache does not look inside libembraft.a; putting its hash in
+# the cgo flags makes a rebuilt library relink every test binary.
+lib_hash="$(sha256sum "$root/target/release/libembraft.a" | cut -c1-16)"
+export CGO_LDFLAGS="-O2 -g -L/nonexistent/libembraft-$lib_hash"
+# The cgo pointer checks (on by default; explicit so nothing turns them off).
+export GODEBUG=cgocheck=1
+
+gofmt_clean() {
+    local unformatted
+    unformatted="$(gofmt -l .)"
+    [ -z "$unformatted" ] || { echo "not gofmt-ed: $unformatted"; return 1; }
+}
+
+step "gofmt" gofmt_clean
+step "go vet" go vet ./...
+step "go test -race" go test -race -short -count=1 ./...
+step "go test -tags embraftdebug" go test -tags embraftdebug -short -count=1 ./...
+
+# The C raftd, when present, joins a mixed Go/C cluster (TestInteropWithCRaftd).
+c_raftd_dir="$root/examples/c/raftd"
+if [ -f "$c_raftd_dir/Makefile" ]; then
+    make -s -C "$c_raftd_dir" >/dev/null 2>&1 || echo "--- go: C raftd did not build; the interop test will skip"
+fi
+
+multi_process() {
+    local out status
+    out="$(mktemp)"
+    EMBRAFT_RAFTD_RACE=1 go test -race -count=1 -v -timeout 30m -run 'Walkthrough|Interop|Linearizable|RegisterModel' ./cmd/raftd 2>&1 | tee "$out" \
+        | grep -E '^(--- |ok|FAIL|panic)|linearizability:|visualization:'
+    status=${PIPESTATUS[0]}
+    if [ "$status" -ne 0 ]; then
+        echo "--- full output (tail):"
+        tail -n 200 "$out"
+    fi
+    rm -f "$out"
+    return "$status"
+}
+step "raftd walkthrough, interop and linearizability" multi_process
+
+summary
