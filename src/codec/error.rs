@@ -13,7 +13,11 @@ pub struct DecodeError {
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed input at byte {}: {}", self.offset, self.reason)
+        write!(
+            f,
+            "malformed input at byte {}: {}",
+            self.offset, self.reason
+        )
     }
 }
 

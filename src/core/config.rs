@@ -73,7 +73,10 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::InvalidId => write!(f, "node id 0 is reserved"),
             ConfigError::InvalidTicks => {
-                write!(f, "heartbeat_tick must be > 0 and election_tick > heartbeat_tick")
+                write!(
+                    f,
+                    "heartbeat_tick must be > 0 and election_tick > heartbeat_tick"
+                )
             }
             ConfigError::InvalidLimit(what) => write!(f, "{what} must be greater than zero"),
             ConfigError::InvalidMembership(why) => write!(f, "invalid membership: {why}"),

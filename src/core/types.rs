@@ -110,8 +110,13 @@ pub struct Message {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MessageBody {
     /// Would you vote for me in `term`? Changes no state on the receiver.
-    PreVote { last_index: Index, last_term: Term },
-    PreVoteResponse { reject: bool },
+    PreVote {
+        last_index: Index,
+        last_term: Term,
+    },
+    PreVoteResponse {
+        reject: bool,
+    },
     /// Request for a vote in `term`. `transfer` is set when the election was
     /// started by a leadership transfer, which lets it through leases.
     Vote {
@@ -119,7 +124,9 @@ pub enum MessageBody {
         last_term: Term,
         transfer: bool,
     },
-    VoteResponse { reject: bool },
+    VoteResponse {
+        reject: bool,
+    },
     /// Replicate `entries` after `(prev_index, prev_term)`.
     Append {
         prev_index: Index,
@@ -139,12 +146,19 @@ pub enum MessageBody {
     },
     /// Leader liveness and commit propagation. `context` is non-zero when
     /// the heartbeat round also confirms leadership for read requests.
-    Heartbeat { commit: Index, context: u64 },
-    HeartbeatResponse { context: u64 },
+    Heartbeat {
+        commit: Index,
+        context: u64,
+    },
+    HeartbeatResponse {
+        context: u64,
+    },
     /// Start an election now (leadership transfer).
     TimeoutNow,
     /// A follower asks the leader for a read index on behalf of its host.
-    ReadIndex { context: u64 },
+    ReadIndex {
+        context: u64,
+    },
     /// The read index for `context`; `reject` when the leader could not
     /// serve it (it lost leadership or has not committed in its term yet).
     ReadIndexResponse {

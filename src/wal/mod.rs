@@ -80,10 +80,18 @@ impl fmt::Display for WalError {
                 path,
                 offset,
                 reason,
-            } => write!(f, "corrupt WAL {} at offset {offset}: {reason}", path.display()),
+            } => write!(
+                f,
+                "corrupt WAL {} at offset {offset}: {reason}",
+                path.display()
+            ),
             WalError::Poisoned => write!(f, "WAL poisoned by an earlier failed sync; reopen it"),
             WalError::Locked(path) => {
-                write!(f, "data directory {} is locked by another process", path.display())
+                write!(
+                    f,
+                    "data directory {} is locked by another process",
+                    path.display()
+                )
             }
             WalError::NoSpace(path) => write!(f, "no space left for {}", path.display()),
             WalError::Invalid(why) => write!(f, "invalid WAL request: {why}"),
@@ -109,7 +117,11 @@ impl Wal {
     /// Appends one batch and returns once it is durable. If the first entry's
     /// index is at or below the last index, the stored suffix from there is
     /// replaced. Concurrent callers share syncs (group commit).
-    pub fn append(&self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), WalError> {
+    pub fn append(
+        &self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), WalError> {
         todo!()
     }
     /// Entries in `[lo, hi)`, stopping early once `max_bytes` of payload is

@@ -1,0 +1,525 @@
+//! The scenarios, in the spirit of the Raft paper and the well-known Raft
+//! lab suites. Each is a `#[test]` run under many seeds (see `seeds.rs`);
+//! the checker enforces safety throughout, and each scenario asserts the
+//! progress it expects.
+
+use crate::cluster::{Cluster, Options, TICK};
+use crate::disk::DiskTiming;
+use crate::network::NetFaults;
+use crate::rng::SplitMix64;
+use embraft::core::{NodeId, Role};
+
+/// Declares a scenario: a `#[test]` that runs `body` under every seed.
+macro_rules! scenario {
+    ($(#[$doc:meta])* fn $name:ident($rng:ident: SplitMix64) $body:block) => {
+        $(#[$doc])*
+        #[test]
+        fn $name() {
+            fn body(#[allow(unused_mut)] mut $rng: SplitMix64) $body
+            crate::seeds::run(stringify!($name), body);
+        }
+    };
+}
+
+fn others(c: &Cluster, excluded: &[NodeId]) -> Vec<NodeId> {
+    c.ids()
+        .into_iter()
+        .filter(|id| !excluded.contains(id))
+        .collect()
+}
+
+fn election_timeouts(c: &Cluster, n: u64) -> u64 {
+    u64::from(c.options().election_tick) * n
+}
+
+scenario! {
+    /// A new cluster elects one leader, and with nothing going wrong keeps
+    /// it: no node starts another election.
+    fn initial_election(rng: SplitMix64) {
+        let nodes = if rng.chance(0.5) { 3 } else { 5 };
+        let mut c = Cluster::new(rng, Options::new(nodes));
+        let leader = c.await_stable_leader();
+        let term = c.node(leader).term();
+        let quiet = election_timeouts(&c, 5);
+        c.run_ticks(quiet);
+        assert_eq!(c.stable_leader(), Some(leader), "leadership moved on a healthy network");
+        for id in c.ids() {
+            assert_eq!(c.node(id).term(), term, "node {id} left term {term} on a healthy network");
+        }
+    }
+}
+
+scenario! {
+    /// Losing the leader elects another; the old leader rejoins as a
+    /// follower; without a quorum nobody leads; with one back, someone does.
+    fn reelection_after_leader_loss(rng: SplitMix64) {
+        let mut c = Cluster::new(rng, Options::new(3));
+        let first = c.await_stable_leader();
+
+        c.net.isolate(first);
+        let second = c.await_stable_leader();
+        assert_ne!(second, first, "an isolated leader cannot stay the stable leader");
+
+        c.net.heal();
+        let timeouts = election_timeouts(&c, 2);
+        c.run_ticks(timeouts);
+        assert_ne!(c.node(first).role(), Role::Leader, "the old leader did not step down");
+        assert!(c.stable_leader().is_some(), "the rejoined cluster lost its leader");
+
+        let current = c.await_stable_leader();
+        let bystander = others(&c, &[current])[0];
+        c.net.partition(&[]);
+        let timeouts = election_timeouts(&c, 4);
+        c.run_ticks(timeouts);
+        assert_eq!(c.leader(), None, "a node leads with every link cut");
+
+        c.net.partition(&[&[current, bystander]]);
+        c.await_stable_leader();
+        c.heal_and_check_liveness();
+    }
+}
+
+scenario! {
+    /// Seven nodes; again and again three random nodes are cut off, and the
+    /// remaining four elect (or keep) a leader among themselves.
+    fn many_elections_with_minorities_cut_off(rng: SplitMix64) {
+        let mut c = Cluster::new(rng, Options::new(7));
+        c.await_stable_leader();
+        for _ in 0..5 {
+            let ids = c.ids();
+            let cut = c.pick(&ids, 3);
+            let majority = others(&c, &cut);
+            c.net.partition(&[&majority]);
+            let leader = c.await_stable_leader();
+            assert!(majority.contains(&leader), "leader {leader} is in the minority {cut:?}");
+            c.net.heal();
+        }
+        c.heal_and_check_liveness();
+    }
+}
+
+scenario! {
+    /// Proposals commit one after another at consecutive indexes, and every
+    /// node applies them.
+    fn basic_agreement(rng: SplitMix64) {
+        let nodes = if rng.chance(0.5) { 3 } else { 5 };
+        let mut c = Cluster::new(rng, Options::new(nodes));
+        c.await_stable_leader();
+        c.await_leader_commits_its_log();
+        let mut last = c.committed_len();
+        for _ in 0..5 {
+            let (index, _) = c.commit_one();
+            assert_eq!(index, last + 1, "a proposal on a healthy cluster skipped an index");
+            c.await_applied_everywhere(index);
+            last = index;
+        }
+    }
+}
+
+scenario! {
+    /// With one follower of three down or cut off, the other two still
+    /// commit; the follower catches up when it is back.
+    fn agreement_with_follower_down(rng: SplitMix64) {
+        let crash = rng.chance(0.5);
+        let mut c = Cluster::new(rng, Options::new(3));
+        let leader = c.await_stable_leader();
+        let (index, _) = c.commit_one();
+        c.await_applied_everywhere(index);
+
+        let follower = others(&c, &[leader])[0];
+        if crash {
+            c.crash(follower);
+        } else {
+            c.net.isolate(follower);
+        }
+        let alive = others(&c, &[follower]);
+        let mut last = index;
+        for _ in 0..3 {
+            let (index, _) = c.commit_one();
+            c.await_applied_by(&alive, index);
+            last = index;
+        }
+
+        if crash {
+            c.restart(follower);
+        } else {
+            c.net.heal();
+        }
+        c.await_applied_everywhere(last);
+        let (index, _) = c.commit_one();
+        c.await_applied_everywhere(index);
+    }
+}
+
+scenario! {
+    /// Five nodes; with three followers cut off, the leader's proposal does
+    /// not commit. Once they are back, the cluster commits again.
+    fn no_agreement_without_quorum(rng: SplitMix64) {
+        let mut c = Cluster::new(rng, Options::new(5));
+        let leader = c.await_stable_leader();
+        c.commit_one();
+        let ids = c.ids();
+        let candidates = others(&c, &[leader]);
+        let partner = c.pick_one(&candidates);
+        c.net.partition(&[&[leader, partner]]);
+        let (index, term) = c.propose(leader).expect("the leader takes proposals");
+        let timeouts = election_timeouts(&c, 5);
+        c.run_ticks(timeouts);
+        assert!(
+            !c.is_committed(index, term),
+            "index {index} committed with only 2 of {} nodes reachable",
+            ids.len()
+        );
+        c.heal_and_check_liveness();
+    }
+}
+
+scenario! {
+    /// Several proposals taken in one instant get consecutive indexes in one
+    /// term, and all of them commit.
+    fn concurrent_proposals(rng: SplitMix64) {
+        let mut c = Cluster::new(rng, Options::new(3));
+        let leader = c.await_stable_leader();
+        let proposals: Vec<_> = (0..5)
+            .map(|_| c.propose(leader).expect("the leader takes proposals"))
+            .collect();
+        for pair in proposals.windows(2) {
+            assert_eq!(pair[1].0, pair[0].0 + 1, "concurrent proposals got {pair:?}");
+            assert_eq!(pair[1].1, pair[0].1, "concurrent proposals got {pair:?}");
+        }
+        let (last, term) = *proposals.last().expect("five proposals");
+        c.await_applied_everywhere(last);
+        for &(index, _) in &proposals {
+            assert!(c.is_committed(index, term), "proposal at {index} was lost");
+        }
+    }
+}
+
+scenario! {
+    /// A leader cut off from the others takes proposals it can never
+    /// commit; the others move on. When it rejoins, its entries are
+    /// discarded, never applied.
+    fn deposed_leader_rejoins(rng: SplitMix64) {
+        let mut c = Cluster::new(rng, Options::new(3));
+        let first = c.await_stable_leader();
+        c.commit_one();
+
+        c.net.isolate(first);
+        let stranded: Vec<_> = (0..3)
+            .map(|_| c.propose(first).expect("the cut-off leader still takes proposals"))
+            .collect();
+        let second = c.await_stable_leader();
+        c.commit_one();
+
+        // The second leader is cut off in turn; the first rejoins the third
+        // node, which must lead (the first's log is behind).
+        let third = others(&c, &[first, second])[0];
+        c.net.partition(&[&[first, third]]);
+        assert_eq!(c.await_stable_leader(), third);
+        c.commit_one();
+
+        c.heal_and_check_liveness();
+        for (index, term) in stranded {
+            assert!(
+                !c.is_committed(index, term),
+                "the deposed leader's uncommitted entry {index} (term {term}) was committed"
+            );
+        }
+    }
+}
+
+/// How many entries the deposed leader holds that the new leader does not.
+const DIVERGED_ENTRIES: usize = 50;
+
+scenario! {
+    /// A follower whose log diverges from the leader's over 50 entries is
+    /// repaired in a handful of round trips: the rejection hint lets the
+    /// leader skip a whole term's worth of entries at once, where decrementing
+    /// one index per rejection would take about 50.
+    fn fast_backup_over_diverged_entries(rng: SplitMix64) {
+        let mut c = Cluster::new(rng, Options::new(3));
+        let stale = c.await_stable_leader();
+        c.commit_one();
+
+        c.net.isolate(stale);
+        for _ in 0..DIVERGED_ENTRIES {
+            c.propose(stale).expect("the cut-off leader still takes proposals");
+        }
+        let leader = c.await_stable_leader();
+        let majority = others(&c, &[stale]);
+        for _ in 0..DIVERGED_ENTRIES {
+            c.propose(leader).expect("the leader takes proposals");
+        }
+        let last = c.node(leader).log_entries().last().expect("not empty").index;
+        c.await_applied_by(&majority, last);
+
+        c.net.stats = Default::default();
+        c.net.heal();
+        c.await_applied_everywhere(last);
+        let rejections = c.net.stats.rejected_appends;
+        assert!(
+            rejections <= 4,
+            "repairing {DIVERGED_ENTRIES} diverged entries took {rejections} rejected appends"
+        );
+    }
+}
+
+scenario! {
+    /// Message counts stay within small bounds: electing a leader of three
+    /// nodes, and committing ten proposals made at once (batched, not one
+    /// round per proposal per follower).
+    fn message_counts(rng: SplitMix64) {
+        let mut c = Cluster::new(rng, Options::new(3));
+        c.await_stable_leader();
+        let election = c
+            .net
+            .stats
+            .count(&["PreVote", "PreVoteResponse", "Vote", "VoteResponse"]);
+        assert!(election <= 30, "electing a leader of 3 took {election} messages");
+
+        c.await_leader_commits_its_log();
+        let leader = c.stable_leader().expect("a leader was elected");
+        c.net.stats = Default::default();
+        let start = c.ticks();
+        let mut last = 0;
+        for _ in 0..10 {
+            last = c.propose(leader).expect("the leader takes proposals").0;
+        }
+        c.await_applied_everywhere(last);
+        let elapsed = c.ticks() - start;
+        let heartbeat_rounds = elapsed / u64::from(c.options().heartbeat_tick) + 1;
+        let replication = c.net.stats.total();
+        // Two followers: per follower at most one append and one response
+        // per proposal, plus one of each per heartbeat round.
+        let bound = 2 * 2 * (10 + heartbeat_rounds);
+        assert!(
+            replication <= bound,
+            "committing 10 entries took {replication} messages (bound {bound}) over {elapsed} ticks"
+        );
+    }
+}
+
+scenario! {
+    /// The whole cluster loses power, repeatedly, at random moments: what
+    /// was committed survives, is applied again in the same order, and the
+    /// cluster commits more after each restart.
+    fn persistence_across_full_cluster_restarts(rng: SplitMix64) {
+        let mut c = Cluster::new(rng, Options::new(3));
+        for _ in 0..3 {
+            let (index, _) = c.commit_one();
+            c.await_applied_everywhere(index);
+            if let Some(leader) = c.leader() {
+                let _ = c.propose(leader);
+            }
+            let delay = c.rng.below(2 * TICK);
+            c.advance(delay);
+            let before = c.committed_len();
+            for id in c.ids() {
+                c.crash(id);
+            }
+            for id in c.ids() {
+                c.restart(id);
+            }
+            c.await_stable_leader();
+            c.await_leader_commits_its_log();
+            c.await_applied_everywhere(before);
+        }
+        c.heal_and_check_liveness();
+    }
+}
+
+scenario! {
+    /// Pre-vote: a follower cut off for many election timeouts does not
+    /// raise its term, and when it rejoins the leader keeps leading in the
+    /// same term.
+    fn pre_vote_rejoining_node_does_not_disturb_leader(rng: SplitMix64) {
+        let commit_meanwhile = rng.chance(0.5);
+        let mut c = Cluster::new(rng, Options::new(5));
+        let leader = c.await_stable_leader();
+        c.commit_one();
+        let term = c.node(leader).term();
+
+        let candidates = others(&c, &[leader]);
+        let follower = c.pick_one(&candidates);
+        c.net.isolate(follower);
+        if commit_meanwhile {
+            c.commit_one();
+        }
+        let timeouts = election_timeouts(&c, 8);
+        c.run_ticks(timeouts);
+        assert_eq!(c.node(follower).term(), term, "the cut-off follower raised its term");
+
+        c.net.heal();
+        c.run_ticks(timeouts);
+        assert_eq!(c.stable_leader(), Some(leader), "the rejoining follower disturbed the leader");
+        for id in c.ids() {
+            assert_eq!(c.node(id).term(), term, "node {id} left term {term}");
+        }
+        let (index, committed_term) = c.commit_one();
+        assert_eq!(committed_term, term);
+        c.await_applied_everywhere(index);
+    }
+}
+
+scenario! {
+    /// Check-quorum: a leader cut off from the majority steps down within a
+    /// couple of election timeouts, and the majority elects another.
+    fn check_quorum_deposes_cut_off_leader(rng: SplitMix64) {
+        let with_partner = rng.chance(0.5);
+        let mut c = Cluster::new(rng, Options::new(5));
+        let leader = c.await_stable_leader();
+        if with_partner {
+            let candidates = others(&c, &[leader]);
+        let partner = c.pick_one(&candidates);
+            let majority = others(&c, &[leader, partner]);
+            c.net.partition(&[&[leader, partner], &majority]);
+        } else {
+            c.net.isolate(leader);
+        }
+        let budget = election_timeouts(&c, 3);
+        let stepped_down = c.run_until(budget, |c| c.node(leader).role() != Role::Leader);
+        assert!(stepped_down, "the cut-off leader still leads after {budget} ticks");
+        assert_ne!(c.await_stable_leader(), leader);
+        c.heal_and_check_liveness();
+    }
+}
+
+/// Figure 8 of the Raft paper, by brute force: leaders take a proposal and
+/// crash (or are cut off) at random moments, so entries of old terms are
+/// left on some nodes and new leaders must not commit them by counting
+/// replicas.
+fn figure8(mut rng: SplitMix64, unreliable: bool) {
+    let mut opts = Options::new(5);
+    opts.pre_vote = rng.chance(0.5);
+    opts.check_quorum = rng.chance(0.5);
+    if unreliable {
+        opts.net = NetFaults::UNRELIABLE;
+    }
+    let mut c = Cluster::new(rng, opts);
+    let election = u64::from(opts.election_tick) * TICK;
+    for _ in 0..60 {
+        for id in c.up_nodes() {
+            if c.node(id).role() == Role::Leader {
+                let _ = c.propose(id);
+            }
+        }
+        // Mostly a fraction of a heartbeat, sometimes a whole election.
+        let pause = if c.rng.chance(0.1) {
+            c.rng.below(2 * election)
+        } else {
+            c.rng.below(2 * TICK)
+        };
+        c.advance(pause);
+        if let Some(leader) = c.leader() {
+            if unreliable {
+                if c.rng.chance(0.5) {
+                    c.net.isolate(leader);
+                }
+            } else {
+                c.crash(leader);
+            }
+        }
+        if unreliable {
+            // Reconnect a node whenever fewer than a quorum are connected.
+            let ids = c.ids();
+            let connected = ids
+                .iter()
+                .filter(|&&id| c.net.connected(id, ids[0]))
+                .count();
+            if connected < c.quorum() || c.rng.chance(0.2) {
+                c.net.heal();
+            }
+        } else if c.up_nodes().len() < c.quorum() {
+            let down = c.down_nodes();
+            let id = c.pick_one(&down);
+            c.restart(id);
+        }
+    }
+    c.heal_and_check_liveness();
+}
+
+scenario! {
+    /// Figure 8 with crashing leaders on a reliable network.
+    fn figure8_reliable(rng: SplitMix64) {
+        figure8(rng, false);
+    }
+}
+
+scenario! {
+    /// Figure 8 with leaders cut off on a lossy, duplicating, reordering
+    /// network.
+    fn figure8_unreliable(rng: SplitMix64) {
+        figure8(rng, true);
+    }
+}
+
+scenario! {
+    /// Proposals keep coming on a lossy, duplicating, reordering network;
+    /// everything that commits is agreed on, and the cluster recovers.
+    fn agreement_on_unreliable_network(rng: SplitMix64) {
+        let mut opts = Options::new(5);
+        opts.net = NetFaults::UNRELIABLE;
+        let mut c = Cluster::new(rng, opts);
+        for _ in 0..40 {
+            if let Some(leader) = c.leader() {
+                let _ = c.propose(leader);
+            }
+            let pause = c.rng.below(3 * TICK);
+            c.advance(pause);
+        }
+        c.heal_and_check_liveness();
+    }
+}
+
+scenario! {
+    /// Everything at once: random crashes and restarts (with slow disks, so
+    /// crashes lose writes in flight), partitions of random shape, a lossy
+    /// network, and a steady trickle of proposals.
+    fn churn(rng: SplitMix64) {
+        let mut opts = Options::new(5);
+        opts.pre_vote = rng.chance(0.5);
+        opts.check_quorum = rng.chance(0.5);
+        opts.net = NetFaults::UNRELIABLE;
+        opts.disk = DiskTiming {
+            min_delay: 1,
+            max_delay: 3 * TICK,
+        };
+        let mut c = Cluster::new(rng, opts);
+        for _ in 0..80 {
+            match c.rng.below(10) {
+                0 => {
+                    let up = c.up_nodes();
+                    if !up.is_empty() {
+                        let id = c.pick_one(&up);
+                        c.crash(id);
+                    }
+                }
+                1 | 2 => {
+                    let down = c.down_nodes();
+                    if !down.is_empty() {
+                        let id = c.pick_one(&down);
+                        c.restart(id);
+                    }
+                }
+                3 => {
+                    let ids = c.ids();
+                    let size = c.rng.between(1, 4) as usize;
+                    let side = c.pick(&ids, size);
+                    let rest = others(&c, &side);
+                    c.net.partition(&[&side, &rest]);
+                }
+                4 => c.net.heal(),
+                _ => {
+                    for id in c.up_nodes() {
+                        if c.node(id).role() == Role::Leader {
+                            let _ = c.propose(id);
+                        }
+                    }
+                }
+            }
+            let pause = c.rng.below(3 * TICK);
+            c.advance(pause);
+        }
+        c.heal_and_check_liveness();
+    }
+}
