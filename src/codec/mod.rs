@@ -5,10 +5,12 @@
 //! allocates more than the input could possibly describe.
 
 mod error;
+mod message;
 mod primitives;
 mod records;
 
 pub use error::DecodeError;
+pub use message::{decode_message, encode_message, encoded_message_len};
 pub use records::{
     decode_conf_state, decode_entry, decode_hard_state, decode_snapshot_meta, encode_conf_state,
     encode_entry, encode_hard_state, encode_snapshot_meta,

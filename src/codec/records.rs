@@ -5,14 +5,18 @@
 //! encoded value (trailing bytes are an error).
 
 use super::error::DecodeError;
-use super::primitives::{put_bytes, put_ids, put_u64, put_u8, Reader};
+use super::primitives::{bytes_len, ids_len, put_bytes, put_ids, put_u64, put_u8, Reader};
 use super::FORMAT_VERSION;
 use crate::core::{ConfState, Entry, EntryKind, HardState, SnapshotMeta};
 
-fn check_version(r: &mut Reader<'_>) -> Result<(), DecodeError> {
+/// Size of the version byte that starts every encoding.
+pub(crate) const VERSION_LEN: usize = 1;
+
+pub(crate) fn check_version(r: &mut Reader<'_>) -> Result<(), DecodeError> {
+    let at = r.position();
     let version = r.u8()?;
     if version != FORMAT_VERSION {
-        return Err(r.error("unsupported format version"));
+        return Err(DecodeError::at(at, "unsupported format version"));
     }
     Ok(())
 }
@@ -27,10 +31,17 @@ pub(crate) fn put_entry_body(out: &mut Vec<u8>, e: &Entry) {
 /// Smallest encoded size of an entry body (index, term, kind, empty data).
 pub(crate) const MIN_ENTRY_BODY_LEN: usize = 8 + 8 + 1 + 4;
 
+/// Exact size of what [`put_entry_body`] writes.
+pub(crate) fn entry_body_len(e: &Entry) -> usize {
+    8 + 8 + 1 + bytes_len(&e.data)
+}
+
 pub(crate) fn read_entry_body(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     let index = r.u64()?;
     let term = r.u64()?;
-    let kind = EntryKind::from_u8(r.u8()?).ok_or_else(|| r.error("unknown entry kind"))?;
+    let kind_at = r.position();
+    let kind = EntryKind::from_u8(r.u8()?)
+        .ok_or_else(|| DecodeError::at(kind_at, "unknown entry kind"))?;
     let data = r.bytes()?;
     Ok(Entry {
         index,
@@ -48,6 +59,15 @@ pub(crate) fn put_conf_state_body(out: &mut Vec<u8>, cs: &ConfState) {
     put_u8(out, cs.auto_leave as u8);
 }
 
+/// Exact size of what [`put_conf_state_body`] writes.
+pub(crate) fn conf_state_body_len(cs: &ConfState) -> usize {
+    ids_len(&cs.voters)
+        + ids_len(&cs.learners)
+        + ids_len(&cs.voters_outgoing)
+        + ids_len(&cs.learners_next)
+        + 1
+}
+
 pub(crate) fn read_conf_state_body(r: &mut Reader<'_>) -> Result<ConfState, DecodeError> {
     Ok(ConfState {
         voters: r.ids()?,
@@ -62,6 +82,11 @@ pub(crate) fn put_snapshot_meta_body(out: &mut Vec<u8>, m: &SnapshotMeta) {
     put_u64(out, m.index);
     put_u64(out, m.term);
     put_conf_state_body(out, &m.conf_state);
+}
+
+/// Exact size of what [`put_snapshot_meta_body`] writes.
+pub(crate) fn snapshot_meta_body_len(m: &SnapshotMeta) -> usize {
+    8 + 8 + conf_state_body_len(&m.conf_state)
 }
 
 pub(crate) fn read_snapshot_meta_body(r: &mut Reader<'_>) -> Result<SnapshotMeta, DecodeError> {

@@ -7,6 +7,7 @@
 
 mod config;
 mod log;
+mod membership;
 mod progress;
 mod raft;
 mod rng;
