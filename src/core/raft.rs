@@ -833,7 +833,10 @@ impl Raft {
         pr.recent_active = true;
         pr.probe_sent = false;
         if pr.matched < last_index {
-            self.send_append(from, false);
+            // Send even when nothing lies past `next`: in replicate state the
+            // appends up to `next` may have been lost, and only an append at
+            // `next - 1` draws the rejection that makes the leader resend.
+            self.send_append(from, true);
         }
     }
 
