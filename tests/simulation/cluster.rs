@@ -377,15 +377,20 @@ impl Cluster {
             .max_by_key(|&id| self.node(id).term())
     }
 
-    /// A leader that a quorum of running nodes (itself included) follows in
-    /// its term: elected and known, not merely self-proclaimed.
+    /// A leader that a quorum of running nodes it can reach (itself
+    /// included) follows in its term: elected, known and able to make
+    /// progress, not merely self-proclaimed or cut off.
     pub fn stable_leader(&self) -> Option<NodeId> {
         let leader = self.leader()?;
         let term = self.node(leader).term();
         let followers = self
             .up_nodes()
             .into_iter()
-            .filter(|&id| self.node(id).term() == term && self.node(id).leader() == leader)
+            .filter(|&id| {
+                self.net.connected(leader, id)
+                    && self.node(id).term() == term
+                    && self.node(id).leader() == leader
+            })
             .count();
         (followers >= self.quorum()).then_some(leader)
     }

@@ -22,11 +22,14 @@ pub struct NetFaults {
     /// `max_long_delay`, arriving long after its successors.
     pub long_delay: f64,
     pub max_long_delay: u64,
+    /// Deliver the messages of each link in the order they were sent, as a
+    /// stream transport (TCP) does; otherwise delays reorder them.
+    pub fifo: bool,
 }
 
 impl NetFaults {
-    /// Nothing lost, duplicated or held back; delays still vary a little so
-    /// that runs differ between seeds.
+    /// A healthy stream transport: nothing lost, duplicated or reordered on
+    /// a link; delays still vary so that runs differ between seeds.
     pub const RELIABLE: NetFaults = NetFaults {
         drop: 0.0,
         duplicate: 0.0,
@@ -34,6 +37,7 @@ impl NetFaults {
         max_delay: 5,
         long_delay: 0.0,
         max_long_delay: 0,
+        fifo: true,
     };
 
     /// Lossy and reordering, as in the "unreliable" lab tests: about one
@@ -45,6 +49,7 @@ impl NetFaults {
         max_delay: 15,
         long_delay: 0.05,
         max_long_delay: 150,
+        fifo: false,
     };
 }
 
@@ -98,13 +103,14 @@ fn kind_index(body: &MessageBody) -> usize {
         .expect("every message kind is listed in KIND_NAMES")
 }
 
-/// A message on the wire.
+/// A message on the wire, as bytes: every message goes through the real
+/// codec, so the core only ever steps what a decoder produced.
 struct InFlight {
     deliver_at: u64,
     /// Breaks ties between equal delivery times in send order, so the heap
     /// order never depends on anything but the seed.
     seq: u64,
-    wire: Wire,
+    bytes: Vec<u8>,
 }
 
 impl PartialEq for InFlight {
@@ -134,6 +140,10 @@ pub struct Network {
     next_group: u32,
     queue: BinaryHeap<InFlight>,
     next_seq: u64,
+    /// The latest delivery time scheduled on each link (`from`, `to`), which
+    /// FIFO delivery never undercuts.
+    link_clock: Vec<u64>,
+    nodes: usize,
     pub stats: MessageStats,
 }
 
@@ -145,6 +155,8 @@ impl Network {
             next_group: 1,
             queue: BinaryHeap::new(),
             next_seq: 0,
+            link_clock: vec![0; nodes * nodes],
+            nodes,
             stats: MessageStats::default(),
         }
     }
@@ -200,17 +212,24 @@ impl Network {
         } else {
             1
         };
-        let wire = to_wire(msg);
+        let bytes = encode(msg);
         for _ in 0..copies {
             let delay = if rng.chance(self.faults.long_delay) {
                 rng.between(self.faults.max_delay, self.faults.max_long_delay)
             } else {
                 rng.between(self.faults.min_delay, self.faults.max_delay)
             };
+            let mut deliver_at = now + delay;
+            if self.faults.fifo {
+                // Ties keep send order through `seq`.
+                let link = &mut self.link_clock[index(msg.from) * self.nodes + index(msg.to)];
+                deliver_at = deliver_at.max(*link);
+                *link = deliver_at;
+            }
             self.queue.push(InFlight {
-                deliver_at: now + delay,
+                deliver_at,
                 seq: self.next_seq,
-                wire: wire.clone(),
+                bytes: bytes.clone(),
             });
             self.next_seq += 1;
         }
@@ -225,7 +244,7 @@ impl Network {
     /// partition that formed while it was in flight.
     pub fn deliver_next(&mut self) -> Option<Message> {
         let inflight = self.queue.pop()?;
-        let msg = from_wire(inflight.wire);
+        let msg = decode(&inflight.bytes);
         self.connected(msg.from, msg.to).then_some(msg)
     }
 }
@@ -234,13 +253,13 @@ fn index(id: NodeId) -> usize {
     (id - 1) as usize
 }
 
-// The codec is not merged yet: messages travel as values for now.
-type Wire = Message;
-
-fn to_wire(msg: &Message) -> Wire {
-    msg.clone()
+fn encode(msg: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(embraft::codec::encoded_message_len(msg));
+    embraft::codec::encode_message(msg, &mut out);
+    out
 }
 
-fn from_wire(wire: Wire) -> Message {
-    wire
+fn decode(bytes: &[u8]) -> Message {
+    embraft::codec::decode_message(bytes)
+        .unwrap_or_else(|e| panic!("the codec refused a message it encoded: {e}"))
 }

@@ -265,17 +265,30 @@ scenario! {
 }
 
 scenario! {
-    /// Message counts stay within small bounds: electing a leader of three
-    /// nodes, and committing ten proposals made at once (batched, not one
-    /// round per proposal per follower).
+    /// Message counts stay within small bounds on a healthy network.
+    /// Electing a leader: each campaign asks every peer once and gets at most
+    /// one answer per question, and nodes campaign no more often than their
+    /// election timeouts allow. Committing ten proposals made at once: per
+    /// follower and proposal, at most an append carrying it and one carrying
+    /// the commit index that follows, plus what heartbeats cost.
     fn message_counts(rng: SplitMix64) {
         let mut c = Cluster::new(rng, Options::new(3));
+        let peers = (c.ids().len() - 1) as u64;
         c.await_stable_leader();
-        let election = c
-            .net
-            .stats
-            .count(&["PreVote", "PreVoteResponse", "Vote", "VoteResponse"]);
-        assert!(election <= 30, "electing a leader of 3 took {election} messages");
+        let stats = &c.net.stats;
+        let (pre_votes, votes) = (stats.count(&["PreVote"]), stats.count(&["Vote"]));
+        let pre_vote_answers = stats.count(&["PreVoteResponse"]);
+        let vote_answers = stats.count(&["VoteResponse"]);
+        assert_eq!(pre_votes % peers, 0, "{pre_votes} pre-vote requests to {peers} peers");
+        assert!(votes <= pre_votes, "{votes} vote requests after {pre_votes} pre-vote requests");
+        assert!(pre_vote_answers <= pre_votes && vote_answers <= votes, "more answers than questions");
+        let campaigns = pre_votes / peers;
+        let timeouts = c.ticks() / u64::from(c.options().election_tick) + 1;
+        assert!(
+            campaigns <= (peers + 1) * timeouts,
+            "{campaigns} campaigns in {} ticks",
+            c.ticks()
+        );
 
         c.await_leader_commits_its_log();
         let leader = c.stable_leader().expect("a leader was elected");
@@ -288,13 +301,13 @@ scenario! {
         c.await_applied_everywhere(last);
         let elapsed = c.ticks() - start;
         let heartbeat_rounds = elapsed / u64::from(c.options().heartbeat_tick) + 1;
-        let replication = c.net.stats.total();
-        // Two followers: per follower at most one append and one response
-        // per proposal, plus one of each per heartbeat round.
-        let bound = 2 * 2 * (10 + heartbeat_rounds);
+        let sent = c.net.stats.total();
+        // Each of the 2 messages (entries, commit) per proposal and each
+        // heartbeat (plus the append its answer may prompt) is answered once.
+        let bound = peers * 2 * (2 * 10 + 2 * heartbeat_rounds);
         assert!(
-            replication <= bound,
-            "committing 10 entries took {replication} messages (bound {bound}) over {elapsed} ticks"
+            sent <= bound,
+            "committing 10 entries took {sent} messages (bound {bound}) over {elapsed} ticks"
         );
     }
 }
