@@ -166,6 +166,11 @@ impl Cluster {
             .unwrap_or_else(|| panic!("node {id} is down"))
     }
 
+    /// The term of the entry at `index` in the node's durable log.
+    pub fn durable_term_at(&self, id: NodeId, index: Index) -> Option<Term> {
+        self.disks[slot(id)].term_at(index)
+    }
+
     pub fn applied(&self, id: NodeId) -> Index {
         self.checker.applied(id)
     }
@@ -199,6 +204,31 @@ impl Cluster {
                 return true;
             }
             self.tick();
+        }
+        done(self)
+    }
+
+    /// Like [`Cluster::run_until`], but checks `done` after every single
+    /// event, so a scenario can act between a node's change of state and the
+    /// delivery of the messages it sent about it.
+    pub fn run_until_event(
+        &mut self,
+        max_ticks: u64,
+        mut done: impl FnMut(&Cluster) -> bool,
+    ) -> bool {
+        let deadline = self.ticks + max_ticks;
+        while self.ticks < deadline {
+            if done(self) {
+                return true;
+            }
+            let tick_at = (self.ticks + 1) * TICK;
+            match self.next_event_at().filter(|&at| at <= tick_at) {
+                Some(at) => {
+                    self.now = at;
+                    self.process_event_at(at);
+                }
+                None => self.tick(),
+            }
         }
         done(self)
     }

@@ -397,6 +397,15 @@ scenario! {
     }
 }
 
+/// Writes that take up to three ticks, so that crashes often catch writes
+/// in flight.
+const SLOW_DISK: DiskTiming = DiskTiming {
+    min_delay: 1,
+    max_delay: 3 * TICK,
+};
+
+const FIGURE8_ROUNDS: usize = 300;
+
 /// Figure 8 of the Raft paper, by brute force: leaders take a proposal and
 /// crash (or are cut off) at random moments, so entries of old terms are
 /// left on some nodes and new leaders must not commit them by counting
@@ -408,9 +417,12 @@ fn figure8(mut rng: SplitMix64, unreliable: bool) {
     if unreliable {
         opts.net = NetFaults::UNRELIABLE;
     }
+    // A leader's own write can then still be pending when its followers'
+    // acknowledgements arrive, and a crash can lose it.
+    opts.disk = SLOW_DISK;
     let mut c = Cluster::new(rng, opts);
     let election = u64::from(opts.election_tick) * TICK;
-    for _ in 0..60 {
+    for _ in 0..FIGURE8_ROUNDS {
         for id in c.up_nodes() {
             if c.node(id).role() == Role::Leader {
                 let _ = c.propose(id);
@@ -449,6 +461,66 @@ fn figure8(mut rng: SplitMix64, unreliable: bool) {
         }
     }
     c.heal_and_check_liveness();
+}
+
+scenario! {
+    /// The sequence of Figure 8 of the Raft paper, adapted to leaders that
+    /// append a no-op: an entry X of an old term reaches a majority under a
+    /// later leader, which crashes before its own entry is durable on a
+    /// majority; a node holding a newer conflicting entry may then lead and
+    /// overwrite X. A leader that counted X committed by its replicas (rather
+    /// than through an entry of its own term) breaks safety here. Timing is
+    /// random; the shape is fixed.
+    fn figure8_paper_sequence(rng: SplitMix64) {
+        let mut opts = Options::new(5);
+        opts.disk = SLOW_DISK;
+        let mut c = Cluster::new(rng, opts);
+        let budget = opts.election_budget();
+        let s1 = c.await_stable_leader();
+        c.commit_one();
+
+        // S1 and a partner get X, in S1's term; nobody else does.
+        let candidates = others(&c, &[s1]);
+        let partner = c.pick_one(&candidates);
+        let rest = others(&c, &[s1, partner]);
+        c.net.partition(&[&[s1, partner], &rest]);
+        let (x_index, x_term) = c.propose(s1).expect("the leader takes proposals");
+        let replicated = c.run_until(budget, |c| c.durable_term_at(partner, x_index) == Some(x_term));
+        assert!(replicated, "X did not reach S1's partner");
+
+        // The other three elect a leader, cut off the instant it wins, so
+        // that its own entry at X's index (the no-op) stays with it alone.
+        let lone = |c: &Cluster| rest.iter().copied().find(|&id| c.node(id).role() == Role::Leader);
+        assert!(c.run_until_event(budget, |c| lone(c).is_some()), "the three elected nobody");
+        let s5 = lone(&c).expect("just found");
+        c.net.isolate(s5);
+
+        // X's holders and one more node elect a leader (one of X's holders,
+        // whose logs are longer), which replicates X and its no-op; it
+        // crashes a random moment later, possibly before its own no-op is
+        // durable.
+        let third = rest.iter().copied().find(|&id| id != s5).expect("two remain");
+        let last = others(&c, &[s1, partner, s5, third])[0];
+        c.net.partition(&[&[s1, partner, third]]);
+        let elected = |c: &Cluster| {
+            [s1, partner]
+                .into_iter()
+                .find(|&id| c.node(id).role() == Role::Leader && c.node(id).term() > x_term)
+        };
+        assert!(c.run_until_event(budget, |c| elected(c).is_some()), "X's holders did not lead");
+        let s3 = elected(&c).expect("just found");
+        let pause = c.rng.below(3 * TICK);
+        c.advance(pause);
+        c.crash(s3);
+
+        // S5 can now win with the votes of the crashed leader and the node
+        // that saw none of this, unless X committed properly (through a
+        // no-op durable on a majority), in which case they refuse it.
+        c.restart(s3);
+        c.net.partition(&[&[s5, s3, last]]);
+        c.await_stable_leader();
+        c.heal_and_check_liveness();
+    }
 }
 
 scenario! {
@@ -493,10 +565,7 @@ scenario! {
         opts.pre_vote = rng.chance(0.5);
         opts.check_quorum = rng.chance(0.5);
         opts.net = NetFaults::UNRELIABLE;
-        opts.disk = DiskTiming {
-            min_delay: 1,
-            max_delay: 3 * TICK,
-        };
+        opts.disk = SLOW_DISK;
         let mut c = Cluster::new(rng, opts);
         for _ in 0..80 {
             match c.rng.below(10) {
