@@ -399,6 +399,13 @@ impl Cluster {
         result
     }
 
+    /// Makes the node start an election now, as its election timeout would.
+    pub fn campaign(&mut self, id: NodeId) {
+        let raft = self.rafts[slot(id)].as_mut().expect("node is up");
+        raft.campaign();
+        self.after_event(id);
+    }
+
     /// The running node that leads the highest term, if any does.
     pub fn leader(&self) -> Option<NodeId> {
         self.up_nodes()

@@ -138,6 +138,10 @@ pub struct Network {
     /// they share a group.
     group: Vec<u32>,
     next_group: u32,
+    /// Links cut one by one (`a * nodes + b`, both directions), for shapes
+    /// that groups cannot express, such as A and B both reaching C but not
+    /// each other.
+    cut_links: Vec<bool>,
     queue: BinaryHeap<InFlight>,
     next_seq: u64,
     /// The latest delivery time scheduled on each link (`from`, `to`), which
@@ -153,6 +157,7 @@ impl Network {
             faults,
             group: vec![0; nodes],
             next_group: 1,
+            cut_links: vec![false; nodes * nodes],
             queue: BinaryHeap::new(),
             next_seq: 0,
             link_clock: vec![0; nodes * nodes],
@@ -186,13 +191,21 @@ impl Network {
         self.next_group += 1;
     }
 
-    /// Puts every node back into one group.
+    /// Cuts the link between `a` and `b` in both directions.
+    pub fn cut(&mut self, a: NodeId, b: NodeId) {
+        self.cut_links[index(a) * self.nodes + index(b)] = true;
+        self.cut_links[index(b) * self.nodes + index(a)] = true;
+    }
+
+    /// Puts every node back into one group and restores every cut link.
     pub fn heal(&mut self) {
         self.group.fill(0);
+        self.cut_links.fill(false);
     }
 
     pub fn connected(&self, a: NodeId, b: NodeId) -> bool {
         self.group[index(a)] == self.group[index(b)]
+            && !self.cut_links[index(a) * self.nodes + index(b)]
     }
 
     /// Hands a message to the network at time `now`.

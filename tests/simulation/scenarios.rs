@@ -342,6 +342,45 @@ scenario! {
 }
 
 scenario! {
+    /// A vote is durable before it is sent: a voter that crashes right
+    /// after granting its vote must not, once restarted, grant it again to
+    /// another candidate of the same term. Pre-vote and check-quorum are off,
+    /// since they would keep the second candidate from asking in most runs.
+    fn votes_survive_crashes(rng: SplitMix64) {
+        let mut opts = Options::new(3);
+        opts.pre_vote = false;
+        opts.check_quorum = false;
+        opts.disk = SLOW_DISK;
+        let mut c = Cluster::new(rng, opts);
+        let voter = c.await_stable_leader();
+        let (index, _) = c.commit_one();
+        c.await_applied_everywhere(index);
+        let followers = others(&c, &[voter]);
+        let (first, second) = (followers[0], followers[1]);
+
+        // The first candidate asks the voter (the old leader) for its vote;
+        // the second candidate hears nothing of this election.
+        c.net.isolate(second);
+        c.campaign(first);
+        let term = c.node(first).term();
+        let pause = c.rng.below(3 * TICK);
+        c.advance(pause);
+        c.crash(voter);
+        c.restart(voter);
+
+        // Only the second candidate can reach the voter now, asking for its
+        // vote in the same term.
+        c.net.heal();
+        c.net.partition(&[&[second, voter]]);
+        assert_eq!(c.node(second).term() + 1, term, "the second candidate heard of the election");
+        c.campaign(second);
+        let timeouts = election_timeouts(&c, 1);
+        c.run_ticks(timeouts);
+        c.heal_and_check_liveness();
+    }
+}
+
+scenario! {
     /// Pre-vote: a follower cut off for many election timeouts does not
     /// raise its term, and when it rejoins the leader keeps leading in the
     /// same term.
