@@ -7,6 +7,7 @@
 //! of checking grows with the events of a run, not with their square.
 
 use crate::disk::Disk;
+use crate::fnv::Fnv;
 use embraft::core::{Entry, EntryKind, Index, NodeId, Raft, Role, Term};
 use std::collections::BTreeMap;
 
@@ -242,18 +243,14 @@ pub fn entry_at(log: &[Entry], i: Index) -> Option<&Entry> {
 }
 
 /// Identifies an entry's content (kind and payload) without keeping it.
-fn fingerprint(e: &Entry) -> u64 {
-    // FNV-1a: collisions would only hide a violation, never invent one.
+/// A collision could only hide a violation, never invent one.
+pub fn fingerprint(e: &Entry) -> u64 {
     let kind = match e.kind {
         EntryKind::Normal => 0u8,
         EntryKind::Noop => 1,
         EntryKind::ConfChange => 2,
     };
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in std::iter::once(kind).chain(e.data.iter().copied()) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    Fnv::new().bytes(&[kind]).bytes(&e.data).finish()
 }
 
 fn index(id: NodeId) -> usize {

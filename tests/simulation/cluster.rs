@@ -7,11 +7,12 @@
 //! only when the disk reports the batch durable, and committed entries are
 //! applied to a (volatile) state machine and acknowledged.
 
-use crate::checker::{entry_at, Checker};
+use crate::checker::{entry_at, fingerprint, Checker};
 use crate::disk::{Batch, Disk, DiskTiming};
+use crate::fnv::Fnv;
 use crate::network::{NetFaults, Network};
 use crate::rng::SplitMix64;
-use embraft::core::{Config, Index, NodeId, ProposeError, Raft, Role, Term};
+use embraft::core::{Config, Entry, Index, NodeId, ProposeError, Raft, Role, Term};
 
 /// Virtual time units per Raft tick. Message and disk delays are drawn in
 /// these units, so most of them fall within a tick.
@@ -185,6 +186,37 @@ impl Cluster {
 
     pub fn pick_one(&mut self, ids: &[NodeId]) -> NodeId {
         ids[self.rng.below(ids.len() as u64) as usize]
+    }
+
+    /// A hash of the run's observable state: clock, message counts, and
+    /// every node's durable and volatile state. Two runs of one seed must
+    /// agree on it.
+    pub fn digest(&self) -> u64 {
+        fn log(h: &mut Fnv, entries: &[Entry]) {
+            for e in entries {
+                h.u64(e.index).u64(e.term).u64(fingerprint(e));
+            }
+        }
+        let mut h = Fnv::new();
+        h.u64(self.now)
+            .u64(self.ticks)
+            .u64(self.checker.committed_len());
+        for &n in &self.net.stats.sent {
+            h.u64(n);
+        }
+        for id in self.ids() {
+            let disk = &self.disks[slot(id)];
+            let hs = disk.hard_state();
+            h.u64(hs.term).u64(hs.vote).u64(hs.commit);
+            log(&mut h, disk.log());
+            if let Some(raft) = &self.rafts[slot(id)] {
+                h.u64(raft.term())
+                    .u64(raft.commit_index())
+                    .u64(raft.role() as u64);
+                log(&mut h, raft.log_entries());
+            }
+        }
+        h.finish()
     }
 
     // ---- time ----

@@ -110,6 +110,14 @@ impl Disk {
         self.pending.clear();
     }
 
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    pub fn log(&self) -> &[Entry] {
+        &self.log
+    }
+
     /// The term of the durable entry at `index`, if there is one.
     pub fn term_at(&self, index: Index) -> Option<Term> {
         let i = usize::try_from(index.checked_sub(1)?).ok()?;

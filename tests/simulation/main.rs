@@ -10,6 +10,7 @@
 mod checker;
 mod cluster;
 mod disk;
+mod fnv;
 mod network;
 mod rng;
 mod scenarios;

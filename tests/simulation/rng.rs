@@ -3,6 +3,8 @@
 //! Every random choice of a run (delays, drops, crashes, node seeds) is drawn
 //! from one generator seeded by the scenario seed, so a seed replays exactly.
 
+use crate::fnv::Fnv;
+
 /// SplitMix64: tiny, fast, and fully determined by its seed. Written here
 /// rather than taken from the core so that the simulator shares no code with
 /// what it tests.
@@ -42,11 +44,8 @@ impl SplitMix64 {
 /// Mixes a scenario name into a seed so that scenarios run on independent
 /// random streams even though they number their seeds alike.
 pub fn scenario_stream(name: &str, seed: u64) -> SplitMix64 {
-    // FNV-1a over the name, then one SplitMix64 step to spread the bits.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    // One SplitMix64 step spreads the bits of the name's hash.
+    let h = Fnv::new().bytes(name.as_bytes()).finish();
     let mut mixer = SplitMix64::new(h ^ seed);
     SplitMix64::new(mixer.next_u64())
 }

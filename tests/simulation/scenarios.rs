@@ -6,7 +6,7 @@
 use crate::cluster::{Cluster, Options, TICK};
 use crate::disk::DiskTiming;
 use crate::network::NetFaults;
-use crate::rng::SplitMix64;
+use crate::rng::{scenario_stream, SplitMix64};
 use embraft::core::{NodeId, Role};
 
 /// Declares a scenario: a `#[test]` that runs `body` under every seed.
@@ -584,7 +584,7 @@ scenario! {
         let mut opts = Options::new(5);
         opts.net = NetFaults::UNRELIABLE;
         let mut c = Cluster::new(rng, opts);
-        for _ in 0..40 {
+        for _ in 0..150 {
             if let Some(leader) = c.leader() {
                 let _ = c.propose(leader);
             }
@@ -595,52 +595,77 @@ scenario! {
     }
 }
 
-scenario! {
-    /// Everything at once: random crashes and restarts (with slow disks, so
-    /// crashes lose writes in flight), partitions of random shape, a lossy
-    /// network, and a steady trickle of proposals.
-    fn churn(rng: SplitMix64) {
-        let mut opts = Options::new(5);
-        opts.pre_vote = rng.chance(0.5);
-        opts.check_quorum = rng.chance(0.5);
-        opts.net = NetFaults::UNRELIABLE;
-        opts.disk = SLOW_DISK;
-        let mut c = Cluster::new(rng, opts);
-        for _ in 0..80 {
-            match c.rng.below(10) {
-                0 => {
-                    let up = c.up_nodes();
-                    if !up.is_empty() {
-                        let id = c.pick_one(&up);
-                        c.crash(id);
-                    }
+const CHURN_ROUNDS: usize = 300;
+
+/// Everything at once: random crashes and restarts (with slow disks, so
+/// crashes lose writes in flight), partitions of random shape and cut links,
+/// a lossy network, and a steady trickle of proposals. Returns the healed
+/// cluster.
+fn churn_run(mut rng: SplitMix64) -> Cluster {
+    let mut opts = Options::new(5);
+    opts.pre_vote = rng.chance(0.5);
+    opts.check_quorum = rng.chance(0.5);
+    opts.net = NetFaults::UNRELIABLE;
+    opts.disk = SLOW_DISK;
+    let mut c = Cluster::new(rng, opts);
+    let ids = c.ids();
+    for _ in 0..CHURN_ROUNDS {
+        match c.rng.below(12) {
+            0 => {
+                let up = c.up_nodes();
+                if !up.is_empty() {
+                    let id = c.pick_one(&up);
+                    c.crash(id);
                 }
-                1 | 2 => {
-                    let down = c.down_nodes();
-                    if !down.is_empty() {
-                        let id = c.pick_one(&down);
-                        c.restart(id);
-                    }
+            }
+            1 | 2 => {
+                let down = c.down_nodes();
+                if !down.is_empty() {
+                    let id = c.pick_one(&down);
+                    c.restart(id);
                 }
-                3 => {
-                    let ids = c.ids();
-                    let size = c.rng.between(1, 4) as usize;
-                    let side = c.pick(&ids, size);
-                    let rest = others(&c, &side);
-                    c.net.partition(&[&side, &rest]);
-                }
-                4 => c.net.heal(),
-                _ => {
-                    for id in c.up_nodes() {
-                        if c.node(id).role() == Role::Leader {
-                            let _ = c.propose(id);
-                        }
+            }
+            3 => {
+                let size = c.rng.between(1, 4) as usize;
+                let side = c.pick(&ids, size);
+                let rest = others(&c, &side);
+                c.net.partition(&[&side, &rest]);
+            }
+            4 => {
+                let link = c.pick(&ids, 2);
+                c.net.cut(link[0], link[1]);
+            }
+            5 => c.net.heal(),
+            _ => {
+                for id in c.up_nodes() {
+                    if c.node(id).role() == Role::Leader {
+                        let _ = c.propose(id);
                     }
                 }
             }
-            let pause = c.rng.below(3 * TICK);
-            c.advance(pause);
         }
-        c.heal_and_check_liveness();
+        let pause = c.rng.below(3 * TICK);
+        c.advance(pause);
     }
+    c.heal_and_check_liveness();
+    c
+}
+
+scenario! {
+    /// Everything at once; see [`churn_run`].
+    fn churn(rng: SplitMix64) {
+        churn_run(rng);
+    }
+}
+
+/// Not a scenario: a seed must replay exactly the same run, or no failure
+/// could be replayed. Runs of one seed must agree on the final state, and
+/// runs of different seeds should not.
+#[test]
+fn same_seed_replays_the_same_run() {
+    let run = |seed| churn_run(scenario_stream("churn", seed)).digest();
+    for seed in 0..10 {
+        assert_eq!(run(seed), run(seed), "seed {seed} ran differently twice");
+    }
+    assert_ne!(run(0), run(1), "the run does not depend on the seed");
 }
