@@ -85,7 +85,7 @@ scenario! {
     fn many_elections_with_minorities_cut_off(rng: SplitMix64) {
         let mut c = Cluster::new(rng, Options::new(7));
         c.await_stable_leader();
-        for _ in 0..5 {
+        for _ in 0..10 {
             let ids = c.ids();
             let cut = c.pick(&ids, 3);
             let majority = others(&c, &cut);
@@ -241,26 +241,35 @@ scenario! {
         let stale = c.await_stable_leader();
         c.commit_one();
 
+        // The cut-off leader takes 50 entries it can never commit; the
+        // others commit 50 different ones.
         c.net.isolate(stale);
         for _ in 0..DIVERGED_ENTRIES {
             c.propose(stale).expect("the cut-off leader still takes proposals");
         }
         let leader = c.await_stable_leader();
-        let majority = others(&c, &[stale]);
         for _ in 0..DIVERGED_ENTRIES {
             c.propose(leader).expect("the leader takes proposals");
         }
+        let majority = others(&c, &[stale]);
         let last = c.node(leader).log_entries().last().expect("not empty").index;
         c.await_applied_by(&majority, last);
 
+        // The stale node rejoins a node that becomes leader only now, so it
+        // knows nothing of the stale log and probes from its own last index.
+        let repairer = others(&c, &[stale, leader])[0];
+        c.net.partition(&[&[repairer, stale]]);
         c.net.stats = Default::default();
-        c.net.heal();
-        c.await_applied_everywhere(last);
+        assert_eq!(c.await_stable_leader(), repairer);
+        c.await_leader_commits_its_log();
+        let last = c.committed_len();
+        c.await_applied_by(&[stale], last);
         let rejections = c.net.stats.rejected_appends;
         assert!(
             rejections <= 4,
             "repairing {DIVERGED_ENTRIES} diverged entries took {rejections} rejected appends"
         );
+        c.heal_and_check_liveness();
     }
 }
 
@@ -602,7 +611,8 @@ const CHURN_ROUNDS: usize = 300;
 /// a lossy network, and a steady trickle of proposals. Returns the healed
 /// cluster.
 fn churn_run(mut rng: SplitMix64) -> Cluster {
-    let mut opts = Options::new(5);
+    let nodes = [3, 5, 7][rng.below(3) as usize];
+    let mut opts = Options::new(nodes);
     opts.pre_vote = rng.chance(0.5);
     opts.check_quorum = rng.chance(0.5);
     opts.net = NetFaults::UNRELIABLE;
@@ -626,7 +636,7 @@ fn churn_run(mut rng: SplitMix64) -> Cluster {
                 }
             }
             3 => {
-                let size = c.rng.between(1, 4) as usize;
+                let size = c.rng.between(1, ids.len() as u64 - 1) as usize;
                 let side = c.pick(&ids, size);
                 let rest = others(&c, &side);
                 c.net.partition(&[&side, &rest]);
