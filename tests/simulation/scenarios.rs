@@ -452,7 +452,7 @@ const SLOW_DISK: DiskTiming = DiskTiming {
     max_delay: 3 * TICK,
 };
 
-const FIGURE8_ROUNDS: usize = 300;
+const FIGURE8_ROUNDS: usize = 1000;
 
 /// Figure 8 of the Raft paper, by brute force: leaders take a proposal and
 /// crash (or are cut off) at random moments, so entries of old terms are
@@ -604,7 +604,7 @@ scenario! {
     }
 }
 
-const CHURN_ROUNDS: usize = 300;
+const CHURN_ROUNDS: usize = 1000;
 
 /// Everything at once: random crashes and restarts (with slow disks, so
 /// crashes lose writes in flight), partitions of random shape and cut links,
@@ -615,7 +615,13 @@ fn churn_run(mut rng: SplitMix64) -> Cluster {
     let mut opts = Options::new(nodes);
     opts.pre_vote = rng.chance(0.5);
     opts.check_quorum = rng.chance(0.5);
-    opts.net = NetFaults::UNRELIABLE;
+    // How hostile the network is varies from seed to seed.
+    opts.net = NetFaults {
+        drop: rng.below(30) as f64 / 100.0,
+        duplicate: rng.below(10) as f64 / 100.0,
+        long_delay: rng.below(10) as f64 / 100.0,
+        ..NetFaults::UNRELIABLE
+    };
     opts.disk = SLOW_DISK;
     let mut c = Cluster::new(rng, opts);
     let ids = c.ids();
