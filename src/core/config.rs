@@ -3,6 +3,9 @@
 use super::types::{NodeId, NO_NODE};
 use std::fmt;
 
+/// The largest `max_entry_bytes` a node accepts.
+pub const MAX_ENTRY_BYTES_LIMIT: u64 = 1 << 30;
+
 /// The configuration of one node's Raft core.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -31,6 +34,15 @@ pub struct Config {
     /// Bytes of committed entries handed out in one ready batch (at least one
     /// entry is always handed out).
     pub max_apply_bytes: u64,
+    /// Serve read-index requests from the leader's lease instead of a
+    /// heartbeat round. Needs `check_quorum`, and assumes that clocks on the
+    /// nodes advance at similar rates: a deposed leader may keep answering
+    /// reads until its own check-quorum timeout fires.
+    pub lease_reads: bool,
+    /// Entries kept in memory (and in the log) before a snapshot point, so
+    /// that a follower lagging by less than this catches up without a
+    /// snapshot.
+    pub compact_keep_entries: u64,
     /// Seed of the generator that randomizes election timeouts.
     pub seed: u64,
 }
@@ -48,6 +60,8 @@ impl Default for Config {
             max_msg_bytes: 1 << 20,
             max_entry_bytes: 1 << 20,
             max_apply_bytes: 16 << 20,
+            lease_reads: false,
+            compact_keep_entries: 1024,
             seed: 0,
         }
     }
@@ -60,8 +74,10 @@ pub enum ConfigError {
     InvalidId,
     /// `heartbeat_tick` is zero or `election_tick <= heartbeat_tick`.
     InvalidTicks,
-    /// A flow-control or size limit is zero.
+    /// A flow-control or size limit is zero or too large.
     InvalidLimit(&'static str),
+    /// Lease reads were asked for without check-quorum.
+    LeaseWithoutCheckQuorum,
     /// The initial membership is empty or names [`NO_NODE`].
     InvalidMembership(&'static str),
     /// The recovered log is not contiguous or does not follow the snapshot.
@@ -78,7 +94,10 @@ impl fmt::Display for ConfigError {
                     "heartbeat_tick must be > 0 and election_tick > heartbeat_tick"
                 )
             }
-            ConfigError::InvalidLimit(what) => write!(f, "{what} must be greater than zero"),
+            ConfigError::InvalidLimit(what) => write!(f, "{what} is out of range"),
+            ConfigError::LeaseWithoutCheckQuorum => {
+                write!(f, "lease_reads requires check_quorum")
+            }
             ConfigError::InvalidMembership(why) => write!(f, "invalid membership: {why}"),
             ConfigError::InvalidLog(why) => write!(f, "invalid recovered log: {why}"),
         }
@@ -95,6 +114,13 @@ impl Config {
         }
         if self.heartbeat_tick == 0 || self.election_tick <= self.heartbeat_tick {
             return Err(ConfigError::InvalidTicks);
+        }
+        if self.lease_reads && !self.check_quorum {
+            return Err(ConfigError::LeaseWithoutCheckQuorum);
+        }
+        // Payloads travel with u32 length prefixes.
+        if self.max_entry_bytes > MAX_ENTRY_BYTES_LIMIT {
+            return Err(ConfigError::InvalidLimit("max_entry_bytes (over 1 GiB)"));
         }
         for (value, name) in [
             (self.max_inflight_msgs as u64, "max_inflight_msgs"),

@@ -1,10 +1,12 @@
-//! The in-memory Raft log: every entry after the latest snapshot, with the
-//! cursors that say how far it is persisted, committed and handed out for
-//! applying.
+//! The in-memory Raft log: the entries this node holds, the latest
+//! snapshot point, and the cursors that say how far the log is persisted,
+//! committed and handed out for applying.
 //!
-//! The whole log after the snapshot lives in memory; snapshots and
-//! compaction keep it bounded. Persistence is tracked by the core, not by a
-//! storage callback, which keeps the core free of I/O.
+//! The log after the snapshot lives in memory, plus up to a configured
+//! number of entries before it (kept so that slightly lagging followers can
+//! catch up without a snapshot); compaction keeps it bounded. Persistence is
+//! tracked by the core, not by a storage callback, which keeps the core free
+//! of I/O.
 
 use super::types::{Entry, Index, Term};
 
@@ -21,10 +23,12 @@ pub(crate) enum AppendOutcome {
 }
 
 pub(crate) struct RaftLog {
-    /// Index and term of the entry just before `entries[0]` (the snapshot's,
-    /// or 0/0 for a log that starts at 1).
-    offset_index: Index,
-    offset_term: Term,
+    /// The latest snapshot point: every entry through it is committed and
+    /// covered by the host's snapshot.
+    snapshot_index: Index,
+    snapshot_term: Term,
+    /// Index of `entries[0]`; at most `snapshot_index + 1`.
+    first_held: Index,
     entries: Vec<Entry>,
     /// Highest index known committed cluster-wide.
     pub(crate) committed: Index,
@@ -39,56 +43,75 @@ pub(crate) struct RaftLog {
 }
 
 impl RaftLog {
-    /// A log recovered from durable storage: `entries` follow
-    /// `(offset_index, offset_term)` and are all persisted.
+    /// A log recovered from durable storage: the snapshot point and the
+    /// entries held (contiguous, starting at or before the entry after the
+    /// snapshot), all persisted.
     pub(crate) fn new(
-        offset_index: Index,
-        offset_term: Term,
+        snapshot_index: Index,
+        snapshot_term: Term,
         entries: Vec<Entry>,
         committed: Index,
         applied: Index,
-    ) -> RaftLog {
-        let last = offset_index + entries.len() as Index;
-        let committed = committed.clamp(offset_index, last);
-        let applied = applied.clamp(offset_index, committed);
-        RaftLog {
-            offset_index,
-            offset_term,
-            entries,
-            committed,
-            persisted: last,
-            applying: applied,
-            applied,
-            unstable_from: last + 1,
+    ) -> Result<RaftLog, &'static str> {
+        let first_held = entries.first().map_or(snapshot_index + 1, |e| e.index);
+        if first_held > snapshot_index + 1 {
+            return Err("a gap between the snapshot and the first entry");
         }
+        let mut log = RaftLog {
+            snapshot_index,
+            snapshot_term,
+            first_held,
+            entries,
+            committed: 0,
+            persisted: 0,
+            applying: 0,
+            applied: 0,
+            unstable_from: 0,
+        };
+        if snapshot_index >= first_held && !log.matches(snapshot_index, snapshot_term) {
+            return Err("the entry at the snapshot index has another term");
+        }
+        let last = log.last_index();
+        log.committed = committed.clamp(snapshot_index, last);
+        log.persisted = last;
+        log.applied = applied.clamp(snapshot_index, log.committed);
+        log.applying = log.applied;
+        log.unstable_from = last + 1;
+        Ok(log)
     }
 
+    /// Index of the oldest entry held.
     pub(crate) fn first_index(&self) -> Index {
-        self.offset_index + 1
+        self.first_held
     }
 
     pub(crate) fn last_index(&self) -> Index {
-        self.offset_index + self.entries.len() as Index
+        self.first_held + self.entries.len() as Index - 1
     }
 
     pub(crate) fn last_term(&self) -> Term {
-        self.entries.last().map_or(self.offset_term, |e| e.term)
+        self.entries.last().map_or(self.snapshot_term, |e| e.term)
+    }
+
+    pub(crate) fn snapshot_index(&self) -> Index {
+        self.snapshot_index
     }
 
     /// The term at `index`, or `None` when it is compacted away or beyond
     /// the end.
     pub(crate) fn term(&self, index: Index) -> Option<Term> {
-        if index == self.offset_index {
-            return Some(self.offset_term);
+        match self.entry(index) {
+            Some(e) => Some(e.term),
+            None if index == self.snapshot_index => Some(self.snapshot_term),
+            None => None,
         }
-        self.entry(index).map(|e| e.term)
     }
 
     pub(crate) fn entry(&self, index: Index) -> Option<&Entry> {
-        if index <= self.offset_index {
+        if index < self.first_held {
             return None;
         }
-        self.entries.get((index - self.offset_index - 1) as usize)
+        self.entries.get((index - self.first_held) as usize)
     }
 
     pub(crate) fn matches(&self, index: Index, term: Term) -> bool {
@@ -126,7 +149,7 @@ impl RaftLog {
 
     /// Drops every entry at or after `index`.
     fn truncate_from(&mut self, index: Index) {
-        let keep = index.saturating_sub(self.offset_index + 1) as usize;
+        let keep = index.saturating_sub(self.first_held) as usize;
         self.entries.truncate(keep);
         self.unstable_from = self.unstable_from.min(index);
         self.persisted = self.persisted.min(index - 1);
@@ -161,7 +184,7 @@ impl RaftLog {
     /// away are committed, so they match by definition.
     fn find_conflict(&self, entries: &[Entry]) -> Index {
         for e in entries {
-            if e.index <= self.offset_index {
+            if e.index < self.first_held {
                 continue;
             }
             if !self.matches(e.index, e.term) {
@@ -173,14 +196,15 @@ impl RaftLog {
 
     /// The largest index `<= index` whose term is `<= term`, with that term:
     /// where a log that holds `term` at some point could first agree with
-    /// this one. Used on both sides of fast backtracking.
+    /// this one. Used on both sides of fast backtracking. When the answer
+    /// lies in the compacted prefix, the term is unknown and given as 0.
     pub(crate) fn find_conflict_by_term(&self, index: Index, term: Term) -> (Index, Term) {
         let mut i = index.min(self.last_index());
         loop {
             match self.term(i) {
-                Some(t) if t > term => i -= 1,
+                Some(t) if t > term && i > 0 => i -= 1,
                 Some(t) => return (i, t),
-                None => return (self.offset_index, self.offset_term),
+                None => return (i, 0),
             }
         }
     }
@@ -189,8 +213,8 @@ impl RaftLog {
     /// one entry when the range is not empty). Caller guarantees the range
     /// is within the log.
     pub(crate) fn slice(&self, lo: Index, hi: Index, max_bytes: u64) -> Vec<Entry> {
-        let start = (lo - self.offset_index - 1) as usize;
-        let end = (hi - self.offset_index - 1) as usize;
+        let start = (lo - self.first_held) as usize;
+        let end = (hi - self.first_held) as usize;
         let mut size = 0;
         let mut out = Vec::new();
         for e in &self.entries[start..end] {
@@ -259,6 +283,34 @@ impl RaftLog {
         }
     }
 
+    /// Takes a snapshot point at `index` (committed and held) and drops
+    /// entries before `keep_from` (at most `index + 1`).
+    pub(crate) fn compact(&mut self, index: Index, keep_from: Index) {
+        debug_assert!(index <= self.committed && keep_from <= index + 1);
+        if let Some(term) = self.term(index) {
+            self.snapshot_index = index;
+            self.snapshot_term = term;
+        }
+        if keep_from > self.first_held {
+            let drop = ((keep_from - self.first_held) as usize).min(self.entries.len());
+            self.entries.drain(..drop);
+            self.first_held = keep_from;
+        }
+    }
+
+    /// Replaces the whole log by a snapshot received from the leader.
+    pub(crate) fn restore(&mut self, index: Index, term: Term) {
+        self.entries.clear();
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+        self.first_held = index + 1;
+        self.committed = index;
+        self.persisted = index;
+        self.applying = index;
+        self.applied = index;
+        self.unstable_from = index + 1;
+    }
+
     pub(crate) fn applied_to(&mut self, index: Index) {
         let index = index.min(self.applying);
         if index > self.applied {
@@ -287,7 +339,7 @@ mod tests {
 
     #[test]
     fn maybe_append_keeps_matching_entries_and_replaces_conflicts() {
-        let mut log = RaftLog::new(0, 0, ents(&[1, 1, 2, 2], 1), 0, 0);
+        let mut log = RaftLog::new(0, 0, ents(&[1, 1, 2, 2], 1), 0, 0).unwrap();
         // Matching prefix, nothing new: nothing truncated.
         assert_eq!(
             log.maybe_append(1, 1, ents(&[1, 2], 2)),
@@ -319,7 +371,7 @@ mod tests {
 
     #[test]
     fn find_conflict_by_term_skips_whole_terms() {
-        let log = RaftLog::new(0, 0, ents(&[1, 1, 2, 2, 2, 4, 4], 1), 0, 0);
+        let log = RaftLog::new(0, 0, ents(&[1, 1, 2, 2, 2, 4, 4], 1), 0, 0).unwrap();
         assert_eq!(log.find_conflict_by_term(7, 3), (5, 2));
         assert_eq!(log.find_conflict_by_term(7, 4), (7, 4));
         assert_eq!(log.find_conflict_by_term(20, 1), (2, 1));
@@ -328,7 +380,7 @@ mod tests {
 
     #[test]
     fn committed_entries_wait_for_persistence() {
-        let mut log = RaftLog::new(0, 0, vec![], 0, 0);
+        let mut log = RaftLog::new(0, 0, vec![], 0, 0).unwrap();
         log.append(ents(&[1, 1, 1], 1));
         log.commit_to(3);
         assert!(log.take_committed(u64::MAX).is_empty());
@@ -341,7 +393,7 @@ mod tests {
 
     #[test]
     fn stale_persist_reports_are_ignored() {
-        let mut log = RaftLog::new(0, 0, ents(&[1], 1), 0, 0);
+        let mut log = RaftLog::new(0, 0, ents(&[1], 1), 0, 0).unwrap();
         log.append(ents(&[1, 1], 2));
         log.take_unstable();
         log.append(ents(&[2], 3));
@@ -350,5 +402,28 @@ mod tests {
         log.take_unstable();
         log.persisted_to(3, 2);
         assert_eq!(log.persisted, 3);
+    }
+
+    #[test]
+    fn compaction_keeps_trailing_entries_and_the_snapshot_term() {
+        let mut log = RaftLog::new(0, 0, ents(&[1, 1, 2, 2, 3, 3], 1), 6, 6).unwrap();
+        log.compact(5, 4);
+        assert_eq!(log.first_index(), 4);
+        assert_eq!(log.term(3), None);
+        assert_eq!(log.term(5), Some(3));
+        assert_eq!(log.last_index(), 6);
+        // Restart from that state: entries from 4, snapshot at 5.
+        let held = log.entries().to_vec();
+        let again = RaftLog::new(5, 3, held, 6, 5).unwrap();
+        assert_eq!((again.first_index(), again.last_index()), (4, 6));
+        assert!(RaftLog::new(5, 2, ents(&[2, 3, 3], 4), 6, 5).is_err());
+        assert!(RaftLog::new(5, 3, ents(&[3], 8), 8, 5).is_err());
+        log.restore(9, 4);
+        assert_eq!(
+            (log.first_index(), log.last_index(), log.last_term()),
+            (10, 9, 4)
+        );
+        assert_eq!(log.term(9), Some(4));
+        assert_eq!(log.find_conflict_by_term(9, 2), (8, 0));
     }
 }

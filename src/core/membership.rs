@@ -4,8 +4,9 @@
 //! decision then needs a majority of both sets.
 
 use super::config::ConfigError;
-use super::types::{ConfState, Index, NodeId, NO_NODE};
+use super::types::{ConfChange, ConfState, Index, NodeId, NO_NODE};
 use std::collections::BTreeMap;
+use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum VoteResult {
@@ -14,46 +15,221 @@ pub(crate) enum VoteResult {
     Pending,
 }
 
-#[derive(Clone, Debug, Default)]
+/// Why a membership change was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfChangeError {
+    /// A joint change while joint, or leaving a joint configuration that is
+    /// not in force, or a single-step change while joint.
+    WrongPhase(&'static str),
+    /// The change names node 0, or would leave no voter, or names a node in
+    /// a way that contradicts its current role.
+    Invalid(&'static str),
+}
+
+impl fmt::Display for ConfChangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfChangeError::WrongPhase(why) => write!(f, "membership change refused: {why}"),
+            ConfChangeError::Invalid(why) => write!(f, "invalid membership change: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfChangeError {}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Membership {
     incoming: Vec<NodeId>,
     outgoing: Vec<NodeId>,
     learners: Vec<NodeId>,
+    /// Outgoing voters that become learners when the joint phase ends.
+    learners_next: Vec<NodeId>,
+    auto_leave: bool,
+}
+
+fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
+    let mut v = ids.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn contains(ids: &[NodeId], id: NodeId) -> bool {
+    ids.binary_search(&id).is_ok()
+}
+
+fn insert(ids: &mut Vec<NodeId>, id: NodeId) {
+    if let Err(at) = ids.binary_search(&id) {
+        ids.insert(at, id);
+    }
+}
+
+fn remove(ids: &mut Vec<NodeId>, id: NodeId) {
+    if let Ok(at) = ids.binary_search(&id) {
+        ids.remove(at);
+    }
 }
 
 impl Membership {
     pub(crate) fn from_conf_state(cs: &ConfState) -> Result<Membership, ConfigError> {
-        let sorted = |ids: &[NodeId]| {
-            let mut v = ids.to_vec();
-            v.sort_unstable();
-            v.dedup();
-            v
-        };
         let m = Membership {
             incoming: sorted(&cs.voters),
             outgoing: sorted(&cs.voters_outgoing),
-            learners: sorted(&[cs.learners.as_slice(), cs.learners_next.as_slice()].concat()),
+            learners: sorted(&cs.learners),
+            learners_next: sorted(&cs.learners_next),
+            auto_leave: cs.auto_leave,
         };
-        if m.members().any(|id| id == NO_NODE) {
-            return Err(ConfigError::InvalidMembership("node id 0 is reserved"));
-        }
-        if m.learners
-            .iter()
-            .any(|id| m.incoming.binary_search(id).is_ok())
-        {
-            return Err(ConfigError::InvalidMembership(
-                "a node is both voter and learner",
-            ));
-        }
+        m.check().map_err(ConfigError::InvalidMembership)?;
         Ok(m)
     }
 
+    /// The invariants every membership keeps.
+    fn check(&self) -> Result<(), &'static str> {
+        if self.members().any(|id| id == NO_NODE) {
+            return Err("node id 0 is reserved");
+        }
+        let is_voter = |id: &NodeId| self.is_voter(*id);
+        if self.learners.iter().any(is_voter) {
+            return Err("a node is both voter and learner");
+        }
+        if self
+            .learners_next
+            .iter()
+            .any(|id| !contains(&self.outgoing, *id))
+        {
+            return Err("a pending learner is not an outgoing voter");
+        }
+        if self.incoming.is_empty() && !self.outgoing.is_empty() {
+            return Err("a joint configuration without incoming voters");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn conf_state(&self) -> ConfState {
+        ConfState {
+            voters: self.incoming.clone(),
+            learners: self.learners.clone(),
+            voters_outgoing: self.outgoing.clone(),
+            learners_next: self.learners_next.clone(),
+            auto_leave: self.auto_leave,
+        }
+    }
+
+    pub(crate) fn is_joint(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    pub(crate) fn auto_leave(&self) -> bool {
+        self.auto_leave
+    }
+
+    pub(crate) fn is_learner(&self, id: NodeId) -> bool {
+        contains(&self.learners, id) || contains(&self.learners_next, id)
+    }
+
+    /// The membership after `change`, or why it cannot be made.
+    pub(crate) fn apply(&self, change: &ConfChange) -> Result<Membership, ConfChangeError> {
+        let mut next = self.clone();
+        match change {
+            ConfChange::EnterJoint { voters, learners } => {
+                if self.is_joint() {
+                    return Err(ConfChangeError::WrongPhase(
+                        "already in a joint configuration",
+                    ));
+                }
+                let (voters, learners) = (sorted(voters), sorted(learners));
+                if voters.is_empty() {
+                    return Err(ConfChangeError::Invalid("the target has no voter"));
+                }
+                if voters.iter().any(|id| contains(&learners, *id)) {
+                    return Err(ConfChangeError::Invalid("a node is both voter and learner"));
+                }
+                next.outgoing = self.incoming.clone();
+                next.incoming = voters;
+                // A voter that is to become a learner keeps voting in the
+                // outgoing half until the joint phase ends.
+                next.learners_next = learners
+                    .iter()
+                    .copied()
+                    .filter(|id| contains(&next.outgoing, *id))
+                    .collect();
+                next.learners = learners
+                    .into_iter()
+                    .filter(|id| !contains(&next.outgoing, *id))
+                    .collect();
+                // From an empty membership (bootstrap) there is nothing to
+                // be joint with: the target is simply in force.
+                next.auto_leave = next.is_joint();
+            }
+            ConfChange::LeaveJoint => {
+                if !self.is_joint() {
+                    return Err(ConfChangeError::WrongPhase("not in a joint configuration"));
+                }
+                next.outgoing.clear();
+                for id in std::mem::take(&mut next.learners_next) {
+                    insert(&mut next.learners, id);
+                }
+                next.auto_leave = false;
+            }
+            single => {
+                if self.is_joint() {
+                    return Err(ConfChangeError::WrongPhase(
+                        "a single-step change during a joint configuration",
+                    ));
+                }
+                next.apply_single(single)?;
+            }
+        }
+        next.check().map_err(ConfChangeError::Invalid)?;
+        Ok(next)
+    }
+
+    fn apply_single(&mut self, change: &ConfChange) -> Result<(), ConfChangeError> {
+        match *change {
+            ConfChange::AddVoter(id) | ConfChange::PromoteLearner(id) => {
+                if id == NO_NODE {
+                    return Err(ConfChangeError::Invalid("node id 0 is reserved"));
+                }
+                if matches!(change, ConfChange::PromoteLearner(_)) && !self.is_learner(id) {
+                    return Err(ConfChangeError::Invalid("only a learner can be promoted"));
+                }
+                remove(&mut self.learners, id);
+                insert(&mut self.incoming, id);
+            }
+            ConfChange::AddLearner(id) => {
+                if id == NO_NODE {
+                    return Err(ConfChangeError::Invalid("node id 0 is reserved"));
+                }
+                if self.is_voter(id) {
+                    return Err(ConfChangeError::Invalid(
+                        "demoting a voter needs a joint change",
+                    ));
+                }
+                insert(&mut self.learners, id);
+            }
+            ConfChange::RemoveNode(id) => {
+                if !self.contains(id) {
+                    return Err(ConfChangeError::Invalid("not a member"));
+                }
+                remove(&mut self.incoming, id);
+                remove(&mut self.learners, id);
+                if self.incoming.is_empty() {
+                    return Err(ConfChangeError::Invalid("would remove the last voter"));
+                }
+            }
+            ConfChange::EnterJoint { .. } | ConfChange::LeaveJoint => {
+                unreachable!("joint changes are handled by apply")
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn is_voter(&self, id: NodeId) -> bool {
-        self.incoming.binary_search(&id).is_ok() || self.outgoing.binary_search(&id).is_ok()
+        contains(&self.incoming, id) || contains(&self.outgoing, id)
     }
 
     pub(crate) fn contains(&self, id: NodeId) -> bool {
-        self.is_voter(id) || self.learners.binary_search(&id).is_ok()
+        self.is_voter(id) || self.is_learner(id)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -67,6 +243,7 @@ impl Membership {
             .iter()
             .chain(&self.outgoing)
             .chain(&self.learners)
+            .chain(&self.learners_next)
             .copied()
             .collect();
         all.sort_unstable();
@@ -133,6 +310,56 @@ fn majority_vote(voters: &[NodeId], votes: &BTreeMap<NodeId, bool>) -> VoteResul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn simple(voters: &[NodeId], learners: &[NodeId]) -> Membership {
+        Membership::from_conf_state(&ConfState {
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+            ..ConfState::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn joint_change_passes_through_both_voter_sets() {
+        let m = simple(&[1, 2, 3], &[4]);
+        let joint = m
+            .apply(&ConfChange::EnterJoint {
+                voters: vec![2, 3, 4],
+                learners: vec![1, 5],
+            })
+            .unwrap();
+        let cs = joint.conf_state();
+        assert_eq!(cs.voters, vec![2, 3, 4]);
+        assert_eq!(cs.voters_outgoing, vec![1, 2, 3]);
+        assert_eq!(cs.learners, vec![5]);
+        assert_eq!(cs.learners_next, vec![1]);
+        assert!(joint.is_voter(1) && joint.is_voter(4));
+        assert!(matches!(
+            joint.apply(&ConfChange::AddVoter(9)),
+            Err(ConfChangeError::WrongPhase(_))
+        ));
+        let left = joint.apply(&ConfChange::LeaveJoint).unwrap();
+        assert_eq!(left, simple(&[2, 3, 4], &[1, 5]));
+    }
+
+    #[test]
+    fn single_step_changes_keep_the_invariants() {
+        let m = simple(&[1, 2, 3], &[]);
+        let m = m.apply(&ConfChange::AddLearner(4)).unwrap();
+        assert!(m.is_learner(4) && !m.is_voter(4));
+        assert!(m.apply(&ConfChange::PromoteLearner(5)).is_err());
+        let m = m.apply(&ConfChange::PromoteLearner(4)).unwrap();
+        assert_eq!(m, simple(&[1, 2, 3, 4], &[]));
+        assert!(m.apply(&ConfChange::AddLearner(2)).is_err());
+        let m = m.apply(&ConfChange::RemoveNode(1)).unwrap();
+        assert_eq!(m, simple(&[2, 3, 4], &[]));
+        assert!(m.apply(&ConfChange::RemoveNode(7)).is_err());
+        let one = simple(&[1], &[]);
+        assert!(one.apply(&ConfChange::RemoveNode(1)).is_err());
+        assert!(one.apply(&ConfChange::AddVoter(0)).is_err());
+        assert!(one.apply(&ConfChange::LeaveJoint).is_err());
+    }
 
     fn joint(incoming: &[NodeId], outgoing: &[NodeId]) -> Membership {
         Membership::from_conf_state(&ConfState {

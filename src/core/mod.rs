@@ -5,6 +5,7 @@
 //! [`Ready`] batch. The core never touches a disk, a socket, a thread or a
 //! clock, and its only randomness is the seeded generator in [`Config`].
 
+mod conf_change;
 mod config;
 mod log;
 mod membership;
@@ -14,8 +15,9 @@ mod rng;
 mod types;
 
 pub use config::{Config, ConfigError};
+pub use membership::ConfChangeError;
 pub use raft::{
-    InitialState, PeerStatus, ProposeError, Raft, ReadState, Ready, Role, SoftState, Status,
-    StepError,
+    CompactError, InitialState, PeerStatus, ProposeError, Raft, ReadError, ReadState, Ready, Role,
+    SnapshotChunk, SoftState, Status, StepError, TransferError,
 };
 pub use types::*;

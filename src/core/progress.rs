@@ -12,6 +12,11 @@ use std::collections::VecDeque;
 pub(crate) enum ProgressState {
     Probe,
     Replicate,
+    /// The follower needs the snapshot through `pending`; appends wait
+    /// until it has installed it.
+    Snapshot {
+        pending: Index,
+    },
 }
 
 /// Appends sent but not yet acknowledged: `(last index, bytes)` per message.
@@ -76,6 +81,8 @@ pub(crate) struct Progress {
     pub(crate) inflights: Inflights,
     /// Heard from during the current check-quorum period.
     pub(crate) recent_active: bool,
+    /// The highest commit index this follower can have learned from us.
+    pub(crate) sent_commit: Index,
 }
 
 impl Progress {
@@ -87,6 +94,7 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::new(max_msgs, max_bytes),
             recent_active: false,
+            sent_commit: 0,
         }
     }
 
@@ -104,11 +112,25 @@ impl Progress {
         self.inflights.clear();
     }
 
+    /// True when telling the follower `committed` could advance its commit
+    /// index: it has not been told, and its log reaches further than what it
+    /// was told (a follower commits only entries it holds).
+    pub(crate) fn can_bump_commit(&self, committed: Index) -> bool {
+        self.sent_commit < committed && self.sent_commit < self.next - 1
+    }
+
+    pub(crate) fn become_snapshot(&mut self, pending: Index) {
+        self.state = ProgressState::Snapshot { pending };
+        self.probe_sent = false;
+        self.inflights.clear();
+    }
+
     /// True when no append may be sent now.
     pub(crate) fn is_paused(&self) -> bool {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.is_full(),
+            ProgressState::Snapshot { .. } => true,
         }
     }
 
@@ -123,6 +145,7 @@ impl Progress {
                 }
             }
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot { .. } => {}
         }
     }
 
@@ -159,6 +182,8 @@ impl Progress {
                 self.probe_sent = false;
                 true
             }
+            // Only the snapshot's installation moves this follower on.
+            ProgressState::Snapshot { .. } => false,
         }
     }
 }

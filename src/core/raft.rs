@@ -2,11 +2,11 @@
 
 use super::config::{Config, ConfigError};
 use super::log::{AppendOutcome, RaftLog};
-use super::membership::{Membership, VoteResult};
+use super::membership::{ConfChangeError, Membership, VoteResult};
 use super::progress::{Progress, ProgressState};
 use super::rng::Rng;
 use super::types::*;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 /// The role a node plays in its current term.
@@ -35,13 +35,32 @@ pub struct InitialState {
 }
 
 impl InitialState {
-    /// The state of a brand-new cluster whose voters are `voters`.
+    /// The state of a brand-new cluster whose voters are `voters`: a log
+    /// whose first entry (term 1, committed) puts that membership in force.
+    /// Every founding member must bootstrap with the same voters. Keeping
+    /// the membership in the log lets a node that joins later learn it by
+    /// replaying the log. A joining node starts from
+    /// `InitialState::default()` instead.
     pub fn bootstrap(voters: &[NodeId]) -> InitialState {
+        let mut voters = voters.to_vec();
+        voters.sort_unstable();
+        voters.dedup();
+        let founding = ConfChange::EnterJoint {
+            voters,
+            learners: Vec::new(),
+        };
         InitialState {
-            conf_state: ConfState {
-                voters: voters.to_vec(),
-                ..ConfState::default()
+            hard_state: HardState {
+                term: 1,
+                vote: NO_NODE,
+                commit: 1,
             },
+            entries: vec![Entry {
+                index: 1,
+                term: 1,
+                kind: EntryKind::ConfChange,
+                data: founding.encode(),
+            }],
             ..InitialState::default()
         }
     }
@@ -54,13 +73,85 @@ pub struct SoftState {
     pub leader: NodeId,
 }
 
-/// The answer to a read request: the read may be served once the host has
-/// applied through `index`.
+/// The outcome of a read request made with [`Raft::read_index`]: on
+/// success, the read may be served once the host has applied through the
+/// index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadState {
     pub context: u64,
-    pub index: Index,
+    pub result: Result<Index, ReadError>,
 }
+
+/// Why a read request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// No leader is known to serve it.
+    NoLeader,
+    /// Leadership changed before the read was confirmed; retry.
+    LeadershipLost,
+    /// The leader refused it (it was no longer the leader).
+    Refused,
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::NoLeader => write!(f, "no leader is known"),
+            ReadError::LeadershipLost => {
+                write!(f, "leadership changed before the read was confirmed")
+            }
+            ReadError::Refused => write!(f, "the leader refused the read"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// Why a snapshot could not be taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompactError {
+    /// A snapshot may only cover applied entries.
+    NotApplied { index: Index, applied: Index },
+    /// The log is already compacted through a later index.
+    AlreadyCompacted { snapshot_index: Index },
+}
+
+impl fmt::Display for CompactError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CompactError::NotApplied { index, applied } => {
+                write!(f, "cannot snapshot at {index}: only {applied} is applied")
+            }
+            CompactError::AlreadyCompacted { snapshot_index } => {
+                write!(f, "already compacted through {snapshot_index}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CompactError {}
+
+/// Why a leadership transfer could not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferError {
+    /// Only the leader can hand leadership over.
+    NotLeader { leader: NodeId },
+    /// The target is not a voter of the current membership.
+    NotVoter(NodeId),
+}
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferError::NotLeader { leader } => {
+                write!(f, "not the leader (leader is node {leader})")
+            }
+            TransferError::NotVoter(id) => write!(f, "node {id} is not a voter"),
+        }
+    }
+}
+
+impl std::error::Error for TransferError {}
 
 /// One batch of work for the host.
 ///
@@ -83,6 +174,33 @@ pub struct Ready {
     pub persisted_messages: Vec<Message>,
     pub committed_entries: Vec<Entry>,
     pub read_states: Vec<ReadState>,
+    /// The membership now in force, when committed entries of this batch
+    /// changed it (the core puts committed membership changes into force
+    /// itself; the host need not act on them).
+    pub conf_state: Option<ConfState>,
+    /// A snapshot installed by [`Raft::restore`]: the host records it
+    /// durably with this batch, discards its log, and restores its state
+    /// machine from the snapshot's data.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Leader: send the latest snapshot (described here) to these peers,
+    /// in chunks, then call [`Raft::report_snapshot`].
+    pub snapshots_to_send: Vec<(NodeId, SnapshotMeta)>,
+    /// Follower: chunks of a snapshot the leader is sending, for the host
+    /// to store; once it holds the whole snapshot durably it calls
+    /// [`Raft::restore`].
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+}
+
+/// One received chunk of a snapshot, as the leader sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub from: NodeId,
+    pub term: Term,
+    pub meta: SnapshotMeta,
+    pub offset: u64,
+    pub total_len: u64,
+    pub checksum: u32,
+    pub data: Vec<u8>,
 }
 
 impl Ready {
@@ -95,6 +213,10 @@ impl Ready {
             && self.persisted_messages.is_empty()
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()
+            && self.conf_state.is_none()
+            && self.snapshot.is_none()
+            && self.snapshots_to_send.is_empty()
+            && self.snapshot_chunks.is_empty()
     }
 }
 
@@ -132,6 +254,12 @@ pub enum ProposeError {
     TooLarge { size: u64, limit: u64 },
     /// A leadership transfer is under way.
     TransferInProgress,
+    /// An earlier membership change is not applied yet.
+    ConfChangePending,
+    /// The membership change cannot be made from the current membership.
+    ConfChange(ConfChangeError),
+    /// The learner to promote has not caught up with the commit index.
+    LearnerBehind { matched: Index, commit: Index },
 }
 
 impl fmt::Display for ProposeError {
@@ -145,6 +273,14 @@ impl fmt::Display for ProposeError {
                 write!(f, "proposal of {size} bytes exceeds the limit of {limit}")
             }
             ProposeError::TransferInProgress => write!(f, "leadership transfer in progress"),
+            ProposeError::ConfChangePending => {
+                write!(f, "an earlier membership change is still pending")
+            }
+            ProposeError::ConfChange(e) => write!(f, "{e}"),
+            ProposeError::LearnerBehind { matched, commit } => write!(
+                f,
+                "learner has replicated through {matched}, behind the commit index {commit}"
+            ),
         }
     }
 }
@@ -177,6 +313,12 @@ pub struct Status {
     pub persisted: Index,
     pub first_index: Index,
     pub last_index: Index,
+    /// Index covered by the latest snapshot (0 if none).
+    pub snapshot_index: Index,
+    /// The membership in force.
+    pub conf_state: ConfState,
+    /// The target of a leadership transfer under way, or [`NO_NODE`].
+    pub lead_transferee: NodeId,
     /// Per-peer progress; empty unless leader.
     pub peers: Vec<PeerStatus>,
 }
@@ -190,6 +332,23 @@ struct PendingPersist {
     /// counts only once it is durable, or a crash could let the node vote
     /// twice in one term.
     self_vote_term: Option<Term>,
+}
+
+/// A read request: from the host of this node (`requester` is this node)
+/// or forwarded by a follower.
+#[derive(Clone, Copy, Debug)]
+struct ReadRequest {
+    context: u64,
+    requester: NodeId,
+}
+
+/// A read waiting for a quorum to confirm this node still leads.
+struct PendingRead {
+    /// The heartbeat round that confirms it (and every read before it).
+    round: u64,
+    request: ReadRequest,
+    index: Index,
+    acks: BTreeSet<NodeId>,
 }
 
 /// One node's Raft state machine. See the module docs of [`crate::core`].
@@ -219,6 +378,33 @@ pub struct Raft {
 
     /// Proposals arrived since the last ready; appends go out in one batch.
     broadcast_pending: bool,
+    /// Index of the latest membership change proposed by this leader (or
+    /// the last index when it took over); no other change is accepted until
+    /// it is applied.
+    pending_conf_index: Index,
+    /// Membership changes through this index are in force.
+    conf_applied: Index,
+    /// The membership after each change in force since the snapshot (the
+    /// first item is the snapshot's), to give a snapshot its membership.
+    conf_history: Vec<(Index, Membership)>,
+    /// Term of the latest snapshot's last entry.
+    snapshot_term: Term,
+    /// Leader: followers that need the latest snapshot.
+    snapshots_to_send: Vec<(NodeId, SnapshotMeta)>,
+    /// Follower: snapshot chunks from the leader, for the host to store.
+    snapshot_chunks: Vec<SnapshotChunk>,
+    /// Follower: a snapshot installed by `restore`, not yet handed out.
+    installed_snapshot: Option<SnapshotMeta>,
+    /// Target of a leadership transfer under way, and its age in ticks.
+    lead_transferee: NodeId,
+    transfer_ticks: u32,
+    /// Leader: reads waiting for the first commit of this term, and reads
+    /// waiting for a heartbeat round to confirm leadership.
+    reads_awaiting_commit: Vec<ReadRequest>,
+    pending_reads: VecDeque<PendingRead>,
+    read_round: u64,
+    /// Follower: contexts of reads forwarded to the leader.
+    forwarded_reads: Vec<u64>,
     messages: Vec<Message>,
     persisted_messages: Vec<Message>,
     read_states: Vec<ReadState>,
@@ -234,26 +420,41 @@ impl Raft {
     /// bootstrap) state. Deterministic given `config.seed`.
     pub fn new(config: Config, initial: InitialState) -> Result<Raft, ConfigError> {
         config.validate()?;
-        let membership = Membership::from_conf_state(&initial.conf_state)?;
-        let (offset_index, offset_term) = initial
-            .snapshot
-            .as_ref()
-            .map_or((0, 0), |s| (s.index, s.term));
-        check_entry_sequence(
-            offset_index,
-            offset_term,
-            initial.hard_state.term,
-            &initial.entries,
-        )
-        .map_err(ConfigError::InvalidLog)?;
+        let snapshot = initial.snapshot.unwrap_or_else(|| SnapshotMeta {
+            conf_state: initial.conf_state,
+            ..SnapshotMeta::default()
+        });
+        let mut membership = Membership::from_conf_state(&snapshot.conf_state)?;
+        if let Some(first) = initial.entries.first() {
+            check_entry_sequence(
+                first.index - 1,
+                0,
+                initial.hard_state.term,
+                &initial.entries,
+            )
+            .map_err(ConfigError::InvalidLog)?;
+        }
         let hs = initial.hard_state;
         let log = RaftLog::new(
-            offset_index,
-            offset_term,
+            snapshot.index,
+            snapshot.term,
             initial.entries,
             hs.commit,
             initial.applied,
-        );
+        )
+        .map_err(ConfigError::InvalidLog)?;
+        // Every committed change is in force from the start; later ones
+        // take effect as they are handed out (see `conf_applied`).
+        let mut conf_history = vec![(snapshot.index, membership.clone())];
+        for index in snapshot.index + 1..=log.committed {
+            let entry = log.entry(index).expect("committed entries are held");
+            let next = apply_conf_change_entry(&membership, entry);
+            if next != membership {
+                membership = next;
+                conf_history.push((index, membership.clone()));
+            }
+        }
+        let conf_applied = log.committed;
         let mut raft = Raft {
             id: config.id,
             rng: Rng::new(config.seed),
@@ -271,6 +472,19 @@ impl Raft {
             heartbeat_elapsed: 0,
             randomized_election_timeout: 0,
             broadcast_pending: false,
+            pending_conf_index: 0,
+            conf_applied,
+            conf_history,
+            snapshot_term: snapshot.term,
+            snapshots_to_send: Vec::new(),
+            snapshot_chunks: Vec::new(),
+            installed_snapshot: None,
+            lead_transferee: NO_NODE,
+            transfer_ticks: 0,
+            reads_awaiting_commit: Vec::new(),
+            pending_reads: VecDeque::new(),
+            read_round: 0,
+            forwarded_reads: Vec::new(),
             messages: Vec::new(),
             persisted_messages: Vec::new(),
             read_states: Vec::new(),
@@ -343,6 +557,9 @@ impl Raft {
             persisted: self.log.persisted,
             first_index: self.log.first_index(),
             last_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot_index(),
+            conf_state: self.membership.conf_state(),
+            lead_transferee: self.lead_transferee,
             peers,
         }
     }
@@ -364,6 +581,13 @@ impl Raft {
 
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
+        if self.lead_transferee != NO_NODE {
+            self.transfer_ticks += 1;
+            if self.transfer_ticks >= self.config.election_tick {
+                // The target did not take over in time; lead on.
+                self.lead_transferee = NO_NODE;
+            }
+        }
         if self.election_elapsed >= self.config.election_tick {
             self.election_elapsed = 0;
             if self.config.check_quorum && !self.quorum_recently_active() {
@@ -373,7 +597,7 @@ impl Raft {
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_tick {
             self.heartbeat_elapsed = 0;
-            self.broadcast_heartbeat();
+            self.broadcast_heartbeat(0);
         }
     }
 
@@ -409,6 +633,7 @@ impl Raft {
     }
 
     fn become_pre_candidate(&mut self) {
+        self.fail_reads();
         self.role = Role::PreCandidate;
         self.leader = NO_NODE;
         self.votes.clear();
@@ -417,6 +642,7 @@ impl Raft {
     }
 
     fn become_candidate(&mut self, transfer: bool) {
+        self.fail_reads();
         self.term += 1;
         self.vote = self.id;
         self.role = Role::Candidate;
@@ -475,6 +701,7 @@ impl Raft {
     }
 
     fn become_follower(&mut self, term: Term, leader: NodeId) {
+        self.fail_reads();
         if term != self.term {
             self.term = term;
             self.vote = NO_NODE;
@@ -485,6 +712,7 @@ impl Raft {
         self.progress.clear();
         self.self_vote_unsent = false;
         self.broadcast_pending = false;
+        self.lead_transferee = NO_NODE;
         self.reset_election_timer();
     }
 
@@ -504,6 +732,9 @@ impl Raft {
             .filter(|&id| id != self.id)
             .map(|id| (id, Progress::new(next, max_msgs, max_bytes)))
             .collect();
+        // Uncommitted entries may hold a membership change this leader
+        // cannot see yet; no new change until all of them are applied.
+        self.pending_conf_index = self.log.last_index();
         // Entries of earlier terms commit only through an entry of this
         // term; the no-op lets them commit without waiting for a proposal.
         self.append_entry(EntryKind::Noop, Vec::new());
@@ -572,9 +803,10 @@ impl Raft {
                     self.handle_append_response(msg.from, reject, index, hint_index, hint_term)?;
                 }
             }
-            MessageBody::HeartbeatResponse { .. } => {
+            MessageBody::HeartbeatResponse { context } => {
                 if self.role == Role::Leader {
                     self.handle_heartbeat_response(msg.from);
+                    self.confirm_reads(msg.from, context);
                 }
             }
             MessageBody::TimeoutNow => {
@@ -583,20 +815,58 @@ impl Raft {
                 }
             }
             MessageBody::ReadIndex { context } => {
-                // Served by the leader once read requests are supported;
-                // refusing is always safe.
-                self.send(
-                    msg.from,
-                    MessageBody::ReadIndexResponse {
-                        index: 0,
-                        context,
-                        reject: true,
-                    },
-                );
+                let request = ReadRequest {
+                    context,
+                    requester: msg.from,
+                };
+                if self.role == Role::Leader {
+                    self.start_read(request);
+                } else {
+                    self.refuse_read(request);
+                }
             }
-            MessageBody::ReadIndexResponse { .. }
-            | MessageBody::InstallSnapshot { .. }
-            | MessageBody::InstallSnapshotResponse { .. } => {}
+            MessageBody::ReadIndexResponse {
+                index,
+                context,
+                reject,
+            } => {
+                if let Some(at) = self.forwarded_reads.iter().position(|&c| c == context) {
+                    self.forwarded_reads.swap_remove(at);
+                    let result = if reject {
+                        Err(ReadError::Refused)
+                    } else {
+                        Ok(index)
+                    };
+                    self.read_states.push(ReadState { context, result });
+                }
+            }
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                total_len,
+                checksum,
+                data,
+            } => {
+                self.follow(msg.from)?;
+                if meta.index <= self.log.committed {
+                    // Nothing to install: tell the leader how far we are.
+                    let committed = self.log.committed;
+                    self.reply_append(msg.from, false, committed, 0, 0);
+                } else {
+                    self.snapshot_chunks.push(SnapshotChunk {
+                        from: msg.from,
+                        term: msg.term,
+                        meta,
+                        offset,
+                        total_len,
+                        checksum,
+                        data,
+                    });
+                }
+            }
+            // Chunk flow control belongs to the host that streams the
+            // snapshot; the core only needed the term check above.
+            MessageBody::InstallSnapshotResponse { .. } => {}
         }
         Ok(())
     }
@@ -807,13 +1077,18 @@ impl Raft {
         if reject {
             let (conflict, _) = self.log.find_conflict_by_term(hint_index, hint_term);
             if pr.refuse(index, conflict + 1) {
-                self.send_append(from, true);
+                self.send_append(from, false);
             }
             return Ok(());
         }
         if pr.acknowledge(index) {
-            if pr.state == ProgressState::Probe {
+            let snapshot_done =
+                matches!(pr.state, ProgressState::Snapshot { pending } if pr.matched >= pending);
+            if pr.state == ProgressState::Probe || snapshot_done {
                 pr.become_replicate();
+            }
+            if from == self.lead_transferee && pr.matched == self.log.last_index() {
+                self.send(from, MessageBody::TimeoutNow);
             }
             if self.maybe_commit() {
                 self.broadcast_append();
@@ -833,9 +1108,8 @@ impl Raft {
         pr.recent_active = true;
         pr.probe_sent = false;
         if pr.matched < last_index {
-            // Send even when nothing lies past `next`: in replicate state the
-            // appends up to `next` may have been lost, and only an append at
-            // `next - 1` draws the rejection that makes the leader resend.
+            // Even with nothing new to send: if the appends in flight were
+            // lost, the follower refuses this one and probing starts over.
             self.send_append(from, true);
         }
     }
@@ -852,12 +1126,20 @@ impl Raft {
                 progress.get(&peer).map_or(0, |p| p.matched)
             }
         });
-        self.log.maybe_commit(quorum_index, self.term)
+        if !self.log.maybe_commit(quorum_index, self.term) {
+            return false;
+        }
+        // The first commit of this term makes read indexes trustworthy.
+        for request in std::mem::take(&mut self.reads_awaiting_commit) {
+            self.start_read(request);
+        }
+        true
     }
 
-    /// Sends `to` the next append its progress allows. An empty append
-    /// goes out only when `send_if_empty` (to probe or carry the commit
-    /// index). Returns true when a message with entries was sent.
+    /// Sends `to` the next append its progress allows. An append without
+    /// entries goes out only to probe for the match point, to carry a commit
+    /// index the follower can use, or when `send_if_empty`. Returns true
+    /// when a message with entries was sent.
     fn send_append(&mut self, to: NodeId, send_if_empty: bool) -> bool {
         let last_index = self.log.last_index();
         let committed = self.log.committed;
@@ -871,6 +1153,10 @@ impl Raft {
         let Some(prev_term) = self.log.term(prev_index) else {
             // The entries this follower needs were compacted away; it must
             // catch up from a snapshot.
+            let snapshot_index = self.log.snapshot_index();
+            pr.become_snapshot(snapshot_index);
+            let meta = self.snapshot_meta();
+            self.snapshots_to_send.push((to, meta));
             return false;
         };
         let entries = if pr.next <= last_index {
@@ -879,12 +1165,18 @@ impl Raft {
         } else {
             Vec::new()
         };
-        if entries.is_empty() && !send_if_empty {
+        let worth_sending = !entries.is_empty()
+            || send_if_empty
+            || pr.state == ProgressState::Probe
+            || pr.can_bump_commit(committed);
+        if !worth_sending {
             return false;
         }
         let bytes: u64 = entries.iter().map(Entry::size).sum();
         let has_entries = !entries.is_empty();
-        pr.sent_append(prev_index + entries.len() as Index, bytes, entries.len());
+        let last_sent = prev_index + entries.len() as Index;
+        pr.sent_append(last_sent, bytes, entries.len());
+        pr.sent_commit = pr.sent_commit.max(committed.min(last_sent));
         let term = self.term;
         self.messages.push(Message {
             from: self.id,
@@ -904,19 +1196,23 @@ impl Raft {
         self.broadcast_pending = false;
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for to in peers {
-            self.send_append(to, true);
+            self.send_append(to, false);
         }
     }
 
-    fn broadcast_heartbeat(&mut self) {
+    fn broadcast_heartbeat(&mut self, context: u64) {
         let committed = self.log.committed;
         let beats: Vec<(NodeId, Index)> = self
             .progress
-            .iter()
-            .map(|(&id, pr)| (id, pr.matched.min(committed)))
+            .iter_mut()
+            .map(|(&id, pr)| {
+                let commit = pr.matched.min(committed);
+                pr.sent_commit = pr.sent_commit.max(commit);
+                (id, commit)
+            })
             .collect();
         for (to, commit) in beats {
-            self.send(to, MessageBody::Heartbeat { commit, context: 0 });
+            self.send(to, MessageBody::Heartbeat { commit, context });
         }
     }
 
@@ -944,22 +1240,390 @@ impl Raft {
     /// index and term it was given. It is committed once it is applied with
     /// that same term at that index.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(Index, Term), ProposeError> {
+        self.check_proposal(data.len())?;
+        Ok(self.append_proposal(EntryKind::Normal, data))
+    }
+
+    /// Proposes a membership change; it is put into force on each node
+    /// when it commits there. Only one change may be pending at a time.
+    pub fn propose_conf_change(
+        &mut self,
+        change: &ConfChange,
+    ) -> Result<(Index, Term), ProposeError> {
+        let encoded = change.encode();
+        self.check_proposal(encoded.len())?;
+        if self.pending_conf_index > self.conf_applied {
+            return Err(ProposeError::ConfChangePending);
+        }
+        self.membership
+            .apply(change)
+            .map_err(ProposeError::ConfChange)?;
+        if let ConfChange::AddVoter(id) | ConfChange::PromoteLearner(id) = *change {
+            let matched = self.progress.get(&id).map_or(0, |p| p.matched);
+            if self.membership.is_learner(id) && matched < self.log.committed {
+                return Err(ProposeError::LearnerBehind {
+                    matched,
+                    commit: self.log.committed,
+                });
+            }
+        }
+        let placed = self.append_proposal(EntryKind::ConfChange, encoded);
+        self.pending_conf_index = placed.0;
+        Ok(placed)
+    }
+
+    fn check_proposal(&self, size: usize) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader,
             });
         }
-        let size = data.len() as u64;
+        if self.lead_transferee != NO_NODE {
+            return Err(ProposeError::TransferInProgress);
+        }
+        let size = size as u64;
         if size > self.config.max_entry_bytes {
             return Err(ProposeError::TooLarge {
                 size,
                 limit: self.config.max_entry_bytes,
             });
         }
-        let placed = self.append_entry(EntryKind::Normal, data);
+        Ok(())
+    }
+
+    fn append_proposal(&mut self, kind: EntryKind, data: Vec<u8>) -> (Index, Term) {
+        let placed = self.append_entry(kind, data);
         // Appends for every proposal since the last ready go out together.
         self.broadcast_pending = true;
-        Ok(placed)
+        placed
+    }
+
+    /// Puts the membership changes among `committed` into force. Returns
+    /// true when the membership changed.
+    fn apply_committed_conf_changes(&mut self, committed: &[Entry]) -> bool {
+        let before = self.membership.clone();
+        let in_force = self.conf_applied;
+        for e in committed.iter().filter(|e| e.index > in_force) {
+            let next = apply_conf_change_entry(&self.membership, e);
+            if next != self.membership {
+                self.membership = next;
+                self.conf_history.push((e.index, self.membership.clone()));
+            }
+            self.conf_applied = e.index;
+        }
+        if self.membership == before {
+            return false;
+        }
+        if self.role == Role::Leader {
+            if !self.membership.is_voter(self.id) {
+                // Removed: the change is committed, so the cluster can go on
+                // without this node.
+                self.become_follower(self.term, NO_NODE);
+            } else {
+                self.track_members();
+                self.maybe_commit();
+                // New members hear from the leader at once; everyone learns
+                // a commit index that the new quorum may have moved.
+                self.broadcast_pending = true;
+            }
+        }
+        true
+    }
+
+    /// Brings the leader's progress table in line with the membership.
+    fn track_members(&mut self) {
+        let next = self.log.last_index() + 1;
+        let (max_msgs, max_bytes) = (
+            self.config.max_inflight_msgs,
+            self.config.max_inflight_bytes,
+        );
+        let members: BTreeSet<NodeId> = self
+            .membership
+            .members()
+            .filter(|&id| id != self.id)
+            .collect();
+        self.progress.retain(|id, _| members.contains(id));
+        for id in members {
+            self.progress
+                .entry(id)
+                .or_insert_with(|| Progress::new(next, max_msgs, max_bytes));
+        }
+        if !self.membership.is_voter(self.lead_transferee) {
+            self.lead_transferee = NO_NODE;
+        }
+    }
+
+    /// A joint configuration with auto-leave is left as soon as it is
+    /// applied; a new leader leaves once every entry it inherited is.
+    fn leave_joint_due(&self) -> bool {
+        self.role == Role::Leader
+            && self.membership.is_joint()
+            && self.membership.auto_leave()
+            && self.pending_conf_index <= self.conf_applied
+    }
+
+    fn maybe_leave_joint(&mut self) {
+        if self.leave_joint_due() {
+            let (index, _) = self.append_proposal(EntryKind::ConfChange, Vec::new());
+            self.pending_conf_index = index;
+        }
+    }
+
+    /// The metadata of the latest snapshot: its index, term and the
+    /// membership in force at that index.
+    pub fn snapshot_meta(&self) -> SnapshotMeta {
+        let index = self.log.snapshot_index();
+        SnapshotMeta {
+            index,
+            term: self.log.term(index).unwrap_or(self.snapshot_term),
+            conf_state: self.membership_at(index).conf_state(),
+        }
+    }
+
+    /// The membership in force right after `index` (which is at or after
+    /// the snapshot and at or before `conf_applied`).
+    fn membership_at(&self, index: Index) -> &Membership {
+        self.conf_history
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= index)
+            .map_or(&self.membership, |(_, m)| m)
+    }
+
+    /// The host saved a snapshot of its state machine covering every entry
+    /// through `index`, which it has applied. Returns the snapshot's
+    /// metadata, for the host to record durably. Entries before
+    /// `index - compact_keep_entries` are dropped from memory; those are
+    /// the entries the host may drop from its log too.
+    pub fn compact(&mut self, index: Index) -> Result<SnapshotMeta, CompactError> {
+        if index > self.log.applied {
+            return Err(CompactError::NotApplied {
+                index,
+                applied: self.log.applied,
+            });
+        }
+        if index <= self.log.snapshot_index() {
+            return Err(CompactError::AlreadyCompacted {
+                snapshot_index: self.log.snapshot_index(),
+            });
+        }
+        let keep_from = (index + 1).saturating_sub(self.config.compact_keep_entries);
+        self.log.compact(index, keep_from);
+        let meta = self.snapshot_meta();
+        self.snapshot_term = meta.term;
+        // The history before the snapshot is no longer needed, except the
+        // membership in force at the snapshot itself.
+        let keep = self
+            .conf_history
+            .iter()
+            .rposition(|(at, _)| *at <= index)
+            .unwrap_or(0);
+        self.conf_history.drain(..keep);
+        Ok(meta)
+    }
+
+    /// The first index the host still needs in its durable log: entries
+    /// before it are covered by the snapshot and no longer kept in memory.
+    pub fn first_index(&self) -> Index {
+        self.log.first_index()
+    }
+
+    /// The host holds, durably and verified, the whole snapshot `meta`
+    /// that the leader streamed (see [`Ready::snapshot_chunks`]). Returns
+    /// true when it was installed: the next ready batch carries it in
+    /// [`Ready::snapshot`]. Returns false when it is not needed (stale, or
+    /// this node's log already holds its last entry, in which case the log
+    /// is kept and just committed through it).
+    pub fn restore(&mut self, meta: SnapshotMeta) -> bool {
+        if self.role == Role::Leader || meta.index <= self.log.committed {
+            return false;
+        }
+        if self.log.matches(meta.index, meta.term) {
+            self.log.commit_to(meta.index);
+            return false;
+        }
+        let Ok(membership) = Membership::from_conf_state(&meta.conf_state) else {
+            return false;
+        };
+        self.log.restore(meta.index, meta.term);
+        self.membership = membership.clone();
+        self.conf_applied = meta.index;
+        self.conf_history = vec![(meta.index, membership)];
+        self.snapshot_term = meta.term;
+        if self.leader != NO_NODE {
+            let leader = self.leader;
+            self.reply_append(leader, false, meta.index, 0, 0);
+        }
+        self.installed_snapshot = Some(meta);
+        true
+    }
+
+    /// The host finished (or gave up) sending a snapshot to `peer`. On
+    /// failure the leader probes the peer again after its next heartbeat
+    /// response, which asks for a snapshot anew if it is still needed.
+    pub fn report_snapshot(&mut self, peer: NodeId, success: bool) {
+        let Some(pr) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        if matches!(pr.state, ProgressState::Snapshot { .. }) && !success {
+            pr.become_probe();
+            pr.probe_sent = true;
+        }
+    }
+
+    /// The transport could not deliver to `peer`. A leader stops streaming
+    /// to it and probes instead, so that nothing piles up for a peer that
+    /// is down.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            if pr.state == ProgressState::Replicate {
+                pr.become_probe();
+            }
+        }
+    }
+
+    /// Hands leadership to `to`: proposals are refused meanwhile; `to` is
+    /// brought up to date and told to campaign at once. The transfer is
+    /// abandoned if `to` has not taken over within an election timeout.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if to == self.id || to == self.lead_transferee {
+            return Ok(());
+        }
+        if !self.membership.is_voter(to) {
+            return Err(TransferError::NotVoter(to));
+        }
+        self.lead_transferee = to;
+        self.transfer_ticks = 0;
+        let caught_up = self
+            .progress
+            .get(&to)
+            .is_some_and(|p| p.matched == self.log.last_index());
+        if caught_up {
+            self.send(to, MessageBody::TimeoutNow);
+        } else {
+            self.send_append(to, false);
+        }
+        Ok(())
+    }
+
+    /// Asks for a linearizable read point for `context` (chosen by the
+    /// host, unique among its outstanding reads). The outcome arrives as a
+    /// [`ReadState`] in a later ready batch. A follower forwards the request
+    /// to the leader.
+    pub fn read_index(&mut self, context: u64) -> Result<(), ReadError> {
+        let request = ReadRequest {
+            context,
+            requester: self.id,
+        };
+        match self.role {
+            Role::Leader => self.start_read(request),
+            Role::Follower if self.leader != NO_NODE => {
+                self.forwarded_reads.push(context);
+                self.send(self.leader, MessageBody::ReadIndex { context });
+            }
+            _ => return Err(ReadError::NoLeader),
+        }
+        Ok(())
+    }
+
+    /// Leader: the read is served at the current commit index once a quorum
+    /// confirms, after the request arrived, that this node still leads.
+    fn start_read(&mut self, request: ReadRequest) {
+        if self.log.term(self.log.committed) != Some(self.term) {
+            // Until an entry of this term commits, the commit index may lag
+            // behind what earlier leaders committed.
+            self.reads_awaiting_commit.push(request);
+            return;
+        }
+        let index = self.log.committed;
+        if self.config.lease_reads {
+            self.complete_read(request, Ok(index));
+            return;
+        }
+        self.read_round += 1;
+        self.pending_reads.push_back(PendingRead {
+            round: self.read_round,
+            request,
+            index,
+            acks: BTreeSet::new(),
+        });
+        self.broadcast_heartbeat(self.read_round);
+        self.release_confirmed_reads();
+    }
+
+    /// A heartbeat response to round `round` confirms every read of that
+    /// round and earlier ones.
+    fn confirm_reads(&mut self, from: NodeId, round: u64) {
+        if round == 0 {
+            return;
+        }
+        for read in self.pending_reads.iter_mut() {
+            if read.round > round {
+                break;
+            }
+            read.acks.insert(from);
+        }
+        self.release_confirmed_reads();
+    }
+
+    fn release_confirmed_reads(&mut self) {
+        while let Some(read) = self.pending_reads.front() {
+            let id = self.id;
+            if !self
+                .membership
+                .has_quorum(|peer| peer == id || read.acks.contains(&peer))
+            {
+                break;
+            }
+            let read = self.pending_reads.pop_front().expect("front exists");
+            self.complete_read(read.request, Ok(read.index));
+        }
+    }
+
+    fn complete_read(&mut self, request: ReadRequest, result: Result<Index, ReadError>) {
+        if request.requester == self.id {
+            self.read_states.push(ReadState {
+                context: request.context,
+                result,
+            });
+        } else {
+            self.send(
+                request.requester,
+                MessageBody::ReadIndexResponse {
+                    index: result.unwrap_or(0),
+                    context: request.context,
+                    reject: result.is_err(),
+                },
+            );
+        }
+    }
+
+    fn refuse_read(&mut self, request: ReadRequest) {
+        self.complete_read(request, Err(ReadError::Refused));
+    }
+
+    /// Fails every read in progress: leadership (or the leader this node
+    /// forwards to) is changing.
+    fn fail_reads(&mut self) {
+        let pending: Vec<ReadRequest> = self
+            .reads_awaiting_commit
+            .drain(..)
+            .chain(self.pending_reads.drain(..).map(|r| r.request))
+            .collect();
+        for request in pending {
+            self.complete_read(request, Err(ReadError::LeadershipLost));
+        }
+        for context in std::mem::take(&mut self.forwarded_reads) {
+            self.read_states.push(ReadState {
+                context,
+                result: Err(ReadError::LeadershipLost),
+            });
+        }
     }
 
     fn soft_state(&self) -> SoftState {
@@ -978,10 +1642,17 @@ impl Raft {
             || !self.read_states.is_empty()
             || self.log.has_unstable()
             || self.log.has_committed_to_apply()
+            || self.leave_joint_due()
+            || self.installed_snapshot.is_some()
+            || !self.snapshots_to_send.is_empty()
+            || !self.snapshot_chunks.is_empty()
     }
 
     /// Takes the pending batch of work (see [`Ready`]).
     pub fn ready(&mut self) -> Ready {
+        self.maybe_leave_joint();
+        let committed_entries = self.log.take_committed(self.config.max_apply_bytes);
+        let conf_changed = self.apply_committed_conf_changes(&committed_entries);
         if self.broadcast_pending {
             self.broadcast_append();
         }
@@ -1004,8 +1675,12 @@ impl Raft {
             entries,
             messages: std::mem::take(&mut self.messages),
             persisted_messages: std::mem::take(&mut self.persisted_messages),
-            committed_entries: self.log.take_committed(self.config.max_apply_bytes),
+            committed_entries,
             read_states: std::mem::take(&mut self.read_states),
+            conf_state: conf_changed.then(|| self.membership.conf_state()),
+            snapshot: self.installed_snapshot.take(),
+            snapshots_to_send: std::mem::take(&mut self.snapshots_to_send),
+            snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
         };
         self.last_soft = soft;
         self.last_hard = hard;
@@ -1036,6 +1711,19 @@ impl Raft {
     pub fn on_applied(&mut self, index: Index) {
         self.log.applied_to(index);
     }
+}
+
+/// The membership after a committed entry: changed by a valid membership
+/// change, unchanged by anything else. An undecodable or inapplicable change
+/// is skipped; every node skips the same committed entries, so they stay in
+/// agreement.
+fn apply_conf_change_entry(membership: &Membership, entry: &Entry) -> Membership {
+    if entry.kind != EntryKind::ConfChange {
+        return membership.clone();
+    }
+    ConfChange::decode(&entry.data)
+        .and_then(|change| membership.apply(&change).ok())
+        .unwrap_or_else(|| membership.clone())
 }
 
 /// Checks that `entries` follow `(prev_index, prev_term)` one by one with

@@ -11,6 +11,12 @@ struct Cluster {
     applied: BTreeMap<NodeId, Vec<Entry>>,
     /// Nodes whose traffic is dropped.
     isolated: Vec<NodeId>,
+    /// Read outcomes per node.
+    reads: BTreeMap<NodeId, Vec<ReadState>>,
+    /// Snapshot transfers asked for: (from, to, what).
+    snapshot_sends: Vec<(NodeId, NodeId, SnapshotMeta)>,
+    /// What the latest snapshot holds: the applied entries it covers.
+    snapshot_contents: Vec<Entry>,
 }
 
 fn config(id: NodeId) -> Config {
@@ -37,7 +43,65 @@ impl Cluster {
             wire: VecDeque::new(),
             applied: ids.iter().map(|&id| (id, Vec::new())).collect(),
             isolated: Vec::new(),
+            reads: ids.iter().map(|&id| (id, Vec::new())).collect(),
+            snapshot_sends: Vec::new(),
+            snapshot_contents: Vec::new(),
         }
+    }
+
+    /// A cluster whose nodes keep only `keep` entries before a snapshot.
+    fn with_compaction(n: u64, keep: u64) -> Cluster {
+        let mut c = Cluster::new(n);
+        let ids: Vec<NodeId> = (1..=n).collect();
+        for &id in &ids {
+            let cfg = Config {
+                compact_keep_entries: keep,
+                ..config(id)
+            };
+            c.nodes
+                .insert(id, Raft::new(cfg, InitialState::bootstrap(&ids)).unwrap());
+        }
+        c
+    }
+
+    /// Node `id` snapshots everything it applied.
+    fn snapshot(&mut self, id: NodeId) -> SnapshotMeta {
+        let applied = self.applied[&id].clone();
+        let meta = self.node(id).compact(applied.len() as Index).unwrap();
+        self.snapshot_contents = applied;
+        meta
+    }
+
+    /// Delivers the snapshots asked for, as a host's transfer would.
+    fn transfer_snapshots(&mut self) {
+        for (from, to, meta) in std::mem::take(&mut self.snapshot_sends) {
+            if self.isolated.contains(&to) {
+                self.node(from).report_snapshot(to, false);
+                continue;
+            }
+            self.node(to).restore(meta);
+            self.node(from).report_snapshot(to, true);
+        }
+        self.settle();
+    }
+
+    /// Starts a node that belongs to no membership yet (it is being added).
+    fn add_blank_node(&mut self, id: NodeId) {
+        let node = Raft::new(config(id), InitialState::default()).unwrap();
+        self.nodes.insert(id, node);
+        self.applied.insert(id, Vec::new());
+        self.reads.insert(id, Vec::new());
+    }
+
+    fn change(&mut self, leader: NodeId, change: ConfChange) -> Result<(), ProposeError> {
+        self.node(leader).propose_conf_change(&change)?;
+        self.settle();
+        Ok(())
+    }
+
+    fn elected(&mut self) -> NodeId {
+        self.tick_all(30);
+        self.leader().expect("a leader")
     }
 
     /// Handles every node's ready batch (persisting at once) and delivers
@@ -51,12 +115,23 @@ impl Cluster {
                 }
                 busy = true;
                 let rd = node.ready();
+                if let Some(meta) = &rd.snapshot {
+                    // The host restores its state machine from the snapshot.
+                    let applied = self.applied.get_mut(&id).unwrap();
+                    *applied = self.snapshot_contents[..meta.index as usize].to_vec();
+                }
+                self.snapshot_sends.extend(
+                    rd.snapshots_to_send
+                        .iter()
+                        .map(|(to, meta)| (id, *to, meta.clone())),
+                );
                 self.wire.extend(rd.messages);
                 node.on_persisted(rd.number);
                 self.wire.extend(rd.persisted_messages);
                 if let Some(last) = rd.committed_entries.last() {
                     node.on_applied(last.index);
                 }
+                self.reads.get_mut(&id).unwrap().extend(rd.read_states);
                 self.applied
                     .get_mut(&id)
                     .unwrap()
@@ -112,12 +187,14 @@ fn a_leader_is_elected_and_commits_its_noop() {
     for n in c.nodes.values() {
         assert_eq!(n.term(), term);
         assert_eq!(n.leader(), leader);
-        assert_eq!(n.commit_index(), 1);
+        assert_eq!(n.commit_index(), 2);
     }
+    // The founding membership, then the new leader's no-op.
+    let kinds = [EntryKind::ConfChange, EntryKind::Noop];
     assert!(c
         .applied
         .values()
-        .all(|a| a.len() == 1 && a[0].kind == EntryKind::Noop));
+        .all(|a| a.iter().map(|e| e.kind).eq(kinds)));
 }
 
 #[test]
@@ -185,6 +262,9 @@ fn a_new_leader_takes_over_when_the_leader_is_cut_off_and_the_old_one_steps_down
 #[test]
 fn single_node_commits_only_after_persisting() {
     let mut n = Raft::new(config(1), InitialState::bootstrap(&[1])).unwrap();
+    assert_eq!(n.status().conf_state.voters, vec![1], "founding membership");
+    let rd = n.ready();
+    assert_eq!(rd.committed_entries.len(), 1, "the founding entry");
     n.campaign();
     let rd = n.ready();
     assert_eq!(n.role(), Role::Candidate, "own vote not durable yet");
@@ -194,7 +274,7 @@ fn single_node_commits_only_after_persisting() {
     assert_eq!(rd.entries.len(), 1);
     assert!(rd.committed_entries.is_empty());
     n.on_persisted(rd.number);
-    assert_eq!(n.commit_index(), 1);
+    assert_eq!(n.commit_index(), 2);
     assert_eq!(n.ready().committed_entries.len(), 1);
 }
 
@@ -204,10 +284,10 @@ fn vote_responses_wait_for_persistence() {
     n.step(Message {
         from: 1,
         to: 2,
-        term: 1,
+        term: 2,
         body: MessageBody::Vote {
-            last_index: 0,
-            last_term: 0,
+            last_index: 1,
+            last_term: 1,
             transfer: false,
         },
     })
@@ -269,5 +349,334 @@ fn bad_messages_are_refused() {
             MessageBody::AppendResponse { reject: true, .. }
         ));
     }
-    assert_eq!(n.commit_index(), 0);
+    assert_eq!(n.commit_index(), 1, "the bogus commit index was not taken");
+}
+
+#[test]
+fn read_index_is_served_at_the_commit_index_after_a_heartbeat_round() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    c.node(leader).propose(b"a".to_vec()).unwrap();
+    c.settle();
+    let commit = c.node(leader).commit_index();
+    c.node(leader).read_index(7).unwrap();
+    assert!(
+        c.node(leader).read_states.is_empty(),
+        "needs a quorum round first"
+    );
+    c.settle();
+    assert_eq!(
+        c.reads[&leader],
+        vec![ReadState {
+            context: 7,
+            result: Ok(commit)
+        }]
+    );
+    // A follower's read is forwarded to the leader.
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    c.node(follower).read_index(8).unwrap();
+    c.settle();
+    assert_eq!(c.reads[&follower][0].result, Ok(commit));
+}
+
+#[test]
+fn a_deposed_leader_never_serves_a_read() {
+    let mut c = Cluster::new(3);
+    let old = c.elected();
+    c.isolated.push(old);
+    c.node(old).read_index(1).unwrap();
+    c.settle();
+    assert!(c.reads[&old].is_empty(), "no quorum confirmed it");
+    c.tick_all(40);
+    assert_ne!(c.node(old).role(), Role::Leader);
+    assert_eq!(
+        c.reads[&old],
+        vec![ReadState {
+            context: 1,
+            result: Err(ReadError::LeadershipLost)
+        }]
+    );
+}
+
+#[test]
+fn leadership_moves_to_an_up_to_date_voter_and_proposals_wait() {
+    let mut c = Cluster::new(3);
+    let old = c.elected();
+    let target = (1..=3).find(|&id| id != old).unwrap();
+    c.node(old).transfer_leader(target).unwrap();
+    assert_eq!(
+        c.node(old).propose(b"x".to_vec()),
+        Err(ProposeError::TransferInProgress)
+    );
+    c.settle();
+    assert_eq!(c.leader(), Some(target));
+    assert_eq!(
+        c.node(old).transfer_leader(9),
+        Err(TransferError::NotLeader { leader: target })
+    );
+}
+
+#[test]
+fn leadership_moves_to_a_lagging_voter_once_it_catches_up() {
+    let mut c = Cluster::new(3);
+    let old = c.elected();
+    let target = (1..=3).find(|&id| id != old).unwrap();
+    c.isolated.push(target);
+    for i in 0..20u8 {
+        c.node(old).propose(vec![i]).unwrap();
+    }
+    c.settle();
+    c.isolated.clear();
+    c.node(old).transfer_leader(target).unwrap();
+    c.tick_all(3);
+    assert_eq!(c.leader(), Some(target));
+    let last = c.node(old).status().last_index;
+    assert!(c.node(target).status().last_index > last - 1);
+}
+
+#[test]
+fn a_transfer_to_a_cut_off_voter_times_out_and_the_leader_resumes() {
+    let mut c = Cluster::new(3);
+    let old = c.elected();
+    let target = (1..=3).find(|&id| id != old).unwrap();
+    c.isolated.push(target);
+    c.node(old).transfer_leader(target).unwrap();
+    c.tick_all(Config::default().election_tick as usize + 1);
+    assert_eq!(c.leader(), Some(old));
+    assert_eq!(c.node(old).status().lead_transferee, NO_NODE);
+    c.node(old).propose(b"after".to_vec()).unwrap();
+}
+
+#[test]
+fn a_learner_is_added_caught_up_and_promoted() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    for i in 0..10u8 {
+        c.node(leader).propose(vec![i]).unwrap();
+    }
+    c.settle();
+    c.add_blank_node(4);
+    c.change(leader, ConfChange::AddLearner(4)).unwrap();
+    assert!(c.node(leader).status().conf_state.learners.contains(&4));
+    assert_eq!(c.node(4).role(), Role::Follower);
+    let leader_log = c.node(leader).status().last_index;
+    assert_eq!(
+        c.node(4).status().last_index,
+        leader_log,
+        "learner caught up"
+    );
+    // A learner never votes: it has no say in the commit index either.
+    c.change(leader, ConfChange::PromoteLearner(4)).unwrap();
+    let cs = c.node(4).status().conf_state;
+    assert_eq!(cs.voters, vec![1, 2, 3, 4]);
+    assert!(cs.learners.is_empty());
+}
+
+#[test]
+fn a_second_change_is_refused_while_one_is_pending() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    c.node(leader)
+        .propose_conf_change(&ConfChange::AddLearner(4))
+        .unwrap();
+    assert_eq!(
+        c.node(leader)
+            .propose_conf_change(&ConfChange::AddLearner(5)),
+        Err(ProposeError::ConfChangePending)
+    );
+}
+
+#[test]
+fn a_leader_that_removes_itself_steps_down_once_the_change_commits() {
+    let mut c = Cluster::new(3);
+    let old = c.elected();
+    c.change(old, ConfChange::RemoveNode(old)).unwrap();
+    assert_ne!(c.node(old).role(), Role::Leader);
+    c.tick_all(40);
+    let new = c.leader().expect("the remaining two elect a leader");
+    assert_ne!(new, old);
+    let new_term = c.node(new).term();
+    // The removed node keeps running but never campaigns or disrupts.
+    c.tick_all(60);
+    assert_eq!(c.leader(), Some(new));
+    assert_eq!(c.node(new).term(), new_term);
+}
+
+#[test]
+fn a_joint_change_reaches_the_target_and_leaves_joint_by_itself() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    for id in [4, 5] {
+        c.add_blank_node(id);
+    }
+    c.change(
+        leader,
+        ConfChange::EnterJoint {
+            voters: vec![1, 2, 3, 4, 5],
+            learners: vec![],
+        },
+    )
+    .unwrap();
+    c.settle();
+    for id in 1..=5 {
+        let cs = c.node(id).status().conf_state;
+        assert_eq!(cs.voters, vec![1, 2, 3, 4, 5], "node {id}");
+        assert!(cs.voters_outgoing.is_empty(), "node {id} left joint");
+    }
+    // Shrink back to three through a joint configuration that drops the
+    // leader; it steps down once the change commits.
+    let keep: Vec<NodeId> = (1..=5).filter(|&id| id != leader).take(3).collect();
+    c.change(
+        leader,
+        ConfChange::EnterJoint {
+            voters: keep.clone(),
+            learners: vec![],
+        },
+    )
+    .unwrap();
+    c.tick_all(40);
+    let new = c.leader().expect("a leader among the remaining voters");
+    assert!(keep.contains(&new));
+    assert_eq!(c.node(new).status().conf_state.voters, keep);
+}
+
+#[test]
+fn an_unreachable_follower_is_probed_instead_of_streamed_to() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    c.node(leader).propose(b"x".to_vec()).unwrap();
+    c.settle();
+    let replicating = |c: &mut Cluster| {
+        c.node(leader)
+            .status()
+            .peers
+            .iter()
+            .find(|p| p.id == follower)
+            .unwrap()
+            .replicating
+    };
+    assert!(replicating(&mut c));
+    c.node(leader).report_unreachable(follower);
+    assert!(!replicating(&mut c));
+    c.settle();
+    c.node(leader).propose(b"y".to_vec()).unwrap();
+    c.settle();
+    assert!(replicating(&mut c), "back to streaming once it answers");
+}
+
+#[test]
+fn a_follower_behind_the_compacted_log_catches_up_from_a_snapshot() {
+    let mut c = Cluster::with_compaction(3, 5);
+    let leader = c.elected();
+    let lagging = (1..=3).find(|&id| id != leader).unwrap();
+    c.isolated.push(lagging);
+    for i in 0..50u8 {
+        c.node(leader).propose(vec![i]).unwrap();
+    }
+    c.settle();
+    let meta = c.snapshot(leader);
+    assert_eq!(meta.conf_state.voters, vec![1, 2, 3]);
+    let status = c.node(leader).status();
+    assert_eq!(status.snapshot_index, meta.index);
+    assert_eq!(
+        status.first_index,
+        meta.index + 1 - 5,
+        "five trailing entries kept"
+    );
+    c.isolated.clear();
+    c.tick_all(2);
+    assert_eq!(
+        c.snapshot_sends.len(),
+        1,
+        "the leader asks for one snapshot transfer"
+    );
+    c.transfer_snapshots();
+    c.node(leader).propose(b"after".to_vec()).unwrap();
+    c.settle();
+    let expected = c.applied[&leader].clone();
+    assert_eq!(c.applied[&lagging], expected);
+    assert_eq!(c.node(lagging).status().snapshot_index, meta.index);
+    assert_eq!(c.node(lagging).status().conf_state.voters, vec![1, 2, 3]);
+}
+
+#[test]
+fn a_failed_snapshot_transfer_is_asked_for_again() {
+    let mut c = Cluster::with_compaction(3, 1);
+    let leader = c.elected();
+    let lagging = (1..=3).find(|&id| id != leader).unwrap();
+    c.isolated.push(lagging);
+    for i in 0..10u8 {
+        c.node(leader).propose(vec![i]).unwrap();
+    }
+    c.settle();
+    c.snapshot(leader);
+    c.tick_all(1);
+    c.transfer_snapshots();
+    c.isolated.clear();
+    c.tick_all(3);
+    assert!(
+        !c.snapshot_sends.is_empty(),
+        "asked for again after the failure"
+    );
+    c.transfer_snapshots();
+    c.settle();
+    assert_eq!(c.applied[&lagging], c.applied[&leader]);
+}
+
+#[test]
+fn snapshots_cover_only_applied_entries() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    let applied = c.node(leader).status().applied;
+    assert_eq!(
+        c.node(leader).compact(applied + 1),
+        Err(CompactError::NotApplied {
+            index: applied + 1,
+            applied
+        })
+    );
+    c.node(leader).compact(applied).unwrap();
+    assert_eq!(
+        c.node(leader).compact(applied),
+        Err(CompactError::AlreadyCompacted {
+            snapshot_index: applied
+        })
+    );
+}
+
+#[test]
+fn a_node_restarts_from_a_snapshot_and_the_entries_after_it() {
+    let mut c = Cluster::with_compaction(3, 2);
+    let leader = c.elected();
+    for i in 0..10u8 {
+        c.node(leader).propose(vec![i]).unwrap();
+    }
+    c.settle();
+    let meta = c.snapshot(leader);
+    c.node(leader).propose(b"tail".to_vec()).unwrap();
+    c.settle();
+    let before = c.node(leader).status();
+    let held = c.node(leader).log_entries().to_vec();
+    assert_eq!(
+        held[0].index,
+        meta.index - 1,
+        "two entries before the snapshot"
+    );
+    let restarted = Raft::new(
+        config(leader),
+        InitialState {
+            hard_state: c.node(leader).hard_state(),
+            snapshot: Some(meta.clone()),
+            entries: held,
+            applied: meta.index,
+            ..InitialState::default()
+        },
+    )
+    .unwrap();
+    let after = restarted.status();
+    assert_eq!(after.last_index, before.last_index);
+    assert_eq!(after.snapshot_index, meta.index);
+    assert_eq!(after.conf_state, before.conf_state);
+    assert_eq!(after.commit, before.commit);
 }

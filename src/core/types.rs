@@ -204,3 +204,30 @@ impl MessageBody {
         }
     }
 }
+
+/// A membership change, carried by a [`EntryKind::ConfChange`] entry.
+///
+/// Single-step changes move the voter set by at most one node. A joint
+/// change names the complete target membership; the cluster passes through
+/// a joint configuration (decisions need majorities of both the old and the
+/// new voters) and leaves it automatically once it commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfChange {
+    /// Add a voter (a node that is a learner is promoted).
+    AddVoter(NodeId),
+    /// Promote a learner to voter; refused when the node is not a learner.
+    PromoteLearner(NodeId),
+    /// Add a learner: it receives the log but never votes.
+    AddLearner(NodeId),
+    /// Remove a voter or a learner.
+    RemoveNode(NodeId),
+    /// Move to exactly these voters and learners through a joint
+    /// configuration.
+    EnterJoint {
+        voters: Vec<NodeId>,
+        learners: Vec<NodeId>,
+    },
+    /// Leave the joint configuration. Its encoding is the empty byte string,
+    /// so the core can append it without an encoder.
+    LeaveJoint,
+}
