@@ -677,12 +677,22 @@ impl Raft {
                     transfer,
                 }
             };
-            self.messages.push(Message {
+            let msg = Message {
                 from: self.id,
                 to,
                 term,
                 body,
-            });
+            };
+            if pre_vote {
+                // A pre-vote changes no state, so nothing needs to be durable.
+                self.messages.push(msg);
+            } else {
+                // The request commits this node to `term`: if it left before
+                // the term was durable, the node could win, crash, forget the
+                // term, win it again and append different entries at the
+                // same (index, term) as its first leadership did.
+                self.persisted_messages.push(msg);
+            }
         }
         if pre_vote {
             self.record_vote(self.id, true);
