@@ -8,7 +8,7 @@
 
 use crate::disk::Disk;
 use crate::fnv::Fnv;
-use embraft::core::{Entry, EntryKind, Index, NodeId, Raft, Role, Term};
+use embraft::core::{Entry, EntryKind, Index, NodeId, Raft, ReadState, Role, Term};
 use std::collections::BTreeMap;
 
 /// What every copy of the entry at one `(index, term)` must agree on.
@@ -53,6 +53,10 @@ pub struct Checker {
     /// `committed[i]` is index `i + 1`.
     committed: Vec<CommittedEntry>,
     nodes: Vec<NodeView>,
+    /// Read requests awaiting their outcome, by context: who asked, and how
+    /// much was committed when they did.
+    reads: BTreeMap<u64, (NodeId, Index)>,
+    reads_served: u64,
 }
 
 impl Checker {
@@ -63,6 +67,8 @@ impl Checker {
             ledger: BTreeMap::new(),
             committed: Vec::new(),
             nodes: vec![NodeView::default(); nodes],
+            reads: BTreeMap::new(),
+            reads_served: 0,
         }
     }
 
@@ -70,6 +76,47 @@ impl Checker {
     /// what it was.
     pub fn on_restart(&mut self, id: NodeId) {
         self.nodes[index(id)] = NodeView::default();
+        // Reads in flight died with the node's volatile state.
+        self.reads.retain(|_, (asker, _)| *asker != id);
+    }
+
+    /// Node `id` asked for a read point under `context`.
+    pub fn on_read_requested(&mut self, id: NodeId, context: u64) {
+        let committed = self.committed_len();
+        assert!(self.reads.insert(context, (id, committed)).is_none(), "read context reused");
+    }
+
+    /// Linearizable reads: a read point covers every entry committed before
+    /// the read was asked for (so the read sees every write that finished
+    /// before it began), and is itself committed. Each read has one outcome.
+    pub fn on_read_state(&mut self, id: NodeId, state: &ReadState) {
+        let Some((asker, committed_before)) = self.reads.remove(&state.context) else {
+            panic!("node {id} reported read {} that is not outstanding", state.context);
+        };
+        assert_eq!(asker, id, "node {id} reported the outcome of node {asker}'s read");
+        if let Ok(index) = state.result {
+            assert!(
+                index >= committed_before,
+                "stale read: node {id} got read index {index}, but index {committed_before} \
+                 was committed before it asked"
+            );
+            assert!(
+                index <= self.committed_len(),
+                "node {id} got read index {index}, beyond anything committed ({})",
+                self.committed_len()
+            );
+            self.reads_served += 1;
+        }
+    }
+
+    /// Whether the read under `context` is still awaiting its outcome.
+    pub fn read_outstanding(&self, context: u64) -> bool {
+        self.reads.contains_key(&context)
+    }
+
+    /// How many reads got a read point.
+    pub fn reads_served(&self) -> u64 {
+        self.reads_served
     }
 
     pub fn committed_len(&self) -> Index {

@@ -12,7 +12,9 @@ use crate::disk::{Batch, Disk, DiskTiming};
 use crate::fnv::Fnv;
 use crate::network::{NetFaults, Network};
 use crate::rng::SplitMix64;
-use embraft::core::{Config, Entry, Index, NodeId, ProposeError, Raft, Role, Term};
+use embraft::core::{
+    Config, Entry, Index, NodeId, ProposeError, Raft, Role, Term, TransferError,
+};
 
 /// Virtual time units per Raft tick. Message and disk delays are drawn in
 /// these units, so most of them fall within a tick.
@@ -24,6 +26,7 @@ pub struct Options {
     pub nodes: usize,
     pub pre_vote: bool,
     pub check_quorum: bool,
+    pub lease_reads: bool,
     pub election_tick: u32,
     pub heartbeat_tick: u32,
     pub net: NetFaults,
@@ -36,6 +39,7 @@ impl Options {
             nodes,
             pre_vote: true,
             check_quorum: true,
+            lease_reads: false,
             election_tick: 10,
             heartbeat_tick: 2,
             net: NetFaults::RELIABLE,
@@ -65,6 +69,7 @@ pub struct Cluster {
     pub net: Network,
     checker: Checker,
     next_payload: u64,
+    next_read_context: u64,
     trace: bool,
 }
 
@@ -81,6 +86,7 @@ impl Cluster {
             net: Network::new(opts.nodes, opts.net),
             checker: Checker::new(opts.nodes),
             next_payload: 0,
+            next_read_context: 0,
             trace: std::env::var_os("EMBRAFT_SIM_TRACE").is_some(),
         };
         for id in cluster.ids() {
@@ -115,6 +121,7 @@ impl Cluster {
             heartbeat_tick: self.opts.heartbeat_tick,
             pre_vote: self.opts.pre_vote,
             check_quorum: self.opts.check_quorum,
+            lease_reads: self.opts.lease_reads,
             seed: self.rng.next_u64(),
             ..Config::default()
         };
@@ -398,6 +405,9 @@ impl Cluster {
                     persisted_messages: rd.persisted_messages,
                 },
             );
+            for state in &rd.read_states {
+                self.checker.on_read_state(id, state);
+            }
             if let Some(last) = rd.committed_entries.last() {
                 let last = last.index;
                 self.checker
@@ -427,6 +437,47 @@ impl Cluster {
         let data = self.fresh_payload();
         let raft = self.rafts[slot(id)].as_mut().expect("node is up");
         let result = raft.propose(data);
+        self.after_event(id);
+        result
+    }
+
+    /// Asks the node for a linearizable read point; the checker verifies
+    /// the outcome when it arrives. Returns the read's context, or `None`
+    /// when the node refused at once (it knows no leader).
+    pub fn read(&mut self, id: NodeId) -> Option<u64> {
+        self.next_read_context += 1;
+        let context = self.next_read_context;
+        let raft = self.rafts[slot(id)].as_mut().expect("node is up");
+        let accepted = raft.read_index(context).is_ok();
+        if accepted {
+            self.checker.on_read_requested(id, context);
+        }
+        self.after_event(id);
+        accepted.then_some(context)
+    }
+
+    /// Liveness of reads: the node gets a read point within the budget,
+    /// asking again whenever a read fails.
+    pub fn await_read(&mut self, id: NodeId) {
+        let budget = self.opts.election_budget();
+        let start = self.ticks;
+        let served = self.checker.reads_served();
+        let mut pending = None;
+        while self.ticks - start < budget {
+            if self.checker.reads_served() > served {
+                return;
+            }
+            if pending.map_or(true, |context| !self.checker.read_outstanding(context)) {
+                pending = self.read(id);
+            }
+            self.tick();
+        }
+        panic!("liveness: node {id} got no read point within {budget} ticks");
+    }
+
+    pub fn transfer_leader(&mut self, id: NodeId, to: NodeId) -> Result<(), TransferError> {
+        let raft = self.rafts[slot(id)].as_mut().expect("node is up");
+        let result = raft.transfer_leader(to);
         self.after_event(id);
         result
     }

@@ -390,6 +390,123 @@ scenario! {
 }
 
 scenario! {
+    /// A node that wins an election and crashes at once, then campaigns
+    /// again on restart, must not lead the same term a second time: its
+    /// second leadership would append different entries at the (index, term)
+    /// positions of its first. Pre-vote and check-quorum are off so that the
+    /// restarted node gets to campaign before anyone else.
+    fn crashed_new_leader_does_not_lead_its_term_twice(rng: SplitMix64) {
+        let mut opts = Options::new(3);
+        opts.pre_vote = false;
+        opts.check_quorum = false;
+        opts.disk = SLOW_DISK;
+        let mut c = Cluster::new(rng, opts);
+        let budget = opts.election_budget();
+        let old = c.await_stable_leader();
+        let (index, _) = c.commit_one();
+        c.await_applied_everywhere(index);
+
+        let candidates = others(&c, &[old]);
+        let candidate = c.pick_one(&candidates);
+        c.campaign(candidate);
+        // Cut off the instant it wins, so that its voters do not get its
+        // entries and would vote for it again in the same term.
+        if c.run_until_event(budget, |c| c.node(candidate).role() == Role::Leader) {
+            c.net.isolate(candidate);
+            let _ = c.propose(candidate);
+        }
+        let pause = c.rng.below(TICK);
+        c.advance(pause);
+        c.crash(candidate);
+        c.restart(candidate);
+        c.net.heal();
+        c.campaign(candidate);
+        assert!(c.run_until_event(budget, |c| c.leader().is_some()), "nobody leads");
+        let leader = c.leader().expect("just checked");
+        let _ = c.propose(leader);
+        c.heal_and_check_liveness();
+    }
+}
+
+scenario! {
+    /// Reads get linearizable read points (the checker verifies each one)
+    /// while leaders are cut off and replaced, with or without leases; once
+    /// the network heals, every node can read.
+    fn reads_are_linearizable(rng: SplitMix64) {
+        let mut opts = Options::new(5);
+        opts.lease_reads = rng.chance(0.5);
+        if rng.chance(0.5) {
+            opts.net = NetFaults::UNRELIABLE;
+        }
+        let mut c = Cluster::new(rng, opts);
+        c.await_stable_leader();
+        let ids = c.ids();
+        for _ in 0..200 {
+            match c.rng.below(8) {
+                0 => {
+                    if let Some(leader) = c.leader() {
+                        c.net.isolate(leader);
+                    }
+                }
+                1 => c.net.heal(),
+                2 | 3 => {
+                    if let Some(leader) = c.leader() {
+                        let _ = c.propose(leader);
+                    }
+                }
+                _ => {
+                    let id = c.pick_one(&ids);
+                    c.read(id);
+                }
+            }
+            let pause = c.rng.below(2 * TICK);
+            c.advance(pause);
+        }
+        c.heal_and_check_liveness();
+        for id in ids {
+            c.await_read(id);
+        }
+    }
+}
+
+scenario! {
+    /// Leadership moves to the chosen node, after catching it up if it
+    /// lags; a transfer to a node that cannot answer is abandoned and the
+    /// leader keeps leading.
+    fn leadership_transfer(rng: SplitMix64) {
+        let nodes = if rng.chance(0.5) { 3 } else { 5 };
+        let lagging = rng.chance(0.5);
+        let mut c = Cluster::new(rng, Options::new(nodes));
+        let leader = c.await_stable_leader();
+        let candidates = others(&c, &[leader]);
+        let target = c.pick_one(&candidates);
+        if lagging {
+            c.net.isolate(target);
+            c.commit_one();
+            c.net.heal();
+        }
+        c.transfer_leader(leader, target).expect("the leader takes a transfer");
+        let budget = election_timeouts(&c, 2);
+        let moved = c.run_until(budget, |c| c.stable_leader() == Some(target));
+        assert!(moved, "leadership did not move to {target} within {budget} ticks");
+        let (_, term) = c.commit_one();
+        assert_eq!(term, c.node(target).term(), "the new leader did not commit in its term");
+
+        let candidates = others(&c, &[target]);
+        let unreachable = c.pick_one(&candidates);
+        c.net.isolate(unreachable);
+        let term = c.node(target).term();
+        c.transfer_leader(target, unreachable).expect("the leader takes a transfer");
+        let timeouts = election_timeouts(&c, 3);
+        c.run_ticks(timeouts);
+        assert_eq!(c.stable_leader(), Some(target), "a hopeless transfer cost the leadership");
+        assert_eq!(c.node(target).term(), term);
+        c.commit_one();
+        c.heal_and_check_liveness();
+    }
+}
+
+scenario! {
     /// Pre-vote: a follower cut off for many election timeouts does not
     /// raise its term, and when it rejoins the leader keeps leading in the
     /// same term.
@@ -626,7 +743,7 @@ fn churn_run(mut rng: SplitMix64) -> Cluster {
     let mut c = Cluster::new(rng, opts);
     let ids = c.ids();
     for _ in 0..CHURN_ROUNDS {
-        match c.rng.below(12) {
+        match c.rng.below(13) {
             0 => {
                 let up = c.up_nodes();
                 if !up.is_empty() {
@@ -652,6 +769,13 @@ fn churn_run(mut rng: SplitMix64) -> Cluster {
                 c.net.cut(link[0], link[1]);
             }
             5 => c.net.heal(),
+            6 => {
+                let up = c.up_nodes();
+                if !up.is_empty() {
+                    let id = c.pick_one(&up);
+                    c.read(id);
+                }
+            }
             _ => {
                 for id in c.up_nodes() {
                     if c.node(id).role() == Role::Leader {
