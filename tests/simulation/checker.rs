@@ -83,7 +83,10 @@ impl Checker {
     /// Node `id` asked for a read point under `context`.
     pub fn on_read_requested(&mut self, id: NodeId, context: u64) {
         let committed = self.committed_len();
-        assert!(self.reads.insert(context, (id, committed)).is_none(), "read context reused");
+        assert!(
+            self.reads.insert(context, (id, committed)).is_none(),
+            "read context reused"
+        );
     }
 
     /// Linearizable reads: a read point covers every entry committed before
@@ -91,9 +94,15 @@ impl Checker {
     /// before it began), and is itself committed. Each read has one outcome.
     pub fn on_read_state(&mut self, id: NodeId, state: &ReadState) {
         let Some((asker, committed_before)) = self.reads.remove(&state.context) else {
-            panic!("node {id} reported read {} that is not outstanding", state.context);
+            panic!(
+                "node {id} reported read {} that is not outstanding",
+                state.context
+            );
         };
-        assert_eq!(asker, id, "node {id} reported the outcome of node {asker}'s read");
+        assert_eq!(
+            asker, id,
+            "node {id} reported the outcome of node {asker}'s read"
+        );
         if let Ok(index) = state.result {
             assert!(
                 index >= committed_before,

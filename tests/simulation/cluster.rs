@@ -12,9 +12,7 @@ use crate::disk::{Batch, Disk, DiskTiming};
 use crate::fnv::Fnv;
 use crate::network::{NetFaults, Network};
 use crate::rng::SplitMix64;
-use embraft::core::{
-    Config, Entry, Index, NodeId, ProposeError, Raft, Role, Term, TransferError,
-};
+use embraft::core::{Config, Entry, Index, NodeId, ProposeError, Raft, Role, Term, TransferError};
 
 /// Virtual time units per Raft tick. Message and disk delays are drawn in
 /// these units, so most of them fall within a tick.
