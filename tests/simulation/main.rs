@@ -6,6 +6,9 @@
 //! verifies Raft's safety properties after every event, and the scenarios
 //! check liveness once their faults heal. See `seeds.rs` for the
 //! environment variables that choose the seeds.
+//!
+//! Not simulated yet: log compaction and snapshots, membership changes.
+//! The cluster refuses to run if the core hands out work for either.
 
 mod checker;
 mod cluster;
