@@ -37,7 +37,8 @@ suite "rustfmt" cargo fmt --all -- --check
 suite "clippy" cargo clippy --all-targets --release -- -D warnings
 suite "rust tests" cargo test --release --all-targets
 
-for extra in tests/c/run.sh bindings/python/run-tests.sh bindings/go/run-tests.sh; do
+for extra in tests/c/run.sh examples/c/raftd/run-tests.sh bindings/python/run-tests.sh \
+    bindings/go/run-tests.sh; do
     if [ -x "$extra" ]; then
         suite "$extra" "$extra"
     fi

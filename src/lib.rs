@@ -5,9 +5,11 @@
 //! - [`core`]: the pure, deterministic Raft state machine.
 //! - [`codec`]: versioned binary encoding of messages and log records.
 //! - [`wal`]: the memory-mapped, segmented write-ahead log.
-//! - `node`: the thread-based runtime that owns one core and one WAL.
-//! - `ffi`: the `extern "C"` surface.
+//! - [`node`]: the thread-based runtime that owns one core and one WAL.
+//! - [`ffi`]: the `extern "C"` surface (see include/embraft.h, docs/FFI.md).
 
 pub mod codec;
 pub mod core;
+pub mod ffi;
+pub mod node;
 pub mod wal;

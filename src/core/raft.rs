@@ -1057,9 +1057,11 @@ impl Raft {
         let can_vote = self.vote == from
             || (self.vote == NO_NODE && self.leader == NO_NODE)
             || (pre_vote && msg_term > self.term);
-        let grant = can_vote
-            && self.membership.is_voter(from)
-            && self.log.is_up_to_date(last_index, last_term);
+        // Who asks does not matter for safety (the candidate counts only its
+        // own voters' answers), and a node that has not caught up with the
+        // membership yet, a joining one above all, must still be able to
+        // vote, or a cluster whose quorum needs it could never elect.
+        let grant = can_vote && self.log.is_up_to_date(last_index, last_term);
         if grant && !pre_vote {
             self.vote = from;
             self.election_elapsed = 0;
@@ -1418,9 +1420,14 @@ impl Raft {
             .collect();
         self.progress.retain(|id, _| members.contains(id));
         for id in members {
-            self.progress
-                .entry(id)
-                .or_insert_with(|| Progress::new(next, max_msgs, max_bytes));
+            self.progress.entry(id).or_insert_with(|| {
+                // A new member counts as active until the next check-quorum
+                // pass, or a leader whose quorum now needs it could step
+                // down before it had a chance to answer.
+                let mut pr = Progress::new(next, max_msgs, max_bytes);
+                pr.recent_active = true;
+                pr
+            });
         }
         if !self.membership.is_voter(self.lead_transferee) {
             self.lead_transferee = NO_NODE;
@@ -1532,15 +1539,20 @@ impl Raft {
         true
     }
 
-    /// The host finished (or gave up) sending a snapshot to `peer`. On
-    /// failure the leader probes the peer again after its next heartbeat
-    /// response, which asks for a snapshot anew if it is still needed.
+    /// The host finished (or gave up) sending a snapshot to `peer`. Either
+    /// way the leader then probes the peer right after the snapshot, once a
+    /// heartbeat response shows the peer is there: a peer that installed it
+    /// accepts, one that did not refuses and is sent a snapshot anew. So a
+    /// transfer that silently failed never leaves the peer waiting forever.
     pub fn report_snapshot(&mut self, peer: NodeId, success: bool) {
         let Some(pr) = self.progress.get_mut(&peer) else {
             return;
         };
-        if matches!(pr.state, ProgressState::Snapshot { .. }) && !success {
+        if let ProgressState::Snapshot { pending } = pr.state {
             pr.become_probe();
+            if success {
+                pr.next = pending + 1;
+            }
             pr.probe_sent = true;
         }
     }

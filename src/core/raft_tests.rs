@@ -680,3 +680,70 @@ fn a_node_restarts_from_a_snapshot_and_the_entries_after_it() {
     assert_eq!(after.conf_state, before.conf_state);
     assert_eq!(after.commit, before.commit);
 }
+
+#[test]
+fn a_snapshot_reported_sent_but_never_installed_is_sent_again() {
+    let mut c = Cluster::with_compaction(3, 1);
+    let leader = c.elected();
+    let lagging = (1..=3).find(|&id| id != leader).unwrap();
+    c.isolated.push(lagging);
+    for i in 0..10u8 {
+        c.node(leader).propose(vec![i]).unwrap();
+    }
+    c.settle();
+    c.snapshot(leader);
+    c.isolated.clear();
+    c.tick_all(2);
+    // The host claims success, but the chunks were lost on the way.
+    for (from, to, _) in std::mem::take(&mut c.snapshot_sends) {
+        c.node(from).report_snapshot(to, true);
+    }
+    c.tick_all(3);
+    assert!(
+        !c.snapshot_sends.is_empty(),
+        "the follower refused the probe: resend"
+    );
+    c.transfer_snapshots();
+    c.settle();
+    assert_eq!(c.applied[&lagging], c.applied[&leader]);
+}
+
+#[test]
+fn a_single_voter_that_adds_a_voter_keeps_leading_until_it_answers() {
+    let mut c = Cluster::new(1);
+    let leader = c.elected();
+    c.add_blank_node(2);
+    c.isolated.push(2);
+    c.change(leader, ConfChange::AddVoter(2)).unwrap();
+    // The new voter is still starting up; check-quorum runs once per
+    // election timeout.
+    for _ in 0..Config::default().election_tick - 1 {
+        c.tick_all(1);
+    }
+    assert_eq!(c.node(leader).role(), Role::Leader);
+    c.isolated.clear();
+    c.tick_all(30);
+    assert_eq!(c.leader(), Some(leader));
+    assert_eq!(c.node(2).status().conf_state.voters, vec![1, 2]);
+}
+
+#[test]
+fn a_joining_node_votes_before_it_knows_the_membership() {
+    let mut n = Raft::new(config(2), InitialState::default()).unwrap();
+    n.step(Message {
+        from: 1,
+        to: 2,
+        term: 3,
+        body: MessageBody::Vote {
+            last_index: 4,
+            last_term: 2,
+            transfer: false,
+        },
+    })
+    .unwrap();
+    let rd = n.ready();
+    assert_eq!(
+        rd.persisted_messages[0].body,
+        MessageBody::VoteResponse { reject: false }
+    );
+}

@@ -2,9 +2,24 @@
 //! entries, hard state and snapshot metadata. It knows nothing of roles or
 //! messages. See docs/DISK-FORMAT.md.
 
-use crate::core::{Entry, HardState, Index, SnapshotMeta, Term};
+mod facade;
+mod file;
+mod group_commit;
+mod log_state;
+mod prepare;
+mod record;
+mod recovery;
+mod segment;
+mod writer;
+
+pub use facade::{Wal, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
+pub use file::{FaultyFiles, FileLayer, OsFiles};
+pub use group_commit::WriteTicket;
+
+use crate::core::{Entry, HardState, SnapshotMeta};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// When appends are made durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,14 +28,19 @@ pub enum SyncMode {
     /// default, and the only mode that keeps Raft's guarantees).
     Always,
     /// Appends are written but never synced: for tests and benchmarks that
-    /// deliberately trade durability for speed.
+    /// deliberately trade durability for speed. UNSAFE FOR RAFT: a node that
+    /// acknowledges what it has not synced can lose committed entries in a
+    /// power failure, and a sealed segment may then be found torn, which
+    /// recovery reports as corruption.
     Never,
 }
 
 /// Tunables of a WAL.
 #[derive(Clone, Debug)]
 pub struct WalOptions {
-    /// Size of every segment file in bytes (default 64 MiB).
+    /// Size of every segment file in bytes (default 64 MiB): a multiple of 8,
+    /// at least [`MIN_SEGMENT_SIZE`], at most [`MAX_SEGMENT_SIZE`]. Applies to new
+    /// segments; existing ones keep the size in their header.
     pub segment_size: u64,
     pub sync: SyncMode,
 }
@@ -101,54 +121,55 @@ impl fmt::Display for WalError {
 
 impl std::error::Error for WalError {}
 
-/// An open write-ahead log. All methods take `&self` and are safe to call
-/// from any number of threads.
-pub struct Wal {
-    _private: (),
+/// How batches get into the segment file. Both read through the mapping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriteMethod {
+    /// Copy into the shared mapping, make durable with msync (the default).
+    #[default]
+    Mmap,
+    /// pwrite into the file, make durable with fdatasync.
+    Pwrite,
 }
 
-#[allow(unused_variables)]
-impl Wal {
-    /// Opens (creating if needed) the WAL in `dir`, locks the directory and
-    /// recovers what it holds.
-    pub fn open(dir: &Path, options: WalOptions) -> Result<(Wal, Recovered), WalError> {
-        todo!()
+/// Options beyond [`WalOptions`], for tests, benchmarks and tuning.
+#[derive(Clone, Debug)]
+pub struct AdvancedOptions {
+    /// The layer every file operation goes through (fault injection).
+    pub files: Arc<dyn FileLayer>,
+    /// Prepare the next segment on a background thread so rotation does
+    /// not wait for file creation and preallocation (default true).
+    pub prepare_ahead: bool,
+    pub write_method: WriteMethod,
+}
+
+impl Default for AdvancedOptions {
+    fn default() -> Self {
+        AdvancedOptions {
+            files: Arc::new(OsFiles),
+            prepare_ahead: true,
+            write_method: WriteMethod::default(),
+        }
     }
-    /// Appends one batch and returns once it is durable. If the first entry's
-    /// index is at or below the last index, the stored suffix from there is
-    /// replaced. Concurrent callers share syncs (group commit).
-    pub fn append(
-        &self,
-        entries: &[Entry],
-        hard_state: Option<&HardState>,
-    ) -> Result<(), WalError> {
-        todo!()
-    }
-    /// Entries in `[lo, hi)`, stopping early once `max_bytes` of payload is
-    /// reached (at least one entry is returned when the range is not empty).
-    pub fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, WalError> {
-        todo!()
-    }
-    /// The term of the entry at `index`, if stored (or if it is the
-    /// snapshot's index).
-    pub fn term(&self, index: Index) -> Result<Option<Term>, WalError> {
-        todo!()
-    }
-    /// Index of the first stored entry (snapshot index + 1 when empty).
-    pub fn first_index(&self) -> Index {
-        todo!()
-    }
-    /// Index of the last stored entry (snapshot index when empty).
-    pub fn last_index(&self) -> Index {
-        todo!()
-    }
-    /// Records snapshot metadata durably.
-    pub fn save_snapshot(&self, meta: &SnapshotMeta) -> Result<(), WalError> {
-        todo!()
-    }
-    /// Deletes whole segments whose entries all lie at or below `upto`,
-    /// which must be covered by a saved snapshot.
-    pub fn compact(&self, upto: Index) -> Result<(), WalError> {
-        todo!()
-    }
+}
+
+/// What recovery found and repaired on open.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments in use after recovery.
+    pub segments: usize,
+    /// The torn end of the tail segment that was cut off, if any.
+    pub tail_cut: Option<TailCut>,
+    /// Leftovers deleted: temporary files of an interrupted preparation and
+    /// prepared segments never used.
+    pub removed_files: Vec<PathBuf>,
+}
+
+/// A torn tail that recovery cut off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TailCut {
+    pub path: PathBuf,
+    /// Offset of the first byte discarded (the end of the last whole batch).
+    pub offset: u64,
+    /// Bytes from `offset` to the last non-zero byte, now zeroed.
+    pub discarded_bytes: u64,
 }

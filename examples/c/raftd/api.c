@@ -1,0 +1,635 @@
+#include "api.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "http.h"
+#include "json.h"
+#include "net.h"
+#include "node.h"
+
+#define RETRY_MS 100
+#define CONF_RETRY_MS 200
+#define CONTROL_BODY_LIMIT 4096
+#define RETRY_AFTER "Retry-After: 1\r\n"
+
+/* ---- answering ---- */
+
+static int method_slot(const char *method) {
+    if (strcmp(method, "GET") == 0) return 0;
+    if (strcmp(method, "POST") == 0) return 1;
+    if (strcmp(method, "DELETE") == 0) return 2;
+    return 3;
+}
+
+static const char *const method_names[METRIC_METHODS] = {"GET", "POST", "DELETE", "other"};
+
+static void count_request(struct raftd *r, const struct conn *c, int code) {
+    if (code >= 0 && code < METRIC_CODES) {
+        r->requests[method_slot(c->method)][code]++;
+    }
+}
+
+static void respond(struct raftd *r, struct conn *c, int code, const char *content_type,
+                    const char *extra_headers, const void *body, size_t len) {
+    if (c == NULL || c->answered) {
+        return;
+    }
+    c->answered = 1;
+    c->close_after_write = 1;
+    count_request(r, c, code);
+    if (http_format_response(&c->out, code, content_type, extra_headers, body, len) != 0) {
+        log_line("no room for a response; closing the connection");
+        c->out.len = 0;
+    }
+}
+
+/* Errors carry a short plain-text body saying what went wrong. */
+static void respond_text(struct raftd *r, struct conn *c, int code, const char *extra_headers,
+                         const char *text) {
+    char body[512];
+    int len = snprintf(body, sizeof body, "%s\n", text);
+    respond(r, c, code, "text/plain; charset=utf-8", extra_headers, body,
+            len < 0 ? 0 : (size_t)len >= sizeof body ? sizeof body - 1 : (size_t)len);
+}
+
+static void respond_ok(struct raftd *r, struct conn *c) {
+    respond(r, c, 200, "text/plain; charset=utf-8", NULL, "", 0);
+}
+
+static void respond_buffer(struct raftd *r, struct conn *c, int code, const char *content_type,
+                           struct buffer *body) {
+    respond(r, c, code, content_type, NULL, body->data ? body->data : (const uint8_t *)"", body->len);
+    buffer_free(body);
+}
+
+/* ---- pending requests ---- */
+
+static struct pending *pending_new(struct raftd *r, enum pending_kind kind, struct conn *c,
+                                   uint64_t timeout_ms) {
+    for (size_t i = 0; i < MAX_PENDING; i++) {
+        struct pending *p = &r->pending[i];
+        if (p->kind == PENDING_FREE) {
+            memset(p, 0, sizeof *p);
+            p->kind = kind;
+            p->conn = c ? (int)(c - r->conns) : -1;
+            p->conn_serial = c ? c->serial : 0;
+            p->deadline = now_ms() + timeout_ms;
+            return p;
+        }
+    }
+    respond_text(r, c, 503, RETRY_AFTER, "too many requests in flight");
+    return NULL;
+}
+
+static struct conn *pending_client(struct raftd *r, struct pending *p) {
+    return conn_get(r, p->conn, p->conn_serial);
+}
+
+static void pending_finish(struct raftd *r, struct pending *p, int code, const char *text) {
+    if (text != NULL) {
+        respond_text(r, pending_client(r, p), code, code == 503 ? RETRY_AFTER : NULL, text);
+    }
+    p->kind = PENDING_FREE;
+}
+
+/* Submits a command to the log for `p`. */
+static void propose_command(struct raftd *r, struct pending *p, struct buffer *command) {
+    embraft_status status = command->data == NULL ? EMBRAFT_ERR_RESOURCE
+                                                  : embraft_node_propose(r->node, command->data,
+                                                                         command->len, &p->proposal);
+    buffer_free(command);
+    if (status == EMBRAFT_ERR_BUSY) {
+        p->retry_at = now_ms() + RETRY_MS;
+    } else if (status == EMBRAFT_ERR_TOO_LARGE) {
+        pending_finish(r, p, 413, "value too large for a log entry");
+    } else if (status != EMBRAFT_OK) {
+        log_embraft_error(r, "propose", status);
+        pending_finish(r, p, 500, "the node refused the proposal");
+    }
+}
+
+static void propose_conf_change(struct raftd *r, struct pending *p, uint32_t change) {
+    embraft_status status = embraft_node_propose_conf_change(r->node, change, p->target, &p->proposal);
+    if (status == EMBRAFT_ERR_BUSY) {
+        p->retry_at = now_ms() + RETRY_MS;
+    } else if (status != EMBRAFT_OK) {
+        log_embraft_error(r, "propose_conf_change", status);
+        pending_finish(r, p, 500, "the node refused the membership change");
+    }
+}
+
+static void ask_read_index(struct raftd *r, struct pending *p) {
+    p->read_context = ++r->next_read_context;
+    p->read_index = 0;
+    if (embraft_node_read_index(r->node, p->read_context) != EMBRAFT_OK) {
+        p->retry_at = now_ms() + RETRY_MS;
+    }
+}
+
+/* (Re)issues what `p` waits for. A plain write keeps no copy of its
+ * command, so it is never re-proposed: its client gets an answer instead. */
+static void pending_issue(struct raftd *r, struct pending *p) {
+    struct buffer command;
+    buffer_init(&command, KV_MAX_ADDR + 32);
+    p->proposal = 0;
+    switch (p->kind) {
+    case PENDING_READ:
+        ask_read_index(r, p);
+        break;
+    case PENDING_JOIN_PEER:
+        kv_encode_peer(&command, p->target, p->addr);
+        propose_command(r, p, &command);
+        break;
+    case PENDING_SELF_ADDR:
+        kv_encode_peer(&command, r->id, r->advertise);
+        propose_command(r, p, &command);
+        break;
+    case PENDING_LEAVE_PEER:
+        kv_encode_remove_peer(&command, p->target);
+        propose_command(r, p, &command);
+        break;
+    case PENDING_JOIN_VOTER:
+        propose_conf_change(r, p, EMBRAFT_CONF_ADD_VOTER);
+        break;
+    case PENDING_LEAVE_REMOVE:
+        propose_conf_change(r, p, EMBRAFT_CONF_REMOVE_NODE);
+        break;
+    default:
+        break;
+    }
+}
+
+static void answer_cluster_description(struct raftd *r, struct pending *p) {
+    struct buffer body;
+    buffer_init(&body, 1024 * 1024);
+    buffer_printf(&body, "{\"cluster_id\": \"%llu\", \"leader\": \"%llu\", \"peers\": ",
+                  (unsigned long long)r->cluster_id, (unsigned long long)r->id);
+    peers_json(&body, &r->kv);
+    buffer_printf(&body, "}\n");
+    respond_buffer(r, pending_client(r, p), 200, "application/json", &body);
+    p->kind = PENDING_FREE;
+    log_verbose_line("node %llu (%s) joined", (unsigned long long)p->target, p->addr);
+}
+
+/* The next stage of a request once its proposal committed. */
+static void on_committed(struct raftd *r, struct pending *p) {
+    switch (p->kind) {
+    case PENDING_JOIN_PEER:
+        p->kind = PENDING_JOIN_VOTER;
+        if (node_is_voter(r, p->target)) {
+            answer_cluster_description(r, p);
+        } else {
+            pending_issue(r, p);
+        }
+        break;
+    case PENDING_JOIN_VOTER:
+        answer_cluster_description(r, p);
+        break;
+    case PENDING_LEAVE_REMOVE:
+        p->kind = PENDING_LEAVE_PEER;
+        pending_issue(r, p);
+        break;
+    case PENDING_WRITE:
+    case PENDING_LEAVE_PEER: {
+        struct conn *c = pending_client(r, p);
+        respond_ok(r, c);
+        p->kind = PENDING_FREE;
+        break;
+    }
+    default:
+        p->kind = PENDING_FREE;
+        break;
+    }
+}
+
+void api_on_outcome(struct raftd *r, uint64_t proposal, uint32_t outcome, uint64_t index) {
+    (void)index;
+    for (size_t i = 0; i < MAX_PENDING; i++) {
+        struct pending *p = &r->pending[i];
+        if (p->kind == PENDING_FREE || p->kind == PENDING_READ || p->proposal != proposal) {
+            continue;
+        }
+        switch (outcome) {
+        case EMBRAFT_PROPOSAL_COMMITTED:
+            on_committed(r, p);
+            break;
+        case EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_PENDING:
+            /* An earlier change is still being applied: ask again soon. */
+            p->retry_at = now_ms() + CONF_RETRY_MS;
+            break;
+        case EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_INVALID:
+            if (p->kind == PENDING_JOIN_VOTER && node_is_voter(r, p->target)) {
+                answer_cluster_description(r, p); /* a repeated join */
+            } else if (p->kind == PENDING_LEAVE_REMOVE) {
+                on_committed(r, p); /* not a member any more: drop its address */
+            } else {
+                pending_finish(r, p, 409, "membership change refused by the cluster");
+            }
+            break;
+        case EMBRAFT_PROPOSAL_DROPPED_LEARNER_BEHIND:
+            p->retry_at = now_ms() + CONF_RETRY_MS;
+            break;
+        case EMBRAFT_PROPOSAL_DROPPED_TOO_LARGE:
+            pending_finish(r, p, 413, "value too large for a log entry");
+            break;
+        case EMBRAFT_PROPOSAL_DROPPED_NOT_LEADER:
+        case EMBRAFT_PROPOSAL_DROPPED_TRANSFER:
+            if (p->kind == PENDING_LEAVE_PEER) {
+                pending_finish(r, p, 200, "removed"); /* a leader that removed itself */
+            } else {
+                pending_finish(r, p, 503, "this node is no longer the leader; retry");
+            }
+            break;
+        case EMBRAFT_PROPOSAL_DROPPED_SUPERSEDED:
+            pending_finish(r, p, 503, "a new leader replaced the entry; retry");
+            break;
+        default:
+            pending_finish(r, p, 500, "outcome unknown");
+            break;
+        }
+        return;
+    }
+}
+
+static void serve_read(struct raftd *r, struct conn *c, const char *key, size_t key_len) {
+    const uint8_t *value = NULL;
+    size_t value_len = 0;
+    if (kv_get(&r->kv, key, key_len, &value, &value_len) == 0) {
+        respond(r, c, 200, "application/octet-stream", NULL, value, value_len);
+    } else {
+        respond_text(r, c, 404, NULL, "no such key");
+    }
+}
+
+void api_on_read(struct raftd *r, uint64_t context, uint32_t result, uint64_t index) {
+    for (size_t i = 0; i < MAX_PENDING; i++) {
+        struct pending *p = &r->pending[i];
+        if (p->kind != PENDING_READ || p->read_context != context) {
+            continue;
+        }
+        if (result == EMBRAFT_READ_OK) {
+            p->read_index = index > 0 ? index : 1;
+            api_after_apply(r);
+        } else {
+            p->retry_at = now_ms() + RETRY_MS; /* no leader yet, or it changed */
+        }
+        return;
+    }
+}
+
+void api_after_apply(struct raftd *r) {
+    for (size_t i = 0; i < MAX_PENDING; i++) {
+        struct pending *p = &r->pending[i];
+        if (p->kind == PENDING_READ && p->read_index != 0 && r->applied >= p->read_index) {
+            serve_read(r, pending_client(r, p), p->key, p->key_len);
+            p->kind = PENDING_FREE;
+        }
+    }
+}
+
+void api_on_timer(struct raftd *r, uint64_t now) {
+    for (size_t i = 0; i < MAX_PENDING; i++) {
+        struct pending *p = &r->pending[i];
+        if (p->kind == PENDING_FREE) {
+            continue;
+        }
+        if (now >= p->deadline) {
+            if (p->kind == PENDING_READ) {
+                pending_finish(r, p, 503, "no read index within 5 s (no leader?)");
+            } else {
+                pending_finish(r, p, 504, "not committed within 10 s; the outcome is unknown");
+            }
+        } else if (p->retry_at != 0 && now >= p->retry_at) {
+            p->retry_at = 0;
+            if (p->kind == PENDING_WRITE) {
+                pending_finish(r, p, 503, "the node is busy; retry");
+            } else {
+                pending_issue(r, p);
+            }
+        }
+    }
+}
+
+int api_pending_self_address(struct raftd *r) {
+    for (size_t i = 0; i < MAX_PENDING; i++) {
+        if (r->pending[i].kind == PENDING_SELF_ADDR) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void api_record_self_address(struct raftd *r) {
+    struct pending *p = pending_new(r, PENDING_SELF_ADDR, NULL, WRITE_TIMEOUT_MS);
+    if (p != NULL) {
+        log_verbose_line("recording this node's address %s", r->advertise);
+        pending_issue(r, p);
+    }
+}
+
+/* ---- forwarding to the leader ---- */
+
+static void forward(struct raftd *r, struct conn *c, const struct http_request *req,
+                    const void *body, size_t body_len) {
+    const char *addr = r->leader ? kv_peer_addr(&r->kv, r->leader) : NULL;
+    if (req->forwarded) {
+        /* It came from a follower that thought we lead: never forward twice. */
+        respond_text(r, c, 503, RETRY_AFTER, "this node is not the leader");
+        return;
+    }
+    if (addr == NULL) {
+        respond_text(r, c, 503, RETRY_AFTER, "no leader known; retry");
+        return;
+    }
+    int fd = net_connect(addr);
+    int index = fd >= 0 ? conn_open(r, fd, CONN_PROXY, 1) : -1;
+    if (index < 0) {
+        respond_text(r, c, 503, RETRY_AFTER, "cannot reach the leader");
+        return;
+    }
+    struct conn *proxy = &r->conns[index];
+    proxy->client = (int)(c - r->conns);
+    proxy->client_serial = c->serial;
+    proxy->deadline = now_ms() + WRITE_TIMEOUT_MS + 2000;
+    if (buffer_printf(&proxy->out,
+                      "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n"
+                      "X-Raftd-Forwarded: 1\r\nConnection: close\r\n\r\n",
+                      req->method, req->target, addr, body_len) != 0 ||
+        buffer_append(&proxy->out, body, body_len) != 0) {
+        conn_close(r, index, "request too large to forward");
+    }
+}
+
+void api_on_proxy_closed(struct raftd *r, struct conn *proxy, const char *why) {
+    struct conn *client = conn_get(r, proxy->client, proxy->client_serial);
+    if (client == NULL || client->answered) {
+        return;
+    }
+    int code = why == NULL ? http_response_code(proxy->in.data, proxy->in.len) : 0;
+    if (code != 0) {
+        /* Relay the leader's answer byte for byte. */
+        client->answered = 1;
+        client->close_after_write = 1;
+        count_request(r, client, code);
+        if (buffer_append(&client->out, proxy->in.data, proxy->in.len) != 0) {
+            client->out.len = 0;
+        }
+        return;
+    }
+    char text[256];
+    snprintf(text, sizeof text, "forwarding to the leader failed: %s",
+             why ? why : "no valid answer");
+    respond_text(r, client, 503, RETRY_AFTER, text);
+}
+
+/* ---- endpoints ---- */
+
+/* Structural UTF-8 check (lead byte, length, continuation bytes). */
+static int is_valid_utf8(const unsigned char *s, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        unsigned char lead = s[i];
+        size_t extra;
+        if (lead < 0x80) {
+            extra = 0;
+        } else if (lead >= 0xc2 && lead <= 0xdf) {
+            extra = 1;
+        } else if (lead >= 0xe0 && lead <= 0xef) {
+            extra = 2;
+        } else if (lead >= 0xf0 && lead <= 0xf4) {
+            extra = 3;
+        } else {
+            return 0;
+        }
+        if (len - i <= extra) {
+            return 0;
+        }
+        for (size_t k = 1; k <= extra; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) {
+                return 0;
+            }
+        }
+        i += extra + 1;
+    }
+    return 1;
+}
+
+static int query_has(const char *query, const char *param) {
+    size_t len = strlen(param);
+    for (const char *at = query; at != NULL && *at;) {
+        if (strncmp(at, param, len) == 0 && (at[len] == '\0' || at[len] == '&')) {
+            return 1;
+        }
+        at = strchr(at, '&');
+        at = at ? at + 1 : NULL;
+    }
+    return 0;
+}
+
+static void handle_db(struct raftd *r, struct conn *c, const struct http_request *req,
+                      const char *raw_key, size_t raw_len, const char *query, const uint8_t *body,
+                      size_t body_len) {
+    char key[KV_MAX_KEY];
+    long key_len = http_percent_decode(raw_key, raw_len, key, sizeof key);
+    if (raw_len == 0 || key_len == 0) {
+        respond_text(r, c, 400, NULL, "empty key");
+        return;
+    }
+    if (memchr(raw_key, '/', raw_len) != NULL) {
+        respond_text(r, c, 400, NULL, "a key is one path segment (no '/')");
+        return;
+    }
+    if (key_len < 0) {
+        respond_text(r, c, 400, NULL, "key longer than 1024 bytes, or a bad %-escape");
+        return;
+    }
+    if (!is_valid_utf8((const unsigned char *)key, (size_t)key_len)) {
+        respond_text(r, c, 400, NULL, "the key is not UTF-8");
+        return;
+    }
+    int is_get = strcmp(req->method, "GET") == 0;
+    int is_post = strcmp(req->method, "POST") == 0;
+    int is_delete = strcmp(req->method, "DELETE") == 0;
+    if (is_get && query_has(query, "stale=true")) {
+        serve_read(r, c, key, (size_t)key_len);
+        return;
+    }
+    if (is_get) {
+        struct pending *p = pending_new(r, PENDING_READ, c, READ_TIMEOUT_MS);
+        if (p != NULL) {
+            memcpy(p->key, key, (size_t)key_len);
+            p->key_len = (size_t)key_len;
+            pending_issue(r, p);
+        }
+        return;
+    }
+    if (!is_post && !is_delete) {
+        respond_text(r, c, 405, "Allow: GET, POST, DELETE\r\n", "use GET, POST or DELETE on /db/<key>");
+        return;
+    }
+    if (r->role != EMBRAFT_ROLE_LEADER) {
+        forward(r, c, req, body, body_len);
+        return;
+    }
+    struct buffer command;
+    buffer_init(&command, KV_MAX_VALUE + KV_MAX_KEY + 16);
+    int failed = is_post ? kv_encode_set(&command, key, (size_t)key_len, body, body_len)
+                         : kv_encode_delete(&command, key, (size_t)key_len);
+    struct pending *p = failed ? NULL : pending_new(r, PENDING_WRITE, c, WRITE_TIMEOUT_MS);
+    if (p != NULL) {
+        propose_command(r, p, &command);
+    } else {
+        buffer_free(&command);
+        respond_text(r, c, 500, NULL, "cannot encode the command");
+    }
+}
+
+static void handle_join(struct raftd *r, struct conn *c, const struct http_request *req,
+                        const uint8_t *body, size_t body_len) {
+    uint64_t id = 0;
+    char addr[KV_MAX_ADDR + 1], host[MAX_HOST + 1];
+    unsigned port = 0;
+    if (json_get_id((const char *)body, body_len, "id", &id) != 0 ||
+        json_get_string((const char *)body, body_len, "addr", addr, sizeof addr) != 0 ||
+        split_host_port(addr, host, sizeof host, &port) != 0) {
+        respond_text(r, c, 400, NULL,
+                     "malformed join request: expected {\"id\": \"<id>\", \"addr\": \"host:port\"}");
+        return;
+    }
+    if (r->role != EMBRAFT_ROLE_LEADER) {
+        forward(r, c, req, body, body_len);
+        return;
+    }
+    struct pending *p = pending_new(r, PENDING_JOIN_PEER, c, WRITE_TIMEOUT_MS);
+    if (p != NULL) {
+        p->target = id;
+        snprintf(p->addr, sizeof p->addr, "%s", addr);
+        pending_issue(r, p);
+    }
+}
+
+static void handle_leave(struct raftd *r, struct conn *c, const struct http_request *req,
+                         const uint8_t *body, size_t body_len) {
+    uint64_t id = r->id;
+    int has_body = body_len > 0;
+    if (has_body && json_get_id((const char *)body, body_len, "id", &id) != 0) {
+        respond_text(r, c, 400, NULL, "malformed leave request: expected {\"id\": \"<id>\"}");
+        return;
+    }
+    if (r->role != EMBRAFT_ROLE_LEADER) {
+        /* Name the node explicitly: an empty body means the receiver. */
+        char named[64];
+        int len = snprintf(named, sizeof named, "{\"id\": \"%llu\"}", (unsigned long long)id);
+        forward(r, c, req, named, (size_t)len);
+        return;
+    }
+    struct pending *p = pending_new(r, PENDING_LEAVE_REMOVE, c, WRITE_TIMEOUT_MS);
+    if (p != NULL) {
+        p->target = id;
+        pending_issue(r, p);
+    }
+}
+
+static void handle_status(struct raftd *r, struct conn *c) {
+    struct buffer body;
+    buffer_init(&body, 1024 * 1024);
+    if (node_status_json(r, &body) != 0) {
+        buffer_free(&body);
+        respond_text(r, c, 500, NULL, "status unavailable");
+        return;
+    }
+    respond_buffer(r, c, 200, "application/json", &body);
+}
+
+static void handle_metrics(struct raftd *r, struct conn *c) {
+    struct buffer body;
+    buffer_init(&body, 1024 * 1024);
+    uint64_t commit = node_status_field(r, EMBRAFT_FIELD_COMMIT);
+    uint64_t last = node_status_field(r, EMBRAFT_FIELD_LAST_INDEX);
+    buffer_printf(&body,
+                  "# HELP embraft_term Current Raft term.\n# TYPE embraft_term gauge\n"
+                  "embraft_term %llu\n"
+                  "# HELP embraft_commit_index Highest committed log index.\n"
+                  "# TYPE embraft_commit_index gauge\nembraft_commit_index %llu\n"
+                  "# HELP embraft_applied_index Highest log index applied here.\n"
+                  "# TYPE embraft_applied_index gauge\nembraft_applied_index %llu\n"
+                  "# HELP embraft_last_index Last log index.\n"
+                  "# TYPE embraft_last_index gauge\nembraft_last_index %llu\n"
+                  "# HELP embraft_is_leader 1 if this node leads.\n"
+                  "# TYPE embraft_is_leader gauge\nembraft_is_leader %d\n"
+                  "# HELP raftd_requests_total HTTP requests answered.\n"
+                  "# TYPE raftd_requests_total counter\n",
+                  (unsigned long long)r->term, (unsigned long long)commit,
+                  (unsigned long long)r->applied, (unsigned long long)last,
+                  r->role == EMBRAFT_ROLE_LEADER);
+    /* This request is counted once answered, so it shows up next time. */
+    for (int m = 0; m < METRIC_METHODS; m++) {
+        for (int code = 0; code < METRIC_CODES; code++) {
+            if (r->requests[m][code] != 0) {
+                buffer_printf(&body, "raftd_requests_total{method=\"%s\",code=\"%d\"} %llu\n",
+                              method_names[m], code, (unsigned long long)r->requests[m][code]);
+            }
+        }
+    }
+    respond_buffer(r, c, 200, "text/plain; version=0.0.4", &body);
+}
+
+static void dispatch(struct raftd *r, struct conn *c, const struct http_request *req,
+                     const uint8_t *body, size_t body_len) {
+    char path[HTTP_MAX_TARGET + 1];
+    snprintf(path, sizeof path, "%s", req->target);
+    char *query = strchr(path, '?');
+    if (query != NULL) {
+        *query++ = '\0';
+    }
+    int is_get = strcmp(req->method, "GET") == 0, is_post = strcmp(req->method, "POST") == 0;
+    if (strncmp(path, "/db/", 4) == 0) {
+        handle_db(r, c, req, path + 4, strlen(path + 4), query, body, body_len);
+    } else if (strcmp(path, "/db") == 0) {
+        respond_text(r, c, 400, NULL, "empty key");
+    } else if (strcmp(path, "/status") == 0 && is_get) {
+        handle_status(r, c);
+    } else if (strcmp(path, "/metrics") == 0 && is_get) {
+        handle_metrics(r, c);
+    } else if (strcmp(path, "/join") == 0 && is_post) {
+        handle_join(r, c, req, body, body_len);
+    } else if (strcmp(path, "/leave") == 0 && is_post) {
+        handle_leave(r, c, req, body, body_len);
+    } else if (strcmp(path, "/status") == 0 || strcmp(path, "/metrics") == 0 ||
+               strcmp(path, "/join") == 0 || strcmp(path, "/leave") == 0) {
+        respond_text(r, c, 405, NULL, "method not allowed here");
+    } else {
+        respond_text(r, c, 404, NULL, "no such endpoint");
+    }
+}
+
+void api_on_http(struct raftd *r, int index) {
+    struct conn *c = &r->conns[index];
+    static struct http_request req; /* 4 KiB: kept off the stack; one thread */
+    int code = 0;
+    const char *error = NULL;
+    if (c->dispatched || c->answered) {
+        return; /* one request per connection; the rest is ignored */
+    }
+    enum http_parse_result parsed = http_parse(c->in.data, c->in.len, &req, &code, &error);
+    if (parsed == HTTP_INCOMPLETE) {
+        return;
+    }
+    snprintf(c->method, sizeof c->method, "%s", parsed == HTTP_BAD ? "other" : req.method);
+    if (parsed == HTTP_BAD) {
+        respond_text(r, c, code, NULL, error);
+        return;
+    }
+    int is_db = strncmp(req.target, "/db/", 4) == 0;
+    size_t limit = is_db ? KV_MAX_VALUE : CONTROL_BODY_LIMIT;
+    if (req.content_length > limit) {
+        respond_text(r, c, 413, NULL, is_db ? "values are at most 1 MiB" : "body too large");
+        return;
+    }
+    if (c->in.len - req.header_len < req.content_length) {
+        return; /* the body is still coming */
+    }
+    c->dispatched = 1;
+    dispatch(r, c, &req, c->in.data + req.header_len, req.content_length);
+}

@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Multi-process tests of the C raftd on 127.0.0.1 (docs/RAFTD.md):
+#   build         libembraft and raftd build with -Wall -Wextra -Werror
+#   walkthrough   node 1 founds, 2 and 3 join, writes on the leader are read
+#                 on all three, the leader is killed (SIGKILL), a new leader
+#                 takes writes, the killed node restarts without -join and
+#                 catches up
+#   forwarding    followers forward writes, deletes and joins to the leader
+#   bad input     404, 413, 400s, 405, 411, malformed HTTP and peer frames;
+#                 the node keeps serving
+#   identity      node.json, restart ignores -join, /metrics, /leave
+#   demo          scripts/demo.sh, with curl and with bash's /dev/tcp
+# Every wait is bounded; processes and directories are removed on exit. The
+# last line reads "N passed, M failed"; the exit status is non-zero on any
+# failure.
+set -uo pipefail
+cd "$(dirname "$0")"
+here=$PWD
+root=$(cd ../../.. && pwd)
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+raftd=$target_dir/raftd-c/raftd
+# shellcheck source=cluster.sh
+source "$here/cluster.sh"
+
+passed=0
+failed=0
+failures=()
+# check NAME COMMAND...: one assertion.
+check() {
+    local name=$1
+    shift
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "ok   $name"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "FAIL $name (code=$code body=${body:0:120})"
+    fi
+}
+
+workdir=$(mktemp -d "${TMPDIR:-/tmp}/raftd-c-tests.XXXXXX")
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    [ "$failed" -ne 0 ] && SHOW_LOGS=1
+    cluster_stop
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Ends the run now, counting what could not be checked as failed.
+abort() {
+    failed=$((failed + 1))
+    failures+=("$1")
+    echo "FAIL $1 (aborting)"
+    finish
+}
+
+finish() {
+    if [ ${#failures[@]} -gt 0 ]; then
+        echo "failed: ${failures[*]}"
+    fi
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+}
+
+started=$SECONDS
+
+# ---- build -----------------------------------------------------------------
+
+echo "--- build"
+check "build: libembraft and raftd with -Wall -Wextra -Werror" make -s -C "$here"
+[ -x "$raftd" ] || abort "raftd binary missing"
+check "usage: no data directory is an error (exit 2)" \
+    bash -c '"$1" >/dev/null 2>&1; [ $? -eq 2 ]' _ "$raftd"
+check "usage: an unknown option is an error (exit 2)" \
+    bash -c '"$1" -bogus dir >/dev/null 2>&1; [ $? -eq 2 ]' _ "$raftd"
+
+# ---- walkthrough -------------------------------------------------------------
+
+echo "--- walkthrough"
+for n in 1 2 3; do
+    port[n]=$(free_port) || abort "no free port"
+done
+start 1
+check "node 1 founds a cluster and leads it" wait_until 15 is_leader 1
+id[1]=$node_id
+[ -n "${id[1]}" ] || abort "node 1 never answered"
+start 2 -join "127.0.0.1:${port[1]}"
+check "node 2 joins through the leader" wait_until 15 follows 2 1
+id[2]=$node_id
+# Through a follower: node 2 forwards the join to the leader.
+start 3 -join "127.0.0.1:${port[2]}"
+check "node 3 joins through a follower" wait_until 15 follows 3 1
+id[3]=$node_id
+check "three voters" [ "$(voter_count 1)" -eq 3 ]
+check "every node knows every address" \
+    eval 'status 3 && [ "$(grep -o "127.0.0.1:[0-9]*" <<<"$body" | sort -u | wc -l)" -eq 3 ]'
+
+check "write on the leader" write 1 alpha one
+for n in 1 2 3; do
+    check "node $n reads the write (linearizable)" reads "$n" alpha one
+done
+check "a stale read on a follower eventually sees it" \
+    wait_until 5 eval 'http GET "127.0.0.1:${port[3]}" "/db/alpha?stale=true"; [ "$body" = one ]'
+
+status 1
+old_term=$term
+kill_node 1
+new=$(wait_until 20 leader_among 2 3)
+check "a new leader is elected after the leader is killed" [ -n "$new" ]
+[ -n "$new" ] || abort "no leader after the kill"
+other=$((new == 2 ? 3 : 2))
+status "$new"
+check "the new leader's term is higher" [ "$term" -gt "$old_term" ]
+check "the new leader accepts writes" write "$new" alpha two
+check "the surviving follower reads them" reads "$other" alpha two
+check "writes through the surviving follower work" write "$other" beta three
+status "$new"
+target=$commit
+
+# Restarted without -join: the -join argument must be ignored, so give one
+# that leads nowhere.
+start 1 -join "127.0.0.1:1"
+check "the killed node restarts from its data directory and catches up" \
+    wait_until 20 caught_up 1 "$target"
+check "it follows the new leader" follows 1 "$new"
+check "it serves the latest values" eval 'reads 1 alpha two && reads 1 beta three'
+check "its identity is unchanged" eval 'status 1 && [ "$node_id" = "${id[1]}" ]'
+check "its log says it restarted and ignored -join" \
+    grep -q -- "-join is ignored" "$workdir/node1.log"
+
+# ---- forwarding ----------------------------------------------------------------
+
+echo "--- forwarding"
+leader_n=$(leader_among 1 2 3) || abort "no leader"
+follower_n=$((leader_n % 3 + 1))
+check "a follower forwards a POST" write "$follower_n" fwd value-from-follower
+check "the leader has applied it when the follower answers" \
+    eval 'http GET "127.0.0.1:${port[$leader_n]}" "/db/fwd?stale=true"; [ "$body" = value-from-follower ]'
+check "a follower forwards a DELETE" \
+    eval 'http DELETE "127.0.0.1:${port[$follower_n]}" /db/fwd; [ "$code" = 200 ]'
+absent_everywhere() {
+    local n
+    for n in 1 2 3; do
+        http GET "127.0.0.1:${port[$n]}" "/db/$1"
+        [ "$code" = 404 ] || return 1
+    done
+}
+check "the key is gone everywhere" absent_everywhere fwd
+check "DELETE of an absent key is 200" \
+    eval 'http DELETE "127.0.0.1:${port[$follower_n]}" /db/never-there; [ "$code" = 200 ]'
+check "binary values round-trip through a follower" \
+    eval 'write "$follower_n" bin "$(printf "a\tb c%%d")" && reads "$leader_n" bin "$(printf "a\tb c%%d")"'
+check "percent-encoded keys are decoded" \
+    eval 'write "$follower_n" "sp%20ace" x && http GET "127.0.0.1:${port[$leader_n]}" "/db/sp%20ace" && [ "$body" = x ]'
+
+# ---- bad input -----------------------------------------------------------------
+
+echo "--- bad input"
+addr=127.0.0.1:${port[$follower_n]}
+expect() { # expect CODE METHOD PATH [BODY]
+    local want=$1
+    shift
+    http "$1" "$addr" "${@:2}"
+    [ "$code" = "$want" ] && [ -n "$body" ]
+}
+check "unknown key: 404 with a message" expect 404 GET /db/no-such-key
+check "unknown endpoint: 404" expect 404 GET /nothing
+check "value over 1 MiB: 413" \
+    eval 'http POST "$addr" /db/big "$(head -c 1048577 /dev/zero | tr "\0" x)"; [ "$code" = 413 ]'
+check "value of exactly 1 MiB is accepted" \
+    eval 'write "$follower_n" max "$(head -c 1048576 /dev/zero | tr "\0" y)" && http GET "$addr" /db/max && [ ${#body} -eq 1048576 ]'
+check "malformed join (not JSON): 400" expect 400 POST /join 'nonsense'
+check "malformed join (address without port): 400" expect 400 POST /join '{"id": "7", "addr": "nohost"}'
+check "malformed join (id 0): 400" expect 400 POST /join '{"id": "0", "addr": "127.0.0.1:1"}'
+check "empty key: 400" expect 400 POST /db/ x
+check "key over 1024 bytes: 400" expect 400 GET "/db/$(head -c 1025 /dev/zero | tr '\0' k)"
+check "key of 1024 bytes is accepted" write "$follower_n" "$(head -c 1024 /dev/zero | tr '\0' k)" v
+check "key with a bad escape: 400" expect 400 GET /db/a%zz
+check "key that is not UTF-8: 400" expect 400 GET /db/%ff%fe
+check "two path segments: 400" expect 400 GET /db/a/b
+check "PUT on /db: 405" expect 405 PUT /db/k v
+check "GET on /join: 405" expect 405 GET /join
+
+raw() { # raw BYTES: sends them on a fresh connection, prints the answer
+    timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; printf "$2" >&3; cat <&3' \
+        _ "${port[$follower_n]}" "$1" 2>/dev/null
+}
+# answered_and_closed BYTES HEX: the answer starts with the bytes HEX and the
+# server closed the connection by itself (within 3 s).
+answered_and_closed() {
+    local answer
+    answer=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; printf "$2" >&3; od -An -tx1 <&3' \
+        _ "${port[$follower_n]}" "$1" 2>/dev/null) || return 1
+    answer=${answer//[$' \n']/}
+    [[ $answer == "$2"* ]]
+}
+check "malformed request line: 400" eval '[[ $(raw "GARBAGE\r\n\r\n") == "HTTP/1.1 400"* ]]'
+check "HTTP/2.0: 505" eval '[[ $(raw "GET / HTTP/2.0\r\n\r\n") == "HTTP/1.1 505"* ]]'
+check "bad Content-Length: 400" \
+    eval '[[ $(raw "POST /db/x HTTP/1.1\r\nContent-Length: 12x\r\n\r\n") == "HTTP/1.1 400"* ]]'
+check "chunked body: 411" \
+    eval '[[ $(raw "POST /db/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") == "HTTP/1.1 411"* ]]'
+check "headers over 16 KiB: 431" \
+    eval '[[ $(raw "GET /status HTTP/1.1\r\nX: $(head -c 17000 /dev/zero | tr "\0" h)\r\n\r\n") == "HTTP/1.1 431"* ]]'
+check "peer hello from another cluster is refused (status 2) and closed" answered_and_closed \
+    "EMRF\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x06\x00\x00\x00\x00\x00\x00\x00" \
+    454d524601000200
+# A well-formed hello, then a frame that is not a message: the connection is
+# closed and the node keeps serving.
+cluster_hex=$(printf '%016x' "$(sed -n 's/.*"cluster_id": "\([0-9]*\)".*/\1/p' "$workdir/node$follower_n/node.json")")
+follower_hex=$(printf '%016x' "${id[$follower_n]}")
+le() { # little-endian \x escapes of a 16-digit hex number
+    local hex=$1 out='' i
+    for ((i = 14; i >= 0; i -= 2)); do out+="\\x${hex:i:2}"; done
+    printf '%s' "$out"
+}
+hello="EMRF\x01\x00\x00\x00$(le "$cluster_hex")\x07\x00\x00\x00\x00\x00\x00\x00$(le "$follower_hex")"
+check "a peer frame that is not a message closes the stream" \
+    answered_and_closed "${hello}\x05\x00\x00\x00junk!" 454d524601000000
+check "a peer frame over 64 MiB closes the stream" \
+    answered_and_closed "${hello}\xff\xff\xff\xff" 454d524601000000
+check "the node logged the bad frames" grep -q "bad frame\|64 MiB" "$workdir/node$follower_n.log"
+check "after all that, every node still serves reads" \
+    eval 'reads 1 alpha two && reads 2 alpha two && reads 3 alpha two'
+
+# ---- identity, metrics, leave ----------------------------------------------------
+
+echo "--- identity, metrics, leave"
+check "node.json holds the id and cluster id as decimal strings" \
+    grep -Eq '^\{"id": "[0-9]+", "cluster_id": "[0-9]+"\}$' "$workdir/node2/node.json"
+check "the WAL lives in DATA-DIR/wal" [ -d "$workdir/node2/wal" ]
+metrics_complete() {
+    local metric
+    http GET "$addr" /metrics
+    [ "$code" = 200 ] || return 1
+    for metric in embraft_term embraft_commit_index embraft_applied_index embraft_last_index \
+        embraft_is_leader 'raftd_requests_total{method="GET",code="404"}'; do
+        grep -qF "$metric" <<<"$body" || return 1
+    done
+}
+check "/metrics has the gauges and the request counter" metrics_complete
+# Without a body the receiving node removes itself; a follower forwards it.
+check "/leave without a body removes the follower that got it" \
+    eval 'http POST "127.0.0.1:${port[$follower_n]}" /leave; [ "$code" = 200 ]'
+check "the leader counts two voters and forgets the address" \
+    eval 'wait_until 5 eval "[ \$(voter_count $leader_n) -eq 2 ]" && status $leader_n && ! grep -q "${id[$follower_n]}" <<<"$(grep -o "\"peers\".*" <<<"$body")"'
+check "the cluster still takes writes" write "$leader_n" after-leave ok
+remaining=$((6 - leader_n - follower_n))
+check "SIGTERM stops a node cleanly (exit 0)" stop_node "$remaining"
+check "it said so in its log" grep -q "stopped$" "$workdir/node$remaining.log"
+for n in 1 2 3; do kill_node "$n"; done
+
+# ---- the demo --------------------------------------------------------------------
+
+echo "--- demo"
+check "scripts/demo.sh (curl)" \
+    bash -c 'RAFTD_DEMO_NO_BUILD=1 RAFTD_HTTP_CLIENT=curl timeout 120 "$1/scripts/demo.sh" >"$2/demo-curl.log" 2>&1 || { cat "$2/demo-curl.log"; exit 1; }' _ "$root" "$workdir"
+check "scripts/demo.sh (bash /dev/tcp, no curl)" \
+    bash -c 'RAFTD_DEMO_NO_BUILD=1 RAFTD_HTTP_CLIENT=devtcp timeout 120 "$1/scripts/demo.sh" >"$2/demo-devtcp.log" 2>&1 || { cat "$2/demo-devtcp.log"; exit 1; }' _ "$root" "$workdir"
+
+echo "--- done in $((SECONDS - started)) s"
+finish

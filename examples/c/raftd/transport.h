@@ -1,0 +1,30 @@
+/* The Raft stream transport of WIRE.md: one outbound stream per peer
+ * (handshake, frames, reconnect with backoff) and the inbound streams of
+ * peers, whose frames go to embraft_node_step. */
+#ifndef RAFTD_TRANSPORT_H
+#define RAFTD_TRANSPORT_H
+
+#include "raftd.h"
+
+#define WIRE_MAGIC "EMRF"
+#define WIRE_VERSION 1
+#define WIRE_HELLO_LEN 32
+#define WIRE_REPLY_LEN 16
+#define WIRE_MAX_FRAME (64u * 1024 * 1024)
+#define PEER_QUEUE_CAPACITY 1024
+
+/* Queues one encoded message for `to` (copied) and starts a connection
+ * when none is up. */
+void transport_send(struct raftd *r, uint64_t to, const uint8_t *data, size_t len);
+/* Dials peers whose backoff has run out; returns the time of the next
+ * retry (0: none). */
+uint64_t transport_on_timer(struct raftd *r, uint64_t now);
+/* Events of CONN_PEER_OUT connections. */
+void transport_on_outbound_readable(struct raftd *r, int index);
+void transport_on_outbound_writable(struct raftd *r, int index);
+void transport_on_outbound_closed(struct raftd *r, int index, const char *why);
+/* New data on a CONN_PEER_IN connection: the hello, then frames. */
+void transport_on_inbound(struct raftd *r, int index);
+void transport_free(struct raftd *r);
+
+#endif

@@ -1,0 +1,446 @@
+//! `embraft_config`: the opaque, growable node configuration. Setters only
+//! check what their own argument can tell (NULLs, enum values); the
+//! combination is validated once, by `embraft_node_new`, with the core's
+//! and the node's own rules.
+
+use super::guard::{
+    borrow_ids, borrow_mut_or_return, borrow_or_return, catch_panics, require_outputs, write_output,
+};
+use super::last_error::LastError;
+use super::{
+    embraft_status, EMBRAFT_ERR_INVALID_ARGUMENT, EMBRAFT_ERR_NULL_ARGUMENT, EMBRAFT_OK,
+    EMBRAFT_SYNC_ALWAYS, EMBRAFT_SYNC_NEVER,
+};
+use crate::node::{LogLevel, NodeConfig};
+use crate::wal::SyncMode;
+use std::ffi::{c_char, CStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// An opaque node configuration. Create with `embraft_config_new`, free with
+/// `embraft_config_free`.
+pub struct embraft_config {
+    pub(crate) config: NodeConfig,
+    /// `embraft_node_new` refuses a config whose directory was never set.
+    pub(crate) data_dir_set: bool,
+    /// Also receives the reason `embraft_node_new` failed.
+    pub(crate) errors: LastError,
+}
+
+/// Creates a configuration with the defaults (election 10 ticks, heartbeat
+/// 1 tick, pre-vote and check-quorum on, always sync, applied index 0) and
+/// no id, peers or data directory. On success `*config_out` receives a new
+/// handle owned by the caller, to be released with `embraft_config_free`.
+///
+/// Thread safety: may be called from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_new(
+    config_out: *mut *mut embraft_config,
+) -> embraft_status {
+    catch_panics(|| {
+        require_outputs!(config_out);
+        let config = Box::new(embraft_config {
+            config: NodeConfig::new(0, ""),
+            data_dir_set: false,
+            errors: LastError::default(),
+        });
+        // SAFETY: checked non-NULL above; writable by the caller's contract.
+        unsafe { write_output(config_out, Box::into_raw(config)) };
+        EMBRAFT_OK
+    })
+}
+
+/// Frees a configuration. NULL is a no-op. Nodes created from it keep
+/// their own copy, so it may be freed right after `embraft_node_new`.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_free(config: *mut embraft_config) {
+    // Freeing cannot fail; a panic in a destructor is swallowed here.
+    catch_panics(|| {
+        if !config.is_null() {
+            // SAFETY: a non-NULL handle came from embraft_config_new and is
+            // freed once (the caller's contract).
+            drop(unsafe { Box::from_raw(config) });
+        }
+        EMBRAFT_OK
+    });
+}
+
+/// Copies the message of the most recent failed call on `config` (setters
+/// and `embraft_node_new`) into `buf`, truncated to `buf_len - 1` bytes and
+/// NUL-terminated; an empty string if no call failed. `buf` may be NULL
+/// only when `buf_len` is 0. If `message_len` is not NULL it receives the
+/// full message length (without the NUL). The caller owns `buf`.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_last_error(
+    config: *const embraft_config,
+    buf: *mut c_char,
+    buf_len: usize,
+    message_len: *mut usize,
+) -> embraft_status {
+    catch_panics(|| {
+        let config = borrow_or_return!(config);
+        // SAFETY: buffer validity is the caller's contract (see above).
+        unsafe { config.errors.copy_out(buf, buf_len, message_len) }
+    })
+}
+
+/// Applies `change` to a configuration handle, NULL-checked and
+/// panic-guarded: the shared body of the plain setters.
+///
+/// # Safety
+/// `config` is NULL or a live handle not used concurrently.
+unsafe fn set(
+    config: *mut embraft_config,
+    change: impl FnOnce(&mut embraft_config),
+) -> embraft_status {
+    catch_panics(|| {
+        let config = borrow_mut_or_return!(config);
+        change(config);
+        EMBRAFT_OK
+    })
+}
+
+/// Sets this node's id (non-zero, unique in the cluster).
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_id(
+    config: *mut embraft_config,
+    id: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.raft.id = id) }
+}
+
+/// Sets the voters of a new cluster, this node included: `count` ids read
+/// from `ids` (copied; `ids` may be NULL when `count` is 0). Used only when
+/// the data directory is empty; a restarted node recovers its membership.
+/// Leave empty (the default) for a node that joins a running cluster: it
+/// starts with no membership and learns it from the leader's log once a
+/// member proposes `EMBRAFT_CONF_ADD_VOTER` or `EMBRAFT_CONF_ADD_LEARNER`
+/// for it.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_peers(
+    config: *mut embraft_config,
+    ids: *const u64,
+    count: usize,
+) -> embraft_status {
+    catch_panics(|| {
+        let config = borrow_mut_or_return!(config);
+        // SAFETY: the array's validity is the caller's contract.
+        let ids = match unsafe { borrow_ids(ids, count) } {
+            Ok(ids) => ids,
+            Err(status) => return config.errors.fail(status, "peer ids: invalid array"),
+        };
+        config.config.peers = ids.to_vec();
+        EMBRAFT_OK
+    })
+}
+
+/// Sets the data directory from a NUL-terminated path (copied; any bytes
+/// but NUL). It is created if missing. One node at a time may use a
+/// directory.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_data_dir(
+    config: *mut embraft_config,
+    path: *const c_char,
+) -> embraft_status {
+    catch_panics(|| {
+        let config = borrow_mut_or_return!(config);
+        if path.is_null() {
+            return config
+                .errors
+                .fail(EMBRAFT_ERR_NULL_ARGUMENT, "data directory path is NULL");
+        }
+        // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+        let path = unsafe { CStr::from_ptr(path) }.to_bytes();
+        if path.is_empty() {
+            return config
+                .errors
+                .fail(EMBRAFT_ERR_INVALID_ARGUMENT, "data directory path is empty");
+        }
+        config.config.data_dir = Path::new(std::ffi::OsStr::from_bytes(path)).to_path_buf();
+        config.data_dir_set = true;
+        EMBRAFT_OK
+    })
+}
+
+/// Sets the base election timeout in ticks (default 10); the actual timeout
+/// is random in `[ticks, 2 * ticks)`. Must exceed the heartbeat interval.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_election_ticks(
+    config: *mut embraft_config,
+    ticks: u32,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.raft.election_tick = ticks) }
+}
+
+/// Sets the heartbeat interval of a leader in ticks (default 1).
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_heartbeat_ticks(
+    config: *mut embraft_config,
+    ticks: u32,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.raft.heartbeat_tick = ticks) }
+}
+
+/// Enables or disables the pre-vote round before elections (default on),
+/// which keeps a node that was cut off from raising the cluster's term.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_pre_vote(
+    config: *mut embraft_config,
+    enabled: bool,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.raft.pre_vote = enabled) }
+}
+
+/// Enables or disables check-quorum (default on): a leader that has not
+/// heard from a quorum for an election timeout steps down.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_check_quorum(
+    config: *mut embraft_config,
+    enabled: bool,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.raft.check_quorum = enabled) }
+}
+
+/// Sets the number of append messages in flight per follower (default 256).
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_max_inflight_msgs(
+    config: *mut embraft_config,
+    messages: usize,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.raft.max_inflight_msgs = messages) }
+}
+
+/// Sets the bytes of entries in flight per follower (default 32 MiB).
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_max_inflight_bytes(
+    config: *mut embraft_config,
+    bytes: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.raft.max_inflight_bytes = bytes) }
+}
+
+/// Sets the bytes of entries in one append message (default 1 MiB; one
+/// entry is always sent).
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_max_msg_bytes(
+    config: *mut embraft_config,
+    bytes: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.raft.max_msg_bytes = bytes) }
+}
+
+/// Sets the largest proposal payload in bytes (default 1 MiB); larger
+/// proposals fail with `EMBRAFT_ERR_TOO_LARGE`.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_max_entry_bytes(
+    config: *mut embraft_config,
+    bytes: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.raft.max_entry_bytes = bytes) }
+}
+
+/// Sets the bytes of committed entries handed out in one ready batch
+/// (default 16 MiB; one entry is always handed out).
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_max_apply_bytes(
+    config: *mut embraft_config,
+    bytes: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.raft.max_apply_bytes = bytes) }
+}
+
+/// Sets the sync mode: `EMBRAFT_SYNC_ALWAYS` (default) or
+/// `EMBRAFT_SYNC_NEVER` (tests and benchmarks only); other values fail
+/// with `EMBRAFT_ERR_INVALID_ARGUMENT`.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_sync_mode(
+    config: *mut embraft_config,
+    mode: u32,
+) -> embraft_status {
+    catch_panics(|| {
+        let config = borrow_mut_or_return!(config);
+        config.config.wal.sync = match mode {
+            EMBRAFT_SYNC_ALWAYS => SyncMode::Always,
+            EMBRAFT_SYNC_NEVER => SyncMode::Never,
+            _ => {
+                return config.errors.fail(
+                    EMBRAFT_ERR_INVALID_ARGUMENT,
+                    format!("unknown sync mode {mode}"),
+                )
+            }
+        };
+        EMBRAFT_OK
+    })
+}
+
+/// Sets the size of each WAL segment file in bytes (default 64 MiB).
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_segment_size(
+    config: *mut embraft_config,
+    bytes: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.wal.segment_size = bytes) }
+}
+
+/// Sets the index the host's state machine has already applied (default
+/// 0): after a restart, committed entries up to it are not delivered again.
+/// Must not exceed the commit index recorded in the data directory.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_applied_index(
+    config: *mut embraft_config,
+    index: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.applied = index) }
+}
+
+/// Sets how many inputs (ticks, messages, proposals, acks) may wait for
+/// the node's thread before calls answer `EMBRAFT_ERR_BUSY` (default 4096).
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_input_queue_capacity(
+    config: *mut embraft_config,
+    inputs: usize,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.input_capacity = inputs) }
+}
+
+/// Sets the initial log level, one of `EMBRAFT_LOG_*` (default
+/// `EMBRAFT_LOG_OFF`); other values fail with
+/// `EMBRAFT_ERR_INVALID_ARGUMENT`. Log lines arrive in ready batches.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_log_level(
+    config: *mut embraft_config,
+    level: u32,
+) -> embraft_status {
+    catch_panics(|| {
+        let config = borrow_mut_or_return!(config);
+        match log_level(level) {
+            Some(level) => {
+                config.config.log_level = level;
+                EMBRAFT_OK
+            }
+            None => config.errors.fail(
+                EMBRAFT_ERR_INVALID_ARGUMENT,
+                format!("unknown log level {level}"),
+            ),
+        }
+    })
+}
+
+/// Enables lease-based reads (default off; requires check-quorum): a
+/// leader answers read requests without a heartbeat round while its lease
+/// holds, trading a dependency on bounded clock drift for latency.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_lease_reads(
+    config: *mut embraft_config,
+    enabled: bool,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's own contract.
+    unsafe { set(config, |c| c.config.raft.lease_reads = enabled) }
+}
+
+/// Sets how many entries before a snapshot point are kept in the log
+/// after `embraft_node_compact` (default 1024), so that a follower lagging
+/// by less catches up without a snapshot.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_compact_keep_entries(
+    config: *mut embraft_config,
+    entries: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's own contract.
+    unsafe { set(config, |c| c.config.raft.compact_keep_entries = entries) }
+}
+
+/// Sets the seed of the generator that randomizes election timeouts, for
+/// reproducible tests. 0 (the default) picks a random seed.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_random_seed(
+    config: *mut embraft_config,
+    seed: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe { set(config, |c| c.config.raft.seed = seed) }
+}
+
+/// The log level for a C value, or `None` for an unknown one.
+pub(crate) fn log_level(level: u32) -> Option<LogLevel> {
+    u8::try_from(level).ok().and_then(LogLevel::from_u8)
+}

@@ -1,0 +1,582 @@
+//! `embraft_node`: create, drive and free a node.
+
+use super::config::{embraft_config, log_level};
+use super::guard::{
+    borrow_bytes, borrow_ids, borrow_or_return, catch_panics, catch_panics_into, require_outputs,
+    write_output,
+};
+use super::last_error::LastError;
+use super::ready::embraft_ready;
+use super::status_report::embraft_status_report;
+use super::*;
+use crate::core::ConfChange;
+use crate::node::{Node, NodeError};
+use std::ffi::c_int;
+use std::time::Duration;
+
+/// An opaque running node. Create with `embraft_node_new`, free with
+/// `embraft_node_free`.
+pub struct embraft_node {
+    node: Node,
+    errors: LastError,
+}
+
+/// The status code for a node error.
+fn status_of(err: &NodeError) -> embraft_status {
+    match err {
+        NodeError::InvalidConfig(_) => EMBRAFT_ERR_INVALID_CONFIG,
+        NodeError::DirectoryLocked(_) => EMBRAFT_ERR_DIRECTORY_LOCKED,
+        NodeError::Storage(_) => EMBRAFT_ERR_STORAGE,
+        NodeError::Resource(_) => EMBRAFT_ERR_RESOURCE,
+        NodeError::Busy => EMBRAFT_ERR_BUSY,
+        NodeError::MalformedMessage(_) => EMBRAFT_ERR_MALFORMED_MESSAGE,
+        NodeError::WrongRecipient { .. } => EMBRAFT_ERR_WRONG_RECIPIENT,
+        NodeError::ProposalTooLarge { .. } => EMBRAFT_ERR_TOO_LARGE,
+        NodeError::NotDelivered { .. } => EMBRAFT_ERR_NOT_DELIVERED,
+        NodeError::Failed(_) => EMBRAFT_ERR_NODE_FAILED,
+    }
+}
+
+/// The shared body of every call on a node: NULL check, panic boundary
+/// (recording the panic on the handle) and error recording.
+///
+/// # Safety
+/// `node` is NULL or a live handle from `embraft_node_new`.
+unsafe fn with_node(
+    node: *const embraft_node,
+    body: impl FnOnce(&Node) -> Result<(), NodeError>,
+) -> embraft_status {
+    catch_panics(|| {
+        let handle = borrow_or_return!(node);
+        catch_panics_into(&handle.errors, || match body(&handle.node) {
+            Ok(()) => EMBRAFT_OK,
+            Err(err) => handle.errors.fail(status_of(&err), err),
+        })
+    })
+}
+
+/// Creates a node from `config` (copied: the config may be freed or
+/// reused afterwards) and starts its threads. A data directory with no
+/// state bootstraps a new cluster from the configured peers; one with
+/// state restarts the node from it (term, vote, log and membership) and
+/// delivers committed entries after the configured applied index. On
+/// success `*node_out` receives a handle owned by the caller, to be
+/// released with `embraft_node_free`; on failure the reason is the
+/// config's last error.
+///
+/// Thread safety: may be called from any thread, but not concurrently with
+/// other calls on the same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_new(
+    config: *const embraft_config,
+    node_out: *mut *mut embraft_node,
+) -> embraft_status {
+    catch_panics(|| {
+        let config = borrow_or_return!(config);
+        require_outputs!(node_out);
+        catch_panics_into(&config.errors, || {
+            if !config.data_dir_set {
+                return config
+                    .errors
+                    .fail(EMBRAFT_ERR_INVALID_CONFIG, "the data directory is not set");
+            }
+            match Node::new(config.config.clone()) {
+                Ok(node) => {
+                    let handle = Box::new(embraft_node {
+                        node,
+                        errors: LastError::default(),
+                    });
+                    // SAFETY: checked non-NULL above; writable by contract.
+                    unsafe { write_output(node_out, Box::into_raw(handle)) };
+                    EMBRAFT_OK
+                }
+                Err(err) => config.errors.fail(status_of(&err), err),
+            }
+        })
+    })
+}
+
+/// Stops the node and frees it: queued inputs are handled, every write
+/// already queued is synced, the threads are joined and the data directory
+/// is released (a new node may open it right after). Ready batches and
+/// status reports taken from the node stay valid and must still be freed.
+/// NULL is a no-op.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same node; may be called from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_free(node: *mut embraft_node) {
+    catch_panics(|| {
+        if !node.is_null() {
+            // SAFETY: a non-NULL handle came from embraft_node_new and is
+            // freed once, with no call running on it (caller's contract).
+            drop(unsafe { Box::from_raw(node) });
+        }
+        EMBRAFT_OK
+    });
+}
+
+/// Advances the node's logical clock by one tick. The host calls it at a
+/// steady pace (for example every 100 ms); election and heartbeat
+/// intervals are counted in ticks. Never blocks: `EMBRAFT_ERR_BUSY` when
+/// the input queue is full.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_tick(node: *const embraft_node) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, Node::tick) }
+}
+
+/// Hands the node a message received from a peer: `len` bytes at `data`,
+/// exactly as the peer's node produced them (borrowed for the call).
+/// Fails with `EMBRAFT_ERR_MALFORMED_MESSAGE` for bytes that are not a
+/// message (including a zero length), `EMBRAFT_ERR_WRONG_RECIPIENT` for a
+/// message addressed to another node, `EMBRAFT_ERR_BUSY` when the input
+/// queue is full. Messages the Raft core refuses (an unknown sender, a
+/// stale term) are dropped and logged at debug level. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_step(
+    node: *const embraft_node,
+    data: *const u8,
+    len: usize,
+) -> embraft_status {
+    catch_panics(|| {
+        // SAFETY: buffer validity is the caller's contract.
+        let bytes = match unsafe { borrow_bytes(data, len) } {
+            Ok(bytes) => bytes,
+            Err(status) => return status,
+        };
+        // SAFETY: forwarded from this function's contract.
+        unsafe { with_node(node, |n| n.step(bytes)) }
+    })
+}
+
+/// Proposes `len` bytes at `data` (copied; `data` may be NULL when `len`
+/// is 0) for the replicated log. On success `*proposal_id_out` receives
+/// the proposal's id (never 0, unique on this node, not necessarily
+/// consecutive); its outcome arrives in a later ready batch
+/// (`embraft_ready_outcome`): committed at an index, or dropped with a
+/// reason (this node is not the leader, or another leader's entry took its
+/// index). Fails with `EMBRAFT_ERR_TOO_LARGE` above the configured maximum
+/// entry size and `EMBRAFT_ERR_BUSY` when the input queue is full. Never
+/// blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_propose(
+    node: *const embraft_node,
+    data: *const u8,
+    len: usize,
+    proposal_id_out: *mut u64,
+) -> embraft_status {
+    catch_panics(|| {
+        require_outputs!(proposal_id_out);
+        // SAFETY: buffer validity is the caller's contract.
+        let bytes = match unsafe { borrow_bytes(data, len) } {
+            Ok(bytes) => bytes,
+            Err(status) => return status,
+        };
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            with_node(node, |n| {
+                let proposal_id = n.propose(bytes)?;
+                // SAFETY: checked non-NULL above; writable by contract.
+                write_output(proposal_id_out, proposal_id);
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Proposes a membership change: `change` is one of `EMBRAFT_CONF_*` and
+/// `node_id` the node it concerns (non-zero). On success
+/// `*proposal_id_out` receives the proposal's id; the outcome arrives like
+/// a proposal's (`embraft_ready_outcome`, including the
+/// `EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_*` reasons), and the change is in
+/// force on each node once its entry (kind `EMBRAFT_ENTRY_CONF_CHANGE`) is
+/// delivered there. One change at a time. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_propose_conf_change(
+    node: *const embraft_node,
+    change: u32,
+    node_id: u64,
+    proposal_id_out: *mut u64,
+) -> embraft_status {
+    catch_panics(|| {
+        let handle = borrow_or_return!(node);
+        require_outputs!(proposal_id_out);
+        let change = match (change, node_id) {
+            (_, 0) => {
+                return handle
+                    .errors
+                    .fail(EMBRAFT_ERR_INVALID_ARGUMENT, "node id 0 is reserved")
+            }
+            (EMBRAFT_CONF_ADD_VOTER, id) => ConfChange::AddVoter(id),
+            (EMBRAFT_CONF_PROMOTE_LEARNER, id) => ConfChange::PromoteLearner(id),
+            (EMBRAFT_CONF_ADD_LEARNER, id) => ConfChange::AddLearner(id),
+            (EMBRAFT_CONF_REMOVE_NODE, id) => ConfChange::RemoveNode(id),
+            (other, _) => {
+                return handle.errors.fail(
+                    EMBRAFT_ERR_INVALID_ARGUMENT,
+                    format!("unknown membership change {other}"),
+                )
+            }
+        };
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            with_node(node, |n| {
+                let proposal_id = n.propose_conf_change(change)?;
+                // SAFETY: checked non-NULL above; writable by contract.
+                write_output(proposal_id_out, proposal_id);
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Proposes moving to exactly the given membership: `voter_count` voters
+/// at `voters` and `learner_count` learners at `learners` (copied; NULL
+/// allowed for a zero count). The move goes through a joint configuration
+/// that the node leaves by itself once it commits. On success
+/// `*proposal_id_out` receives the proposal's id; the outcome arrives as
+/// for `embraft_node_propose_conf_change`. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_propose_membership(
+    node: *const embraft_node,
+    voters: *const u64,
+    voter_count: usize,
+    learners: *const u64,
+    learner_count: usize,
+    proposal_id_out: *mut u64,
+) -> embraft_status {
+    catch_panics(|| {
+        require_outputs!(proposal_id_out);
+        // SAFETY: buffer validity is the caller's contract.
+        let (voters, learners) = match unsafe {
+            (
+                borrow_ids(voters, voter_count),
+                borrow_ids(learners, learner_count),
+            )
+        } {
+            (Ok(voters), Ok(learners)) => (voters.to_vec(), learners.to_vec()),
+            (Err(status), _) | (_, Err(status)) => return status,
+        };
+        let change = ConfChange::EnterJoint { voters, learners };
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            with_node(node, |n| {
+                let proposal_id = n.propose_conf_change(change)?;
+                // SAFETY: checked non-NULL above; writable by contract.
+                write_output(proposal_id_out, proposal_id);
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Asks for a linearizable read point. `context` is chosen by the host and
+/// should be unique among its outstanding reads; the result arrives in a
+/// later batch (`embraft_ready_read`) tagged with it. A follower forwards
+/// the request to its leader. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_read_index(
+    node: *const embraft_node,
+    context: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, |n| n.read_index(context)) }
+}
+
+/// Asks this node, if it leads, to hand leadership to voter `to`:
+/// proposals are refused meanwhile and the transfer is abandoned after an
+/// election timeout. A refusal (not the leader, not a voter) is logged at
+/// info level; watch the batches' state for the new leader. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_transfer_leader(
+    node: *const embraft_node,
+    to: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, |n| n.transfer_leader(to)) }
+}
+
+/// Tells the node that the host's transport could not deliver to `peer`: a
+/// leader then probes that peer instead of streaming to it. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_report_unreachable(
+    node: *const embraft_node,
+    peer: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, |n| n.report_unreachable(peer)) }
+}
+
+/// Tells the node that the host saved a snapshot of its state machine
+/// covering every entry through `index`, which it has applied. The node
+/// records the snapshot point durably and drops the log entries it covers
+/// (keeping `embraft_config_set_compact_keep_entries` of them); from then
+/// on the host must keep that snapshot, since a lagging follower or a
+/// restart may need it. A refusal (not applied yet, already compacted) is
+/// logged at info level. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_compact(
+    node: *const embraft_node,
+    index: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, |n| n.compact(index)) }
+}
+
+/// Leader: queues one chunk of the host's snapshot at `snapshot_index` for
+/// `peer`, as asked by `embraft_ready_snapshot_send`: `len` bytes at `data`
+/// (copied) at `offset` of a snapshot of `total_len` bytes whose CRC-32
+/// (IEEE, see `embraft_crc32`) is `checksum`. The chunk leaves as an
+/// ordinary message in a later batch. Send the chunks in order, then call
+/// `embraft_node_report_snapshot`. A chunk of a snapshot the node has since
+/// replaced, or sent after losing leadership, is dropped. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_send_snapshot_chunk(
+    node: *const embraft_node,
+    peer: u64,
+    snapshot_index: u64,
+    offset: u64,
+    total_len: u64,
+    checksum: u32,
+    data: *const u8,
+    len: usize,
+) -> embraft_status {
+    catch_panics(|| {
+        // SAFETY: buffer validity is the caller's contract.
+        let bytes = match unsafe { borrow_bytes(data, len) } {
+            Ok(bytes) => bytes,
+            Err(status) => return status,
+        };
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            with_node(node, |n| {
+                n.send_snapshot_chunk(peer, snapshot_index, offset, total_len, checksum, bytes)
+            })
+        }
+    })
+}
+
+/// Leader: the host finished streaming a snapshot to `peer` (`success`
+/// true), or gave up (false: the peer is probed again and a new
+/// `embraft_ready_snapshot_send` follows if it still needs one). Never
+/// blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_report_snapshot(
+    node: *const embraft_node,
+    peer: u64,
+    success: bool,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, |n| n.report_snapshot(peer, success)) }
+}
+
+/// Follower: the host holds, durably and with a verified checksum, the
+/// whole snapshot at `snapshot_index` whose chunks came in ready batches
+/// (`embraft_ready_snapshot_chunk`). If the node still needs it, it
+/// installs it and a later batch asks the host to restore its state
+/// machine from it (`embraft_ready_snapshot_to_restore`); otherwise the
+/// host may discard it (logged at info level). Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_restore_snapshot(
+    node: *const embraft_node,
+    snapshot_index: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, |n| n.restore_snapshot(snapshot_index)) }
+}
+
+/// Waits up to `timeout_ms` milliseconds (0: do not wait) for the next
+/// batch of work. On success `*ready_out` receives a batch owned by the
+/// caller, to be released with `embraft_ready_free`; its views stay valid
+/// until then, even after the node is freed. Returns `EMBRAFT_TIMED_OUT`
+/// (and writes nothing) when no batch came in time, and
+/// `EMBRAFT_ERR_NODE_FAILED` once the node has stopped after a storage
+/// failure (the batch pending at that moment is still handed out first).
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`); when several
+/// threads poll one node, each batch goes to one of them.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_poll_ready(
+    node: *const embraft_node,
+    timeout_ms: u32,
+    ready_out: *mut *mut embraft_ready,
+) -> embraft_status {
+    catch_panics(|| {
+        require_outputs!(ready_out);
+        let mut timed_out = false;
+        // SAFETY: forwarded from this function's contract.
+        let status = unsafe {
+            with_node(node, |n| {
+                match n.poll_ready(Duration::from_millis(u64::from(timeout_ms)))? {
+                    Some(batch) => {
+                        let ready = Box::new(embraft_ready::new(batch));
+                        // SAFETY: checked non-NULL above; writable by contract.
+                        write_output(ready_out, Box::into_raw(ready));
+                    }
+                    None => timed_out = true,
+                }
+                Ok(())
+            })
+        };
+        if timed_out {
+            EMBRAFT_TIMED_OUT
+        } else {
+            status
+        }
+    })
+}
+
+/// Tells the node that the host's state machine applied every delivered
+/// committed entry through `index`. Acknowledgements may lag behind
+/// delivery and may repeat; an index beyond the last delivered entry fails
+/// with `EMBRAFT_ERR_NOT_DELIVERED`. Never blocks (`EMBRAFT_ERR_BUSY` when
+/// the input queue is full).
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_ack_applied(
+    node: *const embraft_node,
+    index: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_node(node, |n| n.ack_applied(index)) }
+}
+
+/// Takes a snapshot of the node's status (id, role, term, leader, commit,
+/// applied, log bounds, and per-peer progress when leader). On success
+/// `*report_out` receives a report owned by the caller, to be released
+/// with `embraft_status_report_free`.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_status(
+    node: *const embraft_node,
+    report_out: *mut *mut embraft_status_report,
+) -> embraft_status {
+    catch_panics(|| {
+        require_outputs!(report_out);
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            with_node(node, |n| {
+                let report = Box::new(embraft_status_report::new(n.status()));
+                // SAFETY: checked non-NULL above; writable by contract.
+                write_output(report_out, Box::into_raw(report));
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Writes to `*fd_out` a file descriptor that is readable while a batch
+/// (or a failure) waits for `embraft_node_poll_ready`: add it to poll,
+/// epoll or an event loop. The descriptor is owned by the node and closed
+/// by `embraft_node_free`: never read, write or close it.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_readiness_fd(
+    node: *const embraft_node,
+    fd_out: *mut c_int,
+) -> embraft_status {
+    catch_panics(|| {
+        require_outputs!(fd_out);
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            with_node(node, |n| {
+                // SAFETY: checked non-NULL above; writable by contract.
+                write_output(fd_out, n.readiness_fd());
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Sets the level of the log lines the node puts in its ready batches, one
+/// of `EMBRAFT_LOG_*`; other values fail with
+/// `EMBRAFT_ERR_INVALID_ARGUMENT`.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_set_log_level(
+    node: *const embraft_node,
+    level: u32,
+) -> embraft_status {
+    catch_panics(|| {
+        let handle = borrow_or_return!(node);
+        match log_level(level) {
+            Some(level) => {
+                handle.node.set_log_level(level);
+                EMBRAFT_OK
+            }
+            None => handle.errors.fail(
+                EMBRAFT_ERR_INVALID_ARGUMENT,
+                format!("unknown log level {level}"),
+            ),
+        }
+    })
+}
+
+/// Copies the message of the most recent failed call on `node` into
+/// `buf`, truncated to `buf_len - 1` bytes and NUL-terminated; an empty
+/// string if no call failed. `buf` may be NULL only when `buf_len` is 0.
+/// If `message_len` is not NULL it receives the full message length
+/// (without the NUL). The caller owns `buf`. With several threads calling
+/// one node, the message may belong to another thread's failed call.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_last_error(
+    node: *const embraft_node,
+    buf: *mut c_char,
+    buf_len: usize,
+    message_len: *mut usize,
+) -> embraft_status {
+    catch_panics(|| {
+        let handle = borrow_or_return!(node);
+        // SAFETY: buffer validity is the caller's contract (see above).
+        unsafe { handle.errors.copy_out(buf, buf_len, message_len) }
+    })
+}

@@ -1,0 +1,644 @@
+//! The thread-based runtime: one [`Node`] owns one Raft core and one WAL.
+//!
+//! Threads:
+//! - the caller's threads: [`Node::tick`], [`Node::step`], [`Node::propose`]
+//!   and [`Node::ack_applied`] validate their input, then queue it on a
+//!   bounded channel without blocking ([`NodeError::Busy`] when it is full);
+//!   [`Node::poll_ready`] takes the pending batch;
+//! - the driver thread owns the core (see `driver.rs`);
+//! - the persistence thread owns the WAL and syncs queued writes together
+//!   (see `persist.rs`).
+//!
+//! The node never calls into the host: log lines travel in the batches.
+
+mod batch;
+mod driver;
+mod persist;
+mod proposals;
+mod readiness;
+mod wire;
+
+pub use batch::{
+    CommittedEntry, DropReason, LogLevel, LogLine, NodeState, OutboundMessage, ProposalOutcome,
+    ProposalResult, ReadyBatch,
+};
+
+use crate::codec::DecodeError;
+use crate::core::{ConfChange, Config, Index, InitialState, NodeId, Raft, Status, NO_NODE};
+use crate::wal::{Recovered, Wal, WalError, WalOptions};
+use batch::Pending;
+use crossbeam_channel::TrySendError;
+use driver::{Driver, Input};
+use parking_lot::{Condvar, Mutex};
+use readiness::Readiness;
+use std::fmt;
+use std::os::fd::RawFd;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Everything needed to start (or restart) a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The core's tunables; `raft.id` is this node's id. A `raft.seed` of 0
+    /// asks the node to pick a random seed.
+    pub raft: Config,
+    /// Voters of a new cluster, this node included. Only read when the data
+    /// directory holds no state yet; a restarted node recovers its
+    /// membership from its WAL. Empty for a node that joins an existing
+    /// cluster (it learns the membership from the leader's log).
+    pub peers: Vec<NodeId>,
+    pub data_dir: PathBuf,
+    pub wal: WalOptions,
+    /// What the host has already applied: committed entries up to here are
+    /// not delivered again after a restart (0: deliver from the start).
+    pub applied: Index,
+    /// Inputs queued before [`NodeError::Busy`] is answered.
+    pub input_capacity: usize,
+    pub log_level: LogLevel,
+}
+
+impl NodeConfig {
+    pub fn new(id: NodeId, data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            raft: Config {
+                id,
+                ..Config::default()
+            },
+            peers: Vec::new(),
+            data_dir: data_dir.into(),
+            wal: WalOptions::default(),
+            applied: 0,
+            input_capacity: DEFAULT_INPUT_CAPACITY,
+            log_level: LogLevel::Off,
+        }
+    }
+}
+
+pub const DEFAULT_INPUT_CAPACITY: usize = 4096;
+
+/// Why a node call failed.
+#[derive(Debug)]
+pub enum NodeError {
+    /// The configuration, or its combination with the recovered state, is
+    /// unusable.
+    InvalidConfig(String),
+    /// Another node (in this or another process) holds the data directory.
+    DirectoryLocked(PathBuf),
+    /// Opening or recovering the WAL failed.
+    Storage(WalError),
+    /// A system resource (thread, file descriptor) could not be had.
+    Resource(String),
+    /// The input queue is full; retry after polling.
+    Busy,
+    /// Bytes given to `step` are not a message.
+    MalformedMessage(DecodeError),
+    /// The message is addressed to another node.
+    WrongRecipient { to: NodeId, this_node: NodeId },
+    /// The proposal exceeds the configured maximum entry size.
+    ProposalTooLarge { size: u64, limit: u64 },
+    /// `ack_applied` named an index the host has not been given yet.
+    NotDelivered { index: Index, delivered: Index },
+    /// The node stopped after a storage failure or an internal error; free
+    /// it and create it again from its data directory.
+    Failed(String),
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
+            NodeError::DirectoryLocked(dir) => {
+                write!(
+                    f,
+                    "data directory {} is in use by another node",
+                    dir.display()
+                )
+            }
+            NodeError::Storage(err) => write!(f, "storage: {err}"),
+            NodeError::Resource(why) => write!(f, "out of resources: {why}"),
+            NodeError::Busy => write!(f, "input queue full; poll the node and retry"),
+            NodeError::MalformedMessage(err) => write!(f, "malformed message: {err}"),
+            NodeError::WrongRecipient { to, this_node } => {
+                write!(
+                    f,
+                    "message addressed to node {to}, this is node {this_node}"
+                )
+            }
+            NodeError::ProposalTooLarge { size, limit } => {
+                write!(f, "proposal of {size} bytes exceeds the limit of {limit}")
+            }
+            NodeError::NotDelivered { index, delivered } => write!(
+                f,
+                "cannot acknowledge index {index}: only entries through {delivered} were delivered"
+            ),
+            NodeError::Failed(why) => write!(f, "node stopped: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+/// What the host sees, filled by the node's threads, taken by `poll_ready`.
+struct Outbox {
+    pending: Pending,
+    /// Set once when the node stops for good; the pending batch is still
+    /// handed out first.
+    failure: Option<String>,
+}
+
+/// State shared by the host-facing [`Node`] and its threads.
+pub(crate) struct Shared {
+    outbox: Mutex<Outbox>,
+    batch_ready: Condvar,
+    readiness: Readiness,
+    status: Mutex<Status>,
+    log_level: AtomicU8,
+    /// Highest committed index handed to the host: the bound for acks.
+    delivered: AtomicU64,
+    /// Set with `Outbox::failure`, read without the lock so that inputs
+    /// are refused as soon as the node has failed.
+    failed: AtomicBool,
+}
+
+impl Shared {
+    /// Changes the pending batch and wakes pollers (condvar and fd) when it
+    /// turns non-empty.
+    pub(crate) fn update(&self, change: impl FnOnce(&mut Pending)) {
+        let mut outbox = self.outbox.lock();
+        let was_empty = outbox.pending.is_empty();
+        change(&mut outbox.pending);
+        if was_empty && !outbox.pending.is_empty() {
+            self.readiness.signal();
+            self.batch_ready.notify_all();
+        }
+    }
+
+    /// Adds a log line when `level` is enabled; `text` runs only then.
+    pub(crate) fn log(&self, level: LogLevel, text: impl FnOnce() -> String) {
+        if level != LogLevel::Off && level as u8 <= self.log_level.load(Ordering::Relaxed) {
+            let line = LogLine {
+                level,
+                text: text(),
+            };
+            self.update(|p| p.push_log(line));
+        }
+    }
+
+    /// Stops the node for good: every later input is refused with `why`.
+    pub(crate) fn fail(&self, why: String) {
+        self.log(LogLevel::Info, || why.clone());
+        let mut outbox = self.outbox.lock();
+        if outbox.failure.is_none() {
+            outbox.failure = Some(why);
+            self.failed.store(true, Ordering::Release);
+            // Wake the host so it polls and learns of the failure.
+            self.readiness.signal();
+            self.batch_ready.notify_all();
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.outbox.lock().failure.clone()
+    }
+
+    pub(crate) fn publish_status(&self, status: Status) {
+        *self.status.lock() = status;
+    }
+}
+
+/// A running Raft node. Every method takes `&self` and may be called from
+/// any thread; dropping it stops its threads after its writes are durable.
+pub struct Node {
+    id: NodeId,
+    max_entry_bytes: u64,
+    inputs: Option<crossbeam_channel::Sender<Input>>,
+    shared: Arc<Shared>,
+    next_proposal_id: AtomicU64,
+    driver: Option<JoinHandle<()>>,
+    persister: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Opens (or creates) the data directory, recovers the WAL and starts the
+    /// node's threads. A new cluster needs `config.peers`; a restart takes
+    /// membership, term, vote and log from the directory.
+    pub fn new(config: NodeConfig) -> Result<Node, NodeError> {
+        let id = config.raft.id;
+        if config.input_capacity == 0 {
+            return Err(NodeError::InvalidConfig(
+                "input queue capacity must be greater than zero".into(),
+            ));
+        }
+        config
+            .raft
+            .validate()
+            .map_err(|err| NodeError::InvalidConfig(err.to_string()))?;
+        let (wal, recovered) =
+            Wal::open(&config.data_dir, config.wal.clone()).map_err(|err| match err {
+                WalError::Locked(dir) => NodeError::DirectoryLocked(dir),
+                // Only the options can be refused before anything is read.
+                WalError::Invalid(why) => NodeError::InvalidConfig(why),
+                err => NodeError::Storage(err),
+            })?;
+        let initial = initial_state(&config, &wal, recovered)?;
+        let applied = initial.applied;
+        // Restarting from a compacted log beyond what the host applied: the
+        // host first restores its state machine from its snapshot.
+        let restore = initial
+            .snapshot
+            .clone()
+            .filter(|meta| meta.index > config.applied);
+        let mut raft_config = config.raft.clone();
+        if raft_config.seed == 0 {
+            raft_config.seed = random_seed(id);
+        }
+        let raft = Raft::new(raft_config, initial)
+            .map_err(|err| NodeError::InvalidConfig(err.to_string()))?;
+        let readiness =
+            Readiness::new().map_err(|err| NodeError::Resource(format!("readiness fd: {err}")))?;
+        let state = NodeState {
+            role: raft.role(),
+            leader: raft.leader(),
+            term: raft.term(),
+        };
+        let shared = Arc::new(Shared {
+            outbox: Mutex::new(Outbox {
+                pending: Pending::new(state),
+                failure: None,
+            }),
+            batch_ready: Condvar::new(),
+            readiness,
+            status: Mutex::new(raft.status()),
+            log_level: AtomicU8::new(config.log_level as u8),
+            delivered: AtomicU64::new(applied),
+            failed: AtomicBool::new(false),
+        });
+
+        if let Some(meta) = restore {
+            shared.update(|p| p.set_restore(meta));
+        }
+
+        let (input_tx, input_rx) = crossbeam_channel::bounded(config.input_capacity);
+        // Unbounded, but never long: the driver takes one ready per round
+        // and the persistence thread drains the queue on every sync.
+        let (job_tx, job_rx) = crossbeam_channel::unbounded();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+
+        let persister = spawn_guarded(format!("embraft-wal-{id}"), &shared, move || {
+            persist::run(wal, job_rx, done_tx)
+        })?;
+        let driver = Driver::new(raft, shared.clone(), input_rx, job_tx, done_rx, applied);
+        let driver = spawn_guarded(format!("embraft-node-{id}"), &shared, move || driver.run())?;
+        shared.log(LogLevel::Info, || {
+            format!(
+                "node {id} started on {} (applied {applied})",
+                config.data_dir.display()
+            )
+        });
+        Ok(Node {
+            id,
+            max_entry_bytes: config.raft.max_entry_bytes,
+            inputs: Some(input_tx),
+            shared,
+            next_proposal_id: AtomicU64::new(1),
+            driver: Some(driver),
+            persister: Some(persister),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Advances the node's logical clock by one tick.
+    pub fn tick(&self) -> Result<(), NodeError> {
+        self.send(Input::Tick)
+    }
+
+    /// Takes a message received from a peer, as bytes the peer's node
+    /// produced. Malformed bytes and misaddressed messages are refused here;
+    /// messages the core refuses are logged at debug level.
+    pub fn step(&self, bytes: &[u8]) -> Result<(), NodeError> {
+        let msg = wire::decode(bytes).map_err(NodeError::MalformedMessage)?;
+        if msg.to != self.id {
+            return Err(NodeError::WrongRecipient {
+                to: msg.to,
+                this_node: self.id,
+            });
+        }
+        self.send(Input::Step(msg))
+    }
+
+    /// Queues a proposal and returns its id (never 0). Its outcome arrives
+    /// in a later batch: committed at an index, or dropped with a reason.
+    pub fn propose(&self, data: &[u8]) -> Result<u64, NodeError> {
+        let size = data.len() as u64;
+        // The core applies the same limit; checking it here as well answers
+        // the host at once and keeps oversized payloads out of the queue.
+        if size > self.max_entry_bytes {
+            return Err(NodeError::ProposalTooLarge {
+                size,
+                limit: self.max_entry_bytes,
+            });
+        }
+        let proposal_id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
+        self.send(Input::Propose {
+            proposal_id,
+            data: data.to_vec(),
+        })?;
+        Ok(proposal_id)
+    }
+
+    /// Queues a membership change and returns its proposal id; its outcome
+    /// arrives like that of [`Node::propose`], and the change is in force on
+    /// each node once its entry is applied there.
+    pub fn propose_conf_change(&self, change: ConfChange) -> Result<u64, NodeError> {
+        let proposal_id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
+        self.send(Input::ProposeConfChange {
+            proposal_id,
+            change,
+        })?;
+        Ok(proposal_id)
+    }
+
+    /// Asks for a linearizable read point; the result, tagged with
+    /// `context`, arrives in a later batch.
+    pub fn read_index(&self, context: u64) -> Result<(), NodeError> {
+        self.send(Input::ReadIndex { context })
+    }
+
+    /// Asks the leader to hand leadership to `to`; a refusal is logged.
+    pub fn transfer_leader(&self, to: NodeId) -> Result<(), NodeError> {
+        self.send(Input::TransferLeader { to })
+    }
+
+    /// The host's transport could not reach `peer`: a leader stops
+    /// streaming to it until it answers again.
+    pub fn report_unreachable(&self, peer: NodeId) -> Result<(), NodeError> {
+        self.send(Input::Unreachable { peer })
+    }
+
+    /// The host saved a snapshot of its state machine covering every entry
+    /// through `index` (which it has applied): the node records it and
+    /// drops the log entries it covers (keeping `compact_keep_entries` for
+    /// slow followers). A refusal (not applied yet, already compacted) is
+    /// logged.
+    pub fn compact(&self, index: Index) -> Result<(), NodeError> {
+        self.send(Input::Compact { index })
+    }
+
+    /// Leader: queues one chunk of the host's snapshot at `snapshot_index`
+    /// for `peer` (named in [`ReadyBatch::snapshots_to_send`]); the chunk
+    /// leaves as an ordinary message in a later batch. `checksum` is the
+    /// CRC-32 (IEEE) of the whole snapshot of `total_len` bytes.
+    pub fn send_snapshot_chunk(
+        &self,
+        peer: NodeId,
+        snapshot_index: Index,
+        offset: u64,
+        total_len: u64,
+        checksum: u32,
+        data: &[u8],
+    ) -> Result<(), NodeError> {
+        self.send(Input::SendSnapshotChunk {
+            peer,
+            snapshot_index,
+            offset,
+            total_len,
+            checksum,
+            data: data.to_vec(),
+        })
+    }
+
+    /// Leader: the host finished streaming a snapshot to `peer`, or gave up
+    /// (`success == false`, and the peer is probed again later).
+    pub fn report_snapshot(&self, peer: NodeId, success: bool) -> Result<(), NodeError> {
+        self.send(Input::ReportSnapshot { peer, success })
+    }
+
+    /// Follower: the host holds, durably and verified, the whole snapshot
+    /// at `index` whose chunks it was handed. If the node still needs it,
+    /// a later batch asks the host to restore its state machine from it.
+    pub fn restore_snapshot(&self, index: Index) -> Result<(), NodeError> {
+        self.send(Input::RestoreSnapshot { index })
+    }
+
+    /// The host applied every delivered entry through `index`. Acks may lag
+    /// and may repeat; an index beyond what was delivered is refused.
+    pub fn ack_applied(&self, index: Index) -> Result<(), NodeError> {
+        let delivered = self.shared.delivered.load(Ordering::Acquire);
+        if index > delivered {
+            return Err(NodeError::NotDelivered { index, delivered });
+        }
+        self.send(Input::Applied(index))
+    }
+
+    /// Waits up to `timeout` for a batch; `Ok(None)` when none came. After a
+    /// failure, the batch pending at that moment is still handed out, then
+    /// every call returns the failure.
+    pub fn poll_ready(&self, timeout: Duration) -> Result<Option<ReadyBatch>, NodeError> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut outbox = self.shared.outbox.lock();
+        loop {
+            if !outbox.pending.is_empty() {
+                let batch = outbox.pending.take();
+                // A restored snapshot counts as delivered through its index.
+                let delivered = batch
+                    .committed
+                    .last()
+                    .map(|last| last.entry.index)
+                    .max(batch.restore.as_ref().map(|meta| meta.index));
+                if let Some(delivered) = delivered {
+                    self.shared.delivered.store(delivered, Ordering::Release);
+                }
+                if outbox.failure.is_none() {
+                    self.shared.readiness.clear();
+                }
+                return Ok(Some(batch));
+            }
+            if let Some(why) = &outbox.failure {
+                return Err(NodeError::Failed(why.clone()));
+            }
+            let timed_out = match deadline {
+                Some(deadline) => self
+                    .shared
+                    .batch_ready
+                    .wait_until(&mut outbox, deadline)
+                    .timed_out(),
+                None => {
+                    self.shared.batch_ready.wait(&mut outbox);
+                    false
+                }
+            };
+            if timed_out && outbox.pending.is_empty() && outbox.failure.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A descriptor that is readable while a batch (or a failure) waits to
+    /// be polled. Owned by the node: do not close it or read from it.
+    pub fn readiness_fd(&self) -> RawFd {
+        self.shared.readiness.fd()
+    }
+
+    /// The node's state as of the driver's last round.
+    pub fn status(&self) -> Status {
+        self.shared.status.lock().clone()
+    }
+
+    pub fn set_log_level(&self, level: LogLevel) {
+        self.shared.log_level.store(level as u8, Ordering::Relaxed);
+    }
+
+    fn send(&self, input: Input) -> Result<(), NodeError> {
+        let Some(inputs) = &self.inputs else {
+            return Err(NodeError::Failed("node is shutting down".into()));
+        };
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(self.failure_error());
+        }
+        match inputs.try_send(input) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(NodeError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(self.failure_error()),
+        }
+    }
+
+    fn failure_error(&self) -> NodeError {
+        NodeError::Failed(
+            self.shared
+                .failure()
+                .unwrap_or_else(|| "the node's thread stopped".into()),
+        )
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Hanging up the input channel tells the driver to finish; it lets
+        // the persistence thread complete every queued write before both
+        // threads end.
+        drop(self.inputs.take());
+        for handle in [self.driver.take(), self.persister.take()]
+            .into_iter()
+            .flatten()
+        {
+            // Panics were caught inside the thread (spawn_guarded).
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Builds the core's starting state from what the WAL recovered. In an
+/// empty directory, configured peers found a new cluster: the founding
+/// membership entry the core prescribes is made durable before the node
+/// starts, so every later start recovers it like any other entry. With no
+/// peers the node joins an existing cluster and learns the membership from
+/// the log the leader sends.
+fn initial_state(
+    config: &NodeConfig,
+    wal: &Wal,
+    recovered: Recovered,
+) -> Result<InitialState, NodeError> {
+    let id = config.raft.id;
+    if recovered == Recovered::default() {
+        if config.applied > 0 {
+            return Err(NodeError::InvalidConfig(format!(
+                "applied index {} given for an empty data directory",
+                config.applied
+            )));
+        }
+        if config.peers.is_empty() {
+            return Ok(InitialState::default());
+        }
+        if config.peers.contains(&NO_NODE) {
+            return Err(NodeError::InvalidConfig("peer id 0 is reserved".into()));
+        }
+        if !config.peers.contains(&id) {
+            return Err(NodeError::InvalidConfig(format!(
+                "peers must include this node ({id})"
+            )));
+        }
+        let initial = InitialState::bootstrap(&config.peers);
+        wal.append(&initial.entries, Some(&initial.hard_state))
+            .map_err(NodeError::Storage)?;
+        return Ok(initial);
+    }
+    if config.applied > recovered.hard_state.commit {
+        return Err(NodeError::InvalidConfig(format!(
+            "applied index {} is beyond the recovered commit index {}",
+            config.applied, recovered.hard_state.commit
+        )));
+    }
+    // Entries the snapshot covers are gone from the log: the host restores
+    // them from its snapshot (see `restore` in Node::new).
+    let applied = recovered
+        .snapshot
+        .as_ref()
+        .map_or(config.applied, |meta| meta.index.max(config.applied));
+    Ok(InitialState {
+        hard_state: recovered.hard_state,
+        // Membership changes after the snapshot are replayed from the log.
+        conf_state: recovered
+            .snapshot
+            .as_ref()
+            .map(|meta| meta.conf_state.clone())
+            .unwrap_or_default(),
+        snapshot: recovered.snapshot,
+        entries: recovered.entries,
+        applied,
+    })
+}
+
+/// A seed that differs between nodes and between runs, so that nodes never
+/// share election timeouts.
+fn random_seed(id: NodeId) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(id);
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.finish() | 1
+}
+
+/// Spawns a node thread whose panic, should one happen, stops the node with
+/// a clear failure instead of leaving the host waiting forever.
+fn spawn_guarded(
+    name: String,
+    shared: &Arc<Shared>,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, NodeError> {
+    let shared = shared.clone();
+    let thread_name = name.clone();
+    thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(body)) {
+                shared.fail(format!(
+                    "internal error in {thread_name}: {}",
+                    panic_message(&*payload)
+                ));
+            }
+        })
+        .map_err(|err| NodeError::Resource(format!("spawning {name}: {err}")))
+}
+
+/// The text of a panic payload, for error messages.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic".to_string()
+    }
+}

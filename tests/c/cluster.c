@@ -1,0 +1,423 @@
+#include "cluster.h"
+
+#include <string.h>
+
+unsigned cluster_tick_ms(void) {
+    const char *text = getenv("EMBRAFT_TEST_TICK_MS");
+    int value = text != NULL ? atoi(text) : 0;
+    return value > 0 ? (unsigned)value : 10u;
+}
+
+static int verbose(void) {
+    return getenv("EMBRAFT_TEST_VERBOSE") != NULL;
+}
+
+struct cluster *cluster_new(size_t count) {
+    struct cluster *c = calloc(1, sizeof *c);
+    if (c == NULL || count > CLUSTER_MAX_NODES) {
+        free(c);
+        return NULL;
+    }
+    c->count = count;
+    c->founders = count;
+    for (size_t i = 0; i < count; i++) {
+        c->peers[i] = i + 1;
+        c->nodes[i].id = i + 1;
+        c->nodes[i].dir = harness_temp_dir();
+    }
+    return c;
+}
+
+void cluster_free(struct cluster *c) {
+    if (c == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < c->count; i++) {
+        cluster_stop(c, i);
+        free(c->nodes[i].snapshot.data);
+        free(c->nodes[i].incoming.data);
+    }
+    free(c);
+}
+
+embraft_status cluster_start(struct cluster *c, size_t i, uint64_t applied) {
+    struct cluster_node *n = &c->nodes[i];
+    embraft_config *config = NULL;
+    embraft_status status = embraft_config_new(&config);
+    if (status != EMBRAFT_OK) {
+        return status;
+    }
+    embraft_config_set_id(config, n->id);
+    embraft_config_set_peers(config, c->peers, i < c->founders ? c->founders : 0);
+    embraft_config_set_data_dir(config, n->dir);
+    embraft_config_set_election_ticks(config, 10);
+    embraft_config_set_heartbeat_ticks(config, 2);
+    embraft_config_set_segment_size(config, 1u << 20);
+    embraft_config_set_applied_index(config, applied);
+    if (c->compact_keep_entries > 0) {
+        embraft_config_set_compact_keep_entries(config, c->compact_keep_entries);
+    }
+    embraft_config_set_log_level(config, verbose() ? EMBRAFT_LOG_DEBUG : EMBRAFT_LOG_OFF);
+    if (getenv("EMBRAFT_TEST_NO_SYNC") != NULL) {
+        embraft_config_set_sync_mode(config, EMBRAFT_SYNC_NEVER);
+    }
+    status = embraft_node_new(config, &n->node);
+    if (status != EMBRAFT_OK) {
+        harness_print_config_error(config);
+        n->node = NULL;
+    } else {
+        /* The host restarts from what it had applied. */
+        n->delivered = applied;
+        n->acked = applied;
+    }
+    /* The node keeps its own copy: the config can go at once. */
+    embraft_config_free(config);
+    return status;
+}
+
+void cluster_stop(struct cluster *c, size_t i) {
+    embraft_node_free(c->nodes[i].node);
+    c->nodes[i].node = NULL;
+}
+
+static void fail(struct cluster *c, const char *what, size_t i, embraft_status status) {
+    fprintf(stderr, "  node %zu: %s: %s\n", i + 1, what, embraft_status_str(status));
+    if (c->nodes[i].node != NULL) {
+        harness_print_node_error(c->nodes[i].node);
+    }
+    c->broken = 1;
+}
+
+static void deliver_messages(struct cluster *c, size_t from, const embraft_ready *ready) {
+    size_t count = 0;
+    embraft_ready_message_count(ready, &count);
+    for (size_t m = 0; m < count; m++) {
+        uint64_t to = 0;
+        const uint8_t *data = NULL;
+        size_t len = 0;
+        embraft_status status = embraft_ready_message(ready, m, &to, &data, &len);
+        if (status != EMBRAFT_OK || to == 0 || to > c->count) {
+            fail(c, "bad outbound message", from, status);
+            return;
+        }
+        embraft_node *dest = c->nodes[to - 1].node;
+        if (dest == NULL) {
+            continue; /* a stopped node: the message is lost, as on a network */
+        }
+        status = embraft_node_step(dest, data, len);
+        /* A full queue drops the message; Raft retransmits. */
+        if (status != EMBRAFT_OK && status != EMBRAFT_ERR_BUSY) {
+            fail(c, "step", (size_t)(to - 1), status);
+        }
+    }
+}
+
+static void apply_entries(struct cluster *c, size_t i, const embraft_ready *ready) {
+    struct cluster_node *n = &c->nodes[i];
+    size_t count = 0;
+    embraft_ready_entry_count(ready, &count);
+    for (size_t e = 0; e < count; e++) {
+        uint64_t index = 0, term = 0, proposal_id = 0;
+        uint32_t kind = 0;
+        const uint8_t *data = NULL;
+        size_t len = 0;
+        embraft_status status =
+            embraft_ready_entry(ready, e, &index, &term, &kind, &data, &len, &proposal_id);
+        if (status != EMBRAFT_OK) {
+            fail(c, "entry accessor", i, status);
+            return;
+        }
+        if (index != n->delivered + 1 || index > CLUSTER_MAX_INDEX || len > CLUSTER_PAYLOAD_MAX) {
+            fprintf(stderr, "  node %zu: entry %llu delivered after %llu (len %zu)\n", i + 1,
+                    (unsigned long long)index, (unsigned long long)n->delivered, len);
+            c->broken = 1;
+            return;
+        }
+        struct applied_entry *slot = &n->applied[index];
+        slot->term = term;
+        slot->kind = kind;
+        slot->len = len;
+        memcpy(slot->data, data, len);
+        n->delivered = index;
+        if (proposal_id != 0 && proposal_id < CLUSTER_MAX_PROPOSALS &&
+            n->proposals[proposal_id] == PROPOSAL_COMMITTED &&
+            n->proposal_index[proposal_id] != index) {
+            fprintf(stderr, "  node %zu: proposal %llu applied at %llu, committed at %llu\n",
+                    i + 1, (unsigned long long)proposal_id, (unsigned long long)index,
+                    (unsigned long long)n->proposal_index[proposal_id]);
+            c->broken = 1;
+        }
+    }
+}
+
+static void record_outcomes(struct cluster *c, size_t i, const embraft_ready *ready) {
+    struct cluster_node *n = &c->nodes[i];
+    size_t count = 0;
+    embraft_ready_outcome_count(ready, &count);
+    for (size_t o = 0; o < count; o++) {
+        uint64_t id = 0, index = 0;
+        uint32_t outcome = 0;
+        embraft_status status = embraft_ready_outcome(ready, o, &id, &outcome, &index);
+        if (status != EMBRAFT_OK || id == 0 || id >= CLUSTER_MAX_PROPOSALS) {
+            fail(c, "outcome accessor", i, status);
+            return;
+        }
+        n->proposals[id] =
+            outcome == EMBRAFT_PROPOSAL_COMMITTED ? PROPOSAL_COMMITTED : PROPOSAL_DROPPED;
+        n->proposal_index[id] = index;
+    }
+}
+
+static uint32_t crc_of(const unsigned char *data, size_t len) {
+    uint32_t crc = 0;
+    embraft_crc32(0, data, len, &crc);
+    return crc;
+}
+
+embraft_status cluster_take_snapshot(struct cluster *c, size_t i) {
+    struct cluster_node *n = &c->nodes[i];
+    size_t len = (size_t)n->delivered * sizeof(struct applied_entry);
+    unsigned char *data = malloc(len > 0 ? len : 1);
+    if (data == NULL) {
+        return EMBRAFT_ERR_RESOURCE;
+    }
+    memcpy(data, &n->applied[1], len);
+    free(n->snapshot.data);
+    n->snapshot.data = data;
+    n->snapshot.len = len;
+    n->snapshot.index = n->delivered;
+    n->snapshot.term = n->applied[n->delivered].term;
+    n->snapshot.checksum = crc_of(data, len);
+    /* The snapshot is saved (here: in memory) before the node may drop
+     * the entries it covers. */
+    return embraft_node_compact(n->node, n->delivered);
+}
+
+/* The host replaces its state machine with a stored snapshot. */
+static void restore_from(struct cluster *c, size_t i, uint64_t index) {
+    struct cluster_node *n = &c->nodes[i];
+    if (n->snapshot.index != index || n->snapshot.len != index * sizeof(struct applied_entry)) {
+        fprintf(stderr, "  node %zu: asked to restore snapshot %llu, holds %llu\n", i + 1,
+                (unsigned long long)index, (unsigned long long)n->snapshot.index);
+        c->broken = 1;
+        return;
+    }
+    memcpy(&n->applied[1], n->snapshot.data, n->snapshot.len);
+    n->delivered = index;
+}
+
+/* Leader: stream the saved snapshot to each peer that needs it. */
+static void send_snapshots(struct cluster *c, size_t i, const embraft_ready *ready) {
+    struct cluster_node *n = &c->nodes[i];
+    size_t count = 0;
+    embraft_ready_snapshot_send_count(ready, &count);
+    for (size_t s = 0; s < count; s++) {
+        uint64_t peer = 0, index = 0, term = 0;
+        embraft_ready_snapshot_send(ready, s, &peer, &index, &term);
+        if (index != n->snapshot.index || term != n->snapshot.term) {
+            fprintf(stderr, "  node %zu: asked to send snapshot %llu, holds %llu\n", i + 1,
+                    (unsigned long long)index, (unsigned long long)n->snapshot.index);
+            c->broken = 1;
+            return;
+        }
+        const size_t chunk = 4096;
+        size_t offset = 0;
+        int sent;
+        do { /* at least one chunk, even for an empty snapshot */
+            size_t len = n->snapshot.len - offset < chunk ? n->snapshot.len - offset : chunk;
+            sent = embraft_node_send_snapshot_chunk(n->node, peer, index, offset,
+                                                    n->snapshot.len, n->snapshot.checksum,
+                                                    n->snapshot.data + offset, len) == EMBRAFT_OK;
+            offset += len;
+        } while (sent && offset < n->snapshot.len);
+        embraft_node_report_snapshot(n->node, peer, sent);
+    }
+}
+
+/* Follower: store the chunks; once complete and verified, ask the node to
+ * install the snapshot. */
+static void receive_snapshot_chunks(struct cluster *c, size_t i, const embraft_ready *ready) {
+    struct cluster_node *n = &c->nodes[i];
+    size_t count = 0;
+    embraft_ready_snapshot_chunk_count(ready, &count);
+    for (size_t k = 0; k < count; k++) {
+        uint64_t index = 0, offset = 0, total = 0;
+        uint32_t checksum = 0;
+        const uint8_t *data = NULL;
+        size_t len = 0;
+        embraft_ready_snapshot_chunk(ready, k, &index, &offset, &total, &checksum, &data, &len);
+        struct snapshot_store *in = &n->incoming;
+        if (in->data == NULL || in->index != index || offset == 0) {
+            free(in->data);
+            memset(in, 0, sizeof *in);
+            in->data = malloc(total > 0 ? (size_t)total : 1);
+            in->index = index;
+            in->len = (size_t)total;
+            in->checksum = checksum;
+        }
+        if (in->data == NULL || offset != in->received || offset + len > in->len) {
+            continue; /* out of order: the leader will send it again */
+        }
+        memcpy(in->data + offset, data, len);
+        in->received += len;
+        if (in->received == in->len && crc_of(in->data, in->len) == in->checksum) {
+            /* Stored (in memory) and verified: it becomes this host's
+             * snapshot, and the node may install it. */
+            free(n->snapshot.data);
+            n->snapshot = *in;
+            n->snapshot.term = 0; /* learned when the node asks to restore */
+            memset(in, 0, sizeof *in);
+            embraft_status status = embraft_node_restore_snapshot(n->node, index);
+            if (status != EMBRAFT_OK && status != EMBRAFT_ERR_BUSY) {
+                fail(c, "restore_snapshot", i, status);
+            }
+        }
+    }
+}
+
+void cluster_handle_ready(struct cluster *c, size_t i, const embraft_ready *ready) {
+    struct cluster_node *n = &c->nodes[i];
+    embraft_ready_state(ready, &n->role, &n->leader, &n->term);
+    size_t logs = 0;
+    embraft_ready_log_count(ready, &logs);
+    for (size_t l = 0; l < logs; l++) {
+        uint32_t level = 0;
+        const char *text = NULL;
+        if (embraft_ready_log(ready, l, &level, &text) == EMBRAFT_OK) {
+            fprintf(stderr, "  [node %zu log %u] %s\n", i + 1, level, text);
+        }
+    }
+    bool restore = false;
+    uint64_t restore_index = 0, restore_term = 0;
+    embraft_ready_snapshot_to_restore(ready, &restore, &restore_index, &restore_term);
+    if (restore) {
+        restore_from(c, i, restore_index);
+        n->snapshot.term = restore_term;
+    }
+    deliver_messages(c, i, ready);
+    send_snapshots(c, i, ready);
+    receive_snapshot_chunks(c, i, ready);
+    size_t reads = 0;
+    embraft_ready_read_count(ready, &reads);
+    for (size_t r = 0; r < reads; r++) {
+        embraft_ready_read(ready, r, &n->read_context, &n->read_result, &n->read_index);
+    }
+    apply_entries(c, i, ready);
+    record_outcomes(c, i, ready);
+    if (n->delivered > n->acked) {
+        embraft_status status = embraft_node_ack_applied(n->node, n->delivered);
+        if (status == EMBRAFT_OK) {
+            n->acked = n->delivered;
+        } else if (status != EMBRAFT_ERR_BUSY) {
+            fail(c, "ack_applied", i, status);
+        }
+    }
+}
+
+int cluster_pump(struct cluster *c) {
+    unsigned long long now = harness_now_ms();
+    if (now - c->last_tick_ms >= cluster_tick_ms()) {
+        c->last_tick_ms = now;
+        for (size_t i = 0; i < c->count; i++) {
+            if (c->nodes[i].node != NULL) {
+                embraft_status status = embraft_node_tick(c->nodes[i].node);
+                if (status != EMBRAFT_OK && status != EMBRAFT_ERR_BUSY) {
+                    fail(c, "tick", i, status);
+                }
+            }
+        }
+    }
+    int handled = 0;
+    for (size_t i = 0; i < c->count; i++) {
+        embraft_ready *ready = NULL;
+        if (c->nodes[i].node == NULL) {
+            continue;
+        }
+        embraft_status status = embraft_node_poll_ready(c->nodes[i].node, 0, &ready);
+        if (status == EMBRAFT_TIMED_OUT) {
+            continue;
+        }
+        if (status != EMBRAFT_OK) {
+            fail(c, "poll_ready", i, status);
+            continue;
+        }
+        cluster_handle_ready(c, i, ready);
+        embraft_ready_free(ready);
+        handled++;
+    }
+    return handled;
+}
+
+int cluster_run_until(struct cluster *c, int (*done)(struct cluster *, const void *),
+                      const void *arg, unsigned timeout_ms) {
+    unsigned long long deadline = harness_now_ms() + timeout_ms;
+    while (!c->broken) {
+        if (done(c, arg)) {
+            return 1;
+        }
+        if (harness_now_ms() > deadline) {
+            return 0;
+        }
+        if (cluster_pump(c) == 0) {
+            harness_sleep_ms(1);
+        }
+    }
+    return 0;
+}
+
+int cluster_agreed_leader(const struct cluster *c) {
+    int leader = -1;
+    for (size_t i = 0; i < c->count; i++) {
+        if (c->nodes[i].node != NULL && c->nodes[i].role == EMBRAFT_ROLE_LEADER) {
+            if (leader >= 0) {
+                return -1; /* two leaders (of different terms) for now */
+            }
+            leader = (int)i;
+        }
+    }
+    if (leader < 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < c->count; i++) {
+        if (c->nodes[i].node != NULL && c->nodes[i].leader != (uint64_t)leader + 1) {
+            return -1;
+        }
+    }
+    return leader;
+}
+
+int cluster_has_leader(struct cluster *c, const void *unused) {
+    (void)unused;
+    return cluster_agreed_leader(c) >= 0;
+}
+
+int cluster_all_applied(struct cluster *c, const void *index) {
+    uint64_t target = *(const uint64_t *)index;
+    for (size_t i = 0; i < c->count; i++) {
+        if (c->nodes[i].node != NULL && c->nodes[i].delivered < target) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int cluster_logs_agree(const struct cluster *c) {
+    for (size_t a = 0; a < c->count; a++) {
+        for (size_t b = a + 1; b < c->count; b++) {
+            const struct cluster_node *x = &c->nodes[a];
+            const struct cluster_node *y = &c->nodes[b];
+            uint64_t common = x->delivered < y->delivered ? x->delivered : y->delivered;
+            for (uint64_t index = 1; index <= common; index++) {
+                const struct applied_entry *p = &x->applied[index];
+                const struct applied_entry *q = &y->applied[index];
+                if (p->term != q->term || p->kind != q->kind || p->len != q->len ||
+                    memcmp(p->data, q->data, p->len) != 0) {
+                    fprintf(stderr, "  nodes %zu and %zu differ at index %llu\n", a + 1, b + 1,
+                            (unsigned long long)index);
+                    return 0;
+                }
+            }
+        }
+    }
+    return 1;
+}

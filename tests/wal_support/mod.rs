@@ -1,0 +1,153 @@
+//! Helpers shared by the WAL integration tests.
+#![allow(dead_code)]
+
+use embraft::core::{Entry, EntryKind, HardState};
+use embraft::wal::{AdvancedOptions, Recovered, SyncMode, Wal, WalError, WalOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A scratch directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "embraft-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The deterministic payload of entry `index`: 0 to 199 bytes derived from
+/// the index, so a stale or misplaced entry never compares equal.
+pub fn payload(index: u64, term: u64) -> Vec<u8> {
+    let len = ((index * 37 + term * 11) % 200) as usize;
+    (0..len)
+        .map(|i| (index as usize * 31 + i * 7 + term as usize) as u8)
+        .collect()
+}
+
+pub fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: if index % 17 == 0 {
+            EntryKind::Noop
+        } else {
+            EntryKind::Normal
+        },
+        data: payload(index, term),
+    }
+}
+
+pub fn entries(first: u64, count: u64, term: u64) -> Vec<Entry> {
+    (first..first + count).map(|i| entry(i, term)).collect()
+}
+
+pub fn small(segment_size: u64) -> WalOptions {
+    WalOptions {
+        segment_size,
+        sync: SyncMode::Always,
+    }
+}
+
+/// Options for tests that reopen many times: no background preparation.
+pub fn no_prepare() -> AdvancedOptions {
+    AdvancedOptions {
+        prepare_ahead: false,
+        ..AdvancedOptions::default()
+    }
+}
+
+pub fn open(dir: &Path, segment_size: u64) -> (Wal, Recovered) {
+    Wal::open(dir, small(segment_size)).expect("open")
+}
+
+pub fn hs(term: u64, commit: u64) -> HardState {
+    HardState {
+        term,
+        vote: 1,
+        commit,
+    }
+}
+
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn is_corrupt(e: &WalError) -> bool {
+    matches!(e, WalError::Corrupt { .. })
+}
+
+/// A file layer that skips data syncs: for tests that reopen thousands of
+/// times to exercise recovery logic, where durability is not the question.
+#[derive(Debug, Default)]
+pub struct NoSyncFiles;
+
+impl embraft::wal::FileLayer for NoSyncFiles {
+    fn sync_file(&self, _: &std::fs::File, _: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn sync_mapped(
+        &self,
+        _: &memmap2::MmapMut,
+        _: &Path,
+        _: usize,
+        _: usize,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn sync_dir(&self, _: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn fast_reopen_options() -> AdvancedOptions {
+    AdvancedOptions {
+        files: std::sync::Arc::new(NoSyncFiles),
+        prepare_ahead: false,
+        ..AdvancedOptions::default()
+    }
+}
+
+pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016x}.seg"))
+}
+
+/// A small seeded xorshift generator, so failures reproduce.
+pub struct TestRng(pub u64);
+
+impl TestRng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
