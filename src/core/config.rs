@@ -35,9 +35,12 @@ pub struct Config {
     /// entry is always handed out).
     pub max_apply_bytes: u64,
     /// Serve read-index requests from the leader's lease instead of a
-    /// heartbeat round. Needs `check_quorum`, and assumes that clocks on the
-    /// nodes advance at similar rates: a deposed leader may keep answering
-    /// reads until its own check-quorum timeout fires.
+    /// heartbeat round. Needs `check_quorum`. The lease runs for
+    /// `election_tick - 1` ticks from the sending of the last heartbeat
+    /// round a quorum acknowledged, and assumes that clocks on the nodes
+    /// advance at similar rates. A restarted node does not remember the
+    /// lease it granted and may vote at once, so a follower crash can cut a
+    /// lease short and let a deposed leader serve a stale read.
     pub lease_reads: bool,
     /// Entries kept in memory (and in the log) before a snapshot point, so
     /// that a follower lagging by less than this catches up without a

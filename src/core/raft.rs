@@ -403,6 +403,14 @@ pub struct Raft {
     reads_awaiting_commit: Vec<ReadRequest>,
     pending_reads: VecDeque<PendingRead>,
     read_round: u64,
+    /// Ticks since this node started: the clock leases are measured on.
+    ticks: u64,
+    /// Leader with lease reads: heartbeat rounds not yet acknowledged by a
+    /// quorum, as (round, tick sent, peers that acknowledged).
+    lease_rounds: VecDeque<(u64, u64, BTreeSet<NodeId>)>,
+    /// Leader with lease reads: reads may be served locally while `ticks`
+    /// is below this.
+    lease_until: u64,
     /// Follower: contexts of reads forwarded to the leader.
     forwarded_reads: Vec<u64>,
     messages: Vec<Message>,
@@ -484,6 +492,9 @@ impl Raft {
             reads_awaiting_commit: Vec::new(),
             pending_reads: VecDeque::new(),
             read_round: 0,
+            ticks: 0,
+            lease_rounds: VecDeque::new(),
+            lease_until: 0,
             forwarded_reads: Vec::new(),
             messages: Vec::new(),
             persisted_messages: Vec::new(),
@@ -571,6 +582,7 @@ impl Raft {
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
+        self.ticks += 1;
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.role == Role::Leader {
             self.tick_leader();
@@ -597,7 +609,56 @@ impl Raft {
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_tick {
             self.heartbeat_elapsed = 0;
-            self.broadcast_heartbeat(0);
+            if self.config.lease_reads {
+                self.broadcast_lease_round();
+            } else {
+                self.broadcast_heartbeat(0);
+            }
+        }
+    }
+
+    /// Sends a heartbeat round whose acknowledgement by a quorum extends the
+    /// lease. A follower refuses votes for `election_tick` ticks after it
+    /// hears from the leader, so once a quorum acknowledges a round sent at
+    /// tick `t`, no other leader can be elected before about `t +
+    /// election_tick` (one tick is kept as margin for clocks out of phase).
+    /// The lease runs from when the round was sent, never from when the
+    /// answers arrived: answers can be late.
+    fn broadcast_lease_round(&mut self) {
+        let horizon = u64::from(self.config.election_tick);
+        while let Some(&(_, sent, _)) = self.lease_rounds.front() {
+            if sent + horizon > self.ticks {
+                break;
+            }
+            self.lease_rounds.pop_front();
+        }
+        self.read_round += 1;
+        self.lease_rounds
+            .push_back((self.read_round, self.ticks, BTreeSet::new()));
+        self.broadcast_heartbeat(self.read_round);
+    }
+
+    /// An answer to heartbeat round `round` acknowledges every lease round
+    /// up to it.
+    fn renew_lease(&mut self, from: NodeId, round: u64) {
+        let mut confirmed = None;
+        for (index, (r, sent, acks)) in self.lease_rounds.iter_mut().enumerate() {
+            if *r > round {
+                break;
+            }
+            acks.insert(from);
+            let id = self.id;
+            if self
+                .membership
+                .has_quorum(|peer| peer == id || acks.contains(&peer))
+            {
+                confirmed = Some((index, *sent));
+            }
+        }
+        if let Some((index, sent)) = confirmed {
+            self.lease_rounds.drain(..=index);
+            let until = (sent + u64::from(self.config.election_tick)).saturating_sub(1);
+            self.lease_until = self.lease_until.max(until);
         }
     }
 
@@ -677,12 +738,22 @@ impl Raft {
                     transfer,
                 }
             };
-            self.messages.push(Message {
+            let msg = Message {
                 from: self.id,
                 to,
                 term,
                 body,
-            });
+            };
+            if pre_vote {
+                // A pre-vote changes no state, so nothing needs to be durable.
+                self.messages.push(msg);
+            } else {
+                // The request commits this node to `term`: if it left before
+                // the term was durable, the node could win, crash, forget the
+                // term, win it again and append different entries at the
+                // same (index, term) as its first leadership did.
+                self.persisted_messages.push(msg);
+            }
         }
         if pre_vote {
             self.record_vote(self.id, true);
@@ -719,6 +790,8 @@ impl Raft {
     fn become_leader(&mut self) {
         self.role = Role::Leader;
         self.leader = self.id;
+        self.lease_rounds.clear();
+        self.lease_until = 0;
         self.votes.clear();
         self.reset_election_timer();
         let next = self.log.last_index() + 1;
@@ -806,6 +879,7 @@ impl Raft {
             MessageBody::HeartbeatResponse { context } => {
                 if self.role == Role::Leader {
                     self.handle_heartbeat_response(msg.from);
+                    self.renew_lease(msg.from, context);
                     self.confirm_reads(msg.from, context);
                 }
             }
@@ -1579,7 +1653,7 @@ impl Raft {
             return;
         }
         let index = self.log.committed;
-        if self.config.lease_reads {
+        if self.config.lease_reads && self.ticks < self.lease_until {
             self.complete_read(request, Ok(index));
             return;
         }
