@@ -38,7 +38,7 @@ suite "clippy" cargo clippy --all-targets --release -- -D warnings
 suite "rust tests" cargo test --release --all-targets
 
 for extra in tests/c/run.sh examples/c/raftd/run-tests.sh bindings/python/run-tests.sh \
-    bindings/go/run-tests.sh; do
+    bindings/go/run-tests.sh scripts/interop.sh; do
     if [ -x "$extra" ]; then
         suite "$extra" "$extra"
     fi
