@@ -19,6 +19,21 @@ fn a_removed_leader_settles_its_later_proposals_as_unknown() {
     // No ticks from here on: no heartbeat or election may reorder the steps.
     cluster.ticking = false;
     let followers: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    // Every follower acknowledges the new leader's no-op first. Otherwise a
+    // follower the leader still probes would get no new entry until it
+    // answered (and its answer is about to be held), and the held
+    // acknowledgements below could be those of the no-op.
+    assert!(cluster.run_until(Duration::from_secs(10), |c| {
+        let status = c.host(leader).node().status();
+        status.last_index >= 2
+            && status.commit == status.last_index
+            && status.peers.len() == followers.len()
+            && status
+                .peers
+                .iter()
+                .all(|p| p.match_index == status.last_index && p.replicating)
+    }));
+    let removal_index = cluster.host(leader).node().status().last_index + 1;
 
     // The followers take the removal entry; their acknowledgements wait.
     for &f in &followers {
@@ -31,7 +46,7 @@ fn a_removed_leader_settles_its_later_proposals_as_unknown() {
         .unwrap();
     assert!(cluster.run_until(Duration::from_secs(10), |c| followers
         .iter()
-        .all(|&f| c.held_from(f) > 0)));
+        .all(|&f| c.held_ack_from(f) >= removal_index)));
 
     // A proposal after it never reaches the followers.
     for &f in &followers {

@@ -4,7 +4,8 @@
 //! proposal outcomes.
 #![allow(dead_code)]
 
-use embraft::core::{EntryKind, Index, NodeId, Role, SnapshotChunk, Term};
+use embraft::codec::decode_message;
+use embraft::core::{EntryKind, Index, Message, MessageBody, NodeId, Role, SnapshotChunk, Term};
 use embraft::node::{Node, NodeConfig, ProposalResult, ReadyBatch};
 use embraft::wal::WalOptions;
 use std::collections::HashMap;
@@ -150,8 +151,26 @@ impl Cluster {
         }
     }
 
-    pub fn held_from(&self, from: NodeId) -> usize {
-        self.held.iter().filter(|(f, _, _)| *f == from).count()
+    /// The highest index that messages held from `from` acknowledge (0 if
+    /// none).
+    pub fn held_ack_from(&self, from: NodeId) -> u64 {
+        self.held
+            .iter()
+            .filter(|(f, _, _)| *f == from)
+            .filter_map(|(_, _, bytes)| match decode_message(bytes) {
+                Ok(Message {
+                    body:
+                        MessageBody::AppendResponse {
+                            reject: false,
+                            index,
+                            ..
+                        },
+                    ..
+                }) => Some(index),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     fn deliver(&self, to: NodeId, bytes: &[u8]) {
