@@ -9,36 +9,12 @@ use embraft::core::{EntryKind, Index, Message, MessageBody, NodeId, Role, Snapsh
 use embraft::node::{Node, NodeConfig, ProposalResult, ReadyBatch};
 use embraft::wal::WalOptions;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// A scratch directory removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "embraft-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "../common/temp_dir.rs"]
+mod temp_dir;
+pub use temp_dir::TempDir;
 
 /// What happens to messages on one link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
