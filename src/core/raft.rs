@@ -456,8 +456,7 @@ impl Raft {
         let mut conf_history = vec![(snapshot.index, membership.clone())];
         for index in snapshot.index + 1..=log.committed {
             let entry = log.entry(index).expect("committed entries are held");
-            let next = apply_conf_change_entry(&membership, entry);
-            if next != membership {
+            if let Some(next) = membership_after(&membership, entry) {
                 membership = next;
                 conf_history.push((index, membership.clone()));
             }
@@ -1390,25 +1389,16 @@ impl Raft {
     /// true when the membership changed.
     fn apply_committed_conf_changes(&mut self, committed: &[Entry]) -> bool {
         let in_force = self.conf_applied;
-        let mut fresh = committed.iter().filter(|e| e.index > in_force);
-        if !fresh.clone().any(|e| e.kind == EntryKind::ConfChange) {
-            // Nothing but membership changes changes the membership: skip
-            // cloning and comparing it for every other entry.
-            if let Some(last) = fresh.next_back() {
-                self.conf_applied = last.index;
-            }
-            return false;
-        }
-        let before = self.membership.clone();
+        let mut changed = false;
         for e in committed.iter().filter(|e| e.index > in_force) {
-            let next = apply_conf_change_entry(&self.membership, e);
-            if next != self.membership {
+            if let Some(next) = membership_after(&self.membership, e) {
                 self.membership = next;
                 self.conf_history.push((e.index, self.membership.clone()));
+                changed = true;
             }
             self.conf_applied = e.index;
         }
-        if self.membership == before {
+        if !changed {
             return false;
         }
         if self.role == Role::Leader {
@@ -1825,17 +1815,18 @@ impl Raft {
     }
 }
 
-/// The membership after a committed entry: changed by a valid membership
-/// change, unchanged by anything else. An undecodable or inapplicable change
-/// is skipped; every node skips the same committed entries, so they stay in
-/// agreement.
-fn apply_conf_change_entry(membership: &Membership, entry: &Entry) -> Membership {
+/// The membership a committed entry puts in force, or `None` when it
+/// changes nothing: any entry but a membership change, a change that
+/// leaves the membership as it is, and a change that does not decode or
+/// cannot apply (every node skips the same committed entries, so they stay
+/// in agreement).
+fn membership_after(membership: &Membership, entry: &Entry) -> Option<Membership> {
     if entry.kind != EntryKind::ConfChange {
-        return membership.clone();
+        return None;
     }
     ConfChange::decode(&entry.data)
         .and_then(|change| membership.apply(&change).ok())
-        .unwrap_or_else(|| membership.clone())
+        .filter(|next| next != membership)
 }
 
 /// Checks that a snapshot chunk describes itself consistently: the bytes it

@@ -72,6 +72,22 @@ impl Cluster {
         meta
     }
 
+    /// Elects a leader, cuts one follower off, commits `proposals` entries
+    /// without it and snapshots the leader: the follower now needs the
+    /// snapshot. Returns (leader, follower, snapshot); the follower stays
+    /// cut off.
+    fn follower_behind_a_snapshot(&mut self, proposals: u8) -> (NodeId, NodeId, SnapshotMeta) {
+        let leader = self.elected();
+        let lagging = (1..=3).find(|&id| id != leader).unwrap();
+        self.isolated.push(lagging);
+        for i in 0..proposals {
+            self.node(leader).propose(vec![i]).unwrap();
+        }
+        self.settle();
+        let meta = self.snapshot(leader);
+        (leader, lagging, meta)
+    }
+
     /// Delivers the snapshots asked for, as a host's transfer would.
     fn transfer_snapshots(&mut self) {
         for (from, to, meta) in std::mem::take(&mut self.snapshot_sends) {
@@ -568,14 +584,7 @@ fn an_unreachable_follower_is_probed_instead_of_streamed_to() {
 #[test]
 fn a_follower_behind_the_compacted_log_catches_up_from_a_snapshot() {
     let mut c = Cluster::with_compaction(3, 5);
-    let leader = c.elected();
-    let lagging = (1..=3).find(|&id| id != leader).unwrap();
-    c.isolated.push(lagging);
-    for i in 0..50u8 {
-        c.node(leader).propose(vec![i]).unwrap();
-    }
-    c.settle();
-    let meta = c.snapshot(leader);
+    let (leader, lagging, meta) = c.follower_behind_a_snapshot(50);
     assert_eq!(meta.conf_state.voters, vec![1, 2, 3]);
     let status = c.node(leader).status();
     assert_eq!(status.snapshot_index, meta.index);
@@ -603,14 +612,7 @@ fn a_follower_behind_the_compacted_log_catches_up_from_a_snapshot() {
 #[test]
 fn a_failed_snapshot_transfer_is_asked_for_again() {
     let mut c = Cluster::with_compaction(3, 1);
-    let leader = c.elected();
-    let lagging = (1..=3).find(|&id| id != leader).unwrap();
-    c.isolated.push(lagging);
-    for i in 0..10u8 {
-        c.node(leader).propose(vec![i]).unwrap();
-    }
-    c.settle();
-    c.snapshot(leader);
+    let (leader, lagging, _) = c.follower_behind_a_snapshot(10);
     c.tick_all(1);
     c.transfer_snapshots();
     c.isolated.clear();
@@ -684,14 +686,7 @@ fn a_node_restarts_from_a_snapshot_and_the_entries_after_it() {
 #[test]
 fn a_snapshot_reported_sent_but_never_installed_is_sent_again() {
     let mut c = Cluster::with_compaction(3, 1);
-    let leader = c.elected();
-    let lagging = (1..=3).find(|&id| id != leader).unwrap();
-    c.isolated.push(lagging);
-    for i in 0..10u8 {
-        c.node(leader).propose(vec![i]).unwrap();
-    }
-    c.settle();
-    c.snapshot(leader);
+    let (leader, lagging, _) = c.follower_behind_a_snapshot(10);
     c.isolated.clear();
     c.tick_all(2);
     // The host claims success, but the chunks were lost on the way.

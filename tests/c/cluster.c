@@ -418,6 +418,19 @@ int cluster_has_leader(struct cluster *c, const void *unused) {
     return cluster_agreed_leader(c) >= 0;
 }
 
+int cluster_start_elect_and_commit(struct cluster *c, size_t count, unsigned total) {
+    for (size_t i = 0; i < count; i++) {
+        if (cluster_start(c, i, 0) != EMBRAFT_OK) {
+            return -1;
+        }
+    }
+    if (!cluster_run_until(c, cluster_has_leader, NULL, ELECTION_TIMEOUT_MS) ||
+        !cluster_propose_all(c, 0, total)) {
+        return -1;
+    }
+    return cluster_agreed_leader(c);
+}
+
 int cluster_all_applied(struct cluster *c, const void *index) {
     uint64_t target = *(const uint64_t *)index;
     for (size_t i = 0; i < c->count; i++) {

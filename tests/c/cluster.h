@@ -138,6 +138,11 @@ int cluster_run_for(struct cluster *c, unsigned ms);
 int cluster_agreed_leader(const struct cluster *c);
 int cluster_has_leader(struct cluster *c, const void *unused);
 
+/* Starts nodes 0..count-1 from scratch, waits for a leader and commits
+ * proposals 0..total-1 through it. Returns the agreed leader's index, or -1
+ * if any step failed. */
+int cluster_start_elect_and_commit(struct cluster *c, size_t count, unsigned total);
+
 /* Every running member has applied through *(const uint64_t *)index. */
 int cluster_all_applied(struct cluster *c, const void *index);
 
