@@ -25,7 +25,7 @@
  * The version of the C ABI described by this header. A host must refuse a
  * library whose `embraft_abi_version()` differs.
  */
-#define EMBRAFT_ABI_VERSION 1
+#define EMBRAFT_ABI_VERSION 2
 
 /**
  * Roles (`embraft_ready_state`, `EMBRAFT_FIELD_ROLE`).
@@ -281,6 +281,13 @@ typedef struct embraft_node embraft_node;
 typedef struct embraft_ready embraft_ready;
 
 /**
+ * An opaque snapshot being written. Created by
+ * `embraft_node_snapshot_begin`; ended (and freed) by exactly one of
+ * `embraft_snapshot_writer_finish` and `embraft_snapshot_writer_abort`.
+ */
+typedef struct embraft_snapshot_writer embraft_snapshot_writer;
+
+/**
  * An opaque status snapshot from `embraft_node_status`. Owned by the
  * caller; free with `embraft_status_report_free`.
  */
@@ -377,6 +384,25 @@ typedef int32_t embraft_status;
  */
 #define EMBRAFT_ERR_PANIC 15
 
+/**
+ * `embraft_node_snapshot_begin` named an index the host has not
+ * acknowledged as applied (`embraft_node_ack_applied`).
+ */
+#define EMBRAFT_ERR_NOT_APPLIED 16
+
+/**
+ * A snapshot was begun or finished at an index at or below the node's
+ * latest snapshot (one taken since, or installed from the leader).
+ */
+#define EMBRAFT_ERR_STALE_SNAPSHOT 17
+
+/**
+ * The data directory holds damaged or missing data: a snapshot file the
+ * WAL names is missing or fails its length or CRC check, or the WAL
+ * itself is corrupt. The node cannot start from it as it is.
+ */
+#define EMBRAFT_ERR_CORRUPT 18
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -404,21 +430,6 @@ uint32_t embraft_abi_version(void);
  * Thread safety: may be called from any thread at any time.
  */
 const char *embraft_status_str(embraft_status status);
-
-/**
- * Continues the CRC-32 (IEEE 802.3, as zlib's `crc32`) `crc` over `len`
- * bytes at `data` (borrowed; NULL allowed when `len` is 0) and writes the
- * result to `*crc_out`. Start with `crc` = 0. It is the checksum of
- * snapshots (`embraft_node_send_snapshot_chunk`), offered so that hosts
- * need no other library for it.
- *
- * # Safety
- * `data` must point to `len` readable bytes (or be NULL with `len` 0) and
- * `crc_out` must be NULL or writable.
- *
- * Thread safety: may be called from any thread at any time.
- */
-embraft_status embraft_crc32(uint32_t crc, const uint8_t *data, size_t len, uint32_t *crc_out);
 
 /**
  * Creates a configuration with the defaults (election 10 ticks, heartbeat
@@ -622,14 +633,46 @@ embraft_status embraft_config_set_log_level(embraft_config *config, uint32_t lev
 embraft_status embraft_config_set_lease_reads(embraft_config *config, bool enabled);
 
 /**
- * Sets how many entries before a snapshot point are kept in the log
- * after `embraft_node_compact` (default 1024), so that a follower lagging
- * by less catches up without a snapshot.
+ * Sets how many entries before a snapshot point are kept in the log when
+ * a snapshot is taken (default 1024), so that a follower lagging by less
+ * catches up without a snapshot.
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
  */
 embraft_status embraft_config_set_compact_keep_entries(embraft_config *config, uint64_t entries);
+
+/**
+ * Sets after how many applied entries since the last snapshot a ready
+ * batch asks the host for a new one (`embraft_ready_snapshot_wanted`);
+ * 0 (the default) never asks on this account.
+ *
+ * Thread safety: must not run concurrently with any other call on the
+ * same configuration.
+ */
+embraft_status embraft_config_set_snapshot_entries(embraft_config *config, uint64_t entries);
+
+/**
+ * Sets after how many bytes of log delivered since the last snapshot
+ * (payloads plus 24 bytes per entry) a ready batch asks the host for a
+ * new one (`embraft_ready_snapshot_wanted`); 0 (the default) never asks
+ * on this account.
+ *
+ * Thread safety: must not run concurrently with any other call on the
+ * same configuration.
+ */
+embraft_status embraft_config_set_snapshot_bytes(embraft_config *config, uint64_t bytes);
+
+/**
+ * Sets the bytes of snapshot data in one message to a follower (default
+ * and maximum 1 MiB, the transport's limit for a chunk). A few chunks per
+ * follower are in flight at once. `embraft_node_new` refuses 0 or more
+ * than 1 MiB with `EMBRAFT_ERR_INVALID_CONFIG`.
+ *
+ * Thread safety: must not run concurrently with any other call on the
+ * same configuration.
+ */
+embraft_status embraft_config_set_snapshot_chunk_size(embraft_config *config, uint64_t bytes);
 
 /**
  * Sets the seed of the generator that randomizes election timeouts, for
@@ -778,63 +821,27 @@ embraft_status embraft_node_transfer_leader(const embraft_node *node, uint64_t t
 embraft_status embraft_node_report_unreachable(const embraft_node *node, uint64_t peer);
 
 /**
- * Tells the node that the host saved a snapshot of its state machine
- * covering every entry through `index`, which it has applied. The node
- * records the snapshot point durably and drops the log entries it covers
- * (keeping `embraft_config_set_compact_keep_entries` of them); from then
- * on the host must keep that snapshot, since a lagging follower or a
- * restart may need it. A refusal (not applied yet, already compacted) is
- * logged at info level. Never blocks.
+ * Starts a snapshot of the host's state machine at log index `index`.
+ * `index` must be applied and acknowledged (`embraft_node_ack_applied`:
+ * `EMBRAFT_ERR_NOT_APPLIED` otherwise) and later than the node's latest
+ * snapshot (`EMBRAFT_ERR_STALE_SNAPSHOT` otherwise). On success
+ * `*writer_out` receives a writer owned by the caller, with a new empty
+ * file in the node's `snapshots/` folder: the host writes its state
+ * machine as of `index` into it (`embraft_snapshot_writer_write`, or
+ * through the file's path, `embraft_snapshot_writer_path`), then calls
+ * `embraft_snapshot_writer_finish` (or `embraft_snapshot_writer_abort`).
+ * The node then records the snapshot and compacts its log; it sends the
+ * file to followers that need it and hands it back to the host to restore
+ * after a restart. Waits briefly for the node's thread; never for I/O of
+ * the snapshot's size.
  *
  * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
+ * calls on the same node (except `embraft_node_free`). The writer may be
+ * used from another thread than the one that created it.
  */
-embraft_status embraft_node_compact(const embraft_node *node, uint64_t index);
-
-/**
- * Leader: queues one chunk of the host's snapshot at `snapshot_index` for
- * `peer`, as asked by `embraft_ready_snapshot_send`: `len` bytes at `data`
- * (copied) at `offset` of a snapshot of `total_len` bytes whose CRC-32
- * (IEEE, see `embraft_crc32`) is `checksum`. The chunk leaves as an
- * ordinary message in a later batch. Send the chunks in order, then call
- * `embraft_node_report_snapshot`. A chunk of a snapshot the node has since
- * replaced, or sent after losing leadership, is dropped. Never blocks.
- *
- * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
- */
-embraft_status embraft_node_send_snapshot_chunk(const embraft_node *node,
-                                                uint64_t peer,
-                                                uint64_t snapshot_index,
-                                                uint64_t offset,
-                                                uint64_t total_len,
-                                                uint32_t checksum,
-                                                const uint8_t *data,
-                                                size_t len);
-
-/**
- * Leader: the host finished streaming a snapshot to `peer` (`success`
- * true), or gave up (false: the peer is probed again and a new
- * `embraft_ready_snapshot_send` follows if it still needs one). Never
- * blocks.
- *
- * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
- */
-embraft_status embraft_node_report_snapshot(const embraft_node *node, uint64_t peer, bool success);
-
-/**
- * Follower: the host holds, durably and with a verified checksum, the
- * whole snapshot at `snapshot_index` whose chunks came in ready batches
- * (`embraft_ready_snapshot_chunk`). If the node still needs it, it
- * installs it and a later batch asks the host to restore its state
- * machine from it (`embraft_ready_snapshot_to_restore`); otherwise the
- * host may discard it (logged at info level). Never blocks.
- *
- * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
- */
-embraft_status embraft_node_restore_snapshot(const embraft_node *node, uint64_t snapshot_index);
+embraft_status embraft_node_snapshot_begin(const embraft_node *node,
+                                           uint64_t index,
+                                           embraft_snapshot_writer **writer_out);
 
 /**
  * Waits up to `timeout_ms` milliseconds (0: do not wait) for the next
@@ -1043,12 +1050,11 @@ embraft_status embraft_ready_read(const embraft_ready *ready,
 /**
  * Writes whether the host must restore its state machine from a snapshot
  * before applying this batch's entries and, if so, the snapshot's index
- * and term (`*index_out` and `*term_out` are written only then). This
- * happens when the node installed a snapshot streamed by the leader (the
- * host stored it from `embraft_ready_snapshot_chunk`), or restarted from a
- * compacted log beyond the configured applied index (the host restores
- * the snapshot it saved before `embraft_node_compact`). Entries through
- * the snapshot's index count as delivered.
+ * and term (`*index_out` and `*term_out` are written only then); its file
+ * is named by `embraft_ready_snapshot_path`. This happens when the node
+ * installed a snapshot sent by the leader, or restarted from a compacted
+ * log beyond the configured applied index. Entries through the snapshot's
+ * index count as delivered.
  *
  * Thread safety: may be called from any thread, concurrently with other
  * getters on the same batch (but not with `embraft_ready_free`).
@@ -1059,56 +1065,33 @@ embraft_status embraft_ready_snapshot_to_restore(const embraft_ready *ready,
                                                  uint64_t *term_out);
 
 /**
- * Writes the number of snapshots the leader must stream to peers.
+ * Writes to `*path_out` the NUL-terminated path of the snapshot file to
+ * restore from (see `embraft_ready_snapshot_to_restore`): the bytes a
+ * host wrote with an `embraft_snapshot_writer`, on this node or on the
+ * leader, verified against their CRC-32. The string is owned by the batch
+ * and, like the file, stays valid until `embraft_ready_free`: open the
+ * file and read it before freeing the batch (or copy it). Do not modify,
+ * move or delete the file. Fails with `EMBRAFT_ERR_OUT_OF_RANGE` when the
+ * batch asks for no restore.
  *
  * Thread safety: may be called from any thread, concurrently with other
  * getters on the same batch (but not with `embraft_ready_free`).
  */
-embraft_status embraft_ready_snapshot_send_count(const embraft_ready *ready, size_t *count_out);
+embraft_status embraft_ready_snapshot_path(const embraft_ready *ready, const char **path_out);
 
 /**
- * Writes snapshot request `index` (below its count): the peer that needs
- * a snapshot, and the index and term of the host's latest snapshot (the
- * one it saved before `embraft_node_compact`), which the host streams
- * with `embraft_node_send_snapshot_chunk`.
+ * Writes whether the node asks the host for a snapshot (the log grew past
+ * `embraft_config_set_snapshot_entries` or `_bytes` since the last one)
+ * and, if so, the applied index to take it at (`*index_out` is written
+ * only then): pass it to `embraft_node_snapshot_begin`. Asked once per
+ * crossing of a threshold; a host may also snapshot at any other time.
  *
  * Thread safety: may be called from any thread, concurrently with other
  * getters on the same batch (but not with `embraft_ready_free`).
  */
-embraft_status embraft_ready_snapshot_send(const embraft_ready *ready,
-                                           size_t index,
-                                           uint64_t *peer_out,
-                                           uint64_t *snapshot_index_out,
-                                           uint64_t *snapshot_term_out);
-
-/**
- * Writes the number of snapshot chunks received from the leader.
- *
- * Thread safety: may be called from any thread, concurrently with other
- * getters on the same batch (but not with `embraft_ready_free`).
- */
-embraft_status embraft_ready_snapshot_chunk_count(const embraft_ready *ready, size_t *count_out);
-
-/**
- * Writes snapshot chunk `index` (below its count): the snapshot's index,
- * the chunk's offset, the snapshot's total length and CRC-32 (IEEE), and
- * a view of the chunk's bytes (never NULL) valid until the batch is
- * freed. The host stores the chunk; once it holds all `total_len` bytes
- * durably and their checksum matches, it calls
- * `embraft_node_restore_snapshot`. A chunk of a newer snapshot replaces a
- * partial older one.
- *
- * Thread safety: may be called from any thread, concurrently with other
- * getters on the same batch (but not with `embraft_ready_free`).
- */
-embraft_status embraft_ready_snapshot_chunk(const embraft_ready *ready,
-                                            size_t index,
-                                            uint64_t *snapshot_index_out,
-                                            uint64_t *offset_out,
-                                            uint64_t *total_len_out,
-                                            uint32_t *checksum_out,
-                                            const uint8_t **data_out,
-                                            size_t *len_out);
+embraft_status embraft_ready_snapshot_wanted(const embraft_ready *ready,
+                                             bool *wanted_out,
+                                             uint64_t *index_out);
 
 /**
  * Writes the number of log lines in the batch.
@@ -1130,6 +1113,65 @@ embraft_status embraft_ready_log(const embraft_ready *ready,
                                  size_t index,
                                  uint32_t *level_out,
                                  const char **text_out);
+
+/**
+ * Writes to `*path_out` the NUL-terminated path of the writer's file (a
+ * temporary file in the node's `snapshots/` folder), owned by the writer
+ * and valid until it is finished or aborted. A host that serializes its
+ * state machine to a path (a database's backup call, for one) writes
+ * there: open the file (it exists, empty), write, close. Do not also use
+ * `embraft_snapshot_writer_write`.
+ *
+ * Thread safety: may be called from any thread, but not concurrently
+ * with `embraft_snapshot_writer_write`, `_finish` or `_abort` on the same
+ * writer.
+ */
+embraft_status embraft_snapshot_writer_path(const embraft_snapshot_writer *writer,
+                                            const char **path_out);
+
+/**
+ * Appends `len` bytes at `data` (borrowed for the call; NULL allowed when
+ * `len` is 0) to the writer's file. Fails with `EMBRAFT_ERR_STORAGE` when
+ * the write fails (a full disk, for one); the reason is the node's last
+ * error (`embraft_node_last_error`). The writer stays usable: abort it.
+ *
+ * Thread safety: may be called from any thread, but not concurrently
+ * with any other call on the same writer.
+ */
+embraft_status embraft_snapshot_writer_write(embraft_snapshot_writer *writer,
+                                             const uint8_t *data,
+                                             size_t len);
+
+/**
+ * Ends the snapshot: makes the file durable, checksums it (CRC-32), gives
+ * it its final name, and queues it for the node, which records it in its
+ * write-ahead log and then compacts the log (keeping the trailing entries
+ * set with `embraft_config_set_compact_keep_entries`) and deletes older
+ * snapshots. Runs on the calling thread and returns once the file is
+ * durable and queued, so it may take as long as reading the file back;
+ * the host's apply loop may go on meanwhile on other threads. The writer
+ * is freed whatever the outcome (its path becomes invalid). Fails with
+ * `EMBRAFT_ERR_STALE_SNAPSHOT` when the node got a snapshot at or beyond
+ * this index meanwhile (the file is deleted; nothing is lost),
+ * `EMBRAFT_ERR_STORAGE` when the file could not be synced, read or
+ * renamed, `EMBRAFT_ERR_NODE_FAILED` when the node stopped or was freed;
+ * the reason is the node's last error. NULL is
+ * `EMBRAFT_ERR_NULL_ARGUMENT`.
+ *
+ * Thread safety: may be called from any thread, but not concurrently
+ * with any other call on the same writer.
+ */
+embraft_status embraft_snapshot_writer_finish(embraft_snapshot_writer *writer);
+
+/**
+ * Gives the snapshot up: deletes its file and frees the writer. NULL is a
+ * no-op. Cannot fail (a file that cannot be deleted now is deleted when
+ * the node next starts).
+ *
+ * Thread safety: may be called from any thread, but not concurrently
+ * with any other call on the same writer.
+ */
+void embraft_snapshot_writer_abort(embraft_snapshot_writer *writer);
 
 /**
  * Frees a status report. NULL is a no-op.

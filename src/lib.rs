@@ -5,6 +5,7 @@
 //! - [`core`]: the pure, deterministic Raft state machine.
 //! - [`codec`]: versioned binary encoding of messages and log records.
 //! - [`wal`]: the memory-mapped, segmented write-ahead log.
+//! - [`snapshot`]: snapshot files (beside the WAL: files, not roles).
 //! - [`node`]: the thread-based runtime that owns one core and one WAL.
 //! - [`ffi`]: the `extern "C"` surface (see include/embraft.h, docs/FFI.md).
 
@@ -12,4 +13,5 @@ pub mod codec;
 pub mod core;
 pub mod ffi;
 pub mod node;
+pub mod snapshot;
 pub mod wal;

@@ -18,6 +18,6 @@ pub use config::{Config, ConfigError};
 pub use membership::ConfChangeError;
 pub use raft::{
     CompactError, InitialState, PeerStatus, ProposeError, Raft, ReadError, ReadState, Ready, Role,
-    SnapshotChunk, SoftState, Status, StepError, TransferError,
+    SnapshotChunk, SnapshotResponse, SoftState, Status, StepError, TransferError,
 };
 pub use types::*;

@@ -189,6 +189,21 @@ pub struct Ready {
     /// to store; once it holds the whole snapshot durably it calls
     /// [`Raft::restore`].
     pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// Leader: answers to snapshot chunks, from followers of this term, for
+    /// whoever streams the chunks (flow control and resumption are theirs;
+    /// the core has already checked the term and the sender).
+    pub snapshot_responses: Vec<SnapshotResponse>,
+}
+
+/// A follower's answer to a snapshot chunk, as it reached the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotResponse {
+    pub from: NodeId,
+    /// The snapshot's index.
+    pub index: Index,
+    /// The offset the follower expects next.
+    pub next_offset: u64,
+    pub reject: bool,
 }
 
 /// One received chunk of a snapshot, as the leader sent it.
@@ -217,6 +232,7 @@ impl Ready {
             && self.snapshot.is_none()
             && self.snapshots_to_send.is_empty()
             && self.snapshot_chunks.is_empty()
+            && self.snapshot_responses.is_empty()
     }
 }
 
@@ -393,6 +409,8 @@ pub struct Raft {
     snapshots_to_send: Vec<(NodeId, SnapshotMeta)>,
     /// Follower: snapshot chunks from the leader, for the host to store.
     snapshot_chunks: Vec<SnapshotChunk>,
+    /// Leader: followers' answers to snapshot chunks.
+    snapshot_responses: Vec<SnapshotResponse>,
     /// Follower: a snapshot installed by `restore`, not yet handed out.
     installed_snapshot: Option<SnapshotMeta>,
     /// Target of a leadership transfer under way, and its age in ticks.
@@ -485,6 +503,7 @@ impl Raft {
             snapshot_term: snapshot.term,
             snapshots_to_send: Vec::new(),
             snapshot_chunks: Vec::new(),
+            snapshot_responses: Vec::new(),
             installed_snapshot: None,
             lead_transferee: NO_NODE,
             transfer_ticks: 0,
@@ -937,9 +956,22 @@ impl Raft {
                     });
                 }
             }
-            // Chunk flow control belongs to the host that streams the
-            // snapshot; the core only needed the term check above.
-            MessageBody::InstallSnapshotResponse { .. } => {}
+            // Chunk flow control belongs to whoever streams the snapshot;
+            // the core only checks the term (above) and the role.
+            MessageBody::InstallSnapshotResponse {
+                index,
+                next_offset,
+                reject,
+            } => {
+                if self.role == Role::Leader {
+                    self.snapshot_responses.push(SnapshotResponse {
+                        from: msg.from,
+                        index,
+                        next_offset,
+                        reject,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -1464,7 +1496,12 @@ impl Raft {
     /// The metadata of the latest snapshot: its index, term and the
     /// membership in force at that index.
     pub fn snapshot_meta(&self) -> SnapshotMeta {
-        let index = self.log.snapshot_index();
+        self.meta_at(self.log.snapshot_index())
+    }
+
+    /// The term and membership at `index` (at or after the snapshot, at or
+    /// before `conf_applied`).
+    fn meta_at(&self, index: Index) -> SnapshotMeta {
         SnapshotMeta {
             index,
             term: self.log.term(index).unwrap_or(self.snapshot_term),
@@ -1482,12 +1519,11 @@ impl Raft {
             .map_or(&self.membership, |(_, m)| m)
     }
 
-    /// The host saved a snapshot of its state machine covering every entry
-    /// through `index`, which it has applied. Returns the snapshot's
-    /// metadata, for the host to record durably. Entries before
-    /// `index - compact_keep_entries` are dropped from memory; those are
-    /// the entries the host may drop from its log too.
-    pub fn compact(&mut self, index: Index) -> Result<SnapshotMeta, CompactError> {
+    /// The metadata a snapshot of the state machine at `index` would have:
+    /// its term and the membership in force there. `index` must be applied
+    /// (a snapshot covers only applied entries) and later than the latest
+    /// snapshot.
+    pub fn snapshot_meta_at(&self, index: Index) -> Result<SnapshotMeta, CompactError> {
         if index > self.log.applied {
             return Err(CompactError::NotApplied {
                 index,
@@ -1499,6 +1535,16 @@ impl Raft {
                 snapshot_index: self.log.snapshot_index(),
             });
         }
+        Ok(self.meta_at(index))
+    }
+
+    /// The host saved a snapshot of its state machine covering every entry
+    /// through `index`, which it has applied. Returns the snapshot's
+    /// metadata, for the host to record durably. Entries before
+    /// `index - compact_keep_entries` are dropped from memory; those are
+    /// the entries the host may drop from its log too.
+    pub fn compact(&mut self, index: Index) -> Result<SnapshotMeta, CompactError> {
+        self.snapshot_meta_at(index)?;
         let keep_from = (index + 1).saturating_sub(self.config.compact_keep_entries);
         self.log.compact(index, keep_from);
         let meta = self.snapshot_meta();
@@ -1570,6 +1616,17 @@ impl Raft {
                 pr.next = pending + 1;
             }
             pr.probe_sent = true;
+        }
+    }
+
+    /// Leader: the snapshot index `peer` waits for, while it must catch up
+    /// from a snapshot (between the core asking for the transfer in
+    /// [`Ready::snapshots_to_send`] and the peer installing it or the
+    /// transfer being reported).
+    pub fn snapshot_pending(&self, peer: NodeId) -> Option<Index> {
+        match self.progress.get(&peer)?.state {
+            ProgressState::Snapshot { pending } if self.role == Role::Leader => Some(pending),
+            _ => None,
         }
     }
 
@@ -1748,6 +1805,7 @@ impl Raft {
             || self.installed_snapshot.is_some()
             || !self.snapshots_to_send.is_empty()
             || !self.snapshot_chunks.is_empty()
+            || !self.snapshot_responses.is_empty()
     }
 
     /// Takes the pending batch of work (see [`Ready`]).
@@ -1783,6 +1841,7 @@ impl Raft {
             snapshot: self.installed_snapshot.take(),
             snapshots_to_send: std::mem::take(&mut self.snapshots_to_send),
             snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
+            snapshot_responses: std::mem::take(&mut self.snapshot_responses),
         };
         self.last_soft = soft;
         self.last_hard = hard;

@@ -600,7 +600,15 @@ fn a_follower_behind_the_compacted_log_catches_up_from_a_snapshot() {
         1,
         "the leader asks for one snapshot transfer"
     );
+    assert_eq!(c.node(leader).snapshot_pending(lagging), Some(meta.index));
+    let other = (1..=3).find(|&id| id != leader && id != lagging).unwrap();
+    assert_eq!(c.node(leader).snapshot_pending(other), None);
     c.transfer_snapshots();
+    assert_eq!(
+        c.node(leader).snapshot_pending(lagging),
+        None,
+        "installed: nothing pending"
+    );
     c.node(leader).propose(b"after".to_vec()).unwrap();
     c.settle();
     let expected = c.applied[&leader].clone();
@@ -790,4 +798,84 @@ fn inconsistent_snapshot_chunks_and_voterless_snapshots_are_refused() {
     );
     assert_eq!(n.status().conf_state.voters, vec![1, 2, 3]);
     assert!(n.restore(good_meta));
+}
+
+#[test]
+fn snapshot_metadata_at_an_index_is_known_before_compacting() {
+    let mut c = Cluster::with_compaction(3, 1);
+    let leader = c.elected();
+    for i in 0..5u8 {
+        c.node(leader).propose(vec![i]).unwrap();
+    }
+    c.settle();
+    let applied = c.node(leader).status().applied;
+    let term = c.node(leader).term();
+    assert_eq!(
+        c.node(leader).snapshot_meta_at(applied + 1),
+        Err(CompactError::NotApplied {
+            index: applied + 1,
+            applied
+        })
+    );
+    let meta = c.node(leader).snapshot_meta_at(applied).unwrap();
+    assert_eq!((meta.index, meta.term), (applied, term));
+    assert_eq!(meta.conf_state.voters, vec![1, 2, 3]);
+    assert_eq!(
+        c.node(leader).status().snapshot_index,
+        0,
+        "asking compacts nothing"
+    );
+    assert_eq!(c.node(leader).compact(applied), Ok(meta));
+    assert_eq!(
+        c.node(leader).snapshot_meta_at(applied),
+        Err(CompactError::AlreadyCompacted {
+            snapshot_index: applied
+        })
+    );
+}
+
+#[test]
+fn a_leader_hands_out_snapshot_answers_of_its_term_only() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let term = c.node(leader).term();
+    let answer = |term, next_offset, reject| Message {
+        from: follower,
+        to: leader,
+        term,
+        body: MessageBody::InstallSnapshotResponse {
+            index: 7,
+            next_offset,
+            reject,
+        },
+    };
+    c.node(leader).step(answer(term, 4096, false)).unwrap();
+    c.node(leader).step(answer(term - 1, 8192, false)).unwrap();
+    c.node(leader).step(answer(term, 0, true)).unwrap();
+    let rd = c.node(leader).ready();
+    assert_eq!(
+        rd.snapshot_responses,
+        vec![
+            SnapshotResponse {
+                from: follower,
+                index: 7,
+                next_offset: 4096,
+                reject: false
+            },
+            SnapshotResponse {
+                from: follower,
+                index: 7,
+                next_offset: 0,
+                reject: true
+            },
+        ],
+        "the answer of an earlier term is dropped"
+    );
+    // A follower has no transfer to steer: nothing surfaces there.
+    let other = (1..=3).find(|&id| id != leader && id != follower).unwrap();
+    let mut to_follower = answer(term, 1, false);
+    to_follower.to = other;
+    c.node(other).step(to_follower).unwrap();
+    assert!(c.node(other).ready().snapshot_responses.is_empty());
 }

@@ -411,9 +411,9 @@ pub unsafe extern "C" fn embraft_config_set_lease_reads(
     unsafe { set(config, |c| c.config.raft.lease_reads = enabled) }
 }
 
-/// Sets how many entries before a snapshot point are kept in the log
-/// after `embraft_node_compact` (default 1024), so that a follower lagging
-/// by less catches up without a snapshot.
+/// Sets how many entries before a snapshot point are kept in the log when
+/// a snapshot is taken (default 1024), so that a follower lagging by less
+/// catches up without a snapshot.
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -424,6 +424,53 @@ pub unsafe extern "C" fn embraft_config_set_compact_keep_entries(
 ) -> embraft_status {
     // SAFETY: forwarded from this function's own contract.
     unsafe { set(config, |c| c.config.raft.compact_keep_entries = entries) }
+}
+
+/// Sets after how many applied entries since the last snapshot a ready
+/// batch asks the host for a new one (`embraft_ready_snapshot_wanted`);
+/// 0 (the default) never asks on this account.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_snapshot_entries(
+    config: *mut embraft_config,
+    entries: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's own contract.
+    unsafe { set(config, |c| c.config.snapshot.entries_threshold = entries) }
+}
+
+/// Sets after how many bytes of log delivered since the last snapshot
+/// (payloads plus 24 bytes per entry) a ready batch asks the host for a
+/// new one (`embraft_ready_snapshot_wanted`); 0 (the default) never asks
+/// on this account.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_snapshot_bytes(
+    config: *mut embraft_config,
+    bytes: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's own contract.
+    unsafe { set(config, |c| c.config.snapshot.bytes_threshold = bytes) }
+}
+
+/// Sets the bytes of snapshot data in one message to a follower (default
+/// and maximum 1 MiB, the transport's limit for a chunk). A few chunks per
+/// follower are in flight at once. `embraft_node_new` refuses 0 or more
+/// than 1 MiB with `EMBRAFT_ERR_INVALID_CONFIG`.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_snapshot_chunk_size(
+    config: *mut embraft_config,
+    bytes: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's own contract.
+    unsafe { set(config, |c| c.config.snapshot.chunk_size = bytes) }
 }
 
 /// Sets the seed of the generator that randomizes election timeouts, for

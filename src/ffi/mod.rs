@@ -22,6 +22,7 @@ mod guard;
 mod last_error;
 mod node;
 mod ready;
+mod snapshot_writer;
 mod status_report;
 
 use std::ffi::c_char;
@@ -67,10 +68,20 @@ pub const EMBRAFT_ERR_RESOURCE: embraft_status = 14;
 /// An internal error (a Rust panic, caught at the boundary). Please report
 /// it with the handle's last error message.
 pub const EMBRAFT_ERR_PANIC: embraft_status = 15;
+/// `embraft_node_snapshot_begin` named an index the host has not
+/// acknowledged as applied (`embraft_node_ack_applied`).
+pub const EMBRAFT_ERR_NOT_APPLIED: embraft_status = 16;
+/// A snapshot was begun or finished at an index at or below the node's
+/// latest snapshot (one taken since, or installed from the leader).
+pub const EMBRAFT_ERR_STALE_SNAPSHOT: embraft_status = 17;
+/// The data directory holds damaged or missing data: a snapshot file the
+/// WAL names is missing or fails its length or CRC check, or the WAL
+/// itself is corrupt. The node cannot start from it as it is.
+pub const EMBRAFT_ERR_CORRUPT: embraft_status = 18;
 
 /// The version of the C ABI described by this header. A host must refuse a
 /// library whose `embraft_abi_version()` differs.
-pub const EMBRAFT_ABI_VERSION: u32 = 1;
+pub const EMBRAFT_ABI_VERSION: u32 = 2;
 
 /// Roles (`embraft_ready_state`, `EMBRAFT_FIELD_ROLE`).
 pub const EMBRAFT_ROLE_FOLLOWER: u32 = 0;
@@ -226,42 +237,12 @@ pub extern "C" fn embraft_status_str(status: embraft_status) -> *const c_char {
         EMBRAFT_ERR_NODE_FAILED => "node stopped; free it and restart it from its directory\0",
         EMBRAFT_ERR_RESOURCE => "system resource unavailable\0",
         EMBRAFT_ERR_PANIC => "internal error\0",
+        EMBRAFT_ERR_NOT_APPLIED => "snapshot index not yet applied by the host\0",
+        EMBRAFT_ERR_STALE_SNAPSHOT => "the node already has a snapshot at or beyond that index\0",
+        EMBRAFT_ERR_CORRUPT => "damaged or missing data in the data directory\0",
         _ => "unknown status code\0",
     };
     text.as_ptr().cast()
-}
-
-/// Continues the CRC-32 (IEEE 802.3, as zlib's `crc32`) `crc` over `len`
-/// bytes at `data` (borrowed; NULL allowed when `len` is 0) and writes the
-/// result to `*crc_out`. Start with `crc` = 0. It is the checksum of
-/// snapshots (`embraft_node_send_snapshot_chunk`), offered so that hosts
-/// need no other library for it.
-///
-/// # Safety
-/// `data` must point to `len` readable bytes (or be NULL with `len` 0) and
-/// `crc_out` must be NULL or writable.
-///
-/// Thread safety: may be called from any thread at any time.
-#[no_mangle]
-pub unsafe extern "C" fn embraft_crc32(
-    crc: u32,
-    data: *const u8,
-    len: usize,
-    crc_out: *mut u32,
-) -> embraft_status {
-    guard::catch_panics(|| {
-        guard::require_outputs!(crc_out);
-        // SAFETY: buffer validity is the caller's contract.
-        let bytes = match unsafe { guard::borrow_bytes(data, len) } {
-            Ok(bytes) => bytes,
-            Err(status) => return status,
-        };
-        let mut hasher = crc32fast::Hasher::new_with_initial(crc);
-        hasher.update(bytes);
-        // SAFETY: checked non-NULL above; writable by contract.
-        unsafe { guard::write_output(crc_out, hasher.finalize()) };
-        EMBRAFT_OK
-    })
 }
 
 #[cfg(test)]
@@ -272,7 +253,7 @@ mod tests {
     #[test]
     fn every_status_has_its_own_description() {
         let mut seen = std::collections::HashSet::new();
-        for code in EMBRAFT_OK..=EMBRAFT_ERR_PANIC {
+        for code in EMBRAFT_OK..=EMBRAFT_ERR_CORRUPT {
             // SAFETY: embraft_status_str returns static NUL-terminated text.
             let text = unsafe { CStr::from_ptr(embraft_status_str(code)) };
             let text = text.to_str().unwrap();
@@ -282,23 +263,6 @@ mod tests {
         // SAFETY: as above.
         let unknown = unsafe { CStr::from_ptr(embraft_status_str(-1)) };
         assert_eq!(unknown.to_str().unwrap(), "unknown status code");
-    }
-
-    #[test]
-    fn crc32_is_zlibs() {
-        let mut crc = 0;
-        // SAFETY: a live buffer and a live output.
-        let status = unsafe { embraft_crc32(0, b"123456789".as_ptr(), 9, &mut crc) };
-        assert_eq!(status, EMBRAFT_OK);
-        assert_eq!(crc, 0xCBF4_3926, "the standard check value");
-        let mut first = 0;
-        let mut both = 0;
-        // SAFETY: as above, in two pieces.
-        unsafe {
-            embraft_crc32(0, b"1234".as_ptr(), 4, &mut first);
-            embraft_crc32(first, b"56789".as_ptr(), 5, &mut both);
-        }
-        assert_eq!(both, crc);
     }
 
     #[test]

@@ -7,26 +7,37 @@ use super::guard::{
 };
 use super::last_error::LastError;
 use super::ready::embraft_ready;
+use super::snapshot_writer::embraft_snapshot_writer;
 use super::status_report::embraft_status_report;
 use super::*;
 use crate::core::ConfChange;
 use crate::node::{Node, NodeError};
+use crate::snapshot::SnapshotError;
+use crate::wal::WalError;
 use std::ffi::c_int;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An opaque running node. Create with `embraft_node_new`, free with
 /// `embraft_node_free`.
 pub struct embraft_node {
     node: Node,
-    errors: LastError,
+    /// Shared with the node's snapshot writers, which record their
+    /// failures here (a finished writer is gone, its error must not be).
+    errors: Arc<LastError>,
 }
 
 /// The status code for a node error.
-fn status_of(err: &NodeError) -> embraft_status {
+pub(crate) fn status_of(err: &NodeError) -> embraft_status {
     match err {
         NodeError::InvalidConfig(_) => EMBRAFT_ERR_INVALID_CONFIG,
         NodeError::DirectoryLocked(_) => EMBRAFT_ERR_DIRECTORY_LOCKED,
+        NodeError::Storage(WalError::Corrupt { .. }) => EMBRAFT_ERR_CORRUPT,
         NodeError::Storage(_) => EMBRAFT_ERR_STORAGE,
+        NodeError::Snapshot(SnapshotError::Corrupt { .. }) => EMBRAFT_ERR_CORRUPT,
+        NodeError::Snapshot(_) => EMBRAFT_ERR_STORAGE,
+        NodeError::NotApplied { .. } => EMBRAFT_ERR_NOT_APPLIED,
+        NodeError::StaleSnapshot { .. } => EMBRAFT_ERR_STALE_SNAPSHOT,
         NodeError::Resource(_) => EMBRAFT_ERR_RESOURCE,
         NodeError::Busy => EMBRAFT_ERR_BUSY,
         NodeError::MalformedMessage(_) => EMBRAFT_ERR_MALFORMED_MESSAGE,
@@ -84,7 +95,7 @@ pub unsafe extern "C" fn embraft_node_new(
                 Ok(node) => {
                     let handle = Box::new(embraft_node {
                         node,
-                        errors: LastError::default(),
+                        errors: Arc::default(),
                     });
                     // SAFETY: checked non-NULL above; writable by contract.
                     unsafe { write_output(node_out, Box::into_raw(handle)) };
@@ -332,94 +343,44 @@ pub unsafe extern "C" fn embraft_node_report_unreachable(
     unsafe { with_node(node, |n| n.report_unreachable(peer)) }
 }
 
-/// Tells the node that the host saved a snapshot of its state machine
-/// covering every entry through `index`, which it has applied. The node
-/// records the snapshot point durably and drops the log entries it covers
-/// (keeping `embraft_config_set_compact_keep_entries` of them); from then
-/// on the host must keep that snapshot, since a lagging follower or a
-/// restart may need it. A refusal (not applied yet, already compacted) is
-/// logged at info level. Never blocks.
+/// Starts a snapshot of the host's state machine at log index `index`.
+/// `index` must be applied and acknowledged (`embraft_node_ack_applied`:
+/// `EMBRAFT_ERR_NOT_APPLIED` otherwise) and later than the node's latest
+/// snapshot (`EMBRAFT_ERR_STALE_SNAPSHOT` otherwise). On success
+/// `*writer_out` receives a writer owned by the caller, with a new empty
+/// file in the node's `snapshots/` folder: the host writes its state
+/// machine as of `index` into it (`embraft_snapshot_writer_write`, or
+/// through the file's path, `embraft_snapshot_writer_path`), then calls
+/// `embraft_snapshot_writer_finish` (or `embraft_snapshot_writer_abort`).
+/// The node then records the snapshot and compacts its log; it sends the
+/// file to followers that need it and hands it back to the host to restore
+/// after a restart. Waits briefly for the node's thread; never for I/O of
+/// the snapshot's size.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
+/// calls on the same node (except `embraft_node_free`). The writer may be
+/// used from another thread than the one that created it.
 #[no_mangle]
-pub unsafe extern "C" fn embraft_node_compact(
+pub unsafe extern "C" fn embraft_node_snapshot_begin(
     node: *const embraft_node,
     index: u64,
-) -> embraft_status {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { with_node(node, |n| n.compact(index)) }
-}
-
-/// Leader: queues one chunk of the host's snapshot at `snapshot_index` for
-/// `peer`, as asked by `embraft_ready_snapshot_send`: `len` bytes at `data`
-/// (copied) at `offset` of a snapshot of `total_len` bytes whose CRC-32
-/// (IEEE, see `embraft_crc32`) is `checksum`. The chunk leaves as an
-/// ordinary message in a later batch. Send the chunks in order, then call
-/// `embraft_node_report_snapshot`. A chunk of a snapshot the node has since
-/// replaced, or sent after losing leadership, is dropped. Never blocks.
-///
-/// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
-#[no_mangle]
-pub unsafe extern "C" fn embraft_node_send_snapshot_chunk(
-    node: *const embraft_node,
-    peer: u64,
-    snapshot_index: u64,
-    offset: u64,
-    total_len: u64,
-    checksum: u32,
-    data: *const u8,
-    len: usize,
+    writer_out: *mut *mut embraft_snapshot_writer,
 ) -> embraft_status {
     catch_panics(|| {
-        // SAFETY: buffer validity is the caller's contract.
-        let bytes = match unsafe { borrow_bytes(data, len) } {
-            Ok(bytes) => bytes,
-            Err(status) => return status,
-        };
+        require_outputs!(writer_out);
         // SAFETY: forwarded from this function's contract.
         unsafe {
             with_node(node, |n| {
-                n.send_snapshot_chunk(peer, snapshot_index, offset, total_len, checksum, bytes)
+                let writer = n.begin_snapshot(index)?;
+                // SAFETY: `node` was checked non-NULL by with_node.
+                let errors = (*node).errors.clone();
+                let handle = embraft_snapshot_writer::new(writer, errors);
+                // SAFETY: checked non-NULL above; writable by contract.
+                write_output(writer_out, Box::into_raw(Box::new(handle)));
+                Ok(())
             })
         }
     })
-}
-
-/// Leader: the host finished streaming a snapshot to `peer` (`success`
-/// true), or gave up (false: the peer is probed again and a new
-/// `embraft_ready_snapshot_send` follows if it still needs one). Never
-/// blocks.
-///
-/// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
-#[no_mangle]
-pub unsafe extern "C" fn embraft_node_report_snapshot(
-    node: *const embraft_node,
-    peer: u64,
-    success: bool,
-) -> embraft_status {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { with_node(node, |n| n.report_snapshot(peer, success)) }
-}
-
-/// Follower: the host holds, durably and with a verified checksum, the
-/// whole snapshot at `snapshot_index` whose chunks came in ready batches
-/// (`embraft_ready_snapshot_chunk`). If the node still needs it, it
-/// installs it and a later batch asks the host to restore its state
-/// machine from it (`embraft_ready_snapshot_to_restore`); otherwise the
-/// host may discard it (logged at info level). Never blocks.
-///
-/// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
-#[no_mangle]
-pub unsafe extern "C" fn embraft_node_restore_snapshot(
-    node: *const embraft_node,
-    snapshot_index: u64,
-) -> embraft_status {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { with_node(node, |n| n.restore_snapshot(snapshot_index)) }
 }
 
 /// Waits up to `timeout_ms` milliseconds (0: do not wait) for the next

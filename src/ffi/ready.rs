@@ -7,6 +7,7 @@ use super::*;
 use crate::core::{EntryKind, ReadError, Role};
 use crate::node::{DropReason, ProposalResult, ReadyBatch};
 use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 
 /// An opaque batch of work from `embraft_node_poll_ready`. Owned by the
 /// caller; free with `embraft_ready_free`.
@@ -15,6 +16,8 @@ pub struct embraft_ready {
     /// The batch's log lines as C strings, built once so the views handed
     /// out stay valid for the batch's lifetime.
     log_texts: Vec<CString>,
+    /// The path of the snapshot to restore, as a C string (same reason).
+    restore_path: Option<CString>,
 }
 
 impl embraft_ready {
@@ -27,7 +30,16 @@ impl embraft_ready {
                 CString::new(bytes).unwrap_or_default()
             })
             .collect();
-        embraft_ready { batch, log_texts }
+        // A path on Unix never holds a NUL byte.
+        let restore_path = batch
+            .restore
+            .as_ref()
+            .map(|r| CString::new(r.path.as_os_str().as_bytes()).unwrap_or_default());
+        embraft_ready {
+            batch,
+            log_texts,
+            restore_path,
+        }
     }
 }
 
@@ -355,12 +367,11 @@ pub unsafe extern "C" fn embraft_ready_read(
 
 /// Writes whether the host must restore its state machine from a snapshot
 /// before applying this batch's entries and, if so, the snapshot's index
-/// and term (`*index_out` and `*term_out` are written only then). This
-/// happens when the node installed a snapshot streamed by the leader (the
-/// host stored it from `embraft_ready_snapshot_chunk`), or restarted from a
-/// compacted log beyond the configured applied index (the host restores
-/// the snapshot it saved before `embraft_node_compact`). Entries through
-/// the snapshot's index count as delivered.
+/// and term (`*index_out` and `*term_out` are written only then); its file
+/// is named by `embraft_ready_snapshot_path`. This happens when the node
+/// installed a snapshot sent by the leader, or restarted from a compacted
+/// log beyond the configured applied index. Entries through the snapshot's
+/// index count as delivered.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
 /// getters on the same batch (but not with `embraft_ready_free`).
@@ -377,122 +388,70 @@ pub unsafe extern "C" fn embraft_ready_snapshot_to_restore(
         // SAFETY: checked non-NULL above; writable by contract.
         unsafe {
             write_output(present_out, ready.batch.restore.is_some());
-            if let Some(meta) = &ready.batch.restore {
-                write_output(index_out, meta.index);
-                write_output(term_out, meta.term);
+            if let Some(restore) = &ready.batch.restore {
+                write_output(index_out, restore.meta.index);
+                write_output(term_out, restore.meta.term);
             }
         }
         EMBRAFT_OK
     })
 }
 
-/// Writes the number of snapshots the leader must stream to peers.
+/// Writes to `*path_out` the NUL-terminated path of the snapshot file to
+/// restore from (see `embraft_ready_snapshot_to_restore`): the bytes a
+/// host wrote with an `embraft_snapshot_writer`, on this node or on the
+/// leader, verified against their CRC-32. The string is owned by the batch
+/// and, like the file, stays valid until `embraft_ready_free`: open the
+/// file and read it before freeing the batch (or copy it). Do not modify,
+/// move or delete the file. Fails with `EMBRAFT_ERR_OUT_OF_RANGE` when the
+/// batch asks for no restore.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
 /// getters on the same batch (but not with `embraft_ready_free`).
 #[no_mangle]
-pub unsafe extern "C" fn embraft_ready_snapshot_send_count(
+pub unsafe extern "C" fn embraft_ready_snapshot_path(
     ready: *const embraft_ready,
-    count_out: *mut usize,
+    path_out: *mut *const c_char,
 ) -> embraft_status {
     catch_panics(|| {
         let ready = borrow_or_return!(ready);
-        require_outputs!(count_out);
-        // SAFETY: checked non-NULL above; writable by contract.
-        unsafe { write_output(count_out, ready.batch.snapshots_to_send.len()) };
-        EMBRAFT_OK
-    })
-}
-
-/// Writes snapshot request `index` (below its count): the peer that needs
-/// a snapshot, and the index and term of the host's latest snapshot (the
-/// one it saved before `embraft_node_compact`), which the host streams
-/// with `embraft_node_send_snapshot_chunk`.
-///
-/// Thread safety: may be called from any thread, concurrently with other
-/// getters on the same batch (but not with `embraft_ready_free`).
-#[no_mangle]
-pub unsafe extern "C" fn embraft_ready_snapshot_send(
-    ready: *const embraft_ready,
-    index: usize,
-    peer_out: *mut u64,
-    snapshot_index_out: *mut u64,
-    snapshot_term_out: *mut u64,
-) -> embraft_status {
-    catch_panics(|| {
-        let ready = borrow_or_return!(ready);
-        require_outputs!(peer_out, snapshot_index_out, snapshot_term_out);
-        item(&ready.batch.snapshots_to_send, index, |(peer, meta)| {
-            // SAFETY: checked non-NULL above; writable by contract.
-            unsafe {
-                write_output(peer_out, *peer);
-                write_output(snapshot_index_out, meta.index);
-                write_output(snapshot_term_out, meta.term);
+        require_outputs!(path_out);
+        match &ready.restore_path {
+            Some(path) => {
+                // SAFETY: checked non-NULL above; writable by contract.
+                unsafe { write_output(path_out, path.as_ptr()) };
+                EMBRAFT_OK
             }
-        })
+            None => EMBRAFT_ERR_OUT_OF_RANGE,
+        }
     })
 }
 
-/// Writes the number of snapshot chunks received from the leader.
+/// Writes whether the node asks the host for a snapshot (the log grew past
+/// `embraft_config_set_snapshot_entries` or `_bytes` since the last one)
+/// and, if so, the applied index to take it at (`*index_out` is written
+/// only then): pass it to `embraft_node_snapshot_begin`. Asked once per
+/// crossing of a threshold; a host may also snapshot at any other time.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
 /// getters on the same batch (but not with `embraft_ready_free`).
 #[no_mangle]
-pub unsafe extern "C" fn embraft_ready_snapshot_chunk_count(
+pub unsafe extern "C" fn embraft_ready_snapshot_wanted(
     ready: *const embraft_ready,
-    count_out: *mut usize,
+    wanted_out: *mut bool,
+    index_out: *mut u64,
 ) -> embraft_status {
     catch_panics(|| {
         let ready = borrow_or_return!(ready);
-        require_outputs!(count_out);
+        require_outputs!(wanted_out, index_out);
         // SAFETY: checked non-NULL above; writable by contract.
-        unsafe { write_output(count_out, ready.batch.snapshot_chunks.len()) };
-        EMBRAFT_OK
-    })
-}
-
-/// Writes snapshot chunk `index` (below its count): the snapshot's index,
-/// the chunk's offset, the snapshot's total length and CRC-32 (IEEE), and
-/// a view of the chunk's bytes (never NULL) valid until the batch is
-/// freed. The host stores the chunk; once it holds all `total_len` bytes
-/// durably and their checksum matches, it calls
-/// `embraft_node_restore_snapshot`. A chunk of a newer snapshot replaces a
-/// partial older one.
-///
-/// Thread safety: may be called from any thread, concurrently with other
-/// getters on the same batch (but not with `embraft_ready_free`).
-#[no_mangle]
-pub unsafe extern "C" fn embraft_ready_snapshot_chunk(
-    ready: *const embraft_ready,
-    index: usize,
-    snapshot_index_out: *mut u64,
-    offset_out: *mut u64,
-    total_len_out: *mut u64,
-    checksum_out: *mut u32,
-    data_out: *mut *const u8,
-    len_out: *mut usize,
-) -> embraft_status {
-    catch_panics(|| {
-        let ready = borrow_or_return!(ready);
-        require_outputs!(
-            snapshot_index_out,
-            offset_out,
-            total_len_out,
-            checksum_out,
-            data_out,
-            len_out
-        );
-        item(&ready.batch.snapshot_chunks, index, |chunk| {
-            // SAFETY: checked non-NULL above; writable by contract.
-            unsafe {
-                write_output(snapshot_index_out, chunk.meta.index);
-                write_output(offset_out, chunk.offset);
-                write_output(total_len_out, chunk.total_len);
-                write_output(checksum_out, chunk.checksum);
-                write_output(data_out, view_ptr(&chunk.data));
-                write_output(len_out, chunk.data.len());
+        unsafe {
+            write_output(wanted_out, ready.batch.snapshot_wanted.is_some());
+            if let Some(index) = ready.batch.snapshot_wanted {
+                write_output(index_out, index);
             }
-        })
+        }
+        EMBRAFT_OK
     })
 }
 

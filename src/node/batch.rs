@@ -1,10 +1,10 @@
 //! What the host pulls from a node: [`ReadyBatch`], and the pending batch the
 //! node's threads fill until the host takes it.
 
-use crate::core::{
-    Entry, Index, NodeId, ProposeError, ReadState, Role, SnapshotChunk, SnapshotMeta, Term,
-};
+use crate::core::{Entry, Index, NodeId, ProposeError, ReadState, Role, SnapshotMeta, Term};
+use crate::snapshot::SnapshotPin;
 use std::fmt;
+use std::path::PathBuf;
 
 /// An encoded message the host must deliver to node `to`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +133,18 @@ pub struct LogLine {
     pub text: String,
 }
 
+/// A snapshot the host must restore its state machine from: the snapshot
+/// file at `path` (written by a host with [`crate::node::SnapshotWriter`],
+/// here or on the leader) stands for the log through `meta.index`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRestore {
+    pub meta: SnapshotMeta,
+    pub path: PathBuf,
+    /// Keeps the file from being deleted (by a newer snapshot) while the
+    /// batch holding this restore exists.
+    pub(crate) pin: SnapshotPin,
+}
+
 /// One batch of work for the host. Everything in it may be acted on at
 /// once: messages that depend on durable state are only put in a batch
 /// after that state is durable.
@@ -143,18 +155,16 @@ pub struct ReadyBatch {
     pub outcomes: Vec<ProposalOutcome>,
     /// Results of `read_index` requests.
     pub reads: Vec<ReadState>,
-    /// The host must restore its state machine from its stored snapshot
-    /// described here before applying `committed` (whose entries all
-    /// follow it): the node installed a snapshot from the leader, or
-    /// restarted from a compacted log past the host's applied index.
-    pub restore: Option<SnapshotMeta>,
-    /// Leader: stream the host's latest snapshot (described here) to these
-    /// peers with [`crate::node::Node::send_snapshot_chunk`].
-    pub snapshots_to_send: Vec<(NodeId, SnapshotMeta)>,
-    /// Follower: chunks of a snapshot the leader streams, for the host to
-    /// store; once it holds all of it durably it calls
-    /// [`crate::node::Node::restore_snapshot`].
-    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// The host must restore its state machine from the snapshot file
+    /// named here before applying `committed` (whose entries all follow
+    /// it): the node installed a snapshot from the leader, or restarted
+    /// from a compacted log past the host's applied index. The file stays
+    /// in place at least as long as this batch.
+    pub restore: Option<SnapshotRestore>,
+    /// The log has grown past the configured thresholds since the last
+    /// snapshot: the host should take one at this applied index (with
+    /// [`crate::node::Node::begin_snapshot`]). Said once per crossing.
+    pub snapshot_wanted: Option<Index>,
     /// True when role, leader or term changed since the previous batch.
     pub state_changed: bool,
     /// Role, leader and term as of this batch (whether or not they changed).
@@ -177,9 +187,8 @@ pub(crate) struct Pending {
     committed: Vec<CommittedEntry>,
     outcomes: Vec<ProposalOutcome>,
     reads: Vec<ReadState>,
-    restore: Option<SnapshotMeta>,
-    snapshots_to_send: Vec<(NodeId, SnapshotMeta)>,
-    snapshot_chunks: Vec<SnapshotChunk>,
+    restore: Option<SnapshotRestore>,
+    snapshot_wanted: Option<Index>,
     state_changed: bool,
     state: NodeState,
     logs: Vec<LogLine>,
@@ -195,8 +204,7 @@ impl Pending {
             outcomes: Vec::new(),
             reads: Vec::new(),
             restore: None,
-            snapshots_to_send: Vec::new(),
-            snapshot_chunks: Vec::new(),
+            snapshot_wanted: None,
             state_changed: false,
             state,
             logs: Vec::new(),
@@ -211,8 +219,7 @@ impl Pending {
             && self.outcomes.is_empty()
             && self.reads.is_empty()
             && self.restore.is_none()
-            && self.snapshots_to_send.is_empty()
-            && self.snapshot_chunks.is_empty()
+            && self.snapshot_wanted.is_none()
             && !self.state_changed
             && self.logs.is_empty()
             && self.dropped_log_lines == 0
@@ -240,19 +247,18 @@ impl Pending {
         self.reads.push(read);
     }
 
-    /// The host's state machine must be restored from snapshot `meta`; it
-    /// supersedes committed entries not yet handed out that it covers.
-    pub(crate) fn set_restore(&mut self, meta: SnapshotMeta) {
-        self.committed.retain(|c| c.entry.index > meta.index);
-        self.restore = Some(meta);
+    /// The host's state machine must be restored from a snapshot; it
+    /// supersedes committed entries not yet handed out that it covers, and
+    /// a request for a snapshot at an index it covers.
+    pub(crate) fn set_restore(&mut self, restore: SnapshotRestore) {
+        let index = restore.meta.index;
+        self.committed.retain(|c| c.entry.index > index);
+        self.snapshot_wanted = self.snapshot_wanted.filter(|&wanted| wanted > index);
+        self.restore = Some(restore);
     }
 
-    pub(crate) fn push_snapshot_to_send(&mut self, peer: NodeId, meta: SnapshotMeta) {
-        self.snapshots_to_send.push((peer, meta));
-    }
-
-    pub(crate) fn push_snapshot_chunk(&mut self, chunk: SnapshotChunk) {
-        self.snapshot_chunks.push(chunk);
+    pub(crate) fn set_snapshot_wanted(&mut self, index: Index) {
+        self.snapshot_wanted = Some(index);
     }
 
     pub(crate) fn set_state(&mut self, state: NodeState) {
@@ -300,8 +306,7 @@ impl Pending {
             outcomes: std::mem::take(&mut self.outcomes),
             reads: std::mem::take(&mut self.reads),
             restore: self.restore.take(),
-            snapshots_to_send: std::mem::take(&mut self.snapshots_to_send),
-            snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
+            snapshot_wanted: self.snapshot_wanted.take(),
             state_changed: self.state_changed,
             state: self.state,
             logs,

@@ -5,18 +5,23 @@
 
 use super::batch::{
     CommittedEntry, DropReason, LogLevel, NodeState, OutboundMessage, ProposalOutcome,
-    ProposalResult,
+    ProposalResult, SnapshotRestore,
 };
 use super::persist::{PersistDone, PersistJob};
 use super::proposals::ProposalTracker;
-use super::{wire, Shared};
+use super::snapshot_recv::{ChunkAction, SnapshotReceiver};
+use super::snapshot_send::{Answer, SnapshotSender};
+use super::{spawn_guarded, wire, NodeConfig, NodeError, Shared};
 use crate::core::{
-    ConfChange, ConfState, Entry, Index, Message, MessageBody, NodeId, Payload, ProposeError, Raft,
-    ReadState, Role, SnapshotMeta, Term,
+    CompactError, ConfChange, ConfState, Entry, Index, Message, MessageBody, NodeId, Payload,
+    ProposeError, Raft, ReadState, Role, SnapshotChunk, SnapshotMeta, SnapshotResponse, Term,
 };
+use crate::snapshot::{SnapshotError, SnapshotFile, SnapshotId, SnapshotStore};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::VecDeque;
+use std::fs::File;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 /// What host threads send to the driver.
 pub(crate) enum Input {
@@ -40,24 +45,49 @@ pub(crate) enum Input {
         peer: NodeId,
     },
     Applied(Index),
-    Compact {
+    /// The host starts a snapshot at `index`: answer its metadata, or why
+    /// not.
+    BeginSnapshot {
         index: Index,
+        reply: Sender<Result<SnapshotMeta, NodeError>>,
     },
-    SendSnapshotChunk {
-        peer: NodeId,
-        snapshot_index: Index,
-        offset: u64,
-        total_len: u64,
-        checksum: u32,
-        data: Vec<u8>,
+    /// The host's snapshot is stored (durable, under its final name):
+    /// record it, or refuse it as stale.
+    SnapshotTaken {
+        meta: SnapshotMeta,
+        file: SnapshotFile,
+        reply: Sender<Result<(), NodeError>>,
     },
-    ReportSnapshot {
-        peer: NodeId,
-        success: bool,
-    },
-    RestoreSnapshot {
-        index: Index,
-    },
+}
+
+/// The driver's channels to the host's threads and the persistence thread.
+pub(crate) struct Channels {
+    pub(crate) inputs: Receiver<Input>,
+    pub(crate) persist_jobs: Sender<PersistJob>,
+    pub(crate) persist_done: Receiver<PersistDone>,
+}
+
+/// The outcome of verifying a received snapshot off the driver thread.
+struct Verified {
+    id: SnapshotId,
+    result: Result<SnapshotFile, SnapshotError>,
+}
+
+/// What a transfer reads from: the current snapshot's file, open.
+struct OpenSnapshot {
+    meta: SnapshotMeta,
+    file: SnapshotFile,
+    handle: File,
+}
+
+/// When to ask the host for a snapshot (`NodeConfig::snapshot`).
+struct SnapshotHint {
+    entries_threshold: u64,
+    bytes_threshold: u64,
+    /// Bytes of entries delivered since the last snapshot.
+    bytes_since: u64,
+    /// Asked since the last snapshot: asked once per crossing.
+    asked: bool,
 }
 
 /// Inputs handled before the core's ready is taken, so that one batch (and
@@ -74,6 +104,9 @@ struct AwaitingPersist {
     /// a leader counts itself toward the quorum only once durable.
     ready_number: u64,
     persisted_messages: Vec<Message>,
+    /// A snapshot installed from the leader, handed to the host only once
+    /// its metadata is durable.
+    restore: Option<(SnapshotMeta, SnapshotFile)>,
 }
 
 pub(crate) struct Driver {
@@ -89,18 +122,31 @@ pub(crate) struct Driver {
     durable_seq: u64,
     applied: Index,
     state: NodeState,
-    /// The snapshot whose chunks the leader is streaming to this node, so
-    /// the host can name it by index when it asks to restore it.
-    incoming_snapshot: Option<SnapshotMeta>,
+    store: SnapshotStore,
+    sender: SnapshotSender<OpenSnapshot>,
+    receiver: SnapshotReceiver,
+    verified_tx: Sender<Verified>,
+    verified_rx: Receiver<Verified>,
+    /// Threads verifying received snapshots; joined at shutdown so none
+    /// outlives the node.
+    workers: Vec<JoinHandle<()>>,
+    /// A received snapshot the core installed, waiting for the ready batch
+    /// that records it, and the leader it came from.
+    installing: Option<(SnapshotFile, NodeId)>,
+    /// Snapshots the host took, queued for recording: (persist job, meta).
+    taken: VecDeque<(u64, SnapshotMeta)>,
+    /// Index of the latest snapshot recorded.
+    snapshot_index: Index,
+    hint: SnapshotHint,
 }
 
 impl Driver {
     pub(crate) fn new(
         raft: Raft,
         shared: Arc<Shared>,
-        inputs: Receiver<Input>,
-        persist_jobs: Sender<PersistJob>,
-        persist_done: Receiver<PersistDone>,
+        channels: Channels,
+        store: SnapshotStore,
+        config: &NodeConfig,
         applied: Index,
     ) -> Driver {
         let state = NodeState {
@@ -108,19 +154,39 @@ impl Driver {
             leader: raft.leader(),
             term: raft.term(),
         };
+        let options = &config.snapshot;
+        // A chunk or an answer unheard of for half an election timeout is
+        // taken as lost.
+        let resend_ticks = (config.raft.election_tick / 2).max(3);
+        let (verified_tx, verified_rx) = crossbeam_channel::unbounded();
+        let snapshot_index = raft.snapshot_meta().index;
         Driver {
             raft,
             shared,
-            inputs,
-            persist_jobs,
-            persist_done,
+            inputs: channels.inputs,
+            persist_jobs: channels.persist_jobs,
+            persist_done: channels.persist_done,
             proposals: ProposalTracker::default(),
             awaiting_persist: VecDeque::new(),
             next_seq: 0,
             durable_seq: 0,
             applied,
             state,
-            incoming_snapshot: None,
+            receiver: SnapshotReceiver::new(store.clone()),
+            store,
+            sender: SnapshotSender::new(options.chunk_size, options.window_chunks, resend_ticks),
+            verified_tx,
+            verified_rx,
+            workers: Vec::new(),
+            installing: None,
+            taken: VecDeque::new(),
+            snapshot_index,
+            hint: SnapshotHint {
+                entries_threshold: options.entries_threshold,
+                bytes_threshold: options.bytes_threshold,
+                bytes_since: 0,
+                asked: false,
+            },
         }
     }
 
@@ -136,6 +202,11 @@ impl Driver {
                 recv(self.persist_done) -> done => {
                     if !self.on_persist_done(done.ok()) {
                         return;
+                    }
+                }
+                recv(self.verified_rx) -> verified => {
+                    if let Ok(verified) = verified {
+                        self.on_verified(verified);
                     }
                 }
             }
@@ -158,7 +229,10 @@ impl Driver {
 
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Tick => self.raft.tick(),
+            Input::Tick => {
+                self.raft.tick();
+                self.sender.tick();
+            }
             Input::Step(msg) => {
                 self.shared.log(LogLevel::Trace, || {
                     format!(
@@ -201,84 +275,147 @@ impl Driver {
                     });
                 }
             }
-            Input::Unreachable { peer } => self.raft.report_unreachable(peer),
-            Input::Compact { index } => self.compact(index),
-            Input::SendSnapshotChunk {
-                peer,
-                snapshot_index,
-                offset,
-                total_len,
-                checksum,
-                data,
-            } => {
-                let meta = self.raft.snapshot_meta();
-                if meta.index != snapshot_index || self.raft.role() != Role::Leader {
-                    // The host streams a snapshot the core has since
-                    // replaced, or leadership moved: the core asks again.
-                    self.shared.log(LogLevel::Debug, || {
-                        format!("snapshot chunk for {peer} at {snapshot_index} dropped: stale")
-                    });
-                    return;
-                }
-                let msg = Message {
-                    from: self.raft.id(),
-                    to: peer,
-                    term: self.raft.term(),
-                    body: MessageBody::InstallSnapshot {
-                        meta,
-                        offset,
-                        total_len,
-                        checksum,
-                        data,
-                    },
-                };
-                let outbound = self.encode_all(std::slice::from_ref(&msg));
-                self.shared.update(|p| p.push_messages(outbound));
+            Input::Unreachable { peer } => {
+                self.raft.report_unreachable(peer);
+                self.sender.unreachable(peer);
             }
-            Input::ReportSnapshot { peer, success } => self.raft.report_snapshot(peer, success),
-            Input::RestoreSnapshot { index } => {
-                let meta = self.incoming_snapshot.take_if(|meta| meta.index == index);
-                let installed = meta.is_some_and(|meta| self.raft.restore(meta));
-                if !installed {
-                    self.shared.log(LogLevel::Info, || {
-                        format!(
-                            "snapshot at {index} not installed: not received, stale or not needed"
-                        )
-                    });
-                }
+            Input::BeginSnapshot { index, reply } => {
+                // The requester waits for this answer; it may have given up.
+                let _ = reply.send(self.snapshot_meta_at(index));
+            }
+            Input::SnapshotTaken { meta, file, reply } => {
+                let _ = reply.send(self.snapshot_taken(meta, file));
             }
             Input::Applied(index) => {
                 if index > self.applied {
                     self.applied = index;
                     self.raft.on_applied(index);
+                    self.check_snapshot_hint();
                 }
             }
         }
     }
 
-    /// The host saved a snapshot of its state machine through `index`: the
-    /// core drops the entries it covers and the WAL records the snapshot
-    /// and deletes the segments it makes unnecessary.
-    fn compact(&mut self, index: Index) {
-        match self.raft.compact(index) {
-            Ok(meta) => {
+    /// The latest snapshot, recorded or queued for recording.
+    fn latest_snapshot_index(&self) -> Index {
+        self.taken
+            .back()
+            .map_or(self.snapshot_index, |(_, meta)| meta.index)
+            .max(self.snapshot_index)
+    }
+
+    /// The metadata of a snapshot the host may take at `index`.
+    fn snapshot_meta_at(&self, index: Index) -> Result<SnapshotMeta, NodeError> {
+        let latest = self.latest_snapshot_index();
+        if index <= latest {
+            return Err(NodeError::StaleSnapshot {
+                index,
+                snapshot_index: latest,
+            });
+        }
+        self.raft.snapshot_meta_at(index).map_err(|err| match err {
+            CompactError::NotApplied { index, applied } => NodeError::NotApplied { index, applied },
+            CompactError::AlreadyCompacted { snapshot_index } => NodeError::StaleSnapshot {
+                index,
+                snapshot_index,
+            },
+        })
+    }
+
+    /// The host stored a snapshot: its metadata goes to the WAL; once that
+    /// is durable, the log is compacted (see `record_taken`). A snapshot
+    /// overtaken meanwhile (by a later one, or one from the leader) is
+    /// deleted instead.
+    fn snapshot_taken(&mut self, meta: SnapshotMeta, file: SnapshotFile) -> Result<(), NodeError> {
+        let latest = self.latest_snapshot_index();
+        if meta.index <= latest {
+            if let Err(err) = self.store.discard(&file) {
                 self.shared.log(LogLevel::Info, || {
-                    format!("compacted through {index} (term {})", meta.term)
+                    format!("stale snapshot file not deleted: {err}")
                 });
-                self.next_seq += 1;
-                let job = PersistJob {
-                    seq: self.next_seq,
-                    snapshot: Some(meta),
-                    compact_through: Some(self.raft.first_index() - 1),
-                    ..PersistJob::default()
-                };
-                // A send failure means the persistence thread stopped after
-                // a failure it reported; the main loop stops on that.
-                let _ = self.persist_jobs.send(job);
             }
-            Err(err) => self.shared.log(LogLevel::Info, || {
-                format!("compaction through {index} refused: {err}")
-            }),
+            return Err(NodeError::StaleSnapshot {
+                index: meta.index,
+                snapshot_index: latest,
+            });
+        }
+        self.shared.log(LogLevel::Info, || {
+            format!("snapshot taken: {}; recording it", file.id)
+        });
+        self.next_seq += 1;
+        self.taken.push_back((self.next_seq, meta.clone()));
+        let job = PersistJob {
+            seq: self.next_seq,
+            snapshot: Some(meta),
+            snapshot_file: Some(file),
+            ..PersistJob::default()
+        };
+        // A send failure means the persistence thread stopped after a
+        // failure it reported; the main loop stops on that.
+        let _ = self.persist_jobs.send(job);
+        Ok(())
+    }
+
+    /// Snapshots whose metadata is now durable: the core and the WAL drop
+    /// the log they cover (keeping the configured trailing entries), and
+    /// transfers of older snapshots make way for the new one.
+    fn record_taken(&mut self) {
+        while let Some((seq, meta)) = self.taken.front() {
+            if *seq > self.durable_seq {
+                break;
+            }
+            let index = meta.index;
+            self.taken.pop_front();
+            match self.raft.compact(index) {
+                Ok(meta) => {
+                    self.shared.log(LogLevel::Info, || {
+                        format!("compacted through {index} (term {})", meta.term)
+                    });
+                    for peer in self.sender.supersede(index) {
+                        self.raft.report_snapshot(peer, false);
+                    }
+                    self.snapshot_recorded(index);
+                    self.next_seq += 1;
+                    let job = PersistJob {
+                        seq: self.next_seq,
+                        compact_through: Some(self.raft.first_index() - 1),
+                        ..PersistJob::default()
+                    };
+                    let _ = self.persist_jobs.send(job);
+                }
+                // A snapshot from the leader got further meanwhile.
+                Err(err) => self.shared.log(LogLevel::Info, || {
+                    format!("snapshot at {index} recorded, log not compacted: {err}")
+                }),
+            }
+        }
+    }
+
+    fn snapshot_recorded(&mut self, index: Index) {
+        self.snapshot_index = self.snapshot_index.max(index);
+        self.hint.asked = false;
+        self.hint.bytes_since = 0;
+    }
+
+    /// Asks the host for a snapshot once the log has grown past a threshold
+    /// since the last one.
+    fn check_snapshot_hint(&mut self) {
+        let hint = &mut self.hint;
+        if hint.asked || self.applied <= self.snapshot_index {
+            return;
+        }
+        let entries = self.applied - self.snapshot_index;
+        let by_entries = hint.entries_threshold > 0 && entries >= hint.entries_threshold;
+        let by_bytes = hint.bytes_threshold > 0 && hint.bytes_since >= hint.bytes_threshold;
+        if by_entries || by_bytes {
+            hint.asked = true;
+            let (applied, bytes) = (self.applied, hint.bytes_since);
+            self.shared.log(LogLevel::Info, || {
+                format!(
+                    "snapshot wanted at {applied}: {entries} entries, {bytes} bytes since the last"
+                )
+            });
+            self.shared.update(|p| p.set_snapshot_wanted(applied));
         }
     }
 
@@ -307,6 +444,7 @@ impl Driver {
         match done {
             Some(PersistDone::Through(seq)) => {
                 self.durable_seq = seq;
+                self.record_taken();
                 self.release_durable();
                 true
             }
@@ -339,34 +477,35 @@ impl Driver {
 
             // The core hands out only entries that are committed and already
             // durable here, so they go to the host at once; so do read
-            // results and snapshot work, which promise nothing about this
-            // node's disk.
+            // results, which promise nothing about this node's disk.
+            let mut persisted_messages = ready.persisted_messages;
+            let mut snapshot_file = None;
+            let mut restore = None;
             if let Some(meta) = &ready.snapshot {
-                // Installed from the leader: the host restores its state
-                // machine from the snapshot it just stored.
-                let meta = meta.clone();
-                let unknown = self.proposals.covered_by_snapshot(meta.index);
-                self.shared.update(|p| {
-                    p.set_restore(meta);
-                    unknown.into_iter().for_each(|o| p.push_outcome(o));
-                });
+                // Installed from the leader: recorded with this batch,
+                // handed to the host once that is durable, and then
+                // confirmed to the leader.
+                if let Some((file, leader)) = self.installing.take() {
+                    persisted_messages.push(self.snapshot_answer(
+                        leader,
+                        meta.index,
+                        file.id.len,
+                        false,
+                    ));
+                    snapshot_file = Some(file.clone());
+                    restore = Some((meta.clone(), file));
+                }
             }
             self.release_committed(ready.committed_entries);
             if let Some(conf_state) = &ready.conf_state {
                 self.settle_if_removed(conf_state);
             }
-            if !ready.snapshots_to_send.is_empty() || !ready.snapshot_chunks.is_empty() {
-                if let Some(chunk) = ready.snapshot_chunks.last() {
-                    self.incoming_snapshot = Some(chunk.meta.clone());
-                }
-                self.shared.update(|p| {
-                    for (peer, meta) in ready.snapshots_to_send {
-                        p.push_snapshot_to_send(peer, meta);
-                    }
-                    for chunk in ready.snapshot_chunks {
-                        p.push_snapshot_chunk(chunk);
-                    }
-                });
+            self.start_transfers(ready.snapshots_to_send);
+            for chunk in ready.snapshot_chunks {
+                self.receive_chunk(chunk);
+            }
+            for answer in ready.snapshot_responses {
+                self.on_snapshot_answer(answer);
             }
             if !ready.read_states.is_empty() {
                 self.shared
@@ -386,6 +525,7 @@ impl Driver {
                 let job = PersistJob {
                     seq,
                     snapshot: ready.snapshot,
+                    snapshot_file,
                     compact_through: None,
                     entries: ready.entries,
                     hard_state: ready.hard_state,
@@ -399,16 +539,19 @@ impl Driver {
             self.awaiting_persist.push_back(AwaitingPersist {
                 seq,
                 ready_number: ready.number,
-                persisted_messages: ready.persisted_messages,
+                persisted_messages,
+                restore,
             });
             self.release_durable();
         }
+        self.pump_snapshots();
     }
 
     fn release_committed(&mut self, entries: Vec<Entry>) {
         if entries.is_empty() {
             return;
         }
+        self.hint.bytes_since += entries.iter().map(Entry::size).sum::<u64>();
         let mut outcomes = Vec::new();
         let committed: Vec<CommittedEntry> = entries
             .into_iter()
@@ -422,6 +565,7 @@ impl Driver {
             committed.into_iter().for_each(|c| p.push_committed(c));
             outcomes.into_iter().for_each(|o| p.push_outcome(o));
         });
+        self.check_snapshot_hint();
     }
 
     /// A node removed from the membership learns nothing more from the
@@ -461,11 +605,255 @@ impl Driver {
             };
             self.raft.on_persisted(batch.ready_number);
             self.shared.publish_status(self.raft.status());
+            if let Some((meta, file)) = batch.restore {
+                self.hand_out_restore(meta, file);
+            }
             if !batch.persisted_messages.is_empty() {
                 let outbound = self.encode_all(&batch.persisted_messages);
                 self.shared.update(|p| p.push_messages(outbound));
             }
         }
+    }
+
+    /// A snapshot installed from the leader is durable: the host restores
+    /// its state machine from the file before applying what follows.
+    fn hand_out_restore(&mut self, meta: SnapshotMeta, file: SnapshotFile) {
+        self.snapshot_recorded(meta.index);
+        let unknown = self.proposals.covered_by_snapshot(meta.index);
+        let restore = SnapshotRestore {
+            pin: self.store.pin(&file),
+            path: file.path,
+            meta,
+        };
+        self.shared.update(|p| {
+            p.set_restore(restore);
+            unknown.into_iter().for_each(|o| p.push_outcome(o));
+        });
+    }
+
+    /// An answer to a snapshot chunk, for the leader `to`.
+    fn snapshot_answer(&self, to: NodeId, index: Index, next_offset: u64, reject: bool) -> Message {
+        Message {
+            from: self.raft.id(),
+            to,
+            term: self.raft.term(),
+            body: MessageBody::InstallSnapshotResponse {
+                index,
+                next_offset,
+                reject,
+            },
+        }
+    }
+
+    fn send_now(&self, messages: &[Message]) {
+        if !messages.is_empty() {
+            let outbound = self.encode_all(messages);
+            self.shared.update(|p| p.push_messages(outbound));
+        }
+    }
+
+    /// Follower: a chunk the core accepted.
+    fn receive_chunk(&mut self, chunk: SnapshotChunk) {
+        let index = chunk.meta.index;
+        match self.receiver.on_chunk(&chunk) {
+            ChunkAction::Answer { to, next_offset } => {
+                if chunk.offset == 0 && next_offset == chunk.data.len() as u64 {
+                    self.shared.log(LogLevel::Info, || {
+                        format!(
+                            "receiving the snapshot at {index} ({} bytes) from node {to}",
+                            chunk.total_len
+                        )
+                    });
+                }
+                self.send_now(&[self.snapshot_answer(to, index, next_offset, false)]);
+            }
+            ChunkAction::Reject { to, why } => {
+                self.shared.log(LogLevel::Info, || why.clone());
+                self.send_now(&[self.snapshot_answer(to, index, 0, true)]);
+            }
+            ChunkAction::Verify(partial) => {
+                let id = partial.id();
+                let done = self.verified_tx.clone();
+                // Checksumming and syncing a large file takes a while: off
+                // the driver thread, which keeps ticking and answering.
+                let worker = spawn_guarded(
+                    format!("embraft-snap-{}", self.raft.id()),
+                    &self.shared,
+                    move || {
+                        let result = partial.finish();
+                        let _ = done.send(Verified { id, result });
+                    },
+                );
+                match worker {
+                    Ok(worker) => {
+                        self.workers.retain(|w| !w.is_finished());
+                        self.workers.push(worker);
+                    }
+                    Err(err) => self.on_verified(Verified {
+                        id,
+                        result: Err(SnapshotError::Invalid(err.to_string())),
+                    }),
+                }
+            }
+            ChunkAction::Ignore => {}
+        }
+    }
+
+    /// Follower: a complete received snapshot was verified (or failed).
+    fn on_verified(&mut self, verified: Verified) {
+        let Verified { id, result } = verified;
+        let leader = self.receiver.leader();
+        let Some(meta) = self.receiver.on_verified(id) else {
+            // A newer transfer replaced it meanwhile.
+            if let Ok(file) = result {
+                let _ = self.store.discard(&file);
+            }
+            return;
+        };
+        let file = match result {
+            Ok(file) => file,
+            Err(err) => {
+                self.shared.log(LogLevel::Info, || {
+                    format!(
+                        "refused the {id} from node {leader}: {err}; the previous state is kept"
+                    )
+                });
+                self.send_now(&[self.snapshot_answer(leader, id.index, 0, true)]);
+                return;
+            }
+        };
+        if self.raft.restore(meta.clone()) {
+            self.shared.log(LogLevel::Info, || {
+                format!("installed the {id} from node {leader}")
+            });
+            self.installing = Some((file, leader));
+            return;
+        }
+        // Not needed after all (this node's log got there meanwhile), or
+        // not installable (this node leads now).
+        let _ = self.store.discard(&file);
+        let have_it = self.raft.commit_index() >= meta.index;
+        self.shared.log(LogLevel::Info, || {
+            format!("the {id} from node {leader} was not installed: not needed or not installable")
+        });
+        self.send_now(&[self.snapshot_answer(leader, id.index, id.len, !have_it)]);
+    }
+
+    /// Leader: the core asks for its latest snapshot to be sent to peers.
+    fn start_transfers(&mut self, requests: Vec<(NodeId, SnapshotMeta)>) {
+        for (peer, meta) in requests {
+            let current = self
+                .store
+                .current()
+                .filter(|f| (f.id.index, f.id.term) == (meta.index, meta.term));
+            let opened = match current {
+                Some(file) => file.open().map(|handle| (file, handle)),
+                None => Err(SnapshotError::Invalid(format!(
+                    "no stored file for the snapshot at {} (term {}) yet",
+                    meta.index, meta.term
+                ))),
+            };
+            match opened {
+                Ok((file, handle)) => {
+                    if self.sender.index(peer) != Some(meta.index) {
+                        self.shared.log(LogLevel::Info, || {
+                            format!("sending the {} to node {peer}", file.id)
+                        });
+                    }
+                    let len = file.id.len;
+                    let source = OpenSnapshot { meta, file, handle };
+                    self.sender.start(peer, source.meta.index, len, source);
+                }
+                Err(err) => {
+                    self.shared.log(LogLevel::Info, || {
+                        format!("cannot send a snapshot to node {peer}: {err}")
+                    });
+                    self.raft.report_snapshot(peer, false);
+                }
+            }
+        }
+    }
+
+    /// Leader: a follower's answer to a chunk.
+    fn on_snapshot_answer(&mut self, answer: SnapshotResponse) {
+        let peer = answer.from;
+        let (outcome, stats) =
+            self.sender
+                .on_answer(peer, answer.index, answer.next_offset, answer.reject);
+        match outcome {
+            Answer::Installed => {
+                self.shared.log(LogLevel::Info, || {
+                    format!(
+                        "node {peer} installed the snapshot at {}: {} bytes sent for {} \
+                         (resumed at {}, went back {} times)",
+                        answer.index,
+                        stats.bytes_sent,
+                        stats.total_len,
+                        stats.resumed_at,
+                        stats.rewinds
+                    )
+                });
+                self.raft.report_snapshot(peer, true);
+            }
+            Answer::Rejected => {
+                self.shared.log(LogLevel::Info, || {
+                    format!("node {peer} refused the snapshot at {}", answer.index)
+                });
+                self.raft.report_snapshot(peer, false);
+            }
+            Answer::Progress | Answer::Ignored => {}
+        }
+    }
+
+    /// Ends transfers the core no longer wants (the peer caught up another
+    /// way, or this node stopped leading), then sends what the windows
+    /// allow.
+    fn pump_snapshots(&mut self) {
+        if self.raft.role() == Role::Leader {
+            self.receiver.abort();
+        }
+        for peer in self.sender.peers() {
+            if self.raft.role() != Role::Leader || self.raft.snapshot_pending(peer).is_none() {
+                self.sender.remove(peer);
+            }
+        }
+        let mut messages = Vec::new();
+        for chunk in self.sender.poll() {
+            let Some(source) = self.sender.source(chunk.peer) else {
+                continue;
+            };
+            let read = source
+                .file
+                .read_chunk(&source.handle, chunk.offset, chunk.len);
+            let data = match read {
+                Ok(data) if data.len() == chunk.len => data,
+                other => {
+                    let why = match other {
+                        Err(err) => err.to_string(),
+                        Ok(_) => format!("{} ended early", source.file.path.display()),
+                    };
+                    self.shared.log(LogLevel::Info, || {
+                        format!("snapshot transfer to node {} stopped: {why}", chunk.peer)
+                    });
+                    self.sender.remove(chunk.peer);
+                    self.raft.report_snapshot(chunk.peer, false);
+                    continue;
+                }
+            };
+            messages.push(Message {
+                from: self.raft.id(),
+                to: chunk.peer,
+                term: self.raft.term(),
+                body: MessageBody::InstallSnapshot {
+                    meta: source.meta.clone(),
+                    offset: chunk.offset,
+                    total_len: source.file.id.len,
+                    checksum: source.file.id.crc,
+                    data,
+                },
+            });
+        }
+        self.send_now(&messages);
     }
 
     fn encode_all(&self, messages: &[Message]) -> Vec<OutboundMessage> {
@@ -503,7 +891,12 @@ impl Driver {
 
     /// Lets the persistence thread finish every queued write, so a freed
     /// node leaves its directory synced.
-    fn shutdown(self) {
+    fn shutdown(mut self) {
+        self.receiver.abort();
+        for worker in self.workers.drain(..) {
+            // Panics were caught inside the thread (spawn_guarded).
+            let _ = worker.join();
+        }
         drop(self.persist_jobs);
         // Completion reports are of no use any more; wait for the thread to
         // drain its queue and hang up.

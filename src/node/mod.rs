@@ -16,20 +16,25 @@ mod driver;
 mod persist;
 mod proposals;
 mod readiness;
+mod snapshot_recv;
+mod snapshot_send;
 mod wire;
+mod writer;
 
 pub use batch::{
     CommittedEntry, DropReason, LogLevel, LogLine, NodeState, OutboundMessage, ProposalOutcome,
-    ProposalResult, ReadyBatch,
+    ProposalResult, ReadyBatch, SnapshotRestore,
 };
+pub use writer::SnapshotWriter;
 
 use crate::codec::DecodeError;
 use crate::core::{
     ConfChange, Config, Index, InitialState, NodeId, Payload, Raft, Status, NO_NODE,
 };
+use crate::snapshot::{SnapshotError, SnapshotStore};
 use crate::wal::{Recovered, Wal, WalError, WalOptions};
 use batch::Pending;
-use crossbeam_channel::TrySendError;
+use crossbeam_channel::{Sender, TrySendError};
 use driver::{Driver, Input};
 use parking_lot::{Condvar, Mutex};
 use readiness::Readiness;
@@ -38,7 +43,7 @@ use std::os::fd::RawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -61,7 +66,41 @@ pub struct NodeConfig {
     /// Inputs queued before [`NodeError::Busy`] is answered.
     pub input_capacity: usize,
     pub log_level: LogLevel,
+    pub snapshot: SnapshotOptions,
 }
+
+/// When to ask the host for a snapshot, and how to send one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotOptions {
+    /// Ask for a snapshot once this many entries were applied since the
+    /// last one (0: never on this account).
+    pub entries_threshold: u64,
+    /// Ask for a snapshot once this many bytes of entries (payload plus
+    /// [`crate::core::ENTRY_OVERHEAD_BYTES`] each) were delivered since the
+    /// last one (0: never on this account).
+    pub bytes_threshold: u64,
+    /// Bytes of snapshot data per message, at most
+    /// [`MAX_SNAPSHOT_CHUNK_BYTES`].
+    pub chunk_size: u64,
+    /// Chunks in flight per follower, unacknowledged: the memory one
+    /// transfer may hold is about this many chunks, encoded.
+    pub window_chunks: u64,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        SnapshotOptions {
+            entries_threshold: 0,
+            bytes_threshold: 0,
+            chunk_size: MAX_SNAPSHOT_CHUNK_BYTES,
+            window_chunks: 4,
+        }
+    }
+}
+
+/// The largest snapshot chunk: the stream transport (docs/WIRE.md) carries
+/// chunks of at most 1 MiB.
+pub const MAX_SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 
 impl NodeConfig {
     pub fn new(id: NodeId, data_dir: impl Into<PathBuf>) -> NodeConfig {
@@ -76,6 +115,7 @@ impl NodeConfig {
             applied: 0,
             input_capacity: DEFAULT_INPUT_CAPACITY,
             log_level: LogLevel::Off,
+            snapshot: SnapshotOptions::default(),
         }
     }
 }
@@ -104,6 +144,15 @@ pub enum NodeError {
     ProposalTooLarge { size: u64, limit: u64 },
     /// `ack_applied` named an index the host has not been given yet.
     NotDelivered { index: Index, delivered: Index },
+    /// A snapshot was asked for at an index the host has not acknowledged
+    /// as applied.
+    NotApplied { index: Index, applied: Index },
+    /// A snapshot was asked for (or finished) at an index at or below the
+    /// node's latest snapshot.
+    StaleSnapshot { index: Index, snapshot_index: Index },
+    /// Reading or writing a snapshot file failed, or a stored snapshot is
+    /// missing or damaged ([`SnapshotError::Corrupt`]).
+    Snapshot(SnapshotError),
     /// The node stopped after a storage failure or an internal error; free
     /// it and create it again from its data directory.
     Failed(String),
@@ -137,6 +186,18 @@ impl fmt::Display for NodeError {
                 f,
                 "cannot acknowledge index {index}: only entries through {delivered} were delivered"
             ),
+            NodeError::NotApplied { index, applied } => write!(
+                f,
+                "cannot snapshot at index {index}: the host acknowledged applying only through {applied}"
+            ),
+            NodeError::StaleSnapshot {
+                index,
+                snapshot_index,
+            } => write!(
+                f,
+                "cannot snapshot at index {index}: the node already has a snapshot at {snapshot_index}"
+            ),
+            NodeError::Snapshot(err) => write!(f, "snapshot: {err}"),
             NodeError::Failed(why) => write!(f, "node stopped: {why}"),
         }
     }
@@ -207,6 +268,13 @@ impl Shared {
         self.outbox.lock().failure.clone()
     }
 
+    fn failure_error(&self) -> NodeError {
+        NodeError::Failed(
+            self.failure()
+                .unwrap_or_else(|| "the node's thread stopped".into()),
+        )
+    }
+
     pub(crate) fn publish_status(&self, status: Status) {
         *self.status.lock() = status;
     }
@@ -217,7 +285,10 @@ impl Shared {
 pub struct Node {
     id: NodeId,
     max_entry_bytes: u64,
-    inputs: Option<crossbeam_channel::Sender<Input>>,
+    /// Shared with snapshot writers through weak references, so that a
+    /// writer outliving its node does not keep the driver running.
+    inputs: Option<Arc<Sender<Input>>>,
+    store: SnapshotStore,
     shared: Arc<Shared>,
     next_proposal_id: AtomicU64,
     driver: Option<JoinHandle<()>>,
@@ -239,6 +310,13 @@ impl Node {
             .raft
             .validate()
             .map_err(|err| NodeError::InvalidConfig(err.to_string()))?;
+        let chunk = config.snapshot.chunk_size;
+        if chunk == 0 || chunk > MAX_SNAPSHOT_CHUNK_BYTES || config.snapshot.window_chunks == 0 {
+            return Err(NodeError::InvalidConfig(format!(
+                "snapshot chunk size {chunk} must be between 1 and {MAX_SNAPSHOT_CHUNK_BYTES}, \
+                 and the window at least one chunk"
+            )));
+        }
         let (wal, recovered) =
             Wal::open(&config.data_dir, config.wal.clone()).map_err(|err| match err {
                 WalError::Locked(dir) => NodeError::DirectoryLocked(dir),
@@ -246,14 +324,26 @@ impl Node {
                 WalError::Invalid(why) => NodeError::InvalidConfig(why),
                 err => NodeError::Storage(err),
             })?;
+        // The snapshot the WAL records must be there, intact; everything
+        // else in the folder is a leftover of an interrupted transfer or
+        // snapshot, or one a newer snapshot made useless.
+        let expected = recovered.snapshot.as_ref().map(|m| (m.index, m.term));
+        let (store, found) =
+            SnapshotStore::open(&config.data_dir, expected).map_err(NodeError::Snapshot)?;
         let initial = initial_state(&config, &wal, recovered)?;
         let applied = initial.applied;
         // Restarting from a compacted log beyond what the host applied: the
-        // host first restores its state machine from its snapshot.
+        // host first restores its state machine from the snapshot file.
         let restore = initial
             .snapshot
             .clone()
-            .filter(|meta| meta.index > config.applied);
+            .filter(|meta| meta.index > config.applied)
+            .zip(found.current)
+            .map(|(meta, file)| SnapshotRestore {
+                meta,
+                path: file.path.clone(),
+                pin: store.pin(&file),
+            });
         let mut raft_config = config.raft.clone();
         if raft_config.seed == 0 {
             raft_config.seed = random_seed(id);
@@ -280,8 +370,13 @@ impl Node {
             failed: AtomicBool::new(false),
         });
 
-        if let Some(meta) = restore {
-            shared.update(|p| p.set_restore(meta));
+        for path in &found.removed {
+            shared.log(LogLevel::Info, || {
+                format!("removed leftover snapshot file {}", path.display())
+            });
+        }
+        if let Some(restore) = restore {
+            shared.update(|p| p.set_restore(restore));
         }
 
         let (input_tx, input_rx) = crossbeam_channel::bounded(config.input_capacity);
@@ -291,10 +386,30 @@ impl Node {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
 
         let segment_size = config.wal.segment_size;
+        let persist_store = store.clone();
+        let persist_shared = shared.clone();
         let persister = spawn_guarded(format!("embraft-wal-{id}"), &shared, move || {
-            persist::run(wal, segment_size, job_rx, done_tx)
+            persist::run(
+                wal,
+                segment_size,
+                persist_store,
+                persist_shared,
+                job_rx,
+                done_tx,
+            )
         })?;
-        let driver = Driver::new(raft, shared.clone(), input_rx, job_tx, done_rx, applied);
+        let driver = Driver::new(
+            raft,
+            shared.clone(),
+            driver::Channels {
+                inputs: input_rx,
+                persist_jobs: job_tx,
+                persist_done: done_rx,
+            },
+            store.clone(),
+            &config,
+            applied,
+        );
         let driver = spawn_guarded(format!("embraft-node-{id}"), &shared, move || driver.run())?;
         shared.log(LogLevel::Info, || {
             format!(
@@ -305,7 +420,8 @@ impl Node {
         Ok(Node {
             id,
             max_entry_bytes: config.raft.max_entry_bytes,
-            inputs: Some(input_tx),
+            inputs: Some(Arc::new(input_tx)),
+            store,
             shared,
             next_proposal_id: AtomicU64::new(1),
             driver: Some(driver),
@@ -385,49 +501,22 @@ impl Node {
         self.send(Input::Unreachable { peer })
     }
 
-    /// The host saved a snapshot of its state machine covering every entry
-    /// through `index` (which it has applied): the node records it and
-    /// drops the log entries it covers (keeping `compact_keep_entries` for
-    /// slow followers). A refusal (not applied yet, already compacted) is
-    /// logged.
-    pub fn compact(&self, index: Index) -> Result<(), NodeError> {
-        self.send(Input::Compact { index })
-    }
-
-    /// Leader: queues one chunk of the host's snapshot at `snapshot_index`
-    /// for `peer` (named in [`ReadyBatch::snapshots_to_send`]); the chunk
-    /// leaves as an ordinary message in a later batch. `checksum` is the
-    /// CRC-32 (IEEE) of the whole snapshot of `total_len` bytes.
-    pub fn send_snapshot_chunk(
-        &self,
-        peer: NodeId,
-        snapshot_index: Index,
-        offset: u64,
-        total_len: u64,
-        checksum: u32,
-        data: &[u8],
-    ) -> Result<(), NodeError> {
-        self.send(Input::SendSnapshotChunk {
-            peer,
-            snapshot_index,
-            offset,
-            total_len,
-            checksum,
-            data: data.to_vec(),
-        })
-    }
-
-    /// Leader: the host finished streaming a snapshot to `peer`, or gave up
-    /// (`success == false`, and the peer is probed again later).
-    pub fn report_snapshot(&self, peer: NodeId, success: bool) -> Result<(), NodeError> {
-        self.send(Input::ReportSnapshot { peer, success })
-    }
-
-    /// Follower: the host holds, durably and verified, the whole snapshot
-    /// at `index` whose chunks it was handed. If the node still needs it,
-    /// a later batch asks the host to restore its state machine from it.
-    pub fn restore_snapshot(&self, index: Index) -> Result<(), NodeError> {
-        self.send(Input::RestoreSnapshot { index })
+    /// Starts a snapshot of the host's state machine at `index`, which the
+    /// host must have applied and acknowledged ([`Node::ack_applied`]) and
+    /// which must be later than the node's latest snapshot. The host fills
+    /// the returned writer's file, then calls [`SnapshotWriter::finish`]:
+    /// the node records the snapshot and compacts its log. Waits briefly
+    /// for the node's thread (to learn the term and membership at `index`).
+    pub fn begin_snapshot(&self, index: Index) -> Result<SnapshotWriter, NodeError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.send(Input::BeginSnapshot { index, reply })?;
+        let meta = answer.recv().map_err(|_| self.failure_error())??;
+        let temp = self
+            .store
+            .create(meta.index, meta.term)
+            .map_err(NodeError::Snapshot)?;
+        let inputs = self.inputs.as_ref().map_or_else(Weak::new, Arc::downgrade);
+        Ok(SnapshotWriter::new(temp, meta, inputs, self.shared.clone()))
     }
 
     /// The host applied every delivered entry through `index`. Acks may lag
@@ -454,7 +543,7 @@ impl Node {
                     .committed
                     .last()
                     .map(|last| last.entry.index)
-                    .max(batch.restore.as_ref().map(|meta| meta.index));
+                    .max(batch.restore.as_ref().map(|r| r.meta.index));
                 if let Some(delivered) = delivered {
                     self.shared.delivered.store(delivered, Ordering::Release);
                 }
@@ -513,11 +602,7 @@ impl Node {
     }
 
     fn failure_error(&self) -> NodeError {
-        NodeError::Failed(
-            self.shared
-                .failure()
-                .unwrap_or_else(|| "the node's thread stopped".into()),
-        )
+        self.shared.failure_error()
     }
 }
 

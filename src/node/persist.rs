@@ -2,9 +2,13 @@
 //! ran and makes them durable with one WAL append (group commit), in the
 //! order the driver queued them.
 
+use super::batch::LogLevel;
+use super::Shared;
 use crate::core::{Entry, HardState, Index, SnapshotMeta};
+use crate::snapshot::{SnapshotFile, SnapshotStore};
 use crate::wal::{Wal, WalError};
 use crossbeam_channel::{Receiver, Sender};
+use std::sync::Arc;
 
 /// The writes of one core `Ready` (or of one compaction), numbered in the
 /// order they were taken.
@@ -15,8 +19,11 @@ pub(crate) struct PersistJob {
     /// from the leader (the WAL then drops the log it replaces) or one the
     /// host took (the log stays).
     pub(crate) snapshot: Option<SnapshotMeta>,
-    /// After recording `snapshot`, delete the segments holding only entries
-    /// through this index.
+    /// The file `snapshot` describes: once the metadata is durable, it
+    /// becomes the store's current snapshot and older files are deleted.
+    pub(crate) snapshot_file: Option<SnapshotFile>,
+    /// Delete the segments holding only entries through this index (after
+    /// recording `snapshot`, if any).
     pub(crate) compact_through: Option<Index>,
     pub(crate) entries: Vec<Entry>,
     pub(crate) hard_state: Option<HardState>,
@@ -36,12 +43,15 @@ pub(crate) enum PersistDone {
 pub(crate) fn run(
     wal: Wal,
     segment_size: u64,
+    store: SnapshotStore,
+    shared: Arc<Shared>,
     jobs: Receiver<PersistJob>,
     done: Sender<PersistDone>,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut last_seq = first.seq;
         let mut group = GroupWrite::new(segment_size);
+        group.snapshots = Some((store.clone(), shared.clone()));
         let mut result = group.add(&wal, first);
         for job in jobs.try_iter() {
             if result.is_err() {
@@ -68,6 +78,9 @@ pub(crate) fn run(
 struct GroupWrite {
     entries: Vec<Entry>,
     hard_state: Option<HardState>,
+    /// Where recorded snapshot files are made current, and where a failure
+    /// to delete older ones is reported.
+    snapshots: Option<(SnapshotStore, Arc<Shared>)>,
     /// Bytes of entries (estimated) one append may carry: half a segment,
     /// which leaves room for the segment header and the state restated at
     /// the start of each segment.
@@ -85,6 +98,7 @@ impl GroupWrite {
         GroupWrite {
             entries: Vec::new(),
             hard_state: None,
+            snapshots: None,
             max_append_bytes: segment_size / 2,
         }
     }
@@ -117,9 +131,20 @@ impl GroupWrite {
             // Snapshot records are ordered with the entries around them.
             self.flush(wal)?;
             wal.save_snapshot(meta)?;
-            if let Some(through) = job.compact_through {
-                wal.compact(through)?;
+            // The metadata is durable: recovery now needs this file and no
+            // older one.
+            if let (Some(file), Some((store, shared))) = (&job.snapshot_file, &self.snapshots) {
+                if let Err(err) = store.record(file) {
+                    // Older files left behind are deleted at the next start.
+                    shared.log(LogLevel::Info, || {
+                        format!("older snapshot files not deleted: {err}")
+                    });
+                }
             }
+        }
+        if let Some(through) = job.compact_through {
+            self.flush(wal)?;
+            wal.compact(through)?;
         }
         append_replacing(&mut self.entries, job.entries);
         self.write_oversized_prefixes(wal)?;

@@ -34,8 +34,6 @@ void cluster_free(struct cluster *c) {
     }
     for (size_t i = 0; i < c->count; i++) {
         cluster_stop(c, i);
-        free(c->nodes[i].snapshot.data);
-        free(c->nodes[i].incoming.data);
     }
     free(c);
 }
@@ -104,6 +102,12 @@ static void deliver_messages(struct cluster *c, size_t from, const embraft_ready
         if (dest == NULL) {
             continue; /* a stopped node: the message is lost, as on a network */
         }
+        if (c->nodes[from].cut || c->nodes[to - 1].cut) {
+            /* A transport that cannot connect drops the message and tells
+             * its node. */
+            embraft_node_report_unreachable(c->nodes[from].node, to);
+            continue;
+        }
         status = embraft_node_step(dest, data, len);
         /* A full queue drops the message; Raft retransmits. */
         if (status != EMBRAFT_OK && status != EMBRAFT_ERR_BUSY) {
@@ -171,111 +175,91 @@ static void record_outcomes(struct cluster *c, size_t i, const embraft_ready *re
     }
 }
 
-static uint32_t crc_of(const unsigned char *data, size_t len) {
-    uint32_t crc = 0;
-    embraft_crc32(0, data, len, &crc);
-    return crc;
+/* Writes the applied entries 1..index into the writer's file, in pieces
+ * through the writer, or all at once through the file's path. */
+static embraft_status write_state(const struct cluster_node *n, uint64_t index,
+                                  embraft_snapshot_writer *writer, int through_path) {
+    const unsigned char *state = (const unsigned char *)&n->applied[1];
+    size_t len = (size_t)index * sizeof(struct applied_entry);
+    if (through_path) {
+        const char *path = NULL;
+        embraft_status status = embraft_snapshot_writer_path(writer, &path);
+        if (status != EMBRAFT_OK) {
+            return status;
+        }
+        FILE *file = fopen(path, "wb");
+        int written = file != NULL && fwrite(state, 1, len, file) == len;
+        written = file != NULL && fclose(file) == 0 && written;
+        return written ? EMBRAFT_OK : EMBRAFT_ERR_STORAGE;
+    }
+    const size_t piece = 64 * sizeof(struct applied_entry);
+    for (size_t done = 0; done < len; done += piece) {
+        size_t part = len - done < piece ? len - done : piece;
+        embraft_status status = embraft_snapshot_writer_write(writer, state + done, part);
+        if (status != EMBRAFT_OK) {
+            return status;
+        }
+    }
+    return EMBRAFT_OK;
+}
+
+static embraft_status take_snapshot(struct cluster *c, size_t i, int through_path) {
+    struct cluster_node *n = &c->nodes[i];
+    /* A snapshot covers what the node knows to be applied. */
+    uint64_t index = n->acked;
+    embraft_snapshot_writer *writer = NULL;
+    embraft_status status = embraft_node_snapshot_begin(n->node, index, &writer);
+    if (status != EMBRAFT_OK) {
+        return status;
+    }
+    status = write_state(n, index, writer, through_path);
+    if (status != EMBRAFT_OK) {
+        embraft_snapshot_writer_abort(writer);
+        return status;
+    }
+    status = embraft_snapshot_writer_finish(writer); /* frees the writer */
+    if (status == EMBRAFT_OK) {
+        n->snapshot.index = index;
+        n->snapshot.term = n->applied[index].term;
+    }
+    return status;
 }
 
 embraft_status cluster_take_snapshot(struct cluster *c, size_t i) {
-    struct cluster_node *n = &c->nodes[i];
-    size_t len = (size_t)n->delivered * sizeof(struct applied_entry);
-    unsigned char *data = malloc(len > 0 ? len : 1);
-    if (data == NULL) {
-        return EMBRAFT_ERR_RESOURCE;
-    }
-    memcpy(data, &n->applied[1], len);
-    free(n->snapshot.data);
-    n->snapshot.data = data;
-    n->snapshot.len = len;
-    n->snapshot.index = n->delivered;
-    n->snapshot.term = n->applied[n->delivered].term;
-    n->snapshot.checksum = crc_of(data, len);
-    /* The snapshot is saved (here: in memory) before the node may drop
-     * the entries it covers. */
-    return embraft_node_compact(n->node, n->delivered);
+    return take_snapshot(c, i, 0);
 }
 
-/* The host replaces its state machine with a stored snapshot. */
-static void restore_from(struct cluster *c, size_t i, uint64_t index) {
+embraft_status cluster_take_snapshot_through_path(struct cluster *c, size_t i) {
+    return take_snapshot(c, i, 1);
+}
+
+/* The host replaces its state machine with the snapshot file the node
+ * names. */
+static void restore_from(struct cluster *c, size_t i, const embraft_ready *ready, uint64_t index,
+                         uint64_t term) {
     struct cluster_node *n = &c->nodes[i];
-    if (n->snapshot.index != index || n->snapshot.len != index * sizeof(struct applied_entry)) {
-        fprintf(stderr, "  node %zu: asked to restore snapshot %llu, holds %llu\n", i + 1,
-                (unsigned long long)index, (unsigned long long)n->snapshot.index);
+    const char *path = NULL;
+    embraft_status status = embraft_ready_snapshot_path(ready, &path);
+    if (status != EMBRAFT_OK) {
+        fail(c, "snapshot path", i, status);
+        return;
+    }
+    size_t len = (size_t)index * sizeof(struct applied_entry);
+    FILE *file = index <= CLUSTER_MAX_INDEX ? fopen(path, "rb") : NULL;
+    int whole = file != NULL && fread(&n->applied[1], 1, len, file) == len && fgetc(file) == EOF;
+    if (file != NULL) {
+        fclose(file);
+    }
+    if (!whole) {
+        fprintf(stderr, "  node %zu: snapshot %llu at %s is not %zu bytes of state\n", i + 1,
+                (unsigned long long)index, path, len);
         c->broken = 1;
         return;
     }
-    memcpy(&n->applied[1], n->snapshot.data, n->snapshot.len);
     n->delivered = index;
-}
-
-/* Leader: stream the saved snapshot to each peer that needs it. */
-static void send_snapshots(struct cluster *c, size_t i, const embraft_ready *ready) {
-    struct cluster_node *n = &c->nodes[i];
-    size_t count = 0;
-    embraft_ready_snapshot_send_count(ready, &count);
-    for (size_t s = 0; s < count; s++) {
-        uint64_t peer = 0, index = 0, term = 0;
-        embraft_ready_snapshot_send(ready, s, &peer, &index, &term);
-        if (index != n->snapshot.index || term != n->snapshot.term) {
-            fprintf(stderr, "  node %zu: asked to send snapshot %llu, holds %llu\n", i + 1,
-                    (unsigned long long)index, (unsigned long long)n->snapshot.index);
-            c->broken = 1;
-            return;
-        }
-        const size_t chunk = 4096;
-        size_t offset = 0;
-        int sent;
-        do { /* at least one chunk, even for an empty snapshot */
-            size_t len = n->snapshot.len - offset < chunk ? n->snapshot.len - offset : chunk;
-            sent = embraft_node_send_snapshot_chunk(n->node, peer, index, offset,
-                                                    n->snapshot.len, n->snapshot.checksum,
-                                                    n->snapshot.data + offset, len) == EMBRAFT_OK;
-            offset += len;
-        } while (sent && offset < n->snapshot.len);
-        embraft_node_report_snapshot(n->node, peer, sent);
-    }
-}
-
-/* Follower: store the chunks; once complete and verified, ask the node to
- * install the snapshot. */
-static void receive_snapshot_chunks(struct cluster *c, size_t i, const embraft_ready *ready) {
-    struct cluster_node *n = &c->nodes[i];
-    size_t count = 0;
-    embraft_ready_snapshot_chunk_count(ready, &count);
-    for (size_t k = 0; k < count; k++) {
-        uint64_t index = 0, offset = 0, total = 0;
-        uint32_t checksum = 0;
-        const uint8_t *data = NULL;
-        size_t len = 0;
-        embraft_ready_snapshot_chunk(ready, k, &index, &offset, &total, &checksum, &data, &len);
-        struct snapshot_store *in = &n->incoming;
-        if (in->data == NULL || in->index != index || offset == 0) {
-            free(in->data);
-            memset(in, 0, sizeof *in);
-            in->data = malloc(total > 0 ? (size_t)total : 1);
-            in->index = index;
-            in->len = (size_t)total;
-            in->checksum = checksum;
-        }
-        if (in->data == NULL || offset != in->received || offset + len > in->len) {
-            continue; /* out of order: the leader will send it again */
-        }
-        memcpy(in->data + offset, data, len);
-        in->received += len;
-        if (in->received == in->len && crc_of(in->data, in->len) == in->checksum) {
-            /* Stored (in memory) and verified: it becomes this host's
-             * snapshot, and the node may install it. */
-            free(n->snapshot.data);
-            n->snapshot = *in;
-            n->snapshot.term = 0; /* learned when the node asks to restore */
-            memset(in, 0, sizeof *in);
-            embraft_status status = embraft_node_restore_snapshot(n->node, index);
-            if (status != EMBRAFT_OK && status != EMBRAFT_ERR_BUSY) {
-                fail(c, "restore_snapshot", i, status);
-            }
-        }
-    }
+    n->snapshot.index = index;
+    n->snapshot.term = term;
+    n->snapshot.restores++;
 }
 
 void cluster_handle_ready(struct cluster *c, size_t i, const embraft_ready *ready) {
@@ -294,12 +278,9 @@ void cluster_handle_ready(struct cluster *c, size_t i, const embraft_ready *read
     uint64_t restore_index = 0, restore_term = 0;
     embraft_ready_snapshot_to_restore(ready, &restore, &restore_index, &restore_term);
     if (restore) {
-        restore_from(c, i, restore_index);
-        n->snapshot.term = restore_term;
+        restore_from(c, i, ready, restore_index, restore_term);
     }
     deliver_messages(c, i, ready);
-    send_snapshots(c, i, ready);
-    receive_snapshot_chunks(c, i, ready);
     size_t reads = 0;
     embraft_ready_read_count(ready, &reads);
     for (size_t r = 0; r < reads; r++) {

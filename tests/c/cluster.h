@@ -34,15 +34,13 @@ enum proposal_state {
     PROPOSAL_UNKNOWN
 };
 
-/* A snapshot of the host's state machine: the applied entries 1..index,
- * copied as they are (struct applied_entry each). */
+/* The latest snapshot a host took or restored. Its bytes are the applied
+ * entries 1..index, as they are (struct applied_entry each), in the file
+ * the node keeps. */
 struct snapshot_store {
     uint64_t index;
     uint64_t term;
-    unsigned char *data;
-    size_t len;
-    size_t received; /* while arriving from the leader in chunks */
-    uint32_t checksum;
+    unsigned restores; /* restores the node asked for, from the file it named */
 };
 
 struct cluster_node {
@@ -59,9 +57,11 @@ struct cluster_node {
     enum proposal_state proposals[CLUSTER_MAX_PROPOSALS];
     uint64_t proposal_index[CLUSTER_MAX_PROPOSALS];
     uint32_t proposal_outcome[CLUSTER_MAX_PROPOSALS]; /* EMBRAFT_PROPOSAL_* */
-    /* The latest snapshot this host saved or installed, and one arriving. */
+    /* The latest snapshot this host took or restored. */
     struct snapshot_store snapshot;
-    struct snapshot_store incoming;
+    /* Cut off from the others: messages to and from it are lost, and its
+     * peers' hosts report it unreachable. */
+    int cut;
     /* The last read result delivered (embraft_ready_read). */
     uint64_t read_context;
     uint32_t read_result;
@@ -112,9 +112,12 @@ void cluster_free(struct cluster *c);
 embraft_status cluster_start(struct cluster *c, size_t i, uint64_t applied);
 void cluster_stop(struct cluster *c, size_t i);
 
-/* The host of node `i` saves a snapshot of everything it applied and
- * tells its node to compact through it. */
+/* The host of node `i` snapshots everything it applied and acknowledged,
+ * through an embraft_snapshot_writer: written with
+ * embraft_snapshot_writer_write, or (the second) by writing the file at
+ * the writer's path. The node then compacts its log. */
 embraft_status cluster_take_snapshot(struct cluster *c, size_t i);
+embraft_status cluster_take_snapshot_through_path(struct cluster *c, size_t i);
 
 /* One round of the host loop: ticks when due, polls every running node,
  * delivers messages, applies and acknowledges entries. Returns the number

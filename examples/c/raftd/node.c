@@ -166,25 +166,16 @@ static void hand_out_results(struct raftd *r, const embraft_ready *ready) {
 }
 
 /* raftd keeps no snapshots (RAFTD.md rebuilds state from the log and never
- * compacts), so it never has one to stream or restore. */
-static void refuse_snapshots(struct raftd *r, const embraft_ready *ready) {
-    size_t count = 0;
+ * snapshots), so its leader never compacts and never sends one; a restore
+ * could only come from a leader of another implementation that snapshots,
+ * which raftd cannot follow. */
+static void refuse_snapshots(const embraft_ready *ready) {
     bool restore = false;
     uint64_t restore_index = 0, restore_term = 0;
-    embraft_ready_snapshot_send_count(ready, &count);
-    for (size_t i = 0; i < count; i++) {
-        uint64_t peer = 0, index = 0, term = 0;
-        embraft_ready_snapshot_send(ready, i, &peer, &index, &term);
-        log_line("peer %llu needs a snapshot, which raftd does not keep", (unsigned long long)peer);
-        embraft_node_report_snapshot(r->node, peer, false);
-    }
-    embraft_ready_snapshot_chunk_count(ready, &count);
-    if (count > 0) {
-        log_line("ignored %zu snapshot chunks: raftd does not install snapshots", count);
-    }
     embraft_ready_snapshot_to_restore(ready, &restore, &restore_index, &restore_term);
     if (restore) {
-        log_line("the node asks for a snapshot restore, which raftd cannot do");
+        log_line("the node asks for a snapshot restore at %llu, which raftd cannot do",
+                 (unsigned long long)restore_index);
     }
 }
 
@@ -228,7 +219,7 @@ int node_drain(struct raftd *r) {
         }
         note_state(r, ready);
         send_messages(r, ready);
-        refuse_snapshots(r, ready);
+        refuse_snapshots(ready);
         apply_entries(r, ready);
         hand_out_results(r, ready);
         print_logs(ready);

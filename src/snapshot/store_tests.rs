@@ -1,0 +1,254 @@
+use super::*;
+
+/// A scratch data directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "embraft-store-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn names(store: &SnapshotStore) -> Vec<String> {
+    list_files(store.dir()).unwrap()
+}
+
+fn take(store: &SnapshotStore, index: u64, term: u64, data: &[u8]) -> SnapshotFile {
+    let mut temp = store.create(index, term).unwrap();
+    temp.write(data).unwrap();
+    temp.finish().unwrap()
+}
+
+#[test]
+fn names_round_trip_and_nothing_else_parses() {
+    let id = SnapshotId {
+        index: 42,
+        term: 7,
+        len: 1 << 40,
+        crc: 0xdead_beef,
+    };
+    let name = id.file_name();
+    assert_eq!(
+        name,
+        "snap-00000000000000000042-00000000000000000007-00000001099511627776-deadbeef.snap"
+    );
+    assert_eq!(SnapshotId::parse(&name), Some(id));
+    for other in [
+        name.replace(".snap", ".partial"),
+        name.replace("deadbeef", "DEADBEEF"),
+        name.replace("-00000000000000000042", "-42"),
+        format!("{name}.tmp"),
+        "snap-1-2-3-4.snap".to_string(),
+        "LOCK".to_string(),
+    ] {
+        assert_eq!(SnapshotId::parse(&other), None, "{other}");
+    }
+}
+
+#[test]
+fn a_taken_snapshot_is_named_by_its_length_and_checksum() {
+    let scratch = Scratch::new("take");
+    let (store, recovery) = SnapshotStore::open(&scratch.0, None).unwrap();
+    assert!(recovery.current.is_none());
+    let mut temp = store.create(10, 2).unwrap();
+    temp.write(b"hello ").unwrap();
+    // The host may also write through the path itself.
+    let mut by_path = OpenOptions::new().append(true).open(temp.path()).unwrap();
+    by_path.write_all(b"world").unwrap();
+    drop(by_path);
+    let file = temp.finish().unwrap();
+    assert_eq!(
+        file.id,
+        SnapshotId {
+            index: 10,
+            term: 2,
+            len: 11,
+            crc: crc32fast::hash(b"hello world"),
+        }
+    );
+    assert_eq!(fs::read(&file.path).unwrap(), b"hello world");
+    assert_eq!(
+        names(&store),
+        vec![file.id.file_name()],
+        "no temporary file left"
+    );
+    assert_eq!(store.current(), None, "stored, but not recorded yet");
+}
+
+#[test]
+fn an_aborted_snapshot_leaves_nothing() {
+    let scratch = Scratch::new("abort");
+    let (store, _) = SnapshotStore::open(&scratch.0, None).unwrap();
+    let mut temp = store.create(10, 2).unwrap();
+    temp.write(b"half").unwrap();
+    temp.abort();
+    assert!(names(&store).is_empty());
+}
+
+#[test]
+fn chunks_are_taken_in_order_only() {
+    let scratch = Scratch::new("chunks");
+    let (store, _) = SnapshotStore::open(&scratch.0, None).unwrap();
+    let data = b"0123456789";
+    let id = SnapshotId {
+        index: 5,
+        term: 1,
+        len: 10,
+        crc: crc32fast::hash(data),
+    };
+    let mut partial = store.receive(id).unwrap();
+    assert_eq!(
+        partial.write_chunk(4, &data[4..8]).unwrap(),
+        ChunkOutcome::Gap
+    );
+    assert_eq!(partial.written(), 0);
+    assert_eq!(
+        partial.write_chunk(0, &data[..4]).unwrap(),
+        ChunkOutcome::Written
+    );
+    assert_eq!(
+        partial.write_chunk(0, &data[..4]).unwrap(),
+        ChunkOutcome::Duplicate
+    );
+    assert_eq!(
+        partial.write_chunk(2, &data[2..6]).unwrap(),
+        ChunkOutcome::Duplicate
+    );
+    assert_eq!(
+        partial.write_chunk(4, &[]).unwrap(),
+        ChunkOutcome::Duplicate
+    );
+    assert!(matches!(
+        partial.write_chunk(8, b"too long"),
+        Err(SnapshotError::Invalid(_))
+    ));
+    assert_eq!(
+        partial.write_chunk(4, &data[4..]).unwrap(),
+        ChunkOutcome::Written
+    );
+    assert!(partial.is_complete());
+    let file = partial.finish().unwrap();
+    assert_eq!(file.id, id);
+    assert_eq!(fs::read(&file.path).unwrap(), data);
+    assert_eq!(names(&store), vec![id.file_name()]);
+}
+
+#[test]
+fn a_received_snapshot_that_fails_its_checksum_is_refused_and_deleted() {
+    let scratch = Scratch::new("bad-crc");
+    let (store, _) = SnapshotStore::open(&scratch.0, None).unwrap();
+    let id = SnapshotId {
+        index: 5,
+        term: 1,
+        len: 4,
+        crc: crc32fast::hash(b"abcd"),
+    };
+    let mut partial = store.receive(id).unwrap();
+    partial.write_chunk(0, b"abce").unwrap();
+    let err = partial.finish().unwrap_err();
+    assert!(
+        err.to_string().contains("CRC-32") && err.to_string().contains("announced"),
+        "{err}"
+    );
+    assert!(names(&store).is_empty(), "the partial file is deleted");
+}
+
+#[test]
+fn recording_deletes_older_snapshots_but_not_pinned_ones() {
+    let scratch = Scratch::new("record");
+    let (store, _) = SnapshotStore::open(&scratch.0, None).unwrap();
+    let first = take(&store, 10, 1, b"first");
+    store.record(&first).unwrap();
+    let pin = store.pin(&first);
+    let second = take(&store, 20, 1, b"second");
+    let removed = store.record(&second).unwrap();
+    assert!(removed.is_empty(), "the first is pinned");
+    assert_eq!(names(&store).len(), 2);
+    let third = take(&store, 30, 1, b"third");
+    assert!(!store.discard(&second).unwrap(), "the current one is kept");
+    drop(pin.clone());
+    assert_eq!(names(&store).len(), 3, "a clone of the pin still holds it");
+    drop(pin);
+    assert_eq!(
+        names(&store),
+        vec![second.id.file_name(), third.id.file_name()],
+        "released and superseded: deleted"
+    );
+    assert!(store.discard(&third).unwrap(), "never recorded: deleted");
+    assert_eq!(store.current(), Some(second));
+}
+
+#[test]
+fn recovery_keeps_the_recorded_snapshot_and_deletes_the_rest() {
+    let scratch = Scratch::new("recover");
+    let (store, _) = SnapshotStore::open(&scratch.0, None).unwrap();
+    let old = take(&store, 10, 1, b"old");
+    let recorded = take(&store, 20, 2, b"recorded");
+    let orphan = take(&store, 30, 2, b"renamed, never recorded");
+    let mut temp = store.create(40, 2).unwrap();
+    temp.write(b"being written").unwrap();
+    drop(temp);
+    let mut partial = store
+        .receive(SnapshotId {
+            index: 50,
+            term: 3,
+            len: 100,
+            crc: 0,
+        })
+        .unwrap();
+    partial.write_chunk(0, b"half").unwrap();
+    drop(partial);
+    drop(store);
+
+    let (store, recovery) = SnapshotStore::open(&scratch.0, Some((20, 2))).unwrap();
+    assert_eq!(recovery.current, Some(recorded.clone()));
+    assert_eq!(recovery.removed.len(), 4, "{:?}", recovery.removed);
+    assert!(recovery.removed.contains(&old.path) && recovery.removed.contains(&orphan.path));
+    assert_eq!(names(&store), vec![recorded.id.file_name()]);
+    assert_eq!(store.current(), Some(recorded));
+}
+
+#[test]
+fn recovery_refuses_a_missing_or_damaged_snapshot_and_deletes_nothing() {
+    let scratch = Scratch::new("damaged");
+    let (store, _) = SnapshotStore::open(&scratch.0, None).unwrap();
+    let file = take(&store, 20, 2, b"recorded bytes");
+    let other = take(&store, 10, 1, b"older");
+    drop(store);
+
+    let err = SnapshotStore::open(&scratch.0, Some((30, 2))).unwrap_err();
+    assert!(
+        matches!(&err, SnapshotError::Corrupt { reason, .. } if reason.contains("index 30")),
+        "{err}"
+    );
+
+    // Same length, one byte changed.
+    let mut bytes = fs::read(&file.path).unwrap();
+    bytes[3] ^= 1;
+    fs::write(&file.path, &bytes).unwrap();
+    let err = SnapshotStore::open(&scratch.0, Some((20, 2))).unwrap_err();
+    assert!(err.to_string().contains("CRC-32"), "{err}");
+
+    bytes.pop();
+    fs::write(&file.path, &bytes).unwrap();
+    let err = SnapshotStore::open(&scratch.0, Some((20, 2))).unwrap_err();
+    assert!(err.to_string().contains("bytes"), "{err}");
+    assert!(
+        other.path.exists(),
+        "nothing deleted while the state is in doubt"
+    );
+}
