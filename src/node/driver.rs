@@ -296,12 +296,15 @@ impl Driver {
         }
     }
 
-    /// The latest snapshot, recorded or queued for recording.
+    /// The latest snapshot: recorded, queued for recording, or installed
+    /// in the core from the leader and not yet durable. The WAL refuses a
+    /// snapshot record older than the last one, so a snapshot must be
+    /// newer than all of these.
     fn latest_snapshot_index(&self) -> Index {
-        self.taken
-            .back()
-            .map_or(self.snapshot_index, |(_, meta)| meta.index)
-            .max(self.snapshot_index)
+        let queued = self.taken.back().map_or(0, |(_, meta)| meta.index);
+        self.snapshot_index
+            .max(queued)
+            .max(self.raft.snapshot_meta().index)
     }
 
     /// The metadata of a snapshot the host may take at `index`.
@@ -656,8 +659,12 @@ impl Driver {
     fn receive_chunk(&mut self, chunk: SnapshotChunk) {
         let index = chunk.meta.index;
         match self.receiver.on_chunk(&chunk) {
-            ChunkAction::Answer { to, next_offset } => {
-                if chunk.offset == 0 && next_offset == chunk.data.len() as u64 {
+            ChunkAction::Answer {
+                to,
+                next_offset,
+                started,
+            } => {
+                if started {
                     self.shared.log(LogLevel::Info, || {
                         format!(
                             "receiving the snapshot at {index} ({} bytes) from node {to}",

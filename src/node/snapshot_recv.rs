@@ -15,8 +15,13 @@ use crate::snapshot::{ChunkOutcome, PartialSnapshot, SnapshotId, SnapshotStore};
 
 /// What to do after a chunk.
 pub(crate) enum ChunkAction {
-    /// Answer the leader with the offset expected next.
-    Answer { to: NodeId, next_offset: u64 },
+    /// Answer the leader with the offset expected next; `started` when the
+    /// chunk began a new transfer.
+    Answer {
+        to: NodeId,
+        next_offset: u64,
+        started: bool,
+    },
     /// Refuse the snapshot (answer `reject`), for the reason given.
     Reject { to: NodeId, why: String },
     /// The file is complete: verify and publish it off the driver thread,
@@ -92,7 +97,9 @@ impl SnapshotReceiver {
             }
             _ => {}
         }
-        if !matches!(&self.state, State::Receiving { partial, .. } if partial.id() == id) {
+        let started =
+            !matches!(&self.state, State::Receiving { partial, .. } if partial.id() == id);
+        if started {
             // A new transfer: it replaces whatever was under way.
             self.abort();
             match self.store.receive(id) {
@@ -125,6 +132,7 @@ impl SnapshotReceiver {
             return ChunkAction::Answer {
                 to,
                 next_offset: partial.written(),
+                started,
             };
         }
         let State::Receiving { meta, partial } = std::mem::replace(&mut self.state, State::Idle)
