@@ -11,10 +11,10 @@
 
 mod node_support;
 
-use embraft::core::{ConfState, HardState, Index, SnapshotMeta, Term};
+use embraft::core::{ConfState, HardState, Index, SnapshotMeta};
 use embraft::snapshot::{SnapshotId, SnapshotStore};
 use embraft::wal::{Wal, WalOptions};
-use node_support::{encode_state, Cluster};
+use node_support::{encode_state, AppliedState, Cluster};
 use std::path::Path;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ fn wal_options() -> WalOptions {
 
 /// A single-node cluster with a snapshot at some index and entries after
 /// it; stopped. Returns the cluster and the applied state at the end.
-fn old_state(name: &str) -> (Cluster, Vec<(Index, Term, Vec<u8>)>, Index) {
+fn old_state(name: &str) -> (Cluster, AppliedState, Index) {
     let mut cluster = Cluster::start(name, 1, |config| {
         config.raft.compact_keep_entries = KEEP;
         config.wal = wal_options();
@@ -72,7 +72,7 @@ fn snapshot_ids(dir: &Path) -> Vec<SnapshotId> {
 /// Starts the node again with an empty state machine and checks that it
 /// is exactly in one of the two states: restored from the snapshot at
 /// `index`, with `applied` as the host's state once caught up.
-fn reopen(cluster: &mut Cluster) -> (Index, Vec<(Index, Term, Vec<u8>)>) {
+fn reopen(cluster: &mut Cluster) -> (Index, AppliedState) {
     cluster.restart(1).expect("the node starts after the crash");
     cluster.ticking = false;
     cluster.settle();

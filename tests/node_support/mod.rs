@@ -25,6 +25,10 @@ pub enum Link {
     Drop,
 }
 
+/// A host's state machine: the normal entries it applied, in order, as
+/// (index, term, data).
+pub type AppliedState = Vec<(Index, Term, Vec<u8>)>;
+
 /// One node and what its host knows.
 pub struct Host {
     pub id: NodeId,
@@ -32,8 +36,8 @@ pub struct Host {
     /// What the node was started with, for restarts.
     pub config: NodeConfig,
     pub node: Option<Node>,
-    /// Normal entries applied, in order: (index, term, data).
-    pub applied: Vec<(Index, Term, Vec<u8>)>,
+    /// Normal entries applied, in order.
+    pub applied: AppliedState,
     pub last_applied: Index,
     pub outcomes: HashMap<u64, ProposalResult>,
     pub role: Role,
@@ -82,7 +86,7 @@ pub fn encode_state(applied: &[(Index, Term, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-pub fn decode_state(mut bytes: &[u8]) -> Vec<(Index, Term, Vec<u8>)> {
+pub fn decode_state(mut bytes: &[u8]) -> AppliedState {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let index = u64::from_le_bytes(bytes[..8].try_into().unwrap());
