@@ -55,6 +55,12 @@ embraft_status cluster_start(struct cluster *c, size_t i, uint64_t applied) {
     if (c->compact_keep_entries > 0) {
         embraft_config_set_compact_keep_entries(config, c->compact_keep_entries);
     }
+    if (c->snapshot_chunk_size > 0) {
+        embraft_config_set_snapshot_chunk_size(config, c->snapshot_chunk_size);
+    }
+    if (c->snapshot_entries > 0) {
+        embraft_config_set_snapshot_entries(config, c->snapshot_entries);
+    }
     embraft_config_set_log_level(config, verbose() ? EMBRAFT_LOG_DEBUG : EMBRAFT_LOG_OFF);
     if (getenv("EMBRAFT_TEST_NO_SYNC") != NULL) {
         embraft_config_set_sync_mode(config, EMBRAFT_SYNC_NEVER);
@@ -279,6 +285,12 @@ void cluster_handle_ready(struct cluster *c, size_t i, const embraft_ready *read
     embraft_ready_snapshot_to_restore(ready, &restore, &restore_index, &restore_term);
     if (restore) {
         restore_from(c, i, ready, restore_index, restore_term);
+    }
+    bool wanted = false;
+    uint64_t wanted_index = 0;
+    embraft_ready_snapshot_wanted(ready, &wanted, &wanted_index);
+    if (wanted) {
+        n->snapshot_wanted = wanted_index;
     }
     deliver_messages(c, i, ready);
     size_t reads = 0;

@@ -62,6 +62,8 @@ struct cluster_node {
     /* Cut off from the others: messages to and from it are lost, and its
      * peers' hosts report it unreachable. */
     int cut;
+    /* The last index the node asked to snapshot at (0: never asked). */
+    uint64_t snapshot_wanted;
     /* The last read result delivered (embraft_ready_read). */
     uint64_t read_context;
     uint32_t read_result;
@@ -81,8 +83,11 @@ struct cluster {
     uint64_t peers[CLUSTER_MAX_NODES];
     struct cluster_node nodes[CLUSTER_MAX_NODES];
     unsigned long long last_tick_ms;
-    /* embraft_config_set_compact_keep_entries for every node (0: default). */
+    /* embraft_config_set_compact_keep_entries, _snapshot_chunk_size and
+     * _snapshot_entries for every node (0: default). */
     uint64_t compact_keep_entries;
+    uint64_t snapshot_chunk_size;
+    uint64_t snapshot_entries;
     /* Set (with a message on stderr) when the host loop saw something wrong. */
     int broken;
     /* When set, the host loop keeps proposing through it (see below). */
