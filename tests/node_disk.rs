@@ -46,6 +46,9 @@ struct WalFiles {
     highest_seq: u64,
     bytes: u64,
     allocated: u64,
+    /// Files in the snapshot folder, and their bytes.
+    snapshots: usize,
+    snapshot_bytes: u64,
 }
 
 fn wal_files(dir: &Path) -> WalFiles {
@@ -54,6 +57,8 @@ fn wal_files(dir: &Path) -> WalFiles {
         highest_seq: 0,
         bytes: 0,
         allocated: 0,
+        snapshots: 0,
+        snapshot_bytes: 0,
     };
     for entry in walk(dir) {
         // The node's threads rename and delete files while it runs.
@@ -63,6 +68,10 @@ fn wal_files(dir: &Path) -> WalFiles {
         files.bytes += meta.len();
         files.allocated += meta.blocks() * 512;
         let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+        if entry.parent().is_some_and(|p| p.ends_with("snapshots")) {
+            files.snapshots += 1;
+            files.snapshot_bytes += meta.len();
+        }
         if let Some(seq) = name.strip_suffix(".seg") {
             files.segments += 1;
             files.highest_seq = files.highest_seq.max(u64::from_str_radix(seq, 16).unwrap());
@@ -87,9 +96,10 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// 100,000 proposals through a three-node cluster whose hosts compact as
-/// they apply: every node applies all of them in the same order, and each
-/// WAL ends with a few segments although it wrote many more.
+/// 100,000 proposals through a three-node cluster whose hosts snapshot (the
+/// node's writer) as they apply: every node applies all of them in the
+/// same order, each WAL ends with a few segments although it wrote many
+/// more, and one snapshot file is left.
 #[test]
 fn a_hundred_thousand_proposals_with_compaction_leave_a_few_segments() {
     let started = Instant::now();
@@ -185,15 +195,20 @@ fn a_hundred_thousand_proposals_with_compaction_leave_a_few_segments() {
     for host in &cluster.hosts {
         let files = wal_files(&host.dir);
         println!(
-            "node {}: {} entries in {:.1} s; WAL: {} segment files of {} created, {} bytes ({} allocated)",
+            "node {}: {} entries in {:.1} s, {} snapshots taken; WAL: {} segment files of {} \
+             created; snapshots: {} file of {} bytes; data directory {} bytes ({} allocated)",
             host.id,
             host.last_applied,
             elapsed.as_secs_f64(),
+            host.snapshots_taken.len(),
             files.segments,
             files.highest_seq,
+            files.snapshots,
+            files.snapshot_bytes,
             files.bytes,
             files.allocated
         );
+        assert_eq!(files.snapshots, 1, "only the latest snapshot is kept");
         assert!(
             files.highest_seq as usize > 2 * MAX_SEGMENTS,
             "the run must write far more than the bound for it to mean anything"
