@@ -12,6 +12,7 @@
 pub mod codec;
 pub mod core;
 pub mod ffi;
+mod fs_util;
 pub mod node;
 pub mod snapshot;
 pub mod wal;

@@ -13,7 +13,7 @@ mod node_support;
 
 use embraft::core::{ConfState, HardState, Index, SnapshotMeta};
 use embraft::snapshot::{SnapshotId, SnapshotStore};
-use embraft::wal::{Wal, WalOptions};
+use embraft::wal::{Recovered, Wal, WalOptions};
 use node_support::{encode_state, AppliedState, Cluster};
 use std::path::Path;
 use std::time::Duration;
@@ -48,6 +48,22 @@ fn old_state(name: &str) -> (Cluster, AppliedState, Index) {
     let applied = cluster.host(1).applied.clone();
     cluster.stop(1);
     (cluster, applied, old_index)
+}
+
+/// The stopped node's WAL and snapshot store, opened as the node opens
+/// them.
+fn open_stopped(dir: &Path) -> (Wal, Recovered, SnapshotStore) {
+    let (wal, recovered) = Wal::open(dir, wal_options()).unwrap();
+    let expected = recovered.snapshot.as_ref().map(|m| (m.index, m.term));
+    let (store, _) = SnapshotStore::open(dir, expected).unwrap();
+    (wal, recovered, store)
+}
+
+fn voters_1() -> ConfState {
+    ConfState {
+        voters: vec![1],
+        ..ConfState::default()
+    }
 }
 
 fn propose(cluster: &mut Cluster, numbers: std::ops::Range<u32>) {
@@ -102,17 +118,12 @@ fn a_crash_at_any_step_of_taking_a_snapshot_leaves_the_old_or_the_new_one() {
         let (mut cluster, applied, old_index) = old_state("crash-take");
         let dir = cluster.host(1).dir.clone();
         let new_index = {
-            let (wal, recovered) = Wal::open(&dir, wal_options()).unwrap();
-            let expected = recovered.snapshot.as_ref().map(|m| (m.index, m.term));
-            let (store, _) = SnapshotStore::open(&dir, expected).unwrap();
+            let (wal, _, store) = open_stopped(&dir);
             let index = wal.last_index();
             let meta = SnapshotMeta {
                 index,
                 term: wal.term(index).unwrap().unwrap(),
-                conf_state: ConfState {
-                    voters: vec![1],
-                    ..ConfState::default()
-                },
+                conf_state: voters_1(),
             };
             let bytes = encode_state(&applied);
             let mut temp = store.create(meta.index, meta.term).unwrap();
@@ -171,9 +182,7 @@ fn a_crash_at_any_step_of_installing_a_snapshot_leaves_the_old_or_the_new_one() 
         // The leader's state: everything here and 50 entries more.
         let mut leader_state = applied.clone();
         let (new_index, term) = {
-            let (wal, recovered) = Wal::open(&dir, wal_options()).unwrap();
-            let expected = recovered.snapshot.as_ref().map(|m| (m.index, m.term));
-            let (store, _) = SnapshotStore::open(&dir, expected).unwrap();
+            let (wal, recovered, store) = open_stopped(&dir);
             let term = recovered.hard_state.term;
             let index = wal.last_index() + 50;
             for i in 0..50 {
@@ -183,10 +192,7 @@ fn a_crash_at_any_step_of_installing_a_snapshot_leaves_the_old_or_the_new_one() 
             let meta = SnapshotMeta {
                 index,
                 term,
-                conf_state: ConfState {
-                    voters: vec![1],
-                    ..ConfState::default()
-                },
+                conf_state: voters_1(),
             };
             let id = SnapshotId {
                 index,

@@ -21,9 +21,13 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "common/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
 
 /// Counts the heap in use and its peak, for the whole process.
 struct CountingAlloc;
@@ -534,14 +538,8 @@ fn a_snapshot_over_256_mib_is_resumed_after_a_lost_connection_with_bounded_memor
         }
         return;
     }
-    static RUN: AtomicU64 = AtomicU64::new(0);
-    let root = std::env::temp_dir().join(format!(
-        "embraft-transfer-{}-{}",
-        std::process::id(),
-        RUN.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let temp = TempDir::new("transfer");
+    let root = temp.path();
     let started = Instant::now();
     let mut follower = spawn("follower", &root.join("follower"), None);
     let port = echo(&mut follower, true).expect("the follower listens");
@@ -563,7 +561,7 @@ fn a_snapshot_over_256_mib_is_resumed_after_a_lost_connection_with_bounded_memor
     let leader_ok = leader.wait().unwrap().success();
     let follower_ok = follower.wait().unwrap().success();
     let _ = follower_out.join();
-    let _ = std::fs::remove_dir_all(&root);
+    drop(temp);
     println!("whole run: {:.1} s", started.elapsed().as_secs_f64());
     assert!(leader_ok, "the leader's process failed (see its output)");
     assert!(

@@ -1,6 +1,7 @@
 //! The snapshot store: names, taking, receiving, recovery, pruning.
 
 use super::{io_error, SnapshotError, SNAPSHOT_DIR};
+use crate::fs_util;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt;
@@ -94,7 +95,8 @@ impl SnapshotFile {
         len: usize,
     ) -> Result<Vec<u8>, SnapshotError> {
         let mut buf = vec![0; len];
-        let n = read_full(file, &mut buf, offset).map_err(|e| io_error("read", &self.path, e))?;
+        let n = fs_util::read_full_at(file, &mut buf, offset)
+            .map_err(|e| io_error("read", &self.path, e))?;
         buf.truncate(n);
         Ok(buf)
     }
@@ -609,27 +611,14 @@ fn checksum(file: &File, path: &Path) -> Result<(u64, u32), SnapshotError> {
     let mut buf = vec![0; CHECK_BUFFER_BYTES];
     let mut offset = 0u64;
     loop {
-        let n = read_full(file, &mut buf, offset).map_err(|e| io_error("read", path, e))?;
+        let n =
+            fs_util::read_full_at(file, &mut buf, offset).map_err(|e| io_error("read", path, e))?;
         hasher.update(&buf[..n]);
         offset += n as u64;
         if n < buf.len() {
             return Ok((offset, hasher.finalize()));
         }
     }
-}
-
-/// pread until `buf` is full or the file ends; returns the bytes read.
-fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 /// Names of the regular files in `dir`.
@@ -650,9 +639,7 @@ fn list_files(dir: &Path) -> Result<Vec<String>, SnapshotError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error("fsync", dir, e))
+    fs_util::sync_dir(dir).map_err(|e| io_error("fsync", dir, e))
 }
 
 #[cfg(test)]

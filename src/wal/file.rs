@@ -30,16 +30,7 @@ pub trait FileLayer: Send + Sync + fmt::Debug {
     /// Reads as much of `buf` as the file holds at `offset` (pread: an I/O
     /// error is an error, never a signal). Returns the bytes read.
     fn read_at(&self, file: &File, _path: &Path, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let mut done = 0;
-        while done < buf.len() {
-            match file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        crate::fs_util::read_full_at(file, buf, offset)
     }
 
     /// Makes the file's data (and the metadata needed to read it) durable.
@@ -62,7 +53,7 @@ pub trait FileLayer: Send + Sync + fmt::Debug {
 
     /// Makes the directory's entries (creations, renames, deletions) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+        crate::fs_util::sync_dir(dir)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
