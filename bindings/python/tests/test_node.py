@@ -296,7 +296,23 @@ STATUS_EXCEPTIONS = {
     _ffi.ERR_NODE_FAILED: embraft.NodeFailedError,
     _ffi.ERR_RESOURCE: embraft.ResourceError,
     _ffi.ERR_PANIC: embraft.InternalError,
+    _ffi.ERR_NOT_APPLIED: embraft.NotAppliedError,
+    _ffi.ERR_STALE_SNAPSHOT: embraft.StaleSnapshotError,
+    _ffi.ERR_CORRUPT: embraft.CorruptError,
 }
+
+
+def test_every_error_status_of_the_header_has_an_exception():
+    codes = [value for name, value in vars(_ffi).items()
+             if name.startswith("ERR_") and isinstance(value, int)]
+    assert sorted(codes) == sorted(STATUS_EXCEPTIONS)
+
+
+def test_snapshot_exceptions_are_grouped():
+    assert issubclass(embraft.NotAppliedError, embraft.SnapshotError)
+    assert issubclass(embraft.StaleSnapshotError, embraft.SnapshotError)
+    # Corrupt data is a storage problem: existing handlers still catch it.
+    assert issubclass(embraft.CorruptError, embraft.StorageError)
 
 
 @pytest.mark.parametrize("code,expected", sorted(STATUS_EXCEPTIONS.items()))
