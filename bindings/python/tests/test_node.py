@@ -46,6 +46,7 @@ def test_use_after_close_raises_closed_error(tmp_path):
         pass
     for call in (lambda: node.propose(b"x"), node.read_index, node.status,
                  lambda: node.step(b"x"), lambda: node.add_voter(2), node.snapshot,
+                 lambda: node.begin_snapshot(1),
                  lambda: node.transfer_leadership(2)):
         with pytest.raises(embraft.ClosedError):
             call()
