@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable, Dict, List
+from typing import BinaryIO, Callable, Dict, List
 
 VALUE_BYTES = 100
 REPOSITORY = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -89,12 +89,17 @@ def embraft_worker(index: int, ports: List[int], directory: str, sync: bool):
         def apply(self, log_index: int, data: bytes) -> None:
             self.values[data[:17]] = data
 
-        def snapshot(self) -> bytes:
-            return b"".join(self.values.values())
+        def snapshot(self, out: BinaryIO) -> None:
+            for value in self.values.values():
+                out.write(value)
 
-        def restore(self, data: bytes) -> None:
-            self.values = {data[i:i + 17]: data[i:i + VALUE_BYTES]
-                           for i in range(0, len(data), VALUE_BYTES)}
+        def restore(self, src: BinaryIO) -> None:
+            self.values = {}
+            while True:
+                value = src.read(VALUE_BYTES)
+                if not value:
+                    break
+                self.values[value[:17]] = value
 
     node_id = index + 1
     addresses = {i + 1: ("127.0.0.1", port) for i, port in enumerate(ports)}

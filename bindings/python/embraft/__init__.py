@@ -15,6 +15,7 @@ from .errors import (
     BusyError,
     ClosedError,
     ConfigError,
+    CorruptError,
     DirectoryLockedError,
     EmbraftError,
     InternalError,
@@ -23,6 +24,7 @@ from .errors import (
     MembershipChangeError,
     MessageError,
     NodeFailedError,
+    NotAppliedError,
     NotDeliveredError,
     NotLeaderError,
     OutcomeUnknownError,
@@ -30,6 +32,8 @@ from .errors import (
     ProposalTooLargeError,
     ReadIndexError,
     ResourceError,
+    SnapshotError,
+    StaleSnapshotError,
     StorageError,
     SupersededError,
     TooLargeError,
@@ -37,6 +41,7 @@ from .errors import (
     WrongRecipientError,
 )
 from .node import Config, Node, PeerProgress, StateMachine, Status, Transport
+from .snapshot import SnapshotWriter
 
 LOG_OFF = _ffi.LOG_OFF
 LOG_INFO = _ffi.LOG_INFO
@@ -54,13 +59,13 @@ def library_version() -> str:
 __version__ = "0.1.0"
 
 __all__ = [
-    "ABI_VERSION", "BusyError", "ClosedError", "Config", "ConfigError",
+    "ABI_VERSION", "BusyError", "ClosedError", "Config", "ConfigError", "CorruptError",
     "DirectoryLockedError", "EmbraftError", "InternalError", "InvalidArgumentError",
     "LOG_DEBUG", "LOG_INFO", "LOG_OFF", "LOG_TRACE", "LibraryError",
     "MalformedMessageError", "MembershipChangeError", "MessageError", "Node",
-    "NodeFailedError", "NotDeliveredError", "NotLeaderError", "OutcomeUnknownError",
-    "PeerProgress", "ProposalDroppedError", "ProposalTooLargeError", "ReadIndexError",
-    "ResourceError", "StateMachine", "Status", "StorageError", "SupersededError",
-    "TooLargeError", "TransferInProgressError", "Transport", "WrongRecipientError",
-    "library_version",
+    "NodeFailedError", "NotAppliedError", "NotDeliveredError", "NotLeaderError",
+    "OutcomeUnknownError", "PeerProgress", "ProposalDroppedError", "ProposalTooLargeError",
+    "ReadIndexError", "ResourceError", "SnapshotError", "SnapshotWriter", "StaleSnapshotError",
+    "StateMachine", "Status", "StorageError", "SupersededError", "TooLargeError",
+    "TransferInProgressError", "Transport", "WrongRecipientError", "library_version",
 ]

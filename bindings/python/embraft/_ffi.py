@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 
 # EMBRAFT_ABI_VERSION of the header this layer was written against. The
 # library loaded at run time must report the same value.
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 # Constants of the header (#define EMBRAFT_*), same names without the prefix.
 OK = 0
@@ -45,6 +45,9 @@ ERR_STORAGE = 12
 ERR_NODE_FAILED = 13
 ERR_RESOURCE = 14
 ERR_PANIC = 15
+ERR_NOT_APPLIED = 16
+ERR_STALE_SNAPSHOT = 17
+ERR_CORRUPT = 18
 
 ROLE_FOLLOWER = 0
 ROLE_PRE_CANDIDATE = 1
@@ -130,7 +133,6 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
     "embraft_version": (c_char_p, []),
     "embraft_abi_version": (u32, []),
     "embraft_status_str": (c_char_p, [status]),
-    "embraft_crc32": (status, [u32, bytes_in, c_size_t, u32_out]),
     "embraft_config_new": (status, [handle_out]),
     "embraft_config_free": (None, [handle]),
     "embraft_config_last_error": (status, [handle, c_char_p, c_size_t, size_out]),
@@ -153,6 +155,9 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
     "embraft_config_set_log_level": (status, [handle, u32]),
     "embraft_config_set_lease_reads": (status, [handle, c_bool]),
     "embraft_config_set_compact_keep_entries": (status, [handle, u64]),
+    "embraft_config_set_snapshot_entries": (status, [handle, u64]),
+    "embraft_config_set_snapshot_bytes": (status, [handle, u64]),
+    "embraft_config_set_snapshot_chunk_size": (status, [handle, u64]),
     "embraft_config_set_random_seed": (status, [handle, u64]),
     "embraft_node_new": (status, [handle, handle_out]),
     "embraft_node_free": (None, [handle]),
@@ -165,11 +170,7 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
     "embraft_node_read_index": (status, [handle, u64]),
     "embraft_node_transfer_leader": (status, [handle, u64]),
     "embraft_node_report_unreachable": (status, [handle, u64]),
-    "embraft_node_compact": (status, [handle, u64]),
-    "embraft_node_send_snapshot_chunk": (
-        status, [handle, u64, u64, u64, u64, u32, bytes_in, c_size_t]),
-    "embraft_node_report_snapshot": (status, [handle, u64, c_bool]),
-    "embraft_node_restore_snapshot": (status, [handle, u64]),
+    "embraft_node_snapshot_begin": (status, [handle, u64, handle_out]),
     "embraft_node_poll_ready": (status, [handle, u32, handle_out]),
     "embraft_node_ack_applied": (status, [handle, u64]),
     "embraft_node_status": (status, [handle, handle_out]),
@@ -189,13 +190,14 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
     "embraft_ready_read_count": (status, [handle, size_out]),
     "embraft_ready_read": (status, [handle, c_size_t, u64_out, u32_out, u64_out]),
     "embraft_ready_snapshot_to_restore": (status, [handle, bool_out, u64_out, u64_out]),
-    "embraft_ready_snapshot_send_count": (status, [handle, size_out]),
-    "embraft_ready_snapshot_send": (status, [handle, c_size_t, u64_out, u64_out, u64_out]),
-    "embraft_ready_snapshot_chunk_count": (status, [handle, size_out]),
-    "embraft_ready_snapshot_chunk": (
-        status, [handle, c_size_t, u64_out, u64_out, u64_out, u32_out, view_out, size_out]),
+    "embraft_ready_snapshot_path": (status, [handle, view_out]),
+    "embraft_ready_snapshot_wanted": (status, [handle, bool_out, u64_out]),
     "embraft_ready_log_count": (status, [handle, size_out]),
     "embraft_ready_log": (status, [handle, c_size_t, u32_out, view_out]),
+    "embraft_snapshot_writer_path": (status, [handle, view_out]),
+    "embraft_snapshot_writer_write": (status, [handle, bytes_in, c_size_t]),
+    "embraft_snapshot_writer_finish": (status, [handle]),
+    "embraft_snapshot_writer_abort": (None, [handle]),
     "embraft_status_report_free": (None, [handle]),
     "embraft_status_report_get": (status, [handle, u32, u64_out]),
     "embraft_status_report_peer_count": (status, [handle, size_out]),

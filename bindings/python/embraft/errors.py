@@ -61,6 +61,26 @@ class StorageError(EmbraftError):
     """Reading or writing the data directory failed."""
 
 
+class CorruptError(StorageError):
+    """The data directory holds damaged or missing data (a snapshot file
+    the WAL names is missing or fails its length or CRC check, or the WAL
+    itself is corrupt): the node cannot start from it as it is."""
+
+
+class SnapshotError(EmbraftError):
+    """A snapshot could not be taken at the index asked for."""
+
+
+class NotAppliedError(SnapshotError, ValueError):
+    """The snapshot's index is not applied and acknowledged on this node
+    yet."""
+
+
+class StaleSnapshotError(SnapshotError):
+    """The node already has a snapshot at or beyond the index (taken since,
+    or installed from the leader). Nothing is lost: the newer one stands."""
+
+
 class NodeFailedError(EmbraftError):
     """The node stopped after a storage failure or an internal error:
     close it and open a new one on the same data directory."""
@@ -151,6 +171,9 @@ _STATUS_EXCEPTIONS: Dict[int, Type[EmbraftError]] = {
     _ffi.ERR_NODE_FAILED: NodeFailedError,
     _ffi.ERR_RESOURCE: ResourceError,
     _ffi.ERR_PANIC: InternalError,
+    _ffi.ERR_NOT_APPLIED: NotAppliedError,
+    _ffi.ERR_STALE_SNAPSHOT: StaleSnapshotError,
+    _ffi.ERR_CORRUPT: CorruptError,
 }
 
 _DROP_REASONS: Dict[int, str] = {

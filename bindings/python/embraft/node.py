@@ -20,12 +20,12 @@ import select
 import threading
 import time
 import weakref
-import zlib
 from collections import deque
 from concurrent.futures import Future
 from ctypes import byref, c_bool, c_int, c_size_t, c_uint32, c_uint64, c_void_p
 from typing import (
     Any,
+    BinaryIO,
     Callable,
     Deque,
     Dict,
@@ -45,11 +45,12 @@ from .errors import (
     EmbraftError,
     NodeFailedError,
     ResourceError,
-    StorageError,
+    StaleSnapshotError,
     error_for_outcome,
     error_for_read,
     error_for_status,
 )
+from .snapshot import SnapshotWriter
 
 logger = logging.getLogger("embraft")
 _core_logger = logging.getLogger("embraft.core")
@@ -67,9 +68,10 @@ ROLE_NAMES = {
     _ffi.ROLE_LEADER: "leader",
 }
 
-# Snapshots stream to followers in chunks of this size (WIRE.md: at most
-# 1 MiB per InstallSnapshot frame).
-SNAPSHOT_CHUNK_BYTES = 1 << 20
+# An automatic snapshot that failed is tried again after this many seconds,
+# doubling up to the maximum while it keeps failing.
+AUTO_SNAPSHOT_RETRY = 1.0
+AUTO_SNAPSHOT_RETRY_MAX = 60.0
 
 
 @runtime_checkable
@@ -80,11 +82,16 @@ class StateMachine(Protocol):
     def apply(self, index: int, data: bytes) -> None:
         """Apply the committed entry at `index`."""
 
-    def snapshot(self) -> bytes:
-        """Serialize the state as of the last applied entry."""
+    def snapshot(self, out: BinaryIO) -> None:
+        """Write the state as of the last applied entry to `out`, a
+        buffered binary stream into the snapshot's file (write-only, not
+        seekable). Do not close it; the node finishes the snapshot."""
 
-    def restore(self, data: bytes) -> None:
-        """Replace the state with a snapshot's (from `snapshot`)."""
+    def restore(self, src: BinaryIO) -> None:
+        """Replace the state with a snapshot's, read from `src` (the file
+        `snapshot` wrote, on this node or on the leader, opened for
+        reading and verified against its checksum). Read it within the
+        call: the file may be deleted afterwards."""
 
 
 class Transport(Protocol):
@@ -113,7 +120,6 @@ class Config:
     id: int
     data_dir: str
     peers: Sequence[int] = ()
-    snapshot_dir: Optional[str] = None
     tick_interval: float = 0.05
     election_ticks: int = 10
     heartbeat_ticks: int = 1
@@ -130,12 +136,15 @@ class Config:
     input_queue_capacity: Optional[int] = None
     lease_reads: bool = False
     compact_keep_entries: Optional[int] = None
+    # Take a snapshot automatically (on the driver thread) once this many
+    # entries, or this many bytes of log, were applied since the last one;
+    # None (the default) never does on that account.
+    snapshot_entries: Optional[int] = None
+    snapshot_bytes: Optional[int] = None
+    snapshot_chunk_size: Optional[int] = None
     random_seed: int = 0
     # None follows the "embraft.core" logger's effective level.
     log_level: Optional[int] = None
-
-    def resolved_snapshot_dir(self) -> str:
-        return self.snapshot_dir or self.data_dir.rstrip("/") + ".snapshots"
 
 
 @dataclasses.dataclass
@@ -219,6 +228,9 @@ def _config_handle(config: Config) -> c_void_p:
             "segment_size": lib.embraft_config_set_segment_size,
             "input_queue_capacity": lib.embraft_config_set_input_queue_capacity,
             "compact_keep_entries": lib.embraft_config_set_compact_keep_entries,
+            "snapshot_entries": lib.embraft_config_set_snapshot_entries,
+            "snapshot_bytes": lib.embraft_config_set_snapshot_bytes,
+            "snapshot_chunk_size": lib.embraft_config_set_snapshot_chunk_size,
         }
         for field, setter in optional.items():
             value = getattr(config, field)
@@ -243,83 +255,6 @@ def _resolve(future: Future, result: Any = None, error: Optional[BaseException] 
         pass
 
 
-class _SnapshotStore:
-    """The host side of snapshots: files named by their index in one
-    directory, written durably (file and directory synced) before the node
-    is told about them."""
-
-    def __init__(self, directory: str):
-        self.directory = directory
-        os.makedirs(directory, exist_ok=True)
-        self._incoming: Optional[Tuple[int, int, int, Any]] = None
-
-    def path(self, index: int) -> str:
-        return os.path.join(self.directory, f"snapshot-{index:020d}")
-
-    def _sync_directory(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _publish(self, temporary: str, index: int) -> None:
-        os.replace(temporary, self.path(index))
-        self._sync_directory()
-        self._remove_older_than(index)
-
-    def _remove_older_than(self, index: int) -> None:
-        for name in os.listdir(self.directory):
-            if name.startswith("snapshot-") and name != os.path.basename(self.path(index)):
-                if name.endswith(".partial") or int(name[9:29]) < index:
-                    os.unlink(os.path.join(self.directory, name))
-
-    def save(self, index: int, data: bytes) -> None:
-        temporary = self.path(index) + ".partial"
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        self._publish(temporary, index)
-
-    def load(self, index: int) -> bytes:
-        with open(self.path(index), "rb") as file:
-            return file.read()
-
-    def receive_chunk(self, index: int, offset: int, total: int, checksum: int,
-                      data: bytes) -> bool:
-        """Stores one chunk of a snapshot streamed by the leader; True once
-        the whole snapshot is durable and its checksum matched."""
-        if self._incoming is None or self._incoming[0] != index:
-            self.abandon_incoming()
-            if offset != 0:
-                return False
-            file = open(self.path(index) + ".partial", "wb")
-            self._incoming = (index, total, checksum, file)
-        _, total, checksum, file = self._incoming
-        file.seek(offset)
-        file.write(data)
-        if offset + len(data) < total:
-            return False
-        file.flush()
-        os.fsync(file.fileno())
-        file.close()
-        self._incoming = None
-        temporary = self.path(index) + ".partial"
-        with open(temporary, "rb") as check:
-            if zlib.crc32(check.read()) != checksum:
-                os.unlink(temporary)
-                logger.warning("snapshot %d from the leader failed its checksum", index)
-                return False
-        self._publish(temporary, index)
-        return True
-
-    def abandon_incoming(self) -> None:
-        if self._incoming is not None:
-            self._incoming[3].close()
-            self._incoming = None
-
-
 class _Driver:
     """Owns the C node, runs its ready loop on a thread, and completes the
     futures of proposals and reads. Holds no reference to the Node facade."""
@@ -339,11 +274,6 @@ class _Driver:
             lib.embraft_config_free(config_handle)
         self.handle: Optional[c_void_p] = handle
         try:
-            try:
-                self.snapshots = _SnapshotStore(config.resolved_snapshot_dir())
-            except OSError as exc:
-                raise StorageError(f"cannot use the snapshot directory: {exc}",
-                                   _ffi.ERR_STORAGE) from exc
             fd = c_int()
             _check(lib.embraft_node_readiness_fd(handle, byref(fd)))
             self.readiness_fd = fd.value
@@ -374,6 +304,17 @@ class _Driver:
         self.leader = 0
         self.term = 0
         self.applied = config.applied_index
+        # The highest index the node was told is applied (acks may be
+        # deferred when its input queue is full).
+        self.acked = config.applied_index
+        # Threads finishing snapshots off the driver thread.
+        self._finishers: List[threading.Thread] = []
+        # Automatic snapshots (Config.snapshot_entries/_bytes): asked for by
+        # the node, taken on the driver thread, retried after a failure.
+        self._auto_snapshot_due = False
+        self._auto_snapshot_running = False
+        self._auto_snapshot_at = 0.0
+        self._auto_snapshot_backoff = AUTO_SNAPSHOT_RETRY
         self.state_changed = threading.Condition()
         self.listeners: List[Callable[[str, int, int], None]] = []
 
@@ -469,12 +410,19 @@ class _Driver:
     def _release(self) -> None:
         if self.transport is not None:
             self.transport.close()
+        # Snapshots being finished complete first: the node records them
+        # without the host's help, so this wait is bounded by their I/O.
+        # (A future's callback may close the node from a finisher thread.)
+        with self.lock:
+            finishers = list(self._finishers)
+        for thread in finishers:
+            if thread is not threading.current_thread():
+                thread.join()
         with self.lock:
             handle, self.handle = self.handle, None
             lib.embraft_node_free(handle)
             os.close(self._wake_read)
             os.close(self._wake_write)
-        self.snapshots.abandon_incoming()
         self._fail_pending(self.failure or ClosedError("the node was closed"))
 
     def _fail_pending(self, error: EmbraftError) -> None:
@@ -506,6 +454,8 @@ class _Driver:
                 while self._requests:
                     request, _ = self._requests.popleft()
                     request()
+                if self._auto_snapshot_due:
+                    self._auto_snapshot()
                 now = time.monotonic()
                 if now >= next_tick:
                     # Busy means the queue is full of work; a lost tick only
@@ -537,13 +487,14 @@ class _Driver:
         count = c_size_t()
         self._log_lines(ready, count)
         self._update_state(ready)
-        self._restore_if_asked(ready)
-        self._store_snapshot_chunks(ready, count)
         self._send_messages(ready, count)
+        self._restore_if_asked(ready)
         self._apply_entries(ready, count)
+        self._acknowledge()
+        self._serve_reads_applied()
         self._complete_outcomes(ready, count)
         self._complete_reads(ready, count)
-        self._stream_snapshots(ready, count)
+        self._note_snapshot_wanted(ready)
 
     def _log_lines(self, ready, count) -> None:
         lib.embraft_ready_log_count(ready, byref(count))
@@ -570,25 +521,21 @@ class _Driver:
             listener(ROLE_NAMES.get(self.role, str(self.role)), self.leader, self.term)
 
     def _restore_if_asked(self, ready) -> None:
+        """Restores the state machine from the batch's snapshot file, if it
+        asks for it, before its entries are applied. The file stays valid
+        until the batch is freed, after this returns."""
         present, index, term = c_bool(), c_uint64(), c_uint64()
         lib.embraft_ready_snapshot_to_restore(ready, byref(present), byref(index), byref(term))
-        if present.value:
-            logger.info("node %d: restoring the snapshot at index %d", self.config.id,
-                        index.value)
-            self.state_machine.restore(self.snapshots.load(index.value))
-            self.applied = index.value
-
-    def _store_snapshot_chunks(self, ready, count) -> None:
-        lib.embraft_ready_snapshot_chunk_count(ready, byref(count))
-        index, offset, total = c_uint64(), c_uint64(), c_uint64()
-        checksum, data, length = c_uint32(), c_void_p(), c_size_t()
-        for i in range(count.value):
-            lib.embraft_ready_snapshot_chunk(ready, i, byref(index), byref(offset), byref(total),
-                                             byref(checksum), byref(data), byref(length))
-            chunk = ctypes.string_at(data.value, length.value)
-            if self.snapshots.receive_chunk(index.value, offset.value, total.value,
-                                            checksum.value, chunk):
-                lib.embraft_node_restore_snapshot(self.handle, index.value)
+        if not present.value:
+            return
+        path = c_void_p()
+        _check(lib.embraft_ready_snapshot_path(ready, byref(path)))
+        name = os.fsdecode(ctypes.string_at(path.value))
+        logger.info("node %d: restoring the snapshot at index %d (term %d) from %s",
+                    self.config.id, index.value, term.value, name)
+        with open(name, "rb") as source:
+            self.state_machine.restore(source)
+        self.applied = index.value
 
     def _send_messages(self, ready, count) -> None:
         lib.embraft_ready_message_count(ready, byref(count))
@@ -617,11 +564,21 @@ class _Driver:
             if kind.value == normal:
                 apply(index.value, string_at(data.value, length.value))
         self.applied = index.value
+
+    def _acknowledge(self) -> None:
+        """Tells the node what was applied (entries, or a restored
+        snapshot), unless it already knows."""
+        if self.acked >= self.applied:
+            return
         code = lib.embraft_node_ack_applied(self.handle, self.applied)
-        if code == _ffi.ERR_BUSY:
+        if code == _ffi.OK:
+            self.acked = self.applied
+        elif code == _ffi.ERR_BUSY:
             # Acknowledgements may lag; the next batch's ack covers this one.
             logger.debug("node %d: ack deferred, input queue full", self.config.id)
-        self._serve_reads_applied()
+        else:
+            logger.warning("node %d: ack of index %d failed: %s", self.config.id,
+                           self.applied, _ffi.status_text(code))
 
     def _complete_outcomes(self, ready, count) -> None:
         lib.embraft_ready_outcome_count(ready, byref(count))
@@ -668,40 +625,126 @@ class _Driver:
             index, _, future = heapq.heappop(waiting)
             _resolve(future, index)
 
-    def _stream_snapshots(self, ready, count) -> None:
-        lib.embraft_ready_snapshot_send_count(ready, byref(count))
-        peer, index, term = c_uint64(), c_uint64(), c_uint64()
-        for i in range(count.value):
-            lib.embraft_ready_snapshot_send(ready, i, byref(peer), byref(index), byref(term))
+    # ----- snapshots ---------------------------------------------------------------
+
+    def snapshot_error(self, code: int) -> EmbraftError:
+        """The exception for a snapshot writer's failed call: the reason is
+        the node's last error, while the node is open."""
+        with self.lock:
+            detail = ("" if self.handle is None else
+                      _ffi.last_error_text(lib.embraft_node_last_error, self.handle))
+        return error_for_status(code, detail)
+
+    def begin_snapshot(self, index: int) -> SnapshotWriter:
+        """Any thread: a writer for a snapshot at `index`."""
+        writer = c_void_p()
+        self.call(lib.embraft_node_snapshot_begin, index, byref(writer))
+        try:
+            return SnapshotWriter(writer, index, self.snapshot_error)
+        except BaseException:
+            lib.embraft_snapshot_writer_abort(writer)
+            raise
+
+    def write_snapshot(self) -> SnapshotWriter:
+        """Driver thread: begins a snapshot at the applied index and has
+        the state machine write itself into it; the caller finishes it."""
+        index = self.applied
+        self._acknowledge()
+        if self.acked < index:
+            raise BusyError(f"the node's input queue is full: index {index} cannot be "
+                            "acknowledged as applied yet; retry", _ffi.ERR_BUSY)
+        writer = self.begin_snapshot(index)
+        try:
+            self.state_machine.snapshot(writer)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer
+
+    def finish_snapshot(self, writer: SnapshotWriter,
+                        done: Callable[[Optional[int], Optional[BaseException]], None]) -> None:
+        """Finishes `writer` on a thread of its own (it syncs the file and
+        reads it back), then calls `done(index, None)` or `done(None,
+        error)` there."""
+        def run() -> None:
             try:
-                data = self.snapshots.load(index.value)
-            except OSError:
-                logger.warning("node %d: snapshot %d to send is missing", self.config.id,
-                               index.value)
-                lib.embraft_node_report_snapshot(self.handle, peer.value, False)
-                continue
-            checksum = zlib.crc32(data)
-            sent = True
-            for offset in range(0, max(len(data), 1), SNAPSHOT_CHUNK_BYTES):
-                chunk = data[offset:offset + SNAPSHOT_CHUNK_BYTES]
-                if lib.embraft_node_send_snapshot_chunk(
-                        self.handle, peer.value, index.value, offset, len(data), checksum,
-                        chunk, len(chunk)) != _ffi.OK:
-                    sent = False
-                    break
-            lib.embraft_node_report_snapshot(self.handle, peer.value, sent)
+                index = writer.finish()
+            except BaseException as exc:
+                done(None, exc)
+            else:
+                done(index, None)
+            finally:
+                with self.lock:
+                    self._finishers.remove(thread)
+
+        thread = threading.Thread(target=run, daemon=True,
+                                  name=f"embraft-snapshot-{self.config.id}-{writer.index}")
+        with self.lock:
+            self._finishers.append(thread)
+        try:
+            thread.start()
+        except BaseException:
+            with self.lock:
+                self._finishers.remove(thread)
+            writer.abort()
+            raise
 
     def take_snapshot(self, future: Future) -> None:
-        """Driver thread: saves the state machine's snapshot at the applied
-        index durably, then lets the node compact its log up to it."""
+        """Driver thread: a snapshot of the state machine at the applied
+        index; `future` resolves to the index once it is durable and handed
+        to the node (which then compacts its log)."""
         try:
-            index = self.applied
-            self.snapshots.save(index, self.state_machine.snapshot())
-            self.call(lib.embraft_node_compact, index)
+            writer = self.write_snapshot()
+            self.finish_snapshot(
+                writer, lambda index, error: _resolve(future, index, error))
         except BaseException as exc:
             _resolve(future, error=exc)
-        else:
-            _resolve(future, index)
+
+    def _note_snapshot_wanted(self, ready) -> None:
+        wanted, index = c_bool(), c_uint64()
+        lib.embraft_ready_snapshot_wanted(ready, byref(wanted), byref(index))
+        if wanted.value:
+            logger.info("node %d: snapshot wanted at index %d", self.config.id, index.value)
+            self._auto_snapshot_due = True
+
+    def _auto_snapshot(self) -> None:
+        """Driver thread: takes the snapshot the node asked for, unless one
+        is being finished or a failed one waits to be retried."""
+        if self._auto_snapshot_running or time.monotonic() < self._auto_snapshot_at:
+            return
+        self._auto_snapshot_due = False
+        try:
+            writer = self.write_snapshot()
+        except Exception as exc:
+            self._auto_snapshot_done(None, exc)
+            return
+        self._auto_snapshot_running = True
+        try:
+            self.finish_snapshot(writer, self._auto_snapshot_done)
+        except Exception as exc:
+            self._auto_snapshot_done(None, exc)
+
+    def _auto_snapshot_done(self, index: Optional[int], error: Optional[BaseException]) -> None:
+        # On a finisher thread or the driver thread; the driver reads these
+        # flags at its next iteration.
+        self._auto_snapshot_running = False
+        if error is None:
+            logger.info("node %d: snapshot taken at index %s", self.config.id, index)
+            self._auto_snapshot_backoff = AUTO_SNAPSHOT_RETRY
+            return
+        if isinstance(error, StaleSnapshotError):
+            # A snapshot at least as recent exists: nothing to retry.
+            logger.info("node %d: snapshot not needed: %s", self.config.id, error)
+            return
+        if isinstance(error, ClosedError) or self.closing:
+            return
+        delay = self._auto_snapshot_backoff
+        self._auto_snapshot_backoff = min(delay * 2, AUTO_SNAPSHOT_RETRY_MAX)
+        logger.warning("node %d: snapshot failed (retrying in %.0f s): %s", self.config.id,
+                       delay, error)
+        self._auto_snapshot_due = True
+        self._auto_snapshot_at = time.monotonic() + delay
+        self._wake()
 
 
 def _shutdown_driver(driver: _Driver) -> None:
@@ -815,12 +858,27 @@ class Node:
     # ----- snapshots ---------------------------------------------------------------
 
     def snapshot(self) -> "Future[int]":
-        """Saves a snapshot of the state machine (on the driver thread) and
-        compacts the log up to it. Resolves to the snapshot's index."""
+        """Takes a snapshot of the state machine at the applied index: on
+        the driver thread, `state_machine.snapshot(out)` writes it into a
+        file of the node's `snapshots/` folder; another thread makes it
+        durable and hands it to the node, which compacts its log up to it,
+        sends it to followers that lag behind the log, and restores from
+        it after a restart. Resolves to the snapshot's index; fails with
+        StaleSnapshotError when the node already has a snapshot at or
+        beyond the applied index (nothing new was applied since)."""
         future: Future = Future()
         driver = self._driver
         driver.submit(lambda: driver.take_snapshot(future), future)
         return future
+
+    def begin_snapshot(self, index: int) -> SnapshotWriter:
+        """A writer for a snapshot at `index`, for hosts that serialize
+        their state as of an index on a thread of their own (a
+        copy-on-write or versioned store): write the state as of `index`,
+        then `finish()` (or use it as a context manager). `index` must be
+        applied on this node (NotAppliedError otherwise) and newer than its
+        latest snapshot (StaleSnapshotError otherwise)."""
+        return self._driver.begin_snapshot(index)
 
     # ----- the transport's side ----------------------------------------------------
 

@@ -24,7 +24,7 @@ import urllib.parse
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import BinaryIO, Callable, Dict, List, Optional, Tuple
 
 from .errors import (
     BusyError,
@@ -123,6 +123,18 @@ def decode_command(data: bytes) -> Tuple:
     return command
 
 
+def _apply_command(values: Dict[bytes, bytes], peers: Dict[int, str], command: Tuple) -> None:
+    code = command[0]
+    if code == COMMAND_SET:
+        values[command[1]] = command[2]
+    elif code == COMMAND_DELETE:
+        values.pop(command[1], None)
+    elif code == COMMAND_PEER:
+        peers[command[1]] = command[2]
+    else:
+        peers.pop(command[1], None)
+
+
 class KeyValueStore:
     """The replicated state: keys and peer addresses. Applied on the node's
     driver thread; read from HTTP threads under the lock."""
@@ -140,30 +152,38 @@ class KeyValueStore:
             logger.debug("entry %d is not a command; ignored", index)
             return
         with self.lock:
-            code = command[0]
-            if code == COMMAND_SET:
-                self.values[command[1]] = command[2]
-            elif code == COMMAND_DELETE:
-                self.values.pop(command[1], None)
-            elif code == COMMAND_PEER:
-                self.peers[command[1]] = command[2]
-            else:
-                self.peers.pop(command[1], None)
+            _apply_command(self.values, self.peers, command)
 
-    def snapshot(self) -> bytes:
-        """The state as a series of length-prefixed commands."""
-        with self.lock:
-            commands = [encode_set(k, v) for k, v in self.values.items()]
-            commands += [encode_peer(i, a) for i, a in self.peers.items()]
-        return b"".join(_U32.pack(len(c)) + c for c in commands)
+    def snapshot(self, out: BinaryIO) -> None:
+        """The state as a series of length-prefixed commands. Runs on the
+        driver thread, the only one that changes the state, so it needs no
+        lock (HTTP threads only read) and writes as it goes."""
+        for key, value in self.values.items():
+            command = encode_set(key, value)
+            out.write(_U32.pack(len(command)) + command)
+        for node_id, address in self.peers.items():
+            command = encode_peer(node_id, address)
+            out.write(_U32.pack(len(command)) + command)
 
-    def restore(self, data: bytes) -> None:
-        reader = _Reader(data)
+    def restore(self, src: BinaryIO) -> None:
+        """Reads a `snapshot` into new maps, then swaps them in at once."""
+        values: Dict[bytes, bytes] = {}
+        peers: Dict[int, str] = {}
+        while True:
+            header = src.read(4)
+            if not header:
+                break
+            try:
+                size = _U32.unpack(header)[0]
+                data = src.read(size)
+                if len(data) != size:
+                    raise ValueError("truncated")
+                command = decode_command(data)
+            except (ValueError, UnicodeDecodeError, struct.error) as exc:
+                raise ValueError(f"not a raftd snapshot: {exc}") from None
+            _apply_command(values, peers, command)
         with self.lock:
-            self.values.clear()
-            self.peers.clear()
-        while reader.position < len(data):
-            self.apply(0, reader.sized())
+            self.values, self.peers = values, peers
 
     def get(self, key: bytes) -> Optional[bytes]:
         with self.lock:
@@ -253,7 +273,6 @@ class Raftd:
         self.transport = StreamTransport(self.node_id, self.cluster_id, resolve)
         config = Config(id=self.node_id, peers=peers,
                         data_dir=os.path.join(self.data_dir, "wal"),
-                        snapshot_dir=os.path.join(self.data_dir, "snapshots"),
                         tick_interval=TICK_INTERVAL)
         self.node = Node(config, self.store, self.transport)
         self.node.on_state_change(

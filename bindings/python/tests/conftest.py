@@ -4,7 +4,7 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import BinaryIO, Dict, List, Tuple
 
 import pytest
 
@@ -27,11 +27,14 @@ class MemoryStateMachine:
         with self.lock:
             self.entries.append((index, data))
 
-    def snapshot(self) -> bytes:
+    def snapshot(self, out: BinaryIO) -> None:
         with self.lock:
-            return b"\n".join(data for _, data in self.entries)
+            entries = list(self.entries)
+        for i, (_, data) in enumerate(entries):
+            out.write(b"\n" + data if i else data)
 
-    def restore(self, data: bytes) -> None:
+    def restore(self, src: BinaryIO) -> None:
+        data = src.read()
         with self.lock:
             self.restored.append(data)
             self.entries = [(0, line) for line in data.split(b"\n") if line]

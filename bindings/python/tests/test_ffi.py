@@ -1,7 +1,6 @@
 """The ctypes layer against include/embraft.h: every function declared, with
 the header's types, every constant equal, and the ABI check."""
 
-import ctypes
 import os
 import re
 import shutil
@@ -14,7 +13,8 @@ from conftest import HEADER
 
 from embraft import _ffi
 
-HANDLE_TYPES = ("embraft_config", "embraft_node", "embraft_ready", "embraft_status_report")
+HANDLE_TYPES = ("embraft_config", "embraft_node", "embraft_ready", "embraft_snapshot_writer",
+                "embraft_status_report")
 
 # C type (whitespace removed around '*') -> the ctypes type the layer must use.
 EXPECTED_CTYPES = {
@@ -133,11 +133,13 @@ def test_library_with_another_abi_version_is_refused(tmp_path):
     assert f"ABI version {_ffi.ABI_VERSION}" in result.stderr
 
 
-def test_crc32_matches_zlib():
-    import zlib
-    out = ctypes.c_uint32()
-    assert _ffi.lib.embraft_crc32(0, b"hello", 5, ctypes.byref(out)) == _ffi.OK
-    assert out.value == zlib.crc32(b"hello")
+def test_snapshot_functions_of_abi_1_are_gone():
+    # The library owns snapshot files since ABI version 2.
+    for name in ("embraft_crc32", "embraft_node_compact", "embraft_node_send_snapshot_chunk",
+                 "embraft_node_report_snapshot", "embraft_node_restore_snapshot",
+                 "embraft_ready_snapshot_send", "embraft_ready_snapshot_chunk"):
+        assert name not in _ffi.PROTOTYPES
+        assert not hasattr(_ffi.lib, name), name
 
 
 def test_status_strings_cover_unknown_codes():

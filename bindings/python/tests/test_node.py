@@ -46,6 +46,7 @@ def test_use_after_close_raises_closed_error(tmp_path):
         pass
     for call in (lambda: node.propose(b"x"), node.read_index, node.status,
                  lambda: node.step(b"x"), lambda: node.add_voter(2), node.snapshot,
+                 lambda: node.begin_snapshot(1),
                  lambda: node.transfer_leadership(2)):
         with pytest.raises(embraft.ClosedError):
             call()
@@ -296,7 +297,23 @@ STATUS_EXCEPTIONS = {
     _ffi.ERR_NODE_FAILED: embraft.NodeFailedError,
     _ffi.ERR_RESOURCE: embraft.ResourceError,
     _ffi.ERR_PANIC: embraft.InternalError,
+    _ffi.ERR_NOT_APPLIED: embraft.NotAppliedError,
+    _ffi.ERR_STALE_SNAPSHOT: embraft.StaleSnapshotError,
+    _ffi.ERR_CORRUPT: embraft.CorruptError,
 }
+
+
+def test_every_error_status_of_the_header_has_an_exception():
+    codes = [value for name, value in vars(_ffi).items()
+             if name.startswith("ERR_") and isinstance(value, int)]
+    assert sorted(codes) == sorted(STATUS_EXCEPTIONS)
+
+
+def test_snapshot_exceptions_are_grouped():
+    assert issubclass(embraft.NotAppliedError, embraft.SnapshotError)
+    assert issubclass(embraft.StaleSnapshotError, embraft.SnapshotError)
+    # Corrupt data is a storage problem: existing handlers still catch it.
+    assert issubclass(embraft.CorruptError, embraft.StorageError)
 
 
 @pytest.mark.parametrize("code,expected", sorted(STATUS_EXCEPTIONS.items()))

@@ -188,3 +188,24 @@ def test_leave_removes_a_member(three_nodes):
     report = status(three_nodes.ports[staying])
     assert leaving_id not in report["voters"] and leaving_id not in report["peers"]
     assert len(report["voters"]) == 2
+
+
+def test_store_snapshot_round_trip():
+    import io
+
+    from embraft.raftd import KeyValueStore, encode_delete, encode_peer, encode_set
+
+    store = KeyValueStore()
+    store.apply(1, encode_set(b"a", b"1"))
+    store.apply(2, encode_set(b"b", b"\x00" * 70000))
+    store.apply(3, encode_delete(b"a"))
+    store.apply(4, encode_peer(7, "127.0.0.1:4001"))
+    out = io.BytesIO()
+    store.snapshot(out)
+    restored = KeyValueStore()
+    restored.apply(1, encode_set(b"stale", b"gone"))
+    restored.restore(io.BytesIO(out.getvalue()))
+    assert restored.values == {b"b": b"\x00" * 70000}
+    assert restored.peer_map() == {"7": "127.0.0.1:4001"}
+    with pytest.raises(ValueError, match="not a raftd snapshot"):
+        KeyValueStore().restore(io.BytesIO(out.getvalue()[:-1]))

@@ -1,0 +1,160 @@
+"""Snapshots: the binary stream a state machine serializes itself into.
+
+embraft owns snapshot files: `embraft_node_snapshot_begin` creates an empty
+file in the node's `snapshots/` folder, the host fills it, and
+`embraft_snapshot_writer_finish` makes it durable, checksums it and hands it
+to the node, which records it, compacts its log, streams it to followers
+that need it and hands it back to restore after a restart. `SnapshotWriter`
+is that writer as a buffered binary file object.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import os
+import threading
+import weakref
+from ctypes import byref, c_void_p
+from typing import Any, Callable, Optional
+
+from . import _ffi
+from ._ffi import lib
+from .errors import EmbraftError
+
+# Bytes gathered before each call into the library: large enough that the
+# ctypes overhead vanishes, small enough not to matter in memory.
+BUFFER_BYTES = 256 * 1024
+
+
+class _WriterSink(io.RawIOBase):
+    """The raw stream under a SnapshotWriter: each write goes to
+    `embraft_snapshot_writer_write`. Owns the C writer until `end`."""
+
+    def __init__(self, handle: c_void_p, path: str,
+                 error_for: Callable[[int], EmbraftError]):
+        super().__init__()
+        self._handle: Optional[c_void_p] = handle
+        self._lock = threading.Lock()
+        self._error_for = error_for
+        self.name = path
+        self.mode = "wb"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        # The library copies nothing it keeps: bytes pass as they are, other
+        # buffers (BufferedWriter hands over memoryviews) are copied once.
+        payload = data if isinstance(data, bytes) else bytes(data)
+        with self._lock:
+            if self._handle is None:
+                raise ValueError("write to a snapshot that was finished or aborted")
+            code = lib.embraft_snapshot_writer_write(self._handle, payload, len(payload))
+        if code != _ffi.OK:
+            raise self._error_for(code)
+        return len(payload)
+
+    @property
+    def ended(self) -> bool:
+        return self._handle is None
+
+    def end(self, finish: bool) -> int:
+        """Finishes or aborts the C writer, once; the status of the call
+        (OK when it had already ended or was aborted)."""
+        with self._lock:
+            handle, self._handle = self._handle, None
+        if handle is None:
+            return _ffi.OK
+        if finish:
+            return lib.embraft_snapshot_writer_finish(handle)
+        lib.embraft_snapshot_writer_abort(handle)
+        return _ffi.OK
+
+
+def _abort_sink(sink: _WriterSink) -> None:
+    sink.end(finish=False)
+
+
+class SnapshotWriter(io.BufferedWriter):
+    """A snapshot being taken at log `index`: a buffered, write-only,
+    non-seekable binary file object (`name` is the file's path in the
+    node's `snapshots/` folder).
+
+    Write the state machine as of `index` into it, then call `finish()`,
+    which flushes, makes the file durable, checksums it and queues it for
+    the node (it may take as long as reading the file back), or `abort()`,
+    which deletes it. Used as a context manager it finishes on a clean exit
+    and aborts when the block raises. `close()` only closes the stream:
+    the snapshot still needs `finish()` or `abort()`. A writer that is
+    garbage collected without either is aborted.
+
+    A writer may be used from any thread, one at a time, and outlives its
+    node: finishing after the node closed fails with NodeFailedError.
+    """
+
+    def __init__(self, handle: c_void_p, index: int,
+                 error_for: Callable[[int], EmbraftError]):
+        path = c_void_p()
+        code = lib.embraft_snapshot_writer_path(handle, byref(path))
+        name = os.fsdecode(ctypes.string_at(path.value)) if code == _ffi.OK else ""
+        sink = _WriterSink(handle, name, error_for)
+        super().__init__(sink, BUFFER_BYTES)
+        self.index = index
+        self._sink = sink
+        self._error_for = error_for
+        self._finalizer = weakref.finalize(self, _abort_sink, sink)
+
+    @property
+    def path(self) -> str:
+        """The file being written (valid until finish or abort)."""
+        return self._sink.name
+
+    @property
+    def ended(self) -> bool:
+        """True once finished or aborted."""
+        return self._sink.ended
+
+    def finish(self) -> int:
+        """Ends the snapshot and returns its index once it is durable and
+        queued for the node. Raises StaleSnapshotError when the node got a
+        snapshot at or beyond the index meanwhile, StorageError when the
+        file could not be written or synced, NodeFailedError when the node
+        stopped or closed; the snapshot is given up in every case."""
+        if self._sink.ended:
+            raise ValueError("the snapshot was already finished or aborted")
+        try:
+            # Flushes what is buffered; a stream the state machine closed
+            # itself was flushed then.
+            self.close()
+        except BaseException:
+            self.abort()
+            raise
+        code = self._sink.end(finish=True)
+        self._finalizer.detach()
+        if code != _ffi.OK:
+            raise self._error_for(code)
+        return self.index
+
+    def abort(self) -> None:
+        """Gives the snapshot up and deletes its file. Harmless once ended."""
+        try:
+            if not self.closed:
+                self.close()
+        except (OSError, ValueError, EmbraftError):
+            pass  # the data is being thrown away
+        finally:
+            self._finalizer()
+
+    def __enter__(self) -> "SnapshotWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abort()
+
+    def __repr__(self) -> str:
+        state = "ended" if self.ended else "open"
+        return f"<embraft.SnapshotWriter index={self.index} {state} {self.path!r}>"
