@@ -80,6 +80,12 @@ func (s *counterSM) restoreCount() int {
 	return len(s.restores)
 }
 
+func (s *counterSM) restoresOf() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]uint64(nil), s.restores...)
+}
+
 func (s *counterSM) snapshotOf() [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
