@@ -397,6 +397,12 @@ func (r *Raft) Status() (Status, error) { return r.node.Status() }
 // or one was installed from the leader). If ctx ends first the snapshot
 // may still complete.
 func (r *Raft) Snapshot(ctx context.Context) (uint64, error) {
+	r.mu.Lock()
+	failed := r.failed
+	r.mu.Unlock()
+	if failed != nil {
+		return 0, failed
+	}
 	done := make(chan snapshotResult, 1)
 	reply := func(res snapshotResult) { done <- res }
 	select {

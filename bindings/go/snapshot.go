@@ -48,7 +48,7 @@ func (n *Node) BeginSnapshot(index uint64) (*SnapshotWriter, error) {
 		return nil, err
 	}
 	w := &SnapshotWriter{ptr: ptr, node: n, index: index}
-	runtime.SetFinalizer(w, (*SnapshotWriter).Abort)
+	runtime.SetFinalizer(w, (*SnapshotWriter).abort)
 	return w, nil
 }
 
@@ -128,6 +128,11 @@ func (w *SnapshotWriter) Finish() error {
 // writer that already ended.
 func (w *SnapshotWriter) Abort() {
 	debugAccess()
+	w.abort()
+}
+
+// abort is Abort without the debug build's collection, for the finalizer.
+func (w *SnapshotWriter) abort() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.ptr == nil {
