@@ -165,6 +165,10 @@ func start(cfg config) (*server, error) {
 			// Tests on a shared disk run many nodes: they ask for small
 			// segments (the library's default is 64 MiB).
 			SegmentSize: uint64(envInt("RAFTD_SEGMENT_SIZE", 0)),
+			// Entries kept behind a snapshot (the library's default is
+			// 1024); the linearizability test keeps few, so that nodes
+			// the nemesis set back catch up through snapshots.
+			CompactKeepEntries: uint64(envInt("RAFTD_COMPACT_KEEP", 0)),
 		},
 		StateMachine: s.store,
 		Transport:    s.transport,
