@@ -387,15 +387,16 @@ func (r *Raft) Status() (Status, error) { return r.node.Status() }
 // Snapshot takes a snapshot of the state machine at the applied index and
 // returns that index once the snapshot's file is durable and queued for
 // the node, which then records it in its WAL and compacts the log
-// (Status().SnapshotIndex shows it shortly after), streams it to followers
-// that need it, and restores from it after a restart. The state machine writes the snapshot on the
-// driver goroutine, between batches, so it matches the index exactly
-// (StateMachine.Snapshot; see SnapshotPreparer for writing it off the
-// driver); the file is then finished on another goroutine, so the driver
-// does not wait for it. ErrStaleSnapshot means the node already has a
-// snapshot at or beyond the applied index (nothing new was applied since,
-// or one was installed from the leader). If ctx ends first the snapshot
-// may still complete.
+// (Status().SnapshotIndex shows it shortly after), streams it to
+// followers that need it, and restores from it after a restart.
+//
+// The state machine writes the snapshot on the driver goroutine, between
+// batches, so it matches the index exactly (StateMachine.Snapshot; see
+// SnapshotPreparer for writing it off the driver); the file is then
+// finished on another goroutine, so the driver does not wait for it.
+// ErrStaleSnapshot means the node already has a snapshot at or beyond the
+// applied index (nothing new was applied since, or one was installed from
+// the leader). If ctx ends first the snapshot may still complete.
 func (r *Raft) Snapshot(ctx context.Context) (uint64, error) {
 	r.mu.Lock()
 	failed := r.failed
