@@ -109,9 +109,9 @@ func runProposers(b *testing.B, c benchCluster, size, proposers int) {
 // countingSM applies every entry by counting it.
 type countingSM struct{ applied atomic.Int64 }
 
-func (s *countingSM) Apply(Entry)               { s.applied.Add(1) }
-func (s *countingSM) Snapshot() ([]byte, error) { return nil, nil }
-func (s *countingSM) Restore([]byte) error      { return nil }
+func (s *countingSM) Apply(Entry)              { s.applied.Add(1) }
+func (s *countingSM) Snapshot(io.Writer) error { return nil }
+func (s *countingSM) Restore(io.Reader) error  { return nil }
 
 // memTransport hands messages straight to the destination node's Step,
 // which only queues them (a full queue drops, like a lossy network).

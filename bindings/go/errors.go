@@ -36,6 +36,16 @@ const (
 	ErrNodeFailed      Code = C.EMBRAFT_ERR_NODE_FAILED
 	ErrResource        Code = C.EMBRAFT_ERR_RESOURCE
 	ErrPanic           Code = C.EMBRAFT_ERR_PANIC
+	// ErrNotApplied: BeginSnapshot named an index not yet acknowledged as
+	// applied (Node.AckApplied).
+	ErrNotApplied Code = C.EMBRAFT_ERR_NOT_APPLIED
+	// ErrStaleSnapshot: a snapshot was begun or finished at an index at or
+	// below the node's latest snapshot (taken since, or installed from the
+	// leader). Nothing is lost: the newer snapshot covers it.
+	ErrStaleSnapshot Code = C.EMBRAFT_ERR_STALE_SNAPSHOT
+	// ErrCorrupt: the data directory holds damaged or missing data (a
+	// snapshot file the WAL names fails its checks, or the WAL itself).
+	ErrCorrupt Code = C.EMBRAFT_ERR_CORRUPT
 )
 
 // Errors of the Go layer.

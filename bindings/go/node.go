@@ -103,9 +103,20 @@ type Config struct {
 	MaxEntryBytes      uint64
 	MaxInflightMsgs    int
 	InputQueueCapacity int
+	// CompactKeepEntries is how many entries before a snapshot's index
+	// stay in the log, so a follower lagging by less catches up without
+	// a snapshot.
 	CompactKeepEntries uint64
 	SegmentSize        uint64
 	RandomSeed         uint64
+	// SnapshotEntries and SnapshotBytes make the node ask for a snapshot
+	// (Ready.SnapshotWanted) after that many entries, or bytes of log,
+	// since the last one; 0 never asks on that account.
+	SnapshotEntries uint64
+	SnapshotBytes   uint64
+	// SnapshotChunkSize is the size of the snapshot chunks the library
+	// streams to followers (default and maximum 1 MiB).
+	SnapshotChunkSize uint64
 }
 
 // configError reads the config handle's last error message.
@@ -171,6 +182,15 @@ func (c *Config) build() (*C.embraft_config, error) {
 		}},
 		{"set_segment_size", c.SegmentSize == 0, func() C.embraft_status {
 			return C.embraft_config_set_segment_size(cfg, C.uint64_t(c.SegmentSize))
+		}},
+		{"set_snapshot_entries", c.SnapshotEntries == 0, func() C.embraft_status {
+			return C.embraft_config_set_snapshot_entries(cfg, C.uint64_t(c.SnapshotEntries))
+		}},
+		{"set_snapshot_bytes", c.SnapshotBytes == 0, func() C.embraft_status {
+			return C.embraft_config_set_snapshot_bytes(cfg, C.uint64_t(c.SnapshotBytes))
+		}},
+		{"set_snapshot_chunk_size", c.SnapshotChunkSize == 0, func() C.embraft_status {
+			return C.embraft_config_set_snapshot_chunk_size(cfg, C.uint64_t(c.SnapshotChunkSize))
 		}},
 		{"set_random_seed", c.RandomSeed == 0, func() C.embraft_status {
 			return C.embraft_config_set_random_seed(cfg, C.uint64_t(c.RandomSeed))
@@ -357,38 +377,6 @@ func (n *Node) ReportUnreachable(peer uint64) error {
 	})
 }
 
-// Compact records that the host keeps a snapshot through index.
-func (n *Node) Compact(index uint64) error {
-	return n.call("embraft_node_compact", func(p *C.embraft_node) C.embraft_status {
-		return C.embraft_node_compact(p, C.uint64_t(index))
-	})
-}
-
-// SendSnapshotChunk queues one chunk of the snapshot at snapshotIndex for peer.
-func (n *Node) SendSnapshotChunk(peer, snapshotIndex, offset, total uint64, checksum uint32, chunk []byte) error {
-	err := n.call("embraft_node_send_snapshot_chunk", func(p *C.embraft_node) C.embraft_status {
-		ptr, size := bytesArg(chunk)
-		return C.embraft_node_send_snapshot_chunk(p, C.uint64_t(peer), C.uint64_t(snapshotIndex),
-			C.uint64_t(offset), C.uint64_t(total), C.uint32_t(checksum), ptr, size)
-	})
-	runtime.KeepAlive(chunk)
-	return err
-}
-
-// ReportSnapshot tells the leader the stream to peer finished or failed.
-func (n *Node) ReportSnapshot(peer uint64, success bool) error {
-	return n.call("embraft_node_report_snapshot", func(p *C.embraft_node) C.embraft_status {
-		return C.embraft_node_report_snapshot(p, C.uint64_t(peer), C.bool(success))
-	})
-}
-
-// RestoreSnapshot tells a follower the host holds the streamed snapshot.
-func (n *Node) RestoreSnapshot(index uint64) error {
-	return n.call("embraft_node_restore_snapshot", func(p *C.embraft_node) C.embraft_status {
-		return C.embraft_node_restore_snapshot(p, C.uint64_t(index))
-	})
-}
-
 // AckApplied tells the node the state machine applied through index.
 func (n *Node) AckApplied(index uint64) error {
 	return n.call("embraft_node_ack_applied", func(p *C.embraft_node) C.embraft_status {
@@ -406,6 +394,12 @@ func (n *Node) SetLogLevel(level LogLevel) error {
 // Poll waits up to timeout for the next batch and returns a Go copy of it
 // (the C batch is freed before Poll returns, so no C memory outlives the
 // call). It returns (nil, nil) when no batch came in time.
+//
+// A batch that asks for a restore comes with the snapshot's file open
+// (Ready.Restore.File), which the caller must close. If that file cannot
+// be opened, Poll returns the rest of the batch together with the error:
+// the state machine cannot be brought to the snapshot, so the host must
+// not apply the batch's entries; close the node and start it again.
 func (n *Node) Poll(timeout time.Duration) (*Ready, error) {
 	var ready *C.embraft_ready
 	err := n.call("embraft_node_poll_ready", func(p *C.embraft_node) C.embraft_status {
@@ -417,8 +411,9 @@ func (n *Node) Poll(timeout time.Duration) (*Ready, error) {
 		}
 		return nil, err
 	}
-	defer C.embraft_ready_free(ready)
-	return copyReady(ready), nil
+	out, err := copyReady(ready)
+	C.embraft_ready_free(ready)
+	return out, err
 }
 
 // Status returns a snapshot of the node's status.

@@ -1,10 +1,11 @@
 package embraft
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -17,10 +18,33 @@ type StateMachine interface {
 	// Apply applies one committed normal entry (noop and membership
 	// entries are handled by the library and not passed on).
 	Apply(e Entry)
-	// Snapshot serializes the state as of the last applied entry.
-	Snapshot() ([]byte, error)
-	// Restore replaces the state with a snapshot's.
-	Restore(data []byte) error
+	// Snapshot writes the state as of the last applied entry to w, in any
+	// format Restore reads back. The driver calls it on its own goroutine,
+	// between batches, so no Apply runs meanwhile and the state is exactly
+	// the one at the snapshot's index; w is buffered and goes straight to
+	// the library's snapshot file. Batches wait while it runs: a large
+	// state machine that can capture a consistent view cheaply implements
+	// SnapshotPreparer as well.
+	Snapshot(w io.Writer) error
+	// Restore replaces the whole state with the one a Snapshot (on this
+	// node or another) wrote, read from r. The driver calls it before
+	// applying the entries that follow the snapshot: after the node
+	// installed a snapshot from the leader, or on a restart from a
+	// compacted log. An error stops the Raft (entries cannot be applied
+	// on top of the wrong state).
+	Restore(r io.Reader) error
+}
+
+// SnapshotPreparer is optionally implemented by a StateMachine that can be
+// serialized concurrently with Apply. PrepareSnapshot runs on the driver
+// goroutine between batches, like Snapshot would, and captures the state
+// as of the last applied entry cheaply (a copy of a small index, a
+// copy-on-write view, a database read transaction); the function it
+// returns then writes that captured state to w on another goroutine while
+// the driver goes on applying entries. The driver calls the function
+// exactly once.
+type SnapshotPreparer interface {
+	PrepareSnapshot() (write func(w io.Writer) error, err error)
 }
 
 // Host is what a transport delivers to: the Raft it was started with.
@@ -57,12 +81,12 @@ type Options struct {
 	// OnStateChange, if set, is called on the driver goroutine whenever
 	// the role, leader or term changes. It must not block.
 	OnStateChange func(State)
-	// SnapshotChunkSize is the size of the chunks snapshots are streamed in
-	// (default and maximum 1 MiB, per WIRE.md).
-	SnapshotChunkSize int
+	// AutoSnapshot takes a snapshot, as Raft.Snapshot does, whenever the
+	// node asks for one (after Config.SnapshotEntries entries or
+	// Config.SnapshotBytes bytes of log since the last). Off by default:
+	// the host decides when to call Snapshot.
+	AutoSnapshot bool
 }
-
-const maxSnapshotChunk = 1 << 20
 
 // Raft runs a Node: a driver goroutine polls its batches, sends messages
 // through the transport, applies committed entries to the state machine
@@ -72,27 +96,36 @@ type Raft struct {
 	node    *Node
 	opts    Options
 	log     *slog.Logger
-	snaps   *snapshotStore
 	closing chan struct{}
 	done    sync.WaitGroup
 	closeMu sync.Once
+	// finishing counts the goroutines finishing snapshots; Close waits for
+	// them before it frees the node.
+	finishing sync.WaitGroup
+	// autoSnapshot is set while a snapshot asked for by the node runs, so
+	// that repeated asks do not pile snapshots up.
+	autoSnapshot atomic.Bool
+	// acked is the highest index acknowledged to the node (driver only).
+	acked uint64
 
 	readContext atomic.Uint64
 
 	// mu guards the driver's bookkeeping shared with callers.
 	mu        sync.Mutex
 	applied   uint64
-	appliedT  uint64 // term of the entry at applied
 	state     State
 	proposals map[uint64]chan proposalResult
 	reads     map[uint64]chan readResult
 	// readsPending wait for the state machine to reach their index.
 	readsPending []pendingRead
 	stateWaiters []chan struct{}
-	snapshotReq  chan chan error
+	snapshotReq  chan func(snapshotResult)
 	failed       error
-	// incoming is the snapshot being received from the leader.
-	incoming *incomingSnapshot
+}
+
+type snapshotResult struct {
+	index uint64
+	err   error
 }
 
 type proposalResult struct {
@@ -118,29 +151,23 @@ func Start(opts Options) (*Raft, error) {
 	if opts.TickInterval == 0 {
 		opts.TickInterval = 100 * time.Millisecond
 	}
-	if opts.SnapshotChunkSize <= 0 || opts.SnapshotChunkSize > maxSnapshotChunk {
-		opts.SnapshotChunkSize = maxSnapshotChunk
-	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.Default()
 	}
 	logger = logger.With("node", opts.ID)
-	snaps, err := openSnapshotStore(opts.DataDir)
-	if err != nil {
-		return nil, err
-	}
 	node, err := NewNode(opts.Config)
 	if err != nil {
 		return nil, err
 	}
 	r := &Raft{
-		node: node, opts: opts, log: logger, snaps: snaps,
+		node: node, opts: opts, log: logger,
 		closing:     make(chan struct{}),
 		proposals:   make(map[uint64]chan proposalResult),
 		reads:       make(map[uint64]chan readResult),
-		snapshotReq: make(chan chan error),
+		snapshotReq: make(chan func(snapshotResult)),
 		applied:     opts.AppliedIndex,
+		acked:       opts.AppliedIndex,
 	}
 	if opts.Transport != nil {
 		if err := opts.Transport.Start(r); err != nil {
@@ -165,6 +192,8 @@ func (r *Raft) Close() error {
 	r.closeMu.Do(func() {
 		close(r.closing)
 		r.done.Wait()
+		// A snapshot being finished needs the node to record it.
+		r.finishing.Wait()
 		if r.opts.Transport != nil {
 			r.opts.Transport.Close()
 		}
@@ -355,23 +384,40 @@ func (r *Raft) Applied() uint64 {
 // Status returns the node's status report.
 func (r *Raft) Status() (Status, error) { return r.node.Status() }
 
-// Snapshot saves a snapshot of the state machine at the applied index and
-// compacts the log through it. It runs on the driver goroutine, between
-// batches, so the snapshot is consistent with the index it is taken at.
-func (r *Raft) Snapshot(ctx context.Context) error {
-	done := make(chan error, 1)
+// Snapshot takes a snapshot of the state machine at the applied index and
+// returns that index once the snapshot's file is durable and queued for
+// the node, which then records it in its WAL and compacts the log
+// (Status().SnapshotIndex shows it shortly after), streams it to
+// followers that need it, and restores from it after a restart.
+//
+// The state machine writes the snapshot on the driver goroutine, between
+// batches, so it matches the index exactly (StateMachine.Snapshot; see
+// SnapshotPreparer for writing it off the driver); the file is then
+// finished on another goroutine, so the driver does not wait for it.
+// ErrStaleSnapshot means the node already has a snapshot at or beyond the
+// applied index (nothing new was applied since, or one was installed from
+// the leader). If ctx ends first the snapshot may still complete.
+func (r *Raft) Snapshot(ctx context.Context) (uint64, error) {
+	r.mu.Lock()
+	failed := r.failed
+	r.mu.Unlock()
+	if failed != nil {
+		return 0, failed
+	}
+	done := make(chan snapshotResult, 1)
+	reply := func(res snapshotResult) { done <- res }
 	select {
-	case r.snapshotReq <- done:
+	case r.snapshotReq <- reply:
 	case <-r.closing:
-		return ErrClosed
+		return 0, ErrClosed
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 	select {
-	case err := <-done:
-		return err
+	case res := <-done:
+		return res.index, res.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 }
 
@@ -416,20 +462,22 @@ func (r *Raft) driveLoop() {
 		select {
 		case <-r.closing:
 			return
-		case done := <-r.snapshotReq:
-			done <- r.takeSnapshot()
+		case reply := <-r.snapshotReq:
+			r.startSnapshot(reply)
 			continue
 		default:
 		}
 		ready, err := r.node.Poll(0)
+		if err == nil && ready != nil {
+			err = r.handle(ready)
+		}
 		if err != nil {
-			r.log.Error("embraft node stopped", "err", err)
+			r.log.Error("embraft: driver stopped", "err", err)
 			r.fail(err)
 			<-r.closing
 			return
 		}
 		if ready != nil {
-			r.handle(ready)
 			continue
 		}
 		// Nothing pending: wait for the descriptor to become readable. The
@@ -438,8 +486,15 @@ func (r *Raft) driveLoop() {
 		if readiness.SetReadDeadline(time.Now().Add(wakeInterval)) != nil {
 			// Not pollable by the runtime (not expected on Linux, where it
 			// is an eventfd): wait in C instead.
-			if ready, err := r.node.Poll(wakeInterval); err == nil && ready != nil {
-				r.handle(ready)
+			ready, err := r.node.Poll(wakeInterval)
+			if err == nil && ready != nil {
+				err = r.handle(ready)
+			}
+			if err != nil {
+				r.log.Error("embraft: driver stopped", "err", err)
+				r.fail(err)
+				<-r.closing
+				return
 			}
 			continue
 		}
@@ -454,7 +509,9 @@ func (r *Raft) driveLoop() {
 	}
 }
 
-func (r *Raft) handle(rd *Ready) {
+// handle runs one batch on the driver goroutine. An error (a snapshot
+// that cannot be restored) stops the driver.
+func (r *Raft) handle(rd *Ready) error {
 	for _, line := range rd.Logs {
 		r.log.Log(context.Background(), slogLevel(line.Level), line.Text)
 	}
@@ -463,29 +520,25 @@ func (r *Raft) handle(rd *Ready) {
 			r.opts.Transport.Send(m.To, m.Data)
 		}
 	}
-	for _, chunk := range rd.SnapshotChunks {
-		r.receiveChunk(chunk)
-	}
 	if rd.Restore != nil {
-		r.restore(*rd.Restore)
+		if err := r.restore(rd.Restore); err != nil {
+			return err
+		}
 	}
-	var last, lastTerm uint64
+	var last uint64
 	for _, e := range rd.Entries {
 		if e.Kind == EntryNormal {
 			r.opts.StateMachine.Apply(e)
 		}
-		last, lastTerm = e.Index, e.Term
+		last = e.Index
 	}
 	if last > 0 {
-		r.node.AckApplied(last)
-	}
-	for _, s := range rd.SnapshotSends {
-		go r.sendSnapshot(s)
+		r.ack(last)
 	}
 
 	r.mu.Lock()
 	if last > 0 {
-		r.applied, r.appliedT = last, lastTerm
+		r.applied = last
 	}
 	for _, o := range rd.Outcomes {
 		if ch, ok := r.proposals[o.ProposalID]; ok {
@@ -527,6 +580,17 @@ func (r *Raft) handle(rd *Ready) {
 	if changed && r.opts.OnStateChange != nil {
 		r.opts.OnStateChange(rd.State)
 	}
+	if rd.SnapshotWanted && r.opts.AutoSnapshot && r.autoSnapshot.CompareAndSwap(false, true) {
+		r.startSnapshot(func(res snapshotResult) {
+			r.autoSnapshot.Store(false)
+			if res.err != nil && !errors.Is(res.err, ErrStaleSnapshot) {
+				r.log.Warn("embraft: snapshot the node asked for failed", "err", res.err)
+			} else if res.err == nil {
+				r.log.Info("snapshot taken", "index", res.index)
+			}
+		})
+	}
+	return nil
 }
 
 func slogLevel(l LogLevel) slog.Level {
@@ -539,106 +603,100 @@ func slogLevel(l LogLevel) slog.Level {
 	return slog.LevelInfo
 }
 
-// takeSnapshot runs on the driver goroutine.
-func (r *Raft) takeSnapshot() error {
-	r.mu.Lock()
-	index, term := r.applied, r.appliedT
-	r.mu.Unlock()
-	if index == 0 {
-		return errors.New("embraft: nothing applied to snapshot")
+// ack acknowledges applied entries. A full input queue leaves the ack to
+// the next batch's (acks may lag and cover earlier ones), or to ackThrough.
+func (r *Raft) ack(index uint64) {
+	if r.node.AckApplied(index) == nil && index > r.acked {
+		r.acked = index
 	}
-	data, err := r.opts.StateMachine.Snapshot()
-	if err != nil {
-		return fmt.Errorf("embraft: state machine snapshot: %w", err)
+}
+
+// ackThrough makes sure the node was told about everything applied
+// through index, as a snapshot at index requires.
+func (r *Raft) ackThrough(index uint64) error {
+	if r.acked >= index {
+		return nil
 	}
-	if err := r.snaps.save(SnapshotRef{index, term}, data); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := retryBusy(ctx, func() error { return r.node.AckApplied(index) }); err != nil {
 		return err
 	}
-	return r.node.Compact(index)
+	r.acked = index
+	return nil
+}
+
+// snapshotBuffer is the buffer between a state machine's snapshot writes
+// and the library's file.
+const snapshotBuffer = 256 << 10
+
+// startSnapshot runs on the driver goroutine: it begins a snapshot at the
+// applied index and has the state machine write it (or capture it, for a
+// SnapshotPreparer) right away, between batches; a goroutine then
+// finishes it. reply gets the outcome, on whichever goroutine is last.
+func (r *Raft) startSnapshot(reply func(snapshotResult)) {
+	index := r.Applied()
+	if index == 0 {
+		reply(snapshotResult{err: errors.New("embraft: nothing applied to snapshot")})
+		return
+	}
+	if err := r.ackThrough(index); err != nil {
+		reply(snapshotResult{err: err})
+		return
+	}
+	w, err := r.node.BeginSnapshot(index)
+	if err != nil {
+		reply(snapshotResult{err: err})
+		return
+	}
+	var write func(io.Writer) error
+	if p, ok := r.opts.StateMachine.(SnapshotPreparer); ok {
+		write, err = p.PrepareSnapshot()
+	} else {
+		err = writeSnapshot(w, r.opts.StateMachine.Snapshot)
+	}
+	if err != nil {
+		w.Abort()
+		reply(snapshotResult{err: fmt.Errorf("embraft: state machine snapshot: %w", err)})
+		return
+	}
+	r.finishing.Add(1)
+	go func() {
+		defer r.finishing.Done()
+		if write != nil {
+			if err := writeSnapshot(w, write); err != nil {
+				w.Abort()
+				reply(snapshotResult{err: fmt.Errorf("embraft: state machine snapshot: %w", err)})
+				return
+			}
+		}
+		if err := w.Finish(); err != nil {
+			reply(snapshotResult{err: err})
+			return
+		}
+		reply(snapshotResult{index: index})
+	}()
+}
+
+// writeSnapshot has write serialize the state into w, buffered.
+func writeSnapshot(w *SnapshotWriter, write func(io.Writer) error) error {
+	bw := bufio.NewWriterSize(w, snapshotBuffer)
+	if err := write(bw); err != nil {
+		return err
+	}
+	return bw.Flush()
 }
 
 // restore runs on the driver goroutine, before the batch's entries.
-func (r *Raft) restore(ref SnapshotRef) {
-	data, err := r.snaps.load(ref.Index)
-	if err == nil {
-		err = r.opts.StateMachine.Restore(data)
+func (r *Raft) restore(s *SnapshotRestore) error {
+	defer s.File.Close()
+	if err := r.opts.StateMachine.Restore(bufio.NewReaderSize(s.File, snapshotBuffer)); err != nil {
+		return fmt.Errorf("embraft: restoring the snapshot at index %d: %w", s.Index, err)
 	}
-	if err != nil {
-		// The state machine cannot go on without it; stop rather than
-		// apply entries on top of the wrong state.
-		r.log.Error("embraft: restoring snapshot failed", "index", ref.Index, "err", err)
-		r.fail(err)
-		return
-	}
-	r.node.AckApplied(ref.Index)
+	r.ack(s.Index)
 	r.mu.Lock()
-	r.applied, r.appliedT = ref.Index, ref.Term
+	r.applied = s.Index
 	r.mu.Unlock()
-	r.log.Info("restored snapshot", "index", ref.Index, "term", ref.Term)
-}
-
-// sendSnapshot streams the saved snapshot to a peer, off the driver
-// goroutine since it may be large.
-func (r *Raft) sendSnapshot(s SnapshotSend) {
-	data, err := r.snaps.load(s.Index)
-	if err != nil {
-		r.log.Warn("embraft: no snapshot to send", "peer", s.Peer, "index", s.Index, "err", err)
-		r.node.ReportSnapshot(s.Peer, false)
-		return
-	}
-	sum := crc32.ChecksumIEEE(data)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for offset := 0; offset < len(data) || offset == 0; {
-		end := min(offset+r.opts.SnapshotChunkSize, len(data))
-		chunk := data[offset:end]
-		err := retryBusy(ctx, func() error {
-			return r.node.SendSnapshotChunk(s.Peer, s.Index, uint64(offset), uint64(len(data)), sum, chunk)
-		})
-		if err != nil {
-			r.node.ReportSnapshot(s.Peer, false)
-			return
-		}
-		if end == len(data) {
-			break
-		}
-		offset = end
-	}
-	r.node.ReportSnapshot(s.Peer, true)
-}
-
-type incomingSnapshot struct {
-	index uint64
-	total uint64
-	sum   uint32
-	data  []byte
-}
-
-// receiveChunk assembles a streamed snapshot; once complete and verified
-// it is saved durably and handed to the node.
-func (r *Raft) receiveChunk(c SnapshotChunk) {
-	in := r.incoming
-	if in == nil || in.index != c.Index || c.Offset == 0 {
-		in = &incomingSnapshot{index: c.Index, total: c.Total, sum: c.Checksum}
-		r.incoming = in
-	}
-	if c.Offset != uint64(len(in.data)) {
-		return // out of order: the leader resends from what we answered
-	}
-	in.data = append(in.data, c.Data...)
-	if uint64(len(in.data)) < in.total {
-		return
-	}
-	r.incoming = nil
-	if crc32.ChecksumIEEE(in.data) != in.sum {
-		r.log.Warn("embraft: snapshot checksum mismatch", "index", in.index)
-		return
-	}
-	// The term is not known here; the restore request carries it and the
-	// store keys snapshots by index.
-	if err := r.snaps.save(SnapshotRef{Index: in.index}, in.data); err != nil {
-		r.log.Error("embraft: saving received snapshot", "err", err)
-		return
-	}
-	r.node.RestoreSnapshot(in.index)
+	r.log.Info("restored snapshot", "index", s.Index, "term", s.Term)
+	return nil
 }

@@ -5,7 +5,11 @@ package embraft
 */
 import "C"
 
-import "unsafe"
+import (
+	"fmt"
+	"os"
+	"unsafe"
+)
 
 // Message is an encoded message for peer To, to be delivered unchanged.
 type Message struct {
@@ -35,22 +39,20 @@ type ReadResult struct {
 	Index   uint64
 }
 
-// SnapshotRef names a snapshot by index and term.
-type SnapshotRef struct {
+// SnapshotRestore asks the host to replace its state machine with a
+// snapshot before it applies the batch's entries (after the node installed
+// a snapshot streamed by the leader, or restarted from a compacted log).
+type SnapshotRestore struct {
+	// Index and Term are the log position the snapshot stands for; entries
+	// through Index count as delivered.
 	Index, Term uint64
-}
-
-// SnapshotSend asks the leader to stream its snapshot to Peer.
-type SnapshotSend struct {
-	Peer uint64
-	SnapshotRef
-}
-
-// SnapshotChunk is a piece of a snapshot streamed by the leader.
-type SnapshotChunk struct {
-	Index, Offset, Total uint64
-	Checksum             uint32
-	Data                 []byte
+	// File is the snapshot's file, opened read-only while the C batch still
+	// held it: the bytes a host wrote with a SnapshotWriter (here or on the
+	// leader), verified by the library against their CRC-32. The library
+	// never rewrites a snapshot file, it only unlinks obsolete ones, so the
+	// open file stays readable after the batch is gone. The receiver owns
+	// it: read it, then Close it.
+	File *os.File
 }
 
 // LogLine is one of the library's log lines.
@@ -76,10 +78,13 @@ type Ready struct {
 	Reads        []ReadResult
 	// Restore, when non-nil, asks the host to restore its state machine
 	// from this snapshot before applying Entries.
-	Restore        *SnapshotRef
-	SnapshotSends  []SnapshotSend
-	SnapshotChunks []SnapshotChunk
-	Logs           []LogLine
+	Restore *SnapshotRestore
+	// SnapshotWanted: the log grew past Config.SnapshotEntries or
+	// SnapshotBytes since the last snapshot, and the node asks for one at
+	// applied index SnapshotWantedIndex (any later applied index will do).
+	SnapshotWanted      bool
+	SnapshotWantedIndex uint64
+	Logs                []LogLine
 }
 
 // goBytes copies a library-owned view; views are never NULL.
@@ -88,9 +93,11 @@ func goBytes(p *C.uint8_t, n C.size_t) []byte {
 }
 
 // copyReady copies everything out of a batch. The getters cannot fail for
-// indexes below their counts, so their codes are not checked.
-func copyReady(r *C.embraft_ready) *Ready {
-	out := &Ready{}
+// indexes below their counts, so their codes are not checked. It fails only
+// when the batch asks for a restore whose file cannot be opened; the rest
+// of the batch is returned all the same.
+func copyReady(r *C.embraft_ready) (out *Ready, restoreErr error) {
+	out = &Ready{}
 	var changed C.bool
 	C.embraft_ready_state_changed(r, &changed)
 	out.StateChanged = bool(changed)
@@ -150,24 +157,22 @@ func copyReady(r *C.embraft_ready) *Ready {
 	var sindex, sterm C.uint64_t
 	C.embraft_ready_snapshot_to_restore(r, &present, &sindex, &sterm)
 	if present {
-		out.Restore = &SnapshotRef{uint64(sindex), uint64(sterm)}
+		// The path is the batch's and the file is pinned only until the
+		// batch is freed: open it now, keep only the Go copy of the name.
+		var path *C.char
+		if code := C.embraft_ready_snapshot_path(r, &path); code != C.EMBRAFT_OK {
+			restoreErr = &CallError{Op: "embraft_ready_snapshot_path", Code: Code(code)}
+		} else if f, err := os.Open(C.GoString(path)); err != nil {
+			restoreErr = fmt.Errorf("embraft: opening the snapshot to restore (index %d): %w", uint64(sindex), err)
+		} else {
+			out.Restore = &SnapshotRestore{Index: uint64(sindex), Term: uint64(sterm), File: f}
+		}
 	}
-	count = 0
-	C.embraft_ready_snapshot_send_count(r, &count)
-	for i := C.size_t(0); i < count; i++ {
-		var peer, index, sterm C.uint64_t
-		C.embraft_ready_snapshot_send(r, i, &peer, &index, &sterm)
-		out.SnapshotSends = append(out.SnapshotSends, SnapshotSend{uint64(peer), SnapshotRef{uint64(index), uint64(sterm)}})
-	}
-	count = 0
-	C.embraft_ready_snapshot_chunk_count(r, &count)
-	for i := C.size_t(0); i < count; i++ {
-		var index, offset, total C.uint64_t
-		var crc C.uint32_t
-		var data *C.uint8_t
-		var size C.size_t
-		C.embraft_ready_snapshot_chunk(r, i, &index, &offset, &total, &crc, &data, &size)
-		out.SnapshotChunks = append(out.SnapshotChunks, SnapshotChunk{uint64(index), uint64(offset), uint64(total), uint32(crc), goBytes(data, size)})
+	var wanted C.bool
+	var windex C.uint64_t
+	C.embraft_ready_snapshot_wanted(r, &wanted, &windex)
+	if wanted {
+		out.SnapshotWanted, out.SnapshotWantedIndex = true, uint64(windex)
 	}
 	count = 0
 	C.embraft_ready_log_count(r, &count)
@@ -177,7 +182,7 @@ func copyReady(r *C.embraft_ready) *Ready {
 		C.embraft_ready_log(r, i, &level, &text)
 		out.Logs = append(out.Logs, LogLine{LogLevel(level), C.GoString(text)})
 	}
-	return out
+	return out, restoreErr
 }
 
 // PeerProgress is a leader's view of one peer.

@@ -165,6 +165,10 @@ func start(cfg config) (*server, error) {
 			// Tests on a shared disk run many nodes: they ask for small
 			// segments (the library's default is 64 MiB).
 			SegmentSize: uint64(envInt("RAFTD_SEGMENT_SIZE", 0)),
+			// Entries kept behind a snapshot (the library's default is
+			// 1024); the linearizability test keeps few, so that nodes
+			// the nemesis set back catch up through snapshots.
+			CompactKeepEntries: uint64(envInt("RAFTD_COMPACT_KEEP", 0)),
 		},
 		StateMachine: s.store,
 		Transport:    s.transport,
@@ -233,7 +237,8 @@ func (s *server) announceSelf() {
 }
 
 // snapshotEvery bounds the log: a snapshot every this many applied
-// entries lets the library compact it.
+// entries lets the library compact it (and gives lagging followers a
+// snapshot to catch up from).
 var snapshotEvery = uint64(envInt("RAFTD_SNAPSHOT_EVERY", 10000))
 
 // envInt reads a positive integer tuning knob from the environment.
@@ -254,13 +259,21 @@ func (s *server) snapshotLoop() {
 		}
 		if applied := s.raft.Applied(); applied >= last+snapshotEvery {
 			ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
-			if err := s.raft.Snapshot(ctx); err != nil {
-				s.log.Warn("snapshot failed", "err", err)
-			} else {
-				last = applied
-				s.log.Info("snapshot", "index", applied)
-			}
+			index, err := s.raft.Snapshot(ctx)
 			cancel()
+			switch {
+			case err == nil:
+				last = index
+				s.log.Info("snapshot", "index", index)
+			case errors.Is(err, embraft.ErrStaleSnapshot):
+				// The library already has a newer one (installed from the
+				// leader): count from there.
+				last = applied
+			case errors.Is(err, embraft.ErrClosed):
+				return
+			default:
+				s.log.Warn("snapshot failed", "err", err)
+			}
 		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"sort"
 	"sync"
 
@@ -175,50 +177,57 @@ func (s *store) peerMap() map[uint64]string {
 }
 
 // Snapshot encodes the peers then the keys, each list as a count and
-// entries in sorted order (so equal states give equal bytes).
-func (s *store) Snapshot() ([]byte, error) {
+// entries in sorted order (so equal states give equal bytes). The driver
+// calls it between batches, so the state is the one at the snapshot's
+// index; it streams into the library's snapshot file.
+func (s *store) Snapshot(w io.Writer) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	e := &encoder{w: w}
 	ids := make([]uint64, 0, len(s.peers))
 	for id := range s.peers {
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	b := binary.LittleEndian.AppendUint32(nil, uint32(len(ids)))
+	e.u32(uint32(len(ids)))
 	for _, id := range ids {
-		b = binary.LittleEndian.AppendUint64(b, id)
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(s.peers[id])))
-		b = append(b, s.peers[id]...)
+		e.u64(id)
+		e.bytes([]byte(s.peers[id]))
 	}
 	keys := make([]string, 0, len(s.kv))
 	for k := range s.kv {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(keys)))
+	e.u32(uint32(len(keys)))
 	for _, k := range keys {
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(k)))
-		b = append(b, k...)
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(s.kv[k])))
-		b = append(b, s.kv[k]...)
+		e.bytes([]byte(k))
+		e.bytes(s.kv[k])
 	}
-	return b, nil
+	return e.err
 }
 
-func (s *store) Restore(data []byte) error {
-	r := &reader{b: data}
+// Restore replaces the keys and peers with a snapshot's, read as a stream.
+func (s *store) Restore(r io.Reader) error {
+	d := &decoder{r: r}
 	peers := map[uint64]string{}
-	for n := r.u32(); n > 0 && !r.bad; n-- {
-		id := r.u64()
-		peers[id] = string(r.bytes())
+	for n := d.u32(); n > 0 && d.err == nil; n-- {
+		id := d.u64()
+		peers[id] = string(d.bytes())
 	}
 	kv := map[string][]byte{}
-	for n := r.u32(); n > 0 && !r.bad; n-- {
-		k := string(r.bytes())
-		kv[k] = bytes.Clone(r.bytes())
+	for n := d.u32(); n > 0 && d.err == nil; n-- {
+		k := string(d.bytes())
+		kv[k] = d.bytes()
 	}
-	if r.bad || len(r.b) != 0 {
-		return errors.New("raftd: malformed snapshot")
+	if d.err == nil {
+		// Nothing may follow.
+		if n, _ := r.Read(make([]byte, 1)); n != 0 {
+			d.err = errors.New("trailing bytes")
+		}
+	}
+	if d.err != nil {
+		return fmt.Errorf("raftd: malformed snapshot: %w", d.err)
 	}
 	s.mu.Lock()
 	old := s.peers
@@ -233,4 +242,69 @@ func (s *store) Restore(data []byte) error {
 		s.onPeer(id, a, false)
 	}
 	return nil
+}
+
+// encoder writes a snapshot's fields; the first error sticks.
+type encoder struct {
+	w   io.Writer
+	err error
+	buf [8]byte
+}
+
+func (e *encoder) write(b []byte) {
+	if e.err == nil {
+		_, e.err = e.w.Write(b)
+	}
+}
+
+func (e *encoder) u32(v uint32) {
+	binary.LittleEndian.PutUint32(e.buf[:4], v)
+	e.write(e.buf[:4])
+}
+
+func (e *encoder) u64(v uint64) {
+	binary.LittleEndian.PutUint64(e.buf[:], v)
+	e.write(e.buf[:])
+}
+
+func (e *encoder) bytes(b []byte) {
+	e.u32(uint32(len(b)))
+	e.write(b)
+}
+
+// decoder reads a snapshot's fields; the first error sticks.
+type decoder struct {
+	r   io.Reader
+	err error
+	buf [8]byte
+}
+
+func (d *decoder) fill(n int) []byte {
+	if d.err == nil {
+		if _, err := io.ReadFull(d.r, d.buf[:n]); err != nil {
+			d.err = err
+		}
+	}
+	if d.err != nil {
+		return make([]byte, n)
+	}
+	return d.buf[:n]
+}
+
+func (d *decoder) u32() uint32 { return binary.LittleEndian.Uint32(d.fill(4)) }
+func (d *decoder) u64() uint64 { return binary.LittleEndian.Uint64(d.fill(8)) }
+
+// bytes reads a length and that many bytes; the buffer grows with what
+// actually arrives, so a damaged length cannot ask for a huge allocation.
+func (d *decoder) bytes() []byte {
+	n := d.u32()
+	if d.err != nil {
+		return nil
+	}
+	var b bytes.Buffer
+	if _, err := io.CopyN(&b, d.r, int64(n)); err != nil {
+		d.err = io.ErrUnexpectedEOF
+		return nil
+	}
+	return b.Bytes()
 }
