@@ -8,7 +8,7 @@ use embraft::codec::encode_message;
 use embraft::core::{ConfState, Index, Message, MessageBody, NodeId, SnapshotMeta};
 use embraft::node::{LogLevel, NodeConfig, NodeError};
 use embraft::snapshot::{SnapshotError, SnapshotId};
-use node_support::{decode_state, Cluster, Link};
+use node_support::{decode_state, encode_state, Cluster, Link};
 use std::path::Path;
 use std::time::Duration;
 
@@ -131,11 +131,15 @@ fn a_lagging_follower_catches_up_through_a_snapshot_and_both_restart_from_it() {
         files,
         "the follower keeps the very same file"
     );
+    // The leader streamed it. (Whether it also hears the follower's last
+    // answer depends on a race with the follower's append responses, which
+    // may end the transfer first.)
+    let sending = format!("to node {lagging}");
     assert!(cluster
         .host(leader)
         .logs
         .iter()
-        .any(|l| l.contains(&format!("node {lagging} installed the snapshot"))));
+        .any(|l| l.starts_with("sending the snapshot") && l.ends_with(&sending)));
 
     // Restarts with a state machine that was not kept: each node hands
     // its host the snapshot, then the entries after it.
@@ -180,6 +184,38 @@ fn a_snapshot_is_asked_for_once_per_threshold_crossing() {
     commit(&mut cluster, 45..70, &[1]);
     cluster.settle();
     assert_eq!(cluster.host(1).wanted.len(), 2, "crossed again");
+}
+
+/// A snapshot recorded after the log has already grown past the threshold
+/// again asks for the next one at once, without waiting for more entries.
+#[test]
+fn a_snapshot_recorded_late_asks_again_when_the_log_is_already_past_the_threshold() {
+    let mut cluster = Cluster::start("snap-wanted-late", 1, |config| {
+        config.snapshot.entries_threshold = 20;
+    });
+    commit(&mut cluster, 0..25, &[1]);
+    cluster.settle();
+    let first = cluster.host(1).wanted.clone();
+    assert_eq!(first.len(), 1, "asked once: {first:?}");
+    // The host starts the snapshot at the index asked for, but the log
+    // grows by more than the threshold before the snapshot is finished.
+    let host = cluster.host(1);
+    let mut writer = host.node().begin_snapshot(first[0]).unwrap();
+    let upto = host
+        .applied
+        .iter()
+        .take_while(|(index, _, _)| *index <= first[0])
+        .cloned()
+        .collect::<Vec<_>>();
+    writer.write(&encode_state(&upto)).unwrap();
+    commit(&mut cluster, 25..60, &[1]);
+    cluster.settle();
+    assert_eq!(cluster.host(1).wanted.len(), 1, "one question at a time");
+    writer.finish().unwrap();
+    cluster.settle();
+    let wanted = cluster.host(1).wanted.clone();
+    assert_eq!(wanted.len(), 2, "asked again once recorded: {wanted:?}");
+    assert!(wanted[1] >= first[0] + 20, "{wanted:?}");
 }
 
 /// What the writer refuses, and that nothing it gives up stays behind.

@@ -398,6 +398,9 @@ impl Driver {
         self.snapshot_index = self.snapshot_index.max(index);
         self.hint.asked = false;
         self.hint.bytes_since = 0;
+        // The log may have grown past the threshold again while the host
+        // wrote this snapshot: ask now rather than after the next entry.
+        self.check_snapshot_hint();
     }
 
     /// Asks the host for a snapshot once the log has grown past a threshold
