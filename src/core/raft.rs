@@ -955,9 +955,25 @@ impl Raft {
         if msg.term == 0 {
             return Err(StepError::Invalid("term 0"));
         }
-        // A node outside any membership (joining) hears only from whoever
-        // leads; once it knows its membership, strangers are refused.
-        if !self.membership.is_empty() && !self.membership.contains(msg.from) {
+        // A node hears from whoever leads, and answers whoever campaigns,
+        // member or not: a joining node knows no membership yet, and one
+        // that lags behind may not know of a leader or a candidate added
+        // since (and may be needed for their quorum). Who asks does not
+        // matter for safety; pre-vote and check-quorum keep a removed node
+        // from disturbing the cluster. Anything else from a stranger is
+        // refused once the node knows a membership.
+        let from_leader_or_candidate = matches!(
+            msg.body,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+                | MessageBody::PreVote { .. }
+                | MessageBody::Vote { .. }
+        );
+        if !from_leader_or_candidate
+            && !self.membership.is_empty()
+            && !self.membership.contains(msg.from)
+        {
             return Err(StepError::UnknownSender(msg.from));
         }
         if let MessageBody::Append {
@@ -1071,7 +1087,7 @@ impl Raft {
         // own voters' answers), and a node that has not caught up with the
         // membership yet, a joining one above all, must still be able to
         // vote, or a cluster whose quorum needs it could never elect.
-        let grant = can_vote && self.log.is_up_to_date(last_index, last_term);
+        let grant = can_vote && self.candidate_up_to_date(last_index, last_term);
         if grant && !pre_vote {
             self.vote = from;
             self.election_elapsed = 0;
@@ -1090,6 +1106,47 @@ impl Raft {
             term,
             body,
         });
+    }
+
+    /// Whether a candidate whose log ends at `(last_index, last_term)` is
+    /// up to date enough for this node's vote (Raft §5.4.1). A node that is
+    /// a voter of no membership its log leads to (it was removed, or made a
+    /// learner) compares the candidate with its committed prefix only: its
+    /// vote counts only for nodes that have not yet applied its removal,
+    /// and an entry committed since then is held by voters those nodes need
+    /// as well. Its own uncommitted entries, which may never commit, must
+    /// not keep such a node from winning: a leader that removed itself
+    /// could otherwise leave the remaining voters, still joint and unaware
+    /// that the change committed, unable ever to elect a leader.
+    fn candidate_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
+        if self.votes_anywhere() {
+            return self.log.is_up_to_date(last_index, last_term);
+        }
+        let commit = self.log.committed;
+        let commit_term = self.log.term(commit).unwrap_or(self.snapshot_term);
+        last_term > commit_term || (last_term == commit_term && last_index >= commit)
+    }
+
+    /// Whether this node is a voter of its membership in force, or of one
+    /// that the membership changes among its entries not yet applied lead
+    /// to (a learner being promoted counts in quorums before it knows).
+    fn votes_anywhere(&self) -> bool {
+        if self.membership.is_voter(self.id) {
+            return true;
+        }
+        let mut membership = self.membership.clone();
+        for index in self.conf_applied + 1..=self.log.last_index() {
+            let Some(entry) = self.log.entry(index) else {
+                continue;
+            };
+            if let Some(next) = membership_after(&membership, entry) {
+                if next.is_voter(self.id) {
+                    return true;
+                }
+                membership = next;
+            }
+        }
+        false
     }
 
     fn handle_append(

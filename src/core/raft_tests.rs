@@ -331,7 +331,7 @@ fn bad_messages_are_refused() {
         context: 0,
     };
     assert_eq!(
-        n.step(msg(9, 2, 1, hb.clone())),
+        n.step(msg(9, 2, 1, MessageBody::TimeoutNow)),
         Err(StepError::UnknownSender(9))
     );
     assert_eq!(
@@ -790,4 +790,148 @@ fn inconsistent_snapshot_chunks_and_voterless_snapshots_are_refused() {
     );
     assert_eq!(n.status().conf_state.voters, vec![1, 2, 3]);
     assert!(n.restore(good_meta));
+}
+
+/// An entry of term `term` at `index` carrying `change`.
+fn conf_entry(index: Index, term: Term, change: ConfChange) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: EntryKind::ConfChange,
+        data: change.encode().into(),
+    }
+}
+
+fn normal_entry(index: Index, term: Term, data: &[u8]) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: EntryKind::Normal,
+        data: data.to_vec().into(),
+    }
+}
+
+fn vote_request(from: NodeId, to: NodeId, term: Term, last: (Index, Term)) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body: MessageBody::Vote {
+            last_index: last.0,
+            last_term: last.1,
+            transfer: false,
+        },
+    }
+}
+
+fn vote_refused(n: &mut Raft) -> bool {
+    let rd = n.ready();
+    match rd.persisted_messages.as_slice() {
+        [Message {
+            body: MessageBody::VoteResponse { reject },
+            ..
+        }] => *reject,
+        other => panic!("expected one vote response, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_lagging_node_follows_a_leader_added_since_it_last_applied() {
+    // Node 5 knows the membership {1} with learner 5; node 6 was added
+    // since, and now leads.
+    let mut state = InitialState::bootstrap(&[1]);
+    state
+        .entries
+        .push(conf_entry(2, 1, ConfChange::AddLearner(5)));
+    state.hard_state.commit = 2;
+    let mut n = Raft::new(config(5), state).unwrap();
+    let append = MessageBody::Append {
+        prev_index: 2,
+        prev_term: 1,
+        entries: vec![],
+        commit: 2,
+    };
+    n.step(Message {
+        from: 6,
+        to: 5,
+        term: 4,
+        body: append,
+    })
+    .unwrap();
+    assert_eq!(n.leader(), 6);
+    let rd = n.ready();
+    assert!(matches!(
+        rd.persisted_messages[0].body,
+        MessageBody::AppendResponse {
+            reject: false,
+            index: 2,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_lagging_voter_answers_a_candidate_it_does_not_know_yet() {
+    // Node 2 knows the membership {2, 3}; since then {3, 6} took over (node
+    // 2 was promoted back in, say, or is still needed by a joint
+    // configuration), and node 6 campaigns: it needs node 2's vote.
+    let mut state = InitialState::bootstrap(&[2, 3]);
+    state.hard_state.term = 2;
+    let mut n = Raft::new(config(2), state).unwrap();
+    n.step(vote_request(6, 2, 3, (9, 3))).unwrap();
+    assert!(!vote_refused(&mut n));
+}
+
+#[test]
+fn a_removed_leader_votes_for_a_voter_that_missed_its_removal() {
+    // Node 1 led {1, 2} in term 2, removed itself at index 3, saw the
+    // removal commit (and stepped down), and holds a proposal at 4 that
+    // never reached node 2. Node 2 holds the removal but never learned
+    // that it committed, so it still needs node 1's vote.
+    let mut state = InitialState::bootstrap(&[1, 2]);
+    state.entries.extend([
+        Entry {
+            index: 2,
+            term: 2,
+            kind: EntryKind::Noop,
+            data: Payload::default(),
+        },
+        conf_entry(3, 2, ConfChange::RemoveNode(1)),
+        normal_entry(4, 2, b"late"),
+    ]);
+    state.hard_state = HardState {
+        term: 2,
+        vote: 1,
+        commit: 3,
+    };
+    let mut n = Raft::new(config(1), state).unwrap();
+    assert_eq!(n.status().conf_state.voters, vec![2]);
+    n.step(vote_request(2, 1, 3, (2, 2))).unwrap();
+    assert!(vote_refused(&mut n), "a candidate without the removal");
+    n.step(vote_request(2, 1, 3, (3, 2))).unwrap();
+    assert!(
+        !vote_refused(&mut n),
+        "a candidate holding everything committed, though not node 1's last entry"
+    );
+}
+
+#[test]
+fn a_learner_being_promoted_votes_by_its_whole_log() {
+    // Learner 3's log holds its promotion, not yet committed as far as it
+    // knows: the leader may already count it, so it guards its whole log.
+    let mut state = InitialState::bootstrap(&[1, 2]);
+    state.entries.extend([
+        conf_entry(2, 2, ConfChange::AddLearner(3)),
+        conf_entry(3, 2, ConfChange::PromoteLearner(3)),
+        normal_entry(4, 2, b"counted"),
+    ]);
+    state.hard_state = HardState {
+        term: 2,
+        vote: NO_NODE,
+        commit: 2,
+    };
+    let mut n = Raft::new(config(3), state).unwrap();
+    assert_eq!(n.status().conf_state.learners, vec![3]);
+    n.step(vote_request(2, 3, 3, (3, 2))).unwrap();
+    assert!(vote_refused(&mut n));
 }
