@@ -5,10 +5,20 @@
 //! disk, every entry it applies, and every node's durable state. It keeps
 //! just enough history to check the properties incrementally, so the cost
 //! of checking grows with the events of a run, not with their square.
+//!
+//! Quorums follow the membership: the checker replays the membership
+//! changes of the committed log (see [`Members`]) and judges every entry
+//! against the memberships in force around it. The properties that need no
+//! membership (one leader per term, one entry per committed index, leader
+//! completeness) are what two disjoint majorities committing would break,
+//! so they hold across every change of configuration.
 
 use crate::disk::Disk;
 use crate::fnv::Fnv;
-use embraft::core::{Entry, EntryKind, Index, NodeId, Raft, ReadState, Role, Term};
+use crate::membership::Members;
+use embraft::core::{
+    ConfChange, ConfState, Entry, EntryKind, Index, NodeId, Raft, ReadState, Role, Term,
+};
 use std::collections::BTreeMap;
 
 /// What every copy of the entry at one `(index, term)` must agree on.
@@ -41,7 +51,10 @@ struct NodeView {
 }
 
 pub struct Checker {
-    quorum: usize,
+    /// Every membership the committed log put in force, with the index of
+    /// the entry that did; the first is the empty membership before the
+    /// founding entry.
+    configs: Vec<(Index, Members)>,
     /// The one leader of each term seen so far.
     leaders: BTreeMap<Term, NodeId>,
     /// Every `(index, term)` ever handed to a disk. Two entries with the same
@@ -60,13 +73,14 @@ pub struct Checker {
 }
 
 impl Checker {
-    pub fn new(nodes: usize) -> Checker {
+    /// A checker for nodes with ids `1..=capacity`.
+    pub fn new(capacity: usize) -> Checker {
         Checker {
-            quorum: nodes / 2 + 1,
+            configs: vec![(0, Members::default())],
             leaders: BTreeMap::new(),
             ledger: BTreeMap::new(),
             committed: Vec::new(),
-            nodes: vec![NodeView::default(); nodes],
+            nodes: vec![NodeView::default(); capacity],
             reads: BTreeMap::new(),
             reads_served: 0,
         }
@@ -191,13 +205,127 @@ impl Checker {
             ),
             None => {
                 assert_eq!(i, self.committed_len() + 1, "committed prefix has a gap");
-                self.check_on_durable_quorum(i, entry.term, disks, "was counted committed");
+                self.check_counted_commit(i, entry.term, disks);
                 self.committed.push(CommittedEntry {
                     term: entry.term,
                     fingerprint,
                     seen_in_term: term,
                 });
+                if entry.kind == EntryKind::ConfChange {
+                    self.on_conf_change_committed(entry);
+                }
+                self.check_still_held(i, entry.term, disks, "was counted committed");
             }
+        }
+    }
+
+    /// A membership change committed: it is in force from its index on.
+    /// The leader takes one change at a time, each proposed against the
+    /// membership the one before it put in force, so every committed change
+    /// must apply to the membership in force where it lands.
+    fn on_conf_change_committed(&mut self, entry: &Entry) {
+        let i = entry.index;
+        let change = ConfChange::decode(&entry.data)
+            .unwrap_or_else(|| panic!("the membership change committed at {i} does not decode"));
+        let current = self.latest_config();
+        let next = current.after(&change).unwrap_or_else(|why| {
+            panic!(
+                "membership change {change:?} committed at {i} is invalid against the \
+                 membership in force {current:?}: {why}"
+            )
+        });
+        if next != *current {
+            self.configs.push((i, next));
+        }
+    }
+
+    /// The membership the committed log puts in force through index `i`.
+    pub fn config_at(&self, i: Index) -> &Members {
+        let (_, m) = self
+            .configs
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= i)
+            .expect("the empty membership is in force from index 0");
+        m
+    }
+
+    /// The membership the latest committed change put in force.
+    pub fn latest_config(&self) -> &Members {
+        &self.configs.last().expect("never empty").1
+    }
+
+    /// Whether node `id` is a member of a membership that nodes may still
+    /// decide by: the one in force, or the one before it.
+    pub fn may_count(&self, id: NodeId) -> bool {
+        self.latest_config().contains(id) || self.previous_config().contains(id)
+    }
+
+    /// The membership before the latest one: nodes that have not applied
+    /// the latest change yet still decide by it.
+    fn previous_config(&self) -> &Members {
+        let n = self.configs.len();
+        &self.configs[n.saturating_sub(2)].1
+    }
+
+    /// A node reported the membership in force once it applied through
+    /// `index`: it must be the one the committed log prescribes there.
+    pub fn on_conf_state(&self, id: NodeId, index: Index, cs: &ConfState) {
+        let expected = self.config_at(index);
+        assert!(
+            expected.matches(cs),
+            "node {id} has membership {cs:?} in force after index {index}, but the committed \
+             log puts {expected:?} in force there"
+        );
+    }
+
+    /// When an entry is first counted committed, the nodes holding it
+    /// durably must be a quorum of the membership in force, or of the one
+    /// before it: a leader that committed the latest change but has not
+    /// applied it yet still counts by the one before, which is safe because
+    /// one change at a time keeps every quorum of the two overlapping.
+    fn check_counted_commit(&self, i: Index, term: Term, disks: &[Disk]) {
+        let holds = |id: NodeId| holds(disks, id, i, term);
+        let (latest, previous) = (self.latest_config(), self.previous_config());
+        if latest.voters().is_empty() {
+            assert_eq!(
+                i, 1,
+                "index {i} committed before any membership was in force"
+            );
+            // The founding entry, committed by construction.
+            return;
+        }
+        assert!(
+            latest.is_quorum(holds) || previous.is_quorum(holds),
+            "index {i} (term {term}) was counted committed while held durably only by {:?}, \
+             a quorum neither of {latest:?} nor of {previous:?}",
+            holders(disks, i, term)
+        );
+    }
+
+    /// Every committed entry stays durable on enough nodes that no quorum
+    /// of the membership in force, nor of the one before it (which nodes
+    /// that lag behind still elect by), lacks it: so no leader without it
+    /// can ever be elected.
+    fn check_still_held(&self, i: Index, term: Term, disks: &[Disk], what: &str) {
+        let holds = |id: NodeId| holds(disks, id, i, term);
+        for config in [self.latest_config(), self.previous_config()] {
+            assert!(
+                config.is_blocked_by(holds),
+                "index {i} (term {term}) {what}, but only {:?} hold it durably: a quorum of \
+                 {config:?} could elect a leader without it",
+                holders(disks, i, term)
+            );
+        }
+    }
+
+    /// Checks the latest committed entry: every earlier one is held by at
+    /// least the nodes holding it (a log holding an entry holds every entry
+    /// before it), so it is the first to lose its quorum.
+    fn check_last_still_held(&self, disks: &[Disk], what: &str) {
+        let last = self.committed_len();
+        if let Some(term) = self.committed_term(last) {
+            self.check_still_held(last, term, disks, what);
         }
     }
 
@@ -243,12 +371,17 @@ impl Checker {
     }
 
     /// A durable write on some node replaced its log from `from` on: no
-    /// committed entry may drop off a quorum of durable logs.
+    /// committed entry may lose its durable quorum.
     pub fn on_durable_replace(&mut self, from: Index, disks: &[Disk]) {
-        for i in from..=self.committed_len() {
-            let term = self.committed[(i - 1) as usize].term;
-            self.check_on_durable_quorum(i, term, disks, "lost its durable quorum");
+        if from <= self.committed_len() {
+            self.check_last_still_held(disks, "lost its durable copy on a node");
         }
+    }
+
+    /// A node's disk was wiped (a removed node leaving for good): committed
+    /// entries must not depend on it.
+    pub fn on_wipe(&mut self, disks: &[Disk]) {
+        self.check_last_still_held(disks, "lost a durable copy to a wiped disk");
     }
 
     /// State machine safety: every node applies the committed entries in
@@ -277,19 +410,23 @@ impl Checker {
                 e.term,
                 c.term
             );
-            self.check_on_durable_quorum(e.index, e.term, disks, "was applied");
+            self.check_still_held(e.index, e.term, disks, "was applied");
             self.nodes[index(id)].applied = e.index;
         }
     }
+}
 
-    fn check_on_durable_quorum(&self, i: Index, term: Term, disks: &[Disk], what: &str) {
-        let holders = disks.iter().filter(|d| d.term_at(i) == Some(term)).count();
-        assert!(
-            holders >= self.quorum,
-            "index {i} (term {term}) {what} while only {holders} of {} nodes held it durably",
-            disks.len()
-        );
-    }
+/// Whether node `id`'s disk holds `(i, term)` durably.
+fn holds(disks: &[Disk], id: NodeId, i: Index, term: Term) -> bool {
+    disks
+        .get(index(id))
+        .is_some_and(|d| d.term_at(i) == Some(term))
+}
+
+fn holders(disks: &[Disk], i: Index, term: Term) -> Vec<NodeId> {
+    (1..=disks.len() as NodeId)
+        .filter(|&id| holds(disks, id, i, term))
+        .collect()
 }
 
 pub fn entry_at(log: &[Entry], i: Index) -> Option<&Entry> {

@@ -10,18 +10,35 @@
 use crate::checker::{entry_at, fingerprint, Checker};
 use crate::disk::{Batch, Disk, DiskTiming};
 use crate::fnv::Fnv;
+use crate::membership::Members;
 use crate::network::{NetFaults, Network};
 use crate::rng::SplitMix64;
-use embraft::core::{Config, Entry, Index, NodeId, ProposeError, Raft, Role, Term, TransferError};
+use embraft::core::{
+    ConfChange, Config, Entry, Index, NodeId, ProposeError, Raft, Role, StepError, Term,
+    TransferError,
+};
 
 /// Virtual time units per Raft tick. Message and disk delays are drawn in
 /// these units, so most of them fall within a tick.
 pub const TICK: u64 = 10;
 
+/// At most this many nodes take part at once: members, blank joiners
+/// waiting to be added, and removed nodes still running.
+pub const MAX_SLOTS: usize = 7;
+
+/// Node ids one run may use. A removed node never comes back under its old
+/// id (a stale leader could still count it by that id); its slot goes to a
+/// new node with a fresh id instead.
+pub const MAX_NODE_IDS: usize = 48;
+
 /// How a scenario's cluster is built and how hostile its environment is.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
+    /// The founding voters: nodes `1..=nodes`.
     pub nodes: usize,
+    /// Nodes running from the start: the founders, then blank joiners (no
+    /// membership yet) that can be added later. At most [`MAX_SLOTS`].
+    pub slots: usize,
     pub pre_vote: bool,
     pub check_quorum: bool,
     pub lease_reads: bool,
@@ -35,6 +52,7 @@ impl Options {
     pub fn new(nodes: usize) -> Options {
         Options {
             nodes,
+            slots: nodes,
             pre_vote: true,
             check_quorum: true,
             lease_reads: false,
@@ -63,10 +81,12 @@ pub struct Cluster {
     opts: Options,
     now: u64,
     ticks: u64,
-    voters: Vec<NodeId>,
-    /// `None` while the node is down. Index `id - 1`.
+    /// `None` while the node is down. Index `id - 1`, for every node
+    /// created so far (ids are given out in order).
     rafts: Vec<Option<Raft>>,
     disks: Vec<Disk>,
+    /// Nodes whose slot went to a new node: stopped for good.
+    retired: Vec<bool>,
     pub net: Network,
     checker: Checker,
     next_payload: u64,
@@ -76,36 +96,143 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(rng: SplitMix64, opts: Options) -> Cluster {
+        assert!(
+            opts.nodes >= 1 && opts.nodes <= opts.slots && opts.slots <= MAX_SLOTS,
+            "{opts:?} does not fit the simulator"
+        );
         let mut cluster = Cluster {
             rng,
             opts,
             now: 0,
             ticks: 0,
-            voters: (1..=opts.nodes as NodeId).collect(),
-            rafts: (0..opts.nodes).map(|_| None).collect(),
-            disks: (0..opts.nodes).map(|_| Disk::default()).collect(),
-            net: Network::new(opts.nodes, opts.net),
-            checker: Checker::new(opts.nodes),
+            rafts: Vec::new(),
+            disks: Vec::new(),
+            retired: Vec::new(),
+            net: Network::new(MAX_NODE_IDS, opts.net),
+            checker: Checker::new(MAX_NODE_IDS),
             next_payload: 0,
             next_read_context: 0,
             trace: std::env::var_os("EMBRAFT_SIM_TRACE").is_some(),
         };
+        // Every founder's disk holds the founding entry before any starts.
+        let founders: Vec<NodeId> = (1..=opts.nodes as NodeId).collect();
+        for id in 1..=opts.slots as NodeId {
+            let disk = if founders.contains(&id) {
+                Disk::founding(&founders)
+            } else {
+                Disk::default()
+            };
+            cluster.create(disk);
+        }
         for id in cluster.ids() {
             cluster.start(id);
         }
         cluster
     }
 
+    /// Creates the next node, down, on `disk`; returns its id.
+    fn create(&mut self, disk: Disk) -> NodeId {
+        assert!(
+            self.disks.len() < MAX_NODE_IDS,
+            "the run used up its node ids"
+        );
+        self.rafts.push(None);
+        self.disks.push(disk);
+        self.retired.push(false);
+        self.disks.len() as NodeId
+    }
+
     pub fn options(&self) -> Options {
         self.opts
     }
 
+    /// Every node taking part: all but the retired ones.
     pub fn ids(&self) -> Vec<NodeId> {
-        self.voters.clone()
+        self.all_ids()
+            .filter(|&id| !self.retired[slot(id)])
+            .collect()
     }
 
+    /// Every node ever created, retired ones included.
+    fn all_ids(&self) -> impl Iterator<Item = NodeId> {
+        1..=self.disks.len() as NodeId
+    }
+
+    /// A quorum of the founding voters, for scenarios whose membership
+    /// never changes.
     pub fn quorum(&self) -> usize {
         self.opts.nodes / 2 + 1
+    }
+
+    // ---- membership ----
+
+    /// The membership the committed log has put in force.
+    pub fn membership(&self) -> &Members {
+        self.checker.latest_config()
+    }
+
+    /// Members (voters and learners) of the membership in force.
+    pub fn members(&self) -> Vec<NodeId> {
+        self.membership().members()
+    }
+
+    /// The membership node `id` has in force.
+    pub fn membership_of(&self, id: NodeId) -> Members {
+        Members::from_conf_state(&self.node(id).status().conf_state)
+    }
+
+    /// Proposes a membership change on node `id`.
+    pub fn propose_conf_change(
+        &mut self,
+        id: NodeId,
+        change: &ConfChange,
+    ) -> Result<(Index, Term), ProposeError> {
+        let raft = self.rafts[slot(id)].as_mut().expect("node is up");
+        let result = raft.propose_conf_change(change);
+        self.trace_line(|| format!("propose {change:?} on {id}: {result:?}"));
+        self.after_event(id);
+        result
+    }
+
+    /// Whether leader `leader` knows `learner` to have replicated through
+    /// its commit index (what a host checks before promoting a learner).
+    pub fn caught_up(&self, leader: NodeId, learner: NodeId) -> bool {
+        let status = self.node(leader).status();
+        status
+            .peers
+            .iter()
+            .any(|p| p.id == learner && p.match_index >= status.commit)
+    }
+
+    /// Whether node `id`'s disk holds nothing: a joiner never added.
+    pub fn is_blank(&self, id: NodeId) -> bool {
+        self.disks[slot(id)].is_blank()
+    }
+
+    /// Whether node `id` counts in no membership any node may still decide
+    /// by (neither the one in force nor the one before it), so that its
+    /// data may go.
+    pub fn is_forgotten(&self, id: NodeId) -> bool {
+        !self.checker.may_count(id)
+    }
+
+    /// A removed node leaves for good: it stops, its data is deleted, and a
+    /// blank joiner with a fresh id takes its slot. Returns the new id.
+    pub fn replace(&mut self, id: NodeId) -> NodeId {
+        assert!(
+            self.is_forgotten(id),
+            "node {id} may still count in a quorum"
+        );
+        if self.is_up(id) {
+            self.crash(id);
+        }
+        self.retired[slot(id)] = true;
+        self.disks[slot(id)].wipe();
+        self.checker.on_wipe(&self.disks);
+        self.trace_line(|| format!("retire {id}"));
+        let new = self.create(Disk::default());
+        self.start(new);
+        new
     }
 
     pub fn ticks(&self) -> u64 {
@@ -126,13 +253,17 @@ impl Cluster {
             seed: self.rng.next_u64(),
             ..Config::default()
         };
-        let initial = self.disks[slot(id)].recover(&self.voters);
+        let initial = self.disks[slot(id)].recover();
         let raft = Raft::new(config, initial)
             .unwrap_or_else(|e| panic!("node {id} refused its recovered state: {e}"));
         self.rafts[slot(id)] = Some(raft);
         self.checker.on_restart(id);
         self.trace_line(|| format!("start {id}"));
         self.after_event(id);
+        // A node recovers the membership its durable log puts in force.
+        let raft = self.node(id);
+        self.checker
+            .on_conf_state(id, raft.commit_index(), &raft.status().conf_state);
     }
 
     /// Power loss: the node stops, and every write not yet durable is lost.
@@ -145,6 +276,7 @@ impl Cluster {
 
     pub fn restart(&mut self, id: NodeId) {
         assert!(!self.is_up(id), "node {id} is already up");
+        assert!(!self.retired[slot(id)], "node {id} left for good");
         self.start(id);
     }
 
@@ -153,17 +285,16 @@ impl Cluster {
     }
 
     pub fn up_nodes(&self) -> Vec<NodeId> {
-        self.voters
-            .iter()
-            .copied()
+        self.ids()
+            .into_iter()
             .filter(|&id| self.is_up(id))
             .collect()
     }
 
+    /// Nodes that are down, retired ones excepted.
     pub fn down_nodes(&self) -> Vec<NodeId> {
-        self.voters
-            .iter()
-            .copied()
+        self.ids()
+            .into_iter()
             .filter(|&id| !self.is_up(id))
             .collect()
     }
@@ -212,7 +343,7 @@ impl Cluster {
         for &n in &self.net.stats.sent {
             h.u64(n);
         }
-        for id in self.ids() {
+        for id in self.all_ids() {
             let disk = &self.disks[slot(id)];
             let hs = disk.hard_state();
             h.u64(hs.term).u64(hs.vote).u64(hs.commit);
@@ -225,6 +356,39 @@ impl Cluster {
             }
         }
         h.finish()
+    }
+
+    /// Every node's state, for the message of a failed liveness check.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "at tick {}, committed through {}, membership in force {:?}",
+            self.ticks,
+            self.committed_len(),
+            self.membership()
+        );
+        for id in self.ids() {
+            let line = match &self.rafts[slot(id)] {
+                None => "down".to_string(),
+                Some(raft) => {
+                    let st = raft.status();
+                    format!(
+                        "{:?} term {} leader {} commit {} last {} applied {} voters {:?} \
+                         outgoing {:?} learners {:?}",
+                        st.role,
+                        st.term,
+                        st.leader,
+                        st.commit,
+                        st.last_index,
+                        self.applied(id),
+                        st.conf_state.voters,
+                        st.conf_state.voters_outgoing,
+                        st.conf_state.learners
+                    )
+                }
+            };
+            out.push_str(&format!("\n  node {id}: {line}"));
+        }
+        out
     }
 
     // ---- time ----
@@ -299,7 +463,7 @@ impl Cluster {
         self.process_events_through(tick_at);
         self.now = tick_at;
         self.ticks += 1;
-        for id in self.ids() {
+        for id in self.all_ids() {
             if let Some(raft) = self.rafts[slot(id)].as_mut() {
                 raft.tick();
                 self.after_event(id);
@@ -323,8 +487,7 @@ impl Cluster {
     /// first), else a message delivery.
     fn process_event_at(&mut self, at: u64) {
         let writer = self
-            .ids()
-            .into_iter()
+            .all_ids()
             .find(|&id| self.disks[slot(id)].next_completion_at() == Some(at));
         match writer {
             Some(id) => self.complete_write(id),
@@ -343,8 +506,11 @@ impl Cluster {
         if self.trace {
             eprintln!("t={} deliver {msg:?}", self.now);
         }
-        if let Err(e) = raft.step(msg) {
-            panic!("node {to} refused a genuine message: {e}");
+        match raft.step(msg) {
+            // Members refuse non-members (a removed node, or a new one this
+            // node has not seen added yet).
+            Ok(()) | Err(StepError::UnknownSender(_)) => {}
+            Err(e) => panic!("node {to} refused a genuine message: {e}"),
         }
         self.after_event(to);
     }
@@ -379,15 +545,14 @@ impl Cluster {
             if self.trace {
                 eprintln!("t={} ready {id} {rd:?}", self.now);
             }
-            // Nothing is ever compacted and membership never changes here,
-            // so the core has no reason to hand out any of these; a host
-            // that ignored them would break the contract.
+            // Nothing is ever compacted here, so the core has no reason to
+            // hand out snapshot work; a host that ignored it would break the
+            // contract.
             assert!(
                 rd.snapshot.is_none()
                     && rd.snapshots_to_send.is_empty()
-                    && rd.snapshot_chunks.is_empty()
-                    && rd.conf_state.is_none(),
-                "node {id} handed out snapshot or membership work the simulator does not model"
+                    && rd.snapshot_chunks.is_empty(),
+                "node {id} handed out snapshot work the simulator does not model"
             );
             if let Some(first) = rd.entries.first() {
                 let prev_term = match first.index - 1 {
@@ -423,8 +588,15 @@ impl Cluster {
                 let last = last.index;
                 self.checker
                     .on_applied(id, &rd.committed_entries, &self.disks);
+                if let Some(cs) = &rd.conf_state {
+                    self.checker.on_conf_state(id, last, cs);
+                }
                 raft.on_applied(last);
             }
+            assert!(
+                rd.conf_state.is_none() || !rd.committed_entries.is_empty(),
+                "node {id} reported a new membership without applying anything"
+            );
             self.checker.observe(raft, &self.disks);
         }
         panic!("node {id} still has work after 8 ready batches in a row");
@@ -483,7 +655,10 @@ impl Cluster {
             }
             self.tick();
         }
-        panic!("liveness: node {id} got no read point within {budget} ticks");
+        panic!(
+            "liveness: node {id} got no read point within {budget} ticks\n{}",
+            self.describe()
+        );
     }
 
     pub fn transfer_leader(&mut self, id: NodeId, to: NodeId) -> Result<(), TransferError> {
@@ -510,27 +685,30 @@ impl Cluster {
 
     /// A leader that a quorum of running nodes it can reach (itself
     /// included) follows in its term: elected, known and able to make
-    /// progress, not merely self-proclaimed or cut off.
+    /// progress, not merely self-proclaimed or cut off. The quorum is one
+    /// of the membership the leader has in force.
     pub fn stable_leader(&self) -> Option<NodeId> {
         let leader = self.leader()?;
         let term = self.node(leader).term();
-        let followers = self
-            .up_nodes()
-            .into_iter()
-            .filter(|&id| {
-                self.net.connected(leader, id)
-                    && self.node(id).term() == term
-                    && self.node(id).leader() == leader
-            })
-            .count();
-        (followers >= self.quorum()).then_some(leader)
+        let following = |id: NodeId| {
+            self.is_up(id)
+                && self.net.connected(leader, id)
+                && self.node(id).term() == term
+                && self.node(id).leader() == leader
+        };
+        self.membership_of(leader)
+            .is_quorum(following)
+            .then_some(leader)
     }
 
     /// Liveness: a stable leader emerges within the election budget.
     pub fn await_stable_leader(&mut self) -> NodeId {
         let budget = self.opts.election_budget();
         if !self.run_until(budget, |c| c.stable_leader().is_some()) {
-            panic!("liveness: no stable leader within {budget} ticks");
+            panic!(
+                "liveness: no stable leader within {budget} ticks\n{}",
+                self.describe()
+            );
         }
         self.stable_leader().expect("checked above")
     }
@@ -544,34 +722,81 @@ impl Cluster {
         self.checker.committed_len()
     }
 
-    /// Liveness: proposes through the current leader until a proposal
-    /// commits, re-proposing when leadership moves, within a budget.
-    pub fn commit_one(&mut self) -> (Index, Term) {
+    /// Liveness: proposes through the current stable leader, again whenever
+    /// leadership moves to a new term or the leader refused, until `done`
+    /// returns something, within a budget. `done` sees the proposals made
+    /// so far.
+    fn propose_until<R>(
+        &mut self,
+        what: &str,
+        mut propose: impl FnMut(&mut Cluster, NodeId) -> Result<(Index, Term), ProposeError>,
+        done: impl Fn(&Cluster, &[(Index, Term)]) -> Option<R>,
+    ) -> R {
         let budget = self.opts.election_budget() * 2;
         let start = self.ticks;
-        let mut pending: Vec<(Index, Term)> = Vec::new();
+        let mut proposed: Vec<(Index, Term)> = Vec::new();
         let mut proposed_in: Option<Term> = None;
         while self.ticks - start < budget {
-            if let Some(&done) = pending.iter().find(|&&(i, t)| self.is_committed(i, t)) {
-                return done;
+            if let Some(result) = done(self, &proposed) {
+                return result;
             }
             if let Some(leader) = self.stable_leader() {
                 let term = self.node(leader).term();
                 if proposed_in != Some(term) {
-                    if let Ok(p) = self.propose(leader) {
-                        pending.push(p);
+                    if let Ok(p) = propose(self, leader) {
+                        proposed.push(p);
                         proposed_in = Some(term);
                     }
                 }
             }
             self.tick();
         }
-        panic!("liveness: no proposal committed within {budget} ticks");
+        panic!(
+            "liveness: {what} within {budget} ticks\n{}",
+            self.describe()
+        );
     }
 
-    /// Liveness: every running node applies through `index`.
+    /// Liveness: proposes through the current leader until a proposal
+    /// commits, re-proposing when leadership moves, within a budget.
+    pub fn commit_one(&mut self) -> (Index, Term) {
+        self.propose_until(
+            "no proposal committed",
+            |c, leader| c.propose(leader),
+            |c, proposed| {
+                proposed
+                    .iter()
+                    .copied()
+                    .find(|&(i, t)| c.is_committed(i, t))
+            },
+        )
+    }
+
+    /// Liveness of membership changes: proposes `change` through the
+    /// current leader until the committed log has put it in force (and, for
+    /// a joint change, left the joint configuration again).
+    pub fn change_membership(&mut self, change: &ConfChange) {
+        let mut target = self
+            .membership()
+            .after(change)
+            .unwrap_or_else(|why| panic!("{change:?} is invalid: {why}"));
+        if target.is_joint() {
+            target = target.after(&ConfChange::LeaveJoint).expect("joint");
+        }
+        self.propose_until(
+            &format!("membership change {change:?} not in force"),
+            |c, leader| c.propose_conf_change(leader, change),
+            |c, _| (*c.membership() == target).then_some(()),
+        );
+    }
+
+    /// Liveness: every running member applies through `index`.
     pub fn await_applied_everywhere(&mut self, index: Index) {
-        let nodes = self.up_nodes();
+        let nodes: Vec<NodeId> = self
+            .members()
+            .into_iter()
+            .filter(|&id| self.is_up(id))
+            .collect();
         self.await_applied_by(&nodes, index);
     }
 
@@ -581,7 +806,8 @@ impl Cluster {
         let done = self.run_until(budget, |c| nodes.iter().all(|&id| c.applied(id) >= index));
         assert!(
             done,
-            "liveness: nodes {nodes:?} did not all apply index {index} within {budget} ticks"
+            "liveness: nodes {nodes:?} did not all apply index {index} within {budget} ticks\n{}",
+            self.describe()
         );
     }
 
@@ -598,13 +824,33 @@ impl Cluster {
         });
         assert!(
             done,
-            "liveness: no leader committed its whole log within {budget} ticks without proposals"
+            "liveness: no leader committed its whole log within {budget} ticks without \
+             proposals\n{}",
+            self.describe()
+        );
+    }
+
+    /// Liveness: a joint configuration in force is left (the leader does it
+    /// by itself), and a stable leader of the resulting membership emerges.
+    pub fn await_membership_settled(&mut self) {
+        let budget = self.opts.election_budget() * 2;
+        let done = self.run_until(budget, |c| {
+            !c.membership().is_joint()
+                && c.stable_leader()
+                    .is_some_and(|l| !c.membership_of(l).is_joint())
+        });
+        assert!(
+            done,
+            "liveness: the joint configuration {:?} was not left within {budget} ticks\n{}",
+            self.membership(),
+            self.describe()
         );
     }
 
     /// Ends every fault (partitions, lossy links, crashed nodes), then
     /// requires the cluster to recover: a leader is elected, commits its
-    /// log, commits a new proposal, and every node applies it.
+    /// log, leaves any joint configuration, commits a new proposal, and
+    /// every member applies it.
     pub fn heal_and_check_liveness(&mut self) {
         self.net.heal();
         self.net.set_faults(NetFaults::RELIABLE);
@@ -613,6 +859,7 @@ impl Cluster {
         }
         self.await_stable_leader();
         self.await_leader_commits_its_log();
+        self.await_membership_settled();
         let (index, _) = self.commit_one();
         self.await_applied_everywhere(index);
     }

@@ -3,7 +3,7 @@
 //! loses every write still in progress.
 
 use crate::rng::SplitMix64;
-use embraft::core::{ConfState, Entry, HardState, Index, InitialState, Message, NodeId, Term};
+use embraft::core::{Entry, HardState, Index, InitialState, Message, NodeId, Term};
 use std::collections::VecDeque;
 
 /// How long a write takes, in virtual time units.
@@ -46,6 +46,17 @@ pub struct Disk {
 }
 
 impl Disk {
+    /// The disk of a founding member: the founding entry, which puts the
+    /// voters `voters` in force, is durable and committed from the start.
+    pub fn founding(voters: &[NodeId]) -> Disk {
+        let founding = InitialState::bootstrap(voters);
+        Disk {
+            hard_state: founding.hard_state,
+            log: founding.entries,
+            pending: VecDeque::new(),
+        }
+    }
+
     /// Queues a batch. It completes after a random delay, but never before
     /// the batch queued ahead of it. A batch with nothing to write completes
     /// as soon as its predecessors have.
@@ -125,17 +136,22 @@ impl Disk {
     }
 
     /// What a node restarting from this disk recovers. The simulated state
-    /// machine is volatile, so nothing counts as applied yet.
-    pub fn recover(&self, voters: &[NodeId]) -> InitialState {
+    /// machine is volatile, so nothing counts as applied yet; the membership
+    /// comes from the log (an empty disk is a node joining the cluster).
+    pub fn recover(&self) -> InitialState {
         InitialState {
             hard_state: self.hard_state,
-            conf_state: ConfState {
-                voters: voters.to_vec(),
-                ..ConfState::default()
-            },
-            snapshot: None,
             entries: self.log.clone(),
-            applied: 0,
+            ..InitialState::default()
         }
+    }
+
+    /// Deletes everything, as a host does with a removed node's data.
+    pub fn wipe(&mut self) {
+        *self = Disk::default();
+    }
+
+    pub fn is_blank(&self) -> bool {
+        self.log.is_empty() && self.hard_state == HardState::default()
     }
 }
