@@ -260,6 +260,11 @@ pub enum ProposeError {
     ConfChange(ConfChangeError),
     /// The learner to promote has not caught up with the commit index.
     LearnerBehind { matched: Index, commit: Index },
+    /// This leader's log holds a membership change that leaves it a voter
+    /// of no configuration (its removal or demotion); it takes nothing more
+    /// and steps down once the change is in force. Propose on the next
+    /// leader.
+    LeaderLeaving,
 }
 
 impl fmt::Display for ProposeError {
@@ -281,6 +286,9 @@ impl fmt::Display for ProposeError {
                 f,
                 "learner has replicated through {matched}, behind the commit index {commit}"
             ),
+            ProposeError::LeaderLeaving => {
+                write!(f, "this leader is being removed from the voters")
+            }
         }
     }
 }
@@ -384,6 +392,18 @@ pub struct Raft {
     pending_conf_index: Index,
     /// Membership changes through this index are in force.
     conf_applied: Index,
+    /// Leader: the index of a membership change in its log that leaves it
+    /// a voter of no configuration (its removal, its demotion, or leaving
+    /// a joint configuration it votes in only as an outgoing voter), or 0.
+    /// Until that change is in force, and this node steps down, it takes
+    /// no proposal: its log then ends at the change, which a quorum of the
+    /// remaining voters holds once it commits, so those voters win this
+    /// node's vote by the ordinary up-to-date rule should they still need
+    /// it (they may not know yet that the change committed). Entries it
+    /// took beyond the change could commit without it, or not at all, and
+    /// in either case make it refuse its vote to every remaining voter
+    /// that lacks them, forever.
+    leaving_at: Index,
     /// The membership after each change in force since the snapshot (the
     /// first item is the snapshot's), to give a snapshot its membership.
     conf_history: Vec<(Index, Membership)>,
@@ -481,6 +501,7 @@ impl Raft {
             broadcast_pending: false,
             pending_conf_index: 0,
             conf_applied,
+            leaving_at: 0,
             conf_history,
             snapshot_term: snapshot.term,
             snapshots_to_send: Vec::new(),
@@ -585,8 +606,14 @@ impl Raft {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.role == Role::Leader {
             self.tick_leader();
-        } else if self.election_elapsed >= self.randomized_election_timeout && self.promotable() {
-            self.campaign();
+        } else if self.election_elapsed >= self.randomized_election_timeout {
+            if self.promotable() {
+                self.campaign();
+            } else if self.role != Role::Follower {
+                // A campaign for this node's log that got no answer (see
+                // `holds_what_voters_lack`): it does not try again by itself.
+                self.become_follower(self.term, NO_NODE);
+            }
         }
     }
 
@@ -685,6 +712,10 @@ impl Raft {
         if !self.promotable() || self.role == Role::Leader {
             return;
         }
+        self.start_election();
+    }
+
+    fn start_election(&mut self) {
         if self.config.pre_vote {
             self.become_pre_candidate();
         } else {
@@ -807,6 +838,7 @@ impl Raft {
         // Uncommitted entries may hold a membership change this leader
         // cannot see yet; no new change until all of them are applied.
         self.pending_conf_index = self.log.last_index();
+        self.leaving_at = self.own_removal_in_log();
         // Entries of earlier terms commit only through an entry of this
         // term; the no-op lets them commit without waiting for a proposal.
         self.append_entry(EntryKind::Noop, Payload::default());
@@ -1087,7 +1119,7 @@ impl Raft {
         // own voters' answers), and a node that has not caught up with the
         // membership yet, a joining one above all, must still be able to
         // vote, or a cluster whose quorum needs it could never elect.
-        let grant = can_vote && self.candidate_up_to_date(last_index, last_term);
+        let grant = can_vote && self.log.is_up_to_date(last_index, last_term);
         if grant && !pre_vote {
             self.vote = from;
             self.election_elapsed = 0;
@@ -1106,47 +1138,36 @@ impl Raft {
             term,
             body,
         });
+        if can_vote && !grant && self.holds_what_voters_lack() {
+            // See `holds_what_voters_lack`.
+            self.start_election();
+        }
     }
 
-    /// Whether a candidate whose log ends at `(last_index, last_term)` is
-    /// up to date enough for this node's vote (Raft §5.4.1). A node that is
-    /// a voter of no membership its log leads to (it was removed, or made a
-    /// learner) compares the candidate with its committed prefix only: its
-    /// vote counts only for nodes that have not yet applied its removal,
-    /// and an entry committed since then is held by voters those nodes need
-    /// as well. Its own uncommitted entries, which may never commit, must
-    /// not keep such a node from winning: a leader that removed itself
-    /// could otherwise leave the remaining voters, still joint and unaware
-    /// that the change committed, unable ever to elect a leader.
-    fn candidate_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
-        if self.votes_anywhere() {
-            return self.log.is_up_to_date(last_index, last_term);
-        }
-        let commit = self.log.committed;
-        let commit_term = self.log.term(commit).unwrap_or(self.snapshot_term);
-        last_term > commit_term || (last_term == commit_term && last_index >= commit)
-    }
-
-    /// Whether this node is a voter of its membership in force, or of one
-    /// that the membership changes among its entries not yet applied lead
-    /// to (a learner being promoted counts in quorums before it knows).
-    fn votes_anywhere(&self) -> bool {
-        if self.membership.is_voter(self.id) {
-            return true;
-        }
-        let mut membership = self.membership.clone();
-        for index in self.conf_applied + 1..=self.log.last_index() {
-            let Some(entry) = self.log.entry(index) else {
-                continue;
-            };
-            if let Some(next) = membership_after(&membership, entry) {
-                if next.is_voter(self.id) {
-                    return true;
-                }
-                membership = next;
-            }
-        }
-        false
+    /// Whether this node should campaign because it just refused its vote
+    /// to a candidate for lacking entries this node holds, while this node
+    /// is a voter of no configuration in force here (it was removed, or
+    /// made a learner) and has heard from no leader for an election
+    /// timeout. That candidate still decides by a membership in
+    /// which this node votes (it has not applied the change that removed
+    /// it), so it may need this node's vote to win; and this node must
+    /// refuse it: a leader deciding by that membership may have counted
+    /// this node's acknowledgement of those entries. If no voter holds
+    /// them (their leader lost them in a crash, say), only a node that does
+    /// can still get that candidate's membership moving.
+    ///
+    /// So it campaigns in the membership in force here, though it is not
+    /// one of its voters: it wins only with a quorum of those voters, as
+    /// any candidate deciding by that membership would. As leader it takes
+    /// no proposal, counts only those voters toward commits, and steps down
+    /// once an entry of its term commits (see `ready`), having sent the
+    /// commit index, and with it the change that removed this node, to the
+    /// voters that had not learned it.
+    fn holds_what_voters_lack(&self) -> bool {
+        !self.promotable()
+            && !self.membership.is_empty()
+            && self.role == Role::Follower
+            && (self.leader == NO_NODE || self.election_elapsed >= self.config.election_tick)
     }
 
     fn handle_append(
@@ -1413,6 +1434,7 @@ impl Raft {
         }
         let placed = self.append_proposal(EntryKind::ConfChange, encoded.into());
         self.pending_conf_index = placed.0;
+        self.leaving_at = self.own_removal_in_log();
         Ok(placed)
     }
 
@@ -1425,6 +1447,9 @@ impl Raft {
         if self.lead_transferee != NO_NODE {
             return Err(ProposeError::TransferInProgress);
         }
+        if self.leaving_at > self.conf_applied || !self.membership.is_voter(self.id) {
+            return Err(ProposeError::LeaderLeaving);
+        }
         let size = size as u64;
         if size > self.config.max_entry_bytes {
             return Err(ProposeError::TooLarge {
@@ -1433,6 +1458,26 @@ impl Raft {
             });
         }
         Ok(())
+    }
+
+    /// The index of the first membership change not yet in force whose
+    /// membership has this node as a voter of no configuration, or 0 (see
+    /// `leaving_at`).
+    fn own_removal_in_log(&self) -> Index {
+        let mut membership = self.membership.clone();
+        for index in self.conf_applied + 1..=self.log.last_index() {
+            let entry = self
+                .log
+                .entry(index)
+                .expect("entries not in force are held");
+            if let Some(next) = membership_after(&membership, entry) {
+                if !next.is_voter(self.id) {
+                    return index;
+                }
+                membership = next;
+            }
+        }
+        0
     }
 
     fn append_proposal(&mut self, kind: EntryKind, data: Payload) -> (Index, Term) {
@@ -1515,6 +1560,7 @@ impl Raft {
         if self.leave_joint_due() {
             let (index, _) = self.append_proposal(EntryKind::ConfChange, Payload::default());
             self.pending_conf_index = index;
+            self.leaving_at = self.own_removal_in_log();
         }
     }
 
@@ -1810,6 +1856,19 @@ impl Raft {
     /// Takes the pending batch of work (see [`Ready`]).
     pub fn ready(&mut self) -> Ready {
         self.maybe_leave_joint();
+        if self.role == Role::Leader
+            && !self.membership.is_voter(self.id)
+            && self.log.term(self.log.committed) == Some(self.term)
+        {
+            // A leader that votes in no configuration (see
+            // `holds_what_voters_lack`) has done its job once an entry of
+            // its term commits: the appends carrying that commit index
+            // leave with this batch.
+            if self.broadcast_pending {
+                self.broadcast_append();
+            }
+            self.become_follower(self.term, NO_NODE);
+        }
         let committed_entries = self.log.take_committed(self.config.max_apply_bytes);
         let conf_changed = self.apply_committed_conf_changes(&committed_entries);
         if self.broadcast_pending {

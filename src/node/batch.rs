@@ -2,7 +2,7 @@
 //! node's threads fill until the host takes it.
 
 use crate::core::{
-    Entry, Index, NodeId, ProposeError, ReadState, Role, SnapshotChunk, SnapshotMeta, Term,
+    Entry, Index, NodeId, ProposeError, ReadState, Role, SnapshotChunk, SnapshotMeta, Term, NO_NODE,
 };
 use std::fmt;
 
@@ -51,6 +51,9 @@ impl From<ProposeError> for DropReason {
             ProposeError::ConfChangePending => DropReason::ConfChangePending,
             ProposeError::ConfChange(_) => DropReason::ConfChangeInvalid,
             ProposeError::LearnerBehind { .. } => DropReason::LearnerBehind,
+            // The leader steps down once its removal is in force: propose
+            // on the next one, as for any node that does not lead.
+            ProposeError::LeaderLeaving => DropReason::NotLeader { leader: NO_NODE },
         }
     }
 }
