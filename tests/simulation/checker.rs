@@ -12,12 +12,22 @@
 //! membership (one leader per term, one entry per committed index, leader
 //! completeness) are what two disjoint majorities committing would break,
 //! so they hold across every change of configuration.
+//!
+//! Snapshots: the checker records the digest of the applied state at every
+//! index (see `snapshot.rs`); every node applying an index, every snapshot
+//! taken and every snapshot restored, at runtime or at recovery, must agree
+//! with it, and a snapshot's metadata must be the committed log's at its
+//! index (term, membership in force). A node's log may start after its
+//! snapshot: what the snapshot covers counts as held (it covers committed
+//! entries only, which the checks of its last entry enforce).
 
 use crate::disk::Disk;
 use crate::fnv::Fnv;
 use crate::membership::Members;
+use crate::snapshot::Machine;
 use embraft::core::{
-    ConfChange, ConfState, Entry, EntryKind, Index, NodeId, Raft, ReadState, Role, Term,
+    ConfChange, ConfState, Entry, EntryKind, Index, NodeId, Raft, ReadState, Role, SnapshotMeta,
+    Term,
 };
 use std::collections::BTreeMap;
 
@@ -65,6 +75,9 @@ pub struct Checker {
     /// The committed prefix of the log as far as any node has counted it;
     /// `committed[i]` is index `i + 1`.
     committed: Vec<CommittedEntry>,
+    /// The digest of the applied state after each index; `digests[i]` is
+    /// after index `i + 1`.
+    digests: Vec<u64>,
     nodes: Vec<NodeView>,
     /// Read requests awaiting their outcome, by context: who asked, and how
     /// much was committed when they did.
@@ -80,6 +93,7 @@ impl Checker {
             leaders: BTreeMap::new(),
             ledger: BTreeMap::new(),
             committed: Vec::new(),
+            digests: Vec::new(),
             nodes: vec![NodeView::default(); capacity],
             reads: BTreeMap::new(),
             reads_served: 0,
@@ -177,17 +191,23 @@ impl Checker {
             view.commit
         );
         for i in view.commit + 1..=commit {
-            let entry = entry_at(log, i).unwrap_or_else(|| {
-                panic!("node {id} committed index {i} beyond the end of its log")
-            });
-            self.on_committed(id, term, entry, disks);
+            match entry_at(log, i) {
+                Some(entry) => self.on_committed(id, term, entry, disks),
+                // Covered by a snapshot the node installed: what the other
+                // node committed, as the snapshot's checks verify.
+                None => assert!(
+                    i < raft.first_index() && i <= self.committed_len(),
+                    "node {id} committed index {i}, which it neither holds nor got from a \
+                     committed snapshot"
+                ),
+            }
         }
         self.nodes[index(id)].commit = commit;
 
         if raft.role() == Role::Leader {
             let leader = *self.leaders.entry(term).or_insert(id);
             assert_eq!(leader, id, "nodes {leader} and {id} both led term {term}");
-            self.check_leader_completeness(id, term, log);
+            self.check_leader_completeness(id, term, log, raft.first_index());
         } else {
             self.nodes[index(id)].leading = None;
         }
@@ -331,14 +351,22 @@ impl Checker {
 
     /// Leader completeness: a leader of term `term` holds every entry
     /// committed in an earlier term.
-    fn check_leader_completeness(&mut self, id: NodeId, term: Term, log: &[Entry]) {
+    fn check_leader_completeness(
+        &mut self,
+        id: NodeId,
+        term: Term,
+        log: &[Entry],
+        first_index: Index,
+    ) {
         let verified = match self.nodes[index(id)].leading {
             Some((t, verified)) if t == term => verified,
             _ => 0,
         };
         for (offset, c) in self.committed[verified..].iter().enumerate() {
             let i = (verified + offset) as Index + 1;
-            if c.seen_in_term < term {
+            // Entries before the log are the leader's snapshot's, whose last
+            // one was checked against the committed log.
+            if c.seen_in_term < term && i >= first_index {
                 let held = entry_at(log, i).map(|e| e.term);
                 assert_eq!(
                     held,
@@ -385,9 +413,17 @@ impl Checker {
     }
 
     /// State machine safety: every node applies the committed entries in
-    /// order, and only once a quorum holds them durably.
-    pub fn on_applied(&mut self, id: NodeId, entries: &[Entry], disks: &[Disk]) {
-        for e in entries {
+    /// order, and only once a quorum holds them durably; its state machine
+    /// is then the one every node has at that index (`states` holds the
+    /// node's state after each entry).
+    pub fn on_applied(
+        &mut self,
+        id: NodeId,
+        entries: &[Entry],
+        states: &[Machine],
+        disks: &[Disk],
+    ) {
+        for (e, state) in entries.iter().zip(states) {
             let view = self.nodes[index(id)];
             assert_eq!(
                 e.index,
@@ -411,16 +447,82 @@ impl Checker {
                 c.term
             );
             self.check_still_held(e.index, e.term, disks, "was applied");
+            self.check_state(id, *state, "applying");
             self.nodes[index(id)].applied = e.index;
         }
     }
+
+    /// The node's state machine at `state.applied` must be everyone's
+    /// there; the first node to reach an index sets it.
+    fn check_state(&mut self, id: NodeId, state: Machine, doing: &str) {
+        let i = state.applied;
+        if i == 0 {
+            return;
+        }
+        if i as usize == self.digests.len() + 1 {
+            self.digests.push(state.digest);
+        }
+        assert_eq!(
+            self.digests.get(i as usize - 1),
+            Some(&state.digest),
+            "node {id} has another state after index {i} than other nodes had, {doing}"
+        );
+    }
+
+    /// A snapshot's metadata is the committed log's at its index, and its
+    /// state the one every node had there.
+    fn check_snapshot(&mut self, id: NodeId, meta: &SnapshotMeta, state: Machine, doing: &str) {
+        let i = meta.index;
+        assert_eq!(
+            state.applied, i,
+            "node {id}'s snapshot at {i} holds the state at {}",
+            state.applied
+        );
+        assert!(
+            i as usize <= self.digests.len(),
+            "node {id}, {doing}, has a snapshot at {i}, which no node has applied"
+        );
+        assert_eq!(
+            self.committed_term(i),
+            Some(meta.term),
+            "node {id}, {doing}, has a snapshot through ({i}, term {}), not a committed entry",
+            meta.term
+        );
+        let expected = self.config_at(i);
+        assert!(
+            expected.matches(&meta.conf_state),
+            "node {id}, {doing}, has a snapshot at {i} with membership {:?}, but the committed \
+             log puts {expected:?} in force there",
+            meta.conf_state
+        );
+        self.check_state(id, state, doing);
+    }
+
+    /// Node `id` took a snapshot of its state machine.
+    pub fn on_snapshot_taken(&mut self, id: NodeId, meta: &SnapshotMeta, state: Machine) {
+        assert_eq!(
+            self.nodes[index(id)].applied,
+            state.applied,
+            "node {id} took a snapshot of another state than the one it applied"
+        );
+        self.check_snapshot(id, meta, state, "taking a snapshot");
+    }
+
+    /// Node `id`'s state machine was restored from a snapshot: installed
+    /// from the leader's, or recovered at restart. It has applied through
+    /// the snapshot, and goes on from there.
+    pub fn on_snapshot_restored(&mut self, id: NodeId, meta: &SnapshotMeta, state: Machine) {
+        self.check_snapshot(id, meta, state, "restoring a snapshot");
+        let view = &mut self.nodes[index(id)];
+        view.applied = view.applied.max(meta.index);
+    }
 }
 
-/// Whether node `id`'s disk holds `(i, term)` durably.
+/// Whether node `id`'s disk holds the committed `(i, term)` durably.
 fn holds(disks: &[Disk], id: NodeId, i: Index, term: Term) -> bool {
     disks
         .get(index(id))
-        .is_some_and(|d| d.term_at(i) == Some(term))
+        .is_some_and(|d| d.holds_committed(i, term))
 }
 
 fn holders(disks: &[Disk], i: Index, term: Term) -> Vec<NodeId> {

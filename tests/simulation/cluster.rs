@@ -5,14 +5,20 @@
 //! `Ready` to the letter: entries and hard state go to the disk, `messages`
 //! leave at once, `persisted_messages` leave and `on_persisted` is called
 //! only when the disk reports the batch durable, and committed entries are
-//! applied to a (volatile) state machine and acknowledged.
+//! applied to a (volatile) state machine and acknowledged. It also plays the
+//! node layer's part in snapshots (see `snapshot.rs`): it snapshots the
+//! state machine when a scenario compacts a node, streams snapshots the
+//! core asks for, assembles received chunks, writes the file, calls
+//! `restore`, records the snapshot with the batch that reports it, and
+//! restores the state machine from it, at runtime and at recovery.
 
 use crate::checker::{entry_at, fingerprint, Checker};
-use crate::disk::{Batch, Disk, DiskTiming};
+use crate::disk::{Batch, Completed, Disk, DiskTiming, SnapshotFile, Write};
 use crate::fnv::Fnv;
 use crate::membership::Members;
 use crate::network::{NetFaults, Network};
 use crate::rng::SplitMix64;
+use crate::snapshot::{self, Machine, Receiving};
 use embraft::core::{
     ConfChange, Config, Entry, Index, NodeId, ProposeError, Raft, Role, StepError, Term,
     TransferError,
@@ -46,6 +52,9 @@ pub struct Options {
     pub heartbeat_tick: u32,
     pub net: NetFaults,
     pub disk: DiskTiming,
+    /// Entries a node keeps in memory before the index it compacts at
+    /// (the core's `compact_keep_entries`).
+    pub compact_keep_entries: u64,
 }
 
 impl Options {
@@ -63,6 +72,7 @@ impl Options {
                 min_delay: 1,
                 max_delay: 8,
             },
+            compact_keep_entries: Config::default().compact_keep_entries,
         }
     }
 
@@ -85,6 +95,13 @@ pub struct Cluster {
     /// created so far (ids are given out in order).
     rafts: Vec<Option<Raft>>,
     disks: Vec<Disk>,
+    /// The host's volatile state per node: its state machine, its latest
+    /// snapshot (the one it streams), and a snapshot it receives.
+    machines: Vec<Machine>,
+    latest_snapshots: Vec<Option<SnapshotFile>>,
+    receiving: Vec<Receiving>,
+    /// Snapshots each node installed from a leader, durably.
+    installs: Vec<u64>,
     /// Nodes whose slot went to a new node: stopped for good.
     retired: Vec<bool>,
     pub net: Network,
@@ -107,6 +124,10 @@ impl Cluster {
             ticks: 0,
             rafts: Vec::new(),
             disks: Vec::new(),
+            machines: Vec::new(),
+            latest_snapshots: Vec::new(),
+            receiving: Vec::new(),
+            installs: Vec::new(),
             retired: Vec::new(),
             net: Network::new(MAX_NODE_IDS, opts.net),
             checker: Checker::new(MAX_NODE_IDS),
@@ -138,6 +159,10 @@ impl Cluster {
         );
         self.rafts.push(None);
         self.disks.push(disk);
+        self.machines.push(Machine::default());
+        self.latest_snapshots.push(None);
+        self.receiving.push(Receiving::Idle);
+        self.installs.push(0);
         self.retired.push(false);
         self.disks.len() as NodeId
     }
@@ -250,6 +275,7 @@ impl Cluster {
             pre_vote: self.opts.pre_vote,
             check_quorum: self.opts.check_quorum,
             lease_reads: self.opts.lease_reads,
+            compact_keep_entries: self.opts.compact_keep_entries,
             seed: self.rng.next_u64(),
             ..Config::default()
         };
@@ -258,6 +284,16 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("node {id} refused its recovered state: {e}"));
         self.rafts[slot(id)] = Some(raft);
         self.checker.on_restart(id);
+        // The host restores its state machine from the recorded snapshot.
+        let snapshot = self.disks[slot(id)].snapshot().cloned();
+        self.machines[slot(id)] = Machine::default();
+        self.receiving[slot(id)] = Receiving::Idle;
+        if let Some(file) = &snapshot {
+            let machine = Machine::from_snapshot(&file.data);
+            self.checker.on_snapshot_restored(id, &file.meta, machine);
+            self.machines[slot(id)] = machine;
+        }
+        self.latest_snapshots[slot(id)] = snapshot;
         self.trace_line(|| format!("start {id}"));
         self.after_event(id);
         // A node recovers the membership its durable log puts in force.
@@ -315,6 +351,59 @@ impl Cluster {
         self.checker.applied(id)
     }
 
+    // ---- snapshots ----
+
+    /// The host of node `id` snapshots its state machine and compacts the
+    /// log through what it applied, if that is beyond its latest snapshot:
+    /// the snapshot file and its record are written, then the log before
+    /// the core's first index goes. Returns the snapshot's index.
+    pub fn compact(&mut self, id: NodeId) -> Option<Index> {
+        let machine = self.machines[slot(id)];
+        let raft = self.rafts[slot(id)].as_mut().expect("node is up");
+        if machine.applied <= raft.status().snapshot_index {
+            return None;
+        }
+        let meta = raft
+            .compact(machine.applied)
+            .unwrap_or_else(|e| panic!("node {id} refused to compact what it applied: {e}"));
+        self.checker.on_snapshot_taken(id, &meta, machine);
+        let file = SnapshotFile {
+            meta,
+            data: machine.snapshot_data(),
+        };
+        let keep_from = raft.first_index();
+        self.trace_line(|| {
+            format!(
+                "compact {id} through {} keeping from {keep_from}",
+                machine.applied
+            )
+        });
+        self.latest_snapshots[slot(id)] = Some(file.clone());
+        self.disks[slot(id)].submit(
+            self.now,
+            &mut self.rng,
+            self.opts.disk,
+            Write::Compaction { file, keep_from },
+        );
+        self.after_event(id);
+        Some(machine.applied)
+    }
+
+    /// Where node `id` stands in receiving a snapshot.
+    pub fn receiving(&self, id: NodeId) -> &Receiving {
+        &self.receiving[slot(id)]
+    }
+
+    /// The index of the snapshot recorded on node `id`'s disk (0 if none).
+    pub fn recorded_snapshot(&self, id: NodeId) -> Index {
+        self.disks[slot(id)].snapshot_index()
+    }
+
+    /// How many snapshots node `id` installed from a leader, durably.
+    pub fn installs(&self, id: NodeId) -> u64 {
+        self.installs[slot(id)]
+    }
+
     /// Draws `k` distinct nodes out of `ids`.
     pub fn pick(&mut self, ids: &[NodeId], k: usize) -> Vec<NodeId> {
         let mut pool = ids.to_vec();
@@ -331,7 +420,7 @@ impl Cluster {
     /// every node's durable and volatile state. Two runs of one seed must
     /// agree on it.
     pub fn digest(&self) -> u64 {
-        fn log(h: &mut Fnv, entries: &[Entry]) {
+        fn log<'a>(h: &mut Fnv, entries: impl IntoIterator<Item = &'a Entry>) {
             for e in entries {
                 h.u64(e.index).u64(e.term).u64(fingerprint(e));
             }
@@ -346,8 +435,13 @@ impl Cluster {
         for id in self.all_ids() {
             let disk = &self.disks[slot(id)];
             let hs = disk.hard_state();
-            h.u64(hs.term).u64(hs.vote).u64(hs.commit);
+            h.u64(hs.term)
+                .u64(hs.vote)
+                .u64(hs.commit)
+                .u64(disk.snapshot_index());
             log(&mut h, disk.log());
+            let machine = self.machines[slot(id)];
+            h.u64(machine.applied).u64(machine.digest);
             if let Some(raft) = &self.rafts[slot(id)] {
                 h.u64(raft.term())
                     .u64(raft.commit_index())
@@ -372,12 +466,13 @@ impl Cluster {
                 Some(raft) => {
                     let st = raft.status();
                     format!(
-                        "{:?} term {} leader {} commit {} last {} applied {} voters {:?} \
-                         outgoing {:?} learners {:?}",
+                        "{:?} term {} leader {} commit {} snapshot {} last {} applied {} \
+                         voters {:?} outgoing {:?} learners {:?}",
                         st.role,
                         st.term,
                         st.leader,
                         st.commit,
+                        st.snapshot_index,
                         st.last_index,
                         self.applied(id),
                         st.conf_state.voters,
@@ -516,18 +611,59 @@ impl Cluster {
     }
 
     fn complete_write(&mut self, id: NodeId) {
-        let done = self.disks[slot(id)].complete_next();
-        self.trace_line(|| format!("durable {id} batch {}", done.ready_number));
-        if let Some(from) = done.replaced_from {
-            self.checker.on_durable_replace(from, &self.disks);
-        }
-        for m in &done.persisted_messages {
-            self.net.send(self.now, &mut self.rng, m);
-        }
         let raft = self.rafts[slot(id)]
             .as_mut()
             .expect("a crashed node has no pending writes");
-        raft.on_persisted(done.ready_number);
+        match self.disks[slot(id)].complete_next() {
+            Completed::Batch {
+                ready_number,
+                persisted_messages,
+                replaced_from,
+                installed,
+            } => {
+                if self.trace {
+                    eprintln!("t={} durable {id} batch {ready_number}", self.now);
+                }
+                if let Some(file) = installed {
+                    // The snapshot is recorded: the host restores its state
+                    // machine from it.
+                    let machine = Machine::from_snapshot(&file.data);
+                    self.checker.on_snapshot_restored(id, &file.meta, machine);
+                    self.machines[slot(id)] = machine;
+                    self.latest_snapshots[slot(id)] = Some(file);
+                    self.receiving[slot(id)] = Receiving::Idle;
+                    self.installs[slot(id)] += 1;
+                }
+                if let Some(from) = replaced_from {
+                    self.checker.on_durable_replace(from, &self.disks);
+                }
+                for m in &persisted_messages {
+                    self.net.send(self.now, &mut self.rng, m);
+                }
+                raft.on_persisted(ready_number);
+            }
+            Completed::Compaction => {
+                if self.trace {
+                    eprintln!("t={} durable {id} compaction", self.now);
+                }
+            }
+            Completed::ReceivedFile(file) => {
+                // The whole snapshot is on disk: the core may take it.
+                let taken = raft.restore(file.meta.clone());
+                if self.trace {
+                    eprintln!(
+                        "t={} durable {id} received {:?}: {taken}",
+                        self.now, file.meta
+                    );
+                }
+                self.receiving[slot(id)] = if taken {
+                    Receiving::Recording(file.meta)
+                } else {
+                    self.disks[slot(id)].delete_received();
+                    Receiving::Idle
+                };
+            }
+        }
         self.after_event(id);
     }
 
@@ -545,49 +681,79 @@ impl Cluster {
             if self.trace {
                 eprintln!("t={} ready {id} {rd:?}", self.now);
             }
-            // Nothing is ever compacted here, so the core has no reason to
-            // hand out snapshot work; a host that ignored it would break the
-            // contract.
-            assert!(
-                rd.snapshot.is_none()
-                    && rd.snapshots_to_send.is_empty()
-                    && rd.snapshot_chunks.is_empty(),
-                "node {id} handed out snapshot work the simulator does not model"
-            );
             if let Some(first) = rd.entries.first() {
                 let prev_term = match first.index - 1 {
                     0 => 0,
-                    prev => {
-                        entry_at(raft.log_entries(), prev)
-                            .unwrap_or_else(|| {
-                                panic!("node {id} wrote index {} after a gap", prev + 1)
-                            })
-                            .term
-                    }
+                    prev => match entry_at(raft.log_entries(), prev) {
+                        Some(e) => e.term,
+                        None => {
+                            let meta = raft.snapshot_meta();
+                            assert_eq!(
+                                meta.index, prev,
+                                "node {id} wrote index {first:?} after a gap"
+                            );
+                            meta.term
+                        }
+                    },
                 };
                 self.checker.on_entries_written(id, prev_term, &rd.entries);
             }
             for m in &rd.messages {
                 self.net.send(self.now, &mut self.rng, m);
             }
+            for (peer, meta) in &rd.snapshots_to_send {
+                let file = self.latest_snapshots[slot(id)]
+                    .as_ref()
+                    .filter(|f| f.meta == *meta)
+                    .unwrap_or_else(|| {
+                        panic!("node {id} asked to send {meta:?}, not its snapshot")
+                    });
+                snapshot::send(raft, &mut self.net, &mut self.rng, self.now, file, *peer);
+            }
+            for chunk in rd.snapshot_chunks {
+                if let Some(file) = self.receiving[slot(id)].take(chunk) {
+                    self.disks[slot(id)].submit(
+                        self.now,
+                        &mut self.rng,
+                        self.opts.disk,
+                        Write::ReceivedFile(file),
+                    );
+                }
+            }
+            if let Some(meta) = &rd.snapshot {
+                assert!(
+                    matches!(&self.receiving[slot(id)], Receiving::Recording(m) if m == meta),
+                    "node {id} installed {meta:?}, which its host did not hand it"
+                );
+            }
             self.disks[slot(id)].submit(
                 self.now,
                 &mut self.rng,
                 self.opts.disk,
-                Batch {
+                Write::Batch(Batch {
                     ready_number: rd.number,
                     hard_state: rd.hard_state,
                     entries: rd.entries,
                     persisted_messages: rd.persisted_messages,
-                },
+                    installs: rd.snapshot,
+                }),
             );
             for state in &rd.read_states {
                 self.checker.on_read_state(id, state);
             }
             if let Some(last) = rd.committed_entries.last() {
                 let last = last.index;
+                let machine = &mut self.machines[slot(id)];
+                let states: Vec<Machine> = rd
+                    .committed_entries
+                    .iter()
+                    .map(|e| {
+                        machine.apply(e);
+                        *machine
+                    })
+                    .collect();
                 self.checker
-                    .on_applied(id, &rd.committed_entries, &self.disks);
+                    .on_applied(id, &rd.committed_entries, &states, &self.disks);
                 if let Some(cs) = &rd.conf_state {
                     self.checker.on_conf_state(id, last, cs);
                 }
@@ -819,7 +985,7 @@ impl Cluster {
         let done = self.run_until(budget, |c| {
             c.stable_leader().is_some_and(|l| {
                 let raft = c.node(l);
-                raft.log_entries().last().map_or(0, |e| e.index) == raft.commit_index()
+                raft.status().last_index == raft.commit_index()
             })
         });
         assert!(

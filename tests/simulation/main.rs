@@ -15,8 +15,13 @@
 //! changes of the committed log and judges every quorum by the membership
 //! in force (see `checker.rs` and `membership.rs`).
 //!
-//! Not simulated yet: log compaction and snapshots. The cluster refuses to
-//! run if the core hands out snapshot work.
+//! Log compaction and snapshots are simulated: scenarios make nodes
+//! snapshot their state machine and compact at random points; the cluster,
+//! as the host, streams snapshots in chunks through the simulated network,
+//! assembles them, writes and records them on the simulated disk, and
+//! restores the state machine from them, at runtime and at recovery (see
+//! `snapshot.rs` and `disk.rs`). The checker holds every snapshot to the
+//! committed log and to the state every node had at its index.
 
 /// Declares a scenario: a `#[test]` that runs `body` under every seed, or,
 /// for a long scenario marked `[1/N of the seeds]`, under the first N-th of
@@ -46,3 +51,5 @@ mod network;
 mod rng;
 mod scenarios;
 mod seeds;
+mod snapshot;
+mod snapshot_scenarios;

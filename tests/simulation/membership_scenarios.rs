@@ -95,7 +95,7 @@ fn propose_checked(c: &mut Cluster, leader: NodeId, change: &ConfChange) {
 
 /// A membership change on the leader (if any), or a removed node leaving
 /// for good and a blank joiner taking its slot.
-fn membership_step(c: &mut Cluster, roll: u64) {
+pub fn membership_step(c: &mut Cluster, roll: u64) {
     if roll == 0 {
         let gone = forgotten(c);
         if !gone.is_empty() {
