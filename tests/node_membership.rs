@@ -4,16 +4,16 @@
 mod node_support;
 
 use embraft::core::{ConfChange, Role};
-use embraft::node::ProposalResult;
+use embraft::node::{DropReason, ProposalResult};
 use node_support::{Cluster, Link};
 use std::time::Duration;
 
-/// A leader that removes itself may append proposals after the removal
-/// entry. Once the removal commits it steps down and, no longer a member,
-/// hears nothing more: those proposals must still get an outcome (unknown:
-/// the others may yet commit them), not wait forever.
+/// A leader that removes itself takes no proposal once the removal entry is
+/// in its log (the core refuses it: `ProposeError::LeaderLeaving`): it gets
+/// its outcome at once, dropped as by a node that does not lead. Once the
+/// removal commits the leader steps down.
 #[test]
-fn a_removed_leader_settles_its_later_proposals_as_unknown() {
+fn a_removed_leader_drops_later_proposals() {
     let mut cluster = Cluster::start("removed-leader", 3, |_| {});
     let leader = cluster.elect();
     // No ticks from here on: no heartbeat or election may reorder the steps.
@@ -62,8 +62,8 @@ fn a_removed_leader_settles_its_later_proposals_as_unknown() {
             && c.host(leader).node().status().last_index >= 2
     }));
 
-    // The acknowledgements arrive: the removal commits, the leader steps
-    // down, and its later proposal can only be unknown.
+    // The acknowledgements arrive: the removal commits and the leader steps
+    // down; the later proposal was dropped.
     for &f in &followers {
         cluster.set_link(f, leader, Link::Deliver);
     }
@@ -71,8 +71,8 @@ fn a_removed_leader_settles_its_later_proposals_as_unknown() {
         cluster.run_until(Duration::from_secs(10), |c| c
             .host(leader)
             .outcomes
-            .contains_key(&later)),
-        "the proposal made after the removal never got an outcome"
+            .contains_key(&removal)),
+        "the removal never got an outcome"
     );
     let host = cluster.host(leader);
     assert!(matches!(
@@ -81,7 +81,7 @@ fn a_removed_leader_settles_its_later_proposals_as_unknown() {
     ));
     assert!(matches!(
         host.outcomes[&later],
-        ProposalResult::Unknown { .. }
+        ProposalResult::Dropped(DropReason::NotLeader { .. })
     ));
     assert_ne!(host.node().status().role, Role::Leader);
 }

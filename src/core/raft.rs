@@ -276,6 +276,11 @@ pub enum ProposeError {
     ConfChange(ConfChangeError),
     /// The learner to promote has not caught up with the commit index.
     LearnerBehind { matched: Index, commit: Index },
+    /// This leader's log holds a membership change that leaves it a voter
+    /// of no configuration (its removal or demotion); it takes nothing more
+    /// and steps down once the change is in force. Propose on the next
+    /// leader.
+    LeaderLeaving,
 }
 
 impl fmt::Display for ProposeError {
@@ -297,6 +302,9 @@ impl fmt::Display for ProposeError {
                 f,
                 "learner has replicated through {matched}, behind the commit index {commit}"
             ),
+            ProposeError::LeaderLeaving => {
+                write!(f, "this leader is being removed from the voters")
+            }
         }
     }
 }
@@ -400,6 +408,18 @@ pub struct Raft {
     pending_conf_index: Index,
     /// Membership changes through this index are in force.
     conf_applied: Index,
+    /// Leader: the index of a membership change in its log that leaves it
+    /// a voter of no configuration (its removal, its demotion, or leaving
+    /// a joint configuration it votes in only as an outgoing voter), or 0.
+    /// Until that change is in force, and this node steps down, it takes
+    /// no proposal: its log then ends at the change, which a quorum of the
+    /// remaining voters holds once it commits, so those voters win this
+    /// node's vote by the ordinary up-to-date rule should they still need
+    /// it (they may not know yet that the change committed). Entries it
+    /// took beyond the change could commit without it, or not at all, and
+    /// in either case make it refuse its vote to every remaining voter
+    /// that lacks them, forever.
+    leaving_at: Index,
     /// The membership after each change in force since the snapshot (the
     /// first item is the snapshot's), to give a snapshot its membership.
     conf_history: Vec<(Index, Membership)>,
@@ -499,6 +519,7 @@ impl Raft {
             broadcast_pending: false,
             pending_conf_index: 0,
             conf_applied,
+            leaving_at: 0,
             conf_history,
             snapshot_term: snapshot.term,
             snapshots_to_send: Vec::new(),
@@ -604,8 +625,14 @@ impl Raft {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.role == Role::Leader {
             self.tick_leader();
-        } else if self.election_elapsed >= self.randomized_election_timeout && self.promotable() {
-            self.campaign();
+        } else if self.election_elapsed >= self.randomized_election_timeout {
+            if self.promotable() {
+                self.campaign();
+            } else if self.role != Role::Follower {
+                // A campaign for this node's log that got no answer (see
+                // `holds_what_voters_lack`): it does not try again by itself.
+                self.become_follower(self.term, NO_NODE);
+            }
         }
     }
 
@@ -704,6 +731,10 @@ impl Raft {
         if !self.promotable() || self.role == Role::Leader {
             return;
         }
+        self.start_election();
+    }
+
+    fn start_election(&mut self) {
         if self.config.pre_vote {
             self.become_pre_candidate();
         } else {
@@ -826,6 +857,7 @@ impl Raft {
         // Uncommitted entries may hold a membership change this leader
         // cannot see yet; no new change until all of them are applied.
         self.pending_conf_index = self.log.last_index();
+        self.leaving_at = self.own_removal_in_log();
         // Entries of earlier terms commit only through an entry of this
         // term; the no-op lets them commit without waiting for a proposal.
         self.append_entry(EntryKind::Noop, Payload::default());
@@ -987,9 +1019,25 @@ impl Raft {
         if msg.term == 0 {
             return Err(StepError::Invalid("term 0"));
         }
-        // A node outside any membership (joining) hears only from whoever
-        // leads; once it knows its membership, strangers are refused.
-        if !self.membership.is_empty() && !self.membership.contains(msg.from) {
+        // A node hears from whoever leads, and answers whoever campaigns,
+        // member or not: a joining node knows no membership yet, and one
+        // that lags behind may not know of a leader or a candidate added
+        // since (and may be needed for their quorum). Who asks does not
+        // matter for safety; pre-vote and check-quorum keep a removed node
+        // from disturbing the cluster. Anything else from a stranger is
+        // refused once the node knows a membership.
+        let from_leader_or_candidate = matches!(
+            msg.body,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+                | MessageBody::PreVote { .. }
+                | MessageBody::Vote { .. }
+        );
+        if !from_leader_or_candidate
+            && !self.membership.is_empty()
+            && !self.membership.contains(msg.from)
+        {
             return Err(StepError::UnknownSender(msg.from));
         }
         if let MessageBody::Append {
@@ -1122,6 +1170,36 @@ impl Raft {
             term,
             body,
         });
+        if can_vote && !grant && self.holds_what_voters_lack() {
+            // See `holds_what_voters_lack`.
+            self.start_election();
+        }
+    }
+
+    /// Whether this node should campaign because it just refused its vote
+    /// to a candidate for lacking entries this node holds, while this node
+    /// is a voter of no configuration in force here (it was removed, or
+    /// made a learner) and has heard from no leader for an election
+    /// timeout. That candidate still decides by a membership in
+    /// which this node votes (it has not applied the change that removed
+    /// it), so it may need this node's vote to win; and this node must
+    /// refuse it: a leader deciding by that membership may have counted
+    /// this node's acknowledgement of those entries. If no voter holds
+    /// them (their leader lost them in a crash, say), only a node that does
+    /// can still get that candidate's membership moving.
+    ///
+    /// So it campaigns in the membership in force here, though it is not
+    /// one of its voters: it wins only with a quorum of those voters, as
+    /// any candidate deciding by that membership would. As leader it takes
+    /// no proposal, counts only those voters toward commits, and steps down
+    /// once an entry of its term commits (see `ready`), having sent the
+    /// commit index, and with it the change that removed this node, to the
+    /// voters that had not learned it.
+    fn holds_what_voters_lack(&self) -> bool {
+        !self.promotable()
+            && !self.membership.is_empty()
+            && self.role == Role::Follower
+            && (self.leader == NO_NODE || self.election_elapsed >= self.config.election_tick)
     }
 
     fn handle_append(
@@ -1388,6 +1466,7 @@ impl Raft {
         }
         let placed = self.append_proposal(EntryKind::ConfChange, encoded.into());
         self.pending_conf_index = placed.0;
+        self.leaving_at = self.own_removal_in_log();
         Ok(placed)
     }
 
@@ -1400,6 +1479,9 @@ impl Raft {
         if self.lead_transferee != NO_NODE {
             return Err(ProposeError::TransferInProgress);
         }
+        if self.leaving_at > self.conf_applied || !self.membership.is_voter(self.id) {
+            return Err(ProposeError::LeaderLeaving);
+        }
         let size = size as u64;
         if size > self.config.max_entry_bytes {
             return Err(ProposeError::TooLarge {
@@ -1408,6 +1490,26 @@ impl Raft {
             });
         }
         Ok(())
+    }
+
+    /// The index of the first membership change not yet in force whose
+    /// membership has this node as a voter of no configuration, or 0 (see
+    /// `leaving_at`).
+    fn own_removal_in_log(&self) -> Index {
+        let mut membership = self.membership.clone();
+        for index in self.conf_applied + 1..=self.log.last_index() {
+            let entry = self
+                .log
+                .entry(index)
+                .expect("entries not in force are held");
+            if let Some(next) = membership_after(&membership, entry) {
+                if !next.is_voter(self.id) {
+                    return index;
+                }
+                membership = next;
+            }
+        }
+        0
     }
 
     fn append_proposal(&mut self, kind: EntryKind, data: Payload) -> (Index, Term) {
@@ -1490,6 +1592,7 @@ impl Raft {
         if self.leave_joint_due() {
             let (index, _) = self.append_proposal(EntryKind::ConfChange, Payload::default());
             self.pending_conf_index = index;
+            self.leaving_at = self.own_removal_in_log();
         }
     }
 
@@ -1811,6 +1914,19 @@ impl Raft {
     /// Takes the pending batch of work (see [`Ready`]).
     pub fn ready(&mut self) -> Ready {
         self.maybe_leave_joint();
+        if self.role == Role::Leader
+            && !self.membership.is_voter(self.id)
+            && self.log.term(self.log.committed) == Some(self.term)
+        {
+            // A leader that votes in no configuration (see
+            // `holds_what_voters_lack`) has done its job once an entry of
+            // its term commits: the appends carrying that commit index
+            // leave with this batch.
+            if self.broadcast_pending {
+                self.broadcast_append();
+            }
+            self.become_follower(self.term, NO_NODE);
+        }
         let committed_entries = self.log.take_committed(self.config.max_apply_bytes);
         let conf_changed = self.apply_committed_conf_changes(&committed_entries);
         if self.broadcast_pending {

@@ -331,7 +331,7 @@ fn bad_messages_are_refused() {
         context: 0,
     };
     assert_eq!(
-        n.step(msg(9, 2, 1, hb.clone())),
+        n.step(msg(9, 2, 1, MessageBody::TimeoutNow)),
         Err(StepError::UnknownSender(9))
     );
     assert_eq!(
@@ -878,4 +878,309 @@ fn a_leader_hands_out_snapshot_answers_of_its_term_only() {
     to_follower.to = other;
     c.node(other).step(to_follower).unwrap();
     assert!(c.node(other).ready().snapshot_responses.is_empty());
+}
+
+/// An entry of term `term` at `index` carrying `change`.
+fn conf_entry(index: Index, term: Term, change: ConfChange) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: EntryKind::ConfChange,
+        data: change.encode().into(),
+    }
+}
+
+fn normal_entry(index: Index, term: Term, data: &[u8]) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: EntryKind::Normal,
+        data: data.to_vec().into(),
+    }
+}
+
+fn vote_request(from: NodeId, to: NodeId, term: Term, last: (Index, Term)) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body: MessageBody::Vote {
+            last_index: last.0,
+            last_term: last.1,
+            transfer: false,
+        },
+    }
+}
+
+fn vote_refused(n: &mut Raft) -> bool {
+    let rd = n.ready();
+    match rd.persisted_messages.as_slice() {
+        [Message {
+            body: MessageBody::VoteResponse { reject },
+            ..
+        }] => *reject,
+        other => panic!("expected one vote response, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_lagging_node_follows_a_leader_added_since_it_last_applied() {
+    // Node 5 knows the membership {1} with learner 5; node 6 was added
+    // since, and now leads.
+    let mut state = InitialState::bootstrap(&[1]);
+    state
+        .entries
+        .push(conf_entry(2, 1, ConfChange::AddLearner(5)));
+    state.hard_state.commit = 2;
+    let mut n = Raft::new(config(5), state).unwrap();
+    let append = MessageBody::Append {
+        prev_index: 2,
+        prev_term: 1,
+        entries: vec![],
+        commit: 2,
+    };
+    n.step(Message {
+        from: 6,
+        to: 5,
+        term: 4,
+        body: append,
+    })
+    .unwrap();
+    assert_eq!(n.leader(), 6);
+    let rd = n.ready();
+    assert!(matches!(
+        rd.persisted_messages[0].body,
+        MessageBody::AppendResponse {
+            reject: false,
+            index: 2,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_lagging_voter_answers_a_candidate_it_does_not_know_yet() {
+    // Node 2 knows the membership {2, 3}; since then {3, 6} took over (node
+    // 2 was promoted back in, say, or is still needed by a joint
+    // configuration), and node 6 campaigns: it needs node 2's vote.
+    let mut state = InitialState::bootstrap(&[2, 3]);
+    state.hard_state.term = 2;
+    let mut n = Raft::new(config(2), state).unwrap();
+    n.step(vote_request(6, 2, 3, (9, 3))).unwrap();
+    assert!(!vote_refused(&mut n));
+}
+
+/// Takes node `id`'s ready batch, makes it durable at once, applies what
+/// it commits, and steps every message it sends into its recipient, whose
+/// own batches stay pending: one hop of the cluster, for tests that act
+/// between hops.
+fn hop(c: &mut Cluster, id: NodeId) {
+    let rd = c.node(id).ready();
+    c.node(id).on_persisted(rd.number);
+    if let Some(last) = rd.committed_entries.last() {
+        c.node(id).on_applied(last.index);
+    }
+    for m in rd.messages.into_iter().chain(rd.persisted_messages) {
+        let to = m.to;
+        let _ = c.node(to).step(m);
+    }
+}
+
+#[test]
+fn a_removed_leader_leaves_a_log_the_remaining_voters_can_win() {
+    // Leader `l` of {1, 2} removes itself; `f` acknowledges the removal,
+    // and `l` counts it committed, but `f` never hears so: it still needs
+    // `l`'s vote. A proposal made on `l` in between (before `l` applies
+    // its removal and steps down) is refused: taken, it would never reach
+    // `f`, and `l` would refuse its vote to `f` forever.
+    let mut c = Cluster::new(2);
+    let l = c.elected();
+    let f = 3 - l;
+    let (removal, _) = c
+        .node(l)
+        .propose_conf_change(&ConfChange::RemoveNode(l))
+        .unwrap();
+    hop(&mut c, l);
+    hop(&mut c, f);
+    assert_eq!(c.node(l).commit_index(), removal);
+    assert_eq!(
+        c.node(l).role(),
+        Role::Leader,
+        "the removal is not applied yet"
+    );
+    let _ = c.node(l).propose(b"late".to_vec());
+    c.isolated.push(f);
+    c.settle();
+    assert_eq!(c.node(l).role(), Role::Follower);
+    assert_eq!(c.node(l).status().conf_state.voters, vec![f]);
+    assert_eq!(c.node(f).commit_index(), removal - 1);
+    c.isolated.clear();
+    c.tick_all(60);
+    assert_eq!(c.leader(), Some(f), "the remaining voter never won");
+    assert_eq!(c.node(f).status().conf_state.voters, vec![f]);
+}
+
+#[test]
+fn a_leader_takes_no_proposal_while_its_removal_is_pending() {
+    // Single-step: refused from the moment the removal is in the log.
+    let mut c = Cluster::new(3);
+    let l = c.elected();
+    c.node(l).propose(b"before".to_vec()).unwrap();
+    let (removal, _) = c
+        .node(l)
+        .propose_conf_change(&ConfChange::RemoveNode(l))
+        .unwrap();
+    assert_eq!(
+        c.node(l).propose(b"after".to_vec()),
+        Err(ProposeError::LeaderLeaving)
+    );
+    assert_eq!(
+        c.node(l).propose_conf_change(&ConfChange::AddLearner(9)),
+        Err(ProposeError::LeaderLeaving)
+    );
+    c.settle();
+    assert_eq!(c.node(l).role(), Role::Follower);
+    assert_eq!(c.node(l).status().last_index, removal);
+
+    // Joint: the leader, made a learner, still votes as an outgoing voter
+    // while joint, so it takes proposals until the entry that leaves the
+    // joint configuration is in its log.
+    let mut c = Cluster::new(3);
+    let l = c.elected();
+    let others: Vec<NodeId> = (1..=3).filter(|&id| id != l).collect();
+    let joint = ConfChange::EnterJoint {
+        voters: others.clone(),
+        learners: vec![l],
+    };
+    c.node(l).propose_conf_change(&joint).unwrap();
+    c.node(l).propose(b"while joint".to_vec()).unwrap();
+    while c.node(l).status().conf_state.voters_outgoing.is_empty() {
+        hop(&mut c, l);
+        for &id in &others {
+            hop(&mut c, id);
+        }
+    }
+    c.node(l).propose(b"still joint".to_vec()).unwrap();
+    hop(&mut c, l);
+    let leave = c.node(l).status().last_index;
+    assert_eq!(
+        c.node(l).propose(b"leaving".to_vec()),
+        Err(ProposeError::LeaderLeaving)
+    );
+    c.settle();
+    assert_eq!(c.node(l).role(), Role::Follower);
+    assert_eq!(c.node(l).status().conf_state.learners, vec![l]);
+    assert_eq!(c.node(l).status().last_index, leave);
+    assert_eq!(c.node(others[0]).commit_index(), leave);
+}
+
+#[test]
+fn a_removed_node_votes_by_its_whole_log() {
+    // Node 1 was removed at index 3 and has applied its removal (commit
+    // 3), but it holds entry 4, which it acknowledged to the leader: that
+    // leader, not yet applying the removal, may count node 1 toward
+    // committing 4 under {1, 2, 3}. Node 3, lacking 4 and unaware of the
+    // removal, campaigns under {1, 2, 3}: its vote must be refused, or
+    // node 3 could win without a committed entry.
+    let mut state = InitialState::bootstrap(&[1, 2, 3]);
+    state.entries.extend([
+        Entry {
+            index: 2,
+            term: 2,
+            kind: EntryKind::Noop,
+            data: Payload::default(),
+        },
+        conf_entry(3, 2, ConfChange::RemoveNode(1)),
+        normal_entry(4, 2, b"acknowledged"),
+    ]);
+    state.hard_state = HardState {
+        term: 2,
+        vote: 2,
+        commit: 3,
+    };
+    let mut n = Raft::new(config(1), state).unwrap();
+    assert_eq!(n.status().conf_state.voters, vec![2, 3]);
+    n.step(vote_request(3, 1, 3, (3, 2))).unwrap();
+    assert!(vote_refused(&mut n), "a candidate without entry 4");
+    n.step(vote_request(3, 1, 3, (4, 2))).unwrap();
+    assert!(!vote_refused(&mut n), "a candidate as up to date");
+}
+
+#[test]
+fn a_learner_being_promoted_votes_by_its_whole_log() {
+    // Learner 3's log holds its promotion, not yet committed as far as it
+    // knows: the leader may already count it, so it guards its whole log.
+    let mut state = InitialState::bootstrap(&[1, 2]);
+    state.entries.extend([
+        conf_entry(2, 2, ConfChange::AddLearner(3)),
+        conf_entry(3, 2, ConfChange::PromoteLearner(3)),
+        normal_entry(4, 2, b"counted"),
+    ]);
+    state.hard_state = HardState {
+        term: 2,
+        vote: NO_NODE,
+        commit: 2,
+    };
+    let mut n = Raft::new(config(3), state).unwrap();
+    assert_eq!(n.status().conf_state.learners, vec![3]);
+    n.step(vote_request(2, 3, 3, (3, 2))).unwrap();
+    assert!(vote_refused(&mut n));
+}
+
+#[test]
+fn a_removed_node_holding_what_the_voters_lack_campaigns_for_it() {
+    // Node 1 was removed from {1, 2} at index 3 and has applied that. Node
+    // 2 led term 3 without knowing the removal had committed, and sent its
+    // no-op (4) to node 1, which acknowledged it; node 2 then crashed
+    // before its own copy was durable. Node 2 still decides by {1, 2} and
+    // needs node 1's vote, which node 1 must refuse (node 2 lacks entry 4,
+    // which node 2 as leader may have counted committed); and node 1, no
+    // voter, never campaigns by itself. Asked for its vote, node 1 runs in
+    // {2}, wins node 2's vote, commits an entry of its term, which tells
+    // node 2 the removal is in force, and steps down; node 2 then leads.
+    let mut c = Cluster::new(2);
+    let log = |last: Index| {
+        let mut state = InitialState::bootstrap(&[1, 2]);
+        state.entries.extend(
+            [
+                Entry {
+                    index: 2,
+                    term: 2,
+                    kind: EntryKind::Noop,
+                    data: Payload::default(),
+                },
+                conf_entry(3, 2, ConfChange::RemoveNode(1)),
+                Entry {
+                    index: 4,
+                    term: 3,
+                    kind: EntryKind::Noop,
+                    data: Payload::default(),
+                },
+            ]
+            .into_iter()
+            .filter(|e| e.index <= last),
+        );
+        state
+    };
+    let mut removed = log(4);
+    removed.hard_state = HardState {
+        term: 3,
+        vote: 2,
+        commit: 3,
+    };
+    let mut voter = log(3);
+    voter.hard_state = HardState {
+        term: 3,
+        vote: 2,
+        commit: 2,
+    };
+    c.nodes.insert(1, Raft::new(config(1), removed).unwrap());
+    c.nodes.insert(2, Raft::new(config(2), voter).unwrap());
+    assert_eq!(c.node(1).status().conf_state.voters, vec![2]);
+    c.tick_all(100);
+    assert_eq!(c.leader(), Some(2), "the remaining voter never won");
+    let kept = c.node(2).log_entries().iter().find(|e| e.index == 4);
+    assert_eq!(kept.map(|e| e.term), Some(3), "node 1's entry 4 was lost");
+    assert_eq!(c.node(2).status().conf_state.voters, vec![2]);
+    assert_eq!(c.node(1).role(), Role::Follower);
 }

@@ -1,7 +1,9 @@
 //! What the host pulls from a node: [`ReadyBatch`], and the pending batch the
 //! node's threads fill until the host takes it.
 
-use crate::core::{Entry, Index, NodeId, ProposeError, ReadState, Role, SnapshotMeta, Term};
+use crate::core::{
+    Entry, Index, NodeId, ProposeError, ReadState, Role, SnapshotMeta, Term, NO_NODE,
+};
 use crate::snapshot::SnapshotPin;
 use std::fmt;
 use std::path::PathBuf;
@@ -51,6 +53,9 @@ impl From<ProposeError> for DropReason {
             ProposeError::ConfChangePending => DropReason::ConfChangePending,
             ProposeError::ConfChange(_) => DropReason::ConfChangeInvalid,
             ProposeError::LearnerBehind { .. } => DropReason::LearnerBehind,
+            // The leader steps down once its removal is in force: propose
+            // on the next one, as for any node that does not lead.
+            ProposeError::LeaderLeaving => DropReason::NotLeader { leader: NO_NODE },
         }
     }
 }

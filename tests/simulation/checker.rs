@@ -5,10 +5,30 @@
 //! disk, every entry it applies, and every node's durable state. It keeps
 //! just enough history to check the properties incrementally, so the cost
 //! of checking grows with the events of a run, not with their square.
+//!
+//! Quorums follow the membership: the checker replays the membership
+//! changes of the committed log (see [`Members`]) and judges every entry
+//! against the memberships in force around it. The properties that need no
+//! membership (one leader per term, one entry per committed index, leader
+//! completeness) are what two disjoint majorities committing would break,
+//! so they hold across every change of configuration.
+//!
+//! Snapshots: the checker records the digest of the applied state at every
+//! index (see `snapshot.rs`); every node applying an index, every snapshot
+//! taken and every snapshot restored, at runtime or at recovery, must agree
+//! with it, and a snapshot's metadata must be the committed log's at its
+//! index (term, membership in force). A node's log may start after its
+//! snapshot: what the snapshot covers counts as held (it covers committed
+//! entries only, which the checks of its last entry enforce).
 
 use crate::disk::Disk;
 use crate::fnv::Fnv;
-use embraft::core::{Entry, EntryKind, Index, NodeId, Raft, ReadState, Role, Term};
+use crate::membership::Members;
+use crate::snapshot::Machine;
+use embraft::core::{
+    ConfChange, ConfState, Entry, EntryKind, Index, NodeId, Raft, ReadState, Role, SnapshotMeta,
+    Term,
+};
 use std::collections::BTreeMap;
 
 /// What every copy of the entry at one `(index, term)` must agree on.
@@ -41,7 +61,10 @@ struct NodeView {
 }
 
 pub struct Checker {
-    quorum: usize,
+    /// Every membership the committed log put in force, with the index of
+    /// the entry that did; the first is the empty membership before the
+    /// founding entry.
+    configs: Vec<(Index, Members)>,
     /// The one leader of each term seen so far.
     leaders: BTreeMap<Term, NodeId>,
     /// Every `(index, term)` ever handed to a disk. Two entries with the same
@@ -52,6 +75,9 @@ pub struct Checker {
     /// The committed prefix of the log as far as any node has counted it;
     /// `committed[i]` is index `i + 1`.
     committed: Vec<CommittedEntry>,
+    /// The digest of the applied state after each index; `digests[i]` is
+    /// after index `i + 1`.
+    digests: Vec<u64>,
     nodes: Vec<NodeView>,
     /// Read requests awaiting their outcome, by context: who asked, and how
     /// much was committed when they did.
@@ -60,13 +86,15 @@ pub struct Checker {
 }
 
 impl Checker {
-    pub fn new(nodes: usize) -> Checker {
+    /// A checker for nodes with ids `1..=capacity`.
+    pub fn new(capacity: usize) -> Checker {
         Checker {
-            quorum: nodes / 2 + 1,
+            configs: vec![(0, Members::default())],
             leaders: BTreeMap::new(),
             ledger: BTreeMap::new(),
             committed: Vec::new(),
-            nodes: vec![NodeView::default(); nodes],
+            digests: Vec::new(),
+            nodes: vec![NodeView::default(); capacity],
             reads: BTreeMap::new(),
             reads_served: 0,
         }
@@ -163,17 +191,23 @@ impl Checker {
             view.commit
         );
         for i in view.commit + 1..=commit {
-            let entry = entry_at(log, i).unwrap_or_else(|| {
-                panic!("node {id} committed index {i} beyond the end of its log")
-            });
-            self.on_committed(id, term, entry, disks);
+            match entry_at(log, i) {
+                Some(entry) => self.on_committed(id, term, entry, disks),
+                // Covered by a snapshot the node installed: what the other
+                // node committed, as the snapshot's checks verify.
+                None => assert!(
+                    i < raft.first_index() && i <= self.committed_len(),
+                    "node {id} committed index {i}, which it neither holds nor got from a \
+                     committed snapshot"
+                ),
+            }
         }
         self.nodes[index(id)].commit = commit;
 
         if raft.role() == Role::Leader {
             let leader = *self.leaders.entry(term).or_insert(id);
             assert_eq!(leader, id, "nodes {leader} and {id} both led term {term}");
-            self.check_leader_completeness(id, term, log);
+            self.check_leader_completeness(id, term, log, raft.first_index());
         } else {
             self.nodes[index(id)].leading = None;
         }
@@ -191,26 +225,148 @@ impl Checker {
             ),
             None => {
                 assert_eq!(i, self.committed_len() + 1, "committed prefix has a gap");
-                self.check_on_durable_quorum(i, entry.term, disks, "was counted committed");
+                self.check_counted_commit(i, entry.term, disks);
                 self.committed.push(CommittedEntry {
                     term: entry.term,
                     fingerprint,
                     seen_in_term: term,
                 });
+                if entry.kind == EntryKind::ConfChange {
+                    self.on_conf_change_committed(entry);
+                }
+                self.check_still_held(i, entry.term, disks, "was counted committed");
             }
+        }
+    }
+
+    /// A membership change committed: it is in force from its index on.
+    /// The leader takes one change at a time, each proposed against the
+    /// membership the one before it put in force, so every committed change
+    /// must apply to the membership in force where it lands.
+    fn on_conf_change_committed(&mut self, entry: &Entry) {
+        let i = entry.index;
+        let change = ConfChange::decode(&entry.data)
+            .unwrap_or_else(|| panic!("the membership change committed at {i} does not decode"));
+        let current = self.latest_config();
+        let next = current.after(&change).unwrap_or_else(|why| {
+            panic!(
+                "membership change {change:?} committed at {i} is invalid against the \
+                 membership in force {current:?}: {why}"
+            )
+        });
+        if next != *current {
+            self.configs.push((i, next));
+        }
+    }
+
+    /// The membership the committed log puts in force through index `i`.
+    pub fn config_at(&self, i: Index) -> &Members {
+        let (_, m) = self
+            .configs
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= i)
+            .expect("the empty membership is in force from index 0");
+        m
+    }
+
+    /// The membership the latest committed change put in force.
+    pub fn latest_config(&self) -> &Members {
+        &self.configs.last().expect("never empty").1
+    }
+
+    /// Whether node `id` is a member of a membership that nodes may still
+    /// decide by: the one in force, or the one before it.
+    pub fn may_count(&self, id: NodeId) -> bool {
+        self.latest_config().contains(id) || self.previous_config().contains(id)
+    }
+
+    /// The membership before the latest one: nodes that have not applied
+    /// the latest change yet still decide by it.
+    fn previous_config(&self) -> &Members {
+        let n = self.configs.len();
+        &self.configs[n.saturating_sub(2)].1
+    }
+
+    /// A node reported the membership in force once it applied through
+    /// `index`: it must be the one the committed log prescribes there.
+    pub fn on_conf_state(&self, id: NodeId, index: Index, cs: &ConfState) {
+        let expected = self.config_at(index);
+        assert!(
+            expected.matches(cs),
+            "node {id} has membership {cs:?} in force after index {index}, but the committed \
+             log puts {expected:?} in force there"
+        );
+    }
+
+    /// When an entry is first counted committed, the nodes holding it
+    /// durably must be a quorum of the membership in force, or of the one
+    /// before it: a leader that committed the latest change but has not
+    /// applied it yet still counts by the one before, which is safe because
+    /// one change at a time keeps every quorum of the two overlapping.
+    fn check_counted_commit(&self, i: Index, term: Term, disks: &[Disk]) {
+        let holds = |id: NodeId| holds(disks, id, i, term);
+        let (latest, previous) = (self.latest_config(), self.previous_config());
+        if latest.voters().is_empty() {
+            assert_eq!(
+                i, 1,
+                "index {i} committed before any membership was in force"
+            );
+            // The founding entry, committed by construction.
+            return;
+        }
+        assert!(
+            latest.is_quorum(holds) || previous.is_quorum(holds),
+            "index {i} (term {term}) was counted committed while held durably only by {:?}, \
+             a quorum neither of {latest:?} nor of {previous:?}",
+            holders(disks, i, term)
+        );
+    }
+
+    /// Every committed entry stays durable on enough nodes that no quorum
+    /// of the membership in force, nor of the one before it (which nodes
+    /// that lag behind still elect by), lacks it: so no leader without it
+    /// can ever be elected.
+    fn check_still_held(&self, i: Index, term: Term, disks: &[Disk], what: &str) {
+        let holds = |id: NodeId| holds(disks, id, i, term);
+        for config in [self.latest_config(), self.previous_config()] {
+            assert!(
+                config.is_blocked_by(holds),
+                "index {i} (term {term}) {what}, but only {:?} hold it durably: a quorum of \
+                 {config:?} could elect a leader without it",
+                holders(disks, i, term)
+            );
+        }
+    }
+
+    /// Checks the latest committed entry: every earlier one is held by at
+    /// least the nodes holding it (a log holding an entry holds every entry
+    /// before it), so it is the first to lose its quorum.
+    fn check_last_still_held(&self, disks: &[Disk], what: &str) {
+        let last = self.committed_len();
+        if let Some(term) = self.committed_term(last) {
+            self.check_still_held(last, term, disks, what);
         }
     }
 
     /// Leader completeness: a leader of term `term` holds every entry
     /// committed in an earlier term.
-    fn check_leader_completeness(&mut self, id: NodeId, term: Term, log: &[Entry]) {
+    fn check_leader_completeness(
+        &mut self,
+        id: NodeId,
+        term: Term,
+        log: &[Entry],
+        first_index: Index,
+    ) {
         let verified = match self.nodes[index(id)].leading {
             Some((t, verified)) if t == term => verified,
             _ => 0,
         };
         for (offset, c) in self.committed[verified..].iter().enumerate() {
             let i = (verified + offset) as Index + 1;
-            if c.seen_in_term < term {
+            // Entries before the log are the leader's snapshot's, whose last
+            // one was checked against the committed log.
+            if c.seen_in_term < term && i >= first_index {
                 let held = entry_at(log, i).map(|e| e.term);
                 assert_eq!(
                     held,
@@ -243,18 +399,31 @@ impl Checker {
     }
 
     /// A durable write on some node replaced its log from `from` on: no
-    /// committed entry may drop off a quorum of durable logs.
+    /// committed entry may lose its durable quorum.
     pub fn on_durable_replace(&mut self, from: Index, disks: &[Disk]) {
-        for i in from..=self.committed_len() {
-            let term = self.committed[(i - 1) as usize].term;
-            self.check_on_durable_quorum(i, term, disks, "lost its durable quorum");
+        if from <= self.committed_len() {
+            self.check_last_still_held(disks, "lost its durable copy on a node");
         }
     }
 
+    /// A node's disk was wiped (a removed node leaving for good): committed
+    /// entries must not depend on it.
+    pub fn on_wipe(&mut self, disks: &[Disk]) {
+        self.check_last_still_held(disks, "lost a durable copy to a wiped disk");
+    }
+
     /// State machine safety: every node applies the committed entries in
-    /// order, and only once a quorum holds them durably.
-    pub fn on_applied(&mut self, id: NodeId, entries: &[Entry], disks: &[Disk]) {
-        for e in entries {
+    /// order, and only once a quorum holds them durably; its state machine
+    /// is then the one every node has at that index (`states` holds the
+    /// node's state after each entry).
+    pub fn on_applied(
+        &mut self,
+        id: NodeId,
+        entries: &[Entry],
+        states: &[Machine],
+        disks: &[Disk],
+    ) {
+        for (e, state) in entries.iter().zip(states) {
             let view = self.nodes[index(id)];
             assert_eq!(
                 e.index,
@@ -277,19 +446,89 @@ impl Checker {
                 e.term,
                 c.term
             );
-            self.check_on_durable_quorum(e.index, e.term, disks, "was applied");
+            self.check_still_held(e.index, e.term, disks, "was applied");
+            self.check_state(id, *state, "applying");
             self.nodes[index(id)].applied = e.index;
         }
     }
 
-    fn check_on_durable_quorum(&self, i: Index, term: Term, disks: &[Disk], what: &str) {
-        let holders = disks.iter().filter(|d| d.term_at(i) == Some(term)).count();
-        assert!(
-            holders >= self.quorum,
-            "index {i} (term {term}) {what} while only {holders} of {} nodes held it durably",
-            disks.len()
+    /// The node's state machine at `state.applied` must be everyone's
+    /// there; the first node to reach an index sets it.
+    fn check_state(&mut self, id: NodeId, state: Machine, doing: &str) {
+        let i = state.applied;
+        if i == 0 {
+            return;
+        }
+        if i as usize == self.digests.len() + 1 {
+            self.digests.push(state.digest);
+        }
+        assert_eq!(
+            self.digests.get(i as usize - 1),
+            Some(&state.digest),
+            "node {id} has another state after index {i} than other nodes had, {doing}"
         );
     }
+
+    /// A snapshot's metadata is the committed log's at its index, and its
+    /// state the one every node had there.
+    fn check_snapshot(&mut self, id: NodeId, meta: &SnapshotMeta, state: Machine, doing: &str) {
+        let i = meta.index;
+        assert_eq!(
+            state.applied, i,
+            "node {id}'s snapshot at {i} holds the state at {}",
+            state.applied
+        );
+        assert!(
+            i as usize <= self.digests.len(),
+            "node {id}, {doing}, has a snapshot at {i}, which no node has applied"
+        );
+        assert_eq!(
+            self.committed_term(i),
+            Some(meta.term),
+            "node {id}, {doing}, has a snapshot through ({i}, term {}), not a committed entry",
+            meta.term
+        );
+        let expected = self.config_at(i);
+        assert!(
+            expected.matches(&meta.conf_state),
+            "node {id}, {doing}, has a snapshot at {i} with membership {:?}, but the committed \
+             log puts {expected:?} in force there",
+            meta.conf_state
+        );
+        self.check_state(id, state, doing);
+    }
+
+    /// Node `id` took a snapshot of its state machine.
+    pub fn on_snapshot_taken(&mut self, id: NodeId, meta: &SnapshotMeta, state: Machine) {
+        assert_eq!(
+            self.nodes[index(id)].applied,
+            state.applied,
+            "node {id} took a snapshot of another state than the one it applied"
+        );
+        self.check_snapshot(id, meta, state, "taking a snapshot");
+    }
+
+    /// Node `id`'s state machine was restored from a snapshot: installed
+    /// from the leader's, or recovered at restart. It has applied through
+    /// the snapshot, and goes on from there.
+    pub fn on_snapshot_restored(&mut self, id: NodeId, meta: &SnapshotMeta, state: Machine) {
+        self.check_snapshot(id, meta, state, "restoring a snapshot");
+        let view = &mut self.nodes[index(id)];
+        view.applied = view.applied.max(meta.index);
+    }
+}
+
+/// Whether node `id`'s disk holds the committed `(i, term)` durably.
+fn holds(disks: &[Disk], id: NodeId, i: Index, term: Term) -> bool {
+    disks
+        .get(index(id))
+        .is_some_and(|d| d.holds_committed(i, term))
+}
+
+fn holders(disks: &[Disk], i: Index, term: Term) -> Vec<NodeId> {
+    (1..=disks.len() as NodeId)
+        .filter(|&id| holds(disks, id, i, term))
+        .collect()
 }
 
 pub fn entry_at(log: &[Entry], i: Index) -> Option<&Entry> {

@@ -5,23 +5,46 @@
 //! `Ready` to the letter: entries and hard state go to the disk, `messages`
 //! leave at once, `persisted_messages` leave and `on_persisted` is called
 //! only when the disk reports the batch durable, and committed entries are
-//! applied to a (volatile) state machine and acknowledged.
+//! applied to a (volatile) state machine and acknowledged. It also plays the
+//! node layer's part in snapshots (see `snapshot.rs`): it snapshots the
+//! state machine when a scenario compacts a node, streams snapshots the
+//! core asks for, assembles received chunks, writes the file, calls
+//! `restore`, records the snapshot with the batch that reports it, and
+//! restores the state machine from it, at runtime and at recovery.
 
 use crate::checker::{entry_at, fingerprint, Checker};
-use crate::disk::{Batch, Disk, DiskTiming};
+use crate::disk::{Batch, Completed, Disk, DiskTiming, SnapshotFile, Write};
 use crate::fnv::Fnv;
+use crate::membership::Members;
 use crate::network::{NetFaults, Network};
 use crate::rng::SplitMix64;
-use embraft::core::{Config, Entry, Index, NodeId, ProposeError, Raft, Role, Term, TransferError};
+use crate::snapshot::{self, Machine, Receiving};
+use embraft::core::{
+    ConfChange, Config, Entry, Index, NodeId, ProposeError, Raft, Role, StepError, Term,
+    TransferError,
+};
 
 /// Virtual time units per Raft tick. Message and disk delays are drawn in
 /// these units, so most of them fall within a tick.
 pub const TICK: u64 = 10;
 
+/// At most this many nodes take part at once: members, blank joiners
+/// waiting to be added, and removed nodes still running.
+pub const MAX_SLOTS: usize = 7;
+
+/// Node ids one run may use. A removed node never comes back under its old
+/// id (a stale leader could still count it by that id); its slot goes to a
+/// new node with a fresh id instead.
+pub const MAX_NODE_IDS: usize = 48;
+
 /// How a scenario's cluster is built and how hostile its environment is.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
+    /// The founding voters: nodes `1..=nodes`.
     pub nodes: usize,
+    /// Nodes running from the start: the founders, then blank joiners (no
+    /// membership yet) that can be added later. At most [`MAX_SLOTS`].
+    pub slots: usize,
     pub pre_vote: bool,
     pub check_quorum: bool,
     pub lease_reads: bool,
@@ -29,12 +52,16 @@ pub struct Options {
     pub heartbeat_tick: u32,
     pub net: NetFaults,
     pub disk: DiskTiming,
+    /// Entries a node keeps in memory before the index it compacts at
+    /// (the core's `compact_keep_entries`).
+    pub compact_keep_entries: u64,
 }
 
 impl Options {
     pub fn new(nodes: usize) -> Options {
         Options {
             nodes,
+            slots: nodes,
             pre_vote: true,
             check_quorum: true,
             lease_reads: false,
@@ -45,6 +72,7 @@ impl Options {
                 min_delay: 1,
                 max_delay: 8,
             },
+            compact_keep_entries: Config::default().compact_keep_entries,
         }
     }
 
@@ -63,10 +91,19 @@ pub struct Cluster {
     opts: Options,
     now: u64,
     ticks: u64,
-    voters: Vec<NodeId>,
-    /// `None` while the node is down. Index `id - 1`.
+    /// `None` while the node is down. Index `id - 1`, for every node
+    /// created so far (ids are given out in order).
     rafts: Vec<Option<Raft>>,
     disks: Vec<Disk>,
+    /// The host's volatile state per node: its state machine, its latest
+    /// snapshot (the one it streams), and a snapshot it receives.
+    machines: Vec<Machine>,
+    latest_snapshots: Vec<Option<SnapshotFile>>,
+    receiving: Vec<Receiving>,
+    /// Snapshots each node installed from a leader, durably.
+    installs: Vec<u64>,
+    /// Nodes whose slot went to a new node: stopped for good.
+    retired: Vec<bool>,
     pub net: Network,
     checker: Checker,
     next_payload: u64,
@@ -76,36 +113,151 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(rng: SplitMix64, opts: Options) -> Cluster {
+        assert!(
+            opts.nodes >= 1 && opts.nodes <= opts.slots && opts.slots <= MAX_SLOTS,
+            "{opts:?} does not fit the simulator"
+        );
         let mut cluster = Cluster {
             rng,
             opts,
             now: 0,
             ticks: 0,
-            voters: (1..=opts.nodes as NodeId).collect(),
-            rafts: (0..opts.nodes).map(|_| None).collect(),
-            disks: (0..opts.nodes).map(|_| Disk::default()).collect(),
-            net: Network::new(opts.nodes, opts.net),
-            checker: Checker::new(opts.nodes),
+            rafts: Vec::new(),
+            disks: Vec::new(),
+            machines: Vec::new(),
+            latest_snapshots: Vec::new(),
+            receiving: Vec::new(),
+            installs: Vec::new(),
+            retired: Vec::new(),
+            net: Network::new(MAX_NODE_IDS, opts.net),
+            checker: Checker::new(MAX_NODE_IDS),
             next_payload: 0,
             next_read_context: 0,
             trace: std::env::var_os("EMBRAFT_SIM_TRACE").is_some(),
         };
+        // Every founder's disk holds the founding entry before any starts.
+        let founders: Vec<NodeId> = (1..=opts.nodes as NodeId).collect();
+        for id in 1..=opts.slots as NodeId {
+            let disk = if founders.contains(&id) {
+                Disk::founding(&founders)
+            } else {
+                Disk::default()
+            };
+            cluster.create(disk);
+        }
         for id in cluster.ids() {
             cluster.start(id);
         }
         cluster
     }
 
+    /// Creates the next node, down, on `disk`; returns its id.
+    fn create(&mut self, disk: Disk) -> NodeId {
+        assert!(
+            self.disks.len() < MAX_NODE_IDS,
+            "the run used up its node ids"
+        );
+        self.rafts.push(None);
+        self.disks.push(disk);
+        self.machines.push(Machine::default());
+        self.latest_snapshots.push(None);
+        self.receiving.push(Receiving::Idle);
+        self.installs.push(0);
+        self.retired.push(false);
+        self.disks.len() as NodeId
+    }
+
     pub fn options(&self) -> Options {
         self.opts
     }
 
+    /// Every node taking part: all but the retired ones.
     pub fn ids(&self) -> Vec<NodeId> {
-        self.voters.clone()
+        self.all_ids()
+            .filter(|&id| !self.retired[slot(id)])
+            .collect()
     }
 
+    /// Every node ever created, retired ones included.
+    fn all_ids(&self) -> impl Iterator<Item = NodeId> {
+        1..=self.disks.len() as NodeId
+    }
+
+    /// A quorum of the founding voters, for scenarios whose membership
+    /// never changes.
     pub fn quorum(&self) -> usize {
         self.opts.nodes / 2 + 1
+    }
+
+    // ---- membership ----
+
+    /// The membership the committed log has put in force.
+    pub fn membership(&self) -> &Members {
+        self.checker.latest_config()
+    }
+
+    /// Members (voters and learners) of the membership in force.
+    pub fn members(&self) -> Vec<NodeId> {
+        self.membership().members()
+    }
+
+    /// The membership node `id` has in force.
+    pub fn membership_of(&self, id: NodeId) -> Members {
+        Members::from_conf_state(&self.node(id).status().conf_state)
+    }
+
+    /// Proposes a membership change on node `id`.
+    pub fn propose_conf_change(
+        &mut self,
+        id: NodeId,
+        change: &ConfChange,
+    ) -> Result<(Index, Term), ProposeError> {
+        let raft = self.rafts[slot(id)].as_mut().expect("node is up");
+        let result = raft.propose_conf_change(change);
+        self.trace_line(|| format!("propose {change:?} on {id}: {result:?}"));
+        self.after_event(id);
+        result
+    }
+
+    /// Whether leader `leader` knows `learner` to have replicated through
+    /// its commit index (what a host checks before promoting a learner).
+    pub fn caught_up(&self, leader: NodeId, learner: NodeId) -> bool {
+        let status = self.node(leader).status();
+        status
+            .peers
+            .iter()
+            .any(|p| p.id == learner && p.match_index >= status.commit)
+    }
+
+    /// Whether node `id`'s disk holds nothing: a joiner never added.
+    pub fn is_blank(&self, id: NodeId) -> bool {
+        self.disks[slot(id)].is_blank()
+    }
+
+    /// Whether node `id` counts in no membership any node may still decide
+    /// by (neither the one in force nor the one before it), so that its
+    /// data may go.
+    pub fn is_forgotten(&self, id: NodeId) -> bool {
+        !self.checker.may_count(id)
+    }
+
+    /// A removed node leaves for good: it stops, its data is deleted, and a
+    /// blank joiner with a fresh id takes its slot. Returns the new id.
+    pub fn replace(&mut self, id: NodeId) -> NodeId {
+        assert!(
+            self.is_forgotten(id),
+            "node {id} may still count in a quorum"
+        );
+        if self.is_up(id) {
+            self.crash(id);
+        }
+        self.retired[slot(id)] = true;
+        self.disks[slot(id)].wipe();
+        self.checker.on_wipe(&self.disks);
+        self.trace_line(|| format!("retire {id}"));
+        let new = self.create(Disk::default());
+        self.start(new);
+        new
     }
 
     pub fn ticks(&self) -> u64 {
@@ -123,16 +275,31 @@ impl Cluster {
             pre_vote: self.opts.pre_vote,
             check_quorum: self.opts.check_quorum,
             lease_reads: self.opts.lease_reads,
+            compact_keep_entries: self.opts.compact_keep_entries,
             seed: self.rng.next_u64(),
             ..Config::default()
         };
-        let initial = self.disks[slot(id)].recover(&self.voters);
+        let initial = self.disks[slot(id)].recover();
         let raft = Raft::new(config, initial)
             .unwrap_or_else(|e| panic!("node {id} refused its recovered state: {e}"));
         self.rafts[slot(id)] = Some(raft);
         self.checker.on_restart(id);
+        // The host restores its state machine from the recorded snapshot.
+        let snapshot = self.disks[slot(id)].snapshot().cloned();
+        self.machines[slot(id)] = Machine::default();
+        self.receiving[slot(id)] = Receiving::Idle;
+        if let Some(file) = &snapshot {
+            let machine = Machine::from_snapshot(&file.data);
+            self.checker.on_snapshot_restored(id, &file.meta, machine);
+            self.machines[slot(id)] = machine;
+        }
+        self.latest_snapshots[slot(id)] = snapshot;
         self.trace_line(|| format!("start {id}"));
         self.after_event(id);
+        // A node recovers the membership its durable log puts in force.
+        let raft = self.node(id);
+        self.checker
+            .on_conf_state(id, raft.commit_index(), &raft.status().conf_state);
     }
 
     /// Power loss: the node stops, and every write not yet durable is lost.
@@ -145,6 +312,7 @@ impl Cluster {
 
     pub fn restart(&mut self, id: NodeId) {
         assert!(!self.is_up(id), "node {id} is already up");
+        assert!(!self.retired[slot(id)], "node {id} left for good");
         self.start(id);
     }
 
@@ -153,17 +321,16 @@ impl Cluster {
     }
 
     pub fn up_nodes(&self) -> Vec<NodeId> {
-        self.voters
-            .iter()
-            .copied()
+        self.ids()
+            .into_iter()
             .filter(|&id| self.is_up(id))
             .collect()
     }
 
+    /// Nodes that are down, retired ones excepted.
     pub fn down_nodes(&self) -> Vec<NodeId> {
-        self.voters
-            .iter()
-            .copied()
+        self.ids()
+            .into_iter()
             .filter(|&id| !self.is_up(id))
             .collect()
     }
@@ -184,6 +351,59 @@ impl Cluster {
         self.checker.applied(id)
     }
 
+    // ---- snapshots ----
+
+    /// The host of node `id` snapshots its state machine and compacts the
+    /// log through what it applied, if that is beyond its latest snapshot:
+    /// the snapshot file and its record are written, then the log before
+    /// the core's first index goes. Returns the snapshot's index.
+    pub fn compact(&mut self, id: NodeId) -> Option<Index> {
+        let machine = self.machines[slot(id)];
+        let raft = self.rafts[slot(id)].as_mut().expect("node is up");
+        if machine.applied <= raft.status().snapshot_index {
+            return None;
+        }
+        let meta = raft
+            .compact(machine.applied)
+            .unwrap_or_else(|e| panic!("node {id} refused to compact what it applied: {e}"));
+        self.checker.on_snapshot_taken(id, &meta, machine);
+        let file = SnapshotFile {
+            meta,
+            data: machine.snapshot_data(),
+        };
+        let keep_from = raft.first_index();
+        self.trace_line(|| {
+            format!(
+                "compact {id} through {} keeping from {keep_from}",
+                machine.applied
+            )
+        });
+        self.latest_snapshots[slot(id)] = Some(file.clone());
+        self.disks[slot(id)].submit(
+            self.now,
+            &mut self.rng,
+            self.opts.disk,
+            Write::Compaction { file, keep_from },
+        );
+        self.after_event(id);
+        Some(machine.applied)
+    }
+
+    /// Where node `id` stands in receiving a snapshot.
+    pub fn receiving(&self, id: NodeId) -> &Receiving {
+        &self.receiving[slot(id)]
+    }
+
+    /// The index of the snapshot recorded on node `id`'s disk (0 if none).
+    pub fn recorded_snapshot(&self, id: NodeId) -> Index {
+        self.disks[slot(id)].snapshot_index()
+    }
+
+    /// How many snapshots node `id` installed from a leader, durably.
+    pub fn installs(&self, id: NodeId) -> u64 {
+        self.installs[slot(id)]
+    }
+
     /// Draws `k` distinct nodes out of `ids`.
     pub fn pick(&mut self, ids: &[NodeId], k: usize) -> Vec<NodeId> {
         let mut pool = ids.to_vec();
@@ -200,7 +420,7 @@ impl Cluster {
     /// every node's durable and volatile state. Two runs of one seed must
     /// agree on it.
     pub fn digest(&self) -> u64 {
-        fn log(h: &mut Fnv, entries: &[Entry]) {
+        fn log<'a>(h: &mut Fnv, entries: impl IntoIterator<Item = &'a Entry>) {
             for e in entries {
                 h.u64(e.index).u64(e.term).u64(fingerprint(e));
             }
@@ -212,11 +432,16 @@ impl Cluster {
         for &n in &self.net.stats.sent {
             h.u64(n);
         }
-        for id in self.ids() {
+        for id in self.all_ids() {
             let disk = &self.disks[slot(id)];
             let hs = disk.hard_state();
-            h.u64(hs.term).u64(hs.vote).u64(hs.commit);
+            h.u64(hs.term)
+                .u64(hs.vote)
+                .u64(hs.commit)
+                .u64(disk.snapshot_index());
             log(&mut h, disk.log());
+            let machine = self.machines[slot(id)];
+            h.u64(machine.applied).u64(machine.digest);
             if let Some(raft) = &self.rafts[slot(id)] {
                 h.u64(raft.term())
                     .u64(raft.commit_index())
@@ -225,6 +450,40 @@ impl Cluster {
             }
         }
         h.finish()
+    }
+
+    /// Every node's state, for the message of a failed liveness check.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "at tick {}, committed through {}, membership in force {:?}",
+            self.ticks,
+            self.committed_len(),
+            self.membership()
+        );
+        for id in self.ids() {
+            let line = match &self.rafts[slot(id)] {
+                None => "down".to_string(),
+                Some(raft) => {
+                    let st = raft.status();
+                    format!(
+                        "{:?} term {} leader {} commit {} snapshot {} last {} applied {} \
+                         voters {:?} outgoing {:?} learners {:?}",
+                        st.role,
+                        st.term,
+                        st.leader,
+                        st.commit,
+                        st.snapshot_index,
+                        st.last_index,
+                        self.applied(id),
+                        st.conf_state.voters,
+                        st.conf_state.voters_outgoing,
+                        st.conf_state.learners
+                    )
+                }
+            };
+            out.push_str(&format!("\n  node {id}: {line}"));
+        }
+        out
     }
 
     // ---- time ----
@@ -299,7 +558,7 @@ impl Cluster {
         self.process_events_through(tick_at);
         self.now = tick_at;
         self.ticks += 1;
-        for id in self.ids() {
+        for id in self.all_ids() {
             if let Some(raft) = self.rafts[slot(id)].as_mut() {
                 raft.tick();
                 self.after_event(id);
@@ -323,8 +582,7 @@ impl Cluster {
     /// first), else a message delivery.
     fn process_event_at(&mut self, at: u64) {
         let writer = self
-            .ids()
-            .into_iter()
+            .all_ids()
             .find(|&id| self.disks[slot(id)].next_completion_at() == Some(at));
         match writer {
             Some(id) => self.complete_write(id),
@@ -343,25 +601,69 @@ impl Cluster {
         if self.trace {
             eprintln!("t={} deliver {msg:?}", self.now);
         }
-        if let Err(e) = raft.step(msg) {
-            panic!("node {to} refused a genuine message: {e}");
+        match raft.step(msg) {
+            // Members refuse non-members (a removed node, or a new one this
+            // node has not seen added yet).
+            Ok(()) | Err(StepError::UnknownSender(_)) => {}
+            Err(e) => panic!("node {to} refused a genuine message: {e}"),
         }
         self.after_event(to);
     }
 
     fn complete_write(&mut self, id: NodeId) {
-        let done = self.disks[slot(id)].complete_next();
-        self.trace_line(|| format!("durable {id} batch {}", done.ready_number));
-        if let Some(from) = done.replaced_from {
-            self.checker.on_durable_replace(from, &self.disks);
-        }
-        for m in &done.persisted_messages {
-            self.net.send(self.now, &mut self.rng, m);
-        }
         let raft = self.rafts[slot(id)]
             .as_mut()
             .expect("a crashed node has no pending writes");
-        raft.on_persisted(done.ready_number);
+        match self.disks[slot(id)].complete_next() {
+            Completed::Batch {
+                ready_number,
+                persisted_messages,
+                replaced_from,
+                installed,
+            } => {
+                if self.trace {
+                    eprintln!("t={} durable {id} batch {ready_number}", self.now);
+                }
+                if let Some(file) = installed {
+                    // The snapshot is recorded: the host restores its state
+                    // machine from it.
+                    let machine = Machine::from_snapshot(&file.data);
+                    self.checker.on_snapshot_restored(id, &file.meta, machine);
+                    self.machines[slot(id)] = machine;
+                    self.latest_snapshots[slot(id)] = Some(file);
+                    self.receiving[slot(id)] = Receiving::Idle;
+                    self.installs[slot(id)] += 1;
+                }
+                if let Some(from) = replaced_from {
+                    self.checker.on_durable_replace(from, &self.disks);
+                }
+                for m in &persisted_messages {
+                    self.net.send(self.now, &mut self.rng, m);
+                }
+                raft.on_persisted(ready_number);
+            }
+            Completed::Compaction => {
+                if self.trace {
+                    eprintln!("t={} durable {id} compaction", self.now);
+                }
+            }
+            Completed::ReceivedFile(file) => {
+                // The whole snapshot is on disk: the core may take it.
+                let taken = raft.restore(file.meta.clone());
+                if self.trace {
+                    eprintln!(
+                        "t={} durable {id} received {:?}: {taken}",
+                        self.now, file.meta
+                    );
+                }
+                self.receiving[slot(id)] = if taken {
+                    Receiving::Recording(file.meta)
+                } else {
+                    self.disks[slot(id)].delete_received();
+                    Receiving::Idle
+                };
+            }
+        }
         self.after_event(id);
     }
 
@@ -379,52 +681,88 @@ impl Cluster {
             if self.trace {
                 eprintln!("t={} ready {id} {rd:?}", self.now);
             }
-            // Nothing is ever compacted and membership never changes here,
-            // so the core has no reason to hand out any of these; a host
-            // that ignored them would break the contract.
-            assert!(
-                rd.snapshot.is_none()
-                    && rd.snapshots_to_send.is_empty()
-                    && rd.snapshot_chunks.is_empty()
-                    && rd.conf_state.is_none(),
-                "node {id} handed out snapshot or membership work the simulator does not model"
-            );
             if let Some(first) = rd.entries.first() {
                 let prev_term = match first.index - 1 {
                     0 => 0,
-                    prev => {
-                        entry_at(raft.log_entries(), prev)
-                            .unwrap_or_else(|| {
-                                panic!("node {id} wrote index {} after a gap", prev + 1)
-                            })
-                            .term
-                    }
+                    prev => match entry_at(raft.log_entries(), prev) {
+                        Some(e) => e.term,
+                        None => {
+                            let meta = raft.snapshot_meta();
+                            assert_eq!(
+                                meta.index, prev,
+                                "node {id} wrote index {first:?} after a gap"
+                            );
+                            meta.term
+                        }
+                    },
                 };
                 self.checker.on_entries_written(id, prev_term, &rd.entries);
             }
             for m in &rd.messages {
                 self.net.send(self.now, &mut self.rng, m);
             }
+            for (peer, meta) in &rd.snapshots_to_send {
+                let file = self.latest_snapshots[slot(id)]
+                    .as_ref()
+                    .filter(|f| f.meta == *meta)
+                    .unwrap_or_else(|| {
+                        panic!("node {id} asked to send {meta:?}, not its snapshot")
+                    });
+                snapshot::send(raft, &mut self.net, &mut self.rng, self.now, file, *peer);
+            }
+            for chunk in rd.snapshot_chunks {
+                if let Some(file) = self.receiving[slot(id)].take(chunk) {
+                    self.disks[slot(id)].submit(
+                        self.now,
+                        &mut self.rng,
+                        self.opts.disk,
+                        Write::ReceivedFile(file),
+                    );
+                }
+            }
+            if let Some(meta) = &rd.snapshot {
+                assert!(
+                    matches!(&self.receiving[slot(id)], Receiving::Recording(m) if m == meta),
+                    "node {id} installed {meta:?}, which its host did not hand it"
+                );
+            }
             self.disks[slot(id)].submit(
                 self.now,
                 &mut self.rng,
                 self.opts.disk,
-                Batch {
+                Write::Batch(Batch {
                     ready_number: rd.number,
                     hard_state: rd.hard_state,
                     entries: rd.entries,
                     persisted_messages: rd.persisted_messages,
-                },
+                    installs: rd.snapshot,
+                }),
             );
             for state in &rd.read_states {
                 self.checker.on_read_state(id, state);
             }
             if let Some(last) = rd.committed_entries.last() {
                 let last = last.index;
+                let machine = &mut self.machines[slot(id)];
+                let states: Vec<Machine> = rd
+                    .committed_entries
+                    .iter()
+                    .map(|e| {
+                        machine.apply(e);
+                        *machine
+                    })
+                    .collect();
                 self.checker
-                    .on_applied(id, &rd.committed_entries, &self.disks);
+                    .on_applied(id, &rd.committed_entries, &states, &self.disks);
+                if let Some(cs) = &rd.conf_state {
+                    self.checker.on_conf_state(id, last, cs);
+                }
                 raft.on_applied(last);
             }
+            assert!(
+                rd.conf_state.is_none() || !rd.committed_entries.is_empty(),
+                "node {id} reported a new membership without applying anything"
+            );
             self.checker.observe(raft, &self.disks);
         }
         panic!("node {id} still has work after 8 ready batches in a row");
@@ -483,7 +821,10 @@ impl Cluster {
             }
             self.tick();
         }
-        panic!("liveness: node {id} got no read point within {budget} ticks");
+        panic!(
+            "liveness: node {id} got no read point within {budget} ticks\n{}",
+            self.describe()
+        );
     }
 
     pub fn transfer_leader(&mut self, id: NodeId, to: NodeId) -> Result<(), TransferError> {
@@ -510,27 +851,30 @@ impl Cluster {
 
     /// A leader that a quorum of running nodes it can reach (itself
     /// included) follows in its term: elected, known and able to make
-    /// progress, not merely self-proclaimed or cut off.
+    /// progress, not merely self-proclaimed or cut off. The quorum is one
+    /// of the membership the leader has in force.
     pub fn stable_leader(&self) -> Option<NodeId> {
         let leader = self.leader()?;
         let term = self.node(leader).term();
-        let followers = self
-            .up_nodes()
-            .into_iter()
-            .filter(|&id| {
-                self.net.connected(leader, id)
-                    && self.node(id).term() == term
-                    && self.node(id).leader() == leader
-            })
-            .count();
-        (followers >= self.quorum()).then_some(leader)
+        let following = |id: NodeId| {
+            self.is_up(id)
+                && self.net.connected(leader, id)
+                && self.node(id).term() == term
+                && self.node(id).leader() == leader
+        };
+        self.membership_of(leader)
+            .is_quorum(following)
+            .then_some(leader)
     }
 
     /// Liveness: a stable leader emerges within the election budget.
     pub fn await_stable_leader(&mut self) -> NodeId {
         let budget = self.opts.election_budget();
         if !self.run_until(budget, |c| c.stable_leader().is_some()) {
-            panic!("liveness: no stable leader within {budget} ticks");
+            panic!(
+                "liveness: no stable leader within {budget} ticks\n{}",
+                self.describe()
+            );
         }
         self.stable_leader().expect("checked above")
     }
@@ -544,34 +888,81 @@ impl Cluster {
         self.checker.committed_len()
     }
 
-    /// Liveness: proposes through the current leader until a proposal
-    /// commits, re-proposing when leadership moves, within a budget.
-    pub fn commit_one(&mut self) -> (Index, Term) {
+    /// Liveness: proposes through the current stable leader, again whenever
+    /// leadership moves to a new term or the leader refused, until `done`
+    /// returns something, within a budget. `done` sees the proposals made
+    /// so far.
+    fn propose_until<R>(
+        &mut self,
+        what: &str,
+        mut propose: impl FnMut(&mut Cluster, NodeId) -> Result<(Index, Term), ProposeError>,
+        done: impl Fn(&Cluster, &[(Index, Term)]) -> Option<R>,
+    ) -> R {
         let budget = self.opts.election_budget() * 2;
         let start = self.ticks;
-        let mut pending: Vec<(Index, Term)> = Vec::new();
+        let mut proposed: Vec<(Index, Term)> = Vec::new();
         let mut proposed_in: Option<Term> = None;
         while self.ticks - start < budget {
-            if let Some(&done) = pending.iter().find(|&&(i, t)| self.is_committed(i, t)) {
-                return done;
+            if let Some(result) = done(self, &proposed) {
+                return result;
             }
             if let Some(leader) = self.stable_leader() {
                 let term = self.node(leader).term();
                 if proposed_in != Some(term) {
-                    if let Ok(p) = self.propose(leader) {
-                        pending.push(p);
+                    if let Ok(p) = propose(self, leader) {
+                        proposed.push(p);
                         proposed_in = Some(term);
                     }
                 }
             }
             self.tick();
         }
-        panic!("liveness: no proposal committed within {budget} ticks");
+        panic!(
+            "liveness: {what} within {budget} ticks\n{}",
+            self.describe()
+        );
     }
 
-    /// Liveness: every running node applies through `index`.
+    /// Liveness: proposes through the current leader until a proposal
+    /// commits, re-proposing when leadership moves, within a budget.
+    pub fn commit_one(&mut self) -> (Index, Term) {
+        self.propose_until(
+            "no proposal committed",
+            |c, leader| c.propose(leader),
+            |c, proposed| {
+                proposed
+                    .iter()
+                    .copied()
+                    .find(|&(i, t)| c.is_committed(i, t))
+            },
+        )
+    }
+
+    /// Liveness of membership changes: proposes `change` through the
+    /// current leader until the committed log has put it in force (and, for
+    /// a joint change, left the joint configuration again).
+    pub fn change_membership(&mut self, change: &ConfChange) {
+        let mut target = self
+            .membership()
+            .after(change)
+            .unwrap_or_else(|why| panic!("{change:?} is invalid: {why}"));
+        if target.is_joint() {
+            target = target.after(&ConfChange::LeaveJoint).expect("joint");
+        }
+        self.propose_until(
+            &format!("membership change {change:?} not in force"),
+            |c, leader| c.propose_conf_change(leader, change),
+            |c, _| (*c.membership() == target).then_some(()),
+        );
+    }
+
+    /// Liveness: every running member applies through `index`.
     pub fn await_applied_everywhere(&mut self, index: Index) {
-        let nodes = self.up_nodes();
+        let nodes: Vec<NodeId> = self
+            .members()
+            .into_iter()
+            .filter(|&id| self.is_up(id))
+            .collect();
         self.await_applied_by(&nodes, index);
     }
 
@@ -581,7 +972,8 @@ impl Cluster {
         let done = self.run_until(budget, |c| nodes.iter().all(|&id| c.applied(id) >= index));
         assert!(
             done,
-            "liveness: nodes {nodes:?} did not all apply index {index} within {budget} ticks"
+            "liveness: nodes {nodes:?} did not all apply index {index} within {budget} ticks\n{}",
+            self.describe()
         );
     }
 
@@ -593,18 +985,38 @@ impl Cluster {
         let done = self.run_until(budget, |c| {
             c.stable_leader().is_some_and(|l| {
                 let raft = c.node(l);
-                raft.log_entries().last().map_or(0, |e| e.index) == raft.commit_index()
+                raft.status().last_index == raft.commit_index()
             })
         });
         assert!(
             done,
-            "liveness: no leader committed its whole log within {budget} ticks without proposals"
+            "liveness: no leader committed its whole log within {budget} ticks without \
+             proposals\n{}",
+            self.describe()
+        );
+    }
+
+    /// Liveness: a joint configuration in force is left (the leader does it
+    /// by itself), and a stable leader of the resulting membership emerges.
+    pub fn await_membership_settled(&mut self) {
+        let budget = self.opts.election_budget() * 2;
+        let done = self.run_until(budget, |c| {
+            !c.membership().is_joint()
+                && c.stable_leader()
+                    .is_some_and(|l| !c.membership_of(l).is_joint())
+        });
+        assert!(
+            done,
+            "liveness: the joint configuration {:?} was not left within {budget} ticks\n{}",
+            self.membership(),
+            self.describe()
         );
     }
 
     /// Ends every fault (partitions, lossy links, crashed nodes), then
     /// requires the cluster to recover: a leader is elected, commits its
-    /// log, commits a new proposal, and every node applies it.
+    /// log, leaves any joint configuration, commits a new proposal, and
+    /// every member applies it.
     pub fn heal_and_check_liveness(&mut self) {
         self.net.heal();
         self.net.set_faults(NetFaults::RELIABLE);
@@ -613,6 +1025,7 @@ impl Cluster {
         }
         self.await_stable_leader();
         self.await_leader_commits_its_log();
+        self.await_membership_settled();
         let (index, _) = self.commit_one();
         self.await_applied_everywhere(index);
     }

@@ -1,9 +1,15 @@
 //! The simulated disk of one node: durable state changes only when a write
 //! completes, writes complete in the order they were submitted, and a crash
 //! loses every write still in progress.
+//!
+//! Besides the write-ahead log (hard state and entries) the disk holds the
+//! host's snapshot files: the snapshot the log starts after, recorded in the
+//! log like the product's WAL records snapshot metadata, and a snapshot
+//! received from a leader whose file is complete but not recorded yet. Only
+//! a recorded snapshot counts at recovery; an unrecorded file is deleted.
 
 use crate::rng::SplitMix64;
-use embraft::core::{ConfState, Entry, HardState, Index, InitialState, Message, NodeId, Term};
+use embraft::core::{Entry, HardState, Index, InitialState, Message, NodeId, SnapshotMeta, Term};
 use std::collections::VecDeque;
 
 /// How long a write takes, in virtual time units.
@@ -13,6 +19,13 @@ pub struct DiskTiming {
     pub max_delay: u64,
 }
 
+/// A snapshot file: the metadata the core gave it and the host's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotFile {
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}
+
 /// The part of one ready batch that waits for durability.
 pub struct Batch {
     pub ready_number: u64,
@@ -20,44 +33,96 @@ pub struct Batch {
     pub entries: Vec<Entry>,
     /// Messages that may leave only once this batch is durable.
     pub persisted_messages: Vec<Message>,
+    /// A snapshot installed from the leader: recorded with this batch, it
+    /// replaces the whole log (its file is the received one on disk).
+    pub installs: Option<SnapshotMeta>,
+}
+
+/// One write in the disk's queue.
+pub enum Write {
+    Batch(Batch),
+    /// The host took a snapshot of its state machine: the file and its
+    /// record, then the log before `keep_from` goes.
+    Compaction {
+        file: SnapshotFile,
+        keep_from: Index,
+    },
+    /// A snapshot received from the leader, complete and verified: its
+    /// file, not recorded in the log yet.
+    ReceivedFile(SnapshotFile),
 }
 
 struct PendingWrite {
-    batch: Batch,
+    write: Write,
     done_at: u64,
 }
 
 /// What a completed write means for the host.
-pub struct CompletedWrite {
-    pub ready_number: u64,
-    pub persisted_messages: Vec<Message>,
-    /// The first durable index this write replaced, when it overwrote part
-    /// of the durable log rather than only extending it.
-    pub replaced_from: Option<Index>,
+pub enum Completed {
+    Batch {
+        ready_number: u64,
+        persisted_messages: Vec<Message>,
+        /// The first durable index this write replaced, when it overwrote
+        /// part of the durable log rather than only extending it.
+        replaced_from: Option<Index>,
+        /// The snapshot this batch recorded, now the node's.
+        installed: Option<SnapshotFile>,
+    },
+    Compaction,
+    ReceivedFile(SnapshotFile),
 }
 
-#[derive(Default)]
 pub struct Disk {
     hard_state: HardState,
-    /// The durable log; `log[i]` holds index `i + 1` (the simulator never
-    /// compacts).
-    log: Vec<Entry>,
+    /// The recorded snapshot, if any; the log continues it.
+    snapshot: Option<SnapshotFile>,
+    /// A received snapshot file not recorded in the log.
+    received: Option<SnapshotFile>,
+    /// The durable log, from index `log_start` on.
+    log: VecDeque<Entry>,
+    log_start: Index,
     pending: VecDeque<PendingWrite>,
 }
 
+impl Default for Disk {
+    fn default() -> Disk {
+        Disk {
+            hard_state: HardState::default(),
+            snapshot: None,
+            received: None,
+            log: VecDeque::new(),
+            log_start: 1,
+            pending: VecDeque::new(),
+        }
+    }
+}
+
 impl Disk {
-    /// Queues a batch. It completes after a random delay, but never before
-    /// the batch queued ahead of it. A batch with nothing to write completes
+    /// The disk of a founding member: the founding entry, which puts the
+    /// voters `voters` in force, is durable and committed from the start.
+    pub fn founding(voters: &[NodeId]) -> Disk {
+        let founding = InitialState::bootstrap(voters);
+        Disk {
+            hard_state: founding.hard_state,
+            log: founding.entries.into(),
+            ..Disk::default()
+        }
+    }
+
+    /// Queues a write. It completes after a random delay, but never before
+    /// the write queued ahead of it. A batch with nothing to write completes
     /// as soon as its predecessors have.
-    pub fn submit(&mut self, now: u64, rng: &mut SplitMix64, timing: DiskTiming, batch: Batch) {
-        let delay = if batch.hard_state.is_none() && batch.entries.is_empty() {
+    pub fn submit(&mut self, now: u64, rng: &mut SplitMix64, timing: DiskTiming, write: Write) {
+        let empty = matches!(&write, Write::Batch(b)
+            if b.hard_state.is_none() && b.entries.is_empty() && b.installs.is_none());
+        let delay = if empty {
             0
         } else {
             rng.between(timing.min_delay, timing.max_delay)
         };
         let after_previous = self.pending.back().map_or(0, |w| w.done_at);
         self.pending.push_back(PendingWrite {
-            batch,
+            write,
             done_at: (now + delay).max(after_previous),
         });
     }
@@ -67,42 +132,89 @@ impl Disk {
     }
 
     /// Makes the oldest pending write durable.
-    pub fn complete_next(&mut self) -> CompletedWrite {
+    pub fn complete_next(&mut self) -> Completed {
         let write = self
             .pending
             .pop_front()
             .expect("complete_next is only called when a write is pending")
-            .batch;
-        if let Some(hs) = write.hard_state {
+            .write;
+        match write {
+            Write::Batch(batch) => self.complete_batch(batch),
+            Write::Compaction { file, keep_from } => {
+                assert!(
+                    keep_from <= file.meta.index + 1 && file.meta.index <= self.last_index(),
+                    "compaction through {} keeping from {keep_from} on a log ending at {}",
+                    file.meta.index,
+                    self.last_index()
+                );
+                assert_eq!(
+                    self.term_at(file.meta.index),
+                    Some(file.meta.term),
+                    "a snapshot's last entry differs from the log's"
+                );
+                while self.log_start < keep_from && !self.log.is_empty() {
+                    self.log.pop_front();
+                    self.log_start += 1;
+                }
+                self.snapshot = Some(file);
+                Completed::Compaction
+            }
+            Write::ReceivedFile(file) => {
+                self.received = Some(file.clone());
+                Completed::ReceivedFile(file)
+            }
+        }
+    }
+
+    fn complete_batch(&mut self, batch: Batch) -> Completed {
+        let installed = batch.installs.map(|meta| {
+            let file = self
+                .received
+                .take()
+                .filter(|f| f.meta == meta)
+                .expect("a snapshot is recorded only once its file is on disk");
+            self.log.clear();
+            self.log_start = meta.index + 1;
+            self.snapshot = Some(file.clone());
+            file
+        });
+        if let Some(hs) = batch.hard_state {
             self.hard_state = hs;
         }
         let mut replaced_from = None;
-        if let Some(first) = write.entries.first() {
-            let durable_last = self.log.len() as Index;
+        if let Some(first) = batch.entries.first() {
+            let durable_last = self.last_index();
             assert!(
-                first.index >= 1 && first.index <= durable_last + 1,
-                "the core handed out entries starting at {} while the durable log ends at {}",
+                first.index >= self.log_start && first.index <= durable_last + 1,
+                "the core handed out entries starting at {} while the durable log holds {}..={}",
                 first.index,
+                self.log_start,
                 durable_last
             );
             if first.index <= durable_last {
                 replaced_from = Some(first.index);
-                self.log.truncate(first.index as usize - 1);
+                self.log.truncate((first.index - self.log_start) as usize);
             }
-            for (offset, e) in write.entries.iter().enumerate() {
+            for (offset, e) in batch.entries.iter().enumerate() {
                 assert_eq!(
                     e.index,
                     first.index + offset as Index,
                     "the core handed out a non-contiguous batch of entries"
                 );
             }
-            self.log.extend(write.entries);
+            self.log.extend(batch.entries);
         }
-        CompletedWrite {
-            ready_number: write.ready_number,
-            persisted_messages: write.persisted_messages,
+        Completed::Batch {
+            ready_number: batch.ready_number,
+            persisted_messages: batch.persisted_messages,
             replaced_from,
+            installed,
         }
+    }
+
+    /// Deletes the received snapshot file (the core did not need it).
+    pub fn delete_received(&mut self) {
+        self.received = None;
     }
 
     /// Power loss: every write not yet durable is gone.
@@ -114,28 +226,68 @@ impl Disk {
         self.hard_state
     }
 
-    pub fn log(&self) -> &[Entry] {
-        &self.log
+    pub fn log(&self) -> impl Iterator<Item = &Entry> {
+        self.log.iter()
+    }
+
+    /// The recorded snapshot, if any.
+    pub fn snapshot(&self) -> Option<&SnapshotFile> {
+        self.snapshot.as_ref()
+    }
+
+    /// The index the recorded snapshot covers (0 without one).
+    pub fn snapshot_index(&self) -> Index {
+        self.snapshot.as_ref().map_or(0, |s| s.meta.index)
+    }
+
+    fn last_index(&self) -> Index {
+        self.log_start + self.log.len() as Index - 1
     }
 
     /// The term of the durable entry at `index`, if there is one.
     pub fn term_at(&self, index: Index) -> Option<Term> {
-        let i = usize::try_from(index.checked_sub(1)?).ok()?;
-        self.log.get(i).map(|e| e.term)
+        let offset = usize::try_from(index.checked_sub(self.log_start)?).ok()?;
+        self.log.get(offset).map(|e| e.term)
     }
 
-    /// What a node restarting from this disk recovers. The simulated state
-    /// machine is volatile, so nothing counts as applied yet.
-    pub fn recover(&self, voters: &[NodeId]) -> InitialState {
+    /// Whether the disk holds the committed entry `(index, term)`: in its
+    /// log, or covered by its snapshot (which holds only committed
+    /// entries; the checker verifies the snapshot's last one).
+    pub fn holds_committed(&self, index: Index, term: Term) -> bool {
+        self.term_at(index) == Some(term) || index <= self.snapshot_index()
+    }
+
+    /// What a node restarting from this disk recovers: the recorded
+    /// snapshot, which the host restores its state machine from (so it
+    /// counts as applied), and the log after it; the membership comes from
+    /// the snapshot and the log (an empty disk is a node joining the
+    /// cluster). A received file that was never recorded is deleted.
+    pub fn recover(&mut self) -> InitialState {
+        self.received = None;
+        let snapshot = self.snapshot.as_ref().map(|s| s.meta.clone());
+        if let Some(meta) = &snapshot {
+            assert!(
+                self.log_start <= meta.index + 1,
+                "the log starts at {} after a snapshot through {}",
+                self.log_start,
+                meta.index
+            );
+        }
         InitialState {
             hard_state: self.hard_state,
-            conf_state: ConfState {
-                voters: voters.to_vec(),
-                ..ConfState::default()
-            },
-            snapshot: None,
-            entries: self.log.clone(),
-            applied: 0,
+            applied: snapshot.as_ref().map_or(0, |m| m.index),
+            snapshot,
+            entries: self.log.iter().cloned().collect(),
+            ..InitialState::default()
         }
+    }
+
+    /// Deletes everything, as a host does with a removed node's data.
+    pub fn wipe(&mut self) {
+        *self = Disk::default();
+    }
+
+    pub fn is_blank(&self) -> bool {
+        self.log.is_empty() && self.snapshot.is_none() && self.hard_state == HardState::default()
     }
 }

@@ -7,14 +7,49 @@
 //! check liveness once their faults heal. See `seeds.rs` for the
 //! environment variables that choose the seeds.
 //!
-//! Not simulated yet: log compaction and snapshots, membership changes.
-//! The cluster refuses to run if the core hands out work for either.
+//! Membership changes are simulated: a cluster has up to seven node slots,
+//! the founding voters plus blank joiners (nodes started with no
+//! membership) that scenarios add as learners and voters, by single-step
+//! and joint changes, and remove again; a removed node keeps running until
+//! a fresh joiner takes its slot. The checker replays the membership
+//! changes of the committed log and judges every quorum by the membership
+//! in force (see `checker.rs` and `membership.rs`).
+//!
+//! Log compaction and snapshots are simulated: scenarios make nodes
+//! snapshot their state machine and compact at random points; the cluster,
+//! as the host, streams snapshots in chunks through the simulated network,
+//! assembles them, writes and records them on the simulated disk, and
+//! restores the state machine from them, at runtime and at recovery (see
+//! `snapshot.rs` and `disk.rs`). The checker holds every snapshot to the
+//! committed log and to the state every node had at its index.
+
+/// Declares a scenario: a `#[test]` that runs `body` under every seed, or,
+/// for a long scenario marked `[1/N of the seeds]`, under the first N-th of
+/// them.
+macro_rules! scenario {
+    ($(#[$doc:meta])* fn $name:ident($rng:ident: SplitMix64) $body:block) => {
+        scenario! { $(#[$doc])* [1/1 of the seeds] fn $name($rng: SplitMix64) $body }
+    };
+    ($(#[$doc:meta])* [1/$share:literal of the seeds]
+     fn $name:ident($rng:ident: SplitMix64) $body:block) => {
+        $(#[$doc])*
+        #[test]
+        fn $name() {
+            fn body(#[allow(unused_mut)] mut $rng: SplitMix64) $body
+            crate::seeds::run(module_path!(), stringify!($name), $share, body);
+        }
+    };
+}
 
 mod checker;
 mod cluster;
 mod disk;
 mod fnv;
+mod membership;
+mod membership_scenarios;
 mod network;
 mod rng;
 mod scenarios;
 mod seeds;
+mod snapshot;
+mod snapshot_scenarios;

@@ -7,28 +7,16 @@ use crate::cluster::{Cluster, Options, TICK};
 use crate::disk::DiskTiming;
 use crate::network::NetFaults;
 use crate::rng::{scenario_stream, SplitMix64};
-use embraft::core::{NodeId, Role};
+use embraft::core::{NodeId, ProposeError, Role};
 
-/// Declares a scenario: a `#[test]` that runs `body` under every seed.
-macro_rules! scenario {
-    ($(#[$doc:meta])* fn $name:ident($rng:ident: SplitMix64) $body:block) => {
-        $(#[$doc])*
-        #[test]
-        fn $name() {
-            fn body(#[allow(unused_mut)] mut $rng: SplitMix64) $body
-            crate::seeds::run(stringify!($name), body);
-        }
-    };
-}
-
-fn others(c: &Cluster, excluded: &[NodeId]) -> Vec<NodeId> {
+pub fn others(c: &Cluster, excluded: &[NodeId]) -> Vec<NodeId> {
     c.ids()
         .into_iter()
         .filter(|id| !excluded.contains(id))
         .collect()
 }
 
-fn election_timeouts(c: &Cluster, n: u64) -> u64 {
+pub fn election_timeouts(c: &Cluster, n: u64) -> u64 {
     u64::from(c.options().election_tick) * n
 }
 
@@ -471,8 +459,9 @@ scenario! {
 
 scenario! {
     /// Leadership moves to the chosen node, after catching it up if it
-    /// lags; a transfer to a node that cannot answer is abandoned and the
-    /// leader keeps leading.
+    /// lags; a transfer to a node that cannot answer holds proposals back
+    /// for an election timeout, is then abandoned, and the leader keeps
+    /// leading and takes proposals again.
     fn leadership_transfer(rng: SplitMix64) {
         let nodes = if rng.chance(0.5) { 3 } else { 5 };
         let lagging = rng.chance(0.5);
@@ -497,7 +486,17 @@ scenario! {
         c.net.isolate(unreachable);
         let term = c.node(target).term();
         c.transfer_leader(target, unreachable).expect("the leader takes a transfer");
-        let timeouts = election_timeouts(&c, 3);
+        assert_eq!(
+            c.propose(target),
+            Err(ProposeError::TransferInProgress),
+            "the leader took a proposal while handing leadership over"
+        );
+        // The transfer is abandoned after an election timeout, and the
+        // leader takes proposals again.
+        let timeout = election_timeouts(&c, 1);
+        c.run_ticks(timeout);
+        c.propose(target).expect("the leader takes proposals once the transfer is abandoned");
+        let timeouts = election_timeouts(&c, 2);
         c.run_ticks(timeouts);
         assert_eq!(c.stable_leader(), Some(target), "a hopeless transfer cost the leadership");
         assert_eq!(c.node(target).term(), term);
@@ -564,7 +563,7 @@ scenario! {
 
 /// Writes that take up to three ticks, so that crashes often catch writes
 /// in flight.
-const SLOW_DISK: DiskTiming = DiskTiming {
+pub const SLOW_DISK: DiskTiming = DiskTiming {
     min_delay: 1,
     max_delay: 3 * TICK,
 };
@@ -723,19 +722,15 @@ scenario! {
 
 const CHURN_ROUNDS: usize = 1000;
 
-/// Everything at once: random crashes and restarts (with slow disks, so
-/// crashes lose writes in flight), partitions of random shape and cut links,
-/// a lossy network, leadership transfers, reads, and a steady trickle of
-/// proposals, on timing settings that vary per seed. Returns the healed
-/// cluster.
-fn churn_run(mut rng: SplitMix64) -> Cluster {
-    let nodes = [3, 5, 7][rng.below(3) as usize];
+/// The environment of the churn scenarios: timing settings that vary per
+/// seed, a network whose hostility varies per seed, and slow disks (so
+/// crashes lose writes in flight).
+pub fn hostile_options(rng: &mut SplitMix64, nodes: usize) -> Options {
     let mut opts = Options::new(nodes);
     opts.pre_vote = rng.chance(0.5);
     opts.check_quorum = rng.chance(0.5);
     opts.heartbeat_tick = rng.between(1, 3) as u32;
     opts.election_tick = rng.between(u64::from(opts.heartbeat_tick) + 4, 15) as u32;
-    // How hostile the network is varies from seed to seed.
     opts.net = NetFaults {
         drop: rng.below(30) as f64 / 100.0,
         duplicate: rng.below(10) as f64 / 100.0,
@@ -743,58 +738,85 @@ fn churn_run(mut rng: SplitMix64) -> Cluster {
         ..NetFaults::UNRELIABLE
     };
     opts.disk = SLOW_DISK;
-    let mut c = Cluster::new(rng, opts);
+    opts
+}
+
+/// How many kinds of step [`churn_step`] takes; rolls from here on propose.
+pub const CHURN_STEP_KINDS: u64 = 8;
+
+/// One random step of churn, chosen by `roll`: a crash, a restart, a
+/// partition of random shape, a cut link, healing, a read, a leadership
+/// transfer, or (from [`CHURN_STEP_KINDS`] on) a proposal on every leader.
+pub fn churn_step(c: &mut Cluster, roll: u64) {
     let ids = c.ids();
-    for _ in 0..CHURN_ROUNDS {
-        match c.rng.below(14) {
-            0 => {
-                let up = c.up_nodes();
-                if !up.is_empty() {
-                    let id = c.pick_one(&up);
-                    c.crash(id);
-                }
+    match roll {
+        0 => {
+            let up = c.up_nodes();
+            if !up.is_empty() {
+                let id = c.pick_one(&up);
+                c.crash(id);
             }
-            1 | 2 => {
-                let down = c.down_nodes();
-                if !down.is_empty() {
-                    let id = c.pick_one(&down);
-                    c.restart(id);
-                }
+        }
+        1 | 2 => {
+            let down = c.down_nodes();
+            if !down.is_empty() {
+                let id = c.pick_one(&down);
+                c.restart(id);
             }
-            3 => {
-                let size = c.rng.between(1, ids.len() as u64 - 1) as usize;
-                let side = c.pick(&ids, size);
-                let rest = others(&c, &side);
-                c.net.partition(&[&side, &rest]);
+        }
+        3 => {
+            let size = c.rng.between(1, ids.len() as u64 - 1) as usize;
+            let side = c.pick(&ids, size);
+            let rest = others(c, &side);
+            c.net.partition(&[&side, &rest]);
+        }
+        4 => {
+            let link = c.pick(&ids, 2);
+            c.net.cut(link[0], link[1]);
+        }
+        5 => c.net.heal(),
+        6 => {
+            let up = c.up_nodes();
+            if !up.is_empty() {
+                let id = c.pick_one(&up);
+                c.read(id);
             }
-            4 => {
-                let link = c.pick(&ids, 2);
-                c.net.cut(link[0], link[1]);
+        }
+        7 => {
+            if let Some(leader) = c.leader() {
+                let to = c.pick_one(&ids);
+                let voter = to == leader || c.membership_of(leader).is_voter(to);
+                let result = c.transfer_leader(leader, to);
+                assert_eq!(
+                    voter,
+                    result.is_ok(),
+                    "leader {leader} answered {result:?} to a transfer to node {to}"
+                );
             }
-            5 => c.net.heal(),
-            6 => {
-                let up = c.up_nodes();
-                if !up.is_empty() {
-                    let id = c.pick_one(&up);
-                    c.read(id);
-                }
-            }
-            7 => {
-                if let Some(leader) = c.leader() {
-                    let to = c.pick_one(&ids);
-                    let _ = c.transfer_leader(leader, to);
-                }
-            }
-            _ => {
-                for id in c.up_nodes() {
-                    if c.node(id).role() == Role::Leader {
-                        let _ = c.propose(id);
-                    }
+        }
+        _ => {
+            for id in c.up_nodes() {
+                if c.node(id).role() == Role::Leader {
+                    let _ = c.propose(id);
                 }
             }
         }
-        let pause = c.rng.below(3 * TICK);
-        c.advance(pause);
+    }
+    let pause = c.rng.below(3 * TICK);
+    c.advance(pause);
+}
+
+/// Everything at once: random crashes and restarts, partitions of random
+/// shape and cut links, a lossy network, leadership transfers, reads, and a
+/// steady trickle of proposals, in the environment of [`hostile_options`].
+/// Returns the healed cluster.
+fn churn_run(mut rng: SplitMix64) -> Cluster {
+    let nodes = [3, 5, 7][rng.below(3) as usize];
+    let opts = hostile_options(&mut rng, nodes);
+    let mut c = Cluster::new(rng, opts);
+    for _ in 0..CHURN_ROUNDS {
+        let roll = c.rng.below(14);
+        churn_step(&mut c, roll);
     }
     c.heal_and_check_liveness();
     c

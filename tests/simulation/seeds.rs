@@ -1,6 +1,7 @@
 //! Runs a scenario under many seeds, and replays one.
 //!
-//! `EMBRAFT_SIM_SEEDS=<n>` runs seeds `0..n` (default 500);
+//! `EMBRAFT_SIM_SEEDS=<n>` runs seeds `0..n` (default 500), or `0..n/k` for
+//! a long scenario marked `[1/k of the seeds]`;
 //! `EMBRAFT_SIM_SEED=<seed>` runs only that seed, to replay a failure;
 //! `EMBRAFT_SIM_TRACE=1` prints every event of the run.
 
@@ -19,27 +20,33 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-/// Runs `scenario` once per seed; each run gets its own random stream,
+/// Runs `scenario` (the test `name` in module `module`) once per seed, on
+/// one seed in `share` (at least one); each run gets its own random stream,
 /// derived from the scenario's name and the seed.
-pub fn run(name: &str, scenario: fn(SplitMix64)) {
+pub fn run(module: &str, name: &str, share: u64, scenario: fn(SplitMix64)) {
+    // The test's path as the harness names it: without the crate's name.
+    let test = format!(
+        "{}::{name}",
+        module.split_once("::").map_or(module, |(_, m)| m)
+    );
     if let Some(seed) = env_u64("EMBRAFT_SIM_SEED") {
-        run_seed(name, seed, scenario);
+        run_seed(&test, name, seed, scenario);
         return;
     }
     let seeds = env_u64("EMBRAFT_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
-    for seed in 0..seeds {
-        run_seed(name, seed, scenario);
+    for seed in 0..(seeds / share).max(1) {
+        run_seed(&test, name, seed, scenario);
     }
 }
 
-fn run_seed(name: &str, seed: u64, scenario: fn(SplitMix64)) {
+fn run_seed(test: &str, name: &str, seed: u64, scenario: fn(SplitMix64)) {
     // Each run builds and drops its own cluster, so nothing accumulates
     // across seeds; a panic anywhere in the run (a violated property, or the
     // core itself) is reported with what it takes to replay it.
     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| scenario(scenario_stream(name, seed)))) {
         eprintln!(
             "simulation scenario `{name}` failed at seed {seed}; replay it with\n    \
-             EMBRAFT_SIM_SEED={seed} cargo test --release --test simulation -- --exact scenarios::{name}"
+             EMBRAFT_SIM_SEED={seed} cargo test --release --test simulation -- --exact {test}"
         );
         resume_unwind(panic);
     }
