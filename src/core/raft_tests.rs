@@ -338,7 +338,16 @@ fn bad_messages_are_refused() {
         n.step(msg(1, 3, 1, hb.clone())),
         Err(StepError::WrongRecipient(3))
     );
-    assert!(n.step(msg(1, 2, 0, hb)).is_err());
+    assert!(n.step(msg(1, 2, 0, hb.clone())).is_err());
+    // A term no election could reach is refused, so that a node never
+    // adopts a term it could not campaign beyond.
+    assert_eq!(
+        n.step(msg(1, 2, u64::MAX, hb)),
+        Err(StepError::Invalid(
+            "term beyond the largest a cluster can reach"
+        ))
+    );
+    assert_eq!(n.status().term, 1);
     let gap = MessageBody::Append {
         prev_index: 0,
         prev_term: 0,

@@ -15,6 +15,12 @@ pub type Index = u64;
 /// The reserved node id meaning "none" (no vote cast, no known leader).
 pub const NO_NODE: NodeId = 0;
 
+/// The largest term a message may carry. Terms grow by one per election,
+/// so a real cluster never comes near it; a larger term can only be
+/// garbage or hostile, and adopting one could leave no room for the next
+/// election.
+pub const MAX_TERM: Term = 1 << 62;
+
 /// What a log entry carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
