@@ -365,8 +365,8 @@ def test_a_malformed_snapshot_stops_the_node(tmp_path):
             assert request(cluster.ports[1], "POST", f"/db/k{i}", b"v")[0] == 200
         assert wait_until(lambda: _snapshot_files(cluster, 1), 10)
         assert cluster.stop(1) == 0
-        [snapshot] = _snapshot_files(cluster, 1)
-        replace_snapshot_contents(snapshot, VECTOR.read_bytes()[:-1])
+        # The latest is the one the WAL names (the names sort by index).
+        replace_snapshot_contents(_snapshot_files(cluster, 1)[-1], VECTOR.read_bytes()[:-1])
         cluster.start(1, wait=False)
         process = cluster.processes.pop(1)
         assert process.wait(timeout=30) == 1, cluster.log(1)
