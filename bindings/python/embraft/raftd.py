@@ -3,7 +3,10 @@
     python -m embraft.raftd [-h HOST] [-p PORT] [-join HOST:PORT] [-v] [-debug] [-trace] DATA-DIR
 
 HTTP and the Raft stream transport share one port: each accepted connection
-is peeked at, and one starting with EMRF goes to the transport.
+is peeked at, and one starting with EMRF goes to the transport. Snapshots
+(every RAFTD_SNAPSHOT_EVERY applied entries, RAFTD_COMPACT_KEEP entries kept
+behind them) are in the format of RAFTD.md "Snapshots", shared with the C
+and the Go raftd.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ logger = logging.getLogger("raftd")
 
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 1 << 20
+MAX_ADDRESS_BYTES = 255
 MAX_DRAINED_BODY = 16 << 20
 WRITE_TIMEOUT = 10.0
 READ_TIMEOUT = 5.0
@@ -55,6 +59,10 @@ COMMAND_REMOVE_PEER = 4
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
+SNAPSHOT_MAGIC = b"RDKV"
+SNAPSHOT_VERSION = 1
+SNAPSHOT_EVERY_DEFAULT = 10000
+
 
 # ----- replicated commands ------------------------------------------------------
 
@@ -68,12 +76,30 @@ def encode_delete(key: bytes) -> bytes:
 
 
 def encode_peer(node_id: int, address: str) -> bytes:
-    encoded = address.encode()
+    encoded = _address_bytes(address)
     return bytes([COMMAND_PEER]) + _U64.pack(node_id) + _U32.pack(len(encoded)) + encoded
 
 
 def encode_remove_peer(node_id: int) -> bytes:
     return bytes([COMMAND_REMOVE_PEER]) + _U64.pack(node_id)
+
+
+# Addresses are bytes in the log and in snapshots (RAFTD.md checks no
+# UTF-8); as str, bytes that are not UTF-8 survive a round trip.
+def _address_bytes(address: str) -> bytes:
+    return address.encode("utf-8", "surrogateescape")
+
+
+def _address_str(address: bytes) -> str:
+    return address.decode("utf-8", "surrogateescape")
+
+
+def _key_ok(key: bytes) -> bool:
+    return 1 <= len(key) <= MAX_KEY_BYTES
+
+
+def _peer_ok(node_id: int, address: bytes) -> bool:
+    return node_id != 0 and 1 <= len(address) <= MAX_ADDRESS_BYTES and b"\0" not in address
 
 
 class _Reader:
@@ -106,15 +132,26 @@ class _Reader:
 
 
 def decode_command(data: bytes) -> Tuple:
-    """A command as a tuple whose first item is its COMMAND_* code."""
+    """A command as a tuple whose first item is its COMMAND_* code; a
+    ValueError for anything but one well-formed command within the limits
+    of RAFTD.md "Replicated commands"."""
     reader = _Reader(data)
     code = reader.take(1)[0] if data else 0
     if code == COMMAND_SET:
-        command: Tuple = (code, reader.sized(), reader.sized())
+        key, value = reader.sized(), reader.sized()
+        if not _key_ok(key) or len(value) > MAX_VALUE_BYTES:
+            raise ValueError("key or value out of bounds")
+        command: Tuple = (code, key, value)
     elif code == COMMAND_DELETE:
-        command = (code, reader.sized())
+        key = reader.sized()
+        if not _key_ok(key):
+            raise ValueError("key out of bounds")
+        command = (code, key)
     elif code == COMMAND_PEER:
-        command = (code, reader.u64(), reader.sized().decode())
+        node_id, address = reader.u64(), reader.sized()
+        if not _peer_ok(node_id, address):
+            raise ValueError("peer id or address out of bounds")
+        command = (code, node_id, _address_str(address))
     elif code == COMMAND_REMOVE_PEER:
         command = (code, reader.u64())
     else:
@@ -135,14 +172,111 @@ def _apply_command(values: Dict[bytes, bytes], peers: Dict[int, str], command: T
         peers.pop(command[1], None)
 
 
+# ----- snapshots (RAFTD.md "Snapshots") ------------------------------------------
+
+class MalformedSnapshotError(EmbraftError, ValueError):
+    """A snapshot file that breaks the format of RAFTD.md: the node cannot
+    be brought to the snapshot's state, so it must stop."""
+
+
+def encode_snapshot(values: Dict[bytes, bytes], peers: Dict[int, str], out: BinaryIO) -> None:
+    """Writes the state in snapshot format version 1: peers by id, keys by
+    their bytes, so that equal states give equal bytes on every raftd."""
+    write = out.write
+    write(SNAPSHOT_MAGIC + _U32.pack(SNAPSHOT_VERSION) + _U32.pack(len(peers)))
+    for node_id in sorted(peers):
+        address = _address_bytes(peers[node_id])
+        write(_U64.pack(node_id) + _U32.pack(len(address)) + address)
+    write(_U32.pack(len(values)))
+    for key in sorted(values):
+        value = values[key]
+        write(b"".join((_U32.pack(len(key)), key, _U32.pack(len(value)), value)))
+
+
+class _SnapshotReader:
+    """Reads a snapshot's fields from a stream; every fault raises
+    MalformedSnapshotError. No field is longer than 1 MiB (the limits are
+    checked before reading), so a damaged length cannot ask for much."""
+
+    def __init__(self, src: BinaryIO):
+        self.src = src
+
+    def take(self, size: int, what: str) -> bytes:
+        data = self.src.read(size)
+        while data is not None and 0 < len(data) < size:
+            more = self.src.read(size - len(data))
+            if not more:
+                break
+            data += more
+        if data is None or len(data) != size:
+            raise MalformedSnapshotError(f"truncated in {what}")
+        return data
+
+    def u32(self, what: str) -> int:
+        return _U32.unpack(self.take(4, what))[0]
+
+    def u64(self, what: str) -> int:
+        return _U64.unpack(self.take(8, what))[0]
+
+    def sized(self, what: str, low: int, high: int) -> bytes:
+        size = self.u32(f"the length of {what}")
+        if not low <= size <= high:
+            raise MalformedSnapshotError(
+                f"{what} of {size} bytes (allowed: {low} to {high})")
+        return self.take(size, what)
+
+
+def decode_snapshot(src: BinaryIO) -> Tuple[Dict[bytes, bytes], Dict[int, str]]:
+    """The keys and peers of a snapshot in format version 1, read as a
+    stream; MalformedSnapshotError for anything that breaks its rules."""
+    reader = _SnapshotReader(src)
+    magic = reader.take(4, "the magic")
+    if magic != SNAPSHOT_MAGIC:
+        raise MalformedSnapshotError(f"not a raftd snapshot (magic {magic.hex()}, "
+                                     f"expected {SNAPSHOT_MAGIC.hex()})")
+    version = reader.u32("the version")
+    if version != SNAPSHOT_VERSION:
+        raise MalformedSnapshotError(f"format version {version}; this raftd reads "
+                                     f"version {SNAPSHOT_VERSION}")
+    peers: Dict[int, str] = {}
+    previous = 0
+    for i in range(reader.u32("the peer count")):
+        node_id = reader.u64(f"peer {i}")
+        if node_id <= previous:
+            raise MalformedSnapshotError(
+                f"peer {i}: id {node_id} is 0, repeated or out of order")
+        address = reader.sized(f"the address of peer {node_id}", 1, MAX_ADDRESS_BYTES)
+        if b"\0" in address:
+            raise MalformedSnapshotError(f"the address of peer {node_id} holds a NUL byte")
+        peers[node_id] = _address_str(address)
+        previous = node_id
+    values: Dict[bytes, bytes] = {}
+    previous_key = b""
+    for i in range(reader.u32("the key count")):
+        key = reader.sized(f"key {i}", 1, MAX_KEY_BYTES)
+        if key <= previous_key:
+            raise MalformedSnapshotError(f"key {i} is repeated or out of order")
+        values[key] = reader.sized(f"the value of key {i}", 0, MAX_VALUE_BYTES)
+        previous_key = key
+    if reader.src.read(1):
+        raise MalformedSnapshotError("bytes after the last value")
+    return values, peers
+
+
 class KeyValueStore:
     """The replicated state: keys and peer addresses. Applied on the node's
-    driver thread; read from HTTP threads under the lock."""
+    driver thread; read from HTTP threads under the lock.
 
-    def __init__(self) -> None:
+    `on_restore(name, error)` is told about each restore: error is None
+    once the state was replaced, or the MalformedSnapshotError that refused
+    it (the state is then unchanged)."""
+
+    def __init__(self, on_restore: Optional[
+            Callable[[str, Optional[MalformedSnapshotError]], None]] = None) -> None:
         self.lock = threading.Lock()
         self.values: Dict[bytes, bytes] = {}
         self.peers: Dict[int, str] = {}
+        self.on_restore = on_restore
 
     def apply(self, index: int, data: bytes) -> None:
         try:
@@ -155,35 +289,26 @@ class KeyValueStore:
             _apply_command(self.values, self.peers, command)
 
     def snapshot(self, out: BinaryIO) -> None:
-        """The state as a series of length-prefixed commands. Runs on the
-        driver thread, the only one that changes the state, so it needs no
-        lock (HTTP threads only read) and writes as it goes."""
-        for key, value in self.values.items():
-            command = encode_set(key, value)
-            out.write(_U32.pack(len(command)) + command)
-        for node_id, address in self.peers.items():
-            command = encode_peer(node_id, address)
-            out.write(_U32.pack(len(command)) + command)
+        """The state in the snapshot format of RAFTD.md. Runs on the driver
+        thread, the only one that changes the state, so it needs no lock
+        (HTTP threads only read) and writes as it goes."""
+        encode_snapshot(self.values, self.peers, out)
 
     def restore(self, src: BinaryIO) -> None:
-        """Reads a `snapshot` into new maps, then swaps them in at once."""
-        values: Dict[bytes, bytes] = {}
-        peers: Dict[int, str] = {}
-        while True:
-            header = src.read(4)
-            if not header:
-                break
-            try:
-                size = _U32.unpack(header)[0]
-                data = src.read(size)
-                if len(data) != size:
-                    raise ValueError("truncated")
-                command = decode_command(data)
-            except (ValueError, UnicodeDecodeError, struct.error) as exc:
-                raise ValueError(f"not a raftd snapshot: {exc}") from None
-            _apply_command(values, peers, command)
+        """Decodes a whole snapshot into new maps, then swaps them in at
+        once; a malformed one raises MalformedSnapshotError and changes
+        nothing."""
+        name = str(getattr(src, "name", "<stream>"))
+        try:
+            values, peers = decode_snapshot(src)
+        except MalformedSnapshotError as exc:
+            if self.on_restore is not None:
+                self.on_restore(name, exc)
+            raise
         with self.lock:
             self.values, self.peers = values, peers
+        if self.on_restore is not None:
+            self.on_restore(name, None)
 
     def get(self, key: bytes) -> Optional[bytes]:
         with self.lock:
@@ -208,6 +333,16 @@ class HttpError(Exception):
         self.headers = headers or {}
 
 
+def _env_int(name: str, default: Optional[int]) -> Optional[int]:
+    """A positive integer tuning knob from the environment (RAFTD.md
+    "Snapshots"); anything else means the default."""
+    try:
+        value = int(os.environ.get(name, ""), 10)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
 def _random_id() -> int:
     return random.SystemRandom().randrange(1, 1 << 63)
 
@@ -215,10 +350,15 @@ def _random_id() -> int:
 class Raftd:
     """One raftd node: identity, embraft node, store, transport, metrics."""
 
-    def __init__(self, host: str, port: int, data_dir: str):
+    def __init__(self, host: str, port: int, data_dir: str,
+                 on_fatal: Optional[Callable[[], None]] = None):
         self.advertised = f"{host}:{port}"
         self.data_dir = data_dir
-        self.store = KeyValueStore()
+        self.store = KeyValueStore(self._restored)
+        # Called (on the node's thread) when the node cannot go on: the
+        # server should stop and the process exit non-zero.
+        self.on_fatal = on_fatal
+        self.failed = False
         self.node: Optional[Node] = None
         self.transport: Optional[StreamTransport] = None
         self.node_id = 0
@@ -257,6 +397,18 @@ class Raftd:
             self._start_node(peers=[self.node_id])
             threading.Thread(target=self._record_own_address, daemon=True).start()
 
+    def _restored(self, name: str, error: Optional[MalformedSnapshotError]) -> None:
+        if error is None:
+            # The address book is now exactly the snapshot's.
+            self.bootstrap_peers = {}
+            logger.info("restored the key/value state from snapshot %s", name)
+            return
+        logger.error("refusing snapshot %s: %s; stopping (the node applies nothing on top "
+                     "of a state it cannot restore)", name, error)
+        self.failed = True
+        if self.on_fatal is not None:
+            self.on_fatal()
+
     def _write_identity(self) -> None:
         temporary = self.identity_path() + ".tmp"
         with open(temporary, "w") as file:
@@ -273,7 +425,9 @@ class Raftd:
         self.transport = StreamTransport(self.node_id, self.cluster_id, resolve)
         config = Config(id=self.node_id, peers=peers,
                         data_dir=os.path.join(self.data_dir, "wal"),
-                        tick_interval=TICK_INTERVAL)
+                        tick_interval=TICK_INTERVAL,
+                        snapshot_entries=_env_int("RAFTD_SNAPSHOT_EVERY", SNAPSHOT_EVERY_DEFAULT),
+                        compact_keep_entries=_env_int("RAFTD_COMPACT_KEEP", None))
         self.node = Node(config, self.store, self.transport)
         self.node.on_state_change(
             lambda role, leader, term: logger.info("%s in term %d, leader %d", role, term,
@@ -659,7 +813,15 @@ def parse_arguments(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> None:
     arguments = parse_arguments(argv)
     _configure_logging(arguments.verbose, arguments.debug, arguments.trace)
-    raftd = Raftd(arguments.host, arguments.port, arguments.data_dir)
+    server: Optional[RaftdServer] = None
+
+    def fatal() -> None:
+        # On the node's thread: stop serving from another one (shutdown
+        # waits for serve_forever, which may not have started yet).
+        if server is not None:
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    raftd = Raftd(arguments.host, arguments.port, arguments.data_dir, fatal)
     # Bind before joining so a taken port fails at once; connections from
     # peers wait in the backlog until the node serves them.
     server = RaftdServer((arguments.host, arguments.port), raftd)
@@ -670,13 +832,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     signal.signal(signal.SIGTERM, stop)
     try:
         raftd.start(arguments.join)
-        logger.info("node %d serving on %s", raftd.node_id, raftd.advertised)
-        server.serve_forever(poll_interval=0.2)
+        if not raftd.failed:
+            logger.info("node %d serving on %s", raftd.node_id, raftd.advertised)
+            server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
         raftd.close()
+    if raftd.failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """A cluster mixing the Python raftd with another implementation of
-docs/RAFTD.md and the stream transport (the C or the Go raftd). Skipped
-unless EMBRAFT_INTEROP_RAFTD names that program's executable, for example
+docs/RAFTD.md and the stream transport (the C or the Go raftd), including
+snapshots in the shared format of RAFTD.md "Snapshots" travelling both
+ways. Skipped unless EMBRAFT_INTEROP_RAFTD names that program's executable,
+for example
 
     EMBRAFT_INTEROP_RAFTD=target/raftd-c/raftd bindings/python/run-tests.sh
 """
 
 import os
+import re
 
 import pytest
 from conftest import wait_until
@@ -37,5 +40,75 @@ def test_mixed_cluster_replicates_forwards_and_fails_over(tmp_path):
         assert wait_until(lambda: request(cluster.ports[1], "GET", "/db/after?stale=true")
                           == (200, b"failover"), 30)
         assert request(cluster.ports[2], "GET", "/db/after") == (200, b"failover")
+    finally:
+        cluster.close()
+
+
+# Small thresholds, so that a few hundred writes make every node snapshot
+# and compact its log well past what a stopped or new node holds.
+SNAPSHOT_ENV = {"RAFTD_SNAPSHOT_EVERY": "50", "RAFTD_COMPACT_KEEP": "10",
+                "RAFTD_SEGMENT_SIZE": str(4 << 20)}
+KEYS = 120
+
+
+def _snapshots(cluster, name):
+    folder = cluster.directory / f"node{name}" / "wal" / "snapshots"
+    return sorted(folder.glob("snap-*.snap")) if folder.exists() else []
+
+
+def _write_keys(port, first, count):
+    for i in range(first, first + count):
+        code, body = request(port, "POST", f"/db/key{i}", b"value-%d" % i)
+        assert code == 200, (i, code, body)
+
+
+def _reads_all(port, count):
+    """Every key, through a linearizable read."""
+    for i in range(count):
+        assert request(port, "GET", f"/db/key{i}") == (200, b"value-%d" % i), i
+
+
+def _restore_indexes(log):
+    """Indexes of the snapshots a C, Go or Python raftd log says it restored."""
+    return [int(i) for i in re.findall(r"(?:restored|restoring)[^\n]*?index[ =](\d+)", log)]
+
+
+def test_snapshots_cross_between_languages(tmp_path):
+    other = [os.path.abspath(OTHER_RAFTD)]
+    cluster = RaftdCluster(tmp_path, SNAPSHOT_ENV)
+    try:
+        # The other raftd founds a cluster and compacts its log.
+        cluster.start(1, program=other)
+        assert wait_until(lambda: cluster.leader() == 1, 30), cluster.log(1)
+        _write_keys(cluster.ports[1], 0, KEYS)
+        assert wait_until(lambda: _snapshots(cluster, 1), 15), cluster.log(1)
+
+        # A new Python node can only catch up through the other's snapshot.
+        cluster.start(2, join=1)
+        port2 = cluster.ports[2]
+        assert wait_until(lambda: request(port2, "GET", f"/db/key{KEYS - 1}?stale=true")
+                          == (200, b"value-%d" % (KEYS - 1)), 30), cluster.log(2)
+        assert "restored the key/value state from snapshot" in cluster.log(2), cluster.log(2)
+        _reads_all(port2, KEYS)
+        cluster.start(3, join=2)  # forwarded to the other's leader
+        assert wait_until(lambda: len(status(cluster.ports[1])["voters"]) == 3, 30)
+        assert request(cluster.ports[3], "GET", "/db/key0") == (200, b"value-0")
+
+        # The other node stops; the Python nodes go on and compact past it.
+        applied_before = status(cluster.ports[1])["applied"]
+        cluster.kill(1)
+        assert wait_until(lambda: cluster.leader([2, 3]) is not None, 30)
+        _write_keys(port2, KEYS, KEYS)  # through a follower or the leader
+
+        # Restarted, it catches up through a snapshot a Python node took.
+        cluster.start(1, program=other)
+        port1 = cluster.ports[1]
+        last = 2 * KEYS - 1
+        assert wait_until(lambda: request(port1, "GET", f"/db/key{last}?stale=true")
+                          == (200, b"value-%d" % last), 30), cluster.log(1)
+        restored = _restore_indexes(cluster.log(1))
+        assert any(index > applied_before + 10 for index in restored), (
+            applied_before, restored, cluster.log(1))
+        _reads_all(port1, 2 * KEYS)
     finally:
         cluster.close()

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "util.h"
 
@@ -54,5 +55,24 @@ const char *kv_peer_addr(const struct kv_store *kv, uint64_t id);
 /* Records an address outside the log (from a join answer), so a new node
  * can answer its leader before it has applied the peer commands. */
 void kv_hint_peer(struct kv_store *kv, uint64_t id, const char *addr);
+
+/* Snapshots (RAFTD.md "Snapshots", format version 1): the peers by id,
+ * then the keys by their bytes, so equal states give equal bytes on every
+ * raftd. */
+#define KV_SNAPSHOT_MAGIC "RDKV"
+#define KV_SNAPSHOT_VERSION 1
+
+/* Where kv_snapshot_write sends its bytes: 0, or non-zero to give up. */
+typedef int (*kv_sink)(void *context, const void *data, size_t len);
+
+/* Writes the whole state to `sink` in pieces of at most 64 KiB. Returns 0,
+ * or -1 when the sink failed or memory ran out. */
+int kv_snapshot_write(const struct kv_store *kv, kv_sink sink, void *context);
+
+/* Decodes a whole snapshot from `in` into `out` (initialized here). Returns
+ * 0, or -1 with `out` empty and the broken rule in `why` (NUL-terminated,
+ * at most `why_cap` bytes). Reads no field longer than the limits allow,
+ * whatever lengths the file claims. */
+int kv_snapshot_read(FILE *in, struct kv_store *out, char *why, size_t why_cap);
 
 #endif

@@ -1,6 +1,8 @@
 #include "node.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
@@ -9,6 +11,22 @@
 
 /* Batches handled per loop turn before the loop looks at sockets again. */
 #define MAX_BATCHES_PER_TURN 64
+
+/* RAFTD.md "Snapshots". */
+#define SNAPSHOT_EVERY_DEFAULT 10000
+/* A snapshot that failed is tried again after this long. */
+#define SNAPSHOT_RETRY_MS 5000
+
+/* A positive decimal integer from the environment, or `fallback`. */
+static uint64_t env_u64(const char *name, uint64_t fallback) {
+    const char *text = getenv(name);
+    char *end = NULL;
+    if (text == NULL || *text < '0' || *text > '9') {
+        return fallback;
+    }
+    unsigned long long value = strtoull(text, &end, 10);
+    return *end == '\0' && value > 0 ? (uint64_t)value : fallback;
+}
 
 const char *role_name(uint32_t role) {
     switch (role) {
@@ -47,8 +65,15 @@ int node_start(struct raftd *r, int founding) {
     embraft_config_set_election_ticks(config, ELECTION_TICKS);
     embraft_config_set_heartbeat_ticks(config, HEARTBEAT_TICKS);
     embraft_config_set_max_entry_bytes(config, KV_MAX_VALUE + KV_MAX_KEY + 16);
-    /* The key/value state lives in memory only: replay the whole committed
-     * log after a restart (applied index 0, the default). */
+    /* The key/value state lives in memory only: after a restart the node
+     * hands over its latest snapshot to restore, then the committed log
+     * after it (applied index 0, the default). */
+    embraft_config_set_snapshot_entries(config,
+                                        env_u64("RAFTD_SNAPSHOT_EVERY", SNAPSHOT_EVERY_DEFAULT));
+    uint64_t keep = env_u64("RAFTD_COMPACT_KEEP", 0);
+    if (keep > 0) {
+        embraft_config_set_compact_keep_entries(config, keep);
+    }
     embraft_config_set_log_level(config, r->log_level);
     embraft_status status = embraft_node_new(config, &r->node);
     if (status != EMBRAFT_OK) {
@@ -165,17 +190,103 @@ static void hand_out_results(struct raftd *r, const embraft_ready *ready) {
     }
 }
 
-/* raftd keeps no snapshots (RAFTD.md rebuilds state from the log and never
- * snapshots), so its leader never compacts and never sends one; a restore
- * could only come from a leader of another implementation that snapshots,
- * which raftd cannot follow. */
-static void refuse_snapshots(const embraft_ready *ready) {
+/* Before the batch's entries: replaces the key/value state and the address
+ * book with the snapshot the batch names (installed from the leader, or
+ * this node's own after a restart). The whole file is decoded first; a
+ * malformed one is refused and the state kept, and -1 tells the loop to
+ * stop: no entry may be applied on top of the wrong state. */
+static int restore_if_asked(struct raftd *r, const embraft_ready *ready) {
     bool restore = false;
-    uint64_t restore_index = 0, restore_term = 0;
-    embraft_ready_snapshot_to_restore(ready, &restore, &restore_index, &restore_term);
-    if (restore) {
-        log_line("the node asks for a snapshot restore at %llu, which raftd cannot do",
-                 (unsigned long long)restore_index);
+    uint64_t index = 0, term = 0;
+    const char *path = NULL;
+    embraft_ready_snapshot_to_restore(ready, &restore, &index, &term);
+    if (!restore) {
+        return 0;
+    }
+    embraft_status status = embraft_ready_snapshot_path(ready, &path);
+    if (status != EMBRAFT_OK) {
+        log_embraft_error(r, "refusing snapshot: embraft_ready_snapshot_path", status);
+        return -1;
+    }
+    char why[256] = "";
+    struct kv_store restored;
+    kv_init(&restored);
+    FILE *in = fopen(path, "rb");
+    if (in == NULL) {
+        snprintf(why, sizeof why, "cannot open it: %s", strerror(errno));
+    } else {
+        kv_snapshot_read(in, &restored, why, sizeof why);
+        fclose(in);
+    }
+    if (why[0] != '\0') {
+        log_line("refusing snapshot %s at index %llu: %s; stopping (no entry is applied on top "
+                 "of a state that could not be restored)",
+                 path, (unsigned long long)index, why);
+        return -1;
+    }
+    kv_free(&r->kv);
+    r->kv = restored;
+    r->applied = index;
+    /* Entries through the snapshot count as delivered: acknowledge them
+     * (BUSY only delays it to the next ack). */
+    embraft_node_ack_applied(r->node, index);
+    log_line("restored the key/value state from snapshot %s (index %llu, term %llu): %zu keys, "
+             "%zu peers",
+             path, (unsigned long long)index, (unsigned long long)term, r->kv.key_count,
+             r->kv.peer_count);
+    return 0;
+}
+
+static int write_to_snapshot(void *context, const void *data, size_t len) {
+    return embraft_snapshot_writer_write(context, data, len) == EMBRAFT_OK ? 0 : -1;
+}
+
+/* Takes the snapshot the node asked for, at the applied index: the state
+ * is written and the file finished (synced, checksummed) on this thread,
+ * between batches, so it is exactly the state at that index. The loop
+ * pauses meanwhile, which an in-memory state of this size allows. */
+static void take_snapshot(struct raftd *r) {
+    uint64_t now = now_ms();
+    if (!r->snapshot_due || r->applied == 0 || now < r->snapshot_retry_at) {
+        return;
+    }
+    /* The snapshot's index must be acknowledged; acks may repeat. */
+    embraft_status status = embraft_node_ack_applied(r->node, r->applied);
+    embraft_snapshot_writer *writer = NULL;
+    if (status == EMBRAFT_OK) {
+        status = embraft_node_snapshot_begin(r->node, r->applied, &writer);
+    }
+    if (status == EMBRAFT_ERR_BUSY || status == EMBRAFT_ERR_NOT_APPLIED) {
+        return; /* the node is behind on its inputs: next turn */
+    }
+    if (status == EMBRAFT_OK) {
+        if (kv_snapshot_write(&r->kv, write_to_snapshot, writer) == 0) {
+            status = embraft_snapshot_writer_finish(writer);
+        } else {
+            log_line("snapshot at index %llu: writing failed", (unsigned long long)r->applied);
+            embraft_snapshot_writer_abort(writer);
+            status = EMBRAFT_ERR_STORAGE;
+        }
+    }
+    if (status == EMBRAFT_OK) {
+        log_verbose_line("snapshot taken at index %llu: %zu keys, %zu peers",
+                         (unsigned long long)r->applied, r->kv.key_count, r->kv.peer_count);
+    } else if (status == EMBRAFT_ERR_STALE_SNAPSHOT) {
+        /* One at least as recent exists (installed from the leader). */
+    } else {
+        log_embraft_error(r, "snapshot failed; retrying in 5 s", status);
+        r->snapshot_retry_at = now + SNAPSHOT_RETRY_MS;
+        return;
+    }
+    r->snapshot_due = 0;
+}
+
+static void note_snapshot_wanted(struct raftd *r, const embraft_ready *ready) {
+    bool wanted = false;
+    uint64_t at = 0;
+    embraft_ready_snapshot_wanted(ready, &wanted, &at);
+    if (wanted) {
+        r->snapshot_due = 1;
     }
 }
 
@@ -219,13 +330,19 @@ int node_drain(struct raftd *r) {
         }
         note_state(r, ready);
         send_messages(r, ready);
-        refuse_snapshots(ready);
+        if (restore_if_asked(r, ready) != 0) {
+            print_logs(ready);
+            embraft_ready_free(ready);
+            return -1;
+        }
         apply_entries(r, ready);
         hand_out_results(r, ready);
+        note_snapshot_wanted(r, ready);
         print_logs(ready);
         embraft_ready_free(ready);
         api_after_apply(r);
     }
+    take_snapshot(r);
     record_own_address(r);
     return 0;
 }

@@ -117,6 +117,10 @@ struct raftd {
     uint64_t applied;
     uint64_t next_read_context;
     uint64_t self_addr_checked_at;
+    /* Snapshots (RAFTD.md "Snapshots"): the node asked for one and it is
+     * still to be taken, not before snapshot_retry_at. */
+    int snapshot_due;
+    uint64_t snapshot_retry_at;
 
     struct kv_store kv;
 

@@ -78,8 +78,15 @@ func main() {
 	}
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
-	<-signals
-	s.close()
+	select {
+	case <-signals:
+		s.close()
+	case <-s.fatal:
+		// Logged where it happened (a refused snapshot): the node cannot
+		// go on, and a restart meets the same data.
+		s.close()
+		os.Exit(1)
+	}
 }
 
 type config struct {
@@ -139,7 +146,8 @@ func start(cfg config) (*server, error) {
 	}
 
 	s := &server{id: id, clusterID: clusterID, advertise: cfg.advertise, log: cfg.logger,
-		client: &http.Client{Timeout: forwardTimeout}, requests: map[requestKey]uint64{}}
+		client: &http.Client{Timeout: forwardTimeout}, requests: map[requestKey]uint64{},
+		fatal: make(chan struct{})}
 	s.transport = embraft.NewStreamTransport(clusterID, id, 0, cfg.logger)
 	s.store = newStore(func(peer uint64, addr string, removed bool) {
 		if peer == id {
@@ -153,6 +161,13 @@ func start(cfg config) (*server, error) {
 			cfg.logger.Info("peer address", "peer", peer, "addr", addr)
 		}
 	})
+	s.store.onRefused = func(err error) {
+		// On the driver goroutine, which stops after this Restore fails
+		// (RAFTD.md "Restoring"): main closes the node and exits 1.
+		cfg.logger.Error("refusing snapshot; stopping (no entry is applied on top of a state that could not be restored)",
+			"reason", err)
+		s.fatalOnce.Do(func() { close(s.fatal) })
+	}
 	for pid, addr := range known {
 		if p, err := strconv.ParseUint(pid, 10, 64); err == nil && p != id {
 			s.transport.SetPeer(p, addr)
@@ -238,7 +253,8 @@ func (s *server) announceSelf() {
 
 // snapshotEvery bounds the log: a snapshot every this many applied
 // entries lets the library compact it (and gives lagging followers a
-// snapshot to catch up from).
+// snapshot to catch up from). The format is RAFTD.md's, shared by every
+// raftd (store.go).
 var snapshotEvery = uint64(envInt("RAFTD_SNAPSHOT_EVERY", 10000))
 
 // envInt reads a positive integer tuning knob from the environment.

@@ -50,6 +50,9 @@ type server struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 	initOnce  sync.Once
+	// fatal is closed when the node cannot go on (a refused snapshot).
+	fatal     chan struct{}
+	fatalOnce sync.Once
 
 	reqMu    sync.Mutex
 	requests map[requestKey]uint64

@@ -1,0 +1,262 @@
+/* Tests of the key/value state machine's snapshot codec (RAFTD.md
+ * "Snapshots") and command limits, without a node:
+ *
+ *   kv_test docs/vectors/raftd-snapshot-v1.bin
+ *
+ * The shared test vector decodes to its documented state and that state
+ * encodes back to the same bytes; damaged variants are refused with the
+ * state left empty; a large state round-trips. Prints "N passed, M failed";
+ * run-tests.sh runs it under valgrind when installed (no leaks allowed). */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv.h"
+
+static int passed = 0, failed = 0;
+
+static void check(int ok, const char *what) {
+    if (ok) {
+        passed++;
+    } else {
+        failed++;
+        printf("FAIL %s\n", what);
+    }
+}
+
+static int to_buffer(void *context, const void *data, size_t len) {
+    return buffer_append(context, data, len);
+}
+
+/* Encodes `kv` into `out` (emptied first). */
+static int encode(const struct kv_store *kv, struct buffer *out) {
+    out->len = 0;
+    return kv_snapshot_write(kv, to_buffer, out);
+}
+
+/* Decodes `len` bytes into `kv`; the refusal reason goes to `why`. */
+static int decode(const uint8_t *data, size_t len, struct kv_store *kv, char *why, size_t cap) {
+    /* fmemopen refuses a zero-length buffer on some libcs: read from a
+     * one-byte buffer opened for `len` bytes instead. */
+    static const uint8_t empty[1] = {0};
+    FILE *in = fmemopen((void *)(len ? data : empty), len ? len : 1, "rb");
+    if (in == NULL) {
+        snprintf(why, cap, "fmemopen failed");
+        kv_init(kv);
+        return -1;
+    }
+    if (len == 0) {
+        fgetc(in); /* at EOF from the start */
+    }
+    int result = kv_snapshot_read(in, kv, why, cap);
+    fclose(in);
+    return result;
+}
+
+static int has_value(const struct kv_store *kv, const char *key, size_t key_len,
+                     const void *value, size_t value_len) {
+    const uint8_t *got = NULL;
+    size_t got_len = 0;
+    return kv_get(kv, key, key_len, &got, &got_len) == 0 && got_len == value_len &&
+           memcmp(got, value, value_len) == 0;
+}
+
+static uint8_t *read_whole(const char *path, size_t *len) {
+    FILE *in = fopen(path, "rb");
+    if (in == NULL) {
+        return NULL;
+    }
+    uint8_t *data = malloc(4096);
+    *len = data ? fread(data, 1, 4096, in) : 0;
+    fclose(in);
+    return data;
+}
+
+static void test_vector(const uint8_t *vector, size_t len) {
+    struct kv_store kv;
+    struct buffer out;
+    char why[256] = "";
+    buffer_init(&out, 1 << 20);
+    check(len == 118, "the vector is 118 bytes");
+    check(decode(vector, len, &kv, why, sizeof why) == 0, "the vector decodes");
+    if (why[0]) {
+        printf("     reason: %s\n", why);
+    }
+    check(kv.key_count == 4 && kv.peer_count == 2, "it holds 4 keys and 2 peers");
+    check(has_value(&kv, "Z", 1, "upper", 5), "Z = upper");
+    check(has_value(&kv, "a", 1, "1", 1), "a = 1");
+    check(has_value(&kv, "alpha", 5, "", 0), "alpha = empty");
+    check(has_value(&kv, "\xc3\xa9", 2, "\x00\xff\n", 3), "e-acute = 00 ff 0a");
+    const char *first = kv_peer_addr(&kv, 1), *second = kv_peer_addr(&kv, 0x0102030405060708ull);
+    check(first && strcmp(first, "127.0.0.1:4001") == 0, "peer 1 at 127.0.0.1:4001");
+    check(second && strcmp(second, "localhost:4002") == 0, "peer 0x0102030405060708 at localhost:4002");
+    check(encode(&kv, &out) == 0 && out.len == len && memcmp(out.data, vector, len) == 0,
+          "the decoded state encodes to the vector, byte for byte");
+    kv_free(&kv);
+
+    /* The same state built in another order, through commands. */
+    struct buffer command;
+    buffer_init(&command, 1 << 20);
+    kv_init(&kv);
+    const char *keys[] = {"\xc3\xa9", "alpha", "a", "Z"};
+    const char *values[] = {"\x00\xff\n", "", "1", "upper"};
+    size_t value_lens[] = {3, 0, 1, 5};
+    for (int i = 0; i < 4; i++) {
+        command.len = 0;
+        kv_encode_set(&command, keys[i], strlen(keys[i]), (const uint8_t *)values[i], value_lens[i]);
+        kv_apply(&kv, command.data, command.len);
+    }
+    command.len = 0;
+    kv_encode_peer(&command, 0x0102030405060708ull, "localhost:4002");
+    kv_apply(&kv, command.data, command.len);
+    command.len = 0;
+    kv_encode_peer(&command, 1, "127.0.0.1:4001");
+    kv_apply(&kv, command.data, command.len);
+    check(encode(&kv, &out) == 0 && out.len == len && memcmp(out.data, vector, len) == 0,
+          "the state built by commands in another order encodes to the vector");
+    kv_free(&kv);
+    buffer_free(&command);
+    buffer_free(&out);
+}
+
+/* One damaged variant: `prefix` bytes of the vector, then `insert`, then
+ * the vector from `resume` on. */
+static void expect_refused(const uint8_t *vector, size_t len, const char *name, size_t prefix,
+                           const void *insert, size_t insert_len, size_t resume) {
+    struct buffer damaged;
+    struct kv_store kv;
+    char why[256] = "", label[160];
+    buffer_init(&damaged, 4 << 20);
+    buffer_append(&damaged, vector, prefix);
+    buffer_append(&damaged, insert, insert_len);
+    if (resume < len) {
+        buffer_append(&damaged, vector + resume, len - resume);
+    }
+    int result = decode(damaged.data, damaged.len, &kv, why, sizeof why);
+    snprintf(label, sizeof label, "refused: %s", name);
+    check(result == -1 && why[0] != '\0' && kv.key_count == 0 && kv.peer_count == 0 &&
+              kv.slots == NULL && kv.peers == NULL,
+          label);
+    kv_free(&kv);
+    buffer_free(&damaged);
+}
+
+static void test_damaged(const uint8_t *v, size_t len) {
+    const size_t peers_at = 12, keys_at = 12 + 26 + 26, first_key = keys_at + 4;
+    uint8_t zero8[8] = {0}, swapped[64], big[4], buf[2048];
+    expect_refused(v, len, "bad magic", 0, "RDKW", 4, 4);
+    expect_refused(v, len, "version 2", 4, "\x02", 1, 5);
+    expect_refused(v, len, "trailing byte", len, "", 1, len);
+    expect_refused(v, len, "peer id 0", peers_at, zero8, 8, peers_at + 8);
+    memcpy(swapped, v + peers_at + 26, 26);
+    memcpy(swapped + 26, v + peers_at, 26);
+    expect_refused(v, len, "peers out of order", peers_at, swapped, 52, keys_at);
+    memcpy(swapped + 26, v + peers_at, 26);
+    memcpy(swapped, v + peers_at, 26);
+    expect_refused(v, len, "repeated peer", peers_at, swapped, 52, keys_at);
+    memcpy(swapped, v + first_key + 14, 10);
+    memcpy(swapped + 10, v + first_key, 14);
+    expect_refused(v, len, "keys out of order", first_key, swapped, 24, first_key + 24);
+    expect_refused(v, len, "empty address", peers_at + 8, zero8, 4, peers_at + 26);
+    expect_refused(v, len, "address with NUL", peers_at + 12, zero8, 1, peers_at + 13);
+    expect_refused(v, len, "empty key", first_key, zero8, 4, first_key + 5);
+    put_u32(buf, 1025);
+    memset(buf + 4, 'k', 1025);
+    expect_refused(v, len, "key of 1025 bytes", first_key, buf, 4 + 1025, first_key + 5);
+    put_u32(big, KV_MAX_VALUE + 1);
+    expect_refused(v, len, "value over 1 MiB", first_key + 5, big, 4, first_key + 9);
+    expect_refused(v, len, "count beyond the data", keys_at, "\xff\xff\xff\xff", 4, keys_at + 4);
+    int truncations_refused = 1;
+    for (size_t n = 0; n < len; n++) {
+        struct kv_store kv;
+        char why[256] = "";
+        if (decode(v, n, &kv, why, sizeof why) != -1 || strstr(why, "truncated") == NULL) {
+            printf("     prefix of %zu bytes: %s\n", n, why);
+            truncations_refused = 0;
+        }
+        kv_free(&kv);
+    }
+    check(truncations_refused, "refused: every proper prefix, as truncated");
+}
+
+static void test_limits(void) {
+    struct kv_store kv;
+    struct buffer command;
+    static uint8_t big[KV_MAX_VALUE + 1];
+    char key[KV_MAX_KEY + 1];
+    memset(key, 'k', sizeof key);
+    kv_init(&kv);
+    buffer_init(&command, 4 << 20);
+    command.len = 0;
+    kv_encode_set(&command, key, KV_MAX_KEY + 1, (const uint8_t *)"v", 1);
+    check(kv_apply(&kv, command.data, command.len) == 0, "a set with a 1025-byte key is ignored");
+    command.len = 0;
+    kv_encode_set(&command, key, 1, big, sizeof big);
+    check(kv_apply(&kv, command.data, command.len) == 0, "a set of a value over 1 MiB is ignored");
+    command.len = 0;
+    kv_encode_set(&command, key, KV_MAX_KEY, big, KV_MAX_VALUE);
+    check(kv_apply(&kv, command.data, command.len) == KV_SET, "a 1024-byte key, 1 MiB value is set");
+    command.len = 0;
+    kv_encode_delete(&command, key, KV_MAX_KEY + 1);
+    check(kv_apply(&kv, command.data, command.len) == 0, "a delete of a 1025-byte key is ignored");
+    check(kv.key_count == 1, "one key");
+    kv_free(&kv);
+    buffer_free(&command);
+}
+
+/* Many keys, and values that cross the 64 KiB chunks of the writer. */
+static void test_round_trip(void) {
+    struct kv_store kv, back;
+    struct buffer command, first, second;
+    static uint8_t value[KV_MAX_VALUE];
+    char key[32], why[256] = "";
+    for (size_t i = 0; i < sizeof value; i++) {
+        value[i] = (uint8_t)(i * 7);
+    }
+    kv_init(&kv);
+    buffer_init(&command, 4 << 20);
+    buffer_init(&first, 64 << 20);
+    buffer_init(&second, 64 << 20);
+    for (int i = 0; i < 3000; i++) {
+        int key_len = snprintf(key, sizeof key, "key-%d", (i * 7919) % 3000);
+        size_t value_len = i % 1000 == 0 ? KV_MAX_VALUE : (size_t)(i % 97);
+        command.len = 0;
+        kv_encode_set(&command, key, (size_t)key_len, value, value_len);
+        kv_apply(&kv, command.data, command.len);
+    }
+    for (uint64_t id = 300; id > 0; id -= 3) {
+        command.len = 0;
+        snprintf(key, sizeof key, "127.0.0.1:%llu", (unsigned long long)id);
+        kv_encode_peer(&command, id * 0x9e3779b97f4a7c15ull, key);
+        kv_apply(&kv, command.data, command.len);
+    }
+    check(encode(&kv, &first) == 0, "a large state encodes");
+    check(decode(first.data, first.len, &back, why, sizeof why) == 0, "and decodes");
+    check(back.key_count == 3000 && back.peer_count == 100, "with every key and peer");
+    check(encode(&back, &second) == 0 && second.len == first.len &&
+              memcmp(first.data, second.data, first.len) == 0,
+          "and encodes to the same bytes again");
+    check(has_value(&back, "key-0", 5, value, KV_MAX_VALUE), "a 1 MiB value survives");
+    kv_free(&kv);
+    kv_free(&back);
+    buffer_free(&command);
+    buffer_free(&first);
+    buffer_free(&second);
+}
+
+int main(int argc, char **argv) {
+    size_t len = 0;
+    uint8_t *vector = argc == 2 ? read_whole(argv[1], &len) : NULL;
+    if (vector == NULL) {
+        fprintf(stderr, "usage: kv_test PATH-OF-raftd-snapshot-v1.bin\n");
+        return 2;
+    }
+    test_vector(vector, len);
+    test_damaged(vector, len);
+    test_limits();
+    test_round_trip();
+    free(vector);
+    printf("kv_test: %d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
