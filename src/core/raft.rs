@@ -735,11 +735,27 @@ impl Raft {
     }
 
     fn start_election(&mut self) {
+        if !self.membership_settled() {
+            return;
+        }
         if self.config.pre_vote {
             self.become_pre_candidate();
         } else {
             self.become_candidate(false);
         }
+    }
+
+    /// Whether every committed membership change is in force here. A change
+    /// takes effect when it is handed out, which waits for this node's own
+    /// copy to be durable; until then the membership in force may be one
+    /// the cluster has left, and an election counted by it could find a
+    /// majority disjoint from the one that now decides.
+    fn membership_settled(&self) -> bool {
+        (self.conf_applied + 1..=self.log.committed).all(|index| {
+            self.log
+                .entry(index)
+                .map_or(true, |entry| entry.kind != EntryKind::ConfChange)
+        })
     }
 
     fn become_pre_candidate(&mut self) {
@@ -934,7 +950,7 @@ impl Raft {
                 }
             }
             MessageBody::TimeoutNow => {
-                if self.promotable() && self.role != Role::Leader {
+                if self.promotable() && self.role != Role::Leader && self.membership_settled() {
                     self.become_candidate(true);
                 }
             }

@@ -1193,3 +1193,39 @@ fn a_removed_node_holding_what_the_voters_lack_campaigns_for_it() {
     assert_eq!(c.node(2).status().conf_state.voters, vec![2]);
     assert_eq!(c.node(1).role(), Role::Follower);
 }
+
+#[test]
+fn a_node_does_not_campaign_while_a_committed_membership_change_is_not_in_force() {
+    // Node 2 learns that the removal of node 3 committed before it holds
+    // the entry durably, so the change is not in force here yet: were it
+    // to campaign now, it would count votes by a membership the cluster
+    // may have left.
+    let mut n = Raft::new(config(2), InitialState::bootstrap(&[1, 2, 3])).unwrap();
+    n.step(Message {
+        from: 1,
+        to: 2,
+        term: 2,
+        body: MessageBody::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![conf_entry(2, 2, ConfChange::RemoveNode(3))],
+            commit: 2,
+        },
+    })
+    .unwrap();
+    n.campaign();
+    assert_eq!(
+        n.role(),
+        Role::Follower,
+        "campaigned by an outdated membership"
+    );
+    assert_eq!(n.status().term, 2);
+    // Once the entry is durable it is handed out and in force: now it may.
+    let rd = n.ready();
+    n.on_persisted(rd.number);
+    let rd = n.ready();
+    assert_eq!(rd.committed_entries.last().map(|e| e.index), Some(2));
+    assert_eq!(n.status().conf_state.voters, vec![1, 2]);
+    n.campaign();
+    assert_ne!(n.role(), Role::Follower);
+}
