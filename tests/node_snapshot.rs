@@ -156,6 +156,71 @@ fn a_lagging_follower_catches_up_through_a_snapshot_and_both_restart_from_it() {
     }
 }
 
+/// The WAL segment files under a node's data directory.
+fn segment_count(dir: &Path) -> usize {
+    let mut count = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        // The node's threads create and delete files while this runs.
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "seg") {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+/// A follower that installs the leader's snapshot deletes the WAL
+/// segments the snapshot replaced at once, without waiting for a snapshot
+/// of its own.
+#[test]
+fn installing_a_snapshot_deletes_the_wal_segments_it_replaces() {
+    let mut cluster = Cluster::start("snap-install-segments", 3, |config| {
+        configure(config);
+        config.wal.segment_size = 4096;
+    });
+    let leader = cluster.elect();
+    let lagging = if leader == 1 { 2 } else { 1 };
+    let other = 6 - leader - lagging;
+    commit(&mut cluster, 0..300, &[1, 2, 3]);
+    let before = segment_count(&cluster.host(lagging).dir);
+    assert!(before >= 4, "the follower's log spans {before} segments");
+
+    cut(&mut cluster, lagging, Link::Drop);
+    commit(&mut cluster, 300..400, &[leader, other]);
+    cluster.host_mut(leader).take_snapshot().unwrap();
+    let snapshot_index = *cluster.host(leader).snapshots_taken.last().unwrap();
+    assert!(
+        cluster.run_until(Duration::from_secs(10), |c| c
+            .host(leader)
+            .node()
+            .status()
+            .snapshot_index
+            == snapshot_index),
+        "the leader records its snapshot"
+    );
+    cut(&mut cluster, lagging, Link::Deliver);
+    assert!(
+        cluster.run_until(Duration::from_secs(20), |c| c.host(lagging).restores.len()
+            == 1
+            && segment_count(&c.host(lagging).dir) <= 2),
+        "the follower installs the snapshot and keeps at most 2 of its {before} segments, \
+         has {} restores and {} segments",
+        cluster.host(lagging).restores.len(),
+        segment_count(&cluster.host(lagging).dir)
+    );
+    assert!(cluster.host(lagging).snapshots_taken.is_empty());
+    commit(&mut cluster, 400..410, &[1, 2, 3]);
+    assert!(same_state(&cluster, lagging, leader));
+}
+
 /// The ready batches ask for a snapshot once the log grew past the
 /// threshold since the last one, once per crossing.
 #[test]

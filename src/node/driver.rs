@@ -378,13 +378,7 @@ impl Driver {
                         self.raft.report_snapshot(peer, false);
                     }
                     self.snapshot_recorded(index);
-                    self.next_seq += 1;
-                    let job = PersistJob {
-                        seq: self.next_seq,
-                        compact_through: Some(self.raft.first_index() - 1),
-                        ..PersistJob::default()
-                    };
-                    let _ = self.persist_jobs.send(job);
+                    self.compact_wal_to_core_log();
                 }
                 // A snapshot from the leader got further meanwhile.
                 Err(err) => self.shared.log(LogLevel::Info, || {
@@ -392,6 +386,21 @@ impl Driver {
                 }),
             }
         }
+    }
+
+    /// Deletes the WAL segments holding only entries the core's log no
+    /// longer keeps; queued behind the durable record of the snapshot that
+    /// covers them, so a crash never finds entries gone but no snapshot.
+    fn compact_wal_to_core_log(&mut self) {
+        self.next_seq += 1;
+        let job = PersistJob {
+            seq: self.next_seq,
+            compact_through: Some(self.raft.first_index() - 1),
+            ..PersistJob::default()
+        };
+        // A send failure means the persistence thread stopped after a
+        // failure it reported; the main loop stops on that.
+        let _ = self.persist_jobs.send(job);
     }
 
     fn snapshot_recorded(&mut self, index: Index) {
@@ -625,6 +634,8 @@ impl Driver {
     /// its state machine from the file before applying what follows.
     fn hand_out_restore(&mut self, meta: SnapshotMeta, file: SnapshotFile) {
         self.snapshot_recorded(meta.index);
+        // The log the snapshot replaced is of no more use here.
+        self.compact_wal_to_core_log();
         let unknown = self.proposals.covered_by_snapshot(meta.index);
         let restore = SnapshotRestore {
             pin: self.store.pin(&file),
