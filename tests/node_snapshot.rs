@@ -70,6 +70,23 @@ fn cut(cluster: &mut Cluster, node: NodeId, link: Link) {
     }
 }
 
+/// Has node `id` snapshot what it applied and waits until its node has
+/// recorded the snapshot (and compacted its log); returns its index.
+fn snapshot_and_record(cluster: &mut Cluster, id: NodeId) -> Index {
+    cluster.host_mut(id).take_snapshot().unwrap();
+    let index = *cluster.host(id).snapshots_taken.last().unwrap();
+    assert!(
+        cluster.run_until(Duration::from_secs(10), |c| c
+            .host(id)
+            .node()
+            .status()
+            .snapshot_index
+            == index),
+        "node {id} records its snapshot at {index}"
+    );
+    index
+}
+
 fn same_state(cluster: &Cluster, a: NodeId, b: NodeId) -> bool {
     cluster.host(a).applied == cluster.host(b).applied
 }
@@ -88,18 +105,8 @@ fn a_lagging_follower_catches_up_through_a_snapshot_and_both_restart_from_it() {
 
     cut(&mut cluster, lagging, Link::Drop);
     commit(&mut cluster, 50..200, &[leader, other]);
-    cluster.host_mut(leader).take_snapshot().unwrap();
-    let snapshot_index = *cluster.host(leader).snapshots_taken.last().unwrap();
+    let snapshot_index = snapshot_and_record(&mut cluster, leader);
     commit(&mut cluster, 200..220, &[leader, other]);
-    assert!(
-        cluster.run_until(Duration::from_secs(10), |c| c
-            .host(leader)
-            .node()
-            .status()
-            .snapshot_index
-            == snapshot_index),
-        "the leader records its snapshot and compacts"
-    );
     let status = cluster.host(leader).node().status();
     assert_eq!(
         status.first_index,
@@ -195,17 +202,7 @@ fn installing_a_snapshot_deletes_the_wal_segments_it_replaces() {
 
     cut(&mut cluster, lagging, Link::Drop);
     commit(&mut cluster, 300..400, &[leader, other]);
-    cluster.host_mut(leader).take_snapshot().unwrap();
-    let snapshot_index = *cluster.host(leader).snapshots_taken.last().unwrap();
-    assert!(
-        cluster.run_until(Duration::from_secs(10), |c| c
-            .host(leader)
-            .node()
-            .status()
-            .snapshot_index
-            == snapshot_index),
-        "the leader records its snapshot"
-    );
+    snapshot_and_record(&mut cluster, leader);
     cut(&mut cluster, lagging, Link::Deliver);
     assert!(
         cluster.run_until(Duration::from_secs(20), |c| c.host(lagging).restores.len()
