@@ -1,6 +1,7 @@
 //! The persistence thread: takes every write queued while the previous sync
 //! ran and makes them durable with one WAL append (group commit), in the
-//! order the driver queued them.
+//! order the driver queued them. An inline node (`Threading::Inline`)
+//! runs [`write_group`] on the caller's thread instead.
 
 use super::batch::LogLevel;
 use super::Shared;
@@ -49,27 +50,47 @@ pub(crate) fn run(
     done: Sender<PersistDone>,
 ) {
     while let Ok(first) = jobs.recv() {
-        let mut last_seq = first.seq;
-        let mut group = GroupWrite::new(segment_size);
-        group.snapshots = Some((store.clone(), shared.clone()));
-        let mut result = group.add(&wal, first);
-        for job in jobs.try_iter() {
-            if result.is_err() {
-                break;
-            }
-            last_seq = job.seq;
-            result = group.add(&wal, job);
-        }
-        let outcome = match result.and_then(|()| group.flush(&wal)) {
-            Ok(()) => PersistDone::Through(last_seq),
-            Err(err) => PersistDone::Failed(err.to_string()),
-        };
+        let outcome = write_group(
+            &wal,
+            segment_size,
+            &store,
+            &shared,
+            std::iter::once(first).chain(jobs.try_iter()),
+        );
         let failed = matches!(outcome, PersistDone::Failed(_));
         // The driver may be gone already (node shutting down): nothing to tell.
         let _ = done.send(outcome);
         if failed {
             return;
         }
+    }
+}
+
+/// Writes `jobs` in order with as few appends (and so syncs) as they fit
+/// in; used by the persistence thread for every group it takes and by an
+/// inline node for the writes of one call. Stops at the first failure: the
+/// WAL is poisoned then.
+pub(crate) fn write_group(
+    wal: &Wal,
+    segment_size: u64,
+    store: &SnapshotStore,
+    shared: &Arc<Shared>,
+    jobs: impl IntoIterator<Item = PersistJob>,
+) -> PersistDone {
+    let mut group = GroupWrite::new(segment_size);
+    group.snapshots = Some((store.clone(), shared.clone()));
+    let mut last_seq = 0;
+    let mut result = Ok(());
+    for job in jobs {
+        last_seq = job.seq;
+        result = group.add(wal, job);
+        if result.is_err() {
+            break;
+        }
+    }
+    match result.and_then(|()| group.flush(wal)) {
+        Ok(()) => PersistDone::Through(last_seq),
+        Err(err) => PersistDone::Failed(err.to_string()),
     }
 }
 
