@@ -113,8 +113,11 @@ func (s *countingSM) Apply(Entry)              { s.applied.Add(1) }
 func (s *countingSM) Snapshot(io.Writer) error { return nil }
 func (s *countingSM) Restore(io.Reader) error  { return nil }
 
-// memTransport hands messages straight to the destination node's Step,
-// which only queues them (a full queue drops, like a lossy network).
+// memTransport hands messages straight to the destination node's Step
+// (a full queue drops, like a lossy network). The nodes are inline, so
+// the step runs the destination's work on the sending driver goroutine,
+// as etcd raft's Step runs on the caller's goroutine up to its node
+// goroutine's channel.
 type memTransport struct {
 	nodes map[uint64]*Raft
 }
@@ -126,6 +129,10 @@ func (t *memTransport) Send(to uint64, msg []byte) {
 		n.Step(msg)
 	}
 }
+
+// benchInline: embraft's nodes run inline (Config.Inline) unless
+// EMBRAFT_BENCH_THREADED is set, which measures the threaded mode.
+func benchInline() bool { return os.Getenv("EMBRAFT_BENCH_THREADED") == "" }
 
 type embraftBench struct {
 	leader *Raft
@@ -144,7 +151,7 @@ func newEmbraftBench(b *testing.B, durable bool) *embraftBench {
 	for _, id := range ids {
 		r, err := Start(Options{
 			Config: Config{ID: id, Peers: ids, DataDir: filepath.Join(dir, fmt.Sprint(id)), Sync: mode,
-				InputQueueCapacity: 65536, MaxInflightMsgs: 256},
+				InputQueueCapacity: 65536, MaxInflightMsgs: 256, Inline: benchInline()},
 			StateMachine: &countingSM{}, Transport: tr, TickInterval: 100 * time.Millisecond,
 		})
 		if err != nil {
