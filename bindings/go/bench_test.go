@@ -114,10 +114,8 @@ func (s *countingSM) Snapshot(io.Writer) error { return nil }
 func (s *countingSM) Restore(io.Reader) error  { return nil }
 
 // memTransport hands messages straight to the destination node's Step
-// (a full queue drops, like a lossy network). The nodes are inline, so
-// the step runs the destination's work on the sending driver goroutine,
-// as etcd raft's Step runs on the caller's goroutine up to its node
-// goroutine's channel.
+// (a full queue drops, like a lossy network). For an inline node the
+// step runs the destination's work on the sending driver goroutine.
 type memTransport struct {
 	nodes map[uint64]*Raft
 }
@@ -130,9 +128,22 @@ func (t *memTransport) Send(to uint64, msg []byte) {
 	}
 }
 
-// benchInline: embraft's nodes run inline (Config.Inline) unless
-// EMBRAFT_BENCH_THREADED is set, which measures the threaded mode.
-func benchInline() bool { return os.Getenv("EMBRAFT_BENCH_THREADED") == "" }
+// benchInline chooses embraft's threading per durability, as a host
+// would: inline nodes (Config.Inline) without sync, where the thread
+// wake-ups of a threaded node are most of the cost; threaded nodes with
+// SyncAlways, where an inline call waits for its own sync on the caller's
+// goroutine (a follower's Step on the leader's driver goroutine) while
+// the persistence thread pipelines them. EMBRAFT_BENCH_THREADING=inline
+// or =node forces one mode for both.
+func benchInline(durable bool) bool {
+	switch os.Getenv("EMBRAFT_BENCH_THREADING") {
+	case "inline":
+		return true
+	case "node":
+		return false
+	}
+	return !durable
+}
 
 type embraftBench struct {
 	leader *Raft
@@ -151,7 +162,7 @@ func newEmbraftBench(b *testing.B, durable bool) *embraftBench {
 	for _, id := range ids {
 		r, err := Start(Options{
 			Config: Config{ID: id, Peers: ids, DataDir: filepath.Join(dir, fmt.Sprint(id)), Sync: mode,
-				InputQueueCapacity: 65536, MaxInflightMsgs: 256, Inline: benchInline()},
+				InputQueueCapacity: 65536, MaxInflightMsgs: 256, Inline: benchInline(durable)},
 			StateMachine: &countingSM{}, Transport: tr, TickInterval: 100 * time.Millisecond,
 		})
 		if err != nil {

@@ -23,7 +23,7 @@ use crate::core::{
     ProposeError, Raft, ReadState, Role, SnapshotChunk, SnapshotMeta, SnapshotResponse, Term,
 };
 use crate::snapshot::{SnapshotError, SnapshotFile, SnapshotId, SnapshotStore};
-use crate::wal::Wal;
+use crate::wal::{Wal, WalError, WriteTicket};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::VecDeque;
 use std::fs::File;
@@ -85,7 +85,7 @@ pub(crate) enum Persister {
     /// Inline mode: the jobs of one call are queued, then written together
     /// (one append, one sync) on the caller's thread before it returns.
     Inline {
-        wal: Wal,
+        wal: Arc<Wal>,
         segment_size: u64,
         store: SnapshotStore,
         queued: Vec<PersistJob>,
@@ -118,6 +118,21 @@ struct SnapshotHint {
 /// Inputs handled before the core's ready is taken, so that one batch (and
 /// one sync) covers many proposals while the loop stays responsive.
 const MAX_INPUTS_PER_ROUND: usize = 1024;
+
+/// Where an inline round stands.
+pub(crate) enum Round {
+    /// Everything released: the batch is in the outbox.
+    Done,
+    /// Written: once `ticket` is durable (waited for without the node's
+    /// lock), report round `seq` with [`Driver::durable`].
+    Wait {
+        wal: Arc<Wal>,
+        seq: u64,
+        ticket: WriteTicket,
+    },
+    /// The node has failed.
+    Failed,
+}
 
 /// A core `Ready` whose vote and append responses may leave only once its
 /// writes (and every earlier batch's) are durable.
@@ -268,14 +283,14 @@ impl Driver {
     /// Inline mode: one round of the loop in [`Driver::run`], on the
     /// caller's thread under the node's lock. Handles every input queued
     /// before the call took the lock (the caller's own among them, so a
-    /// round may serve other callers' inputs too and they share its one
-    /// write), then alternates taking the core's ready with writing what it
-    /// queued, until nothing is left to persist: the released batches are
-    /// in the outbox when this returns. A verified snapshot is taken in
-    /// first. Returns false once the node has failed.
-    pub(crate) fn drive(&mut self) -> bool {
+    /// round may serve other callers' inputs too and they share its
+    /// write), takes the core's ready and writes what it queued. A
+    /// verified snapshot is taken in first. The caller then waits for the
+    /// write outside the lock (see [`Round::Wait`]) and reports it with
+    /// [`Driver::durable`].
+    pub(crate) fn drive(&mut self) -> Round {
         if self.shared.failed.load(Ordering::Acquire) {
-            return false;
+            return Round::Failed;
         }
         while let Ok(verified) = self.verified_rx.try_recv() {
             self.on_verified(verified);
@@ -288,42 +303,53 @@ impl Driver {
                 Err(_) => break,
             }
         }
-        loop {
-            self.process_ready();
-            let Some(done) = self.write_queued() else {
-                break;
-            };
-            // Durable: releases the responses waiting on it and tells the
-            // core, which may then have more to hand out (a leader's commit).
-            if !self.on_persist_done(Some(done)) {
-                return false;
-            }
-        }
-        self.shared.publish_status(self.raft.status());
-        true
+        self.settle()
     }
 
-    /// Inline mode: writes the queued jobs as one group.
-    fn write_queued(&mut self) -> Option<PersistDone> {
-        let Persister::Inline {
-            wal,
-            segment_size,
-            store,
-            queued,
-        } = &mut self.persister
-        else {
-            return None;
+    /// Inline mode: the write of round `seq` is durable (or failed):
+    /// releases the responses waiting on it and tells the core, which may
+    /// then have more to hand out (a leader's commit).
+    pub(crate) fn durable(&mut self, seq: u64, result: Result<(), WalError>) -> Round {
+        let done = match result {
+            Ok(()) => PersistDone::Through(seq),
+            Err(err) => PersistDone::Failed(err.to_string()),
         };
-        if queued.is_empty() {
-            return None;
+        if !self.on_persist_done(Some(done)) {
+            return Round::Failed;
         }
-        Some(persist::write_group(
-            wal,
-            *segment_size,
-            store,
-            &self.shared,
-            queued.drain(..),
-        ))
+        self.settle()
+    }
+
+    /// Inline mode: takes the core's ready until a write is needed.
+    fn settle(&mut self) -> Round {
+        self.process_ready();
+        let written = match &mut self.persister {
+            Persister::Inline {
+                wal,
+                segment_size,
+                store,
+                queued,
+            } if !queued.is_empty() => {
+                let written = persist::write_group_unsynced(
+                    wal,
+                    *segment_size,
+                    store,
+                    &self.shared,
+                    queued.drain(..),
+                );
+                Some((wal.clone(), written))
+            }
+            _ => None,
+        };
+        self.shared.publish_status(self.raft.status());
+        match written {
+            None => Round::Done,
+            Some((wal, Ok((seq, ticket)))) => Round::Wait { wal, seq, ticket },
+            Some((_, Err(err))) => {
+                self.on_persist_done(Some(PersistDone::Failed(err.to_string())));
+                Round::Failed
+            }
+        }
     }
 
     /// Hands a job to the persister. False when the persistence thread is
@@ -560,7 +586,9 @@ impl Driver {
     fn on_persist_done(&mut self, done: Option<PersistDone>) -> bool {
         match done {
             Some(PersistDone::Through(seq)) => {
-                self.durable_seq = seq;
+                // Inline rounds may report out of order; a later ticket
+                // covers the earlier ones.
+                self.durable_seq = self.durable_seq.max(seq);
                 self.record_taken();
                 self.release_durable();
                 true

@@ -41,7 +41,7 @@ use crate::snapshot::{SnapshotError, SnapshotStore};
 use crate::wal::{Recovered, Wal, WalError, WalOptions};
 use batch::Pending;
 use crossbeam_channel::{Sender, TrySendError};
-use driver::{Driver, Input};
+use driver::{Driver, Input, Round};
 use parking_lot::{Condvar, Mutex};
 use readiness::Readiness;
 use std::fmt;
@@ -353,11 +353,24 @@ impl Inputs {
         }
     }
 
-    /// Runs an inline driver round; false once the node has failed.
+    /// Runs an inline driver round; false once the node has failed. The
+    /// round's sync is waited for without the lock: calls on other
+    /// threads meanwhile take their turn and share the sync.
     pub(crate) fn drive(&self) -> bool {
-        self.inline
-            .as_ref()
-            .is_none_or(|driver| driver.lock().drive())
+        let Some(driver) = &self.inline else {
+            return true;
+        };
+        let mut round = driver.lock().drive();
+        loop {
+            match round {
+                Round::Done => return true,
+                Round::Failed => return false,
+                Round::Wait { wal, seq, ticket } => {
+                    let result = wal.wait_durable(ticket);
+                    round = driver.lock().durable(seq, result);
+                }
+            }
+        }
     }
 }
 
@@ -489,7 +502,7 @@ impl Node {
             }
             Threading::Inline => {
                 let persister = driver::Persister::Inline {
-                    wal,
+                    wal: Arc::new(wal),
                     segment_size,
                     store: store.clone(),
                     queued: Vec::new(),
@@ -519,9 +532,6 @@ impl Node {
                 (Arc::new(inputs), Some(thread))
             }
             Threading::Inline => {
-                // The threaded driver publishes a first status and state
-                // on its first round; an inline one does it now.
-                driver.drive();
                 let inputs = Arc::new_cyclic(|weak| {
                     driver.set_inline_inputs(weak.clone());
                     Inputs {
@@ -529,6 +539,9 @@ impl Node {
                         inline: Some(Mutex::new(driver)),
                     }
                 });
+                // The threaded driver publishes a first status and state
+                // on its first round; an inline one does it now.
+                inputs.drive();
                 (inputs, None)
             }
         };

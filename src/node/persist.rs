@@ -7,7 +7,7 @@ use super::batch::LogLevel;
 use super::Shared;
 use crate::core::{Entry, HardState, Index, SnapshotMeta};
 use crate::snapshot::{SnapshotFile, SnapshotStore};
-use crate::wal::{Wal, WalError};
+use crate::wal::{Wal, WalError, WriteTicket};
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
 
@@ -67,31 +67,45 @@ pub(crate) fn run(
 }
 
 /// Writes `jobs` in order with as few appends (and so syncs) as they fit
-/// in; used by the persistence thread for every group it takes and by an
-/// inline node for the writes of one call. Stops at the first failure: the
-/// WAL is poisoned then.
-pub(crate) fn write_group(
+/// in, and waits until they are durable; used by the persistence thread
+/// for every group it takes. Stops at the first failure: the WAL is
+/// poisoned then.
+fn write_group(
     wal: &Wal,
     segment_size: u64,
     store: &SnapshotStore,
     shared: &Arc<Shared>,
     jobs: impl IntoIterator<Item = PersistJob>,
 ) -> PersistDone {
+    let written = write_group_unsynced(wal, segment_size, store, shared, jobs)
+        .and_then(|(seq, ticket)| wal.wait_durable(ticket).map(|()| seq));
+    match written {
+        Ok(seq) => PersistDone::Through(seq),
+        Err(err) => PersistDone::Failed(err.to_string()),
+    }
+}
+
+/// [`write_group`] without the final wait: returns the last job's number
+/// and the ticket that is durable once they all are. An inline node waits
+/// for it outside its lock, so that calls on other threads meanwhile
+/// share the sync (the WAL's group commit). Snapshot records and
+/// compactions, which are rare, are synced here.
+pub(crate) fn write_group_unsynced(
+    wal: &Wal,
+    segment_size: u64,
+    store: &SnapshotStore,
+    shared: &Arc<Shared>,
+    jobs: impl IntoIterator<Item = PersistJob>,
+) -> Result<(u64, WriteTicket), WalError> {
     let mut group = GroupWrite::new(segment_size);
     group.snapshots = Some((store.clone(), shared.clone()));
     let mut last_seq = 0;
-    let mut result = Ok(());
     for job in jobs {
         last_seq = job.seq;
-        result = group.add(wal, job);
-        if result.is_err() {
-            break;
-        }
+        group.add(wal, job)?;
     }
-    match result.and_then(|()| group.flush(wal)) {
-        Ok(()) => PersistDone::Through(last_seq),
-        Err(err) => PersistDone::Failed(err.to_string()),
-    }
+    let ticket = wal.write(&group.entries, group.hard_state.as_ref())?;
+    Ok((last_seq, ticket))
 }
 
 /// The entries and hard state of consecutive jobs, written with one append
