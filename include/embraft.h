@@ -609,8 +609,9 @@ embraft_status embraft_config_set_sync_mode(embraft_config *config, uint32_t mod
  * `propose`, `propose_conf_change`, `propose_membership`, `read_index`,
  * `transfer_leader`, `report_unreachable`, `ack_applied`,
  * `snapshot_begin`, `snapshot_writer_finish`) handles its input on the
- * caller's thread, writes the WAL (and syncs it per the sync mode) and
- * prepares the resulting batch before it returns, so that
+ * caller's thread, writes the WAL (and waits for its sync per the sync
+ * mode, without holding the node's lock, so that concurrent calls share
+ * it) and prepares the resulting batch before it returns, so that
  * `embraft_node_poll_ready` with timeout 0 hands it out at once; a longer
  * timeout waits for another thread's call to produce one, and the
  * readiness descriptor still signals. The persistence rules are those of

@@ -308,6 +308,7 @@ impl Shared {
 pub(crate) struct Inputs {
     queue: Sender<Input>,
     inline: Option<Mutex<Driver>>,
+    shared: Arc<Shared>,
 }
 
 impl Inputs {
@@ -353,13 +354,29 @@ impl Inputs {
         }
     }
 
-    /// Runs an inline driver round; false once the node has failed. The
-    /// round's sync is waited for without the lock: calls on other
-    /// threads meanwhile take their turn and share the sync.
+    /// Runs an inline driver round; false once the node has failed. A
+    /// panic inside stops the node, as one on a threaded node's thread
+    /// does (`spawn_guarded`), rather than leaving a half-handled round
+    /// behind the lock.
     pub(crate) fn drive(&self) -> bool {
         let Some(driver) = &self.inline else {
             return true;
         };
+        match panic::catch_unwind(AssertUnwindSafe(|| Self::drive_inline(driver))) {
+            Ok(alive) => alive,
+            Err(payload) => {
+                self.shared.fail(format!(
+                    "internal error in an inline round: {}",
+                    panic_message(&*payload)
+                ));
+                false
+            }
+        }
+    }
+
+    /// The round's sync is waited for without the lock: calls on other
+    /// threads meanwhile take their turn and share the sync.
+    fn drive_inline(driver: &Mutex<Driver>) -> bool {
         let mut round = driver.lock().drive();
         loop {
             match round {
@@ -528,6 +545,7 @@ impl Node {
                 let inputs = Inputs {
                     queue: input_tx,
                     inline: None,
+                    shared: shared.clone(),
                 };
                 (Arc::new(inputs), Some(thread))
             }
@@ -537,6 +555,7 @@ impl Node {
                     Inputs {
                         queue: input_tx,
                         inline: Some(Mutex::new(driver)),
+                        shared: shared.clone(),
                     }
                 });
                 // The threaded driver publishes a first status and state
