@@ -341,7 +341,10 @@ pub unsafe extern "C" fn embraft_config_set_sync_mode(
 /// caller's thread, writes the WAL (and waits for its sync per the sync
 /// mode, without holding the node's lock, so that concurrent calls share
 /// it) and prepares the resulting batch before it returns, so that
-/// `embraft_node_poll_ready` with timeout 0 hands it out at once; a longer
+/// `embraft_node_poll_ready` with timeout 0 hands it out at once (except
+/// for `step` and `propose` calls made while another thread runs the
+/// node's round: they leave their input to that thread, which handles it
+/// before its own call returns, and return at once); a longer
 /// timeout waits for another thread's call to produce one, and the
 /// readiness descriptor still signals. The persistence rules are those of
 /// a threaded node: a vote or append response is in the batch only once

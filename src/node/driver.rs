@@ -834,7 +834,7 @@ impl Driver {
                         let _ = done.send(Verified { id, result });
                         // An inline node has no thread waiting on `done`.
                         if let Some(inputs) = inline_inputs.upgrade() {
-                            inputs.drive();
+                            inputs.drive(super::Busy::Wait);
                         }
                     },
                 );

@@ -48,7 +48,7 @@ use std::fmt;
 use std::os::fd::RawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -311,14 +311,30 @@ pub(crate) struct Inputs {
     shared: Arc<Shared>,
 }
 
+/// How an inline call that finds another thread running the node's round
+/// proceeds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Busy {
+    /// Waits for the lock and runs a round itself: its batch is ready when
+    /// it returns.
+    Wait,
+    /// Leaves its input to the thread in the round, which looks at the
+    /// queue again once it unlocks and runs it before its own call
+    /// returns; this call returns at once. For proposals and messages,
+    /// whose results are asynchronous anyway: many proposers (or a
+    /// transport) then never queue up on the lock, and their inputs share
+    /// one round, as a threaded node's queue lets them.
+    HandOff,
+}
+
 impl Inputs {
     /// Queues `input` without blocking; an inline node then runs it.
-    fn send(&self, shared: &Shared, input: Input) -> Result<(), NodeError> {
+    fn send(&self, shared: &Shared, input: Input, busy: Busy) -> Result<(), NodeError> {
         if shared.failed.load(Ordering::Acquire) {
             return Err(shared.failure_error());
         }
         match self.queue.try_send(input) {
-            Ok(()) => self.run_inline(shared),
+            Ok(()) => self.run_inline(shared, busy),
             Err(TrySendError::Full(_)) => Err(NodeError::Busy),
             Err(TrySendError::Disconnected(_)) => Err(shared.failure_error()),
         }
@@ -332,10 +348,10 @@ impl Inputs {
             // rounds until there is room.
             loop {
                 match self.queue.try_send(input) {
-                    Ok(()) => return self.run_inline(shared),
+                    Ok(()) => return self.run_inline(shared, Busy::Wait),
                     Err(TrySendError::Full(back)) => {
                         input = back;
-                        self.run_inline(shared)?;
+                        self.run_inline(shared, Busy::Wait)?;
                     }
                     Err(TrySendError::Disconnected(_)) => return Err(shared.failure_error()),
                 }
@@ -346,8 +362,8 @@ impl Inputs {
 
     /// Inline mode: runs a driver round, which handles every queued input,
     /// the caller's included. Threaded mode: nothing to do.
-    fn run_inline(&self, shared: &Shared) -> Result<(), NodeError> {
-        if self.drive() {
+    fn run_inline(&self, shared: &Shared, busy: Busy) -> Result<(), NodeError> {
+        if self.drive(busy) {
             Ok(())
         } else {
             Err(shared.failure_error())
@@ -358,11 +374,11 @@ impl Inputs {
     /// panic inside stops the node, as one on a threaded node's thread
     /// does (`spawn_guarded`), rather than leaving a half-handled round
     /// behind the lock.
-    pub(crate) fn drive(&self) -> bool {
+    pub(crate) fn drive(&self, busy: Busy) -> bool {
         let Some(driver) = &self.inline else {
             return true;
         };
-        match panic::catch_unwind(AssertUnwindSafe(|| Self::drive_inline(driver))) {
+        match panic::catch_unwind(AssertUnwindSafe(|| self.drive_inline(driver, busy))) {
             Ok(alive) => alive,
             Err(payload) => {
                 self.shared.fail(format!(
@@ -375,18 +391,44 @@ impl Inputs {
     }
 
     /// The round's sync is waited for without the lock: calls on other
-    /// threads meanwhile take their turn and share the sync.
-    fn drive_inline(driver: &Mutex<Driver>) -> bool {
-        let mut round = driver.lock().drive();
+    /// threads meanwhile take their turn and share the sync. After a
+    /// round, inputs handed off meanwhile get one too.
+    fn drive_inline(&self, driver: &Mutex<Driver>, busy: Busy) -> bool {
+        // Pairs with the fence after unlocking below: either this caller
+        // gets the lock, or the holder sees its input once it unlocks.
+        fence(Ordering::SeqCst);
+        let mut guard = match busy {
+            Busy::Wait => driver.lock(),
+            Busy::HandOff => match driver.try_lock() {
+                Some(guard) => guard,
+                None => return true,
+            },
+        };
         loop {
-            match round {
-                Round::Done => return true,
-                Round::Failed => return false,
-                Round::Wait { wal, seq, ticket } => {
-                    let result = wal.wait_durable(ticket);
-                    round = driver.lock().durable(seq, result);
+            let mut round = guard.drive();
+            loop {
+                match round {
+                    Round::Done => break,
+                    Round::Failed => return false,
+                    Round::Wait { wal, seq, ticket } => {
+                        drop(guard);
+                        let result = wal.wait_durable(ticket);
+                        guard = driver.lock();
+                        round = guard.durable(seq, result);
+                    }
                 }
             }
+            drop(guard);
+            fence(Ordering::SeqCst);
+            if self.queue.is_empty() {
+                return true;
+            }
+            // Inputs handed off while this round ran; a thread holding the
+            // lock now runs them itself.
+            guard = match driver.try_lock() {
+                Some(guard) => guard,
+                None => return true,
+            };
         }
     }
 }
@@ -560,7 +602,7 @@ impl Node {
                 });
                 // The threaded driver publishes a first status and state
                 // on its first round; an inline one does it now.
-                inputs.drive();
+                inputs.drive(Busy::Wait);
                 (inputs, None)
             }
         };
@@ -603,7 +645,7 @@ impl Node {
                 this_node: self.id,
             });
         }
-        self.send(Input::Step(msg))
+        self.send_async(Input::Step(msg))
     }
 
     /// Queues a proposal and returns its id (never 0). Its outcome arrives
@@ -619,7 +661,7 @@ impl Node {
             });
         }
         let proposal_id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
-        self.send(Input::Propose {
+        self.send_async(Input::Propose {
             proposal_id,
             data: Payload::from(data),
         })?;
@@ -746,7 +788,16 @@ impl Node {
         let Some(inputs) = &self.inputs else {
             return Err(NodeError::Failed("node is shutting down".into()));
         };
-        inputs.send(&self.shared, input)
+        inputs.send(&self.shared, input, Busy::Wait)
+    }
+
+    /// [`Node::send`] for inputs whose results are asynchronous: an
+    /// inline node may hand them to the thread running its round.
+    fn send_async(&self, input: Input) -> Result<(), NodeError> {
+        let Some(inputs) = &self.inputs else {
+            return Err(NodeError::Failed("node is shutting down".into()));
+        };
+        inputs.send(&self.shared, input, Busy::HandOff)
     }
 
     fn failure_error(&self) -> NodeError {
