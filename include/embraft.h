@@ -178,6 +178,19 @@
 #define EMBRAFT_SYNC_NEVER 1
 
 /**
+ * Threading modes (`embraft_config_set_threading`).
+ * The node runs a driver thread and a WAL thread of its own; input calls
+ * only queue their input (the default).
+ */
+#define EMBRAFT_THREADING_NODE 0
+
+/**
+ * The node runs no threads of its own: each input call does the node's
+ * work on the caller's thread, WAL write and sync included.
+ */
+#define EMBRAFT_THREADING_INLINE 1
+
+/**
  * Fields of a status report (`embraft_status_report_get`).
  */
 #define EMBRAFT_FIELD_ID 0
@@ -586,6 +599,38 @@ embraft_status embraft_config_set_max_apply_bytes(embraft_config *config, uint64
 embraft_status embraft_config_set_sync_mode(embraft_config *config, uint32_t mode);
 
 /**
+ * Sets where the node does its work: `EMBRAFT_THREADING_NODE` (default)
+ * or `EMBRAFT_THREADING_INLINE`; other values fail with
+ * `EMBRAFT_ERR_INVALID_ARGUMENT`.
+ *
+ * An inline node runs no threads of its own (except a short-lived one
+ * verifying a snapshot received from the leader, whose result is taken
+ * in by the next call on the node). Each input call (`tick`, `step`,
+ * `propose`, `propose_conf_change`, `propose_membership`, `read_index`,
+ * `transfer_leader`, `report_unreachable`, `ack_applied`,
+ * `snapshot_begin`, `snapshot_writer_finish`) handles its input on the
+ * caller's thread, writes the WAL (and waits for its sync per the sync
+ * mode, without holding the node's lock, so that concurrent calls share
+ * it) and prepares the resulting batch before it returns, so that
+ * `embraft_node_poll_ready` with timeout 0 hands it out at once (except
+ * for `step` and `propose` calls made while another thread runs the
+ * node's round: they leave their input to that thread, which handles it
+ * before its own call returns, and return at once); a longer
+ * timeout waits for another thread's call to produce one, and the
+ * readiness descriptor still signals. The persistence rules are those of
+ * a threaded node: a vote or append response is in the batch only once
+ * what it promises is durable. Calls may still come from any thread; they
+ * serialize on the node's lock, one call may serve inputs queued by
+ * others meanwhile (they share its WAL write), and a call can take as
+ * long as a WAL write and sync. The host must keep calling
+ * `embraft_node_tick`: nothing happens between calls.
+ *
+ * Thread safety: must not run concurrently with any other call on the
+ * same configuration.
+ */
+embraft_status embraft_config_set_threading(embraft_config *config, uint32_t mode);
+
+/**
  * Sets the size of each WAL segment file in bytes (default 64 MiB).
  *
  * Thread safety: must not run concurrently with any other call on the
@@ -717,7 +762,10 @@ void embraft_node_free(embraft_node *node);
  * the input queue is full.
  *
  * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
+ * calls on the same node (except `embraft_node_free`). On an inline node
+ * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+ * serialized with other calls on the node's lock, and may take as long as
+ * a WAL write and sync.
  */
 embraft_status embraft_node_tick(const embraft_node *node);
 
@@ -731,7 +779,10 @@ embraft_status embraft_node_tick(const embraft_node *node);
  * stale term) are dropped and logged at debug level. Never blocks.
  *
  * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
+ * calls on the same node (except `embraft_node_free`). On an inline node
+ * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+ * serialized with other calls on the node's lock, and may take as long as
+ * a WAL write and sync.
  */
 embraft_status embraft_node_step(const embraft_node *node, const uint8_t *data, size_t len);
 
@@ -747,7 +798,10 @@ embraft_status embraft_node_step(const embraft_node *node, const uint8_t *data, 
  * blocks.
  *
  * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
+ * calls on the same node (except `embraft_node_free`). On an inline node
+ * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+ * serialized with other calls on the node's lock, and may take as long as
+ * a WAL write and sync.
  */
 embraft_status embraft_node_propose(const embraft_node *node,
                                     const uint8_t *data,
@@ -764,7 +818,10 @@ embraft_status embraft_node_propose(const embraft_node *node,
  * delivered there. One change at a time. Never blocks.
  *
  * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
+ * calls on the same node (except `embraft_node_free`). On an inline node
+ * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+ * serialized with other calls on the node's lock, and may take as long as
+ * a WAL write and sync.
  */
 embraft_status embraft_node_propose_conf_change(const embraft_node *node,
                                                 uint32_t change,
@@ -780,7 +837,10 @@ embraft_status embraft_node_propose_conf_change(const embraft_node *node,
  * for `embraft_node_propose_conf_change`. Never blocks.
  *
  * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
+ * calls on the same node (except `embraft_node_free`). On an inline node
+ * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+ * serialized with other calls on the node's lock, and may take as long as
+ * a WAL write and sync.
  */
 embraft_status embraft_node_propose_membership(const embraft_node *node,
                                                const uint64_t *voters,
@@ -796,7 +856,10 @@ embraft_status embraft_node_propose_membership(const embraft_node *node,
  * the request to its leader. Never blocks.
  *
  * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
+ * calls on the same node (except `embraft_node_free`). On an inline node
+ * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+ * serialized with other calls on the node's lock, and may take as long as
+ * a WAL write and sync.
  */
 embraft_status embraft_node_read_index(const embraft_node *node, uint64_t context);
 
@@ -807,7 +870,10 @@ embraft_status embraft_node_read_index(const embraft_node *node, uint64_t contex
  * info level; watch the batches' state for the new leader. Never blocks.
  *
  * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
+ * calls on the same node (except `embraft_node_free`). On an inline node
+ * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+ * serialized with other calls on the node's lock, and may take as long as
+ * a WAL write and sync.
  */
 embraft_status embraft_node_transfer_leader(const embraft_node *node, uint64_t to);
 
@@ -816,7 +882,10 @@ embraft_status embraft_node_transfer_leader(const embraft_node *node, uint64_t t
  * leader then probes that peer instead of streaming to it. Never blocks.
  *
  * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
+ * calls on the same node (except `embraft_node_free`). On an inline node
+ * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+ * serialized with other calls on the node's lock, and may take as long as
+ * a WAL write and sync.
  */
 embraft_status embraft_node_report_unreachable(const embraft_node *node, uint64_t peer);
 
@@ -852,6 +921,10 @@ embraft_status embraft_node_snapshot_begin(const embraft_node *node,
  * `EMBRAFT_ERR_NODE_FAILED` once the node has stopped after a storage
  * failure (the batch pending at that moment is still handed out first).
  *
+ * On an inline node (`EMBRAFT_THREADING_INLINE`) the input calls prepare
+ * the batches: poll with timeout 0 right after them; a longer timeout
+ * waits for another thread's call.
+ *
  * Thread safety: may be called from any thread, concurrently with other
  * calls on the same node (except `embraft_node_free`); when several
  * threads poll one node, each batch goes to one of them.
@@ -868,7 +941,10 @@ embraft_status embraft_node_poll_ready(const embraft_node *node,
  * the input queue is full).
  *
  * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
+ * calls on the same node (except `embraft_node_free`). On an inline node
+ * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+ * serialized with other calls on the node's lock, and may take as long as
+ * a WAL write and sync.
  */
 embraft_status embraft_node_ack_applied(const embraft_node *node, uint64_t index);
 

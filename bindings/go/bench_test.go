@@ -113,8 +113,9 @@ func (s *countingSM) Apply(Entry)              { s.applied.Add(1) }
 func (s *countingSM) Snapshot(io.Writer) error { return nil }
 func (s *countingSM) Restore(io.Reader) error  { return nil }
 
-// memTransport hands messages straight to the destination node's Step,
-// which only queues them (a full queue drops, like a lossy network).
+// memTransport hands messages straight to the destination node's Step
+// (a full queue drops, like a lossy network). For an inline node the
+// step runs the destination's work on the sending driver goroutine.
 type memTransport struct {
 	nodes map[uint64]*Raft
 }
@@ -125,6 +126,23 @@ func (t *memTransport) Send(to uint64, msg []byte) {
 	if n := t.nodes[to]; n != nil {
 		n.Step(msg)
 	}
+}
+
+// benchInline chooses embraft's threading per durability, as a host
+// would: inline nodes (Config.Inline) without sync, where the thread
+// wake-ups of a threaded node are most of the cost; threaded nodes with
+// SyncAlways, where an inline call waits for its own sync on the caller's
+// goroutine (a follower's Step on the leader's driver goroutine) while
+// the persistence thread pipelines them. EMBRAFT_BENCH_THREADING=inline
+// or =node forces one mode for both.
+func benchInline(durable bool) bool {
+	switch os.Getenv("EMBRAFT_BENCH_THREADING") {
+	case "inline":
+		return true
+	case "node":
+		return false
+	}
+	return !durable
 }
 
 type embraftBench struct {
@@ -144,7 +162,7 @@ func newEmbraftBench(b *testing.B, durable bool) *embraftBench {
 	for _, id := range ids {
 		r, err := Start(Options{
 			Config: Config{ID: id, Peers: ids, DataDir: filepath.Join(dir, fmt.Sprint(id)), Sync: mode,
-				InputQueueCapacity: 65536, MaxInflightMsgs: 256},
+				InputQueueCapacity: 65536, MaxInflightMsgs: 256, Inline: benchInline(durable)},
 			StateMachine: &countingSM{}, Transport: tr, TickInterval: 100 * time.Millisecond,
 		})
 		if err != nil {

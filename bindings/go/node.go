@@ -117,6 +117,13 @@ type Config struct {
 	// SnapshotChunkSize is the size of the snapshot chunks the library
 	// streams to followers (default and maximum 1 MiB).
 	SnapshotChunkSize uint64
+	// Inline runs the node with no threads of its own
+	// (EMBRAFT_THREADING_INLINE): each input call (Tick, Step, Propose,
+	// AckApplied, ...) does the node's work, WAL write and sync included,
+	// on the calling goroutine's thread and returns with the resulting
+	// batch ready to Poll. It spares the OS thread wake-ups a threaded
+	// node pays per hand-off; a call can take as long as a WAL sync.
+	Inline bool
 }
 
 // configError reads the config handle's last error message.
@@ -192,6 +199,9 @@ func (c *Config) build() (*C.embraft_config, error) {
 		{"set_snapshot_chunk_size", c.SnapshotChunkSize == 0, func() C.embraft_status {
 			return C.embraft_config_set_snapshot_chunk_size(cfg, C.uint64_t(c.SnapshotChunkSize))
 		}},
+		{"set_threading", !c.Inline, func() C.embraft_status {
+			return C.embraft_config_set_threading(cfg, C.EMBRAFT_THREADING_INLINE)
+		}},
 		{"set_random_seed", c.RandomSeed == 0, func() C.embraft_status {
 			return C.embraft_config_set_random_seed(cfg, C.uint64_t(c.RandomSeed))
 		}},
@@ -221,6 +231,10 @@ type Node struct {
 	mu  sync.RWMutex
 	ptr *C.embraft_node
 	id  uint64
+	// inputs, for an inline node, gets a token after every input call: a
+	// batch may be ready to poll. A goroutine wake-up, where waiting for
+	// the readiness descriptor would go through the network poller.
+	inputs chan struct{}
 }
 
 // NewNode starts a node: it bootstraps a new cluster from cfg.Peers, or
@@ -239,6 +253,9 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, configError("embraft_node_new", code, ccfg)
 	}
 	n := &Node{ptr: ptr, id: cfg.ID}
+	if cfg.Inline {
+		n.inputs = make(chan struct{}, 1)
+	}
 	// The safety net for a forgotten Close: the node's threads and its
 	// directory lock go away with the wrapper.
 	runtime.SetFinalizer(n, (*Node).Close)
@@ -280,6 +297,31 @@ func (n *Node) call(op string, f func(*C.embraft_node) C.embraft_status) error {
 	return err
 }
 
+// input is call for the calls that feed the node: an inline node has
+// done the work when it returns, and the driver is told a batch may wait.
+func (n *Node) input(op string, f func(*C.embraft_node) C.embraft_status) error {
+	err := n.call(op, f)
+	n.notify()
+	return err
+}
+
+// notify wakes a goroutine waiting in Inputs, if any; never blocks.
+func (n *Node) notify() {
+	if n.inputs != nil {
+		select {
+		case n.inputs <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Inputs, for an inline node (Config.Inline), receives a token after
+// input calls on the node (coalesced): poll then. A batch can also come
+// from a received snapshot's verification, which signals only the
+// readiness descriptor, so a loop waiting here should also poll now and
+// then (every tick does: Tick is an input call). Nil for a threaded node.
+func (n *Node) Inputs() <-chan struct{} { return n.inputs }
+
 // lastError builds the error of a failed call; n.mu is held.
 func (n *Node) lastError(op string, code C.embraft_status) error {
 	if code == C.EMBRAFT_ERR_BUSY || code == C.EMBRAFT_TIMED_OUT {
@@ -302,12 +344,12 @@ func bytesArg(b []byte) (*C.uint8_t, C.size_t) {
 
 // Tick advances the node's logical clock by one tick.
 func (n *Node) Tick() error {
-	return n.call("embraft_node_tick", func(p *C.embraft_node) C.embraft_status { return C.embraft_node_tick(p) })
+	return n.input("embraft_node_tick", func(p *C.embraft_node) C.embraft_status { return C.embraft_node_tick(p) })
 }
 
 // Step hands the node a message received from a peer (copied).
 func (n *Node) Step(msg []byte) error {
-	err := n.call("embraft_node_step", func(p *C.embraft_node) C.embraft_status {
+	err := n.input("embraft_node_step", func(p *C.embraft_node) C.embraft_status {
 		data, size := bytesArg(msg)
 		return C.embraft_node_step(p, data, size)
 	})
@@ -319,7 +361,7 @@ func (n *Node) Step(msg []byte) error {
 // comes in a later Ready.
 func (n *Node) Propose(data []byte) (uint64, error) {
 	var id C.uint64_t
-	err := n.call("embraft_node_propose", func(p *C.embraft_node) C.embraft_status {
+	err := n.input("embraft_node_propose", func(p *C.embraft_node) C.embraft_status {
 		ptr, size := bytesArg(data)
 		return C.embraft_node_propose(p, ptr, size, &id)
 	})
@@ -330,7 +372,7 @@ func (n *Node) Propose(data []byte) (uint64, error) {
 // ProposeConfChange proposes one membership change.
 func (n *Node) ProposeConfChange(change ConfChange, node uint64) (uint64, error) {
 	var id C.uint64_t
-	err := n.call("embraft_node_propose_conf_change", func(p *C.embraft_node) C.embraft_status {
+	err := n.input("embraft_node_propose_conf_change", func(p *C.embraft_node) C.embraft_status {
 		return C.embraft_node_propose_conf_change(p, C.uint32_t(change), C.uint64_t(node), &id)
 	})
 	return uint64(id), err
@@ -339,7 +381,7 @@ func (n *Node) ProposeConfChange(change ConfChange, node uint64) (uint64, error)
 // ProposeMembership proposes moving to exactly these voters and learners.
 func (n *Node) ProposeMembership(voters, learners []uint64) (uint64, error) {
 	var id C.uint64_t
-	err := n.call("embraft_node_propose_membership", func(p *C.embraft_node) C.embraft_status {
+	err := n.input("embraft_node_propose_membership", func(p *C.embraft_node) C.embraft_status {
 		v, vn := idsArg(voters)
 		l, ln := idsArg(learners)
 		return C.embraft_node_propose_membership(p, v, vn, l, ln, &id)
@@ -358,28 +400,28 @@ func idsArg(ids []uint64) (*C.uint64_t, C.size_t) {
 
 // ReadIndex asks for a linearizable read point tagged with context.
 func (n *Node) ReadIndex(context uint64) error {
-	return n.call("embraft_node_read_index", func(p *C.embraft_node) C.embraft_status {
+	return n.input("embraft_node_read_index", func(p *C.embraft_node) C.embraft_status {
 		return C.embraft_node_read_index(p, C.uint64_t(context))
 	})
 }
 
 // TransferLeader asks this node, if it leads, to hand leadership to to.
 func (n *Node) TransferLeader(to uint64) error {
-	return n.call("embraft_node_transfer_leader", func(p *C.embraft_node) C.embraft_status {
+	return n.input("embraft_node_transfer_leader", func(p *C.embraft_node) C.embraft_status {
 		return C.embraft_node_transfer_leader(p, C.uint64_t(to))
 	})
 }
 
 // ReportUnreachable tells the node the transport could not reach peer.
 func (n *Node) ReportUnreachable(peer uint64) error {
-	return n.call("embraft_node_report_unreachable", func(p *C.embraft_node) C.embraft_status {
+	return n.input("embraft_node_report_unreachable", func(p *C.embraft_node) C.embraft_status {
 		return C.embraft_node_report_unreachable(p, C.uint64_t(peer))
 	})
 }
 
 // AckApplied tells the node the state machine applied through index.
 func (n *Node) AckApplied(index uint64) error {
-	return n.call("embraft_node_ack_applied", func(p *C.embraft_node) C.embraft_status {
+	return n.input("embraft_node_ack_applied", func(p *C.embraft_node) C.embraft_status {
 		return C.embraft_node_ack_applied(p, C.uint64_t(index))
 	})
 }

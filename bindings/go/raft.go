@@ -445,6 +445,10 @@ const wakeInterval = 50 * time.Millisecond
 // call and the wake-up is an ordinary goroutine wake-up.
 func (r *Raft) driveLoop() {
 	defer r.done.Done()
+	if r.node.Inputs() != nil {
+		r.driveInline()
+		return
+	}
 	readiness, err := r.node.ReadinessFile()
 	if err != nil {
 		r.log.Error("embraft: readiness descriptor", "err", err)
@@ -506,6 +510,49 @@ func (r *Raft) driveLoop() {
 			waited = true
 			return false
 		})
+	}
+}
+
+// driveInline drives an inline node (Config.Inline). Its batches come
+// from input calls, which prepare them before they return: the driver
+// polls after its own calls (acks, snapshot calls) and when another
+// goroutine's call (Propose, the transport's Step, the ticker's Tick)
+// signals Inputs, a goroutine wake-up. A batch from a received
+// snapshot's verification waits for the next of these (a tick at most).
+func (r *Raft) driveInline() {
+	timer := time.NewTimer(wakeInterval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-r.closing:
+			return
+		case reply := <-r.snapshotReq:
+			r.startSnapshot(reply)
+			continue
+		default:
+		}
+		ready, err := r.node.Poll(0)
+		if err == nil && ready != nil {
+			err = r.handle(ready)
+		}
+		if err != nil {
+			r.log.Error("embraft: driver stopped", "err", err)
+			r.fail(err)
+			<-r.closing
+			return
+		}
+		if ready != nil {
+			continue
+		}
+		timer.Reset(wakeInterval)
+		select {
+		case <-r.closing:
+			return
+		case reply := <-r.snapshotReq:
+			r.startSnapshot(reply)
+		case <-r.node.Inputs():
+		case <-timer.C:
+		}
 	}
 }
 

@@ -140,6 +140,12 @@ type testNode struct {
 
 func startTestNode(t *testing.T, id uint64, peers []uint64, dir string, addrs map[uint64]string, l net.Listener) *testNode {
 	t.Helper()
+	return startTestNodeInline(t, false, id, peers, dir, addrs, l)
+}
+
+// startTestNodeInline starts a test node, inline (Config.Inline) or not.
+func startTestNodeInline(t *testing.T, inline bool, id uint64, peers []uint64, dir string, addrs map[uint64]string, l net.Listener) *testNode {
+	t.Helper()
 	tr := NewStreamTransport(7, id, 0, testLogger(t))
 	for pid, a := range addrs {
 		if pid != id {
@@ -149,7 +155,7 @@ func startTestNode(t *testing.T, id uint64, peers []uint64, dir string, addrs ma
 	go tr.Serve(l)
 	sm := &counterSM{}
 	r, err := Start(Options{
-		Config:       Config{SegmentSize: testSegmentSize, ID: id, Peers: peers, DataDir: dir, Sync: SyncNever, LogLevel: LogInfo, CompactKeepEntries: 1},
+		Config:       Config{SegmentSize: testSegmentSize, ID: id, Peers: peers, DataDir: dir, Sync: SyncNever, LogLevel: LogInfo, CompactKeepEntries: 1, Inline: inline},
 		StateMachine: sm, Transport: tr, TickInterval: testTick, Logger: testLogger(t),
 	})
 	if err != nil {
@@ -254,8 +260,13 @@ func TestFinalizerFreesForgottenNode(t *testing.T) {
 }
 
 func TestSingleNodeProposeAndRead(t *testing.T) {
+	t.Run("threaded", func(t *testing.T) { testSingleNodeProposeAndRead(t, false) })
+	t.Run("inline", func(t *testing.T) { testSingleNodeProposeAndRead(t, true) })
+}
+
+func testSingleNodeProposeAndRead(t *testing.T, inline bool) {
 	sm := &counterSM{}
-	r, err := Start(Options{Config: Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever},
+	r, err := Start(Options{Config: Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever, Inline: inline},
 		StateMachine: sm, TickInterval: testTick, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -287,6 +298,13 @@ func TestSingleNodeProposeAndRead(t *testing.T) {
 // transport, compacts the leader's log, and adds a fourth node that can
 // only catch up from the streamed snapshot.
 func TestClusterReplicationSnapshotAndJoin(t *testing.T) {
+	t.Run("threaded", func(t *testing.T) { testClusterReplicationSnapshotAndJoin(t, false) })
+	// Inline nodes: the node's work runs on the driver, transport and
+	// proposer goroutines.
+	t.Run("inline", func(t *testing.T) { testClusterReplicationSnapshotAndJoin(t, true) })
+}
+
+func testClusterReplicationSnapshotAndJoin(t *testing.T, inline bool) {
 	ids := []uint64{1, 2, 3}
 	listeners := map[uint64]net.Listener{}
 	addrs := map[uint64]string{}
@@ -296,7 +314,7 @@ func TestClusterReplicationSnapshotAndJoin(t *testing.T) {
 	}
 	nodes := map[uint64]*testNode{}
 	for _, id := range ids {
-		nodes[id] = startTestNode(t, id, ids, t.TempDir(), addrs, listeners[id])
+		nodes[id] = startTestNodeInline(t, inline, id, ids, t.TempDir(), addrs, listeners[id])
 	}
 	defer func() {
 		for _, n := range nodes {
@@ -342,7 +360,7 @@ func TestClusterReplicationSnapshotAndJoin(t *testing.T) {
 	if _, err := leader.raft.Snapshot(ctx); err != nil {
 		t.Fatal(err)
 	}
-	nodes[4] = startTestNode(t, 4, nil, t.TempDir(), addrs, listeners[4])
+	nodes[4] = startTestNodeInline(t, inline, 4, nil, t.TempDir(), addrs, listeners[4])
 	for _, n := range nodes {
 		n.transport.SetPeer(4, addrs[4])
 	}

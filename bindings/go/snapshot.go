@@ -41,7 +41,7 @@ type SnapshotWriter struct {
 // snapshot (ErrStaleSnapshot otherwise). The writer's file starts empty.
 func (n *Node) BeginSnapshot(index uint64) (*SnapshotWriter, error) {
 	var ptr *C.embraft_snapshot_writer
-	err := n.call("embraft_node_snapshot_begin", func(p *C.embraft_node) C.embraft_status {
+	err := n.input("embraft_node_snapshot_begin", func(p *C.embraft_node) C.embraft_status {
 		return C.embraft_node_snapshot_begin(p, C.uint64_t(index), &ptr)
 	})
 	if err != nil {
@@ -118,6 +118,7 @@ func (w *SnapshotWriter) Finish() error {
 	runtime.SetFinalizer(w, nil)
 	code := C.embraft_snapshot_writer_finish(ptr)
 	runtime.KeepAlive(w)
+	w.node.notify()
 	if code != C.EMBRAFT_OK {
 		return w.node.errorOf("embraft_snapshot_writer_finish", code)
 	}

@@ -9,9 +9,9 @@ use super::guard::{
 use super::last_error::LastError;
 use super::{
     embraft_status, EMBRAFT_ERR_INVALID_ARGUMENT, EMBRAFT_ERR_NULL_ARGUMENT, EMBRAFT_OK,
-    EMBRAFT_SYNC_ALWAYS, EMBRAFT_SYNC_NEVER,
+    EMBRAFT_SYNC_ALWAYS, EMBRAFT_SYNC_NEVER, EMBRAFT_THREADING_INLINE, EMBRAFT_THREADING_NODE,
 };
-use crate::node::{LogLevel, NodeConfig};
+use crate::node::{LogLevel, NodeConfig, Threading};
 use crate::wal::SyncMode;
 use std::ffi::{c_char, CStr};
 use std::os::unix::ffi::OsStrExt;
@@ -321,6 +321,55 @@ pub unsafe extern "C" fn embraft_config_set_sync_mode(
                 return config.errors.fail(
                     EMBRAFT_ERR_INVALID_ARGUMENT,
                     format!("unknown sync mode {mode}"),
+                )
+            }
+        };
+        EMBRAFT_OK
+    })
+}
+
+/// Sets where the node does its work: `EMBRAFT_THREADING_NODE` (default)
+/// or `EMBRAFT_THREADING_INLINE`; other values fail with
+/// `EMBRAFT_ERR_INVALID_ARGUMENT`.
+///
+/// An inline node runs no threads of its own (except a short-lived one
+/// verifying a snapshot received from the leader, whose result is taken
+/// in by the next call on the node). Each input call (`tick`, `step`,
+/// `propose`, `propose_conf_change`, `propose_membership`, `read_index`,
+/// `transfer_leader`, `report_unreachable`, `ack_applied`,
+/// `snapshot_begin`, `snapshot_writer_finish`) handles its input on the
+/// caller's thread, writes the WAL (and waits for its sync per the sync
+/// mode, without holding the node's lock, so that concurrent calls share
+/// it) and prepares the resulting batch before it returns, so that
+/// `embraft_node_poll_ready` with timeout 0 hands it out at once (except
+/// for `step` and `propose` calls made while another thread runs the
+/// node's round: they leave their input to that thread, which handles it
+/// before its own call returns, and return at once); a longer
+/// timeout waits for another thread's call to produce one, and the
+/// readiness descriptor still signals. The persistence rules are those of
+/// a threaded node: a vote or append response is in the batch only once
+/// what it promises is durable. Calls may still come from any thread; they
+/// serialize on the node's lock, one call may serve inputs queued by
+/// others meanwhile (they share its WAL write), and a call can take as
+/// long as a WAL write and sync. The host must keep calling
+/// `embraft_node_tick`: nothing happens between calls.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_threading(
+    config: *mut embraft_config,
+    mode: u32,
+) -> embraft_status {
+    catch_panics(|| {
+        let config = borrow_mut_or_return!(config);
+        config.config.threading = match mode {
+            EMBRAFT_THREADING_NODE => Threading::Node,
+            EMBRAFT_THREADING_INLINE => Threading::Inline,
+            _ => {
+                return config.errors.fail(
+                    EMBRAFT_ERR_INVALID_ARGUMENT,
+                    format!("unknown threading mode {mode}"),
                 )
             }
         };

@@ -156,6 +156,14 @@ pub const EMBRAFT_SYNC_ALWAYS: u32 = 0;
 /// acknowledged entries and break Raft's guarantees.
 pub const EMBRAFT_SYNC_NEVER: u32 = 1;
 
+/// Threading modes (`embraft_config_set_threading`).
+/// The node runs a driver thread and a WAL thread of its own; input calls
+/// only queue their input (the default).
+pub const EMBRAFT_THREADING_NODE: u32 = 0;
+/// The node runs no threads of its own: each input call does the node's
+/// work on the caller's thread, WAL write and sync included.
+pub const EMBRAFT_THREADING_INLINE: u32 = 1;
+
 /// Fields of a status report (`embraft_status_report_get`).
 pub const EMBRAFT_FIELD_ID: u32 = 0;
 /// One of the `EMBRAFT_ROLE_*` values.

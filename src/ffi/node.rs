@@ -133,7 +133,10 @@ pub unsafe extern "C" fn embraft_node_free(node: *mut embraft_node) {
 /// the input queue is full.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
+/// calls on the same node (except `embraft_node_free`). On an inline node
+/// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+/// serialized with other calls on the node's lock, and may take as long as
+/// a WAL write and sync.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_tick(node: *const embraft_node) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
@@ -149,7 +152,10 @@ pub unsafe extern "C" fn embraft_node_tick(node: *const embraft_node) -> embraft
 /// stale term) are dropped and logged at debug level. Never blocks.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
+/// calls on the same node (except `embraft_node_free`). On an inline node
+/// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+/// serialized with other calls on the node's lock, and may take as long as
+/// a WAL write and sync.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_step(
     node: *const embraft_node,
@@ -178,7 +184,10 @@ pub unsafe extern "C" fn embraft_node_step(
 /// blocks.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
+/// calls on the same node (except `embraft_node_free`). On an inline node
+/// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+/// serialized with other calls on the node's lock, and may take as long as
+/// a WAL write and sync.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_propose(
     node: *const embraft_node,
@@ -214,7 +223,10 @@ pub unsafe extern "C" fn embraft_node_propose(
 /// delivered there. One change at a time. Never blocks.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
+/// calls on the same node (except `embraft_node_free`). On an inline node
+/// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+/// serialized with other calls on the node's lock, and may take as long as
+/// a WAL write and sync.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_propose_conf_change(
     node: *const embraft_node,
@@ -262,7 +274,10 @@ pub unsafe extern "C" fn embraft_node_propose_conf_change(
 /// for `embraft_node_propose_conf_change`. Never blocks.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
+/// calls on the same node (except `embraft_node_free`). On an inline node
+/// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+/// serialized with other calls on the node's lock, and may take as long as
+/// a WAL write and sync.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_propose_membership(
     node: *const embraft_node,
@@ -303,7 +318,10 @@ pub unsafe extern "C" fn embraft_node_propose_membership(
 /// the request to its leader. Never blocks.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
+/// calls on the same node (except `embraft_node_free`). On an inline node
+/// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+/// serialized with other calls on the node's lock, and may take as long as
+/// a WAL write and sync.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_read_index(
     node: *const embraft_node,
@@ -319,7 +337,10 @@ pub unsafe extern "C" fn embraft_node_read_index(
 /// info level; watch the batches' state for the new leader. Never blocks.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
+/// calls on the same node (except `embraft_node_free`). On an inline node
+/// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+/// serialized with other calls on the node's lock, and may take as long as
+/// a WAL write and sync.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_transfer_leader(
     node: *const embraft_node,
@@ -333,7 +354,10 @@ pub unsafe extern "C" fn embraft_node_transfer_leader(
 /// leader then probes that peer instead of streaming to it. Never blocks.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
+/// calls on the same node (except `embraft_node_free`). On an inline node
+/// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+/// serialized with other calls on the node's lock, and may take as long as
+/// a WAL write and sync.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_report_unreachable(
     node: *const embraft_node,
@@ -391,6 +415,10 @@ pub unsafe extern "C" fn embraft_node_snapshot_begin(
 /// `EMBRAFT_ERR_NODE_FAILED` once the node has stopped after a storage
 /// failure (the batch pending at that moment is still handed out first).
 ///
+/// On an inline node (`EMBRAFT_THREADING_INLINE`) the input calls prepare
+/// the batches: poll with timeout 0 right after them; a longer timeout
+/// waits for another thread's call.
+///
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`); when several
 /// threads poll one node, each batch goes to one of them.
@@ -432,7 +460,10 @@ pub unsafe extern "C" fn embraft_node_poll_ready(
 /// the input queue is full).
 ///
 /// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
+/// calls on the same node (except `embraft_node_free`). On an inline node
+/// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
+/// serialized with other calls on the node's lock, and may take as long as
+/// a WAL write and sync.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_ack_applied(
     node: *const embraft_node,

@@ -1,26 +1,34 @@
-//! The driver thread: the only owner of the Raft core. It takes inputs from
-//! the host's threads, hands the core's writes to the persistence thread,
-//! and releases each batch's outputs as soon as the contract in
-//! [`crate::core::Ready`] allows.
+//! The driver: the only owner of the Raft core. It takes inputs from the
+//! host's threads, hands the core's writes to the persister, and releases
+//! each batch's outputs as soon as the contract in [`crate::core::Ready`]
+//! allows.
+//!
+//! Threaded mode runs it on its own thread ([`Driver::run`]) with the
+//! persistence thread behind it. Inline mode keeps it behind the node's
+//! lock and runs one round per host call ([`Driver::drive`]) on the
+//! caller's thread, writing the WAL there: the same handling and release
+//! code, without the thread hand-offs.
 
 use super::batch::{
     CommittedEntry, DropReason, LogLevel, NodeState, OutboundMessage, ProposalOutcome,
     ProposalResult, SnapshotRestore,
 };
-use super::persist::{PersistDone, PersistJob};
+use super::persist::{self, PersistDone, PersistJob};
 use super::proposals::ProposalTracker;
 use super::snapshot_recv::{ChunkAction, SnapshotReceiver};
 use super::snapshot_send::{Answer, SnapshotSender};
-use super::{spawn_guarded, wire, NodeConfig, NodeError, Shared};
+use super::{spawn_guarded, wire, Inputs, NodeConfig, NodeError, Shared};
 use crate::core::{
     CompactError, ConfChange, ConfState, Entry, Index, Message, MessageBody, NodeId, Payload,
     ProposeError, Raft, ReadState, Role, SnapshotChunk, SnapshotMeta, SnapshotResponse, Term,
 };
 use crate::snapshot::{SnapshotError, SnapshotFile, SnapshotId, SnapshotStore};
+use crate::wal::{Wal, WalError, WriteTicket};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
 /// What host threads send to the driver.
@@ -60,11 +68,28 @@ pub(crate) enum Input {
     },
 }
 
-/// The driver's channels to the host's threads and the persistence thread.
+/// The driver's channels to the host's threads, and where its writes go.
 pub(crate) struct Channels {
     pub(crate) inputs: Receiver<Input>,
-    pub(crate) persist_jobs: Sender<PersistJob>,
-    pub(crate) persist_done: Receiver<PersistDone>,
+    pub(crate) persister: Persister,
+}
+
+/// Where the driver's writes are made durable.
+pub(crate) enum Persister {
+    /// Threaded mode: the persistence thread takes jobs and reports them
+    /// durable; `jobs` is dropped at shutdown so that it drains and ends.
+    Thread {
+        jobs: Option<Sender<PersistJob>>,
+        done: Receiver<PersistDone>,
+    },
+    /// Inline mode: the jobs of one call are queued, then written together
+    /// (one append, one sync) on the caller's thread before it returns.
+    Inline {
+        wal: Arc<Wal>,
+        segment_size: u64,
+        store: SnapshotStore,
+        queued: Vec<PersistJob>,
+    },
 }
 
 /// The outcome of verifying a received snapshot off the driver thread.
@@ -94,6 +119,21 @@ struct SnapshotHint {
 /// one sync) covers many proposals while the loop stays responsive.
 const MAX_INPUTS_PER_ROUND: usize = 1024;
 
+/// Where an inline round stands.
+pub(crate) enum Round {
+    /// Everything released: the batch is in the outbox.
+    Done,
+    /// Written: once `ticket` is durable (waited for without the node's
+    /// lock), report round `seq` with [`Driver::durable`].
+    Wait {
+        wal: Arc<Wal>,
+        seq: u64,
+        ticket: WriteTicket,
+    },
+    /// The node has failed.
+    Failed,
+}
+
 /// A core `Ready` whose vote and append responses may leave only once its
 /// writes (and every earlier batch's) are durable.
 struct AwaitingPersist {
@@ -113,8 +153,7 @@ pub(crate) struct Driver {
     raft: Raft,
     shared: Arc<Shared>,
     inputs: Receiver<Input>,
-    persist_jobs: Sender<PersistJob>,
-    persist_done: Receiver<PersistDone>,
+    persister: Persister,
     proposals: ProposalTracker,
     awaiting_persist: VecDeque<AwaitingPersist>,
     next_seq: u64,
@@ -130,6 +169,10 @@ pub(crate) struct Driver {
     /// Threads verifying received snapshots; joined at shutdown so none
     /// outlives the node.
     workers: Vec<JoinHandle<()>>,
+    /// Inline mode: the node's inputs, through which a verification worker
+    /// runs a round once done, so its result is taken in without waiting
+    /// for the host's next call. Empty in threaded mode.
+    inline_inputs: Weak<Inputs>,
     /// A received snapshot the core installed, waiting for the ready batch
     /// that records it, and the leader it came from.
     installing: Option<(SnapshotFile, NodeId)>,
@@ -164,8 +207,7 @@ impl Driver {
             raft,
             shared,
             inputs: channels.inputs,
-            persist_jobs: channels.persist_jobs,
-            persist_done: channels.persist_done,
+            persister: channels.persister,
             proposals: ProposalTracker::default(),
             awaiting_persist: VecDeque::new(),
             next_seq: 0,
@@ -178,6 +220,7 @@ impl Driver {
             verified_tx,
             verified_rx,
             workers: Vec::new(),
+            inline_inputs: Weak::new(),
             installing: None,
             taken: VecDeque::new(),
             snapshot_index,
@@ -193,13 +236,18 @@ impl Driver {
     /// Runs until the node is dropped (the input channel disconnects) or its
     /// storage fails.
     pub(crate) fn run(mut self) {
+        let persist_done = match &self.persister {
+            Persister::Thread { done, .. } => done.clone(),
+            // Not reached: an inline node never starts this loop.
+            Persister::Inline { .. } => crossbeam_channel::never(),
+        };
         loop {
             select! {
                 recv(self.inputs) -> input => match input {
                     Ok(input) => self.handle(input),
                     Err(_) => break,
                 },
-                recv(self.persist_done) -> done => {
+                recv(persist_done) -> done => {
                     if !self.on_persist_done(done.ok()) {
                         return;
                     }
@@ -216,7 +264,7 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            while let Ok(done) = self.persist_done.try_recv() {
+            while let Ok(done) = persist_done.try_recv() {
                 if !self.on_persist_done(Some(done)) {
                     return;
                 }
@@ -225,6 +273,95 @@ impl Driver {
             self.shared.publish_status(self.raft.status());
         }
         self.shutdown();
+    }
+
+    /// Inline mode: where a verification worker runs its round.
+    pub(crate) fn set_inline_inputs(&mut self, inputs: Weak<Inputs>) {
+        self.inline_inputs = inputs;
+    }
+
+    /// Inline mode: one round of the loop in [`Driver::run`], on the
+    /// caller's thread under the node's lock. Handles every input queued
+    /// before the call took the lock (the caller's own among them, so a
+    /// round may serve other callers' inputs too and they share its
+    /// write), takes the core's ready and writes what it queued. A
+    /// verified snapshot is taken in first. The caller then waits for the
+    /// write outside the lock (see [`Round::Wait`]) and reports it with
+    /// [`Driver::durable`].
+    pub(crate) fn drive(&mut self) -> Round {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Round::Failed;
+        }
+        while let Ok(verified) = self.verified_rx.try_recv() {
+            self.on_verified(verified);
+        }
+        // Only the inputs already queued: callers arriving meanwhile run
+        // their own round, so this one always ends.
+        for _ in 0..self.inputs.len() {
+            match self.inputs.try_recv() {
+                Ok(input) => self.handle(input),
+                Err(_) => break,
+            }
+        }
+        self.settle()
+    }
+
+    /// Inline mode: the write of round `seq` is durable (or failed):
+    /// releases the responses waiting on it and tells the core, which may
+    /// then have more to hand out (a leader's commit).
+    pub(crate) fn durable(&mut self, seq: u64, result: Result<(), WalError>) -> Round {
+        let done = match result {
+            Ok(()) => PersistDone::Through(seq),
+            Err(err) => PersistDone::Failed(err.to_string()),
+        };
+        if !self.on_persist_done(Some(done)) {
+            return Round::Failed;
+        }
+        self.settle()
+    }
+
+    /// Inline mode: takes the core's ready until a write is needed.
+    fn settle(&mut self) -> Round {
+        self.process_ready();
+        let written = match &mut self.persister {
+            Persister::Inline {
+                wal,
+                segment_size,
+                store,
+                queued,
+            } if !queued.is_empty() => {
+                let written = persist::write_group_unsynced(
+                    wal,
+                    *segment_size,
+                    store,
+                    &self.shared,
+                    queued.drain(..),
+                );
+                Some((wal.clone(), written))
+            }
+            _ => None,
+        };
+        self.shared.publish_status(self.raft.status());
+        match written {
+            None => Round::Done,
+            Some((wal, Ok((seq, ticket)))) => Round::Wait { wal, seq, ticket },
+            Some((_, Err(err))) => {
+                self.on_persist_done(Some(PersistDone::Failed(err.to_string())));
+                Round::Failed
+            }
+        }
+    }
+
+    /// Hands a job to the persister. False when the persistence thread is
+    /// gone (after a failure it has reported; the main loop stops on that).
+    fn persist(&mut self, job: PersistJob) -> bool {
+        match &mut self.persister {
+            Persister::Thread { jobs, .. } => jobs.as_ref().is_some_and(|j| j.send(job).is_ok()),
+            Persister::Inline { queued, .. } => {
+                queued.push(job);
+                true
+            }
+        }
     }
 
     fn handle(&mut self, input: Input) {
@@ -355,7 +492,7 @@ impl Driver {
         };
         // A send failure means the persistence thread stopped after a
         // failure it reported; the main loop stops on that.
-        let _ = self.persist_jobs.send(job);
+        self.persist(job);
         Ok(())
     }
 
@@ -398,9 +535,9 @@ impl Driver {
             compact_through: Some(self.raft.first_index() - 1),
             ..PersistJob::default()
         };
-        // A send failure means the persistence thread stopped after a
-        // failure it reported; the main loop stops on that.
-        let _ = self.persist_jobs.send(job);
+        // A refusal means the persistence thread stopped after a failure it
+        // reported; the main loop stops on that.
+        self.persist(job);
     }
 
     fn snapshot_recorded(&mut self, index: Index) {
@@ -458,7 +595,9 @@ impl Driver {
     fn on_persist_done(&mut self, done: Option<PersistDone>) -> bool {
         match done {
             Some(PersistDone::Through(seq)) => {
-                self.durable_seq = seq;
+                // Inline rounds may report out of order; a later ticket
+                // covers the earlier ones.
+                self.durable_seq = self.durable_seq.max(seq);
                 self.record_taken();
                 self.release_durable();
                 true
@@ -545,7 +684,7 @@ impl Driver {
                     entries: ready.entries,
                     hard_state: ready.hard_state,
                 };
-                if self.persist_jobs.send(job).is_err() {
+                if !self.persist(job) {
                     // The persistence thread has exited after a failure it
                     // has reported; the main loop stops on that report.
                     return;
@@ -695,6 +834,7 @@ impl Driver {
             ChunkAction::Verify(partial) => {
                 let id = partial.id();
                 let done = self.verified_tx.clone();
+                let inline_inputs = self.inline_inputs.clone();
                 // Checksumming and syncing a large file takes a while: off
                 // the driver thread, which keeps ticking and answering.
                 let worker = spawn_guarded(
@@ -703,6 +843,10 @@ impl Driver {
                     move || {
                         let result = partial.finish();
                         let _ = done.send(Verified { id, result });
+                        // An inline node has no thread waiting on `done`.
+                        if let Some(inputs) = inline_inputs.upgrade() {
+                            inputs.drive(super::Busy::Wait);
+                        }
                     },
                 );
                 match worker {
@@ -877,6 +1021,13 @@ impl Driver {
         self.send_now(&messages);
     }
 
+    /// Stops receiving snapshots; returns the verification workers, to be
+    /// joined (by an inline node, outside its lock, which they may take).
+    pub(crate) fn stop_workers(&mut self) -> Vec<JoinHandle<()>> {
+        self.receiver.abort();
+        std::mem::take(&mut self.workers)
+    }
+
     fn encode_all(&self, messages: &[Message]) -> Vec<OutboundMessage> {
         messages
             .iter()
@@ -911,16 +1062,18 @@ impl Driver {
     }
 
     /// Lets the persistence thread finish every queued write, so a freed
-    /// node leaves its directory synced.
-    fn shutdown(mut self) {
-        self.receiver.abort();
-        for worker in self.workers.drain(..) {
+    /// node leaves its directory synced. (An inline node's calls wrote
+    /// their jobs before returning: nothing is left to write.)
+    pub(crate) fn shutdown(&mut self) {
+        for worker in self.stop_workers() {
             // Panics were caught inside the thread (spawn_guarded).
             let _ = worker.join();
         }
-        drop(self.persist_jobs);
-        // Completion reports are of no use any more; wait for the thread to
-        // drain its queue and hang up.
-        for _ in self.persist_done.iter() {}
+        if let Persister::Thread { jobs, done } = &mut self.persister {
+            drop(jobs.take());
+            // Completion reports are of no use any more; wait for the
+            // thread to drain its queue and hang up.
+            for _ in done.iter() {}
+        }
     }
 }

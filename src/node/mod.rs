@@ -1,6 +1,6 @@
 //! The thread-based runtime: one [`Node`] owns one Raft core and one WAL.
 //!
-//! Threads:
+//! Threads ([`Threading::Node`], the default):
 //! - the caller's threads: [`Node::tick`], [`Node::step`], [`Node::propose`]
 //!   and [`Node::ack_applied`] validate their input, then queue it on a
 //!   bounded channel without blocking ([`NodeError::Busy`] when it is full);
@@ -8,6 +8,12 @@
 //! - the driver thread owns the core (see `driver.rs`);
 //! - the persistence thread owns the WAL and syncs queued writes together
 //!   (see `persist.rs`).
+//!
+//! With [`Threading::Inline`] the node has no threads of its own (but a
+//! short-lived one verifying a received snapshot): each input call queues
+//! its input the same way, then takes the node's lock and runs the driver
+//! for one round on the caller's thread, WAL write and sync included, so
+//! the batch it produced is ready to poll when the call returns.
 //!
 //! The node never calls into the host: log lines travel in the batches.
 
@@ -35,14 +41,14 @@ use crate::snapshot::{SnapshotError, SnapshotStore};
 use crate::wal::{Recovered, Wal, WalError, WalOptions};
 use batch::Pending;
 use crossbeam_channel::{Sender, TrySendError};
-use driver::{Driver, Input};
+use driver::{Driver, Input, Round};
 use parking_lot::{Condvar, Mutex};
 use readiness::Readiness;
 use std::fmt;
 use std::os::fd::RawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -67,6 +73,22 @@ pub struct NodeConfig {
     pub input_capacity: usize,
     pub log_level: LogLevel,
     pub snapshot: SnapshotOptions,
+    pub threading: Threading,
+}
+
+/// Where a node does its work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Threading {
+    /// A driver thread and a persistence thread per node; input calls only
+    /// queue and return at once.
+    #[default]
+    Node,
+    /// No threads of the node's own: each input call runs the node's work
+    /// (WAL write and sync included) on the caller's thread under the
+    /// node's lock, and returns with the resulting batch ready to poll.
+    /// Spares the thread wake-ups a threaded node pays per hand-off, for
+    /// hosts that drive many nodes or cheap green threads.
+    Inline,
 }
 
 /// When to ask the host for a snapshot, and how to send one.
@@ -116,6 +138,7 @@ impl NodeConfig {
             input_capacity: DEFAULT_INPUT_CAPACITY,
             log_level: LogLevel::Off,
             snapshot: SnapshotOptions::default(),
+            threading: Threading::default(),
         }
     }
 }
@@ -280,6 +303,136 @@ impl Shared {
     }
 }
 
+/// How inputs reach the driver: its queue and, in inline mode, the driver
+/// itself, run by whoever queued an input.
+pub(crate) struct Inputs {
+    queue: Sender<Input>,
+    inline: Option<Mutex<Driver>>,
+    shared: Arc<Shared>,
+}
+
+/// How an inline call that finds another thread running the node's round
+/// proceeds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Busy {
+    /// Waits for the lock and runs a round itself: its batch is ready when
+    /// it returns.
+    Wait,
+    /// Leaves its input to the thread in the round, which looks at the
+    /// queue again once it unlocks and runs it before its own call
+    /// returns; this call returns at once. For proposals and messages,
+    /// whose results are asynchronous anyway: many proposers (or a
+    /// transport) then never queue up on the lock, and their inputs share
+    /// one round, as a threaded node's queue lets them.
+    HandOff,
+}
+
+impl Inputs {
+    /// Queues `input` without blocking; an inline node then runs it.
+    fn send(&self, shared: &Shared, input: Input, busy: Busy) -> Result<(), NodeError> {
+        if shared.failed.load(Ordering::Acquire) {
+            return Err(shared.failure_error());
+        }
+        match self.queue.try_send(input) {
+            Ok(()) => self.run_inline(shared, busy),
+            Err(TrySendError::Full(_)) => Err(NodeError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(shared.failure_error()),
+        }
+    }
+
+    /// Queues `input`, waiting for room if the queue is full.
+    pub(crate) fn send_blocking(&self, shared: &Shared, input: Input) -> Result<(), NodeError> {
+        let mut input = input;
+        if self.inline.is_some() {
+            // Nobody else empties the queue while this caller waits: run
+            // rounds until there is room.
+            loop {
+                match self.queue.try_send(input) {
+                    Ok(()) => return self.run_inline(shared, Busy::Wait),
+                    Err(TrySendError::Full(back)) => {
+                        input = back;
+                        self.run_inline(shared, Busy::Wait)?;
+                    }
+                    Err(TrySendError::Disconnected(_)) => return Err(shared.failure_error()),
+                }
+            }
+        }
+        self.queue.send(input).map_err(|_| shared.failure_error())
+    }
+
+    /// Inline mode: runs a driver round, which handles every queued input,
+    /// the caller's included. Threaded mode: nothing to do.
+    fn run_inline(&self, shared: &Shared, busy: Busy) -> Result<(), NodeError> {
+        if self.drive(busy) {
+            Ok(())
+        } else {
+            Err(shared.failure_error())
+        }
+    }
+
+    /// Runs an inline driver round; false once the node has failed. A
+    /// panic inside stops the node, as one on a threaded node's thread
+    /// does (`spawn_guarded`), rather than leaving a half-handled round
+    /// behind the lock.
+    pub(crate) fn drive(&self, busy: Busy) -> bool {
+        let Some(driver) = &self.inline else {
+            return true;
+        };
+        match panic::catch_unwind(AssertUnwindSafe(|| self.drive_inline(driver, busy))) {
+            Ok(alive) => alive,
+            Err(payload) => {
+                self.shared.fail(format!(
+                    "internal error in an inline round: {}",
+                    panic_message(&*payload)
+                ));
+                false
+            }
+        }
+    }
+
+    /// The round's sync is waited for without the lock: calls on other
+    /// threads meanwhile take their turn and share the sync. After a
+    /// round, inputs handed off meanwhile get one too.
+    fn drive_inline(&self, driver: &Mutex<Driver>, busy: Busy) -> bool {
+        // Pairs with the fence after unlocking below: either this caller
+        // gets the lock, or the holder sees its input once it unlocks.
+        fence(Ordering::SeqCst);
+        let mut guard = match busy {
+            Busy::Wait => driver.lock(),
+            Busy::HandOff => match driver.try_lock() {
+                Some(guard) => guard,
+                None => return true,
+            },
+        };
+        loop {
+            let mut round = guard.drive();
+            loop {
+                match round {
+                    Round::Done => break,
+                    Round::Failed => return false,
+                    Round::Wait { wal, seq, ticket } => {
+                        drop(guard);
+                        let result = wal.wait_durable(ticket);
+                        guard = driver.lock();
+                        round = guard.durable(seq, result);
+                    }
+                }
+            }
+            drop(guard);
+            fence(Ordering::SeqCst);
+            if self.queue.is_empty() {
+                return true;
+            }
+            // Inputs handed off while this round ran; a thread holding the
+            // lock now runs them itself.
+            guard = match driver.try_lock() {
+                Some(guard) => guard,
+                None => return true,
+            };
+        }
+    }
+}
+
 /// A running Raft node. Every method takes `&self` and may be called from
 /// any thread; dropping it stops its threads after its writes are durable.
 pub struct Node {
@@ -287,7 +440,7 @@ pub struct Node {
     max_entry_bytes: u64,
     /// Shared with snapshot writers through weak references, so that a
     /// writer outliving its node does not keep the driver running.
-    inputs: Option<Arc<Sender<Input>>>,
+    inputs: Option<Arc<Inputs>>,
     store: SnapshotStore,
     shared: Arc<Shared>,
     next_proposal_id: AtomicU64,
@@ -380,52 +533,95 @@ impl Node {
         }
 
         let (input_tx, input_rx) = crossbeam_channel::bounded(config.input_capacity);
-        // Unbounded, but never long: the driver takes one ready per round
-        // and the persistence thread drains the queue on every sync.
-        let (job_tx, job_rx) = crossbeam_channel::unbounded();
-        let (done_tx, done_rx) = crossbeam_channel::unbounded();
-
         let segment_size = config.wal.segment_size;
-        let persist_store = store.clone();
-        let persist_shared = shared.clone();
-        let persister = spawn_guarded(format!("embraft-wal-{id}"), &shared, move || {
-            persist::run(
-                wal,
-                segment_size,
-                persist_store,
-                persist_shared,
-                job_rx,
-                done_tx,
-            )
-        })?;
-        let driver = Driver::new(
+        let (persister, persister_thread) = match config.threading {
+            Threading::Node => {
+                // Unbounded, but never long: the driver takes one ready per
+                // round and the persistence thread drains the queue on
+                // every sync.
+                let (job_tx, job_rx) = crossbeam_channel::unbounded();
+                let (done_tx, done_rx) = crossbeam_channel::unbounded();
+                let persist_store = store.clone();
+                let persist_shared = shared.clone();
+                let thread = spawn_guarded(format!("embraft-wal-{id}"), &shared, move || {
+                    persist::run(
+                        wal,
+                        segment_size,
+                        persist_store,
+                        persist_shared,
+                        job_rx,
+                        done_tx,
+                    )
+                })?;
+                let persister = driver::Persister::Thread {
+                    jobs: Some(job_tx),
+                    done: done_rx,
+                };
+                (persister, Some(thread))
+            }
+            Threading::Inline => {
+                let persister = driver::Persister::Inline {
+                    wal: Arc::new(wal),
+                    segment_size,
+                    store: store.clone(),
+                    queued: Vec::new(),
+                };
+                (persister, None)
+            }
+        };
+        let mut driver = Driver::new(
             raft,
             shared.clone(),
             driver::Channels {
                 inputs: input_rx,
-                persist_jobs: job_tx,
-                persist_done: done_rx,
+                persister,
             },
             store.clone(),
             &config,
             applied,
         );
-        let driver = spawn_guarded(format!("embraft-node-{id}"), &shared, move || driver.run())?;
+        let (inputs, driver_thread) = match config.threading {
+            Threading::Node => {
+                let thread =
+                    spawn_guarded(format!("embraft-node-{id}"), &shared, move || driver.run())?;
+                let inputs = Inputs {
+                    queue: input_tx,
+                    inline: None,
+                    shared: shared.clone(),
+                };
+                (Arc::new(inputs), Some(thread))
+            }
+            Threading::Inline => {
+                let inputs = Arc::new_cyclic(|weak| {
+                    driver.set_inline_inputs(weak.clone());
+                    Inputs {
+                        queue: input_tx,
+                        inline: Some(Mutex::new(driver)),
+                        shared: shared.clone(),
+                    }
+                });
+                // The threaded driver publishes a first status and state
+                // on its first round; an inline one does it now.
+                inputs.drive(Busy::Wait);
+                (inputs, None)
+            }
+        };
         shared.log(LogLevel::Info, || {
             format!(
-                "node {id} started on {} (applied {applied})",
-                config.data_dir.display()
+                "node {id} started on {} (applied {applied}, {:?} threading)",
+                config.data_dir.display(),
+                config.threading
             )
         });
         Ok(Node {
             id,
             max_entry_bytes: config.raft.max_entry_bytes,
-            inputs: Some(Arc::new(input_tx)),
+            inputs: Some(inputs),
             store,
             shared,
             next_proposal_id: AtomicU64::new(1),
-            driver: Some(driver),
-            persister: Some(persister),
+            driver: driver_thread,
+            persister: persister_thread,
         })
     }
 
@@ -449,7 +645,7 @@ impl Node {
                 this_node: self.id,
             });
         }
-        self.send(Input::Step(msg))
+        self.send_async(Input::Step(msg))
     }
 
     /// Queues a proposal and returns its id (never 0). Its outcome arrives
@@ -465,7 +661,7 @@ impl Node {
             });
         }
         let proposal_id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
-        self.send(Input::Propose {
+        self.send_async(Input::Propose {
             proposal_id,
             data: Payload::from(data),
         })?;
@@ -510,6 +706,7 @@ impl Node {
     pub fn begin_snapshot(&self, index: Index) -> Result<SnapshotWriter, NodeError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.send(Input::BeginSnapshot { index, reply })?;
+        // An inline node answered during `send`; a threaded one soon.
         let meta = answer.recv().map_err(|_| self.failure_error())??;
         let temp = self
             .store
@@ -591,14 +788,16 @@ impl Node {
         let Some(inputs) = &self.inputs else {
             return Err(NodeError::Failed("node is shutting down".into()));
         };
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Err(self.failure_error());
-        }
-        match inputs.try_send(input) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(NodeError::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(self.failure_error()),
-        }
+        inputs.send(&self.shared, input, Busy::Wait)
+    }
+
+    /// [`Node::send`] for inputs whose results are asynchronous: an
+    /// inline node may hand them to the thread running its round.
+    fn send_async(&self, input: Input) -> Result<(), NodeError> {
+        let Some(inputs) = &self.inputs else {
+            return Err(NodeError::Failed("node is shutting down".into()));
+        };
+        inputs.send(&self.shared, input, Busy::HandOff)
     }
 
     fn failure_error(&self) -> NodeError {
@@ -610,8 +809,17 @@ impl Drop for Node {
     fn drop(&mut self) {
         // Hanging up the input channel tells the driver to finish; it lets
         // the persistence thread complete every queued write before both
-        // threads end.
-        drop(self.inputs.take());
+        // threads end. An inline driver has written everything already; it
+        // only waits for a snapshot verification still running.
+        if let Some(inputs) = self.inputs.take() {
+            if let Some(driver) = &inputs.inline {
+                // Joined outside the lock: a worker finishing takes it.
+                let workers = driver.lock().stop_workers();
+                for worker in workers {
+                    let _ = worker.join();
+                }
+            }
+        }
         for handle in [self.driver.take(), self.persister.take()]
             .into_iter()
             .flatten()

@@ -1,12 +1,13 @@
 //! The persistence thread: takes every write queued while the previous sync
 //! ran and makes them durable with one WAL append (group commit), in the
-//! order the driver queued them.
+//! order the driver queued them. An inline node (`Threading::Inline`)
+//! runs [`write_group`] on the caller's thread instead.
 
 use super::batch::LogLevel;
 use super::Shared;
 use crate::core::{Entry, HardState, Index, SnapshotMeta};
 use crate::snapshot::{SnapshotFile, SnapshotStore};
-use crate::wal::{Wal, WalError};
+use crate::wal::{Wal, WalError, WriteTicket};
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
 
@@ -49,21 +50,13 @@ pub(crate) fn run(
     done: Sender<PersistDone>,
 ) {
     while let Ok(first) = jobs.recv() {
-        let mut last_seq = first.seq;
-        let mut group = GroupWrite::new(segment_size);
-        group.snapshots = Some((store.clone(), shared.clone()));
-        let mut result = group.add(&wal, first);
-        for job in jobs.try_iter() {
-            if result.is_err() {
-                break;
-            }
-            last_seq = job.seq;
-            result = group.add(&wal, job);
-        }
-        let outcome = match result.and_then(|()| group.flush(&wal)) {
-            Ok(()) => PersistDone::Through(last_seq),
-            Err(err) => PersistDone::Failed(err.to_string()),
-        };
+        let outcome = write_group(
+            &wal,
+            segment_size,
+            &store,
+            &shared,
+            std::iter::once(first).chain(jobs.try_iter()),
+        );
         let failed = matches!(outcome, PersistDone::Failed(_));
         // The driver may be gone already (node shutting down): nothing to tell.
         let _ = done.send(outcome);
@@ -71,6 +64,48 @@ pub(crate) fn run(
             return;
         }
     }
+}
+
+/// Writes `jobs` in order with as few appends (and so syncs) as they fit
+/// in, and waits until they are durable; used by the persistence thread
+/// for every group it takes. Stops at the first failure: the WAL is
+/// poisoned then.
+fn write_group(
+    wal: &Wal,
+    segment_size: u64,
+    store: &SnapshotStore,
+    shared: &Arc<Shared>,
+    jobs: impl IntoIterator<Item = PersistJob>,
+) -> PersistDone {
+    let written = write_group_unsynced(wal, segment_size, store, shared, jobs)
+        .and_then(|(seq, ticket)| wal.wait_durable(ticket).map(|()| seq));
+    match written {
+        Ok(seq) => PersistDone::Through(seq),
+        Err(err) => PersistDone::Failed(err.to_string()),
+    }
+}
+
+/// [`write_group`] without the final wait: returns the last job's number
+/// and the ticket that is durable once they all are. An inline node waits
+/// for it outside its lock, so that calls on other threads meanwhile
+/// share the sync (the WAL's group commit). Snapshot records and
+/// compactions, which are rare, are synced here.
+pub(crate) fn write_group_unsynced(
+    wal: &Wal,
+    segment_size: u64,
+    store: &SnapshotStore,
+    shared: &Arc<Shared>,
+    jobs: impl IntoIterator<Item = PersistJob>,
+) -> Result<(u64, WriteTicket), WalError> {
+    let mut group = GroupWrite::new(segment_size);
+    group.snapshots = Some((store.clone(), shared.clone()));
+    let mut last_seq = 0;
+    for job in jobs {
+        last_seq = job.seq;
+        group.add(wal, job)?;
+    }
+    let ticket = wal.write(&group.entries, group.hard_state.as_ref())?;
+    Ok((last_seq, ticket))
 }
 
 /// The entries and hard state of consecutive jobs, written with one append

@@ -2,10 +2,9 @@
 //! machine.
 
 use super::driver::Input;
-use super::{NodeError, Shared};
+use super::{Inputs, NodeError, Shared};
 use crate::core::{Index, SnapshotMeta, Term};
 use crate::snapshot::SnapshotTemp;
-use crossbeam_channel::Sender;
 use std::path::Path;
 use std::sync::{Arc, Weak};
 
@@ -19,7 +18,7 @@ use std::sync::{Arc, Weak};
 pub struct SnapshotWriter {
     temp: Option<SnapshotTemp>,
     meta: SnapshotMeta,
-    inputs: Weak<Sender<Input>>,
+    inputs: Weak<Inputs>,
     shared: Arc<Shared>,
 }
 
@@ -27,7 +26,7 @@ impl SnapshotWriter {
     pub(crate) fn new(
         temp: SnapshotTemp,
         meta: SnapshotMeta,
-        inputs: Weak<Sender<Input>>,
+        inputs: Weak<Inputs>,
         shared: Arc<Shared>,
     ) -> SnapshotWriter {
         SnapshotWriter {
@@ -81,15 +80,14 @@ impl SnapshotWriter {
             reply,
         };
         // Blocking: the file is already in place, and the driver drains its
-        // queue promptly. A node freed meanwhile leaves an unrecorded file,
-        // which its next start deletes.
-        let sent = self
-            .inputs
-            .upgrade()
-            .is_some_and(|inputs| inputs.send(input).is_ok());
-        if !sent {
+        // queue promptly (an inline node has answered when this returns).
+        // A node freed meanwhile leaves an unrecorded file, which its next
+        // start deletes.
+        let Some(inputs) = self.inputs.upgrade() else {
             return Err(self.shared.failure_error());
-        }
+        };
+        inputs.send_blocking(&self.shared, input)?;
+        drop(inputs);
         answer.recv().map_err(|_| self.shared.failure_error())?
     }
 

@@ -88,6 +88,8 @@ struct cluster {
     uint64_t compact_keep_entries;
     uint64_t snapshot_chunk_size;
     uint64_t snapshot_entries;
+    /* embraft_config_set_threading for every node (0: the default). */
+    uint32_t threading;
     /* Set (with a message on stderr) when the host loop saw something wrong. */
     int broken;
     /* When set, the host loop keeps proposing through it (see below). */

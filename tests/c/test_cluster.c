@@ -32,9 +32,10 @@ static int leader_saw_peers_match(struct cluster *c, const void *arg) {
     return progress->peers == 2 && progress->matched == 2;
 }
 
-static void three_nodes_elect_and_apply_1000_proposals_in_the_same_order(void) {
+static void elect_and_apply_1000_proposals(uint32_t threading) {
     struct cluster *c = cluster_new(3);
     CHECK(c != NULL);
+    c->threading = threading;
     for (size_t i = 0; i < 3; i++) {
         CHECK_OK(cluster_start(c, i, 0));
     }
@@ -68,6 +69,16 @@ static void three_nodes_elect_and_apply_1000_proposals_in_the_same_order(void) {
     CHECK(reported);
     CHECK(progress.peers == 2);
     CHECK(progress.matched == 2);
+}
+
+static void three_nodes_elect_and_apply_1000_proposals_in_the_same_order(void) {
+    elect_and_apply_1000_proposals(EMBRAFT_THREADING_NODE);
+}
+
+/* Inline nodes run no threads: every call above did the node's work on
+ * the test's thread. */
+static void three_inline_nodes_elect_and_apply_1000_proposals_in_the_same_order(void) {
+    elect_and_apply_1000_proposals(EMBRAFT_THREADING_INLINE);
 }
 
 static int new_leader_other_than(struct cluster *c, const void *old) {
@@ -253,9 +264,10 @@ static void leadership_transfer_and_read_index(void) {
     CHECK_OK(unreachable);
 }
 
-static void lagging_node_catches_up_through_a_snapshot(void) {
+static void lagging_node_catches_up_through_a_snapshot_with(uint32_t threading) {
     struct cluster *c = cluster_new(3);
     CHECK(c != NULL);
+    c->threading = threading;
     c->compact_keep_entries = 5;
     int leader = cluster_start_elect_and_commit(c, 3, 50);
     if (leader < 0) {
@@ -296,6 +308,16 @@ static void lagging_node_catches_up_through_a_snapshot(void) {
     CHECK(complete);
 }
 
+static void lagging_node_catches_up_through_a_snapshot(void) {
+    lagging_node_catches_up_through_a_snapshot_with(EMBRAFT_THREADING_NODE);
+}
+
+/* The received snapshot is verified on a short-lived thread, which an
+ * inline node lets take its result in. */
+static void lagging_inline_node_catches_up_through_a_snapshot(void) {
+    lagging_node_catches_up_through_a_snapshot_with(EMBRAFT_THREADING_INLINE);
+}
+
 static void restart_after_compaction_restores_the_snapshot_first(void) {
     struct cluster *c = cluster_new(1);
     CHECK(c != NULL);
@@ -331,6 +353,8 @@ static void restart_after_compaction_restores_the_snapshot_first(void) {
 const struct test_case cluster_tests[] = {
     {"cluster: three nodes elect and apply 1000 proposals in the same order",
      three_nodes_elect_and_apply_1000_proposals_in_the_same_order},
+    {"cluster: three inline nodes elect and apply 1000 proposals in the same order",
+     three_inline_nodes_elect_and_apply_1000_proposals_in_the_same_order},
     {"cluster: leader freed, new one elected, restarted node catches up",
      leader_freed_new_one_elected_and_restarted_node_catches_up},
     {"cluster: single node restart redelivers after the applied index",
@@ -340,6 +364,8 @@ const struct test_case cluster_tests[] = {
     {"cluster: leadership transfer and read index", leadership_transfer_and_read_index},
     {"cluster: a lagging node catches up through a snapshot",
      lagging_node_catches_up_through_a_snapshot},
+    {"cluster: a lagging inline node catches up through a snapshot",
+     lagging_inline_node_catches_up_through_a_snapshot},
     {"cluster: restart after compaction restores the snapshot first",
      restart_after_compaction_restores_the_snapshot_first},
     {NULL, NULL},

@@ -6,7 +6,7 @@
 
 use embraft::codec::decode_message;
 use embraft::core::{EntryKind, Index, Message, MessageBody, NodeId, Role, Term};
-use embraft::node::{Node, NodeConfig, NodeError, ProposalResult, ReadyBatch};
+use embraft::node::{Node, NodeConfig, NodeError, ProposalResult, ReadyBatch, Threading};
 use embraft::wal::WalOptions;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -98,6 +98,16 @@ pub fn decode_state(mut bytes: &[u8]) -> AppliedState {
     out
 }
 
+/// The threading the node tests run with: `EMBRAFT_TEST_THREADING=inline`
+/// runs every cluster test with inline nodes (tests/node_inline.rs covers
+/// the inline mode in the default run).
+pub fn threading_from_env() -> Threading {
+    match std::env::var("EMBRAFT_TEST_THREADING").as_deref() {
+        Ok("inline") => Threading::Inline,
+        _ => Threading::Node,
+    }
+}
+
 pub struct Cluster {
     pub hosts: Vec<Host>,
     links: HashMap<(NodeId, NodeId), Link>,
@@ -127,6 +137,7 @@ impl Cluster {
                 config.raft.election_tick = 10;
                 config.raft.heartbeat_tick = 2;
                 config.wal = WalOptions::default();
+                config.threading = threading_from_env();
                 configure(&mut config);
                 Host {
                     id,
