@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of embraft: formatting and lints, the Rust suites
-# (unit, codec fuzzing, WAL, the deterministic simulator), and the C, Python
+# (unit, codec fuzzing, WAL, the deterministic simulator, the node suites in
+# both threading modes), and the C, Python
 # and Go suites where they exist. Builds whatever it needs first.
 #
 # Environment:
@@ -36,6 +37,9 @@ suite() {
 suite "rustfmt" cargo fmt --all -- --check
 suite "clippy" cargo clippy --all-targets --release -- -D warnings
 suite "rust tests" cargo test --release --all-targets
+# The node suites again with inline nodes (no threads of their own).
+suite "rust node suites, inline" env EMBRAFT_TEST_THREADING=inline \
+    cargo test --release --test node_disk --test node_membership --test node_snapshot
 
 for extra in tests/c/run.sh examples/c/raftd/run-tests.sh bindings/python/run-tests.sh \
     bindings/go/run-tests.sh scripts/interop.sh; do
