@@ -126,6 +126,9 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     sync: bool = True
+    # Run the node inline: no threads of the library's own; each call does
+    # the node's work (WAL write included) on the calling thread.
+    inline: bool = False
     max_entry_bytes: Optional[int] = None
     max_msg_bytes: Optional[int] = None
     max_inflight_msgs: Optional[int] = None
@@ -215,6 +218,8 @@ def _config_handle(config: Config) -> c_void_p:
         call(lib.embraft_config_set_check_quorum, config.check_quorum)
         call(lib.embraft_config_set_sync_mode,
              _ffi.SYNC_ALWAYS if config.sync else _ffi.SYNC_NEVER)
+        call(lib.embraft_config_set_threading,
+             _ffi.THREADING_INLINE if config.inline else _ffi.THREADING_NODE)
         call(lib.embraft_config_set_applied_index, config.applied_index)
         call(lib.embraft_config_set_lease_reads, config.lease_reads)
         call(lib.embraft_config_set_random_seed, config.random_seed)

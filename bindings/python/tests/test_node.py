@@ -27,6 +27,20 @@ def test_propose_resolves_to_the_commit_index_after_apply(single_node):
     assert node.applied_index >= index
 
 
+def test_an_inline_node_commits_and_restarts(tmp_path):
+    machine = MemoryStateMachine()
+    with embraft.Node(single_node_config(tmp_path, inline=True), machine) as node:
+        node.wait_for_leader(10)
+        indexes = [node.propose(b"v%d" % i).result(timeout=10) for i in range(20)]
+        assert indexes == sorted(indexes)
+        assert node.read_index().result(timeout=10) >= indexes[-1]
+    again = MemoryStateMachine()
+    with embraft.Node(single_node_config(tmp_path, inline=True), again) as node:
+        node.wait_for_leader(10)
+        assert wait_until(lambda: len(again.entries) >= len(machine.entries), 10)
+    assert again.entries[:len(machine.entries)] == machine.entries
+
+
 def test_read_index_resolves_once_applied(single_node):
     node, _ = single_node
     written = node.propose(b"x").result(timeout=10)
