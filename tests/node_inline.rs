@@ -9,38 +9,11 @@ mod node_support;
 
 use embraft::core::{ConfChange, MessageBody, NodeId, Role};
 use embraft::node::{LogLevel, NodeConfig, NodeError, ProposalResult, Threading};
-use node_support::{Cluster, Link};
+use node_support::{commit, Cluster, Link};
 use std::time::Duration;
 
 fn inline(config: &mut NodeConfig) {
     config.threading = Threading::Inline;
-}
-
-fn payload(number: u32) -> Vec<u8> {
-    format!("inline-{number:05}").into_bytes()
-}
-
-/// Proposes `numbers` on the leader and waits until the nodes `on`
-/// applied all of them.
-fn commit(cluster: &mut Cluster, numbers: std::ops::Range<u32>, on: &[NodeId]) {
-    let leader = cluster.elect();
-    for number in numbers.clone() {
-        cluster
-            .host(leader)
-            .node()
-            .propose(&payload(number))
-            .unwrap();
-    }
-    let want = numbers.end as usize;
-    assert!(
-        cluster.run_until(Duration::from_secs(20), |c| on.iter().all(|&id| c
-            .host(id)
-            .applied
-            .len()
-            >= want)),
-        "entries through {} applied on {on:?}",
-        numbers.end
-    );
 }
 
 /// Names of this process's threads that belong to a threaded node.

@@ -8,42 +8,15 @@ use embraft::codec::encode_message;
 use embraft::core::{ConfState, Index, Message, MessageBody, NodeId, SnapshotMeta};
 use embraft::node::{LogLevel, NodeConfig, NodeError};
 use embraft::snapshot::{SnapshotError, SnapshotId};
-use node_support::{decode_state, encode_state, Cluster, Link};
+use node_support::{commit, decode_state, encode_state, Cluster, Link};
 use std::path::Path;
 use std::time::Duration;
-
-fn payload(number: u32) -> Vec<u8> {
-    format!("entry-{number:06}").into_bytes()
-}
 
 fn configure(config: &mut NodeConfig) {
     config.raft.compact_keep_entries = 10;
     config.log_level = LogLevel::Info;
     // Small chunks: even these small snapshots travel in many of them.
     config.snapshot.chunk_size = 256;
-}
-
-/// Proposes `numbers` on the leader and waits until every running node
-/// applied them.
-fn commit(cluster: &mut Cluster, numbers: std::ops::Range<u32>, on: &[NodeId]) {
-    let leader = cluster.elect();
-    for number in numbers.clone() {
-        cluster
-            .host(leader)
-            .node()
-            .propose(&payload(number))
-            .unwrap();
-    }
-    let want = numbers.end as usize;
-    assert!(
-        cluster.run_until(Duration::from_secs(20), |c| on.iter().all(|&id| c
-            .host(id)
-            .applied
-            .len()
-            >= want)),
-        "entries through {} applied on {on:?}",
-        numbers.end
-    );
 }
 
 /// The snapshot files in a node's folder, as ids; any other file is named.

@@ -471,17 +471,11 @@ func (r *Raft) driveLoop() {
 			continue
 		default:
 		}
-		ready, err := r.node.Poll(0)
-		if err == nil && ready != nil {
-			err = r.handle(ready)
-		}
-		if err != nil {
-			r.log.Error("embraft: driver stopped", "err", err)
-			r.fail(err)
-			<-r.closing
+		got, ok := r.pollAndHandle(0)
+		if !ok {
 			return
 		}
-		if ready != nil {
+		if got {
 			continue
 		}
 		// Nothing pending: wait for the descriptor to become readable. The
@@ -490,14 +484,7 @@ func (r *Raft) driveLoop() {
 		if readiness.SetReadDeadline(time.Now().Add(wakeInterval)) != nil {
 			// Not pollable by the runtime (not expected on Linux, where it
 			// is an eventfd): wait in C instead.
-			ready, err := r.node.Poll(wakeInterval)
-			if err == nil && ready != nil {
-				err = r.handle(ready)
-			}
-			if err != nil {
-				r.log.Error("embraft: driver stopped", "err", err)
-				r.fail(err)
-				<-r.closing
+			if _, ok := r.pollAndHandle(wakeInterval); !ok {
 				return
 			}
 			continue
@@ -531,17 +518,11 @@ func (r *Raft) driveInline() {
 			continue
 		default:
 		}
-		ready, err := r.node.Poll(0)
-		if err == nil && ready != nil {
-			err = r.handle(ready)
-		}
-		if err != nil {
-			r.log.Error("embraft: driver stopped", "err", err)
-			r.fail(err)
-			<-r.closing
+		got, ok := r.pollAndHandle(0)
+		if !ok {
 			return
 		}
-		if ready != nil {
+		if got {
 			continue
 		}
 		timer.Reset(wakeInterval)
@@ -554,6 +535,23 @@ func (r *Raft) driveInline() {
 		case <-timer.C:
 		}
 	}
+}
+
+// pollAndHandle polls for a batch, waiting up to timeout, and handles it.
+// got tells whether a batch came; ok is false once the driver has failed
+// (it then waits for Close before returning).
+func (r *Raft) pollAndHandle(timeout time.Duration) (got, ok bool) {
+	ready, err := r.node.Poll(timeout)
+	if err == nil && ready != nil {
+		err = r.handle(ready)
+	}
+	if err != nil {
+		r.log.Error("embraft: driver stopped", "err", err)
+		r.fail(err)
+		<-r.closing
+		return false, false
+	}
+	return ready != nil, true
 }
 
 // handle runs one batch on the driver goroutine. An error (a snapshot

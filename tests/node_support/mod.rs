@@ -378,3 +378,24 @@ impl Cluster {
         self.agreed_leader().unwrap()
     }
 }
+
+/// Proposes entries numbered `numbers` on the leader and waits until the
+/// nodes `on` applied all of them (each host's applied list then has at
+/// least `numbers.end` entries).
+pub fn commit(cluster: &mut Cluster, numbers: std::ops::Range<u32>, on: &[NodeId]) {
+    let leader = cluster.elect();
+    for number in numbers.clone() {
+        let payload = format!("entry-{number:06}").into_bytes();
+        cluster.host(leader).node().propose(&payload).unwrap();
+    }
+    let want = numbers.end as usize;
+    assert!(
+        cluster.run_until(Duration::from_secs(20), |c| on.iter().all(|&id| c
+            .host(id)
+            .applied
+            .len()
+            >= want)),
+        "entries through {} applied on {on:?}",
+        numbers.end
+    );
+}

@@ -174,23 +174,32 @@ func (s *server) readBarrier(parent context.Context) error {
 	}
 }
 
+// atLeader tells whether this node leads and serves req itself. If not,
+// it has answered req: forwarded to the leader, or 503 without one.
+func (s *server) atLeader(ctx context.Context, w http.ResponseWriter, req *http.Request, body []byte) bool {
+	leader, err := s.leader(ctx)
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "no leader", http.StatusServiceUnavailable)
+		return false
+	}
+	if leader != s.id {
+		s.forward(w, req, leader, body)
+		return false
+	}
+	return true
+}
+
 // write serves a replicated write: the leader proposes it, a follower
 // forwards the request to the leader and relays the answer.
 func (s *server) write(w http.ResponseWriter, req *http.Request, body []byte, cmd []byte) {
 	ctx, cancel := context.WithTimeout(req.Context(), writeTimeout)
 	defer cancel()
 	for {
-		leader, err := s.leader(ctx)
-		if err != nil {
-			w.Header().Set("Retry-After", "1")
-			http.Error(w, "no leader", http.StatusServiceUnavailable)
+		if !s.atLeader(ctx, w, req, body) {
 			return
 		}
-		if leader != s.id {
-			s.forward(w, req, leader, body)
-			return
-		}
-		_, err = s.raft.Propose(ctx, cmd)
+		_, err := s.raft.Propose(ctx, cmd)
 		switch {
 		case err == nil:
 			w.WriteHeader(http.StatusOK)
@@ -358,17 +367,10 @@ func (s *server) membershipChange(w http.ResponseWriter, req *http.Request, body
 	ctx, cancel := context.WithTimeout(req.Context(), 3*writeTimeout)
 	defer cancel()
 	for {
-		leader, err := s.leader(ctx)
-		if err != nil {
-			w.Header().Set("Retry-After", "1")
-			http.Error(w, "no leader", http.StatusServiceUnavailable)
+		if !s.atLeader(ctx, w, req, body) {
 			return
 		}
-		if leader != s.id {
-			s.forward(w, req, leader, body)
-			return
-		}
-		err = change(ctx)
+		err := change(ctx)
 		switch {
 		case err == nil:
 			done()
