@@ -1,5 +1,6 @@
-//! Inline nodes (`Threading::Inline`): no threads of their own, each input
-//! call runs the node's round on the caller's thread. The whole cluster
+//! Inline nodes (`Threading::Inline`): each input call runs the node's
+//! round on the caller's thread; the only thread of their own waits for
+//! WAL syncs. The whole cluster
 //! suite also runs inline with `EMBRAFT_TEST_THREADING=inline cargo test
 //! --test node_disk --test node_snapshot --test node_membership`; these
 //! tests cover the mode in the default run, and what only it promises: a
@@ -9,6 +10,7 @@ mod node_support;
 
 use embraft::core::{ConfChange, MessageBody, NodeId, Role};
 use embraft::node::{LogLevel, NodeConfig, NodeError, ProposalResult, Threading};
+use embraft::wal::SyncMode;
 use node_support::{commit, Cluster, Link};
 use std::time::Duration;
 
@@ -33,7 +35,8 @@ fn node_threads() -> Vec<String> {
 fn inline_nodes_elect_replicate_and_restart_from_disk() {
     let mut cluster = Cluster::start("inline-basic", 3, inline);
     let leader = cluster.elect();
-    // Every node in this binary is inline: none has a thread.
+    // Every node in this binary is inline: none has a driver or a
+    // persistence thread (only a sync thread, `embraft-sync-<id>`).
     assert_eq!(node_threads(), Vec::<String>::new());
     commit(&mut cluster, 0..100, &[1, 2, 3]);
 
@@ -66,13 +69,30 @@ fn inline_nodes_elect_replicate_and_restart_from_disk() {
     }
 }
 
-/// With no ticks and nothing else moving, each call's batch is there to
-/// poll the moment the call returns: the leader's appends after
-/// `propose`, the follower's (durable) answer after `step`, the commit
-/// after the leader steps the answers.
+/// With no ticks and nothing else moving, and without syncs, each call's
+/// batch is there to poll the moment the call returns: the leader's
+/// appends after `propose`, the follower's answer after `step`, the
+/// commit after the leader steps the answers.
 #[test]
 fn an_input_call_returns_with_its_batch_ready() {
-    let mut cluster = Cluster::start("inline-ready", 3, inline);
+    one_proposal_by_hand("inline-ready", SyncMode::Never, Duration::ZERO);
+}
+
+/// With syncs, what waits for one (the followers' answers, the leader's
+/// commit) comes from the sync thread once the write is durable: the call
+/// returns without waiting for the disk.
+#[test]
+fn what_waits_for_a_sync_comes_once_it_is_durable() {
+    one_proposal_by_hand("inline-synced", SyncMode::Always, Duration::from_secs(5));
+}
+
+/// Proposes one entry and carries its messages by hand, polling each node
+/// for the batch its call produced with `timeout`.
+fn one_proposal_by_hand(name: &str, sync: SyncMode, timeout: Duration) {
+    let mut cluster = Cluster::start(name, 3, |config| {
+        inline(config);
+        config.wal.sync = sync;
+    });
     let leader = cluster.elect();
     commit(&mut cluster, 0..1, &[1, 2, 3]);
     cluster.ticking = false;
@@ -81,7 +101,7 @@ fn an_input_call_returns_with_its_batch_ready() {
     let node = |id: NodeId| cluster.host(id).node();
     let poll_now = |id: NodeId| {
         node(id)
-            .poll_ready(Duration::ZERO)
+            .poll_ready(timeout)
             .unwrap()
             .unwrap_or_else(|| panic!("node {id} has its batch ready"))
     };

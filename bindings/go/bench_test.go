@@ -117,13 +117,27 @@ func (s *countingSM) Restore(io.Reader) error  { return nil }
 // (a full queue drops, like a lossy network). For an inline node the
 // step runs the destination's work on the sending driver goroutine.
 type memTransport struct {
-	nodes map[uint64]*Raft
+	nodes   map[uint64]*Raft
+	inboxes map[uint64]chan []byte
 }
 
 func (t *memTransport) Start(Host) error { return nil }
 func (t *memTransport) Close() error     { return nil }
 func (t *memTransport) Send(to uint64, msg []byte) {
+	if t.inboxes != nil {
+		select {
+		case t.inboxes[to] <- msg:
+		default:
+		}
+		return
+	}
 	if n := t.nodes[to]; n != nil {
+		n.Step(msg)
+	}
+}
+
+func (t *memTransport) receive(n *Raft, inbox chan []byte) {
+	for msg := range inbox {
 		n.Step(msg)
 	}
 }
@@ -157,6 +171,9 @@ func newEmbraftBench(b *testing.B, durable bool) *embraftBench {
 		mode = SyncAlways
 	}
 	tr := &memTransport{nodes: map[uint64]*Raft{}}
+	if os.Getenv("EMBRAFT_BENCH_INBOX") != "" {
+		tr.inboxes = map[uint64]chan []byte{}
+	}
 	c := &embraftBench{}
 	dir := benchDir(b)
 	for _, id := range ids {
@@ -169,6 +186,10 @@ func newEmbraftBench(b *testing.B, durable bool) *embraftBench {
 			b.Fatal(err)
 		}
 		tr.nodes[id] = r
+		if tr.inboxes != nil {
+			tr.inboxes[id] = make(chan []byte, 65536)
+			go tr.receive(r, tr.inboxes[id])
+		}
 		c.nodes = append(c.nodes, r)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -117,12 +117,14 @@ type Config struct {
 	// SnapshotChunkSize is the size of the snapshot chunks the library
 	// streams to followers (default and maximum 1 MiB).
 	SnapshotChunkSize uint64
-	// Inline runs the node with no threads of its own
+	// Inline runs the node on its callers' threads
 	// (EMBRAFT_THREADING_INLINE): each input call (Tick, Step, Propose,
-	// AckApplied, ...) does the node's work, WAL write and sync included,
-	// on the calling goroutine's thread and returns with the resulting
-	// batch ready to Poll. It spares the OS thread wake-ups a threaded
-	// node pays per hand-off; a call can take as long as a WAL sync.
+	// AckApplied, ...) does the node's work, WAL write included, on the
+	// calling goroutine's thread and returns with the resulting batch
+	// ready to Poll. With SyncAlways the node's one thread waits for the
+	// WAL syncs, and what waited for one (a follower's answer, a commit)
+	// becomes ready after the call. It spares the OS thread wake-ups a
+	// threaded node pays per hand-off.
 	Inline bool
 }
 
@@ -231,9 +233,10 @@ type Node struct {
 	mu  sync.RWMutex
 	ptr *C.embraft_node
 	id  uint64
-	// inputs, for an inline node, gets a token after every input call: a
-	// batch may be ready to poll. A goroutine wake-up, where waiting for
-	// the readiness descriptor would go through the network poller.
+	// inputs, for an inline node that does not sync, gets a token after
+	// every input call: a batch may be ready to poll. A goroutine wake-up,
+	// where waiting for the readiness descriptor would go through the
+	// network poller.
 	inputs chan struct{}
 }
 
@@ -253,7 +256,7 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, configError("embraft_node_new", code, ccfg)
 	}
 	n := &Node{ptr: ptr, id: cfg.ID}
-	if cfg.Inline {
+	if cfg.Inline && cfg.Sync == SyncNever {
 		n.inputs = make(chan struct{}, 1)
 	}
 	// The safety net for a forgotten Close: the node's threads and its
@@ -315,11 +318,13 @@ func (n *Node) notify() {
 	}
 }
 
-// Inputs, for an inline node (Config.Inline), receives a token after
-// input calls on the node (coalesced): poll then. A batch can also come
-// from a received snapshot's verification, which signals only the
-// readiness descriptor, so a loop waiting here should also poll now and
-// then (every tick does: Tick is an input call). Nil for a threaded node.
+// Inputs, for an inline node that does not sync (Config.Inline with
+// SyncNever), receives a token after input calls on the node (coalesced):
+// poll then. A batch can also come from a received snapshot's
+// verification, which signals only the readiness descriptor, so a loop
+// waiting here should also poll now and then (every tick does: Tick is an
+// input call). Nil for other nodes, whose batches come from the node's
+// own threads too: wait for the readiness descriptor.
 func (n *Node) Inputs() <-chan struct{} { return n.inputs }
 
 // lastError builds the error of a failed call; n.mu is held.

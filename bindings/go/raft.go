@@ -500,7 +500,9 @@ func (r *Raft) driveLoop() {
 	}
 }
 
-// driveInline drives an inline node (Config.Inline). Its batches come
+// driveInline drives an inline node that does not sync (Config.Inline,
+// SyncNever; one that syncs also gets batches from its sync thread, and
+// driveLoop waits for those). Its batches come
 // from input calls, which prepare them before they return: the driver
 // polls after its own calls (acks, snapshot calls) and when another
 // goroutine's call (Propose, the transport's Step, the ticker's Tick)

@@ -392,7 +392,10 @@ pub unsafe extern "C" fn embraft_config_set_segment_size(
 
 /// Sets the index the host's state machine has already applied (default
 /// 0): after a restart, committed entries up to it are not delivered again.
-/// Must not exceed the commit index recorded in the data directory.
+/// Must be an index the node delivered, so at most the last index recorded
+/// in the data directory. It may exceed the recovered commit index: a
+/// commit index is written without a sync of its own, so a crash can lose
+/// its latest value.
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.

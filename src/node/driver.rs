@@ -13,14 +13,15 @@ use super::batch::{
     CommittedEntry, DropReason, LogLevel, NodeState, OutboundMessage, ProposalOutcome,
     ProposalResult, SnapshotRestore,
 };
-use super::persist::{self, PersistDone, PersistJob};
+use super::persist::{self, GroupWritten, PersistDone, PersistJob};
 use super::proposals::ProposalTracker;
 use super::snapshot_recv::{ChunkAction, SnapshotReceiver};
 use super::snapshot_send::{Answer, SnapshotSender};
 use super::{spawn_guarded, wire, Inputs, NodeConfig, NodeError, Shared};
 use crate::core::{
-    CompactError, ConfChange, ConfState, Entry, Index, Message, MessageBody, NodeId, Payload,
-    ProposeError, Raft, ReadState, Role, SnapshotChunk, SnapshotMeta, SnapshotResponse, Term,
+    CompactError, ConfChange, ConfState, Entry, HardState, Index, Message, MessageBody, NodeId,
+    Payload, ProposeError, Raft, ReadState, Role, SnapshotChunk, SnapshotMeta, SnapshotResponse,
+    Term,
 };
 use crate::snapshot::{SnapshotError, SnapshotFile, SnapshotId, SnapshotStore};
 use crate::wal::{Wal, WalError, WriteTicket};
@@ -159,6 +160,9 @@ pub(crate) struct Driver {
     next_seq: u64,
     /// Highest job sequence number the persistence thread reported durable.
     durable_seq: u64,
+    /// The hard state last handed to the persister: a new one that differs
+    /// only in its commit index needs no sync (`PersistJob::needs_sync`).
+    queued_hard_state: HardState,
     applied: Index,
     state: NodeState,
     store: SnapshotStore,
@@ -203,6 +207,7 @@ impl Driver {
         let resend_ticks = (config.raft.election_tick / 2).max(3);
         let (verified_tx, verified_rx) = crossbeam_channel::unbounded();
         let snapshot_index = raft.snapshot_meta().index;
+        let queued_hard_state = raft.hard_state();
         Driver {
             raft,
             shared,
@@ -212,6 +217,7 @@ impl Driver {
             awaiting_persist: VecDeque::new(),
             next_seq: 0,
             durable_seq: 0,
+            queued_hard_state,
             applied,
             state,
             receiver: SnapshotReceiver::new(store.clone()),
@@ -343,8 +349,14 @@ impl Driver {
         };
         self.shared.publish_status(self.raft.status());
         match written {
-            None => Round::Done,
-            Some((wal, Ok((seq, ticket)))) => Round::Wait { wal, seq, ticket },
+            None | Some((_, Ok(GroupWritten { sync: None, .. }))) => Round::Done,
+            Some((
+                wal,
+                Ok(GroupWritten {
+                    seq,
+                    sync: Some(ticket),
+                }),
+            )) => Round::Wait { wal, seq, ticket },
             Some((_, Err(err))) => {
                 self.on_persist_done(Some(PersistDone::Failed(err.to_string())));
                 Round::Failed
@@ -675,7 +687,14 @@ impl Driver {
                 self.next_seq += 1;
                 Some(self.next_seq)
             };
+            let mut awaited_seq = seq;
             if let Some(seq) = seq {
+                let term_or_vote_changed = ready.hard_state.is_some_and(|hs| {
+                    (hs.term, hs.vote) != (self.queued_hard_state.term, self.queued_hard_state.vote)
+                });
+                if let Some(hs) = ready.hard_state {
+                    self.queued_hard_state = hs;
+                }
                 let job = PersistJob {
                     seq,
                     snapshot: ready.snapshot,
@@ -683,7 +702,12 @@ impl Driver {
                     compact_through: None,
                     entries: ready.entries,
                     hard_state: ready.hard_state,
+                    term_or_vote_changed,
                 };
+                if !job.needs_sync() {
+                    // Written in order, but nothing here waits for it.
+                    awaited_seq = None;
+                }
                 if !self.persist(job) {
                     // The persistence thread has exited after a failure it
                     // has reported; the main loop stops on that report.
@@ -691,7 +715,7 @@ impl Driver {
                 }
             }
             self.awaiting_persist.push_back(AwaitingPersist {
-                seq,
+                seq: awaited_seq,
                 ready_number: ready.number,
                 persisted_messages,
                 restore,
@@ -1061,19 +1085,31 @@ impl Driver {
         }
     }
 
+    /// Inline mode: makes every write durable, those that needed no sync
+    /// of their own included, so that a node stopped cleanly restarts
+    /// where it stood.
+    pub(crate) fn sync_everything_written(&self) {
+        if let Persister::Inline { wal, .. } = &self.persister {
+            persist::sync_everything_written(wal);
+        }
+    }
+
     /// Lets the persistence thread finish every queued write, so a freed
     /// node leaves its directory synced. (An inline node's calls wrote
-    /// their jobs before returning: nothing is left to write.)
+    /// their jobs before returning: only the sync may be left.)
     pub(crate) fn shutdown(&mut self) {
         for worker in self.stop_workers() {
             // Panics were caught inside the thread (spawn_guarded).
             let _ = worker.join();
         }
-        if let Persister::Thread { jobs, done } = &mut self.persister {
-            drop(jobs.take());
-            // Completion reports are of no use any more; wait for the
-            // thread to drain its queue and hang up.
-            for _ in done.iter() {}
+        match &mut self.persister {
+            Persister::Thread { jobs, done } => {
+                drop(jobs.take());
+                // Completion reports are of no use any more; wait for the
+                // thread to drain its queue, sync and hang up.
+                for _ in done.iter() {}
+            }
+            Persister::Inline { .. } => self.sync_everything_written(),
         }
     }
 }

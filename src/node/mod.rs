@@ -24,6 +24,7 @@ mod proposals;
 mod readiness;
 mod snapshot_recv;
 mod snapshot_send;
+mod syncer;
 mod wire;
 mod writer;
 
@@ -38,7 +39,7 @@ use crate::core::{
     ConfChange, Config, Index, InitialState, NodeId, Payload, Raft, Status, NO_NODE,
 };
 use crate::snapshot::{SnapshotError, SnapshotStore};
-use crate::wal::{Recovered, Wal, WalError, WalOptions};
+use crate::wal::{Recovered, SyncMode, Wal, WalError, WalOptions};
 use batch::Pending;
 use crossbeam_channel::{Sender, TrySendError};
 use driver::{Driver, Input, Round};
@@ -52,6 +53,7 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use syncer::SyncWait;
 
 /// Everything needed to start (or restart) a node.
 #[derive(Clone, Debug)]
@@ -67,7 +69,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub wal: WalOptions,
     /// What the host has already applied: committed entries up to here are
-    /// not delivered again after a restart (0: deliver from the start).
+    /// not delivered again after a restart (0: deliver from the start). At
+    /// most the last index in the data directory; it may exceed the
+    /// recovered commit index, which a crash can set back (see
+    /// `PersistJob::needs_sync`).
     pub applied: Index,
     /// Inputs queued before [`NodeError::Busy`] is answered.
     pub input_capacity: usize,
@@ -308,7 +313,19 @@ impl Shared {
 pub(crate) struct Inputs {
     queue: Sender<Input>,
     inline: Option<Mutex<Driver>>,
+    /// Inline mode with a synced WAL: where a round's write goes to be
+    /// waited for (see `syncer`). Without it the caller waits itself.
+    syncs: Option<Sender<SyncWait>>,
     shared: Arc<Shared>,
+}
+
+/// How an inline round begins.
+enum RoundStart {
+    /// With the inputs queued so far.
+    Inputs,
+    /// With what waited for the write of round `seq`, now durable (or
+    /// failed).
+    Durable(u64, Result<(), WalError>),
 }
 
 /// How an inline call that finds another thread running the node's round
@@ -375,10 +392,20 @@ impl Inputs {
     /// does (`spawn_guarded`), rather than leaving a half-handled round
     /// behind the lock.
     pub(crate) fn drive(&self, busy: Busy) -> bool {
+        self.guarded_round(busy, RoundStart::Inputs)
+    }
+
+    /// Inline mode: the sync thread's report that round `seq`'s write is
+    /// durable (or failed); runs the round that releases what waited.
+    pub(crate) fn durable(&self, seq: u64, result: Result<(), WalError>) -> bool {
+        self.guarded_round(Busy::Wait, RoundStart::Durable(seq, result))
+    }
+
+    fn guarded_round(&self, busy: Busy, start: RoundStart) -> bool {
         let Some(driver) = &self.inline else {
             return true;
         };
-        match panic::catch_unwind(AssertUnwindSafe(|| self.drive_inline(driver, busy))) {
+        match panic::catch_unwind(AssertUnwindSafe(|| self.drive_inline(driver, busy, start))) {
             Ok(alive) => alive,
             Err(payload) => {
                 self.shared.fail(format!(
@@ -390,10 +417,11 @@ impl Inputs {
         }
     }
 
-    /// The round's sync is waited for without the lock: calls on other
-    /// threads meanwhile take their turn and share the sync. After a
-    /// round, inputs handed off meanwhile get one too.
-    fn drive_inline(&self, driver: &Mutex<Driver>, busy: Busy) -> bool {
+    /// The round's sync is waited for by the sync thread, or, without one,
+    /// by the caller without the lock: calls on other threads meanwhile
+    /// take their turn and share the sync. After a round, inputs handed
+    /// off meanwhile get one too.
+    fn drive_inline(&self, driver: &Mutex<Driver>, busy: Busy, start: RoundStart) -> bool {
         // Pairs with the fence after unlocking below: either this caller
         // gets the lock, or the holder sees its input once it unlocks.
         fence(Ordering::SeqCst);
@@ -404,13 +432,28 @@ impl Inputs {
                 None => return true,
             },
         };
+        let mut start = Some(start);
         loop {
-            let mut round = guard.drive();
+            let mut round = match start.take() {
+                Some(RoundStart::Durable(seq, result)) => guard.durable(seq, result),
+                Some(RoundStart::Inputs) | None => guard.drive(),
+            };
             loop {
                 match round {
                     Round::Done => break,
                     Round::Failed => return false,
                     Round::Wait { wal, seq, ticket } => {
+                        // Queued under the lock, so waits reach the sync
+                        // thread in the order of their writes.
+                        let wait = SyncWait { wal, seq, ticket };
+                        let wait = match &self.syncs {
+                            Some(syncs) => match syncs.send(wait) {
+                                Ok(()) => break,
+                                Err(back) => back.into_inner(),
+                            },
+                            None => wait,
+                        };
+                        let SyncWait { wal, seq, ticket } = wait;
                         drop(guard);
                         let result = wal.wait_durable(ticket);
                         guard = driver.lock();
@@ -444,8 +487,10 @@ pub struct Node {
     store: SnapshotStore,
     shared: Arc<Shared>,
     next_proposal_id: AtomicU64,
-    driver: Option<JoinHandle<()>>,
-    persister: Option<JoinHandle<()>>,
+    /// Joined in this order when the node is dropped: a threaded node's
+    /// driver (which drains its inputs) and persistence thread, or an
+    /// inline node's sync thread.
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Node {
@@ -580,30 +625,52 @@ impl Node {
             &config,
             applied,
         );
-        let (inputs, driver_thread) = match config.threading {
+        let (inputs, own_thread) = match config.threading {
             Threading::Node => {
                 let thread =
                     spawn_guarded(format!("embraft-node-{id}"), &shared, move || driver.run())?;
                 let inputs = Inputs {
                     queue: input_tx,
                     inline: None,
+                    syncs: None,
                     shared: shared.clone(),
                 };
                 (Arc::new(inputs), Some(thread))
             }
             Threading::Inline => {
+                let (syncs, sync_waits) = match config.wal.sync {
+                    SyncMode::Always => {
+                        let (tx, rx) = crossbeam_channel::unbounded();
+                        (Some(tx), Some(rx))
+                    }
+                    // Nothing to wait for: the caller takes the write's
+                    // report at once.
+                    SyncMode::Never => (None, None),
+                };
                 let inputs = Arc::new_cyclic(|weak| {
                     driver.set_inline_inputs(weak.clone());
                     Inputs {
                         queue: input_tx,
                         inline: Some(Mutex::new(driver)),
+                        syncs,
                         shared: shared.clone(),
                     }
                 });
+                let sync_thread = match sync_waits {
+                    Some(waits) => {
+                        let weak = Arc::downgrade(&inputs);
+                        Some(spawn_guarded(
+                            format!("embraft-sync-{id}"),
+                            &shared,
+                            move || syncer::run(weak, waits),
+                        )?)
+                    }
+                    None => None,
+                };
                 // The threaded driver publishes a first status and state
                 // on its first round; an inline one does it now.
                 inputs.drive(Busy::Wait);
-                (inputs, None)
+                (inputs, sync_thread)
             }
         };
         shared.log(LogLevel::Info, || {
@@ -620,8 +687,10 @@ impl Node {
             store,
             shared,
             next_proposal_id: AtomicU64::new(1),
-            driver: driver_thread,
-            persister: persister_thread,
+            threads: [own_thread, persister_thread]
+                .into_iter()
+                .flatten()
+                .collect(),
         })
     }
 
@@ -810,7 +879,8 @@ impl Drop for Node {
         // Hanging up the input channel tells the driver to finish; it lets
         // the persistence thread complete every queued write before both
         // threads end. An inline driver has written everything already; it
-        // only waits for a snapshot verification still running.
+        // waits for a snapshot verification still running, syncs, and lets
+        // its sync thread finish the waits queued.
         if let Some(inputs) = self.inputs.take() {
             if let Some(driver) = &inputs.inline {
                 // Joined outside the lock: a worker finishing takes it.
@@ -818,12 +888,13 @@ impl Drop for Node {
                 for worker in workers {
                     let _ = worker.join();
                 }
+                driver.lock().sync_everything_written();
             }
+            // The last reference, unless the sync thread holds one for a
+            // moment: hanging up its queue ends that thread.
+            drop(inputs);
         }
-        for handle in [self.driver.take(), self.persister.take()]
-            .into_iter()
-            .flatten()
-        {
+        for handle in self.threads.drain(..) {
             // Panics were caught inside the thread (spawn_guarded).
             let _ = handle.join();
         }
@@ -865,12 +936,23 @@ fn initial_state(
             .map_err(NodeError::Storage)?;
         return Ok(initial);
     }
-    if config.applied > recovered.hard_state.commit {
+    let recovered_last = recovered.entries.last().map_or_else(
+        || recovered.snapshot.as_ref().map_or(0, |meta| meta.index),
+        |entry| entry.index,
+    );
+    if config.applied > recovered_last {
         return Err(NodeError::InvalidConfig(format!(
-            "applied index {} is beyond the recovered commit index {}",
-            config.applied, recovered.hard_state.commit
+            "applied index {} is beyond the recovered log, which ends at {recovered_last}",
+            config.applied
         )));
     }
+    let mut hard_state = recovered.hard_state;
+    // A commit index is written without a sync of its own
+    // (`PersistJob::needs_sync`), so a crash may recover an older one than
+    // the host applied. Every entry handed to the host was committed, and
+    // durable here before it was handed out: the host's applied index is
+    // a commit index too.
+    hard_state.commit = hard_state.commit.max(config.applied);
     // Entries the snapshot covers are gone from the log: the host restores
     // them from its snapshot (see `restore` in Node::new).
     let applied = recovered
@@ -878,7 +960,7 @@ fn initial_state(
         .as_ref()
         .map_or(config.applied, |meta| meta.index.max(config.applied));
     Ok(InitialState {
-        hard_state: recovered.hard_state,
+        hard_state,
         // Membership changes after the snapshot are replayed from the log.
         conf_state: recovered
             .snapshot

@@ -28,6 +28,25 @@ pub(crate) struct PersistJob {
     pub(crate) compact_through: Option<Index>,
     pub(crate) entries: Vec<Entry>,
     pub(crate) hard_state: Option<HardState>,
+    /// `hard_state` changes the term or the vote, not only the commit index.
+    pub(crate) term_or_vote_changed: bool,
+}
+
+impl PersistJob {
+    /// Whether anything may wait for this job to be durable. A hard state
+    /// that only advances the commit index is written but not synced for
+    /// its own sake: the next sync covers it, and a crash before that
+    /// recovers an older commit index, which Raft allows (the commit index
+    /// is learned again from the leader, and recovery raises it to what
+    /// the host applied; see `initial_state` in the node). Entries, a
+    /// snapshot, a compaction, a new term or a vote must survive a crash
+    /// before anything that depends on them leaves the node.
+    pub(crate) fn needs_sync(&self) -> bool {
+        !self.entries.is_empty()
+            || self.snapshot.is_some()
+            || self.compact_through.is_some()
+            || self.term_or_vote_changed
+    }
 }
 
 pub(crate) enum PersistDone {
@@ -50,13 +69,26 @@ pub(crate) fn run(
     done: Sender<PersistDone>,
 ) {
     while let Ok(first) = jobs.recv() {
-        let outcome = write_group(
+        let outcome = match write_group_unsynced(
             &wal,
             segment_size,
             &store,
             &shared,
             std::iter::once(first).chain(jobs.try_iter()),
-        );
+        ) {
+            // Nothing waits for this group (see PersistJob::needs_sync):
+            // the next synced group reports it durable with its own.
+            Ok(GroupWritten { sync: None, .. }) => continue,
+            Ok(GroupWritten {
+                seq,
+                sync: Some(ticket),
+            }) => wal.wait_durable(ticket).map(|()| seq),
+            Err(err) => Err(err),
+        };
+        let outcome = match outcome {
+            Ok(seq) => PersistDone::Through(seq),
+            Err(err) => PersistDone::Failed(err.to_string()),
+        };
         let failed = matches!(outcome, PersistDone::Failed(_));
         // The driver may be gone already (node shutting down): nothing to tell.
         let _ = done.send(outcome);
@@ -64,48 +96,52 @@ pub(crate) fn run(
             return;
         }
     }
+    sync_everything_written(&wal);
+}
+
+/// At shutdown: a commit index written without a sync of its own is made
+/// durable too, so a node stopped cleanly restarts where it stood. A
+/// failure was reported with the write that caused it, or is harmless.
+pub(crate) fn sync_everything_written(wal: &Wal) {
+    let _ = wal.write(&[], None).and_then(|last| wal.wait_durable(last));
+}
+
+/// What [`write_group_unsynced`] wrote.
+pub(crate) struct GroupWritten {
+    /// The last job's number.
+    pub(crate) seq: u64,
+    /// The ticket that is durable once every job of the group is; `None`
+    /// when no job needs to be synced.
+    pub(crate) sync: Option<WriteTicket>,
 }
 
 /// Writes `jobs` in order with as few appends (and so syncs) as they fit
-/// in, and waits until they are durable; used by the persistence thread
-/// for every group it takes. Stops at the first failure: the WAL is
-/// poisoned then.
-fn write_group(
-    wal: &Wal,
-    segment_size: u64,
-    store: &SnapshotStore,
-    shared: &Arc<Shared>,
-    jobs: impl IntoIterator<Item = PersistJob>,
-) -> PersistDone {
-    let written = write_group_unsynced(wal, segment_size, store, shared, jobs)
-        .and_then(|(seq, ticket)| wal.wait_durable(ticket).map(|()| seq));
-    match written {
-        Ok(seq) => PersistDone::Through(seq),
-        Err(err) => PersistDone::Failed(err.to_string()),
-    }
-}
-
-/// [`write_group`] without the final wait: returns the last job's number
-/// and the ticket that is durable once they all are. An inline node waits
-/// for it outside its lock, so that calls on other threads meanwhile
-/// share the sync (the WAL's group commit). Snapshot records and
-/// compactions, which are rare, are synced here.
+/// in, without the final wait. The persistence thread waits for the
+/// ticket itself; an inline node waits for it outside its lock, so that
+/// calls on other threads meanwhile share the sync (the WAL's group
+/// commit). Snapshot records and compactions, which are rare, are synced
+/// here. Stops at the first failure: the WAL is poisoned then.
 pub(crate) fn write_group_unsynced(
     wal: &Wal,
     segment_size: u64,
     store: &SnapshotStore,
     shared: &Arc<Shared>,
     jobs: impl IntoIterator<Item = PersistJob>,
-) -> Result<(u64, WriteTicket), WalError> {
+) -> Result<GroupWritten, WalError> {
     let mut group = GroupWrite::new(segment_size);
     group.snapshots = Some((store.clone(), shared.clone()));
     let mut last_seq = 0;
+    let mut needs_sync = false;
     for job in jobs {
         last_seq = job.seq;
+        needs_sync |= job.needs_sync();
         group.add(wal, job)?;
     }
     let ticket = wal.write(&group.entries, group.hard_state.as_ref())?;
-    Ok((last_seq, ticket))
+    Ok(GroupWritten {
+        seq: last_seq,
+        sync: needs_sync.then_some(ticket),
+    })
 }
 
 /// The entries and hard state of consecutive jobs, written with one append
@@ -279,6 +315,41 @@ mod tests {
         assert_eq!(recovered.entries.last().unwrap().index, 1000);
         assert_eq!(recovered.hard_state, hard_state);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_a_commit_index_needs_no_sync() {
+        let hard_state = Some(HardState {
+            term: 3,
+            vote: 1,
+            commit: 9,
+        });
+        let commit_only = PersistJob {
+            hard_state,
+            ..PersistJob::default()
+        };
+        assert!(!commit_only.needs_sync());
+        let durable_first = [
+            PersistJob {
+                entries: entries(10..=10, 3),
+                hard_state,
+                ..PersistJob::default()
+            },
+            PersistJob {
+                hard_state,
+                term_or_vote_changed: true,
+                ..PersistJob::default()
+            },
+            PersistJob {
+                compact_through: Some(5),
+                ..PersistJob::default()
+            },
+            PersistJob {
+                snapshot: Some(SnapshotMeta::default()),
+                ..PersistJob::default()
+            },
+        ];
+        assert!(durable_first.iter().all(PersistJob::needs_sync));
     }
 
     #[test]

@@ -145,7 +145,7 @@ static void single_node_restart_redelivers_after_the_applied_index(void) {
     int tail = restarted_again == EMBRAFT_OK &&
                cluster_run_until(c, cluster_all_applied, &last, COMMIT_TIMEOUT_MS);
 
-    /* Asking to skip beyond the recovered commit index is a config error. */
+    /* Asking to skip beyond the recovered log is a config error. */
     cluster_stop(c, 0);
     embraft_status beyond = cluster_start(c, 0, last + 1000);
     int broken = c->broken;
