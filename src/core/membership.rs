@@ -106,13 +106,18 @@ impl Membership {
     }
 
     pub(crate) fn conf_state(&self) -> ConfState {
-        ConfState {
-            voters: self.incoming.clone(),
-            learners: self.learners.clone(),
-            voters_outgoing: self.outgoing.clone(),
-            learners_next: self.learners_next.clone(),
-            auto_leave: self.auto_leave,
-        }
+        let mut conf_state = ConfState::default();
+        self.fill_conf_state(&mut conf_state);
+        conf_state
+    }
+
+    /// [`Membership::conf_state`] into `out`, reusing its vectors.
+    pub(crate) fn fill_conf_state(&self, out: &mut ConfState) {
+        out.voters.clone_from(&self.incoming);
+        out.learners.clone_from(&self.learners);
+        out.voters_outgoing.clone_from(&self.outgoing);
+        out.learners_next.clone_from(&self.learners_next);
+        out.auto_leave = self.auto_leave;
     }
 
     pub(crate) fn is_joint(&self) -> bool {

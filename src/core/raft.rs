@@ -581,36 +581,53 @@ impl Raft {
     }
 
     pub fn status(&self) -> Status {
-        let peers = if self.role == Role::Leader {
-            self.progress
-                .iter()
-                .map(|(&id, pr)| PeerStatus {
+        let mut status = Status {
+            id: self.id,
+            role: self.role,
+            term: 0,
+            vote: NO_NODE,
+            leader: NO_NODE,
+            commit: 0,
+            applied: 0,
+            persisted: 0,
+            first_index: 0,
+            last_index: 0,
+            snapshot_index: 0,
+            conf_state: ConfState::default(),
+            lead_transferee: NO_NODE,
+            peers: Vec::new(),
+        };
+        self.fill_status(&mut status);
+        status
+    }
+
+    /// [`Raft::status`] into `out`, reusing its vectors: the node publishes
+    /// its status several times per round.
+    pub fn fill_status(&self, out: &mut Status) {
+        out.id = self.id;
+        out.role = self.role;
+        out.term = self.term;
+        out.vote = self.vote;
+        out.leader = self.leader;
+        out.commit = self.log.committed;
+        out.applied = self.log.applied;
+        out.persisted = self.log.persisted;
+        out.first_index = self.log.first_index();
+        out.last_index = self.log.last_index();
+        out.snapshot_index = self.log.snapshot_index();
+        self.membership.fill_conf_state(&mut out.conf_state);
+        out.lead_transferee = self.lead_transferee;
+        out.peers.clear();
+        if self.role == Role::Leader {
+            out.peers
+                .extend(self.progress.iter().map(|(&id, pr)| PeerStatus {
                     id,
                     match_index: pr.matched,
                     next_index: pr.next,
                     replicating: pr.state == ProgressState::Replicate,
                     inflight_msgs: pr.inflights.len(),
                     recent_active: pr.recent_active,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Status {
-            id: self.id,
-            role: self.role,
-            term: self.term,
-            vote: self.vote,
-            leader: self.leader,
-            commit: self.log.committed,
-            applied: self.log.applied,
-            persisted: self.log.persisted,
-            first_index: self.log.first_index(),
-            last_index: self.log.last_index(),
-            snapshot_index: self.log.snapshot_index(),
-            conf_state: self.membership.conf_state(),
-            lead_transferee: self.lead_transferee,
-            peers,
+                }));
         }
     }
 

@@ -276,7 +276,7 @@ impl Driver {
                 }
             }
             self.process_ready();
-            self.shared.publish_status(self.raft.status());
+            self.shared.publish_status(&self.raft);
         }
         self.shutdown();
     }
@@ -347,7 +347,7 @@ impl Driver {
             }
             _ => None,
         };
-        self.shared.publish_status(self.raft.status());
+        self.shared.publish_status(&self.raft);
         match written {
             None | Some((_, Ok(GroupWritten { sync: None, .. }))) => Round::Done,
             Some((
@@ -631,7 +631,7 @@ impl Driver {
             let ready = self.raft.ready();
             // Published before this batch's outputs become visible, so a
             // host never sees a status older than a batch it holds.
-            self.shared.publish_status(self.raft.status());
+            self.shared.publish_status(&self.raft);
             self.publish_state();
 
             // Appends and heartbeats do not depend on this batch's writes: a
@@ -782,7 +782,7 @@ impl Driver {
                 break;
             };
             self.raft.on_persisted(batch.ready_number);
-            self.shared.publish_status(self.raft.status());
+            self.shared.publish_status(&self.raft);
             if let Some((meta, file)) = batch.restore {
                 self.hand_out_restore(meta, file);
             }

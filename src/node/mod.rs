@@ -303,8 +303,8 @@ impl Shared {
         )
     }
 
-    pub(crate) fn publish_status(&self, status: Status) {
-        *self.status.lock() = status;
+    pub(crate) fn publish_status(&self, raft: &Raft) {
+        raft.fill_status(&mut self.status.lock());
     }
 }
 
