@@ -46,23 +46,25 @@ var (
 func BenchmarkRaft(b *testing.B) {
 	for _, durable := range []bool{false, true} {
 		sync := map[bool]string{false: "nosync", true: "sync"}[durable]
-		for _, system := range []string{"embraft", "etcd"} {
-			var cluster benchCluster
-			b.Run(fmt.Sprintf("%s/%s", sync, system), func(b *testing.B) {
-				if system == "embraft" {
-					cluster = newEmbraftBench(b, durable)
-				} else {
-					cluster = newEtcdBench(b, durable)
+		// Both clusters run side by side and take turns per
+		// configuration, so that each ratio compares runs a few seconds
+		// apart, under the same disk and machine weather.
+		clusters := map[string]benchCluster{
+			"embraft": newEmbraftBench(b, durable),
+			"etcd":    newEtcdBench(b, durable),
+		}
+		for _, size := range benchSizes {
+			for _, proposers := range benchProposers {
+				for _, system := range []string{"embraft", "etcd"} {
+					name := fmt.Sprintf("%s/%s/%dB/p%d", sync, system, size, proposers)
+					b.Run(name, func(b *testing.B) {
+						runProposers(b, clusters[system], size, proposers)
+					})
 				}
-				defer cluster.close()
-				for _, size := range benchSizes {
-					for _, proposers := range benchProposers {
-						b.Run(fmt.Sprintf("%dB/p%d", size, proposers), func(b *testing.B) {
-							runProposers(b, cluster, size, proposers)
-						})
-					}
-				}
-			})
+			}
+		}
+		for _, c := range clusters {
+			c.close()
 		}
 	}
 }
@@ -117,46 +119,25 @@ func (s *countingSM) Restore(io.Reader) error  { return nil }
 // (a full queue drops, like a lossy network). For an inline node the
 // step runs the destination's work on the sending driver goroutine.
 type memTransport struct {
-	nodes   map[uint64]*Raft
-	inboxes map[uint64]chan []byte
+	nodes map[uint64]*Raft
 }
 
 func (t *memTransport) Start(Host) error { return nil }
 func (t *memTransport) Close() error     { return nil }
 func (t *memTransport) Send(to uint64, msg []byte) {
-	if t.inboxes != nil {
-		select {
-		case t.inboxes[to] <- msg:
-		default:
-		}
-		return
-	}
 	if n := t.nodes[to]; n != nil {
 		n.Step(msg)
 	}
 }
 
-func (t *memTransport) receive(n *Raft, inbox chan []byte) {
-	for msg := range inbox {
-		n.Step(msg)
-	}
-}
-
-// benchInline chooses embraft's threading per durability, as a host
-// would: inline nodes (Config.Inline) without sync, where the thread
-// wake-ups of a threaded node are most of the cost; threaded nodes with
-// SyncAlways, where an inline call waits for its own sync on the caller's
-// goroutine (a follower's Step on the leader's driver goroutine) while
-// the persistence thread pipelines them. EMBRAFT_BENCH_THREADING=inline
-// or =node forces one mode for both.
-func benchInline(durable bool) bool {
-	switch os.Getenv("EMBRAFT_BENCH_THREADING") {
-	case "inline":
-		return true
-	case "node":
-		return false
-	}
-	return !durable
+// benchInline chooses embraft's threading: inline nodes (Config.Inline),
+// whose input calls do the node's work on the calling goroutine, and
+// whose one thread (with SyncAlways) waits for the WAL syncs; no thread
+// wake-up per hand-off, which is most of a threaded node's cost here.
+// EMBRAFT_BENCH_THREADING=node runs threaded nodes instead (a driver and a
+// persistence thread each).
+func benchInline() bool {
+	return os.Getenv("EMBRAFT_BENCH_THREADING") != "node"
 }
 
 type embraftBench struct {
@@ -171,25 +152,18 @@ func newEmbraftBench(b *testing.B, durable bool) *embraftBench {
 		mode = SyncAlways
 	}
 	tr := &memTransport{nodes: map[uint64]*Raft{}}
-	if os.Getenv("EMBRAFT_BENCH_INBOX") != "" {
-		tr.inboxes = map[uint64]chan []byte{}
-	}
 	c := &embraftBench{}
 	dir := benchDir(b)
 	for _, id := range ids {
 		r, err := Start(Options{
 			Config: Config{ID: id, Peers: ids, DataDir: filepath.Join(dir, fmt.Sprint(id)), Sync: mode,
-				InputQueueCapacity: 65536, MaxInflightMsgs: 256, Inline: benchInline(durable)},
+				InputQueueCapacity: 65536, MaxInflightMsgs: 256, Inline: benchInline()},
 			StateMachine: &countingSM{}, Transport: tr, TickInterval: 100 * time.Millisecond,
 		})
 		if err != nil {
 			b.Fatal(err)
 		}
 		tr.nodes[id] = r
-		if tr.inboxes != nil {
-			tr.inboxes[id] = make(chan []byte, 65536)
-			go tr.receive(r, tr.inboxes[id])
-		}
 		c.nodes = append(c.nodes, r)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
