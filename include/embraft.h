@@ -603,15 +603,16 @@ embraft_status embraft_config_set_sync_mode(embraft_config *config, uint32_t mod
  * or `EMBRAFT_THREADING_INLINE`; other values fail with
  * `EMBRAFT_ERR_INVALID_ARGUMENT`.
  *
- * An inline node runs no threads of its own (except a short-lived one
- * verifying a snapshot received from the leader, whose result is taken
- * in by the next call on the node). Each input call (`tick`, `step`,
+ * An inline node runs at most one thread of its own, with
+ * `EMBRAFT_SYNC_ALWAYS`: it waits for WAL syncs and then releases what
+ * waited on them (vote and append answers, a leader's commit), signalling
+ * the readiness fd (a short-lived thread also verifies a snapshot
+ * received from the leader). Each input call (`tick`, `step`,
  * `propose`, `propose_conf_change`, `propose_membership`, `read_index`,
  * `transfer_leader`, `report_unreachable`, `ack_applied`,
  * `snapshot_begin`, `snapshot_writer_finish`) handles its input on the
- * caller's thread, writes the WAL (and waits for its sync per the sync
- * mode, without holding the node's lock, so that concurrent calls share
- * it) and prepares the resulting batch before it returns, so that
+ * caller's thread, writes the WAL (never waiting for a sync) and
+ * prepares the resulting batch before it returns, so that
  * `embraft_node_poll_ready` with timeout 0 hands it out at once (except
  * for `step` and `propose` calls made while another thread runs the
  * node's round: they leave their input to that thread, which handles it
@@ -622,8 +623,8 @@ embraft_status embraft_config_set_sync_mode(embraft_config *config, uint32_t mod
  * what it promises is durable. Calls may still come from any thread; they
  * serialize on the node's lock, one call may serve inputs queued by
  * others meanwhile (they share its WAL write), and a call can take as
- * long as a WAL write and sync. The host must keep calling
- * `embraft_node_tick`: nothing happens between calls.
+ * long as a WAL write. The host must keep calling `embraft_node_tick`:
+ * timers advance only with it.
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.

@@ -9,11 +9,12 @@
 //! - the persistence thread owns the WAL and syncs queued writes together
 //!   (see `persist.rs`).
 //!
-//! With [`Threading::Inline`] the node has no threads of its own (but a
-//! short-lived one verifying a received snapshot): each input call queues
-//! its input the same way, then takes the node's lock and runs the driver
-//! for one round on the caller's thread, WAL write and sync included, so
-//! the batch it produced is ready to poll when the call returns.
+//! With [`Threading::Inline`] each input call queues its input the same
+//! way, then takes the node's lock and runs the driver for one round on
+//! the caller's thread, WAL write included, so the batch it produced is
+//! ready to poll when the call returns. With a synced WAL the node's sync
+//! thread (`syncer.rs`) waits for the writes and releases what waited on
+//! them; a short-lived thread verifies a received snapshot.
 //!
 //! The node never calls into the host: log lines travel in the batches.
 
@@ -88,9 +89,10 @@ pub enum Threading {
     /// queue and return at once.
     #[default]
     Node,
-    /// No threads of the node's own: each input call runs the node's work
-    /// (WAL write and sync included) on the caller's thread under the
-    /// node's lock, and returns with the resulting batch ready to poll.
+    /// Each input call runs the node's work (WAL write included) on the
+    /// caller's thread under the node's lock, and returns with the
+    /// resulting batch ready to poll. With a synced WAL the node's one
+    /// thread waits for the syncs and releases what waited on them.
     /// Spares the thread wake-ups a threaded node pays per hand-off, for
     /// hosts that drive many nodes or cheap green threads.
     Inline,

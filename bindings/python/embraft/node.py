@@ -126,8 +126,9 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     sync: bool = True
-    # Run the node inline: no threads of the library's own; each call does
-    # the node's work (WAL write included) on the calling thread.
+    # Run the node inline: each call does the node's work (WAL write
+    # included) on the calling thread; the library's one thread waits for
+    # the WAL syncs.
     inline: bool = False
     max_entry_bytes: Optional[int] = None
     max_msg_bytes: Optional[int] = None
