@@ -18,7 +18,10 @@ fn inline(config: &mut NodeConfig) {
     config.threading = Threading::Inline;
 }
 
-/// Names of this process's threads that belong to a threaded node.
+/// Names of this process's threads that only a threaded node has: its
+/// driver (`embraft-node-<id>`) and its persistence thread
+/// (`embraft-wal-<id>`). Not the WAL's short-lived segment preparation
+/// thread (`embraft-wal-prepare`), which any node may have for a moment.
 fn node_threads() -> Vec<String> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
@@ -27,7 +30,12 @@ fn node_threads() -> Vec<String> {
         .flatten()
         .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
         .map(|name| name.trim().to_string())
-        .filter(|name| name.starts_with("embraft-node") || name.starts_with("embraft-wal"))
+        .filter(|name| {
+            ["embraft-node-", "embraft-wal-"].iter().any(|prefix| {
+                name.strip_prefix(prefix)
+                    .is_some_and(|id| id.bytes().all(|b| b.is_ascii_digit()))
+            })
+        })
         .collect()
 }
 

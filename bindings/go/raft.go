@@ -462,6 +462,32 @@ func (r *Raft) driveLoop() {
 		r.fail(err)
 		return
 	}
+	r.driveWith(func() bool {
+		// Wait for the descriptor to become readable. The poller remembers
+		// a readiness edge that came after the last Poll, so no batch is
+		// missed; a stale edge only costs one empty Poll.
+		if readiness.SetReadDeadline(time.Now().Add(wakeInterval)) != nil {
+			// Not pollable by the runtime (not expected on Linux, where it
+			// is an eventfd): wait in C instead.
+			_, ok := r.pollAndHandle(wakeInterval)
+			return ok
+		}
+		waited := false
+		raw.Read(func(uintptr) bool {
+			if waited {
+				return true
+			}
+			waited = true
+			return false
+		})
+		return true
+	})
+}
+
+// driveWith is the driver's loop: it starts requested snapshots, polls
+// and handles batches, and when none is pending calls wait, which returns
+// false once the driver must stop.
+func (r *Raft) driveWith(wait func() bool) {
 	for {
 		select {
 		case <-r.closing:
@@ -475,28 +501,9 @@ func (r *Raft) driveLoop() {
 		if !ok {
 			return
 		}
-		if got {
-			continue
+		if !got && !wait() {
+			return
 		}
-		// Nothing pending: wait for the descriptor to become readable. The
-		// poller remembers a readiness edge that came after the Poll above,
-		// so no batch is missed; a stale edge only costs one empty Poll.
-		if readiness.SetReadDeadline(time.Now().Add(wakeInterval)) != nil {
-			// Not pollable by the runtime (not expected on Linux, where it
-			// is an eventfd): wait in C instead.
-			if _, ok := r.pollAndHandle(wakeInterval); !ok {
-				return
-			}
-			continue
-		}
-		waited := false
-		raw.Read(func(uintptr) bool {
-			if waited {
-				return true
-			}
-			waited = true
-			return false
-		})
 	}
 }
 
@@ -511,32 +518,18 @@ func (r *Raft) driveLoop() {
 func (r *Raft) driveInline() {
 	timer := time.NewTimer(wakeInterval)
 	defer timer.Stop()
-	for {
-		select {
-		case <-r.closing:
-			return
-		case reply := <-r.snapshotReq:
-			r.startSnapshot(reply)
-			continue
-		default:
-		}
-		got, ok := r.pollAndHandle(0)
-		if !ok {
-			return
-		}
-		if got {
-			continue
-		}
+	r.driveWith(func() bool {
 		timer.Reset(wakeInterval)
 		select {
 		case <-r.closing:
-			return
+			return false
 		case reply := <-r.snapshotReq:
 			r.startSnapshot(reply)
 		case <-r.node.Inputs():
 		case <-timer.C:
 		}
-	}
+		return true
+	})
 }
 
 // pollAndHandle polls for a batch, waiting up to timeout, and handles it.

@@ -169,6 +169,13 @@ pub struct Ready {
     pub number: u64,
     pub soft_state: Option<SoftState>,
     pub hard_state: Option<HardState>,
+    /// The batch's writes must be synced before `persisted_messages` leave
+    /// and `on_persisted` is called: it carries entries, a snapshot, or a
+    /// new term or vote. False when its only write is a hard state that
+    /// advances the commit index, which Raft does not need durable (it is
+    /// learned again from the leader); such a write may wait for the next
+    /// sync.
+    pub must_sync: bool,
     pub entries: Vec<Entry>,
     pub messages: Vec<Message>,
     pub persisted_messages: Vec<Message>,
@@ -1982,17 +1989,22 @@ impl Raft {
         if pending.last_entry.is_some() || pending.self_vote_term.is_some() {
             self.pending_persists.push_back(pending);
         }
+        let snapshot = self.installed_snapshot.take();
+        let must_sync = !entries.is_empty()
+            || snapshot.is_some()
+            || (hard.term, hard.vote) != (self.last_hard.term, self.last_hard.vote);
         let ready = Ready {
             number: self.ready_number,
             soft_state: (soft != self.last_soft).then_some(soft),
             hard_state: (hard != self.last_hard).then_some(hard),
+            must_sync,
             entries,
             messages: std::mem::take(&mut self.messages),
             persisted_messages: std::mem::take(&mut self.persisted_messages),
             committed_entries,
             read_states: std::mem::take(&mut self.read_states),
             conf_state: conf_changed.then(|| self.membership.conf_state()),
-            snapshot: self.installed_snapshot.take(),
+            snapshot,
             snapshots_to_send: std::mem::take(&mut self.snapshots_to_send),
             snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
             snapshot_responses: std::mem::take(&mut self.snapshot_responses),

@@ -295,6 +295,25 @@ fn single_node_commits_only_after_persisting() {
 }
 
 #[test]
+fn only_a_batch_that_advances_nothing_but_the_commit_index_needs_no_sync() {
+    let mut n = Raft::new(config(1), InitialState::bootstrap(&[1])).unwrap();
+    n.ready();
+    n.campaign();
+    let vote = n.ready();
+    assert!(vote.must_sync, "a new term and vote");
+    n.on_persisted(vote.number);
+    let noop = n.ready();
+    assert!(noop.must_sync, "the leader's first entry");
+    assert!(!noop.entries.is_empty());
+    n.on_persisted(noop.number);
+    let commit = n.ready();
+    let hard_state = commit.hard_state.expect("the commit index moved");
+    assert_eq!(hard_state.commit, 2);
+    assert!(commit.entries.is_empty());
+    assert!(!commit.must_sync, "only the commit index changed");
+}
+
+#[test]
 fn vote_responses_wait_for_persistence() {
     let mut n = Raft::new(config(2), InitialState::bootstrap(&[1, 2, 3])).unwrap();
     n.step(Message {

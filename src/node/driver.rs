@@ -19,9 +19,8 @@ use super::snapshot_recv::{ChunkAction, SnapshotReceiver};
 use super::snapshot_send::{Answer, SnapshotSender};
 use super::{spawn_guarded, wire, Inputs, NodeConfig, NodeError, Shared};
 use crate::core::{
-    CompactError, ConfChange, ConfState, Entry, HardState, Index, Message, MessageBody, NodeId,
-    Payload, ProposeError, Raft, ReadState, Role, SnapshotChunk, SnapshotMeta, SnapshotResponse,
-    Term,
+    CompactError, ConfChange, ConfState, Entry, Index, Message, MessageBody, NodeId, Payload,
+    ProposeError, Raft, ReadState, Role, SnapshotChunk, SnapshotMeta, SnapshotResponse, Term,
 };
 use crate::snapshot::{SnapshotError, SnapshotFile, SnapshotId, SnapshotStore};
 use crate::wal::{Wal, WalError, WriteTicket};
@@ -160,9 +159,6 @@ pub(crate) struct Driver {
     next_seq: u64,
     /// Highest job sequence number the persistence thread reported durable.
     durable_seq: u64,
-    /// The hard state last handed to the persister: a new one that differs
-    /// only in its commit index needs no sync (`PersistJob::needs_sync`).
-    queued_hard_state: HardState,
     applied: Index,
     state: NodeState,
     store: SnapshotStore,
@@ -207,7 +203,6 @@ impl Driver {
         let resend_ticks = (config.raft.election_tick / 2).max(3);
         let (verified_tx, verified_rx) = crossbeam_channel::unbounded();
         let snapshot_index = raft.snapshot_meta().index;
-        let queued_hard_state = raft.hard_state();
         Driver {
             raft,
             shared,
@@ -217,7 +212,6 @@ impl Driver {
             awaiting_persist: VecDeque::new(),
             next_seq: 0,
             durable_seq: 0,
-            queued_hard_state,
             applied,
             state,
             receiver: SnapshotReceiver::new(store.clone()),
@@ -689,12 +683,6 @@ impl Driver {
             };
             let mut awaited_seq = seq;
             if let Some(seq) = seq {
-                let term_or_vote_changed = ready.hard_state.is_some_and(|hs| {
-                    (hs.term, hs.vote) != (self.queued_hard_state.term, self.queued_hard_state.vote)
-                });
-                if let Some(hs) = ready.hard_state {
-                    self.queued_hard_state = hs;
-                }
                 let job = PersistJob {
                     seq,
                     snapshot: ready.snapshot,
@@ -702,7 +690,7 @@ impl Driver {
                     compact_through: None,
                     entries: ready.entries,
                     hard_state: ready.hard_state,
-                    term_or_vote_changed,
+                    must_sync: ready.must_sync,
                 };
                 if !job.needs_sync() {
                     // Written in order, but nothing here waits for it.

@@ -28,24 +28,21 @@ pub(crate) struct PersistJob {
     pub(crate) compact_through: Option<Index>,
     pub(crate) entries: Vec<Entry>,
     pub(crate) hard_state: Option<HardState>,
-    /// `hard_state` changes the term or the vote, not only the commit index.
-    pub(crate) term_or_vote_changed: bool,
+    /// The core's `Ready::must_sync`: entries, a snapshot, a term or a vote.
+    pub(crate) must_sync: bool,
 }
 
 impl PersistJob {
     /// Whether anything may wait for this job to be durable. A hard state
     /// that only advances the commit index is written but not synced for
-    /// its own sake: the next sync covers it, and a crash before that
-    /// recovers an older commit index, which Raft allows (the commit index
-    /// is learned again from the leader, and recovery raises it to what
-    /// the host applied; see `initial_state` in the node). Entries, a
-    /// snapshot, a compaction, a new term or a vote must survive a crash
-    /// before anything that depends on them leaves the node.
+    /// its own sake (`Ready::must_sync`): the next sync covers it, and a
+    /// crash before that recovers an older commit index, which recovery
+    /// raises to what the host applied (see `initial_state` in the node).
+    /// A ready's writes the core says must sync, a snapshot the host took
+    /// and a compaction must survive a crash before anything that depends
+    /// on them leaves the node.
     pub(crate) fn needs_sync(&self) -> bool {
-        !self.entries.is_empty()
-            || self.snapshot.is_some()
-            || self.compact_through.is_some()
-            || self.term_or_vote_changed
+        self.must_sync || self.snapshot.is_some() || self.compact_through.is_some()
     }
 }
 
@@ -69,13 +66,14 @@ pub(crate) fn run(
     done: Sender<PersistDone>,
 ) {
     while let Ok(first) = jobs.recv() {
-        let outcome = match write_group_unsynced(
+        let written = write_group_unsynced(
             &wal,
             segment_size,
             &store,
             &shared,
             std::iter::once(first).chain(jobs.try_iter()),
-        ) {
+        );
+        let durable = match written {
             // Nothing waits for this group (see PersistJob::needs_sync):
             // the next synced group reports it durable with its own.
             Ok(GroupWritten { sync: None, .. }) => continue,
@@ -85,10 +83,10 @@ pub(crate) fn run(
             }) => wal.wait_durable(ticket).map(|()| seq),
             Err(err) => Err(err),
         };
-        let outcome = match outcome {
-            Ok(seq) => PersistDone::Through(seq),
-            Err(err) => PersistDone::Failed(err.to_string()),
-        };
+        let outcome = durable.map_or_else(
+            |err| PersistDone::Failed(err.to_string()),
+            PersistDone::Through,
+        );
         let failed = matches!(outcome, PersistDone::Failed(_));
         // The driver may be gone already (node shutting down): nothing to tell.
         let _ = done.send(outcome);
@@ -333,11 +331,7 @@ mod tests {
             PersistJob {
                 entries: entries(10..=10, 3),
                 hard_state,
-                ..PersistJob::default()
-            },
-            PersistJob {
-                hard_state,
-                term_or_vote_changed: true,
+                must_sync: true,
                 ..PersistJob::default()
             },
             PersistJob {
