@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
-	"time"
 	"unsafe"
 )
 
@@ -436,31 +435,6 @@ func (n *Node) SetLogLevel(level LogLevel) error {
 	return n.call("embraft_node_set_log_level", func(p *C.embraft_node) C.embraft_status {
 		return C.embraft_node_set_log_level(p, C.uint32_t(level))
 	})
-}
-
-// Poll waits up to timeout for the next batch and returns a Go copy of it
-// (the C batch is freed before Poll returns, so no C memory outlives the
-// call). It returns (nil, nil) when no batch came in time.
-//
-// A batch that asks for a restore comes with the snapshot's file open
-// (Ready.Restore.File), which the caller must close. If that file cannot
-// be opened, Poll returns the rest of the batch together with the error:
-// the state machine cannot be brought to the snapshot, so the host must
-// not apply the batch's entries; close the node and start it again.
-func (n *Node) Poll(timeout time.Duration) (*Ready, error) {
-	var ready *C.embraft_ready
-	err := n.call("embraft_node_poll_ready", func(p *C.embraft_node) C.embraft_status {
-		return C.embraft_node_poll_ready(p, C.uint32_t(timeout/time.Millisecond), &ready)
-	})
-	if err != nil {
-		if code, ok := err.(*CallError); ok && code.Code == ErrTimedOut {
-			return nil, nil
-		}
-		return nil, err
-	}
-	out, err := copyReady(ready)
-	C.embraft_ready_free(ready)
-	return out, err
 }
 
 // Status returns a snapshot of the node's status.

@@ -1,13 +1,95 @@
 package embraft
 
 /*
+#include <string.h>
 #include <embraft.h>
+
+// A batch is read in two cgo calls, not one per item and field: a call
+// into C costs far more from Go than from C, and a batch holds a few
+// items per proposal. The loops below call the getters from C instead.
+// The getters cannot fail for indexes below their counts.
+
+typedef struct {
+	uint32_t role;
+	uint64_t leader, term;
+	bool changed;
+	size_t messages, message_bytes, entries, outcomes, reads, logs;
+	bool restore, wanted;
+	uint64_t restore_index, restore_term, wanted_index;
+} embraft_go_summary;
+
+// embraft_go_poll polls like embraft_node_poll_ready and, when a batch
+// came, summarizes it: what Go must allocate to copy it.
+static embraft_status embraft_go_poll(embraft_node *node, uint32_t timeout_ms,
+		embraft_ready **out, embraft_go_summary *s) {
+	embraft_status status = embraft_node_poll_ready(node, timeout_ms, out);
+	if (status != EMBRAFT_OK) {
+		return status;
+	}
+	embraft_ready *r = *out;
+	embraft_ready_state_changed(r, &s->changed);
+	embraft_ready_state(r, &s->role, &s->leader, &s->term);
+	embraft_ready_message_count(r, &s->messages);
+	s->message_bytes = 0;
+	for (size_t i = 0; i < s->messages; i++) {
+		uint64_t to;
+		const uint8_t *data;
+		size_t size;
+		embraft_ready_message(r, i, &to, &data, &size);
+		s->message_bytes += size;
+	}
+	embraft_ready_entry_count(r, &s->entries);
+	embraft_ready_outcome_count(r, &s->outcomes);
+	embraft_ready_read_count(r, &s->reads);
+	embraft_ready_log_count(r, &s->logs);
+	embraft_ready_snapshot_to_restore(r, &s->restore, &s->restore_index, &s->restore_term);
+	embraft_ready_snapshot_wanted(r, &s->wanted, &s->wanted_index);
+	return EMBRAFT_OK;
+}
+
+typedef struct { uint64_t to; size_t size; } embraft_go_message;
+typedef struct {
+	uint64_t index, term, proposal;
+	uint32_t kind;
+	const uint8_t *data;
+	size_t size;
+} embraft_go_entry;
+typedef struct { uint64_t id, index; uint32_t outcome; } embraft_go_outcome;
+typedef struct { uint64_t context, index; uint32_t result; } embraft_go_read;
+
+// embraft_go_items fills arrays sized by the summary, and copies every
+// message's bytes, back to back, into message_bytes (Go memory).
+static void embraft_go_items(const embraft_ready *r,
+		embraft_go_message *messages, size_t message_count, uint8_t *message_bytes,
+		embraft_go_entry *entries, size_t entry_count,
+		embraft_go_outcome *outcomes, size_t outcome_count,
+		embraft_go_read *reads, size_t read_count) {
+	for (size_t i = 0; i < message_count; i++) {
+		const uint8_t *data;
+		embraft_ready_message(r, i, &messages[i].to, &data, &messages[i].size);
+		memcpy(message_bytes, data, messages[i].size);
+		message_bytes += messages[i].size;
+	}
+	for (size_t i = 0; i < entry_count; i++) {
+		embraft_go_entry *e = &entries[i];
+		embraft_ready_entry(r, i, &e->index, &e->term, &e->kind, &e->data, &e->size, &e->proposal);
+	}
+	for (size_t i = 0; i < outcome_count; i++) {
+		embraft_go_outcome *o = &outcomes[i];
+		embraft_ready_outcome(r, i, &o->id, &o->outcome, &o->index);
+	}
+	for (size_t i = 0; i < read_count; i++) {
+		embraft_go_read *d = &reads[i];
+		embraft_ready_read(r, i, &d->context, &d->result, &d->index);
+	}
+}
 */
 import "C"
 
 import (
 	"fmt"
 	"os"
+	"time"
 	"unsafe"
 )
 
@@ -87,102 +169,128 @@ type Ready struct {
 	Logs                []LogLine
 }
 
-// goBytes copies a library-owned view; views are never NULL.
-func goBytes(p *C.uint8_t, n C.size_t) []byte {
-	return C.GoBytes(unsafe.Pointer(p), C.int(n))
+// Poll waits up to timeout for the next batch and returns a Go copy of it
+// (the C batch is freed before Poll returns, so no C memory outlives the
+// call). It returns (nil, nil) when no batch came in time.
+//
+// A batch that asks for a restore comes with the snapshot's file open
+// (Ready.Restore.File), which the caller must close. If that file cannot
+// be opened, Poll returns the rest of the batch together with the error:
+// the state machine cannot be brought to the snapshot, so the host must
+// not apply the batch's entries; close the node and start it again.
+func (n *Node) Poll(timeout time.Duration) (*Ready, error) {
+	var ready *C.embraft_ready
+	var summary C.embraft_go_summary
+	err := n.call("embraft_node_poll_ready", func(p *C.embraft_node) C.embraft_status {
+		return C.embraft_go_poll(p, C.uint32_t(timeout/time.Millisecond), &ready, &summary)
+	})
+	if err != nil {
+		if code, ok := err.(*CallError); ok && code.Code == ErrTimedOut {
+			return nil, nil
+		}
+		return nil, err
+	}
+	out, err := copyReady(ready, &summary)
+	C.embraft_ready_free(ready)
+	return out, err
 }
 
-// copyReady copies everything out of a batch. The getters cannot fail for
-// indexes below their counts, so their codes are not checked. It fails only
-// when the batch asks for a restore whose file cannot be opened; the rest
-// of the batch is returned all the same.
-func copyReady(r *C.embraft_ready) (out *Ready, restoreErr error) {
-	out = &Ready{}
-	var changed C.bool
-	C.embraft_ready_state_changed(r, &changed)
-	out.StateChanged = bool(changed)
-	var role C.uint32_t
-	var leader, term C.uint64_t
-	C.embraft_ready_state(r, &role, &leader, &term)
-	out.State = State{Role(role), uint64(leader), uint64(term)}
-
-	var count C.size_t
-	C.embraft_ready_message_count(r, &count)
-	if count > 0 {
-		out.Messages = make([]Message, count)
-		for i := range out.Messages {
-			var to C.uint64_t
-			var data *C.uint8_t
-			var size C.size_t
-			C.embraft_ready_message(r, C.size_t(i), &to, &data, &size)
-			out.Messages[i] = Message{uint64(to), goBytes(data, size)}
+// copyReady copies everything out of a batch that embraft_go_poll
+// summarized. It fails only when the batch asks for a restore whose file
+// cannot be opened; the rest of the batch is returned all the same.
+func copyReady(r *C.embraft_ready, sum *C.embraft_go_summary) (out *Ready, restoreErr error) {
+	out = &Ready{
+		StateChanged: bool(sum.changed),
+		State:        State{Role(sum.role), uint64(sum.leader), uint64(sum.term)},
+	}
+	var (
+		messages []C.embraft_go_message
+		entries  []C.embraft_go_entry
+		outcomes []C.embraft_go_outcome
+		reads    []C.embraft_go_read
+		// All messages' bytes in one allocation: a transport sends them and
+		// lets go, so sharing a backing array costs nothing.
+		messageBytes = make([]byte, int(sum.message_bytes))
+	)
+	if sum.messages > 0 {
+		messages = make([]C.embraft_go_message, int(sum.messages))
+	}
+	if sum.entries > 0 {
+		entries = make([]C.embraft_go_entry, int(sum.entries))
+	}
+	if sum.outcomes > 0 {
+		outcomes = make([]C.embraft_go_outcome, int(sum.outcomes))
+	}
+	if sum.reads > 0 {
+		reads = make([]C.embraft_go_read, int(sum.reads))
+	}
+	if sum.messages+sum.entries+sum.outcomes+sum.reads > 0 {
+		C.embraft_go_items(r, firstOf(messages), sum.messages, (*C.uint8_t)(firstOf(messageBytes)),
+			firstOf(entries), sum.entries, firstOf(outcomes), sum.outcomes, firstOf(reads), sum.reads)
+	}
+	if len(messages) > 0 {
+		out.Messages = make([]Message, len(messages))
+		at := 0
+		for i, m := range messages {
+			end := at + int(m.size)
+			// Capped, so a transport that appends to one message (framing
+			// it) reallocates instead of overwriting the next.
+			out.Messages[i] = Message{uint64(m.to), messageBytes[at:end:end]}
+			at = end
 		}
 	}
-	count = 0
-	C.embraft_ready_entry_count(r, &count)
-	if count > 0 {
-		out.Entries = make([]Entry, count)
-		for i := range out.Entries {
-			var index, eterm, proposal C.uint64_t
-			var kind C.uint32_t
-			var data *C.uint8_t
-			var size C.size_t
-			C.embraft_ready_entry(r, C.size_t(i), &index, &eterm, &kind, &data, &size, &proposal)
-			out.Entries[i] = Entry{uint64(index), uint64(eterm), EntryKind(kind), goBytes(data, size), uint64(proposal)}
+	if len(entries) > 0 {
+		out.Entries = make([]Entry, len(entries))
+		for i, e := range entries {
+			// Each entry gets its own copy: a state machine may keep its
+			// data, and must not pin the whole batch by doing so.
+			data := make([]byte, int(e.size))
+			if len(data) > 0 {
+				copy(data, unsafe.Slice((*byte)(unsafe.Pointer(e.data)), len(data)))
+			}
+			out.Entries[i] = Entry{uint64(e.index), uint64(e.term), EntryKind(e.kind), data, uint64(e.proposal)}
 		}
 	}
-	count = 0
-	C.embraft_ready_outcome_count(r, &count)
-	if count > 0 {
-		out.Outcomes = make([]Outcome, count)
-		for i := range out.Outcomes {
-			var id, index C.uint64_t
-			var outcome C.uint32_t
-			C.embraft_ready_outcome(r, C.size_t(i), &id, &outcome, &index)
-			out.Outcomes[i] = Outcome{uint64(id), uint32(outcome), uint64(index)}
+	if len(outcomes) > 0 {
+		out.Outcomes = make([]Outcome, len(outcomes))
+		for i, o := range outcomes {
+			out.Outcomes[i] = Outcome{uint64(o.id), uint32(o.outcome), uint64(o.index)}
 		}
 	}
-	count = 0
-	C.embraft_ready_read_count(r, &count)
-	if count > 0 {
-		out.Reads = make([]ReadResult, count)
-		for i := range out.Reads {
-			var ctx, index C.uint64_t
-			var result C.uint32_t
-			C.embraft_ready_read(r, C.size_t(i), &ctx, &result, &index)
-			out.Reads[i] = ReadResult{uint64(ctx), uint32(result), uint64(index)}
+	if len(reads) > 0 {
+		out.Reads = make([]ReadResult, len(reads))
+		for i, d := range reads {
+			out.Reads[i] = ReadResult{uint64(d.context), uint32(d.result), uint64(d.index)}
 		}
 	}
-	var present C.bool
-	var sindex, sterm C.uint64_t
-	C.embraft_ready_snapshot_to_restore(r, &present, &sindex, &sterm)
-	if present {
+	if sum.restore {
 		// The path is the batch's and the file is pinned only until the
 		// batch is freed: open it now, keep only the Go copy of the name.
 		var path *C.char
 		if code := C.embraft_ready_snapshot_path(r, &path); code != C.EMBRAFT_OK {
 			restoreErr = &CallError{Op: "embraft_ready_snapshot_path", Code: Code(code)}
 		} else if f, err := os.Open(C.GoString(path)); err != nil {
-			restoreErr = fmt.Errorf("embraft: opening the snapshot to restore (index %d): %w", uint64(sindex), err)
+			restoreErr = fmt.Errorf("embraft: opening the snapshot to restore (index %d): %w", uint64(sum.restore_index), err)
 		} else {
-			out.Restore = &SnapshotRestore{Index: uint64(sindex), Term: uint64(sterm), File: f}
+			out.Restore = &SnapshotRestore{Index: uint64(sum.restore_index), Term: uint64(sum.restore_term), File: f}
 		}
 	}
-	var wanted C.bool
-	var windex C.uint64_t
-	C.embraft_ready_snapshot_wanted(r, &wanted, &windex)
-	if wanted {
-		out.SnapshotWanted, out.SnapshotWantedIndex = true, uint64(windex)
-	}
-	count = 0
-	C.embraft_ready_log_count(r, &count)
-	for i := C.size_t(0); i < count; i++ {
+	out.SnapshotWanted, out.SnapshotWantedIndex = bool(sum.wanted), uint64(sum.wanted_index)
+	for i := C.size_t(0); i < sum.logs; i++ {
 		var level C.uint32_t
 		var text *C.char
 		C.embraft_ready_log(r, i, &level, &text)
 		out.Logs = append(out.Logs, LogLine{LogLevel(level), C.GoString(text)})
 	}
 	return out, restoreErr
+}
+
+// firstOf is a pointer to s's first element for C, or nil when s is empty.
+func firstOf[T any](s []T) *T {
+	if len(s) == 0 {
+		return nil
+	}
+	return &s[0]
 }
 
 // PeerProgress is a leader's view of one peer.

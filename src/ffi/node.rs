@@ -502,7 +502,10 @@ pub unsafe extern "C" fn embraft_node_status(
 /// Writes to `*fd_out` a file descriptor that is readable while a batch
 /// (or a failure) waits for `embraft_node_poll_ready`: add it to poll,
 /// epoll or an event loop. The descriptor is owned by the node and closed
-/// by `embraft_node_free`: never read, write or close it.
+/// by `embraft_node_free`: never read, write or close it. The node keeps
+/// the descriptor up to date from the first call of this function on (a
+/// batch already waiting makes it readable at once); a host that never
+/// asks for it does not pay two system calls per batch to keep it.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`).

@@ -843,7 +843,9 @@ impl Node {
     /// A descriptor that is readable while a batch (or a failure) waits to
     /// be polled. Owned by the node: do not close it or read from it.
     pub fn readiness_fd(&self) -> RawFd {
-        self.shared.readiness.fd()
+        let outbox = self.shared.outbox.lock();
+        let waiting = !outbox.pending.is_empty() || outbox.failure.is_some();
+        self.shared.readiness.arm(waiting)
     }
 
     /// The node's state as of the driver's last round.
