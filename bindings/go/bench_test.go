@@ -49,9 +49,11 @@ func BenchmarkRaft(b *testing.B) {
 		// Both clusters run side by side and take turns per
 		// configuration, so that each ratio compares runs a few seconds
 		// apart, under the same disk and machine weather.
+		embraftDir, etcdDir := benchDir(b), benchDir(b)
+		dirs := []string{embraftDir, etcdDir}
 		clusters := map[string]benchCluster{
-			"embraft": newEmbraftBench(b, durable),
-			"etcd":    newEtcdBench(b, durable),
+			"embraft": newEmbraftBench(b, durable, embraftDir),
+			"etcd":    newEtcdBench(b, durable, etcdDir),
 		}
 		for _, size := range benchSizes {
 			for _, proposers := range benchProposers {
@@ -65,6 +67,12 @@ func BenchmarkRaft(b *testing.B) {
 		}
 		for _, c := range clusters {
 			c.close()
+		}
+		// The next durability's runs should not share the disk with the
+		// write-back of this one's files: deleted, their dirty pages are
+		// dropped instead.
+		for _, dir := range dirs {
+			os.RemoveAll(dir)
 		}
 	}
 }
@@ -194,7 +202,7 @@ type embraftBench struct {
 	nodes  []*Raft
 }
 
-func newEmbraftBench(b *testing.B, durable bool) *embraftBench {
+func newEmbraftBench(b *testing.B, durable bool, dir string) *embraftBench {
 	ids := []uint64{1, 2, 3}
 	mode := SyncNever
 	if durable {
@@ -205,7 +213,6 @@ func newEmbraftBench(b *testing.B, durable bool) *embraftBench {
 		network.inboxes[id] = make(chan []byte, 65536)
 	}
 	c := &embraftBench{}
-	dir := benchDir(b)
 	for _, id := range ids {
 		r, err := Start(Options{
 			Config: Config{ID: id, Peers: ids, DataDir: filepath.Join(dir, fmt.Sprint(id)), Sync: mode,
@@ -274,10 +281,9 @@ type etcdNode struct {
 // etcdLogSize is the preallocated size of etcd raft's synced log file.
 const etcdLogSize = 64 << 20
 
-func newEtcdBench(b *testing.B, durable bool) *etcdBench {
+func newEtcdBench(b *testing.B, durable bool, dir string) *etcdBench {
 	c := &etcdBench{stop: make(chan struct{}), waiters: map[uint64]chan struct{}{}}
 	peers := []etcdraft.Peer{{ID: 1}, {ID: 2}, {ID: 3}}
-	dir := benchDir(b)
 	for _, p := range peers {
 		storage := etcdraft.NewMemoryStorage()
 		n := &etcdNode{id: p.ID, storage: storage, inbox: make(chan []byte, 65536)}
