@@ -1,7 +1,6 @@
 package embraft
 
 /*
-#include <string.h>
 #include <embraft.h>
 
 // A batch is read in two cgo calls, not one per item and field: a call
@@ -13,13 +12,13 @@ typedef struct {
 	uint32_t role;
 	uint64_t leader, term;
 	bool changed;
-	size_t messages, message_bytes, entries, outcomes, reads, logs;
+	size_t messages, entries, outcomes, reads, logs;
 	bool restore, wanted;
 	uint64_t restore_index, restore_term, wanted_index;
 } embraft_go_summary;
 
 // embraft_go_poll polls like embraft_node_poll_ready and, when a batch
-// came, summarizes it: what Go must allocate to copy it.
+// came, summarizes it: its state and how many items of each kind it holds.
 static embraft_status embraft_go_poll(embraft_node *node, uint32_t timeout_ms,
 		embraft_ready **out, embraft_go_summary *s) {
 	embraft_status status = embraft_node_poll_ready(node, timeout_ms, out);
@@ -30,14 +29,6 @@ static embraft_status embraft_go_poll(embraft_node *node, uint32_t timeout_ms,
 	embraft_ready_state_changed(r, &s->changed);
 	embraft_ready_state(r, &s->role, &s->leader, &s->term);
 	embraft_ready_message_count(r, &s->messages);
-	s->message_bytes = 0;
-	for (size_t i = 0; i < s->messages; i++) {
-		uint64_t to;
-		const uint8_t *data;
-		size_t size;
-		embraft_ready_message(r, i, &to, &data, &size);
-		s->message_bytes += size;
-	}
 	embraft_ready_entry_count(r, &s->entries);
 	embraft_ready_outcome_count(r, &s->outcomes);
 	embraft_ready_read_count(r, &s->reads);
@@ -47,7 +38,7 @@ static embraft_status embraft_go_poll(embraft_node *node, uint32_t timeout_ms,
 	return EMBRAFT_OK;
 }
 
-typedef struct { uint64_t to; size_t size; } embraft_go_message;
+typedef struct { uint64_t to; const uint8_t *data; size_t size; } embraft_go_message;
 typedef struct {
 	uint64_t index, term, proposal;
 	uint32_t kind;
@@ -57,18 +48,16 @@ typedef struct {
 typedef struct { uint64_t id, index; uint32_t outcome; } embraft_go_outcome;
 typedef struct { uint64_t context, index; uint32_t result; } embraft_go_read;
 
-// embraft_go_items fills arrays sized by the summary, and copies every
-// message's bytes, back to back, into message_bytes (Go memory).
+// embraft_go_items fills arrays (Go memory) sized by the summary with the
+// items and views of their bytes, valid until the batch is freed.
 static void embraft_go_items(const embraft_ready *r,
-		embraft_go_message *messages, size_t message_count, uint8_t *message_bytes,
+		embraft_go_message *messages, size_t message_count,
 		embraft_go_entry *entries, size_t entry_count,
 		embraft_go_outcome *outcomes, size_t outcome_count,
 		embraft_go_read *reads, size_t read_count) {
 	for (size_t i = 0; i < message_count; i++) {
-		const uint8_t *data;
-		embraft_ready_message(r, i, &messages[i].to, &data, &messages[i].size);
-		memcpy(message_bytes, data, messages[i].size);
-		message_bytes += messages[i].size;
+		embraft_go_message *m = &messages[i];
+		embraft_ready_message(r, i, &m->to, &m->data, &m->size);
 	}
 	for (size_t i = 0; i < entry_count; i++) {
 		embraft_go_entry *e = &entries[i];
@@ -203,40 +192,29 @@ func copyReady(r *C.embraft_ready, sum *C.embraft_go_summary) (out *Ready, resto
 		StateChanged: bool(sum.changed),
 		State:        State{Role(sum.role), uint64(sum.leader), uint64(sum.term)},
 	}
-	var (
-		messages []C.embraft_go_message
-		entries  []C.embraft_go_entry
-		outcomes []C.embraft_go_outcome
-		reads    []C.embraft_go_read
-		// All messages' bytes in one allocation: a transport sends them and
-		// lets go, so sharing a backing array costs nothing.
-		messageBytes = make([]byte, int(sum.message_bytes))
-	)
-	if sum.messages > 0 {
-		messages = make([]C.embraft_go_message, int(sum.messages))
-	}
-	if sum.entries > 0 {
-		entries = make([]C.embraft_go_entry, int(sum.entries))
-	}
-	if sum.outcomes > 0 {
-		outcomes = make([]C.embraft_go_outcome, int(sum.outcomes))
-	}
-	if sum.reads > 0 {
-		reads = make([]C.embraft_go_read, int(sum.reads))
-	}
+	messages := make([]C.embraft_go_message, int(sum.messages))
+	entries := make([]C.embraft_go_entry, int(sum.entries))
+	outcomes := make([]C.embraft_go_outcome, int(sum.outcomes))
+	reads := make([]C.embraft_go_read, int(sum.reads))
 	if sum.messages+sum.entries+sum.outcomes+sum.reads > 0 {
-		C.embraft_go_items(r, firstOf(messages), sum.messages, (*C.uint8_t)(firstOf(messageBytes)),
-			firstOf(entries), sum.entries, firstOf(outcomes), sum.outcomes, firstOf(reads), sum.reads)
+		C.embraft_go_items(r, firstOf(messages), sum.messages, firstOf(entries), sum.entries,
+			firstOf(outcomes), sum.outcomes, firstOf(reads), sum.reads)
 	}
 	if len(messages) > 0 {
+		// All messages' bytes in one allocation: a transport sends them and
+		// lets go, so sharing a backing array costs nothing.
+		total := 0
+		for _, m := range messages {
+			total += int(m.size)
+		}
+		messageBytes := make([]byte, 0, total)
 		out.Messages = make([]Message, len(messages))
-		at := 0
 		for i, m := range messages {
-			end := at + int(m.size)
+			at := len(messageBytes)
+			messageBytes = append(messageBytes, cView(m.data, m.size)...)
 			// Capped, so a transport that appends to one message (framing
 			// it) reallocates instead of overwriting the next.
-			out.Messages[i] = Message{uint64(m.to), messageBytes[at:end:end]}
-			at = end
+			out.Messages[i] = Message{uint64(m.to), messageBytes[at:len(messageBytes):len(messageBytes)]}
 		}
 	}
 	if len(entries) > 0 {
@@ -244,10 +222,7 @@ func copyReady(r *C.embraft_ready, sum *C.embraft_go_summary) (out *Ready, resto
 		for i, e := range entries {
 			// Each entry gets its own copy: a state machine may keep its
 			// data, and must not pin the whole batch by doing so.
-			data := make([]byte, int(e.size))
-			if len(data) > 0 {
-				copy(data, unsafe.Slice((*byte)(unsafe.Pointer(e.data)), len(data)))
-			}
+			data := append([]byte{}, cView(e.data, e.size)...)
 			out.Entries[i] = Entry{uint64(e.index), uint64(e.term), EntryKind(e.kind), data, uint64(e.proposal)}
 		}
 	}
@@ -283,6 +258,15 @@ func copyReady(r *C.embraft_ready, sum *C.embraft_go_summary) (out *Ready, resto
 		out.Logs = append(out.Logs, LogLine{LogLevel(level), C.GoString(text)})
 	}
 	return out, restoreErr
+}
+
+// cView is a Go view of n library-owned bytes at p, valid while the batch
+// that owns them lives; copy before keeping it.
+func cView(p *C.uint8_t, n C.size_t) []byte {
+	if n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n))
 }
 
 // firstOf is a pointer to s's first element for C, or nil when s is empty.
