@@ -348,44 +348,46 @@ pub(crate) enum Busy {
 
 impl Inputs {
     /// Queues `input` without blocking; an inline node then runs it.
-    fn send(&self, shared: &Shared, input: Input, busy: Busy) -> Result<(), NodeError> {
-        if shared.failed.load(Ordering::Acquire) {
-            return Err(shared.failure_error());
+    fn send(&self, input: Input, busy: Busy) -> Result<(), NodeError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(self.shared.failure_error());
         }
         match self.queue.try_send(input) {
-            Ok(()) => self.run_inline(shared, busy),
+            Ok(()) => self.run_inline(busy),
             Err(TrySendError::Full(_)) => Err(NodeError::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(shared.failure_error()),
+            Err(TrySendError::Disconnected(_)) => Err(self.shared.failure_error()),
         }
     }
 
     /// Queues `input`, waiting for room if the queue is full.
-    pub(crate) fn send_blocking(&self, shared: &Shared, input: Input) -> Result<(), NodeError> {
+    pub(crate) fn send_blocking(&self, input: Input) -> Result<(), NodeError> {
         let mut input = input;
         if self.inline.is_some() {
             // Nobody else empties the queue while this caller waits: run
             // rounds until there is room.
             loop {
                 match self.queue.try_send(input) {
-                    Ok(()) => return self.run_inline(shared, Busy::Wait),
+                    Ok(()) => return self.run_inline(Busy::Wait),
                     Err(TrySendError::Full(back)) => {
                         input = back;
-                        self.run_inline(shared, Busy::Wait)?;
+                        self.run_inline(Busy::Wait)?;
                     }
-                    Err(TrySendError::Disconnected(_)) => return Err(shared.failure_error()),
+                    Err(TrySendError::Disconnected(_)) => return Err(self.shared.failure_error()),
                 }
             }
         }
-        self.queue.send(input).map_err(|_| shared.failure_error())
+        self.queue
+            .send(input)
+            .map_err(|_| self.shared.failure_error())
     }
 
     /// Inline mode: runs a driver round, which handles every queued input,
     /// the caller's included. Threaded mode: nothing to do.
-    fn run_inline(&self, shared: &Shared, busy: Busy) -> Result<(), NodeError> {
+    fn run_inline(&self, busy: Busy) -> Result<(), NodeError> {
         if self.drive(busy) {
             Ok(())
         } else {
-            Err(shared.failure_error())
+            Err(self.shared.failure_error())
         }
     }
 
@@ -858,19 +860,20 @@ impl Node {
     }
 
     fn send(&self, input: Input) -> Result<(), NodeError> {
-        let Some(inputs) = &self.inputs else {
-            return Err(NodeError::Failed("node is shutting down".into()));
-        };
-        inputs.send(&self.shared, input, Busy::Wait)
+        self.send_with(input, Busy::Wait)
     }
 
     /// [`Node::send`] for inputs whose results are asynchronous: an
     /// inline node may hand them to the thread running its round.
     fn send_async(&self, input: Input) -> Result<(), NodeError> {
+        self.send_with(input, Busy::HandOff)
+    }
+
+    fn send_with(&self, input: Input, busy: Busy) -> Result<(), NodeError> {
         let Some(inputs) = &self.inputs else {
             return Err(NodeError::Failed("node is shutting down".into()));
         };
-        inputs.send(&self.shared, input, Busy::HandOff)
+        inputs.send(input, busy)
     }
 
     fn failure_error(&self) -> NodeError {

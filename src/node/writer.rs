@@ -86,7 +86,7 @@ impl SnapshotWriter {
         let Some(inputs) = self.inputs.upgrade() else {
             return Err(self.shared.failure_error());
         };
-        inputs.send_blocking(&self.shared, input)?;
+        inputs.send_blocking(input)?;
         drop(inputs);
         answer.recv().map_err(|_| self.shared.failure_error())?
     }
