@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -37,6 +38,16 @@ type benchCluster interface {
 	propose(ctx context.Context, data []byte) error
 	close()
 }
+
+// Both libraries compact their logs the way etcd's raftexample does: a
+// snapshot every benchSnapshotEntries applied entries, keeping the last
+// benchCompactKeep entries for followers that lag a little. Without it
+// both would hold every proposal of the run in memory, and the later
+// cases would measure the heap's growth more than the consensus.
+const (
+	benchSnapshotEntries = 10000
+	benchCompactKeep     = 1024
+)
 
 var (
 	benchSizes     = []int{16, 1024}
@@ -216,9 +227,11 @@ func newEmbraftBench(b *testing.B, durable bool, dir string) *embraftBench {
 	for _, id := range ids {
 		r, err := Start(Options{
 			Config: Config{ID: id, Peers: ids, DataDir: filepath.Join(dir, fmt.Sprint(id)), Sync: mode,
-				InputQueueCapacity: 65536, MaxInflightMsgs: 256, Inline: benchInline()},
+				InputQueueCapacity: 65536, MaxInflightMsgs: 256, Inline: benchInline(),
+				SnapshotEntries: benchSnapshotEntries, CompactKeepEntries: benchCompactKeep},
 			StateMachine: &countingSM{}, Transport: &queuedEndpoint{net: network, id: id, stop: make(chan struct{})},
-			TickInterval: 100 * time.Millisecond,
+			TickInterval: 100 * time.Millisecond, AutoSnapshot: true,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -345,6 +358,8 @@ func (c *etcdBench) run(n *etcdNode) {
 	defer ticker.Stop()
 	var buf []byte
 	var prev raftpb.HardState
+	var confState raftpb.ConfState
+	var applied, snapshotAt uint64
 	leader := false
 	for {
 		select {
@@ -370,6 +385,7 @@ func (c *etcdBench) run(n *etcdNode) {
 				c.send(rd.Messages)
 			}
 			for _, e := range rd.CommittedEntries {
+				applied = e.Index
 				switch e.Type {
 				case raftpb.EntryNormal:
 					n.applied.Add(1)
@@ -379,13 +395,42 @@ func (c *etcdBench) run(n *etcdNode) {
 				case raftpb.EntryConfChange:
 					var cc raftpb.ConfChange
 					cc.Unmarshal(e.Data)
-					n.node.ApplyConfChange(cc)
+					confState = *n.node.ApplyConfChange(cc)
 				}
+			}
+			if applied-snapshotAt >= benchSnapshotEntries {
+				n.compact(applied, &confState)
+				snapshotAt = applied
 			}
 			n.node.Advance()
 		case <-c.stop:
 			return
 		}
+	}
+}
+
+// compact takes a snapshot at applied (the counting state machine has no
+// state to put in it) and drops the entries before it but the last
+// benchCompactKeep, as raftexample's maybeTriggerSnapshot does.
+// With sync, the snapshot is written to a file and synced first, as
+// raftexample's snapshotter does, so that both libraries pay for a
+// durable snapshot.
+func (n *etcdNode) compact(applied uint64, cs *raftpb.ConfState) {
+	snap, err := n.storage.CreateSnapshot(applied, cs, nil)
+	if err != nil {
+		return
+	}
+	if n.log != nil {
+		data, _ := snap.Marshal()
+		path := filepath.Join(filepath.Dir(n.log.Name()), fmt.Sprintf("%d.snap", n.id))
+		if f, err := os.Create(path); err == nil {
+			f.Write(data)
+			f.Sync()
+			f.Close()
+		}
+	}
+	if applied > benchCompactKeep {
+		n.storage.Compact(applied - benchCompactKeep)
 	}
 }
 
