@@ -508,3 +508,49 @@ fn pwrite_method_and_unsynced_mode_round_trip() {
         assert_eq!(rec.hard_state, hs(1, 298));
     }
 }
+
+/// Bytes this thread has caused to be written to storage so far, as the
+/// kernel counts them when pages are dirtied (Linux task I/O accounting);
+/// None where the kernel does not say.
+fn thread_write_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/thread-self/io").ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("write_bytes: "))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[test]
+fn synced_appends_write_back_about_what_they_append() {
+    // Many small synced batches filling most of a default-sized segment:
+    // the pattern under which the kernel's readahead for the mapping once
+    // grew its folios until each msync wrote back 37 times the batch.
+    const BATCH: usize = 16 << 10;
+    const BATCHES: u64 = 3000;
+    let dir = TempDir::new("ops-write-amplification");
+    let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    let Some(before) = thread_write_bytes() else {
+        eprintln!("no per-thread I/O accounting here: nothing to measure");
+        return;
+    };
+    let data = vec![0x5au8; BATCH];
+    for index in 1..=BATCHES {
+        let entry = Entry {
+            index,
+            term: 1,
+            kind: embraft::core::EntryKind::Normal,
+            data: data.clone().into(),
+        };
+        wal.append(&[entry], Some(&hs(1, index))).unwrap();
+    }
+    let written = thread_write_bytes().unwrap() - before;
+    let appended = BATCHES * BATCH as u64;
+    let ratio = written as f64 / appended as f64;
+    eprintln!("{written} bytes written back for {appended} appended ({ratio:.2}x)");
+    // A batch and its record headers share pages with the ones before and
+    // after, so a page can be written back twice; more than that means
+    // syncs write back far more than what changed.
+    assert!(
+        ratio < 3.0,
+        "{written} bytes written back for {appended} appended ({ratio:.1}x)"
+    );
+}
