@@ -14,7 +14,7 @@
 //! medians over the slices are reported.
 
 use embraft::core::{Entry, EntryKind, Payload};
-use embraft::wal::{AdvancedOptions, SyncMode, Wal, WalOptions, WriteMethod};
+use embraft::wal::{SyncMode, Wal, WalOptions, WriteMethod};
 use parking_lot::Mutex;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -177,11 +177,11 @@ struct WalContender {
 impl WalContender {
     fn open(dir: &Path, config: WalConfig) -> WalContender {
         fresh_dir(dir);
-        let advanced = AdvancedOptions {
+        let options = WalOptions {
             write_method: config.method,
-            ..AdvancedOptions::default()
+            ..WalOptions::default()
         };
-        let (wal, _) = Wal::open_with(dir, WalOptions::default(), advanced).expect("open WAL");
+        let (wal, _) = Wal::open(dir, options).expect("open WAL");
         let c = WalContender {
             config,
             wal,

@@ -178,6 +178,19 @@
 #define EMBRAFT_SYNC_NEVER 1
 
 /**
+ * WAL write methods (`embraft_config_set_wal_write_method`).
+ * Batches are copied into the segment's shared mapping and made durable
+ * with msync (the default).
+ */
+#define EMBRAFT_WAL_WRITE_MMAP 0
+
+/**
+ * Batches are written with pwrite and made durable with fdatasync; reads
+ * still go through the mapping.
+ */
+#define EMBRAFT_WAL_WRITE_PWRITE 1
+
+/**
  * Threading modes (`embraft_config_set_threading`).
  * The node runs a driver thread and a WAL thread of its own; input calls
  * only queue their input (the default).
@@ -597,6 +610,20 @@ embraft_status embraft_config_set_max_apply_bytes(embraft_config *config, uint64
  * same configuration.
  */
 embraft_status embraft_config_set_sync_mode(embraft_config *config, uint32_t mode);
+
+/**
+ * Sets how the WAL writes batches: `EMBRAFT_WAL_WRITE_MMAP` (default)
+ * or `EMBRAFT_WAL_WRITE_PWRITE`; other values fail with
+ * `EMBRAFT_ERR_INVALID_ARGUMENT`. Both are equally durable and share one
+ * on-disk format, so a data directory can be reopened with either.
+ * `pwrite` spares the kernel the page faults and TLB shootdowns of
+ * writing through a shared mapping; see docs/DISK-FORMAT.md for the
+ * measurements.
+ *
+ * Thread safety: must not run concurrently with any other call on the
+ * same configuration.
+ */
+embraft_status embraft_config_set_wal_write_method(embraft_config *config, uint32_t method);
 
 /**
  * Sets where the node does its work: `EMBRAFT_THREADING_NODE` (default)

@@ -366,7 +366,6 @@ fn a_failed_sync_poisons_the_log_until_reopened() {
     let advanced = AdvancedOptions {
         files: faults.clone(),
         prepare_ahead: false,
-        ..AdvancedOptions::default()
     };
     let (wal, _) = Wal::open_with(dir.path(), small(1 << 16), advanced).unwrap();
     wal.append(&entries(1, 10, 1), Some(&hs(1, 5))).unwrap();
@@ -429,7 +428,6 @@ fn running_out_of_space_is_an_error_not_a_crash() {
         let advanced = AdvancedOptions {
             files: faults.clone(),
             prepare_ahead,
-            ..AdvancedOptions::default()
         };
         let r = Wal::open_with(dir.path(), small(4096), advanced);
         assert!(
@@ -451,7 +449,6 @@ fn running_out_of_space_is_an_error_not_a_crash() {
         let advanced = AdvancedOptions {
             files: faults.clone(),
             prepare_ahead,
-            ..AdvancedOptions::default()
         };
         let (wal, _) = Wal::open_with(d.path(), small(4096), advanced).unwrap();
         // Let a background preparation (which has space) finish, then run
@@ -490,20 +487,17 @@ fn pwrite_method_and_unsynced_mode_round_trip() {
         let options = WalOptions {
             segment_size: 4096,
             sync,
-        };
-        let advanced = AdvancedOptions {
             write_method: method,
-            ..AdvancedOptions::default()
         };
         let expected = entries(1, 300, 1);
         {
-            let (wal, _) = Wal::open_with(dir.path(), options.clone(), advanced.clone()).unwrap();
+            let (wal, _) = Wal::open(dir.path(), options.clone()).unwrap();
             for chunk in expected.chunks(3) {
                 wal.append(chunk, Some(&hs(1, chunk[0].index))).unwrap();
             }
             assert_eq!(all(&wal), expected);
         }
-        let (_, rec) = Wal::open_with(dir.path(), options, advanced).unwrap();
+        let (_, rec) = Wal::open(dir.path(), options).unwrap();
         assert_eq!(rec.entries, expected, "{method:?} {sync:?}");
         assert_eq!(rec.hard_state, hs(1, 298));
     }

@@ -208,6 +208,15 @@ func benchInline() bool {
 	return os.Getenv("EMBRAFT_BENCH_THREADING") != "node"
 }
 
+// benchWALWrite chooses how embraft writes its WAL: through the mapping
+// (the default) or, with EMBRAFT_BENCH_WAL_WRITE=pwrite, with pwrite.
+func benchWALWrite() WALWriteMethod {
+	if os.Getenv("EMBRAFT_BENCH_WAL_WRITE") == "pwrite" {
+		return WALWritePwrite
+	}
+	return WALWriteMmap
+}
+
 type embraftBench struct {
 	leader *Raft
 	nodes  []*Raft
@@ -227,7 +236,7 @@ func newEmbraftBench(b *testing.B, durable bool, dir string) *embraftBench {
 	for _, id := range ids {
 		r, err := Start(Options{
 			Config: Config{ID: id, Peers: ids, DataDir: filepath.Join(dir, fmt.Sprint(id)), Sync: mode,
-				InputQueueCapacity: 65536, MaxInflightMsgs: 256, Inline: benchInline(),
+				WALWrite: benchWALWrite(), InputQueueCapacity: 65536, MaxInflightMsgs: 256, Inline: benchInline(),
 				SnapshotEntries: benchSnapshotEntries, CompactKeepEntries: benchCompactKeep},
 			StateMachine: &countingSM{}, Transport: &queuedEndpoint{net: network, id: id, stop: make(chan struct{})},
 			TickInterval: 100 * time.Millisecond, AutoSnapshot: true,

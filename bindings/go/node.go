@@ -81,6 +81,21 @@ const (
 	SyncNever SyncMode = C.EMBRAFT_SYNC_NEVER
 )
 
+// WALWriteMethod is how the write-ahead log writes batches. Both are
+// equally durable and write the same files, so a data directory can be
+// reopened with either.
+type WALWriteMethod uint32
+
+const (
+	// WALWriteMmap copies batches into the segment's shared mapping and
+	// syncs them with msync (the default).
+	WALWriteMmap WALWriteMethod = C.EMBRAFT_WAL_WRITE_MMAP
+	// WALWritePwrite writes batches with pwrite and syncs them with
+	// fdatasync, sparing the kernel the page faults and TLB shootdowns of
+	// a written mapping; reads still go through the mapping.
+	WALWritePwrite WALWriteMethod = C.EMBRAFT_WAL_WRITE_PWRITE
+)
+
 // Config configures a node. Zero values keep the library's defaults.
 type Config struct {
 	ID      uint64
@@ -95,6 +110,7 @@ type Config struct {
 	DisableCheckQuorum bool
 	LeaseReads         bool
 	Sync               SyncMode
+	WALWrite           WALWriteMethod
 	LogLevel           LogLevel
 	// AppliedIndex is what the state machine has durably applied; committed
 	// entries after it are delivered again on restart.
@@ -172,6 +188,9 @@ func (c *Config) build() (*C.embraft_config, error) {
 		{"set_check_quorum", !c.DisableCheckQuorum, func() C.embraft_status { return C.embraft_config_set_check_quorum(cfg, false) }},
 		{"set_lease_reads", !c.LeaseReads, func() C.embraft_status { return C.embraft_config_set_lease_reads(cfg, true) }},
 		{"set_sync_mode", false, func() C.embraft_status { return C.embraft_config_set_sync_mode(cfg, C.uint32_t(c.Sync)) }},
+		{"set_wal_write_method", c.WALWrite == WALWriteMmap, func() C.embraft_status {
+			return C.embraft_config_set_wal_write_method(cfg, C.uint32_t(c.WALWrite))
+		}},
 		{"set_log_level", false, func() C.embraft_status { return C.embraft_config_set_log_level(cfg, C.uint32_t(c.LogLevel)) }},
 		{"set_applied_index", false, func() C.embraft_status {
 			return C.embraft_config_set_applied_index(cfg, C.uint64_t(c.AppliedIndex))

@@ -260,14 +260,17 @@ func TestFinalizerFreesForgottenNode(t *testing.T) {
 }
 
 func TestSingleNodeProposeAndRead(t *testing.T) {
-	t.Run("threaded", func(t *testing.T) { testSingleNodeProposeAndRead(t, false) })
-	t.Run("inline", func(t *testing.T) { testSingleNodeProposeAndRead(t, true) })
+	t.Run("threaded", func(t *testing.T) { testSingleNodeProposeAndRead(t, Config{Sync: SyncNever}) })
+	t.Run("inline", func(t *testing.T) { testSingleNodeProposeAndRead(t, Config{Sync: SyncNever, Inline: true}) })
+	t.Run("synced-pwrite", func(t *testing.T) { testSingleNodeProposeAndRead(t, Config{WALWrite: WALWritePwrite}) })
 }
 
-func testSingleNodeProposeAndRead(t *testing.T, inline bool) {
+// testSingleNodeProposeAndRead runs a one-node cluster configured as
+// config, whose identity, directory and segment size it fills in.
+func testSingleNodeProposeAndRead(t *testing.T, config Config) {
 	sm := &counterSM{}
-	r, err := Start(Options{Config: Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever, Inline: inline},
-		StateMachine: sm, TickInterval: testTick, Logger: testLogger(t)})
+	config.SegmentSize, config.ID, config.Peers, config.DataDir = testSegmentSize, 1, []uint64{1}, t.TempDir()
+	r, err := Start(Options{Config: config, StateMachine: sm, TickInterval: testTick, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

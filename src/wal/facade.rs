@@ -9,8 +9,7 @@ use super::recovery::recover;
 use super::segment::{io_error, EntryLoc, Segment};
 use super::writer::{BatchView, Writer};
 use super::{
-    AdvancedOptions, Recovered, RecoveryReport, SyncMode, WalError, WalOptions, WriteMethod,
-    WriteTicket,
+    AdvancedOptions, Recovered, RecoveryReport, SyncMode, WalError, WalOptions, WriteTicket,
 };
 use crate::core::{Entry, HardState, Index, SnapshotMeta, Term};
 use parking_lot::{Mutex, RwLock};
@@ -39,7 +38,6 @@ pub struct Wal {
     pub(super) dir: PathBuf,
     pub(super) options: WalOptions,
     pub(super) files: Arc<dyn FileLayer>,
-    pub(super) method: WriteMethod,
     pub(super) prepare_ahead: bool,
     /// Serializes writers, rotation and compaction.
     pub(super) writer: Mutex<Writer>,
@@ -115,18 +113,18 @@ impl Wal {
             .map(|s| (s.seq, s.clone()))
             .collect();
         segments.insert(active.seq, active.clone());
+        let write_method = options.write_method;
         let wal = Wal {
             dir: dir.to_path_buf(),
             options,
             files: files.clone(),
-            method: advanced.write_method,
             prepare_ahead: advanced.prepare_ahead,
             writer: Mutex::new(Writer::new(active.clone(), end, pending)),
             log: RwLock::new(LogView {
                 state: recovery.state,
                 segments,
             }),
-            commit: GroupCommit::new(files, advanced.write_method, active.clone(), end),
+            commit: GroupCommit::new(files, write_method, active.clone(), end),
             report: recovery.report,
             _lock: lock,
         };

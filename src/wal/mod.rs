@@ -43,6 +43,9 @@ pub struct WalOptions {
     /// segments; existing ones keep the size in their header.
     pub segment_size: u64,
     pub sync: SyncMode,
+    /// How batches get into the segment files (default: through the
+    /// mapping). Reads go through the mapping either way.
+    pub write_method: WriteMethod,
 }
 
 impl Default for WalOptions {
@@ -50,6 +53,7 @@ impl Default for WalOptions {
         WalOptions {
             segment_size: 64 << 20,
             sync: SyncMode::Always,
+            write_method: WriteMethod::default(),
         }
     }
 }
@@ -139,7 +143,6 @@ pub struct AdvancedOptions {
     /// Prepare the next segment on a background thread so rotation does
     /// not wait for file creation and preallocation (default true).
     pub prepare_ahead: bool,
-    pub write_method: WriteMethod,
 }
 
 impl Default for AdvancedOptions {
@@ -147,7 +150,6 @@ impl Default for AdvancedOptions {
         AdvancedOptions {
             files: Arc::new(OsFiles),
             prepare_ahead: true,
-            write_method: WriteMethod::default(),
         }
     }
 }

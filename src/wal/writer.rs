@@ -186,10 +186,12 @@ impl Wal {
     /// Writes the encoded batch at the end of the active segment and makes
     /// it visible to readers.
     fn place(&self, w: &mut Writer, batch: BatchView<'_>) -> Result<WriteTicket, WalError> {
-        if let Err(e) = w
-            .active
-            .write(self.files.as_ref(), self.method, w.end, &w.records)
-        {
+        if let Err(e) = w.active.write(
+            self.files.as_ref(),
+            self.options.write_method,
+            w.end,
+            &w.records,
+        ) {
             // A half-done write leaves bytes we can no longer vouch for.
             self.commit.poison(format!("write failed: {e}"));
             return Err(e);
@@ -271,11 +273,16 @@ impl Wal {
         w.encode(header.salt, 0, restated);
         let header_bytes = header.encode();
         let written = segment
-            .write(self.files.as_ref(), self.method, 0, &header_bytes)
+            .write(
+                self.files.as_ref(),
+                self.options.write_method,
+                0,
+                &header_bytes,
+            )
             .and_then(|()| {
                 segment.write(
                     self.files.as_ref(),
-                    self.method,
+                    self.options.write_method,
                     header_bytes.len(),
                     &w.records,
                 )

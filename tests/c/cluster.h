@@ -90,6 +90,9 @@ struct cluster {
     uint64_t snapshot_entries;
     /* embraft_config_set_threading for every node (0: the default). */
     uint32_t threading;
+    /* embraft_config_set_wal_write_method for nodes started from now on
+     * (0: the default). */
+    uint32_t wal_write_method;
     /* Set (with a message on stderr) when the host loop saw something wrong. */
     int broken;
     /* When set, the host loop keeps proposing through it (see below). */

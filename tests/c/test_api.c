@@ -105,6 +105,8 @@ static void config_lifecycle_and_setters(void) {
     CHECK_OK(embraft_config_set_max_apply_bytes(config, 1 << 20));
     CHECK_OK(embraft_config_set_sync_mode(config, EMBRAFT_SYNC_ALWAYS));
     CHECK_OK(embraft_config_set_sync_mode(config, EMBRAFT_SYNC_NEVER));
+    CHECK_OK(embraft_config_set_wal_write_method(config, EMBRAFT_WAL_WRITE_PWRITE));
+    CHECK_OK(embraft_config_set_wal_write_method(config, EMBRAFT_WAL_WRITE_MMAP));
     CHECK_OK(embraft_config_set_threading(config, EMBRAFT_THREADING_INLINE));
     CHECK_OK(embraft_config_set_threading(config, EMBRAFT_THREADING_NODE));
     CHECK_OK(embraft_config_set_segment_size(config, 1 << 20));
@@ -116,6 +118,7 @@ static void config_lifecycle_and_setters(void) {
     /* Values a setter can judge alone are refused there, with a message. */
     CHECK_STATUS(embraft_config_set_sync_mode(config, 7), EMBRAFT_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(embraft_config_set_threading(config, 2), EMBRAFT_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(embraft_config_set_wal_write_method(config, 2), EMBRAFT_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(embraft_config_set_log_level(config, 4), EMBRAFT_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(embraft_config_set_data_dir(config, ""), EMBRAFT_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(embraft_config_set_peers(config, NULL, 2), EMBRAFT_ERR_NULL_ARGUMENT);
@@ -160,6 +163,7 @@ static void null_handles_are_refused_everywhere(void) {
     CHECK_STATUS(embraft_config_set_max_apply_bytes(NULL, 1), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_config_set_sync_mode(NULL, 0), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_config_set_threading(NULL, 0), EMBRAFT_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(embraft_config_set_wal_write_method(NULL, 0), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_config_set_segment_size(NULL, 4096), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_config_set_applied_index(NULL, 0), EMBRAFT_ERR_NULL_ARGUMENT);
     CHECK_STATUS(embraft_config_set_input_queue_capacity(NULL, 1), EMBRAFT_ERR_NULL_ARGUMENT);

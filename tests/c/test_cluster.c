@@ -86,9 +86,12 @@ static int new_leader_other_than(struct cluster *c, const void *old) {
     return leader >= 0 && (size_t)leader != *(const size_t *)old;
 }
 
-static void leader_freed_new_one_elected_and_restarted_node_catches_up(void) {
+/* Nodes start writing their WAL with `first_method`; the freed leader
+ * restarts with `restart_method`. */
+static void leader_freed_and_restarted_with(uint32_t first_method, uint32_t restart_method) {
     struct cluster *c = cluster_new(3);
     CHECK(c != NULL);
+    c->wal_write_method = first_method;
     int first_leader = cluster_start_elect_and_commit(c, 3, 100);
     if (first_leader < 0) {
         cluster_free(c);
@@ -105,6 +108,7 @@ static void leader_freed_new_one_elected_and_restarted_node_catches_up(void) {
 
     /* Restart the old leader from its directory with what its host had
      * applied; it catches up with everything committed while it was down. */
+    c->wal_write_method = restart_method;
     embraft_status restarted = cluster_start(c, old_leader, old_leader_applied);
     uint64_t target = cluster_max_delivered(c);
     int caught_up = restarted == EMBRAFT_OK && committed_after &&
@@ -120,6 +124,16 @@ static void leader_freed_new_one_elected_and_restarted_node_catches_up(void) {
     CHECK(caught_up);
     CHECK(agree);
     CHECK(complete);
+}
+
+static void leader_freed_new_one_elected_and_restarted_node_catches_up(void) {
+    leader_freed_and_restarted_with(EMBRAFT_WAL_WRITE_MMAP, EMBRAFT_WAL_WRITE_MMAP);
+}
+
+/* Both methods write one format: a directory written with pwrite reopens
+ * under the mapping, whose recovery reads every record back. */
+static void pwrite_nodes_commit_and_a_restart_reads_their_wal_through_the_mapping(void) {
+    leader_freed_and_restarted_with(EMBRAFT_WAL_WRITE_PWRITE, EMBRAFT_WAL_WRITE_MMAP);
 }
 
 static void single_node_restart_redelivers_after_the_applied_index(void) {
@@ -357,6 +371,8 @@ const struct test_case cluster_tests[] = {
      three_inline_nodes_elect_and_apply_1000_proposals_in_the_same_order},
     {"cluster: leader freed, new one elected, restarted node catches up",
      leader_freed_new_one_elected_and_restarted_node_catches_up},
+    {"cluster: pwrite nodes commit, and a restart reads their WAL through the mapping",
+     pwrite_nodes_commit_and_a_restart_reads_their_wal_through_the_mapping},
     {"cluster: single node restart redelivers after the applied index",
      single_node_restart_redelivers_after_the_applied_index},
     {"cluster: a fourth node joins through a membership change",

@@ -39,6 +39,7 @@ pub fn small(segment_size: u64) -> WalOptions {
     WalOptions {
         segment_size,
         sync: SyncMode::Always,
+        ..WalOptions::default()
     }
 }
 
@@ -103,7 +104,6 @@ pub fn fast_reopen_options() -> AdvancedOptions {
     AdvancedOptions {
         files: std::sync::Arc::new(NoSyncFiles),
         prepare_ahead: false,
-        ..AdvancedOptions::default()
     }
 }
 

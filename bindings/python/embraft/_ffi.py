@@ -86,6 +86,9 @@ LOG_TRACE = 3
 SYNC_ALWAYS = 0
 SYNC_NEVER = 1
 
+WAL_WRITE_MMAP = 0
+WAL_WRITE_PWRITE = 1
+
 THREADING_NODE = 0
 THREADING_INLINE = 1
 
@@ -153,6 +156,7 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
     "embraft_config_set_max_apply_bytes": (status, [handle, u64]),
     "embraft_config_set_sync_mode": (status, [handle, u32]),
     "embraft_config_set_threading": (status, [handle, u32]),
+    "embraft_config_set_wal_write_method": (status, [handle, u32]),
     "embraft_config_set_segment_size": (status, [handle, u64]),
     "embraft_config_set_applied_index": (status, [handle, u64]),
     "embraft_config_set_input_queue_capacity": (status, [handle, c_size_t]),

@@ -130,6 +130,9 @@ class Config:
     # included) on the calling thread; the library's one thread waits for
     # the WAL syncs.
     inline: bool = False
+    # Write the WAL with pwrite instead of through its mapping: equally
+    # durable, same files, less kernel work per sync (docs/DISK-FORMAT.md).
+    wal_pwrite: bool = False
     max_entry_bytes: Optional[int] = None
     max_msg_bytes: Optional[int] = None
     max_inflight_msgs: Optional[int] = None
@@ -221,6 +224,8 @@ def _config_handle(config: Config) -> c_void_p:
              _ffi.SYNC_ALWAYS if config.sync else _ffi.SYNC_NEVER)
         call(lib.embraft_config_set_threading,
              _ffi.THREADING_INLINE if config.inline else _ffi.THREADING_NODE)
+        call(lib.embraft_config_set_wal_write_method,
+             _ffi.WAL_WRITE_PWRITE if config.wal_pwrite else _ffi.WAL_WRITE_MMAP)
         call(lib.embraft_config_set_applied_index, config.applied_index)
         call(lib.embraft_config_set_lease_reads, config.lease_reads)
         call(lib.embraft_config_set_random_seed, config.random_seed)
