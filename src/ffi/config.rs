@@ -107,6 +107,33 @@ unsafe fn set(
     })
 }
 
+/// Sets an option chosen from a list of constants: `parse` maps the C
+/// value to the option's, or refuses it (`None`) as an unknown `what`.
+///
+/// # Safety
+/// `config` must be NULL or a live configuration not used concurrently.
+unsafe fn set_choice<T>(
+    config: *mut embraft_config,
+    value: u32,
+    what: &str,
+    parse: impl FnOnce(u32) -> Option<T>,
+    apply: impl FnOnce(&mut NodeConfig, T),
+) -> embraft_status {
+    catch_panics(|| {
+        let config = borrow_mut_or_return!(config);
+        match parse(value) {
+            Some(choice) => {
+                apply(&mut config.config, choice);
+                EMBRAFT_OK
+            }
+            None => config.errors.fail(
+                EMBRAFT_ERR_INVALID_ARGUMENT,
+                format!("unknown {what} {value}"),
+            ),
+        }
+    })
+}
+
 /// Sets this node's id (non-zero, unique in the cluster).
 ///
 /// Thread safety: must not run concurrently with any other call on the
@@ -313,20 +340,20 @@ pub unsafe extern "C" fn embraft_config_set_sync_mode(
     config: *mut embraft_config,
     mode: u32,
 ) -> embraft_status {
-    catch_panics(|| {
-        let config = borrow_mut_or_return!(config);
-        config.config.wal.sync = match mode {
-            EMBRAFT_SYNC_ALWAYS => SyncMode::Always,
-            EMBRAFT_SYNC_NEVER => SyncMode::Never,
-            _ => {
-                return config.errors.fail(
-                    EMBRAFT_ERR_INVALID_ARGUMENT,
-                    format!("unknown sync mode {mode}"),
-                )
-            }
-        };
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe {
+        set_choice(
+            config,
+            mode,
+            "sync mode",
+            |mode| match mode {
+                EMBRAFT_SYNC_ALWAYS => Some(SyncMode::Always),
+                EMBRAFT_SYNC_NEVER => Some(SyncMode::Never),
+                _ => None,
+            },
+            |c, mode| c.wal.sync = mode,
+        )
+    }
 }
 
 /// Sets how the WAL writes batches: `EMBRAFT_WAL_WRITE_MMAP` (default)
@@ -344,20 +371,20 @@ pub unsafe extern "C" fn embraft_config_set_wal_write_method(
     config: *mut embraft_config,
     method: u32,
 ) -> embraft_status {
-    catch_panics(|| {
-        let config = borrow_mut_or_return!(config);
-        config.config.wal.write_method = match method {
-            EMBRAFT_WAL_WRITE_MMAP => WriteMethod::Mmap,
-            EMBRAFT_WAL_WRITE_PWRITE => WriteMethod::Pwrite,
-            _ => {
-                return config.errors.fail(
-                    EMBRAFT_ERR_INVALID_ARGUMENT,
-                    format!("unknown WAL write method {method}"),
-                )
-            }
-        };
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe {
+        set_choice(
+            config,
+            method,
+            "WAL write method",
+            |method| match method {
+                EMBRAFT_WAL_WRITE_MMAP => Some(WriteMethod::Mmap),
+                EMBRAFT_WAL_WRITE_PWRITE => Some(WriteMethod::Pwrite),
+                _ => None,
+            },
+            |c, method| c.wal.write_method = method,
+        )
+    }
 }
 
 /// Sets where the node does its work: `EMBRAFT_THREADING_NODE` (default)
@@ -394,20 +421,20 @@ pub unsafe extern "C" fn embraft_config_set_threading(
     config: *mut embraft_config,
     mode: u32,
 ) -> embraft_status {
-    catch_panics(|| {
-        let config = borrow_mut_or_return!(config);
-        config.config.threading = match mode {
-            EMBRAFT_THREADING_NODE => Threading::Node,
-            EMBRAFT_THREADING_INLINE => Threading::Inline,
-            _ => {
-                return config.errors.fail(
-                    EMBRAFT_ERR_INVALID_ARGUMENT,
-                    format!("unknown threading mode {mode}"),
-                )
-            }
-        };
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe {
+        set_choice(
+            config,
+            mode,
+            "threading mode",
+            |mode| match mode {
+                EMBRAFT_THREADING_NODE => Some(Threading::Node),
+                EMBRAFT_THREADING_INLINE => Some(Threading::Inline),
+                _ => None,
+            },
+            |c, mode| c.threading = mode,
+        )
+    }
 }
 
 /// Sets the size of each WAL segment file in bytes (default 64 MiB).
@@ -466,19 +493,12 @@ pub unsafe extern "C" fn embraft_config_set_log_level(
     config: *mut embraft_config,
     level: u32,
 ) -> embraft_status {
-    catch_panics(|| {
-        let config = borrow_mut_or_return!(config);
-        match log_level(level) {
-            Some(level) => {
-                config.config.log_level = level;
-                EMBRAFT_OK
-            }
-            None => config.errors.fail(
-                EMBRAFT_ERR_INVALID_ARGUMENT,
-                format!("unknown log level {level}"),
-            ),
-        }
-    })
+    // SAFETY: forwarded from this function\'s own contract.
+    unsafe {
+        set_choice(config, level, "log level", log_level, |c, level| {
+            c.log_level = level
+        })
+    }
 }
 
 /// Enables lease-based reads (default off; requires check-quorum): a
