@@ -517,7 +517,7 @@ fn thread_write_bytes() -> Option<u64> {
 fn synced_appends_write_back_about_what_they_append() {
     // Many small synced batches filling most of a default-sized segment:
     // the pattern under which the kernel's readahead for the mapping once
-    // grew its folios until each msync wrote back 37 times the batch.
+    // grew its folios until each msync wrote back 35 times the batch.
     const BATCH: usize = 16 << 10;
     const BATCHES: u64 = 3000;
     let dir = TempDir::new("ops-write-amplification");

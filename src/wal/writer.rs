@@ -7,7 +7,7 @@ use super::prepare::{prepare_segment, PendingSegment};
 use super::record::{encode_commit, encode_record, RecordMeta, RecordType, SegmentHeader};
 use super::record::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{EntryLoc, Segment};
-use super::{SyncMode, WalError, WriteTicket};
+use super::{SyncMode, WalError, WriteMethod, WriteTicket};
 use crate::codec::{encode_hard_state, encode_snapshot_meta};
 use crate::core::{Entry, HardState, SnapshotMeta};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -230,6 +230,7 @@ impl Wal {
             ),
         };
         let segment = Arc::new(prepared?);
+        self.ready_for_appends(&segment)?;
         let end = self.activate(w, &segment)?;
         self.commit.switch_segment(segment.clone(), end);
         self.log.write().segments.insert(seq, segment.clone());
@@ -242,6 +243,15 @@ impl Wal {
                 seq + 1,
                 self.options.segment_size,
             ));
+        }
+        Ok(())
+    }
+
+    /// Readies `segment`'s mapping for this WAL's appends (see
+    /// `Segment::advise_synced_stores`).
+    pub(super) fn ready_for_appends(&self, segment: &Segment) -> Result<(), WalError> {
+        if self.options.sync == SyncMode::Always && self.options.write_method == WriteMethod::Mmap {
+            segment.advise_synced_stores()?;
         }
         Ok(())
     }
