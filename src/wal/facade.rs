@@ -128,7 +128,7 @@ impl Wal {
             report: recovery.report,
             _lock: lock,
         };
-        wal.ready_for_appends(&active)?;
+        wal.ready_for_appends(&active);
         if fresh {
             let mut w = wal.writer.lock();
             let end = wal.activate(&mut w, &active)?;

@@ -120,10 +120,10 @@ impl Segment {
     /// Unsynced stores are better off without it: large folios make fresh
     /// pages cheaper to fault in (10-20 % more unsynced 1 KiB proposals
     /// in the Go benchmark).
-    pub(crate) fn advise_synced_stores(&self) -> Result<(), WalError> {
-        self.map
-            .advise(memmap2::Advice::Random)
-            .map_err(|e| io_error("madvise", &self.path, e))
+    pub(crate) fn advise_synced_stores(&self) {
+        // Best effort: advice changes how much is written back, never what
+        // is durable, so a kernel that refuses it must not stop the log.
+        let _ = self.map.advise(memmap2::Advice::Random);
     }
 
     pub(crate) fn len(&self) -> usize {

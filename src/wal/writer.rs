@@ -230,7 +230,7 @@ impl Wal {
             ),
         };
         let segment = Arc::new(prepared?);
-        self.ready_for_appends(&segment)?;
+        self.ready_for_appends(&segment);
         let end = self.activate(w, &segment)?;
         self.commit.switch_segment(segment.clone(), end);
         self.log.write().segments.insert(seq, segment.clone());
@@ -249,11 +249,10 @@ impl Wal {
 
     /// Readies `segment`'s mapping for this WAL's appends (see
     /// `Segment::advise_synced_stores`).
-    pub(super) fn ready_for_appends(&self, segment: &Segment) -> Result<(), WalError> {
+    pub(super) fn ready_for_appends(&self, segment: &Segment) {
         if self.options.sync == SyncMode::Always && self.options.write_method == WriteMethod::Mmap {
-            segment.advise_synced_stores()?;
+            segment.advise_synced_stores();
         }
-        Ok(())
     }
 
     /// Gives a prepared segment its header and restates the current hard
