@@ -526,13 +526,13 @@ fn synced_appends_write_back_about_what_they_append() {
         eprintln!("no per-thread I/O accounting here: nothing to measure");
         return;
     };
-    let data = vec![0x5au8; BATCH];
+    let data: Arc<[u8]> = vec![0x5au8; BATCH].into();
     for index in 1..=BATCHES {
         let entry = Entry {
             index,
             term: 1,
             kind: embraft::core::EntryKind::Normal,
-            data: data.clone().into(),
+            data: data.clone(),
         };
         wal.append(&[entry], Some(&hs(1, index))).unwrap();
     }

@@ -131,8 +131,8 @@ static void leader_freed_new_one_elected_and_restarted_node_catches_up(void) {
 }
 
 /* Both methods write one format: a directory written with pwrite reopens
- * under the mapping, whose recovery reads every record back. */
-static void pwrite_nodes_commit_and_a_restart_reads_their_wal_through_the_mapping(void) {
+ * with the mapped method, recovers what it held and catches up. */
+static void pwrite_nodes_commit_and_a_restart_with_the_mapped_method_catches_up(void) {
     leader_freed_and_restarted_with(EMBRAFT_WAL_WRITE_PWRITE, EMBRAFT_WAL_WRITE_MMAP);
 }
 
@@ -371,8 +371,8 @@ const struct test_case cluster_tests[] = {
      three_inline_nodes_elect_and_apply_1000_proposals_in_the_same_order},
     {"cluster: leader freed, new one elected, restarted node catches up",
      leader_freed_new_one_elected_and_restarted_node_catches_up},
-    {"cluster: pwrite nodes commit, and a restart reads their WAL through the mapping",
-     pwrite_nodes_commit_and_a_restart_reads_their_wal_through_the_mapping},
+    {"cluster: pwrite nodes commit, and a restart with the mapped method catches up",
+     pwrite_nodes_commit_and_a_restart_with_the_mapped_method_catches_up},
     {"cluster: single node restart redelivers after the applied index",
      single_node_restart_redelivers_after_the_applied_index},
     {"cluster: a fourth node joins through a membership change",
