@@ -66,6 +66,28 @@ unsafe fn with_node(
     })
 }
 
+/// The shared tail of the propose calls: runs `propose` on the node and
+/// writes the proposal id it returns.
+///
+/// # Safety
+/// As for [`with_node`]; `proposal_id_out` was checked non-NULL and is
+/// writable.
+unsafe fn propose_with(
+    node: *const embraft_node,
+    proposal_id_out: *mut u64,
+    propose: impl FnOnce(&Node) -> Result<u64, NodeError>,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_node(node, |n| {
+            let proposal_id = propose(n)?;
+            // SAFETY: non-NULL and writable by this function's contract.
+            write_output(proposal_id_out, proposal_id);
+            Ok(())
+        })
+    }
+}
+
 /// Creates a node from `config` (copied: the config may be freed or
 /// reused afterwards) and starts its threads. A data directory with no
 /// state bootstraps a new cluster from the configured peers; one with
@@ -203,14 +225,7 @@ pub unsafe extern "C" fn embraft_node_propose(
             Err(status) => return status,
         };
         // SAFETY: forwarded from this function's contract.
-        unsafe {
-            with_node(node, |n| {
-                let proposal_id = n.propose(bytes)?;
-                // SAFETY: checked non-NULL above; writable by contract.
-                write_output(proposal_id_out, proposal_id);
-                Ok(())
-            })
-        }
+        unsafe { propose_with(node, proposal_id_out, |n| n.propose(bytes)) }
     })
 }
 
@@ -255,14 +270,7 @@ pub unsafe extern "C" fn embraft_node_propose_conf_change(
             }
         };
         // SAFETY: forwarded from this function's contract.
-        unsafe {
-            with_node(node, |n| {
-                let proposal_id = n.propose_conf_change(change)?;
-                // SAFETY: checked non-NULL above; writable by contract.
-                write_output(proposal_id_out, proposal_id);
-                Ok(())
-            })
-        }
+        unsafe { propose_with(node, proposal_id_out, |n| n.propose_conf_change(change)) }
     })
 }
 
@@ -301,14 +309,7 @@ pub unsafe extern "C" fn embraft_node_propose_membership(
         };
         let change = ConfChange::EnterJoint { voters, learners };
         // SAFETY: forwarded from this function's contract.
-        unsafe {
-            with_node(node, |n| {
-                let proposal_id = n.propose_conf_change(change)?;
-                // SAFETY: checked non-NULL above; writable by contract.
-                write_output(proposal_id_out, proposal_id);
-                Ok(())
-            })
-        }
+        unsafe { propose_with(node, proposal_id_out, |n| n.propose_conf_change(change)) }
     })
 }
 

@@ -60,6 +60,25 @@ fn entry_kind_code(kind: EntryKind) -> u32 {
     }
 }
 
+/// The body of the `*_count` getters: writes what `count` finds in the
+/// batch.
+///
+/// # Safety
+/// `ready` is NULL or a live batch; `count_out` is NULL or writable.
+unsafe fn write_count(
+    ready: *const embraft_ready,
+    count_out: *mut usize,
+    count: impl FnOnce(&embraft_ready) -> usize,
+) -> embraft_status {
+    catch_panics(|| {
+        let ready = borrow_or_return!(ready);
+        require_outputs!(count_out);
+        // SAFETY: checked non-NULL above; writable by the caller's contract.
+        unsafe { write_output(count_out, count(ready)) };
+        EMBRAFT_OK
+    })
+}
+
 /// Writes the item at `index` of one of the batch's lists through `write`,
 /// or fails with `EMBRAFT_ERR_OUT_OF_RANGE`: the shared body of the
 /// indexed getters.
@@ -143,13 +162,8 @@ pub unsafe extern "C" fn embraft_ready_message_count(
     ready: *const embraft_ready,
     count_out: *mut usize,
 ) -> embraft_status {
-    catch_panics(|| {
-        let ready = borrow_or_return!(ready);
-        require_outputs!(count_out);
-        // SAFETY: checked non-NULL above; writable by contract.
-        unsafe { write_output(count_out, ready.batch.messages.len()) };
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe { write_count(ready, count_out, |ready| ready.batch.messages.len()) }
 }
 
 /// Writes message `index` (below the message count): the destination node
@@ -191,13 +205,8 @@ pub unsafe extern "C" fn embraft_ready_entry_count(
     ready: *const embraft_ready,
     count_out: *mut usize,
 ) -> embraft_status {
-    catch_panics(|| {
-        let ready = borrow_or_return!(ready);
-        require_outputs!(count_out);
-        // SAFETY: checked non-NULL above; writable by contract.
-        unsafe { write_output(count_out, ready.batch.committed.len()) };
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe { write_count(ready, count_out, |ready| ready.batch.committed.len()) }
 }
 
 /// Writes committed entry `index` (below the entry count; entries come in
@@ -253,13 +262,8 @@ pub unsafe extern "C" fn embraft_ready_outcome_count(
     ready: *const embraft_ready,
     count_out: *mut usize,
 ) -> embraft_status {
-    catch_panics(|| {
-        let ready = borrow_or_return!(ready);
-        require_outputs!(count_out);
-        // SAFETY: checked non-NULL above; writable by contract.
-        unsafe { write_output(count_out, ready.batch.outcomes.len()) };
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe { write_count(ready, count_out, |ready| ready.batch.outcomes.len()) }
 }
 
 /// Writes outcome `index` (below the outcome count): the proposal id, the
@@ -321,13 +325,8 @@ pub unsafe extern "C" fn embraft_ready_read_count(
     ready: *const embraft_ready,
     count_out: *mut usize,
 ) -> embraft_status {
-    catch_panics(|| {
-        let ready = borrow_or_return!(ready);
-        require_outputs!(count_out);
-        // SAFETY: checked non-NULL above; writable by contract.
-        unsafe { write_output(count_out, ready.batch.reads.len()) };
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe { write_count(ready, count_out, |ready| ready.batch.reads.len()) }
 }
 
 /// Writes read result `index` (below the read count): the context the host
@@ -464,13 +463,8 @@ pub unsafe extern "C" fn embraft_ready_log_count(
     ready: *const embraft_ready,
     count_out: *mut usize,
 ) -> embraft_status {
-    catch_panics(|| {
-        let ready = borrow_or_return!(ready);
-        require_outputs!(count_out);
-        // SAFETY: checked non-NULL above; writable by contract.
-        unsafe { write_output(count_out, ready.log_texts.len()) };
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe { write_count(ready, count_out, |ready| ready.log_texts.len()) }
 }
 
 /// Writes log line `index` (below the log count): its level
