@@ -143,7 +143,7 @@ pub unsafe extern "C" fn embraft_config_set_id(
     config: *mut embraft_config,
     id: u64,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.id = id) }
 }
 
@@ -216,7 +216,7 @@ pub unsafe extern "C" fn embraft_config_set_election_ticks(
     config: *mut embraft_config,
     ticks: u32,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.election_tick = ticks) }
 }
 
@@ -229,7 +229,7 @@ pub unsafe extern "C" fn embraft_config_set_heartbeat_ticks(
     config: *mut embraft_config,
     ticks: u32,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.heartbeat_tick = ticks) }
 }
 
@@ -243,7 +243,7 @@ pub unsafe extern "C" fn embraft_config_set_pre_vote(
     config: *mut embraft_config,
     enabled: bool,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.pre_vote = enabled) }
 }
 
@@ -257,7 +257,7 @@ pub unsafe extern "C" fn embraft_config_set_check_quorum(
     config: *mut embraft_config,
     enabled: bool,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.check_quorum = enabled) }
 }
 
@@ -270,7 +270,7 @@ pub unsafe extern "C" fn embraft_config_set_max_inflight_msgs(
     config: *mut embraft_config,
     messages: usize,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.max_inflight_msgs = messages) }
 }
 
@@ -283,7 +283,7 @@ pub unsafe extern "C" fn embraft_config_set_max_inflight_bytes(
     config: *mut embraft_config,
     bytes: u64,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.max_inflight_bytes = bytes) }
 }
 
@@ -297,7 +297,7 @@ pub unsafe extern "C" fn embraft_config_set_max_msg_bytes(
     config: *mut embraft_config,
     bytes: u64,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.max_msg_bytes = bytes) }
 }
 
@@ -311,7 +311,7 @@ pub unsafe extern "C" fn embraft_config_set_max_entry_bytes(
     config: *mut embraft_config,
     bytes: u64,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.max_entry_bytes = bytes) }
 }
 
@@ -325,7 +325,7 @@ pub unsafe extern "C" fn embraft_config_set_max_apply_bytes(
     config: *mut embraft_config,
     bytes: u64,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.max_apply_bytes = bytes) }
 }
 
@@ -340,7 +340,7 @@ pub unsafe extern "C" fn embraft_config_set_sync_mode(
     config: *mut embraft_config,
     mode: u32,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe {
         set_choice(
             config,
@@ -371,7 +371,7 @@ pub unsafe extern "C" fn embraft_config_set_wal_write_method(
     config: *mut embraft_config,
     method: u32,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe {
         set_choice(
             config,
@@ -421,7 +421,7 @@ pub unsafe extern "C" fn embraft_config_set_threading(
     config: *mut embraft_config,
     mode: u32,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe {
         set_choice(
             config,
@@ -446,7 +446,7 @@ pub unsafe extern "C" fn embraft_config_set_segment_size(
     config: *mut embraft_config,
     bytes: u64,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.wal.segment_size = bytes) }
 }
 
@@ -464,7 +464,7 @@ pub unsafe extern "C" fn embraft_config_set_applied_index(
     config: *mut embraft_config,
     index: u64,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.applied = index) }
 }
 
@@ -478,7 +478,7 @@ pub unsafe extern "C" fn embraft_config_set_input_queue_capacity(
     config: *mut embraft_config,
     inputs: usize,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.input_capacity = inputs) }
 }
 
@@ -493,7 +493,7 @@ pub unsafe extern "C" fn embraft_config_set_log_level(
     config: *mut embraft_config,
     level: u32,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe {
         set_choice(config, level, "log level", log_level, |c, level| {
             c.log_level = level
@@ -512,7 +512,7 @@ pub unsafe extern "C" fn embraft_config_set_lease_reads(
     config: *mut embraft_config,
     enabled: bool,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function's own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.lease_reads = enabled) }
 }
 
@@ -527,7 +527,7 @@ pub unsafe extern "C" fn embraft_config_set_compact_keep_entries(
     config: *mut embraft_config,
     entries: u64,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function's own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.compact_keep_entries = entries) }
 }
 
@@ -542,7 +542,7 @@ pub unsafe extern "C" fn embraft_config_set_snapshot_entries(
     config: *mut embraft_config,
     entries: u64,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function's own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.snapshot.entries_threshold = entries) }
 }
 
@@ -558,7 +558,7 @@ pub unsafe extern "C" fn embraft_config_set_snapshot_bytes(
     config: *mut embraft_config,
     bytes: u64,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function's own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.snapshot.bytes_threshold = bytes) }
 }
 
@@ -574,7 +574,7 @@ pub unsafe extern "C" fn embraft_config_set_snapshot_chunk_size(
     config: *mut embraft_config,
     bytes: u64,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function's own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.snapshot.chunk_size = bytes) }
 }
 
@@ -588,7 +588,7 @@ pub unsafe extern "C" fn embraft_config_set_random_seed(
     config: *mut embraft_config,
     seed: u64,
 ) -> embraft_status {
-    // SAFETY: forwarded from this function\'s own contract.
+    // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.seed = seed) }
 }
 

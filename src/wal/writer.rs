@@ -186,12 +186,7 @@ impl Wal {
     /// Writes the encoded batch at the end of the active segment and makes
     /// it visible to readers.
     fn place(&self, w: &mut Writer, batch: BatchView<'_>) -> Result<WriteTicket, WalError> {
-        if let Err(e) = w.active.write(
-            self.files.as_ref(),
-            self.options.write_method,
-            w.end,
-            &w.records,
-        ) {
+        if let Err(e) = self.store(&w.active, w.end, &w.records) {
             // A half-done write leaves bytes we can no longer vouch for.
             self.commit.poison(format!("write failed: {e}"));
             return Err(e);
@@ -247,6 +242,16 @@ impl Wal {
         Ok(())
     }
 
+    /// Stores `bytes` at `offset` in `segment` the way this WAL writes.
+    fn store(&self, segment: &Segment, offset: usize, bytes: &[u8]) -> Result<(), WalError> {
+        segment.write(
+            self.files.as_ref(),
+            self.options.write_method,
+            offset,
+            bytes,
+        )
+    }
+
     /// Readies `segment`'s mapping for this WAL's appends (see
     /// `Segment::advise_synced_stores`).
     pub(super) fn ready_for_appends(&self, segment: &Segment) {
@@ -281,21 +286,9 @@ impl Wal {
         };
         w.encode(header.salt, 0, restated);
         let header_bytes = header.encode();
-        let written = segment
-            .write(
-                self.files.as_ref(),
-                self.options.write_method,
-                0,
-                &header_bytes,
-            )
-            .and_then(|()| {
-                segment.write(
-                    self.files.as_ref(),
-                    self.options.write_method,
-                    header_bytes.len(),
-                    &w.records,
-                )
-            });
+        let written = self
+            .store(segment, 0, &header_bytes)
+            .and_then(|()| self.store(segment, header_bytes.len(), &w.records));
         if let Err(e) = written {
             self.commit.poison(format!("write failed: {e}"));
             return Err(e);
