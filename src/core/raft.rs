@@ -1064,6 +1064,11 @@ impl Raft {
                 "term beyond the largest a cluster can reach",
             ));
         }
+        if msg.body.max_index() > MAX_INDEX {
+            return Err(StepError::Invalid(
+                "index beyond the largest a log can reach",
+            ));
+        }
         // A node hears from whoever leads, and answers whoever campaigns,
         // member or not: a joining node knows no membership yet, and one
         // that lags behind may not know of a leader or a candidate added

@@ -829,6 +829,77 @@ fn inconsistent_snapshot_chunks_and_voterless_snapshots_are_refused() {
 }
 
 #[test]
+fn indexes_beyond_the_ceiling_are_refused_in_every_message() {
+    let mut n = Raft::new(config(2), InitialState::bootstrap(&[1, 2, 3])).unwrap();
+    let before = n.status();
+    let beyond = MAX_INDEX + 1;
+    let meta = SnapshotMeta {
+        index: u64::MAX,
+        term: 2,
+        conf_state: ConfState {
+            voters: vec![1, 2, 3],
+            ..ConfState::default()
+        },
+    };
+    let bodies = vec![
+        MessageBody::InstallSnapshot {
+            meta,
+            offset: 0,
+            total_len: 4,
+            checksum: 0,
+            data: vec![0; 4],
+        },
+        MessageBody::Append {
+            prev_index: beyond,
+            prev_term: 1,
+            entries: Vec::new(),
+            commit: 0,
+        },
+        MessageBody::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: Vec::new(),
+            commit: u64::MAX,
+        },
+        MessageBody::Heartbeat {
+            commit: u64::MAX,
+            context: 0,
+        },
+        MessageBody::Vote {
+            last_index: beyond,
+            last_term: 1,
+            transfer: false,
+        },
+        MessageBody::AppendResponse {
+            reject: true,
+            index: 1,
+            hint_index: u64::MAX,
+            hint_term: 1,
+        },
+    ];
+    for body in bodies {
+        let name = body.name();
+        let result = n.step(Message {
+            from: 1,
+            to: 2,
+            term: 2,
+            body,
+        });
+        assert!(
+            matches!(result, Err(StepError::Invalid(_))),
+            "{name} beyond the index ceiling: {result:?}"
+        );
+    }
+    let status = n.status();
+    assert_eq!(
+        (status.term, status.commit, status.last_index),
+        (before.term, before.commit, before.last_index),
+        "nothing was adopted"
+    );
+    assert!(n.ready().snapshot_chunks.is_empty());
+}
+
+#[test]
 fn snapshot_metadata_at_an_index_is_known_before_compacting() {
     let mut c = Cluster::with_compaction(3, 1);
     let leader = c.elected();

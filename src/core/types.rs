@@ -21,6 +21,12 @@ pub const NO_NODE: NodeId = 0;
 /// election.
 pub const MAX_TERM: Term = 1 << 62;
 
+/// The largest log index a message may name. A log grows by one index per
+/// entry, so no cluster reaches it; a larger index can only be garbage or
+/// hostile, and accepting one would overflow the `index + 1` arithmetic of
+/// the log (a snapshot at `u64::MAX` wraps its first index to 0).
+pub const MAX_INDEX: Index = 1 << 62;
+
 /// What a log entry carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -196,6 +202,35 @@ pub enum MessageBody {
 }
 
 impl MessageBody {
+    /// The largest log index the message names (0 when it names none).
+    pub fn max_index(&self) -> Index {
+        match self {
+            MessageBody::PreVote { last_index, .. } | MessageBody::Vote { last_index, .. } => {
+                *last_index
+            }
+            MessageBody::Append {
+                prev_index,
+                entries,
+                commit,
+                ..
+            } => (*prev_index)
+                .max(*commit)
+                .max(entries.last().map_or(0, |e| e.index)),
+            MessageBody::AppendResponse {
+                index, hint_index, ..
+            } => (*index).max(*hint_index),
+            MessageBody::Heartbeat { commit, .. } => *commit,
+            MessageBody::ReadIndexResponse { index, .. }
+            | MessageBody::InstallSnapshotResponse { index, .. } => *index,
+            MessageBody::InstallSnapshot { meta, .. } => meta.index,
+            MessageBody::PreVoteResponse { .. }
+            | MessageBody::VoteResponse { .. }
+            | MessageBody::HeartbeatResponse { .. }
+            | MessageBody::TimeoutNow
+            | MessageBody::ReadIndex { .. } => 0,
+        }
+    }
+
     /// A short name for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {
