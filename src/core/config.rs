@@ -40,7 +40,9 @@ pub struct Config {
     /// round a quorum acknowledged, and assumes that clocks on the nodes
     /// advance at similar rates. A restarted node does not remember the
     /// lease it granted and may vote at once, so a follower crash can cut a
-    /// lease short and let a deposed leader serve a stale read.
+    /// lease short and let a deposed leader serve a stale read. A leader
+    /// that sent a transfer's `TimeoutNow` serves no lease read for the
+    /// rest of its term.
     pub lease_reads: bool,
     /// Entries kept in memory (and in the log) before a snapshot point, so
     /// that a follower lagging by less than this catches up without a

@@ -456,6 +456,12 @@ pub struct Raft {
     /// Leader with lease reads: reads may be served locally while `ticks`
     /// is below this.
     lease_until: u64,
+    /// Leader: this term's lease is void. Set once `TimeoutNow` leaves:
+    /// voters grant a transfer's votes inside any lease, so from then on a
+    /// successor can win and commit while this node still holds what looks
+    /// like a lease (the transfer's `TimeoutNow` may land long after the
+    /// transfer was abandoned, too).
+    lease_revoked: bool,
     /// Follower: contexts of reads forwarded to the leader.
     forwarded_reads: Vec<u64>,
     messages: Vec<Message>,
@@ -541,6 +547,7 @@ impl Raft {
             ticks: 0,
             lease_rounds: VecDeque::new(),
             lease_until: 0,
+            lease_revoked: false,
             forwarded_reads: Vec::new(),
             messages: Vec::new(),
             persisted_messages: Vec::new(),
@@ -710,6 +717,9 @@ impl Raft {
     /// An answer to heartbeat round `round` acknowledges every lease round
     /// up to it.
     fn renew_lease(&mut self, from: NodeId, round: u64) {
+        if self.lease_revoked {
+            return;
+        }
         let mut confirmed = None;
         for (index, (r, sent, acks)) in self.lease_rounds.iter_mut().enumerate() {
             if *r > round {
@@ -751,8 +761,13 @@ impl Raft {
     }
 
     /// Starts an election now, as if the election timeout had fired.
+    /// Does nothing inside a leader's lease (check-quorum on and a leader
+    /// heard from within the election timeout): this node may have
+    /// acknowledged that lease, a promise to vote for nobody, itself
+    /// included, until it runs out. Moving leadership away from a live
+    /// leader is `transfer_leader`'s job, which voids the lease first.
     pub fn campaign(&mut self) {
-        if !self.promotable() || self.role == Role::Leader {
+        if !self.promotable() || self.role == Role::Leader || self.in_leader_lease() {
             return;
         }
         self.start_election();
@@ -881,6 +896,7 @@ impl Raft {
         self.leader = self.id;
         self.lease_rounds.clear();
         self.lease_until = 0;
+        self.lease_revoked = false;
         self.votes.clear();
         self.reset_election_timer();
         let next = self.log.last_index() + 1;
@@ -1334,7 +1350,7 @@ impl Raft {
                 pr.become_replicate();
             }
             if from == self.lead_transferee && pr.matched == self.log.last_index() {
-                self.send(from, MessageBody::TimeoutNow);
+                self.send_timeout_now(from);
             }
             if self.maybe_commit() {
                 self.broadcast_append();
@@ -1816,11 +1832,20 @@ impl Raft {
             .get(&to)
             .is_some_and(|p| p.matched == self.log.last_index());
         if caught_up {
-            self.send(to, MessageBody::TimeoutNow);
+            self.send_timeout_now(to);
         } else {
             self.send_append(to, false);
         }
         Ok(())
+    }
+
+    /// Tells the transfer's target to campaign now. Its votes pass through
+    /// every lease, so this node's lease is void for the rest of its term.
+    fn send_timeout_now(&mut self, to: NodeId) {
+        self.lease_revoked = true;
+        self.lease_rounds.clear();
+        self.lease_until = 0;
+        self.send(to, MessageBody::TimeoutNow);
     }
 
     /// Asks for a linearizable read point for `context` (chosen by the

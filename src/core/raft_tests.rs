@@ -49,19 +49,40 @@ impl Cluster {
         }
     }
 
-    /// A cluster whose nodes keep only `keep` entries before a snapshot.
-    fn with_compaction(n: u64, keep: u64) -> Cluster {
+    /// A cluster whose nodes run `adjust(config(id))`.
+    fn with_config(n: u64, adjust: impl Fn(Config) -> Config) -> Cluster {
         let mut c = Cluster::new(n);
         let ids: Vec<NodeId> = (1..=n).collect();
         for &id in &ids {
-            let cfg = Config {
-                compact_keep_entries: keep,
-                ..config(id)
-            };
+            let cfg = adjust(config(id));
             c.nodes
                 .insert(id, Raft::new(cfg, InitialState::bootstrap(&ids)).unwrap());
         }
         c
+    }
+
+    /// A cluster whose nodes keep only `keep` entries before a snapshot.
+    fn with_compaction(n: u64, keep: u64) -> Cluster {
+        Cluster::with_config(n, |cfg| Config {
+            compact_keep_entries: keep,
+            ..cfg
+        })
+    }
+
+    /// A cluster that serves reads from the leader's lease.
+    fn with_leases(n: u64) -> Cluster {
+        Cluster::with_config(n, |cfg| Config {
+            lease_reads: true,
+            ..cfg
+        })
+    }
+
+    /// The outcome of node `id`'s read under `context`, if it arrived.
+    fn read_outcome(&self, id: NodeId, context: u64) -> Option<Result<Index, ReadError>> {
+        self.reads[&id]
+            .iter()
+            .find(|r| r.context == context)
+            .map(|r| r.result)
     }
 
     /// Node `id` snapshots everything it applied.
@@ -383,9 +404,11 @@ fn bad_messages_are_refused() {
         prev_index,
         prev_term: 1,
         entries: vec![],
-        commit: u64::MAX,
+        commit: MAX_INDEX,
     };
-    for prev_index in [u64::MAX, u64::MAX - 5] {
+    // Far beyond the log, yet under the ceiling (beyond it, see
+    // `indexes_beyond_the_ceiling_are_refused_in_every_message`).
+    for prev_index in [MAX_INDEX, MAX_INDEX - 5] {
         n.step(msg(1, 2, 1, beyond(prev_index))).unwrap();
         let rd = n.ready();
         assert!(matches!(
@@ -1290,7 +1313,13 @@ fn a_node_does_not_campaign_while_a_committed_membership_change_is_not_in_force(
     // the entry durably, so the change is not in force here yet: were it
     // to campaign now, it would count votes by a membership the cluster
     // may have left.
-    let mut n = Raft::new(config(2), InitialState::bootstrap(&[1, 2, 3])).unwrap();
+    // Without check-quorum, so that the leader's lease does not hold the
+    // campaign back either.
+    let cfg = Config {
+        check_quorum: false,
+        ..config(2)
+    };
+    let mut n = Raft::new(cfg, InitialState::bootstrap(&[1, 2, 3])).unwrap();
     n.step(Message {
         from: 1,
         to: 2,
@@ -1318,4 +1347,98 @@ fn a_node_does_not_campaign_while_a_committed_membership_change_is_not_in_force(
     assert_eq!(n.status().conf_state.voters, vec![1, 2]);
     n.campaign();
     assert_ne!(n.role(), Role::Follower);
+}
+
+#[test]
+fn a_leader_serves_no_lease_read_once_it_hands_leadership_over() {
+    let mut c = Cluster::with_leases(3);
+    let old = c.elected();
+    c.tick_all(3);
+    c.node(old).read_index(1).unwrap();
+    c.settle();
+    assert!(
+        matches!(c.read_outcome(old, 1), Some(Ok(_))),
+        "the lease serves a read at once"
+    );
+
+    // TimeoutNow reaches the target; then the old leader hears nothing more.
+    let target = if old == 1 { 2 } else { 1 };
+    c.node(old).transfer_leader(target).unwrap();
+    let rd = c.node(old).ready();
+    c.node(old).on_persisted(rd.number);
+    let timeout_now = rd
+        .messages
+        .into_iter()
+        .find(|m| m.body == MessageBody::TimeoutNow)
+        .expect("the target is caught up: TimeoutNow leaves at once");
+    c.isolated.push(old);
+    c.node(target).step(timeout_now).unwrap();
+    c.settle();
+    assert_eq!(c.leader(), Some(target), "the target took over");
+    let new_commit = c.node(target).commit_index();
+    assert!(new_commit > c.node(old).commit_index());
+
+    // The old leader still believes it leads, inside what was its lease.
+    assert_eq!(c.node(old).role(), Role::Leader);
+    c.node(old).read_index(2).unwrap();
+    c.settle();
+    assert_eq!(
+        c.read_outcome(old, 2),
+        None,
+        "a stale read point was served from a lease the transfer voided"
+    );
+    // It cannot confirm its leadership, and gives up once check-quorum fires.
+    c.tick_all(30);
+    assert_eq!(c.read_outcome(old, 2), Some(Err(ReadError::LeadershipLost)));
+}
+
+#[test]
+fn a_transfer_abandoned_late_leaves_the_lease_void_for_the_term() {
+    let mut c = Cluster::with_leases(3);
+    let leader = c.elected();
+    c.tick_all(3);
+    let target = if leader == 1 { 2 } else { 1 };
+    c.isolated.push(target);
+    // Cut off, the target never campaigns: the transfer is abandoned, and
+    // the leader leads on (its TimeoutNow could still land any time).
+    c.node(leader).transfer_leader(target).unwrap();
+    c.node(leader).propose(vec![1]).unwrap_err();
+    c.tick_all(25);
+    assert_eq!(
+        c.node(leader).status().lead_transferee,
+        NO_NODE,
+        "abandoned"
+    );
+    assert_eq!(c.leader(), Some(leader));
+    c.node(leader).read_index(7).unwrap();
+    c.settle();
+    assert!(
+        matches!(c.read_outcome(leader, 7), Some(Ok(_))),
+        "reads are still served, through a heartbeat round"
+    );
+    assert_eq!(
+        c.node(leader).lease_until,
+        0,
+        "no lease once TimeoutNow may be on its way"
+    );
+}
+
+#[test]
+fn a_follower_inside_a_leader_lease_does_not_campaign_when_asked() {
+    let mut c = Cluster::with_leases(3);
+    let leader = c.elected();
+    let follower = if leader == 1 { 2 } else { 1 };
+    let term = c.node(follower).term();
+    c.node(follower).campaign();
+    assert_eq!(c.node(follower).role(), Role::Follower);
+    assert_eq!(c.node(follower).term(), term);
+    c.settle();
+    assert_eq!(c.leader(), Some(leader));
+    // Once the leader is silent for an election timeout, it may.
+    c.isolated.push(leader);
+    for _ in 0..c.nodes[&follower].config.election_tick {
+        c.node(follower).tick();
+    }
+    c.node(follower).campaign();
+    assert_ne!(c.node(follower).role(), Role::Follower);
 }

@@ -458,6 +458,59 @@ scenario! {
 }
 
 scenario! {
+    /// Lease reads stay linearizable while leadership is handed over: the
+    /// target of a transfer wins with votes that pass through the lease,
+    /// and the old leader hears of it late (its link to the target is cut,
+    /// or it is cut off altogether) while it is asked for reads.
+    fn lease_reads_across_transfers(rng: SplitMix64) {
+        let nodes = if rng.chance(0.5) { 3 } else { 5 };
+        let mut opts = Options::new(nodes);
+        opts.lease_reads = true;
+        if rng.chance(0.5) {
+            opts.net = NetFaults::UNRELIABLE;
+        }
+        let mut c = Cluster::new(rng, opts);
+        c.await_stable_leader();
+        let ids = c.ids();
+        for _ in 0..150 {
+            match c.rng.below(10) {
+                0 | 1 => {
+                    if let Some(old) = c.leader() {
+                        let target = c.pick_one(&others(&c, &[old]));
+                        if c.transfer_leader(old, target).is_ok() {
+                            let term = c.node(target).term();
+                            let budget = election_timeouts(&c, 1);
+                            c.run_until_event(budget, |c| c.node(target).term() > term);
+                            if c.rng.chance(0.5) {
+                                c.net.isolate(old);
+                            } else {
+                                c.net.cut(old, target);
+                            }
+                        }
+                    }
+                }
+                2 => c.net.heal(),
+                3 | 4 => {
+                    if let Some(leader) = c.leader() {
+                        let _ = c.propose(leader);
+                    }
+                }
+                _ => {
+                    let id = c.pick_one(&ids);
+                    c.read(id);
+                }
+            }
+            let pause = c.rng.below(2 * TICK);
+            c.advance(pause);
+        }
+        c.heal_and_check_liveness();
+        for id in ids {
+            c.await_read(id);
+        }
+    }
+}
+
+scenario! {
     /// Leadership moves to the chosen node, after catching it up if it
     /// lags; a transfer to a node that cannot answer holds proposals back
     /// for an election timeout, is then abandoned, and the leader keeps
