@@ -145,6 +145,13 @@
 #define EMBRAFT_READ_REFUSED 4
 
 /**
+ * Too many reads were in progress on the node asked (16,384: reads the
+ * leader has not confirmed yet, or a follower's reads forwarded to it);
+ * retry once some have completed.
+ */
+#define EMBRAFT_READ_BUSY 5
+
+/**
  * Log levels (`embraft_config_set_log_level`, `embraft_node_set_log_level`,
  * `embraft_ready_log`).
  */

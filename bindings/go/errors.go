@@ -67,6 +67,9 @@ var (
 	// ErrReadRefused: the read was refused (for example a leader that has
 	// not committed an entry of its term yet).
 	ErrReadRefused = errors.New("embraft: read refused")
+	// ErrReadBusy: too many reads were in progress on the node; retry once
+	// some have completed.
+	ErrReadBusy = errors.New("embraft: too many reads in progress")
 )
 
 // CallError is a failed call into the library: the operation, the status
@@ -120,6 +123,8 @@ func readError(result uint32) error {
 		return ErrNoLeader
 	case C.EMBRAFT_READ_LEADERSHIP_LOST:
 		return ErrLeadershipLost
+	case C.EMBRAFT_READ_BUSY:
+		return ErrReadBusy
 	default:
 		return ErrReadRefused
 	}

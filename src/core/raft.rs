@@ -91,6 +91,9 @@ pub enum ReadError {
     LeadershipLost,
     /// The leader refused it (it was no longer the leader).
     Refused,
+    /// Too many reads are in progress (see [`MAX_READS_IN_PROGRESS`]);
+    /// retry once some have completed.
+    Busy,
 }
 
 impl fmt::Display for ReadError {
@@ -101,6 +104,7 @@ impl fmt::Display for ReadError {
                 write!(f, "leadership changed before the read was confirmed")
             }
             ReadError::Refused => write!(f, "the leader refused the read"),
+            ReadError::Busy => write!(f, "too many reads are in progress"),
         }
     }
 }
@@ -374,8 +378,16 @@ struct ReadRequest {
 }
 
 /// A read waiting for a quorum to confirm this node still leads.
+/// The most reads a node keeps in progress: a leader's reads waiting for a
+/// commit of its term or for a heartbeat round, a follower's reads
+/// forwarded to the leader. While a quorum is silent nothing completes
+/// them, so beyond this a read fails at once with [`ReadError::Busy`]
+/// rather than growing the queue without bound.
+pub const MAX_READS_IN_PROGRESS: usize = 16 * 1024;
+
 struct PendingRead {
-    /// The heartbeat round that confirms it (and every read before it).
+    /// The heartbeat round that confirms it (and every read before it), or
+    /// 0 until that round is sent.
     round: u64,
     request: ReadRequest,
     index: Index,
@@ -687,6 +699,10 @@ impl Raft {
             self.heartbeat_elapsed = 0;
             if self.config.lease_reads {
                 self.broadcast_lease_round();
+            } else if self.pending_reads.back().is_some_and(|r| r.round == 0) {
+                // Reads held back behind a round that a quorum has not
+                // confirmed yet go out with this heartbeat.
+                self.broadcast_read_round();
             } else {
                 self.broadcast_heartbeat(0);
             }
@@ -708,10 +724,24 @@ impl Raft {
             }
             self.lease_rounds.pop_front();
         }
-        self.read_round += 1;
+        let round = self.broadcast_read_round();
         self.lease_rounds
-            .push_back((self.read_round, self.ticks, BTreeSet::new()));
-        self.broadcast_heartbeat(self.read_round);
+            .push_back((round, self.ticks, BTreeSet::new()));
+    }
+
+    /// Sends a heartbeat round whose acknowledgement by a quorum confirms
+    /// every read not yet sent in a round. Returns its number.
+    fn broadcast_read_round(&mut self) -> u64 {
+        self.read_round += 1;
+        let round = self.read_round;
+        for read in self.pending_reads.iter_mut().rev() {
+            if read.round != 0 {
+                break;
+            }
+            read.round = round;
+        }
+        self.broadcast_heartbeat(round);
+        round
     }
 
     /// An answer to heartbeat round `round` acknowledges every lease round
@@ -1860,6 +1890,9 @@ impl Raft {
         match self.role {
             Role::Leader => self.start_read(request),
             Role::Follower if self.leader != NO_NODE => {
+                if self.forwarded_reads.len() >= MAX_READS_IN_PROGRESS {
+                    return Err(ReadError::Busy);
+                }
                 self.forwarded_reads.push(context);
                 self.send(self.leader, MessageBody::ReadIndex { context });
             }
@@ -1870,7 +1903,15 @@ impl Raft {
 
     /// Leader: the read is served at the current commit index once a quorum
     /// confirms, after the request arrived, that this node still leads.
+    /// One heartbeat round is in flight for reads at a time: reads that
+    /// arrive meanwhile share the next round, sent once that one is
+    /// confirmed or with the next heartbeat, so a burst of reads costs a
+    /// round per round trip rather than a heartbeat to every peer per read.
     fn start_read(&mut self, request: ReadRequest) {
+        if self.reads_awaiting_commit.len() + self.pending_reads.len() >= MAX_READS_IN_PROGRESS {
+            self.complete_read(request, Err(ReadError::Busy));
+            return;
+        }
         if self.log.term(self.log.committed) != Some(self.term) {
             // Until an entry of this term commits, the commit index may lag
             // behind what earlier leaders committed.
@@ -1882,14 +1923,12 @@ impl Raft {
             self.complete_read(request, Ok(index));
             return;
         }
-        self.read_round += 1;
         self.pending_reads.push_back(PendingRead {
-            round: self.read_round,
+            round: 0,
             request,
             index,
             acks: BTreeSet::new(),
         });
-        self.broadcast_heartbeat(self.read_round);
         self.release_confirmed_reads();
     }
 
@@ -1900,7 +1939,7 @@ impl Raft {
             return;
         }
         for read in self.pending_reads.iter_mut() {
-            if read.round > round {
+            if read.round == 0 || read.round > round {
                 break;
             }
             read.acks.insert(from);
@@ -1908,9 +1947,17 @@ impl Raft {
         self.release_confirmed_reads();
     }
 
+    /// Completes the reads a quorum confirmed, and sends the round for
+    /// those that waited for one once none is in flight.
     fn release_confirmed_reads(&mut self) {
+        let id = self.id;
         while let Some(read) = self.pending_reads.front() {
-            let id = self.id;
+            if read.round == 0 {
+                // None in flight: send one (a lone voter is its own quorum
+                // and confirms it at once, below).
+                self.broadcast_read_round();
+                continue;
+            }
             if !self
                 .membership
                 .has_quorum(|peer| peer == id || read.acks.contains(&peer))

@@ -1442,3 +1442,75 @@ fn a_follower_inside_a_leader_lease_does_not_campaign_when_asked() {
     c.node(follower).campaign();
     assert_ne!(c.node(follower).role(), Role::Follower);
 }
+
+#[test]
+fn a_burst_of_reads_shares_heartbeat_rounds() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    let commit = c.node(leader).commit_index();
+    for context in 1..=100 {
+        c.node(leader).read_index(context).unwrap();
+    }
+    let heartbeats = |rd: &Ready| {
+        rd.messages
+            .iter()
+            .filter(|m| matches!(m.body, MessageBody::Heartbeat { .. }))
+            .count()
+    };
+    let rd = c.node(leader).ready();
+    assert_eq!(heartbeats(&rd), 2, "one round to each of two peers");
+    c.wire.extend(rd.messages);
+    c.node(leader).on_persisted(rd.number);
+    // Reads that arrive while that round is out wait for the next one,
+    // sent once the first is confirmed.
+    for context in 101..=150 {
+        c.node(leader).read_index(context).unwrap();
+    }
+    assert!(!c.node(leader).has_ready(), "no round for them yet");
+    c.settle();
+    for context in 1..=150 {
+        assert_eq!(c.read_outcome(leader, context), Some(Ok(commit)));
+    }
+}
+
+#[test]
+fn reads_wait_behind_an_unconfirmed_round_until_the_next_heartbeat() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    let commit = c.node(leader).commit_index();
+    c.node(leader).read_index(1).unwrap();
+    // The first round is lost.
+    let rd = c.node(leader).ready();
+    c.node(leader).on_persisted(rd.number);
+    c.node(leader).read_index(2).unwrap();
+    c.settle();
+    assert_eq!(c.read_outcome(leader, 2), None);
+    // The next heartbeat carries a round for both.
+    c.tick_all(c.nodes[&leader].config.heartbeat_tick as usize);
+    assert_eq!(c.read_outcome(leader, 1), Some(Ok(commit)));
+    assert_eq!(c.read_outcome(leader, 2), Some(Ok(commit)));
+}
+
+#[test]
+fn reads_in_progress_are_bounded() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    let follower = if leader == 1 { 2 } else { 1 };
+    // A silent quorum: nothing confirms the leader's reads.
+    c.isolated
+        .extend([1, 2, 3].into_iter().filter(|&id| id != leader));
+    let max = MAX_READS_IN_PROGRESS as u64;
+    for context in 1..=max + 3 {
+        c.node(leader).read_index(context).unwrap();
+    }
+    c.settle();
+    for context in max + 1..=max + 3 {
+        assert_eq!(c.read_outcome(leader, context), Some(Err(ReadError::Busy)));
+    }
+    assert_eq!(c.read_outcome(leader, max), None, "still waiting");
+    // A follower forwards at most as many.
+    for context in 1..=max {
+        c.node(follower).read_index(context).unwrap();
+    }
+    assert_eq!(c.node(follower).read_index(max + 1), Err(ReadError::Busy));
+}

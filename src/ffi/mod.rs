@@ -138,6 +138,10 @@ pub const EMBRAFT_READ_NO_LEADER: u32 = 2;
 pub const EMBRAFT_READ_LEADERSHIP_LOST: u32 = 3;
 /// The node asked was no longer the leader; retry.
 pub const EMBRAFT_READ_REFUSED: u32 = 4;
+/// Too many reads were in progress on the node asked (16,384: reads the
+/// leader has not confirmed yet, or a follower's reads forwarded to it);
+/// retry once some have completed.
+pub const EMBRAFT_READ_BUSY: u32 = 5;
 
 /// Log levels (`embraft_config_set_log_level`, `embraft_node_set_log_level`,
 /// `embraft_ready_log`).

@@ -353,6 +353,7 @@ pub unsafe extern "C" fn embraft_ready_read(
                 Err(ReadError::NoLeader) => (EMBRAFT_READ_NO_LEADER, 0),
                 Err(ReadError::LeadershipLost) => (EMBRAFT_READ_LEADERSHIP_LOST, 0),
                 Err(ReadError::Refused) => (EMBRAFT_READ_REFUSED, 0),
+                Err(ReadError::Busy) => (EMBRAFT_READ_BUSY, 0),
             };
             // SAFETY: checked non-NULL above; writable by contract.
             unsafe {
