@@ -99,8 +99,11 @@ impl Membership {
         {
             return Err("a pending learner is not an outgoing voter");
         }
-        if self.incoming.is_empty() && !self.outgoing.is_empty() {
-            return Err("a joint configuration without incoming voters");
+        // Only a node that knows no membership yet (one being added) has no
+        // voter: a membership of learners alone could never elect or
+        // commit, and would count an election as won with no vote at all.
+        if self.incoming.is_empty() && !self.is_empty() {
+            return Err("a membership without voters");
         }
         Ok(())
     }
@@ -262,6 +265,10 @@ impl Membership {
     }
 
     pub(crate) fn vote_result(&self, votes: &BTreeMap<NodeId, bool>) -> VoteResult {
+        if self.incoming.is_empty() {
+            // No voter (no membership known yet): nothing can be decided.
+            return VoteResult::Lost;
+        }
         match (
             majority_vote(&self.incoming, votes),
             majority_vote(&self.outgoing, votes),
@@ -323,6 +330,32 @@ mod tests {
             ..ConfState::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn memberships_without_voters_are_refused() {
+        for cs in [
+            ConfState {
+                learners: vec![1, 2],
+                ..ConfState::default()
+            },
+            ConfState {
+                voters_outgoing: vec![1, 2],
+                ..ConfState::default()
+            },
+        ] {
+            assert_eq!(
+                Membership::from_conf_state(&cs),
+                Err(ConfigError::InvalidMembership(
+                    "a membership without voters"
+                ))
+            );
+        }
+        let empty = Membership::from_conf_state(&ConfState::default()).unwrap();
+        assert!(empty.apply(&ConfChange::AddLearner(4)).is_err());
+        let everyone = [(1, true), (2, true)].into_iter().collect();
+        assert_eq!(empty.vote_result(&everyone), VoteResult::Lost);
+        assert!(!empty.has_quorum(|_| true));
     }
 
     #[test]

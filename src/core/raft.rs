@@ -415,6 +415,11 @@ pub struct Raft {
     /// out for persisting.
     self_vote_unsent: bool,
 
+    /// Set when this node, a voter of no configuration, refused its vote to
+    /// a candidate for lacking entries this node holds: it campaigns for
+    /// them once its election timeout passes with no leader heard (see
+    /// `holds_what_voters_lack`).
+    campaign_for_log: bool,
     election_elapsed: u32,
     heartbeat_elapsed: u32,
     randomized_election_timeout: u32,
@@ -538,6 +543,7 @@ impl Raft {
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             self_vote_unsent: false,
+            campaign_for_log: false,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_timeout: 0,
@@ -671,6 +677,8 @@ impl Raft {
         } else if self.election_elapsed >= self.randomized_election_timeout {
             if self.promotable() {
                 self.campaign();
+            } else if std::mem::take(&mut self.campaign_for_log) {
+                self.start_election();
             } else if self.role != Role::Follower {
                 // A campaign for this node's log that got no answer (see
                 // `holds_what_voters_lack`): it does not try again by itself.
@@ -1229,6 +1237,7 @@ impl Raft {
             self.become_follower(self.term, leader);
         }
         self.election_elapsed = 0;
+        self.campaign_for_log = false;
         Ok(())
     }
 
@@ -1267,8 +1276,10 @@ impl Raft {
             body,
         });
         if can_vote && !grant && self.holds_what_voters_lack() {
-            // See `holds_what_voters_lack`.
-            self.start_election();
+            // See `holds_what_voters_lack`. Not at once: the election timer
+            // runs from this request (a higher term resets it), as for
+            // any campaign.
+            self.campaign_for_log = true;
         }
     }
 
@@ -1678,7 +1689,10 @@ impl Raft {
     /// A joint configuration with auto-leave is left as soon as it is
     /// applied; a new leader leaves once every entry it inherited is.
     fn leave_joint_due(&self) -> bool {
+        // A leader that votes in neither half (see `holds_what_voters_lack`)
+        // takes no proposal, this one included.
         self.role == Role::Leader
+            && self.promotable()
             && self.membership.is_joint()
             && self.membership.auto_leave()
             && self.pending_conf_index <= self.conf_applied
@@ -1787,6 +1801,12 @@ impl Raft {
         let Ok(membership) = Membership::from_conf_state(&meta.conf_state) else {
             return false;
         };
+        if self.role != Role::Follower {
+            // A campaign's votes were asked for the log and counted by the
+            // membership this node had: both are gone. It follows instead,
+            // and the leader that sent the snapshot is heard from next.
+            self.become_follower(self.term, NO_NODE);
+        }
         self.log.restore(meta.index, meta.term);
         self.membership = membership.clone();
         self.conf_applied = meta.index;

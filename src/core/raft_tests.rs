@@ -1261,6 +1261,23 @@ fn a_removed_node_holding_what_the_voters_lack_campaigns_for_it() {
     // {2}, wins node 2's vote, commits an entry of its term, which tells
     // node 2 the removal is in force, and steps down; node 2 then leads.
     let mut c = Cluster::new(2);
+    let (removed, voter) = removal_unknown_to_the_voter();
+    c.nodes.insert(1, Raft::new(config(1), removed).unwrap());
+    c.nodes.insert(2, Raft::new(config(2), voter).unwrap());
+    assert_eq!(c.node(1).status().conf_state.voters, vec![2]);
+    c.tick_all(100);
+    assert_eq!(c.leader(), Some(2), "the remaining voter never won");
+    let kept = c.node(2).log_entries().iter().find(|e| e.index == 4);
+    assert_eq!(kept.map(|e| e.term), Some(3), "node 1's entry 4 was lost");
+    assert_eq!(c.node(2).status().conf_state.voters, vec![2]);
+    assert_eq!(c.node(1).role(), Role::Follower);
+}
+
+/// Node 1 removed from {1, 2} at index 3, holding node 2's no-op of term
+/// 3 at index 4; node 2 lacks it and still decides by {1, 2} (see
+/// `a_removed_node_holding_what_the_voters_lack_campaigns_for_it`).
+/// Returns their states: (node 1, node 2).
+fn removal_unknown_to_the_voter() -> (InitialState, InitialState) {
     let log = |last: Index| {
         let mut state = InitialState::bootstrap(&[1, 2]);
         state.entries.extend(
@@ -1296,15 +1313,7 @@ fn a_removed_node_holding_what_the_voters_lack_campaigns_for_it() {
         vote: 2,
         commit: 2,
     };
-    c.nodes.insert(1, Raft::new(config(1), removed).unwrap());
-    c.nodes.insert(2, Raft::new(config(2), voter).unwrap());
-    assert_eq!(c.node(1).status().conf_state.voters, vec![2]);
-    c.tick_all(100);
-    assert_eq!(c.leader(), Some(2), "the remaining voter never won");
-    let kept = c.node(2).log_entries().iter().find(|e| e.index == 4);
-    assert_eq!(kept.map(|e| e.term), Some(3), "node 1's entry 4 was lost");
-    assert_eq!(c.node(2).status().conf_state.voters, vec![2]);
-    assert_eq!(c.node(1).role(), Role::Follower);
+    (removed, voter)
 }
 
 #[test]
@@ -1513,4 +1522,102 @@ fn reads_in_progress_are_bounded() {
         c.node(follower).read_index(context).unwrap();
     }
     assert_eq!(c.node(follower).read_index(max + 1), Err(ReadError::Busy));
+}
+
+#[test]
+fn a_node_refuses_to_start_from_a_membership_without_voters() {
+    let learners_only = InitialState {
+        conf_state: ConfState {
+            learners: vec![1, 2],
+            ..ConfState::default()
+        },
+        ..InitialState::default()
+    };
+    assert!(matches!(
+        Raft::new(config(1), learners_only),
+        Err(ConfigError::InvalidMembership(_))
+    ));
+}
+
+#[test]
+fn a_removed_node_campaigns_for_its_log_only_after_an_election_timeout() {
+    let (removed, _) = removal_unknown_to_the_voter();
+    let mut n = Raft::new(config(1), removed).unwrap();
+    n.step(vote_request(2, 1, 4, (3, 2))).unwrap();
+    assert!(vote_refused(&mut n), "node 2 lacks entry 4");
+    assert_eq!(n.role(), Role::Follower, "it campaigned at once");
+    let timeout = n.config.election_tick;
+    for _ in 1..timeout {
+        n.tick();
+    }
+    assert_eq!(n.role(), Role::Follower);
+    for _ in 0..timeout {
+        n.tick();
+    }
+    assert_eq!(
+        n.role(),
+        Role::PreCandidate,
+        "it campaigns once the timeout passed"
+    );
+}
+
+#[test]
+fn a_leader_voting_in_neither_half_of_a_joint_membership_does_not_leave_it() {
+    // Node 1 votes in neither half of {2, 3} / {2, 3, 4} (auto-leave), yet
+    // wins both halves' votes, as a removed node campaigning for entries
+    // the voters lack may (see `holds_what_voters_lack`).
+    let state = InitialState {
+        conf_state: ConfState {
+            voters: vec![2, 3],
+            voters_outgoing: vec![2, 3, 4],
+            auto_leave: true,
+            ..ConfState::default()
+        },
+        ..InitialState::default()
+    };
+    let mut n = Raft::new(config(1), state).unwrap();
+    n.start_election();
+    let term = n.term() + 1;
+    let msg = |from, body| Message {
+        from,
+        to: 1,
+        term,
+        body,
+    };
+    for from in [2, 3, 4] {
+        n.step(msg(from, MessageBody::PreVoteResponse { reject: false }))
+            .unwrap();
+    }
+    for from in [2, 3, 4] {
+        n.step(msg(from, MessageBody::VoteResponse { reject: false }))
+            .unwrap();
+    }
+    assert_eq!(n.role(), Role::Leader);
+    let rd = n.ready();
+    assert!(
+        rd.entries.iter().all(|e| e.kind != EntryKind::ConfChange),
+        "it proposed leaving the joint membership: {:?}",
+        rd.entries
+    );
+}
+
+#[test]
+fn a_candidate_that_installs_a_snapshot_stands_down() {
+    let mut n = Raft::new(config(2), InitialState::bootstrap(&[1, 2, 3])).unwrap();
+    n.campaign();
+    assert_eq!(n.role(), Role::PreCandidate);
+    let meta = SnapshotMeta {
+        index: 10,
+        term: 1,
+        conf_state: ConfState {
+            voters: vec![1, 2, 3, 4, 5],
+            ..ConfState::default()
+        },
+    };
+    assert!(n.restore(meta));
+    assert_eq!(
+        n.role(),
+        Role::Follower,
+        "a campaign for a log and membership it no longer has"
+    );
 }
