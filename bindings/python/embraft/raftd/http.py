@@ -8,7 +8,7 @@ import logging
 import socket
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..transport import MAGIC, parse_address
 from .codec import MAX_KEY_BYTES, MAX_VALUE_BYTES, encode_delete, encode_set
@@ -201,7 +201,9 @@ class RaftdServer(ThreadingHTTPServer):
         self.raftd = raftd
         super().__init__(address, RequestHandler)
 
-    def finish_request(self, request: socket.socket, client_address) -> None:
+    # A stream server's requests are sockets (the base also types datagram ones).
+    def finish_request(self, request: socket.socket,  # type: ignore[override]
+                       client_address: Any) -> None:
         request.settimeout(5.0)
         try:
             first = request.recv(4, socket.MSG_PEEK | socket.MSG_WAITALL)
