@@ -153,11 +153,12 @@ class Driver:
             self._call_locked(function, *args)
 
     def _call_locked(self, function: Callable[..., int], *args: Any) -> None:
-        if self.node.closed or self.closing:
+        if self.closing:
             raise ClosedError("the node is closed")
         if self.failure is not None:
             # The driver stopped: nothing would ever complete a new future.
             raise self.failure
+        # ptr() raises ClosedError once the handle is freed.
         code = function(self.node.ptr(), *args)
         if code != _ffi.OK:
             raise self.node.error(code)

@@ -16,9 +16,10 @@ import logging
 import signal
 import sys
 import threading
+from types import FrameType
 from typing import List, Optional
 
-from ..node import TRACE
+from .._log import TRACE
 from .http import RaftdServer
 from .service import Raftd
 
@@ -66,7 +67,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     # peers wait in the backlog until the node serves them.
     server = RaftdServer((arguments.host, arguments.port), raftd)
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: Optional[FrameType]) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)

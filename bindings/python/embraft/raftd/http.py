@@ -24,7 +24,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: "RaftdServer"
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base's name)
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
         logger.debug("%s %s", self.address_string(), format % args)
 
     def send_response(self, code: int, message: Optional[str] = None) -> None:
