@@ -2,9 +2,9 @@
 (embraft.driver), which owns the C node, its thread and the pending
 futures.
 
-Lifetimes (after wasmtime-py's _managed.py): the driver thread references
-only the `Driver`, never the `Node`, so a `Node` the user forgot to close
-becomes garbage and its finalizer stops the thread and frees the handle.
+The driver thread references only the `Driver`, never the `Node`, so a
+`Node` the user forgot to close becomes garbage and its finalizer stops the
+thread and frees the handle.
 """
 
 from __future__ import annotations
