@@ -66,11 +66,13 @@ echo "ruff: $([ $ruff_status -eq 0 ] && echo clean || echo FAILED)," \
     "mypy: $([ $mypy_status -eq 0 ] && echo clean || echo FAILED)"
 "$venv/bin/python" -m pytest bindings/python/tests -p no:cacheprovider \
     --basetemp="$scratch/pytest" --timeout=300 -q -rfE "$@"
-status=$?
+pytest_status=$?
 set -e
-echo "python binding tests: $([ $status -eq 0 ] && echo passed || echo FAILED)" \
-    "in $((SECONDS - start)) s (pytest exit status $status)"
+status=$pytest_status
 if [ $status -eq 0 ] && { [ $ruff_status -ne 0 ] || [ $mypy_status -ne 0 ]; }; then
     status=1
 fi
+echo "python binding tests: $([ $status -eq 0 ] && echo passed || echo FAILED)" \
+    "in $((SECONDS - start)) s (pytest exit status $pytest_status," \
+    "ruff $ruff_status, mypy $mypy_status)"
 exit $status
