@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests the Python binding the way a user installs it: a virtualenv, then
-# `pip install ./bindings/python` (which builds the Rust library with cargo
-# and puts libembraft.so in the package), then pytest.
+# `pip install ./bindings/python` (setuptools-rust builds the Rust library
+# with cargo and puts libembraft.so in the package), then ruff and mypy on
+# the package, then pytest. Any of them failing fails the script.
 #
 # Environment:
 #   EMBRAFT_PY_VENV   where to keep the virtualenv (default target/python-venv)
@@ -44,15 +45,34 @@ if [ ! -x "$venv/bin/python" ]; then
     fi
 fi
 
-echo "installing ./bindings/python (cargo build --release) and pytest into $venv"
-pip_install ./bindings/python pytest pytest-timeout
+# Absolute from here on: the checks run in bindings/python.
+venv=$(cd "$venv" && pwd)
+
+# setuptools copies the package into build/ and never prunes it: a module
+# moved or deleted since the last build would still land in the wheel.
+rm -rf bindings/python/build
+echo "installing ./bindings/python (cargo build --release), pytest, ruff and mypy into $venv"
+pip_install ./bindings/python pytest pytest-timeout ruff mypy
 
 start=$SECONDS
 set +e
+# The checks read bindings/python/pyproject.toml; mypy checks the sources
+# (not the installed copy) and keeps its cache with the venv.
+(cd bindings/python && "$venv/bin/ruff" check --no-cache .)
+ruff_status=$?
+(cd bindings/python && "$venv/bin/mypy" --cache-dir "$venv/mypy-cache")
+mypy_status=$?
+echo "ruff: $([ $ruff_status -eq 0 ] && echo clean || echo FAILED)," \
+    "mypy: $([ $mypy_status -eq 0 ] && echo clean || echo FAILED)"
 "$venv/bin/python" -m pytest bindings/python/tests -p no:cacheprovider \
     --basetemp="$scratch/pytest" --timeout=300 -q -rfE "$@"
-status=$?
+pytest_status=$?
 set -e
+status=$pytest_status
+if [ $status -eq 0 ] && { [ $ruff_status -ne 0 ] || [ $mypy_status -ne 0 ]; }; then
+    status=1
+fi
 echo "python binding tests: $([ $status -eq 0 ] && echo passed || echo FAILED)" \
-    "in $((SECONDS - start)) s (pytest exit status $status)"
+    "in $((SECONDS - start)) s (pytest exit status $pytest_status," \
+    "ruff $ruff_status, mypy $mypy_status)"
 exit $status

@@ -1,80 +1,57 @@
-"""Builds the Rust library with cargo during the package build and ships
-libembraft.so inside the package (see pyproject.toml for the metadata).
+"""The Rust part of the build, with setuptools-rust (the metadata is in
+pyproject.toml).
 
-The package lives in the embraft repository (bindings/python), so the
-library is built from the repository root two levels up; set
-EMBRAFT_SOURCE_DIR to build from another checkout. cargo reuses the
-repository's target/ directory, so an install after a build recompiles
-nothing.
+libembraft is a plain C library that the package loads with ctypes, not a
+Python extension module: setuptools-rust builds the crate at the
+repository root (two directories up; pip 21.3 and later build a local
+project in place, so the relative path holds) as a cdylib with no Python
+binding, and two small overrides keep what a ctypes library needs:
+- the file is libembraft.so inside the package, where embraft._ffi looks
+  for it, not a name carrying the interpreter's extension suffix;
+- the wheel is tagged py3-none-<platform>: it holds native code for one
+  platform but does not depend on the Python version or ABI.
+EMBRAFT_SOURCE_DIR builds the library from another checkout.
 """
 
-import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
-from setuptools import Distribution, setup
-from setuptools.command.build_py import build_py
+from setuptools import setup
+from setuptools.command.bdist_wheel import bdist_wheel
+from setuptools_rust import Binding, RustExtension, build_rust
 
 LIBRARY_FILE = "libembraft.so"
 
 
-def repository_root() -> Path:
-    candidate = Path(os.environ.get("EMBRAFT_SOURCE_DIR")
-                     or Path(__file__).resolve().parent.parent.parent)
-    header = candidate / "include" / "embraft.h"
-    if not (candidate / "Cargo.toml").is_file() or not header.is_file():
+def cargo_manifest() -> str:
+    root = Path(os.environ.get("EMBRAFT_SOURCE_DIR") or Path(__file__).parent / ".." / "..")
+    manifest = root / "Cargo.toml"
+    if not manifest.is_file() or not (root / "include" / "embraft.h").is_file():
         raise SystemExit(
-            f"embraft: {candidate} is not the embraft repository (no Cargo.toml and "
+            f"embraft: {root.resolve()} is not the embraft repository (no Cargo.toml and "
             "include/embraft.h); install from the repository (pip install ./bindings/python, "
             "with a pip that builds in place, 21.3 or later) or set EMBRAFT_SOURCE_DIR")
-    return candidate
+    return str(manifest)
 
 
-def find_cargo() -> str:
-    cargo = os.environ.get("CARGO") or shutil.which("cargo")
-    if cargo:
-        return cargo
-    rustup_default = Path.home() / ".cargo" / "bin" / "cargo"
-    if rustup_default.is_file():
-        return str(rustup_default)
-    raise SystemExit("embraft: cargo was not found; install Rust (https://rustup.rs) "
-                     "or set CARGO to the cargo executable")
+class BuildLibrary(build_rust):
+    def get_dylib_ext_path(self, ext: RustExtension, target_fname: str) -> str:
+        path = super().get_dylib_ext_path(ext, target_fname)
+        return os.path.join(os.path.dirname(path), LIBRARY_FILE)
 
 
-def build_library() -> Path:
-    """Runs cargo build --release and returns the path of the cdylib it
-    reports (so a CARGO_TARGET_DIR elsewhere works too)."""
-    root = repository_root()
-    command = [find_cargo(), "build", "--release", "--lib",
-               "--message-format=json-render-diagnostics"]
-    print("embraft: building the library:", " ".join(command), "in", root, flush=True)
-    result = subprocess.run(command, cwd=root, stdout=subprocess.PIPE, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"embraft: cargo build failed (exit status {result.returncode})")
-    for line in result.stdout.decode().splitlines():
-        message = json.loads(line) if line.startswith("{") else {}
-        if message.get("reason") == "compiler-artifact" and "cdylib" in message["target"]["kind"]:
-            for filename in message["filenames"]:
-                if filename.endswith(LIBRARY_FILE):
-                    return Path(filename)
-    raise SystemExit("embraft: cargo did not report a libembraft.so")
+class PlatformWheel(bdist_wheel):
+    def get_tag(self) -> "tuple[str, str, str]":
+        _, _, platform = super().get_tag()
+        return "py3", "none", platform
 
 
-class BuildWithLibrary(build_py):
-    def run(self):
-        super().run()
-        destination = Path(self.build_lib) / "embraft" / LIBRARY_FILE
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(build_library(), destination)
-
-
-class BinaryDistribution(Distribution):
-    """The wheel carries a native library: tag it for this platform."""
-
-    def has_ext_modules(self):
-        return True
-
-
-setup(cmdclass={"build_py": BuildWithLibrary}, distclass=BinaryDistribution)
+setup(
+    rust_extensions=[RustExtension(
+        "embraft.libembraft", path=cargo_manifest(), binding=Binding.NoBinding,
+        # The crate types of Cargo.toml, so that this build and a plain
+        # `cargo build --release` share target/ instead of rebuilding the
+        # crate for each other (setuptools-rust asks for cdylib alone).
+        args=["--crate-type", "rlib,cdylib,staticlib"])],
+    cmdclass={"build_rust": BuildLibrary, "bdist_wheel": PlatformWheel},
+)

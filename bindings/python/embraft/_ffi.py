@@ -22,7 +22,7 @@ from ctypes import (
     c_uint64,
     c_void_p,
 )
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 # EMBRAFT_ABI_VERSION of the header this layer was written against. The
 # library loaded at run time must report the same value.
@@ -117,12 +117,51 @@ PEER_REPLICATING = 3
 PEER_INFLIGHT_MSGS = 4
 PEER_RECENT_ACTIVE = 5
 
-# C types of the header, spelled as ctypes. Handles are opaque, so a plain
-# void pointer carries them; byte inputs are c_char_p so that Python bytes
-# pass without a copy; views written by the library are read as addresses.
+
+
+class _Handle(c_void_p):
+    """An opaque handle of the header. Each C handle type is a subclass of
+    its own that accepts only its own instances as an argument, so handing
+    a function the wrong handle (or a bare address, or None) fails in
+    ctypes with an ArgumentError naming the TypeError instead of reaching
+    the library."""
+
+    @classmethod
+    def from_param(cls, obj: object) -> "_Handle":
+        if isinstance(obj, cls):
+            return obj
+        raise TypeError(f"expected a {cls.__name__}, got {type(obj).__name__}")
+
+
+class ConfigPtr(_Handle):
+    """embraft_config*"""
+
+
+class NodePtr(_Handle):
+    """embraft_node*"""
+
+
+class ReadyPtr(_Handle):
+    """embraft_ready*"""
+
+
+class SnapshotWriterPtr(_Handle):
+    """embraft_snapshot_writer*"""
+
+
+class StatusReportPtr(_Handle):
+    """embraft_status_report*"""
+
+
+# C types of the header, spelled as ctypes. Byte inputs are c_char_p so that
+# Python bytes pass without a copy; views written by the library are read as
+# addresses.
 status = c_int32
-handle = c_void_p
-handle_out = POINTER(c_void_p)
+config = ConfigPtr
+node = NodePtr
+ready = ReadyPtr
+writer = SnapshotWriterPtr
+report = StatusReportPtr
 u32 = c_uint32
 u64 = c_uint64
 u32_out = POINTER(c_uint32)
@@ -139,79 +178,79 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
     "embraft_version": (c_char_p, []),
     "embraft_abi_version": (u32, []),
     "embraft_status_str": (c_char_p, [status]),
-    "embraft_config_new": (status, [handle_out]),
-    "embraft_config_free": (None, [handle]),
-    "embraft_config_last_error": (status, [handle, c_char_p, c_size_t, size_out]),
-    "embraft_config_set_id": (status, [handle, u64]),
-    "embraft_config_set_peers": (status, [handle, ids_in, c_size_t]),
-    "embraft_config_set_data_dir": (status, [handle, c_char_p]),
-    "embraft_config_set_election_ticks": (status, [handle, u32]),
-    "embraft_config_set_heartbeat_ticks": (status, [handle, u32]),
-    "embraft_config_set_pre_vote": (status, [handle, c_bool]),
-    "embraft_config_set_check_quorum": (status, [handle, c_bool]),
-    "embraft_config_set_max_inflight_msgs": (status, [handle, c_size_t]),
-    "embraft_config_set_max_inflight_bytes": (status, [handle, u64]),
-    "embraft_config_set_max_msg_bytes": (status, [handle, u64]),
-    "embraft_config_set_max_entry_bytes": (status, [handle, u64]),
-    "embraft_config_set_max_apply_bytes": (status, [handle, u64]),
-    "embraft_config_set_sync_mode": (status, [handle, u32]),
-    "embraft_config_set_threading": (status, [handle, u32]),
-    "embraft_config_set_wal_write_method": (status, [handle, u32]),
-    "embraft_config_set_segment_size": (status, [handle, u64]),
-    "embraft_config_set_applied_index": (status, [handle, u64]),
-    "embraft_config_set_input_queue_capacity": (status, [handle, c_size_t]),
-    "embraft_config_set_log_level": (status, [handle, u32]),
-    "embraft_config_set_lease_reads": (status, [handle, c_bool]),
-    "embraft_config_set_compact_keep_entries": (status, [handle, u64]),
-    "embraft_config_set_snapshot_entries": (status, [handle, u64]),
-    "embraft_config_set_snapshot_bytes": (status, [handle, u64]),
-    "embraft_config_set_snapshot_chunk_size": (status, [handle, u64]),
-    "embraft_config_set_random_seed": (status, [handle, u64]),
-    "embraft_node_new": (status, [handle, handle_out]),
-    "embraft_node_free": (None, [handle]),
-    "embraft_node_tick": (status, [handle]),
-    "embraft_node_step": (status, [handle, bytes_in, c_size_t]),
-    "embraft_node_propose": (status, [handle, bytes_in, c_size_t, u64_out]),
-    "embraft_node_propose_conf_change": (status, [handle, u32, u64, u64_out]),
+    "embraft_config_new": (status, [POINTER(config)]),
+    "embraft_config_free": (None, [config]),
+    "embraft_config_last_error": (status, [config, c_char_p, c_size_t, size_out]),
+    "embraft_config_set_id": (status, [config, u64]),
+    "embraft_config_set_peers": (status, [config, ids_in, c_size_t]),
+    "embraft_config_set_data_dir": (status, [config, c_char_p]),
+    "embraft_config_set_election_ticks": (status, [config, u32]),
+    "embraft_config_set_heartbeat_ticks": (status, [config, u32]),
+    "embraft_config_set_pre_vote": (status, [config, c_bool]),
+    "embraft_config_set_check_quorum": (status, [config, c_bool]),
+    "embraft_config_set_max_inflight_msgs": (status, [config, c_size_t]),
+    "embraft_config_set_max_inflight_bytes": (status, [config, u64]),
+    "embraft_config_set_max_msg_bytes": (status, [config, u64]),
+    "embraft_config_set_max_entry_bytes": (status, [config, u64]),
+    "embraft_config_set_max_apply_bytes": (status, [config, u64]),
+    "embraft_config_set_sync_mode": (status, [config, u32]),
+    "embraft_config_set_threading": (status, [config, u32]),
+    "embraft_config_set_wal_write_method": (status, [config, u32]),
+    "embraft_config_set_segment_size": (status, [config, u64]),
+    "embraft_config_set_applied_index": (status, [config, u64]),
+    "embraft_config_set_input_queue_capacity": (status, [config, c_size_t]),
+    "embraft_config_set_log_level": (status, [config, u32]),
+    "embraft_config_set_lease_reads": (status, [config, c_bool]),
+    "embraft_config_set_compact_keep_entries": (status, [config, u64]),
+    "embraft_config_set_snapshot_entries": (status, [config, u64]),
+    "embraft_config_set_snapshot_bytes": (status, [config, u64]),
+    "embraft_config_set_snapshot_chunk_size": (status, [config, u64]),
+    "embraft_config_set_random_seed": (status, [config, u64]),
+    "embraft_node_new": (status, [config, POINTER(node)]),
+    "embraft_node_free": (None, [node]),
+    "embraft_node_tick": (status, [node]),
+    "embraft_node_step": (status, [node, bytes_in, c_size_t]),
+    "embraft_node_propose": (status, [node, bytes_in, c_size_t, u64_out]),
+    "embraft_node_propose_conf_change": (status, [node, u32, u64, u64_out]),
     "embraft_node_propose_membership": (
-        status, [handle, ids_in, c_size_t, ids_in, c_size_t, u64_out]),
-    "embraft_node_read_index": (status, [handle, u64]),
-    "embraft_node_transfer_leader": (status, [handle, u64]),
-    "embraft_node_report_unreachable": (status, [handle, u64]),
-    "embraft_node_snapshot_begin": (status, [handle, u64, handle_out]),
-    "embraft_node_poll_ready": (status, [handle, u32, handle_out]),
-    "embraft_node_ack_applied": (status, [handle, u64]),
-    "embraft_node_status": (status, [handle, handle_out]),
-    "embraft_node_readiness_fd": (status, [handle, int_out]),
-    "embraft_node_set_log_level": (status, [handle, u32]),
-    "embraft_node_last_error": (status, [handle, c_char_p, c_size_t, size_out]),
-    "embraft_ready_free": (None, [handle]),
-    "embraft_ready_state_changed": (status, [handle, bool_out]),
-    "embraft_ready_state": (status, [handle, u32_out, u64_out, u64_out]),
-    "embraft_ready_message_count": (status, [handle, size_out]),
-    "embraft_ready_message": (status, [handle, c_size_t, u64_out, view_out, size_out]),
-    "embraft_ready_entry_count": (status, [handle, size_out]),
+        status, [node, ids_in, c_size_t, ids_in, c_size_t, u64_out]),
+    "embraft_node_read_index": (status, [node, u64]),
+    "embraft_node_transfer_leader": (status, [node, u64]),
+    "embraft_node_report_unreachable": (status, [node, u64]),
+    "embraft_node_snapshot_begin": (status, [node, u64, POINTER(writer)]),
+    "embraft_node_poll_ready": (status, [node, u32, POINTER(ready)]),
+    "embraft_node_ack_applied": (status, [node, u64]),
+    "embraft_node_status": (status, [node, POINTER(report)]),
+    "embraft_node_readiness_fd": (status, [node, int_out]),
+    "embraft_node_set_log_level": (status, [node, u32]),
+    "embraft_node_last_error": (status, [node, c_char_p, c_size_t, size_out]),
+    "embraft_ready_free": (None, [ready]),
+    "embraft_ready_state_changed": (status, [ready, bool_out]),
+    "embraft_ready_state": (status, [ready, u32_out, u64_out, u64_out]),
+    "embraft_ready_message_count": (status, [ready, size_out]),
+    "embraft_ready_message": (status, [ready, c_size_t, u64_out, view_out, size_out]),
+    "embraft_ready_entry_count": (status, [ready, size_out]),
     "embraft_ready_entry": (
-        status, [handle, c_size_t, u64_out, u64_out, u32_out, view_out, size_out, u64_out]),
-    "embraft_ready_outcome_count": (status, [handle, size_out]),
-    "embraft_ready_outcome": (status, [handle, c_size_t, u64_out, u32_out, u64_out]),
-    "embraft_ready_read_count": (status, [handle, size_out]),
-    "embraft_ready_read": (status, [handle, c_size_t, u64_out, u32_out, u64_out]),
-    "embraft_ready_snapshot_to_restore": (status, [handle, bool_out, u64_out, u64_out]),
-    "embraft_ready_snapshot_path": (status, [handle, view_out]),
-    "embraft_ready_snapshot_wanted": (status, [handle, bool_out, u64_out]),
-    "embraft_ready_log_count": (status, [handle, size_out]),
-    "embraft_ready_log": (status, [handle, c_size_t, u32_out, view_out]),
-    "embraft_snapshot_writer_path": (status, [handle, view_out]),
-    "embraft_snapshot_writer_write": (status, [handle, bytes_in, c_size_t]),
-    "embraft_snapshot_writer_finish": (status, [handle]),
-    "embraft_snapshot_writer_abort": (None, [handle]),
-    "embraft_status_report_free": (None, [handle]),
-    "embraft_status_report_get": (status, [handle, u32, u64_out]),
-    "embraft_status_report_peer_count": (status, [handle, size_out]),
-    "embraft_status_report_peer_get": (status, [handle, c_size_t, u32, u64_out]),
-    "embraft_status_report_member_count": (status, [handle, u32, size_out]),
-    "embraft_status_report_member": (status, [handle, u32, c_size_t, u64_out]),
+        status, [ready, c_size_t, u64_out, u64_out, u32_out, view_out, size_out, u64_out]),
+    "embraft_ready_outcome_count": (status, [ready, size_out]),
+    "embraft_ready_outcome": (status, [ready, c_size_t, u64_out, u32_out, u64_out]),
+    "embraft_ready_read_count": (status, [ready, size_out]),
+    "embraft_ready_read": (status, [ready, c_size_t, u64_out, u32_out, u64_out]),
+    "embraft_ready_snapshot_to_restore": (status, [ready, bool_out, u64_out, u64_out]),
+    "embraft_ready_snapshot_path": (status, [ready, view_out]),
+    "embraft_ready_snapshot_wanted": (status, [ready, bool_out, u64_out]),
+    "embraft_ready_log_count": (status, [ready, size_out]),
+    "embraft_ready_log": (status, [ready, c_size_t, u32_out, view_out]),
+    "embraft_snapshot_writer_path": (status, [writer, view_out]),
+    "embraft_snapshot_writer_write": (status, [writer, bytes_in, c_size_t]),
+    "embraft_snapshot_writer_finish": (status, [writer]),
+    "embraft_snapshot_writer_abort": (None, [writer]),
+    "embraft_status_report_free": (None, [report]),
+    "embraft_status_report_get": (status, [report, u32, u64_out]),
+    "embraft_status_report_peer_count": (status, [report, size_out]),
+    "embraft_status_report_peer_get": (status, [report, c_size_t, u32, u64_out]),
+    "embraft_status_report_member_count": (status, [report, u32, size_out]),
+    "embraft_status_report_member": (status, [report, u32, c_size_t, u64_out]),
 }
 
 LIBRARY_ENV = "EMBRAFT_LIBRARY"
@@ -268,7 +307,20 @@ def status_text(code: int) -> str:
     return lib.embraft_status_str(code).decode("utf-8", "replace")
 
 
-def last_error_text(getter, handle_value) -> str:
+def string_at(address: c_void_p, length: Optional[int] = None) -> bytes:
+    """A copy of the bytes at a view the library wrote (`length` of them,
+    or up to a NUL); b"" for an empty view, which may be NULL."""
+    if length == 0:
+        return b""
+    if not address.value:
+        # Only a broken library returns NULL with OK: no status code fits.
+        raise RuntimeError("embraft returned a NULL view")
+    if length is None:
+        return ctypes.string_at(address.value)
+    return ctypes.string_at(address.value, length)
+
+
+def last_error_text(getter: Callable[..., int], handle_value: _Handle) -> str:
     """Reads a handle's last error message with the given *_last_error
     function, growing the buffer when the message was truncated."""
     size = 256

@@ -10,34 +10,50 @@ is that writer as a buffered binary file object.
 
 from __future__ import annotations
 
-import ctypes
 import io
 import os
 import threading
-import weakref
 from ctypes import byref, c_void_p
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from . import _ffi
 from ._ffi import lib
-from .errors import EmbraftError
+from ._managed import Managed
+from .errors import EmbraftError, error_for_status
 
 # Bytes gathered before each call into the library: large enough that the
 # ctypes overhead vanishes, small enough not to matter in memory.
 BUFFER_BYTES = 256 * 1024
 
 
+class SnapshotWriterHandle(Managed[_ffi.SnapshotWriterPtr]):
+    """A snapshot writer (embraft_snapshot_writer*). Closing it aborts the
+    snapshot; `finish` consumes it."""
+
+    _free = lib.embraft_snapshot_writer_abort
+    _what = "snapshot writer"
+
+    def path(self) -> str:
+        path = c_void_p()
+        code = lib.embraft_snapshot_writer_path(self.ptr(), byref(path))
+        if code != _ffi.OK:
+            raise error_for_status(code, "reading a snapshot writer's path")
+        return os.fsdecode(_ffi.string_at(path))
+
+
 class _WriterSink(io.RawIOBase):
     """The raw stream under a SnapshotWriter: each write goes to
-    `embraft_snapshot_writer_write`. Owns the C writer until `end`."""
+    `embraft_snapshot_writer_write`. Owns the C writer."""
 
-    def __init__(self, handle: c_void_p, path: str,
+    def __init__(self, handle: SnapshotWriterHandle,
                  error_for: Callable[[int], EmbraftError]):
         super().__init__()
-        self._handle: Optional[c_void_p] = handle
+        self._handle = handle
+        # The writer may be used from any thread, one at a time; the lock
+        # keeps a write from racing with a finish or an abort.
         self._lock = threading.Lock()
         self._error_for = error_for
-        self.name = path
+        self.name = handle.path()
         self.mode = "wb"
 
     def writable(self) -> bool:
@@ -48,32 +64,27 @@ class _WriterSink(io.RawIOBase):
         # buffers (BufferedWriter hands over memoryviews) are copied once.
         payload = data if isinstance(data, bytes) else bytes(data)
         with self._lock:
-            if self._handle is None:
+            if self._handle.closed:
                 raise ValueError("write to a snapshot that was finished or aborted")
-            code = lib.embraft_snapshot_writer_write(self._handle, payload, len(payload))
+            code = lib.embraft_snapshot_writer_write(self._handle.ptr(), payload, len(payload))
         if code != _ffi.OK:
             raise self._error_for(code)
         return len(payload)
 
     @property
     def ended(self) -> bool:
-        return self._handle is None
+        return self._handle.closed
 
     def end(self, finish: bool) -> int:
         """Finishes or aborts the C writer, once; the status of the call
         (OK when it had already ended or was aborted)."""
         with self._lock:
-            handle, self._handle = self._handle, None
-        if handle is None:
+            if self._handle.closed:
+                return _ffi.OK
+            if finish:
+                return int(lib.embraft_snapshot_writer_finish(self._handle.take()))
+            self._handle.close()
             return _ffi.OK
-        if finish:
-            return lib.embraft_snapshot_writer_finish(handle)
-        lib.embraft_snapshot_writer_abort(handle)
-        return _ffi.OK
-
-
-def _abort_sink(sink: _WriterSink) -> None:
-    sink.end(finish=False)
 
 
 class SnapshotWriter(io.BufferedWriter):
@@ -93,17 +104,13 @@ class SnapshotWriter(io.BufferedWriter):
     node: finishing after the node closed fails with NodeFailedError.
     """
 
-    def __init__(self, handle: c_void_p, index: int,
+    def __init__(self, handle: SnapshotWriterHandle, index: int,
                  error_for: Callable[[int], EmbraftError]):
-        path = c_void_p()
-        code = lib.embraft_snapshot_writer_path(handle, byref(path))
-        name = os.fsdecode(ctypes.string_at(path.value)) if code == _ffi.OK else ""
-        sink = _WriterSink(handle, name, error_for)
+        sink = _WriterSink(handle, error_for)
         super().__init__(sink, BUFFER_BYTES)
         self.index = index
         self._sink = sink
         self._error_for = error_for
-        self._finalizer = weakref.finalize(self, _abort_sink, sink)
 
     @property
     def path(self) -> str:
@@ -131,7 +138,6 @@ class SnapshotWriter(io.BufferedWriter):
             self.abort()
             raise
         code = self._sink.end(finish=True)
-        self._finalizer.detach()
         if code != _ffi.OK:
             raise self._error_for(code)
         return self.index
@@ -144,7 +150,7 @@ class SnapshotWriter(io.BufferedWriter):
         except (OSError, ValueError, EmbraftError):
             pass  # the data is being thrown away
         finally:
-            self._finalizer()
+            self._sink.end(finish=False)
 
     def __enter__(self) -> "SnapshotWriter":
         return self

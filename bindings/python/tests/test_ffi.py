@@ -1,6 +1,7 @@
 """The ctypes layer against include/embraft.h: every function declared, with
 the header's types, every constant equal, and the ABI check."""
 
+import ctypes
 import os
 import re
 import shutil
@@ -13,8 +14,10 @@ from conftest import HEADER
 
 from embraft import _ffi
 
-HANDLE_TYPES = ("embraft_config", "embraft_node", "embraft_ready", "embraft_snapshot_writer",
-                "embraft_status_report")
+# Each C handle type has a ctypes type of its own.
+HANDLE_TYPES = {"embraft_config": _ffi.ConfigPtr, "embraft_node": _ffi.NodePtr,
+                "embraft_ready": _ffi.ReadyPtr, "embraft_snapshot_writer": _ffi.SnapshotWriterPtr,
+                "embraft_status_report": _ffi.StatusReportPtr}
 
 # C type (whitespace removed around '*') -> the ctypes type the layer must use.
 EXPECTED_CTYPES = {
@@ -36,10 +39,10 @@ EXPECTED_CTYPES = {
     "const uint8_t**": POINTER(c_void_p),
     "const char**": POINTER(c_void_p),
 }
-for _handle in HANDLE_TYPES:
-    EXPECTED_CTYPES[f"{_handle}*"] = c_void_p
-    EXPECTED_CTYPES[f"const {_handle}*"] = c_void_p
-    EXPECTED_CTYPES[f"{_handle}**"] = POINTER(c_void_p)
+for _handle, _ctype in HANDLE_TYPES.items():
+    EXPECTED_CTYPES[f"{_handle}*"] = _ctype
+    EXPECTED_CTYPES[f"const {_handle}*"] = _ctype
+    EXPECTED_CTYPES[f"{_handle}**"] = POINTER(_ctype)
 
 
 def _normalize(c_type: str) -> str:
@@ -94,6 +97,20 @@ def test_every_header_function_is_declared_identically():
         function = getattr(_ffi.lib, name)
         assert function.restype is expected_result, f"{name}: restype not applied"
         assert list(function.argtypes) == expected_arguments, f"{name}: argtypes not applied"
+
+
+def test_handle_types_are_distinct_void_pointers():
+    assert len(set(HANDLE_TYPES.values())) == len(HANDLE_TYPES)
+    for ctype in HANDLE_TYPES.values():
+        assert issubclass(ctype, c_void_p)
+
+
+@pytest.mark.parametrize("wrong", [_ffi.NodePtr(), c_void_p(), 1, None])
+def test_a_wrong_handle_is_refused_before_the_call(wrong):
+    # ctypes reports the TypeError of the handle type's from_param as an
+    # ArgumentError; nothing reaches the library.
+    with pytest.raises(ctypes.ArgumentError, match="TypeError: expected a ConfigPtr"):
+        _ffi.lib.embraft_config_free(wrong)
 
 
 def test_every_header_constant_matches():

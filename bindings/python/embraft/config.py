@@ -1,0 +1,134 @@
+"""A node's configuration: the `Config` users fill in, and the C
+configuration handle built from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from ctypes import byref, c_uint64
+from typing import Any, Callable, Optional, Sequence
+
+from . import _ffi
+from ._ffi import lib
+from ._log import library_level
+from ._managed import Managed
+from .errors import error_for_status
+
+
+@dataclasses.dataclass
+class Config:
+    """A node's configuration. Ticks are counted in `tick_interval`
+    seconds, which the driver thread keeps."""
+
+    id: int
+    data_dir: str
+    peers: Sequence[int] = ()
+    tick_interval: float = 0.05
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    sync: bool = True
+    # Run the node inline: each call does the node's work (WAL write
+    # included) on the calling thread; the library's one thread waits for
+    # the WAL syncs.
+    inline: bool = False
+    # Write the WAL with pwrite instead of through its mapping: equally
+    # durable, same files, less kernel work per sync (docs/DISK-FORMAT.md).
+    wal_pwrite: bool = False
+    max_entry_bytes: Optional[int] = None
+    max_msg_bytes: Optional[int] = None
+    max_inflight_msgs: Optional[int] = None
+    max_inflight_bytes: Optional[int] = None
+    max_apply_bytes: Optional[int] = None
+    segment_size: Optional[int] = None
+    applied_index: int = 0
+    input_queue_capacity: Optional[int] = None
+    lease_reads: bool = False
+    compact_keep_entries: Optional[int] = None
+    # Take a snapshot automatically (on the driver thread) once this many
+    # entries, or this many bytes of log, were applied since the last one;
+    # None (the default) never does on that account.
+    snapshot_entries: Optional[int] = None
+    snapshot_bytes: Optional[int] = None
+    snapshot_chunk_size: Optional[int] = None
+    random_seed: int = 0
+    # None follows the "embraft.core" logger's effective level.
+    log_level: Optional[int] = None
+
+
+# Config fields left to the library's default when None, and their setters.
+_OPTIONAL_SETTERS = {
+    "max_entry_bytes": lib.embraft_config_set_max_entry_bytes,
+    "max_msg_bytes": lib.embraft_config_set_max_msg_bytes,
+    "max_inflight_msgs": lib.embraft_config_set_max_inflight_msgs,
+    "max_inflight_bytes": lib.embraft_config_set_max_inflight_bytes,
+    "max_apply_bytes": lib.embraft_config_set_max_apply_bytes,
+    "segment_size": lib.embraft_config_set_segment_size,
+    "input_queue_capacity": lib.embraft_config_set_input_queue_capacity,
+    "compact_keep_entries": lib.embraft_config_set_compact_keep_entries,
+    "snapshot_entries": lib.embraft_config_set_snapshot_entries,
+    "snapshot_bytes": lib.embraft_config_set_snapshot_bytes,
+    "snapshot_chunk_size": lib.embraft_config_set_snapshot_chunk_size,
+}
+
+
+class ConfigHandle(Managed[_ffi.ConfigPtr]):
+    """A C configuration (embraft_config*)."""
+
+    _free = lib.embraft_config_free
+    _what = "configuration"
+
+    @classmethod
+    def new(cls) -> "ConfigHandle":
+        ptr = _ffi.ConfigPtr()
+        code = lib.embraft_config_new(byref(ptr))
+        if code != _ffi.OK:
+            raise error_for_status(code)
+        return cls(ptr)
+
+    @classmethod
+    def build(cls, config: Config) -> "ConfigHandle":
+        """A C configuration holding every field of `config`."""
+        handle = cls.new()
+        try:
+            handle.set(lib.embraft_config_set_id, config.id)
+            peers = list(config.peers)
+            handle.set(lib.embraft_config_set_peers, (c_uint64 * len(peers))(*peers),
+                       len(peers))
+            handle.set(lib.embraft_config_set_data_dir, os.fsencode(config.data_dir))
+            handle.set(lib.embraft_config_set_election_ticks, config.election_ticks)
+            handle.set(lib.embraft_config_set_heartbeat_ticks, config.heartbeat_ticks)
+            handle.set(lib.embraft_config_set_pre_vote, config.pre_vote)
+            handle.set(lib.embraft_config_set_check_quorum, config.check_quorum)
+            handle.set(lib.embraft_config_set_sync_mode,
+                       _ffi.SYNC_ALWAYS if config.sync else _ffi.SYNC_NEVER)
+            handle.set(lib.embraft_config_set_threading,
+                       _ffi.THREADING_INLINE if config.inline else _ffi.THREADING_NODE)
+            handle.set(lib.embraft_config_set_wal_write_method,
+                       _ffi.WAL_WRITE_PWRITE if config.wal_pwrite else _ffi.WAL_WRITE_MMAP)
+            handle.set(lib.embraft_config_set_applied_index, config.applied_index)
+            handle.set(lib.embraft_config_set_lease_reads, config.lease_reads)
+            handle.set(lib.embraft_config_set_random_seed, config.random_seed)
+            handle.set(lib.embraft_config_set_log_level, library_level(config.log_level))
+            for field, setter in _OPTIONAL_SETTERS.items():
+                value = getattr(config, field)
+                if value is not None:
+                    handle.set(setter, value)
+        except BaseException:
+            handle.close()
+            raise
+        return handle
+
+    def set(self, setter: Callable[..., int], *args: Any) -> None:
+        """Calls a setter, raising with the configuration's last error."""
+        self.check(setter(self.ptr(), *args))
+
+    def check(self, code: int) -> None:
+        """Raises for a status of a call that records its reason in this
+        configuration's last error (the setters, and embraft_node_new)."""
+        if code != _ffi.OK:
+            raise error_for_status(code, self.last_error())
+
+    def last_error(self) -> str:
+        return _ffi.last_error_text(lib.embraft_config_last_error, self.ptr())
