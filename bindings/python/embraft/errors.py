@@ -190,6 +190,7 @@ _READ_REASONS: Dict[int, str] = {
     _ffi.READ_NO_LEADER: "no leader known",
     _ffi.READ_LEADERSHIP_LOST: "leadership changed before the read was confirmed",
     _ffi.READ_REFUSED: "the node asked is no longer the leader",
+    _ffi.READ_BUSY: "too many reads are in progress",
 }
 
 

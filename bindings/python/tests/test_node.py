@@ -365,7 +365,7 @@ def test_outcomes_map_to_exceptions(outcome, expected):
 
 
 @pytest.mark.parametrize("result", [_ffi.READ_NO_LEADER, _ffi.READ_LEADERSHIP_LOST,
-                                    _ffi.READ_REFUSED])
+                                    _ffi.READ_REFUSED, _ffi.READ_BUSY])
 def test_read_failures_map_to_read_index_error(result):
     error = errors.error_for_read(result)
     assert isinstance(error, embraft.ReadIndexError) and error.result == result
