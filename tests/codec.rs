@@ -175,7 +175,7 @@ fn random_hard_state(rng: &mut SplitMix64) -> HardState {
     }
 }
 
-const VARIANT_COUNT: u64 = 13;
+const VARIANT_COUNT: u64 = 15;
 
 /// A random body of the variant numbered `variant` (0..VARIANT_COUNT).
 fn random_body(rng: &mut SplitMix64, variant: u64, max_payload: usize) -> MessageBody {
@@ -229,11 +229,15 @@ fn random_body(rng: &mut SplitMix64, variant: u64, max_payload: usize) -> Messag
             checksum: rng.next_u64() as u32,
             data: random_payload(rng, max_payload),
         },
-        _ => MessageBody::InstallSnapshotResponse {
+        12 => MessageBody::InstallSnapshotResponse {
             index: rng.edgy_u64(),
             next_offset: rng.edgy_u64(),
             reject: rng.bool(),
         },
+        13 => MessageBody::Quiesce {
+            commit: rng.edgy_u64(),
+        },
+        _ => MessageBody::WakeUp,
     }
 }
 
@@ -278,6 +282,8 @@ fn tags_are_fixed() {
         ("ReadIndexResponse", 11),
         ("InstallSnapshot", 12),
         ("InstallSnapshotResponse", 13),
+        ("Quiesce", 14),
+        ("WakeUp", 15),
     ];
     for (variant, (name, tag)) in names_and_tags.iter().enumerate() {
         let msg = random_message(&mut rng, variant as u64, 8);
@@ -457,7 +463,7 @@ fn rejects_other_versions() {
 
 #[test]
 fn rejects_unknown_tags_before_reading_further() {
-    for tag in [0u8, 14, 0x7F, 0xFF] {
+    for tag in [0u8, 16, 0x7F, 0xFF] {
         let mut bytes = encoded_message(&heartbeat());
         bytes[1] = tag;
         assert_rejected(&bytes, 1, "unknown message tag");

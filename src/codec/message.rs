@@ -37,6 +37,8 @@ mod tag {
     pub const READ_INDEX_RESPONSE: u8 = 11;
     pub const INSTALL_SNAPSHOT: u8 = 12;
     pub const INSTALL_SNAPSHOT_RESPONSE: u8 = 13;
+    pub const QUIESCE: u8 = 14;
+    pub const WAKE_UP: u8 = 15;
 }
 
 /// Version byte, tag byte, then `from`, `to` and `term`.
@@ -57,6 +59,8 @@ fn tag_of(body: &MessageBody) -> u8 {
         MessageBody::ReadIndexResponse { .. } => tag::READ_INDEX_RESPONSE,
         MessageBody::InstallSnapshot { .. } => tag::INSTALL_SNAPSHOT,
         MessageBody::InstallSnapshotResponse { .. } => tag::INSTALL_SNAPSHOT_RESPONSE,
+        MessageBody::Quiesce { .. } => tag::QUIESCE,
+        MessageBody::WakeUp => tag::WAKE_UP,
     }
 }
 
@@ -126,7 +130,8 @@ pub fn encode_message(msg: &Message, out: &mut Vec<u8>) {
         MessageBody::HeartbeatResponse { context } | MessageBody::ReadIndex { context } => {
             put_u64(out, *context);
         }
-        MessageBody::TimeoutNow => {}
+        MessageBody::Quiesce { commit } => put_u64(out, *commit),
+        MessageBody::TimeoutNow | MessageBody::WakeUp => {}
         MessageBody::ReadIndexResponse {
             index,
             context,
@@ -179,8 +184,10 @@ fn body_len(body: &MessageBody) -> usize {
         }
         MessageBody::AppendResponse { .. } => 1 + 8 + 8 + 8,
         MessageBody::Heartbeat { .. } => 8 + 8,
-        MessageBody::HeartbeatResponse { .. } | MessageBody::ReadIndex { .. } => 8,
-        MessageBody::TimeoutNow => 0,
+        MessageBody::HeartbeatResponse { .. }
+        | MessageBody::ReadIndex { .. }
+        | MessageBody::Quiesce { .. } => 8,
+        MessageBody::TimeoutNow | MessageBody::WakeUp => 0,
         MessageBody::ReadIndexResponse { .. } => 8 + 8 + 1,
         MessageBody::InstallSnapshot { meta, data, .. } => {
             snapshot_meta_body_len(meta) + 8 + 8 + 4 + bytes_len(data)
@@ -269,6 +276,8 @@ fn body_reader(tag: u8) -> Option<BodyReader> {
         },
         tag::HEARTBEAT_RESPONSE => |r| Ok(MessageBody::HeartbeatResponse { context: r.u64()? }),
         tag::TIMEOUT_NOW => |_| Ok(MessageBody::TimeoutNow),
+        tag::QUIESCE => |r| Ok(MessageBody::Quiesce { commit: r.u64()? }),
+        tag::WAKE_UP => |_| Ok(MessageBody::WakeUp),
         tag::READ_INDEX => |r| Ok(MessageBody::ReadIndex { context: r.u64()? }),
         tag::READ_INDEX_RESPONSE => |r| {
             Ok(MessageBody::ReadIndexResponse {

@@ -50,6 +50,11 @@ pub struct Config {
     pub compact_keep_entries: u64,
     /// Seed of the generator that randomizes election timeouts.
     pub seed: u64,
+    /// A leader with nothing to do for this many ticks goes quiet (0:
+    /// never): it stops heartbeating and tells its followers, who stop
+    /// their election timers until they hear from it again. See
+    /// docs/ARCHITECTURE.md, "Quiescence".
+    pub quiesce_tick: u32,
 }
 
 impl Default for Config {
@@ -68,6 +73,7 @@ impl Default for Config {
             lease_reads: false,
             compact_keep_entries: 1024,
             seed: 0,
+            quiesce_tick: 0,
         }
     }
 }

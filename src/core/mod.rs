@@ -19,5 +19,6 @@ pub use membership::ConfChangeError;
 pub use raft::{
     CompactError, InitialState, PeerStatus, ProposeError, Raft, ReadError, ReadState, Ready, Role,
     SnapshotChunk, SnapshotResponse, SoftState, Status, StepError, TransferError,
+    MAX_READS_IN_PROGRESS, QUIESCENT_CHECK_TIMEOUTS,
 };
 pub use types::*;

@@ -354,6 +354,9 @@ pub struct Status {
     pub conf_state: ConfState,
     /// The target of a leadership transfer under way, or [`NO_NODE`].
     pub lead_transferee: NodeId,
+    /// The group is quiet: a leader that stopped heartbeating, or a
+    /// follower that stopped its election timer (see `Config::quiesce_tick`).
+    pub quiescent: bool,
     /// Per-peer progress; empty unless leader.
     pub peers: Vec<PeerStatus>,
 }
@@ -378,6 +381,12 @@ struct ReadRequest {
 }
 
 /// A read waiting for a quorum to confirm this node still leads.
+/// A quiescent follower checks in with its leader (a `WakeUp`) after this
+/// many of its randomized election timeouts without a word from it: the
+/// bound on how long a group whose leader died quietly goes unnoticed,
+/// when the host's transport does not report the leader unreachable.
+pub const QUIESCENT_CHECK_TIMEOUTS: u32 = 10;
+
 /// The most reads a node keeps in progress: a leader's reads waiting for a
 /// commit of its term or for a heartbeat round, a follower's reads
 /// forwarded to the leader. While a quorum is silent nothing completes
@@ -420,6 +429,12 @@ pub struct Raft {
     /// them once its election timeout passes with no leader heard (see
     /// `holds_what_voters_lack`).
     campaign_for_log: bool,
+    /// The group is quiet (see `Config::quiesce_tick`): a leader sends no
+    /// heartbeat and checks no quorum; a follower runs no election timer,
+    /// only the slow check-in of `QUIESCENT_CHECK_TIMEOUTS`.
+    quiescent: bool,
+    /// Leader: ticks in a row with nothing to do.
+    idle_ticks: u32,
     election_elapsed: u32,
     heartbeat_elapsed: u32,
     randomized_election_timeout: u32,
@@ -544,6 +559,8 @@ impl Raft {
             votes: BTreeMap::new(),
             self_vote_unsent: false,
             campaign_for_log: false,
+            quiescent: false,
+            idle_ticks: 0,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_timeout: 0,
@@ -627,6 +644,7 @@ impl Raft {
             snapshot_index: 0,
             conf_state: ConfState::default(),
             lead_transferee: NO_NODE,
+            quiescent: false,
             peers: Vec::new(),
         };
         self.fill_status(&mut status);
@@ -649,6 +667,7 @@ impl Raft {
         out.snapshot_index = self.log.snapshot_index();
         self.membership.fill_conf_state(&mut out.conf_state);
         out.lead_transferee = self.lead_transferee;
+        out.quiescent = self.quiescent;
         out.peers.clear();
         if self.role == Role::Leader {
             out.peers
@@ -672,6 +691,10 @@ impl Raft {
     pub fn tick(&mut self) {
         self.ticks += 1;
         self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.quiescent {
+            self.tick_quiescent();
+            return;
+        }
         if self.role == Role::Leader {
             self.tick_leader();
         } else if self.election_elapsed >= self.randomized_election_timeout {
@@ -683,6 +706,25 @@ impl Raft {
                 // A campaign for this node's log that got no answer (see
                 // `holds_what_voters_lack`): it does not try again by itself.
                 self.become_follower(self.term, NO_NODE);
+            }
+        }
+    }
+
+    /// A quiescent leader waits for work; a quiescent follower checks in
+    /// with its leader now and then, and runs its election timer again
+    /// from then on: a leader that is there answers with a heartbeat.
+    fn tick_quiescent(&mut self) {
+        if self.role == Role::Leader {
+            return;
+        }
+        let check_in = self
+            .randomized_election_timeout
+            .saturating_mul(QUIESCENT_CHECK_TIMEOUTS);
+        if self.election_elapsed >= check_in {
+            self.quiescent = false;
+            self.reset_election_timer();
+            if self.leader != NO_NODE {
+                self.send(self.leader, MessageBody::WakeUp);
             }
         }
     }
@@ -703,18 +745,78 @@ impl Raft {
                 return;
             }
         }
-        if self.heartbeat_elapsed >= self.config.heartbeat_tick {
-            self.heartbeat_elapsed = 0;
-            if self.config.lease_reads {
-                self.broadcast_lease_round();
-            } else if self.pending_reads.back().is_some_and(|r| r.round == 0) {
-                // Reads held back behind a round that a quorum has not
-                // confirmed yet go out with this heartbeat.
-                self.broadcast_read_round();
-            } else {
-                self.broadcast_heartbeat(0);
+        if self.config.quiesce_tick > 0 {
+            self.idle_ticks = if self.idle() { self.idle_ticks + 1 } else { 0 };
+            if self.idle_ticks >= self.config.quiesce_tick {
+                self.quiesce();
+                return;
             }
         }
+        if self.heartbeat_elapsed >= self.config.heartbeat_tick {
+            self.heartbeat_elapsed = 0;
+            self.heartbeat();
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        if self.config.lease_reads {
+            self.broadcast_lease_round();
+        } else if !self.pending_reads.is_empty() {
+            // A read round a quorum has not confirmed yet (its messages may
+            // be lost), and the reads held back behind it, are confirmed
+            // by this one.
+            self.broadcast_read_round();
+        } else {
+            self.broadcast_heartbeat(0);
+        }
+    }
+
+    /// Leader: nothing to replicate, commit, read, transfer or change, and
+    /// every member holds the whole log in a steady stream.
+    fn idle(&self) -> bool {
+        let last = self.log.last_index();
+        self.log.committed == last
+            && !self.broadcast_pending
+            && self.lead_transferee == NO_NODE
+            && self.pending_reads.is_empty()
+            && self.reads_awaiting_commit.is_empty()
+            && !self.membership.is_joint()
+            && self.pending_conf_index <= self.conf_applied
+            && self
+                .progress
+                .values()
+                .all(|pr| pr.matched == last && pr.state == ProgressState::Replicate)
+    }
+
+    /// Leader: goes quiet and tells the followers. No lease outlives this:
+    /// nobody renews it while the group is quiet, and a quiescent follower
+    /// refuses votes for as long as it is quiet, which is no lease's bound.
+    fn quiesce(&mut self) {
+        self.quiescent = true;
+        self.idle_ticks = 0;
+        self.lease_rounds.clear();
+        self.lease_until = 0;
+        let commit = self.log.committed;
+        let followers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in followers {
+            self.send(to, MessageBody::Quiesce { commit });
+        }
+    }
+
+    /// Leader: leaves quiescence and heartbeats at once, which wakes the
+    /// followers. They were silent because it was, so they count as active
+    /// for the check-quorum period that starts now.
+    fn wake(&mut self) {
+        if !self.quiescent || self.role != Role::Leader {
+            return;
+        }
+        self.quiescent = false;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        for pr in self.progress.values_mut() {
+            pr.recent_active = true;
+        }
+        self.heartbeat();
     }
 
     /// Sends a heartbeat round whose acknowledgement by a quorum extends the
@@ -837,6 +939,7 @@ impl Raft {
 
     fn become_pre_candidate(&mut self) {
         self.fail_reads();
+        self.quiescent = false;
         self.role = Role::PreCandidate;
         self.leader = NO_NODE;
         self.votes.clear();
@@ -846,6 +949,7 @@ impl Raft {
 
     fn become_candidate(&mut self, transfer: bool) {
         self.fail_reads();
+        self.quiescent = false;
         self.term += 1;
         self.vote = self.id;
         self.role = Role::Candidate;
@@ -915,6 +1019,7 @@ impl Raft {
 
     fn become_follower(&mut self, term: Term, leader: NodeId) {
         self.fail_reads();
+        self.quiescent = false;
         if term != self.term {
             self.term = term;
             self.vote = NO_NODE;
@@ -931,6 +1036,8 @@ impl Raft {
 
     fn become_leader(&mut self) {
         self.role = Role::Leader;
+        self.quiescent = false;
+        self.idle_ticks = 0;
         self.leader = self.id;
         self.lease_rounds.clear();
         self.lease_until = 0;
@@ -968,6 +1075,15 @@ impl Raft {
     /// Takes one message received from a peer.
     pub fn step(&mut self, msg: Message) -> Result<(), StepError> {
         self.validate(&msg)?;
+        // Anything but a late acknowledgement means there is work (or a
+        // follower that wants to hear from its leader).
+        if !matches!(
+            msg.body,
+            MessageBody::HeartbeatResponse { .. }
+                | MessageBody::AppendResponse { reject: false, .. }
+        ) {
+            self.wake();
+        }
         if msg.term > self.term {
             if !self.adopt_higher_term(&msg) {
                 return Ok(());
@@ -1010,6 +1126,13 @@ impl Raft {
                 self.log.commit_to(commit.min(self.log.last_index()));
                 self.send(msg.from, MessageBody::HeartbeatResponse { context });
             }
+            MessageBody::Quiesce { commit } => {
+                self.follow(msg.from)?;
+                self.log.commit_to(commit.min(self.log.last_index()));
+                self.quiescent = true;
+            }
+            // A quiescent leader woke on it, above.
+            MessageBody::WakeUp => {}
             MessageBody::AppendResponse {
                 reject,
                 index,
@@ -1134,6 +1257,7 @@ impl Raft {
             msg.body,
             MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
+                | MessageBody::Quiesce { .. }
                 | MessageBody::InstallSnapshot { .. }
                 | MessageBody::PreVote { .. }
                 | MessageBody::Vote { .. }
@@ -1186,6 +1310,7 @@ impl Raft {
             MessageBody::PreVoteResponse { reject: false } => true,
             MessageBody::Append { .. }
             | MessageBody::Heartbeat { .. }
+            | MessageBody::Quiesce { .. }
             | MessageBody::InstallSnapshot { .. } => {
                 self.become_follower(msg.term, msg.from);
                 true
@@ -1197,10 +1322,12 @@ impl Raft {
         }
     }
 
+    /// A quiescent node counts its leader as heard from for as long as it
+    /// is quiet (see `quiesce`).
     fn in_leader_lease(&self) -> bool {
         self.config.check_quorum
             && self.leader != NO_NODE
-            && self.election_elapsed < self.config.election_tick
+            && (self.quiescent || self.election_elapsed < self.config.election_tick)
     }
 
     /// A message from an earlier term is dropped, but a stale leader or a
@@ -1208,7 +1335,9 @@ impl Raft {
     /// instead of being stuck forever.
     fn answer_stale_term(&mut self, msg: &Message) {
         match msg.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::Quiesce { .. }
                 if self.config.check_quorum || self.config.pre_vote =>
             {
                 self.send(
@@ -1238,6 +1367,7 @@ impl Raft {
         }
         self.election_elapsed = 0;
         self.campaign_for_log = false;
+        self.quiescent = false;
         Ok(())
     }
 
@@ -1543,6 +1673,7 @@ impl Raft {
     /// index and term it was given. It is committed once it is applied with
     /// that same term at that index.
     pub fn propose(&mut self, data: impl Into<Payload>) -> Result<(Index, Term), ProposeError> {
+        self.wake();
         let data = data.into();
         self.check_proposal(data.len())?;
         Ok(self.append_proposal(EntryKind::Normal, data))
@@ -1554,6 +1685,7 @@ impl Raft {
         &mut self,
         change: &ConfChange,
     ) -> Result<(Index, Term), ProposeError> {
+        self.wake();
         let encoded = change.encode();
         self.check_proposal(encoded.len())?;
         if self.pending_conf_index > self.conf_applied {
@@ -1853,6 +1985,13 @@ impl Raft {
     /// to it and probes instead, so that nothing piles up for a peer that
     /// is down.
     pub fn report_unreachable(&mut self, peer: NodeId) {
+        if self.quiescent && self.role == Role::Follower && peer == self.leader {
+            // The leader may be gone: run the election timer again rather
+            // than wait for the slow check-in.
+            self.quiescent = false;
+            self.reset_election_timer();
+            return;
+        }
         if let Some(pr) = self.progress.get_mut(&peer) {
             if pr.state == ProgressState::Replicate {
                 pr.become_probe();
@@ -1864,6 +2003,7 @@ impl Raft {
     /// brought up to date and told to campaign at once. The transfer is
     /// abandoned if `to` has not taken over within an election timeout.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), TransferError> {
+        self.wake();
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader {
                 leader: self.leader,
@@ -1903,6 +2043,7 @@ impl Raft {
     /// [`ReadState`] in a later ready batch. A follower forwards the request
     /// to the leader.
     pub fn read_index(&mut self, context: u64) -> Result<(), ReadError> {
+        self.wake();
         let request = ReadRequest {
             context,
             requester: self.id,

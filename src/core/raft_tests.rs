@@ -1621,3 +1621,94 @@ fn a_candidate_that_installs_a_snapshot_stands_down() {
         "a campaign for a log and membership it no longer has"
     );
 }
+
+#[test]
+fn a_lost_read_round_is_sent_again_with_the_next_heartbeat() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    let commit = c.node(leader).commit_index();
+    c.node(leader).read_index(1).unwrap();
+    // The round's heartbeats are lost, and no other read comes.
+    let rd = c.node(leader).ready();
+    c.node(leader).on_persisted(rd.number);
+    c.tick_all(c.nodes[&leader].config.heartbeat_tick as usize);
+    assert_eq!(c.read_outcome(leader, 1), Some(Ok(commit)));
+}
+
+/// A cluster whose leader goes quiet after `quiesce_tick` idle ticks.
+fn quiescing_cluster(lease_reads: bool) -> (Cluster, NodeId) {
+    let mut c = Cluster::with_config(3, |cfg| Config {
+        quiesce_tick: 3,
+        lease_reads,
+        ..cfg
+    });
+    let leader = c.elected();
+    c.tick_all(5);
+    for id in 1..=3 {
+        assert!(c.node(id).status().quiescent, "node {id} is not quiet");
+    }
+    (c, leader)
+}
+
+#[test]
+fn an_idle_group_goes_quiet_and_a_proposal_wakes_it() {
+    let (mut c, leader) = quiescing_cluster(false);
+    for _ in 0..100 {
+        for node in c.nodes.values_mut() {
+            node.tick();
+            assert!(!node.has_ready(), "a quiet node had something to say");
+        }
+    }
+    assert_eq!(c.leader(), Some(leader), "nobody campaigned");
+    let (index, _) = c.node(leader).propose(b"x".to_vec()).unwrap();
+    c.settle();
+    for id in 1..=3 {
+        assert!(!c.node(id).status().quiescent);
+        assert_eq!(c.node(id).commit_index(), index);
+    }
+    // Idle again, it goes quiet again.
+    c.tick_all(5);
+    assert!(c.node(leader).status().quiescent);
+}
+
+#[test]
+fn a_quiet_leader_holds_no_lease_and_a_read_wakes_it() {
+    let (mut c, leader) = quiescing_cluster(true);
+    assert_eq!(c.node(leader).lease_until, 0, "a lease outlived quiescence");
+    let commit = c.node(leader).commit_index();
+    c.node(leader).read_index(1).unwrap();
+    assert!(!c.node(leader).status().quiescent);
+    assert_eq!(c.read_outcome(leader, 1), None, "served from a lease");
+    c.settle();
+    assert_eq!(c.read_outcome(leader, 1), Some(Ok(commit)));
+}
+
+#[test]
+fn followers_of_a_leader_that_died_quietly_elect_another() {
+    let (mut c, leader) = quiescing_cluster(false);
+    c.isolated.push(leader);
+    let timeout = c.nodes[&leader].config.election_tick as usize;
+    // Quiet followers refuse to campaign, or to vote, until they check in.
+    c.tick_all(timeout * 5);
+    assert_eq!(c.leader(), None);
+    c.tick_all(timeout * 2 * (QUIESCENT_CHECK_TIMEOUTS as usize + 3));
+    let new = c.leader().expect("a new leader");
+    assert_ne!(new, leader);
+}
+
+#[test]
+fn a_quiet_follower_told_its_leader_is_unreachable_campaigns_after_a_timeout() {
+    let (mut c, leader) = quiescing_cluster(false);
+    let follower = if leader == 1 { 2 } else { 1 };
+    c.node(follower).report_unreachable(leader);
+    assert!(!c.node(follower).status().quiescent);
+    let timeout = c.nodes[&follower].config.election_tick;
+    for _ in 0..2 * timeout {
+        c.node(follower).tick();
+    }
+    assert_eq!(c.node(follower).role(), Role::PreCandidate);
+    // Its pre-vote wakes the quiet leader, which the follower then follows.
+    c.settle();
+    assert_eq!(c.leader(), Some(leader));
+    assert_eq!(c.node(follower).leader(), leader);
+}

@@ -199,6 +199,16 @@ pub enum MessageBody {
         next_offset: u64,
         reject: bool,
     },
+    /// The leader goes quiet: every member holds its whole log, committed
+    /// through `commit`. The follower stops its election timer until it
+    /// hears from the leader again.
+    Quiesce {
+        commit: Index,
+    },
+    /// A quiescent follower checks that its leader is still there: the
+    /// leader wakes and heartbeats (a follower that gets no heartbeat then
+    /// campaigns after an election timeout).
+    WakeUp,
 }
 
 impl MessageBody {
@@ -219,7 +229,7 @@ impl MessageBody {
             MessageBody::AppendResponse {
                 index, hint_index, ..
             } => (*index).max(*hint_index),
-            MessageBody::Heartbeat { commit, .. } => *commit,
+            MessageBody::Heartbeat { commit, .. } | MessageBody::Quiesce { commit } => *commit,
             MessageBody::ReadIndexResponse { index, .. }
             | MessageBody::InstallSnapshotResponse { index, .. } => *index,
             MessageBody::InstallSnapshot { meta, .. } => meta.index,
@@ -227,6 +237,7 @@ impl MessageBody {
             | MessageBody::VoteResponse { .. }
             | MessageBody::HeartbeatResponse { .. }
             | MessageBody::TimeoutNow
+            | MessageBody::WakeUp
             | MessageBody::ReadIndex { .. } => 0,
         }
     }
@@ -247,6 +258,8 @@ impl MessageBody {
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
             MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
             MessageBody::InstallSnapshotResponse { .. } => "InstallSnapshotResponse",
+            MessageBody::Quiesce { .. } => "Quiesce",
+            MessageBody::WakeUp => "WakeUp",
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::rng::SplitMix64;
 use crate::snapshot::{self, Machine, Receiving};
 use embraft::core::{
     ConfChange, Config, Entry, Index, NodeId, ProposeError, Raft, Role, StepError, Term,
-    TransferError,
+    TransferError, QUIESCENT_CHECK_TIMEOUTS,
 };
 
 /// Virtual time units per Raft tick. Message and disk delays are drawn in
@@ -55,6 +55,9 @@ pub struct Options {
     /// Entries a node keeps in memory before the index it compacts at
     /// (the core's `compact_keep_entries`).
     pub compact_keep_entries: u64,
+    /// Idle ticks before a leader quiesces (the core's `quiesce_tick`; 0:
+    /// never).
+    pub quiesce_tick: u32,
 }
 
 impl Options {
@@ -73,6 +76,7 @@ impl Options {
                 max_delay: 8,
             },
             compact_keep_entries: Config::default().compact_keep_entries,
+            quiesce_tick: 0,
         }
     }
 
@@ -81,8 +85,16 @@ impl Options {
     /// pre-vote, candidates with stale logs can keep resetting the timer of
     /// the one node that could win; one seed in 20,000 of figure8_reliable
     /// (18829) needed 12.5 timeouts after healing.
+    /// With quiescence, add the slow check-in a quiescent follower makes
+    /// before it notices a leader that died quietly (twice, for the
+    /// randomized timeout it is measured in).
     pub fn election_budget(&self) -> u64 {
-        u64::from(self.election_tick) * 25
+        let check_in = if self.quiesce_tick > 0 {
+            2 * QUIESCENT_CHECK_TIMEOUTS
+        } else {
+            0
+        };
+        u64::from(self.election_tick) * u64::from(25 + check_in)
     }
 }
 
@@ -276,6 +288,7 @@ impl Cluster {
             check_quorum: self.opts.check_quorum,
             lease_reads: self.opts.lease_reads,
             compact_keep_entries: self.opts.compact_keep_entries,
+            quiesce_tick: self.opts.quiesce_tick,
             seed: self.rng.next_u64(),
             ..Config::default()
         };

@@ -62,7 +62,7 @@ pub struct MessageStats {
     pub rejected_appends: u64,
 }
 
-const KINDS: usize = 13;
+const KINDS: usize = 15;
 
 impl MessageStats {
     pub fn count(&self, kinds: &[&str]) -> u64 {
@@ -93,6 +93,8 @@ const KIND_NAMES: [&str; KINDS] = [
     "ReadIndexResponse",
     "InstallSnapshot",
     "InstallSnapshotResponse",
+    "Quiesce",
+    "WakeUp",
 ];
 
 fn kind_index(body: &MessageBody) -> usize {

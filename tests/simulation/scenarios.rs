@@ -511,6 +511,84 @@ scenario! {
 }
 
 scenario! {
+    /// Idle groups go quiet and wake on demand, under crashes, partitions
+    /// and reads (with leases or without): whenever every node is up and
+    /// the network whole, the group falls silent once idle and sends
+    /// nothing; proposals and reads wake it; a leader that crashes or is
+    /// cut off while its group is quiet is replaced once the followers
+    /// check in. The checker holds throughout, reads included.
+    fn quiescent_groups_under_faults(rng: SplitMix64) {
+        let nodes = if rng.chance(0.5) { 3 } else { 5 };
+        let mut opts = Options::new(nodes);
+        opts.quiesce_tick = 2 + rng.below(6) as u32;
+        opts.lease_reads = rng.chance(0.5);
+        let mut c = Cluster::new(rng, opts);
+        c.await_stable_leader();
+        let ids = c.ids();
+        let budget = opts.election_budget();
+        for _ in 0..60 {
+            match c.rng.below(12) {
+                0 | 1 => {
+                    c.heal_and_check_liveness();
+                    let quiet = |c: &Cluster| ids.iter().all(|&id| c.node(id).status().quiescent);
+                    assert!(
+                        c.run_until(budget, quiet),
+                        "an idle group never went quiet\n{}\n{:#?}",
+                        c.describe(),
+                        ids.iter().map(|&id| c.node(id).status()).collect::<Vec<_>>()
+                    );
+                    // Answers to the last appends may still be on their way
+                    // (they wait for the followers' disks).
+                    c.run_ticks(u64::from(opts.election_tick));
+                    c.net.stats = Default::default();
+                    c.run_ticks(5 * u64::from(opts.election_tick));
+                    assert_eq!(
+                        c.net.stats.total(),
+                        0,
+                        "a quiet group sent messages: {:?}",
+                        c.net.stats
+                    );
+                    assert!(quiet(&c), "a quiet group woke with nothing to do");
+                }
+                2 => {
+                    let up = c.up_nodes();
+                    if up.len() > c.quorum() {
+                        let id = c.pick_one(&up);
+                        c.crash(id);
+                    }
+                }
+                3 => {
+                    for id in c.down_nodes() {
+                        c.restart(id);
+                    }
+                }
+                4 => {
+                    let id = c.pick_one(&ids);
+                    c.net.isolate(id);
+                }
+                5 => c.net.heal(),
+                6 | 7 => {
+                    if let Some(leader) = c.leader() {
+                        let _ = c.propose(leader);
+                    }
+                }
+                _ => {
+                    let up = c.up_nodes();
+                    let id = c.pick_one(&up);
+                    c.read(id);
+                }
+            }
+            let idle = c.rng.below(4 * u64::from(opts.election_tick));
+            c.run_ticks(idle);
+        }
+        c.heal_and_check_liveness();
+        for id in ids {
+            c.await_read(id);
+        }
+    }
+}
+
+scenario! {
     /// Leadership moves to the chosen node, after catching it up if it
     /// lags; a transfer to a node that cannot answer holds proposals back
     /// for an election timeout, is then abandoned, and the leader keeps
