@@ -1483,24 +1483,6 @@ fn a_burst_of_reads_shares_heartbeat_rounds() {
 }
 
 #[test]
-fn reads_wait_behind_an_unconfirmed_round_until_the_next_heartbeat() {
-    let mut c = Cluster::new(3);
-    let leader = c.elected();
-    let commit = c.node(leader).commit_index();
-    c.node(leader).read_index(1).unwrap();
-    // The first round is lost.
-    let rd = c.node(leader).ready();
-    c.node(leader).on_persisted(rd.number);
-    c.node(leader).read_index(2).unwrap();
-    c.settle();
-    assert_eq!(c.read_outcome(leader, 2), None);
-    // The next heartbeat carries a round for both.
-    c.tick_all(c.nodes[&leader].config.heartbeat_tick as usize);
-    assert_eq!(c.read_outcome(leader, 1), Some(Ok(commit)));
-    assert_eq!(c.read_outcome(leader, 2), Some(Ok(commit)));
-}
-
-#[test]
 fn reads_in_progress_are_bounded() {
     let mut c = Cluster::new(3);
     let leader = c.elected();
@@ -1627,12 +1609,25 @@ fn a_lost_read_round_is_sent_again_with_the_next_heartbeat() {
     let mut c = Cluster::new(3);
     let leader = c.elected();
     let commit = c.node(leader).commit_index();
-    c.node(leader).read_index(1).unwrap();
+    let heartbeat = c.nodes[&leader].config.heartbeat_tick as usize;
+    let lose_the_round = |c: &mut Cluster| {
+        let rd = c.node(leader).ready();
+        c.node(leader).on_persisted(rd.number);
+    };
     // The round's heartbeats are lost, and no other read comes.
-    let rd = c.node(leader).ready();
-    c.node(leader).on_persisted(rd.number);
-    c.tick_all(c.nodes[&leader].config.heartbeat_tick as usize);
+    c.node(leader).read_index(1).unwrap();
+    lose_the_round(&mut c);
+    c.tick_all(heartbeat);
     assert_eq!(c.read_outcome(leader, 1), Some(Ok(commit)));
+    // A read that arrives behind a lost round waits for the same heartbeat.
+    c.node(leader).read_index(2).unwrap();
+    lose_the_round(&mut c);
+    c.node(leader).read_index(3).unwrap();
+    c.settle();
+    assert_eq!(c.read_outcome(leader, 3), None);
+    c.tick_all(heartbeat);
+    assert_eq!(c.read_outcome(leader, 2), Some(Ok(commit)));
+    assert_eq!(c.read_outcome(leader, 3), Some(Ok(commit)));
 }
 
 /// A cluster whose leader goes quiet after `quiesce_tick` idle ticks.

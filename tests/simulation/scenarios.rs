@@ -20,6 +20,26 @@ pub fn election_timeouts(c: &Cluster, n: u64) -> u64 {
     u64::from(c.options().election_tick) * n
 }
 
+fn propose_at_leader(c: &mut Cluster) {
+    if let Some(leader) = c.leader() {
+        let _ = c.propose(leader);
+    }
+}
+
+/// Asks one of `ids`, at random, for a read point (the checker verifies it).
+fn read_at_random(c: &mut Cluster, ids: &[NodeId]) {
+    let id = c.pick_one(ids);
+    c.read(id);
+}
+
+/// Heals everything, then every node of `ids` must get a read point.
+fn heal_and_read_everywhere(c: &mut Cluster, ids: &[NodeId]) {
+    c.heal_and_check_liveness();
+    for &id in ids {
+        c.await_read(id);
+    }
+}
+
 scenario! {
     /// A new cluster elects one leader, and with nothing going wrong keeps
     /// it: no node starts another election.
@@ -438,22 +458,14 @@ scenario! {
                 }
                 1 => c.net.heal(),
                 2 | 3 => {
-                    if let Some(leader) = c.leader() {
-                        let _ = c.propose(leader);
-                    }
+                    propose_at_leader(&mut c);
                 }
-                _ => {
-                    let id = c.pick_one(&ids);
-                    c.read(id);
-                }
+                _ => read_at_random(&mut c, &ids),
             }
             let pause = c.rng.below(2 * TICK);
             c.advance(pause);
         }
-        c.heal_and_check_liveness();
-        for id in ids {
-            c.await_read(id);
-        }
+        heal_and_read_everywhere(&mut c, &ids);
     }
 }
 
@@ -491,22 +503,14 @@ scenario! {
                 }
                 2 => c.net.heal(),
                 3 | 4 => {
-                    if let Some(leader) = c.leader() {
-                        let _ = c.propose(leader);
-                    }
+                    propose_at_leader(&mut c);
                 }
-                _ => {
-                    let id = c.pick_one(&ids);
-                    c.read(id);
-                }
+                _ => read_at_random(&mut c, &ids),
             }
             let pause = c.rng.below(2 * TICK);
             c.advance(pause);
         }
-        c.heal_and_check_liveness();
-        for id in ids {
-            c.await_read(id);
-        }
+        heal_and_read_everywhere(&mut c, &ids);
     }
 }
 
@@ -568,23 +572,17 @@ scenario! {
                 }
                 5 => c.net.heal(),
                 6 | 7 => {
-                    if let Some(leader) = c.leader() {
-                        let _ = c.propose(leader);
-                    }
+                    propose_at_leader(&mut c);
                 }
                 _ => {
                     let up = c.up_nodes();
-                    let id = c.pick_one(&up);
-                    c.read(id);
+                    read_at_random(&mut c, &up);
                 }
             }
             let idle = c.rng.below(4 * u64::from(opts.election_tick));
             c.run_ticks(idle);
         }
-        c.heal_and_check_liveness();
-        for id in ids {
-            c.await_read(id);
-        }
+        heal_and_read_everywhere(&mut c, &ids);
     }
 }
 
