@@ -457,9 +457,7 @@ scenario! {
                     }
                 }
                 1 => c.net.heal(),
-                2 | 3 => {
-                    propose_at_leader(&mut c);
-                }
+                2 | 3 => propose_at_leader(&mut c),
                 _ => read_at_random(&mut c, &ids),
             }
             let pause = c.rng.below(2 * TICK);
@@ -502,9 +500,7 @@ scenario! {
                     }
                 }
                 2 => c.net.heal(),
-                3 | 4 => {
-                    propose_at_leader(&mut c);
-                }
+                3 | 4 => propose_at_leader(&mut c),
                 _ => read_at_random(&mut c, &ids),
             }
             let pause = c.rng.below(2 * TICK);
@@ -571,9 +567,7 @@ scenario! {
                     c.net.isolate(id);
                 }
                 5 => c.net.heal(),
-                6 | 7 => {
-                    propose_at_leader(&mut c);
-                }
+                6 | 7 => propose_at_leader(&mut c),
                 _ => {
                     let up = c.up_nodes();
                     read_at_random(&mut c, &up);
