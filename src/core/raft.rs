@@ -380,7 +380,6 @@ struct ReadRequest {
     requester: NodeId,
 }
 
-/// A read waiting for a quorum to confirm this node still leads.
 /// A quiescent follower checks in with its leader (a `WakeUp`) after this
 /// many of its randomized election timeouts without a word from it: the
 /// bound on how long a group whose leader died quietly goes unnoticed,
@@ -394,6 +393,7 @@ pub const QUIESCENT_CHECK_TIMEOUTS: u32 = 10;
 /// rather than growing the queue without bound.
 pub const MAX_READS_IN_PROGRESS: usize = 16 * 1024;
 
+/// A read waiting for a quorum to confirm this node still leads.
 struct PendingRead {
     /// The heartbeat round that confirms it (and every read before it), or
     /// 0 until that round is sent.
