@@ -616,13 +616,13 @@ impl Cluster {
             .expect("a crashed node has no pending writes");
         match self.disks[slot(id)].complete_next() {
             Completed::Batch {
-                ready_number,
-                persisted_messages,
+                readies,
                 replaced_from,
                 installed,
             } => {
                 if self.trace {
-                    eprintln!("t={} durable {id} batch {ready_number}", self.now);
+                    let numbers: Vec<u64> = readies.iter().map(|(n, _)| *n).collect();
+                    eprintln!("t={} durable {id} batches {numbers:?}", self.now);
                 }
                 if let Some(file) = installed {
                     // The snapshot is recorded: the host restores its state
@@ -637,10 +637,20 @@ impl Cluster {
                 if let Some(from) = replaced_from {
                     self.checker.on_durable_replace(from, &self.disks);
                 }
-                for m in &persisted_messages {
-                    self.net.send(self.now, &mut self.rng, m);
+                for (ready_number, persisted_messages) in readies {
+                    for m in &persisted_messages {
+                        self.net.send(self.now, &mut self.rng, m);
+                    }
+                    raft.on_persisted(ready_number);
                 }
-                raft.on_persisted(ready_number);
+            }
+            Completed::Prefix { replaced_from } => {
+                if self.trace {
+                    eprintln!("t={} durable {id} prefix", self.now);
+                }
+                if let Some(from) = replaced_from {
+                    self.checker.on_durable_replace(from, &self.disks);
+                }
             }
             Completed::Compaction => {
                 if self.trace {
