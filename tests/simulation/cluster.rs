@@ -2,7 +2,8 @@
 //! driven by a virtual clock, with the safety checker watching every event.
 //!
 //! The cluster is the host of every core, and follows the host contract of
-//! `Ready` to the letter: entries and hard state go to the disk, `messages`
+//! `Ready` to the letter: entries and hard state go to the disk (which
+//! groups and splits writes as the node does, see `disk.rs`), `messages`
 //! leave at once, `persisted_messages` leave and `on_persisted` is called
 //! only when the disk reports the batch durable, and committed entries are
 //! applied to a (volatile) state machine and acknowledged. It also plays the

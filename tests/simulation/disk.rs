@@ -2,10 +2,13 @@
 //! completes, writes complete in the order they were submitted, and a crash
 //! loses every write still in progress.
 //!
-//! A batch with more entries than one append of the node's WAL carries is
-//! written as the node writes it (`embraft::node::oversized_prefixes`):
-//! prefixes first, each durable on its own before the rest, then the
-//! remainder with the hard state. A crash between them keeps the prefixes.
+//! Batches are written as the node's persistence thread writes them:
+//! those queued while a write is in progress form one group, written
+//! together once it completes, and a group with more entries than one
+//! append of the node's WAL carries goes in prefixes first, each durable on
+//! its own and carrying the hard state as the node writes it
+//! (`embraft::node::oversized_prefixes`), then the rest. A crash between
+//! them keeps the prefixes.
 //!
 //! Besides the write-ahead log (hard state and entries) the disk holds the
 //! host's snapshot files: the snapshot the log starts after, recorded in the
