@@ -8,7 +8,7 @@
 //! tracked by the core, not by a storage callback, which keeps the core free
 //! of I/O.
 
-use super::types::{Entry, Index, Term};
+use super::types::{Entry, EntryKind, Index, Term};
 
 /// What [`RaftLog::maybe_append`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +73,18 @@ impl RaftLog {
         }
         let last = log.last_index();
         log.committed = committed.clamp(snapshot_index, last);
+        // A leader proposes a membership change only once every earlier one
+        // in its log is applied (`pending_conf_index` in raft.rs): a change
+        // that another follows here was committed, whatever the recovered
+        // commit index says (docs/ARCHITECTURE.md, Restart).
+        let mut changes = log
+            .entries
+            .iter()
+            .rev()
+            .filter(|e| e.kind == EntryKind::ConfChange);
+        if let Some(followed) = changes.nth(1) {
+            log.committed = log.committed.max(followed.index);
+        }
         log.persisted = last;
         log.applied = applied.clamp(snapshot_index, log.committed);
         log.applying = log.applied;
@@ -425,5 +437,50 @@ mod tests {
         );
         assert_eq!(log.term(9), Some(4));
         assert_eq!(log.find_conflict_by_term(9, 2), (8, 0));
+    }
+
+    /// The log a crash can leave when entries went to disk before the hard
+    /// state that goes with them: the founding membership {1, 2, 3}, then
+    /// a leader of term 2 adding node 4 and, once that was applied, node
+    /// 5; the hard state still of term 1, commit 1.
+    fn restarted_after_two_changes() -> crate::core::InitialState {
+        use crate::core::ConfChange;
+        let mut state = crate::core::InitialState::bootstrap(&[1, 2, 3]);
+        for (index, id) in [(2, 4), (3, 5)] {
+            state.entries.push(Entry {
+                index,
+                term: 2,
+                kind: EntryKind::ConfChange,
+                data: ConfChange::AddVoter(id).encode().into(),
+            });
+        }
+        state.hard_state.vote = 3;
+        state
+    }
+
+    #[test]
+    fn a_change_another_follows_counts_as_committed() {
+        let state = restarted_after_two_changes();
+        let log = RaftLog::new(0, 0, state.entries.clone(), 1, 0).unwrap();
+        assert_eq!(log.committed, 2);
+        // The last change may not have committed.
+        let log = RaftLog::new(0, 0, state.entries[..2].to_vec(), 1, 0).unwrap();
+        assert_eq!(log.committed, 1);
+    }
+
+    #[test]
+    fn a_log_beyond_its_hard_state_raises_the_term_without_a_vote() {
+        use crate::core::{Config, Raft, NO_NODE};
+        let config = Config {
+            id: 2,
+            seed: 1,
+            ..Config::default()
+        };
+        let raft = Raft::new(config, restarted_after_two_changes())
+            .expect("a node restarts from entries durable before their term");
+        let hs = raft.hard_state();
+        assert_eq!((hs.term, hs.vote, hs.commit), (2, NO_NODE, 2));
+        // Node 4 was added by a committed change; node 5 may not have been.
+        assert_eq!(raft.status().conf_state.voters, vec![1, 2, 3, 4]);
     }
 }

@@ -516,16 +516,19 @@ impl Raft {
             ..SnapshotMeta::default()
         });
         let mut membership = Membership::from_conf_state(&snapshot.conf_state)?;
-        if let Some(first) = initial.entries.first() {
-            check_entry_sequence(
-                first.index - 1,
-                0,
-                initial.hard_state.term,
-                &initial.entries,
-            )
-            .map_err(ConfigError::InvalidLog)?;
+        let mut hs = initial.hard_state;
+        let last_term = initial.entries.last().map_or(0, |e| e.term);
+        if last_term.max(snapshot.term) > hs.term {
+            // Entries durable before the term that goes with them: this
+            // node never voted in the later term, since a vote is durable
+            // before it is sent (docs/ARCHITECTURE.md, Restart).
+            hs.term = last_term.max(snapshot.term);
+            hs.vote = NO_NODE;
         }
-        let hs = initial.hard_state;
+        if let Some(first) = initial.entries.first() {
+            check_entry_sequence(first.index - 1, 0, hs.term, &initial.entries)
+                .map_err(ConfigError::InvalidLog)?;
+        }
         let log = RaftLog::new(
             snapshot.index,
             snapshot.term,

@@ -33,6 +33,8 @@ pub use batch::{
     CommittedEntry, DropReason, LogLevel, LogLine, NodeState, OutboundMessage, ProposalOutcome,
     ProposalResult, ReadyBatch, SnapshotRestore,
 };
+#[doc(hidden)]
+pub use persist::oversized_prefixes;
 pub use writer::SnapshotWriter;
 
 use crate::codec::DecodeError;
@@ -40,7 +42,7 @@ use crate::core::{
     ConfChange, Config, Index, InitialState, NodeId, Payload, Raft, Status, NO_NODE,
 };
 use crate::snapshot::{SnapshotError, SnapshotStore};
-use crate::wal::{Recovered, SyncMode, Wal, WalError, WalOptions};
+use crate::wal::{AdvancedOptions, FileLayer, Recovered, SyncMode, Wal, WalError, WalOptions};
 use batch::Pending;
 use crossbeam_channel::{Sender, TrySendError};
 use driver::{Driver, Input, Round};
@@ -69,6 +71,9 @@ pub struct NodeConfig {
     pub peers: Vec<NodeId>,
     pub data_dir: PathBuf,
     pub wal: WalOptions,
+    /// The file layer the WAL goes through: the operating system's, or a
+    /// fault injector for tests.
+    pub wal_files: Arc<dyn FileLayer>,
     /// What the host has already applied: committed entries up to here are
     /// not delivered again after a restart (0: deliver from the start). At
     /// most the last index in the data directory; it may exceed the
@@ -141,6 +146,7 @@ impl NodeConfig {
             peers: Vec::new(),
             data_dir: data_dir.into(),
             wal: WalOptions::default(),
+            wal_files: AdvancedOptions::default().files,
             applied: 0,
             input_capacity: DEFAULT_INPUT_CAPACITY,
             log_level: LogLevel::Off,
@@ -519,8 +525,12 @@ impl Node {
                  and the window at least one chunk"
             )));
         }
-        let (wal, recovered) =
-            Wal::open(&config.data_dir, config.wal.clone()).map_err(|err| match err {
+        let advanced = AdvancedOptions {
+            files: config.wal_files.clone(),
+            ..AdvancedOptions::default()
+        };
+        let (wal, recovered) = Wal::open_with(&config.data_dir, config.wal.clone(), advanced)
+            .map_err(|err| match err {
                 WalError::Locked(dir) => NodeError::DirectoryLocked(dir),
                 // Only the options can be refused before anything is read.
                 WalError::Invalid(why) => NodeError::InvalidConfig(why),

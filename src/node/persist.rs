@@ -162,6 +162,49 @@ fn estimated_record_bytes(entry: &Entry) -> u64 {
     entry.data.len() as u64 + 64
 }
 
+/// The appends to make now of `entries`, queued with `hard_state`, when
+/// one append may carry `max_append_bytes` of them (estimated): whole
+/// prefixes while the rest would not fit, each as its number of entries
+/// and the hard state written with it. What is left goes with the final
+/// append. A prefix is synced before the next append, so a crash can keep
+/// it without what follows: each carries the term and vote (entries of a
+/// term above the durable one make the log unusable at restart) and the
+/// commit index as far as the prefix reaches (a committed membership
+/// change would otherwise recover as pending). Public for the simulator,
+/// whose disk writes as the node does.
+#[doc(hidden)]
+pub fn oversized_prefixes(
+    entries: &[Entry],
+    hard_state: Option<&HardState>,
+    max_append_bytes: u64,
+) -> Vec<(usize, Option<HardState>)> {
+    let mut prefixes = Vec::new();
+    let mut rest = entries;
+    loop {
+        let mut bytes = 0;
+        let mut fit = 0;
+        for entry in rest {
+            bytes += estimated_record_bytes(entry);
+            if fit > 0 && bytes > max_append_bytes {
+                break;
+            }
+            fit += 1;
+        }
+        if fit == rest.len() {
+            return prefixes;
+        }
+        // The commit index may name entries this prefix does not hold:
+        // the record vouches only for what the log holds once it lands.
+        let last = rest[fit - 1].index;
+        let covered = hard_state.map(|hs| HardState {
+            commit: hs.commit.min(last),
+            ..*hs
+        });
+        prefixes.push((fit, covered));
+        rest = &rest[fit..];
+    }
+}
+
 impl GroupWrite {
     fn new(segment_size: u64) -> GroupWrite {
         GroupWrite {
@@ -174,25 +217,20 @@ impl GroupWrite {
 
     /// The WAL refuses a batch larger than a segment, and a follower
     /// catching up or a burst of proposals can queue more than that while
-    /// a sync runs: write whole prefixes that fit, keeping the rest (and
-    /// the hard state) for the group's final append.
+    /// a sync runs: write whole prefixes that fit (see
+    /// [`oversized_prefixes`]), keeping the rest for the group's final
+    /// append.
     fn write_oversized_prefixes(&mut self, wal: &Wal) -> Result<(), WalError> {
-        loop {
-            let mut bytes = 0;
-            let mut fit = 0;
-            for entry in &self.entries {
-                bytes += estimated_record_bytes(entry);
-                if fit > 0 && bytes > self.max_append_bytes {
-                    break;
-                }
-                fit += 1;
-            }
-            if fit == self.entries.len() {
-                return Ok(());
-            }
-            wal.append(&self.entries[..fit], None)?;
-            self.entries.drain(..fit);
+        let prefixes = oversized_prefixes(
+            &self.entries,
+            self.hard_state.as_ref(),
+            self.max_append_bytes,
+        );
+        for (len, hard_state) in prefixes {
+            wal.append(&self.entries[..len], hard_state.as_ref())?;
+            self.entries.drain(..len);
         }
+        Ok(())
     }
 
     fn add(&mut self, wal: &Wal, job: PersistJob) -> Result<(), WalError> {
@@ -216,11 +254,11 @@ impl GroupWrite {
             wal.compact(through)?;
         }
         append_replacing(&mut self.entries, job.entries);
-        self.write_oversized_prefixes(wal)?;
         // A later hard state supersedes an earlier one: only the newest
-        // needs to be durable, and it travels with the same sync.
+        // needs to be durable. It travels with the final append's sync,
+        // and with every prefix written ahead of it.
         self.hard_state = job.hard_state.or(self.hard_state);
-        Ok(())
+        self.write_oversized_prefixes(wal)
     }
 
     fn flush(&mut self, wal: &Wal) -> Result<(), WalError> {
@@ -313,6 +351,29 @@ mod tests {
         assert_eq!(recovered.entries.last().unwrap().index, 1000);
         assert_eq!(recovered.hard_state, hard_state);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn each_prefix_carries_the_hard_state_as_far_as_it_reaches() {
+        let hard_state = HardState {
+            term: 2,
+            vote: 0,
+            commit: 9,
+        };
+        // Empty entries take 64 bytes each: three fit in 200.
+        let queued = entries(2..=12, 2);
+        let prefixes = oversized_prefixes(&queued, Some(&hard_state), 200);
+        let commit_at = |commit| {
+            Some(HardState {
+                commit,
+                ..hard_state
+            })
+        };
+        assert_eq!(
+            prefixes,
+            vec![(3, commit_at(4)), (3, commit_at(7)), (3, commit_at(9))]
+        );
+        assert!(oversized_prefixes(&queued[..3], Some(&hard_state), 200).is_empty());
     }
 
     #[test]

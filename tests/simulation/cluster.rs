@@ -2,7 +2,8 @@
 //! driven by a virtual clock, with the safety checker watching every event.
 //!
 //! The cluster is the host of every core, and follows the host contract of
-//! `Ready` to the letter: entries and hard state go to the disk, `messages`
+//! `Ready` to the letter: entries and hard state go to the disk (which
+//! groups and splits writes as the node does, see `disk.rs`), `messages`
 //! leave at once, `persisted_messages` leave and `on_persisted` is called
 //! only when the disk reports the batch durable, and committed entries are
 //! applied to a (volatile) state machine and acknowledged. It also plays the
@@ -629,13 +630,13 @@ impl Cluster {
             .expect("a crashed node has no pending writes");
         match self.disks[slot(id)].complete_next() {
             Completed::Batch {
-                ready_number,
-                persisted_messages,
+                readies,
                 replaced_from,
                 installed,
             } => {
                 if self.trace {
-                    eprintln!("t={} durable {id} batch {ready_number}", self.now);
+                    let numbers: Vec<u64> = readies.iter().map(|(n, _)| *n).collect();
+                    eprintln!("t={} durable {id} batches {numbers:?}", self.now);
                 }
                 if let Some(file) = installed {
                     // The snapshot is recorded: the host restores its state
@@ -650,10 +651,20 @@ impl Cluster {
                 if let Some(from) = replaced_from {
                     self.checker.on_durable_replace(from, &self.disks);
                 }
-                for m in &persisted_messages {
-                    self.net.send(self.now, &mut self.rng, m);
+                for (ready_number, persisted_messages) in readies {
+                    for m in &persisted_messages {
+                        self.net.send(self.now, &mut self.rng, m);
+                    }
+                    raft.on_persisted(ready_number);
                 }
-                raft.on_persisted(ready_number);
+            }
+            Completed::Prefix { replaced_from } => {
+                if self.trace {
+                    eprintln!("t={} durable {id} prefix", self.now);
+                }
+                if let Some(from) = replaced_from {
+                    self.checker.on_durable_replace(from, &self.disks);
+                }
             }
             Completed::Compaction => {
                 if self.trace {

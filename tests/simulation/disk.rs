@@ -2,6 +2,14 @@
 //! completes, writes complete in the order they were submitted, and a crash
 //! loses every write still in progress.
 //!
+//! Batches are written as the node's persistence thread writes them:
+//! those queued while a write is in progress form one group, written
+//! together once it completes, and a group with more entries than one
+//! append of the node's WAL carries goes in prefixes first, each durable on
+//! its own and carrying the hard state as the node writes it
+//! (`embraft::node::oversized_prefixes`), then the rest. A crash between
+//! them keeps the prefixes.
+//!
 //! Besides the write-ahead log (hard state and entries) the disk holds the
 //! host's snapshot files: the snapshot the log starts after, recorded in the
 //! log like the product's WAL records snapshot metadata, and a snapshot
@@ -10,7 +18,14 @@
 
 use crate::rng::SplitMix64;
 use embraft::core::{Entry, HardState, Index, InitialState, Message, NodeId, SnapshotMeta, Term};
+use embraft::node::oversized_prefixes;
 use std::collections::VecDeque;
+
+/// Bytes of entries (as the node estimates them) one append of the node's
+/// WAL carries: half a segment there. Small here, about three entries of
+/// the simulator's, so that a follower catching up or a leader with a few
+/// proposals queued writes in several appends.
+const MAX_APPEND_BYTES: u64 = 256;
 
 /// How long a write takes, in virtual time units.
 #[derive(Clone, Copy, Debug)]
@@ -38,7 +53,7 @@ pub struct Batch {
     pub installs: Option<SnapshotMeta>,
 }
 
-/// One write in the disk's queue.
+/// One write submitted to the disk.
 pub enum Write {
     Batch(Batch),
     /// The host took a snapshot of its state machine: the file and its
@@ -52,16 +67,48 @@ pub enum Write {
     ReceivedFile(SnapshotFile),
 }
 
+/// The batches of consecutive readies written together, as the node's
+/// persistence thread takes every job queued while the previous sync ran:
+/// their entries (a later batch's replace an earlier one's from its first
+/// index on) and the newest hard state, written with one append after any
+/// prefixes.
+struct Group {
+    /// Each batch's ready number and the messages that wait for it.
+    readies: Vec<(u64, Vec<Message>)>,
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+    installs: Option<SnapshotMeta>,
+    /// When the write ahead of it completes and it starts being written:
+    /// batches submitted before then join it.
+    starts_at: u64,
+}
+
+/// One write in the disk's queue.
+enum Queued {
+    Group(Group),
+    /// A prefix of a group's entries, written and synced ahead of the rest.
+    Prefix {
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+    },
+    Compaction {
+        file: SnapshotFile,
+        keep_from: Index,
+    },
+    ReceivedFile(SnapshotFile),
+}
+
 struct PendingWrite {
-    write: Write,
+    write: Queued,
     done_at: u64,
 }
 
 /// What a completed write means for the host.
 pub enum Completed {
     Batch {
-        ready_number: u64,
-        persisted_messages: Vec<Message>,
+        /// Each batch's ready number and the messages that waited for it,
+        /// in the order the batches were submitted.
+        readies: Vec<(u64, Vec<Message>)>,
         /// The first durable index this write replaced, when it overwrote
         /// part of the durable log rather than only extending it.
         replaced_from: Option<Index>,
@@ -70,6 +117,10 @@ pub enum Completed {
     },
     Compaction,
     ReceivedFile(SnapshotFile),
+    /// A prefix of a group: nothing waits for it.
+    Prefix {
+        replaced_from: Option<Index>,
+    },
 }
 
 pub struct Disk {
@@ -111,7 +162,8 @@ impl Disk {
 
     /// Queues a write. It completes after a random delay, but never before
     /// the write queued ahead of it. A batch with nothing to write completes
-    /// as soon as its predecessors have.
+    /// as soon as its predecessors have. A batch submitted while the write
+    /// ahead of the last group is still in progress joins that group.
     pub fn submit(&mut self, now: u64, rng: &mut SplitMix64, timing: DiskTiming, write: Write) {
         let empty = matches!(&write, Write::Batch(b)
             if b.hard_state.is_none() && b.entries.is_empty() && b.installs.is_none());
@@ -121,9 +173,70 @@ impl Disk {
             rng.between(timing.min_delay, timing.max_delay)
         };
         let after_previous = self.pending.back().map_or(0, |w| w.done_at);
+        let done_at = (now + delay).max(after_previous);
+        let write = match write {
+            Write::Batch(batch) => return self.submit_batch(now, done_at, batch),
+            Write::Compaction { file, keep_from } => Queued::Compaction { file, keep_from },
+            Write::ReceivedFile(file) => Queued::ReceivedFile(file),
+        };
+        self.pending.push_back(PendingWrite { write, done_at });
+    }
+
+    /// Adds `batch` to the group not yet started, or starts one, and queues
+    /// the prefixes the node would write now: prefixes complete one after
+    /// another before the group, without a draw of their own, so that only
+    /// a crash can tell them apart.
+    fn submit_batch(&mut self, now: u64, done_at: u64, batch: Batch) {
+        let open = matches!(self.pending.back(), Some(PendingWrite { write: Queued::Group(g), .. })
+            if now < g.starts_at && g.installs.is_none() && batch.installs.is_none());
+        let mut group = match self.pending.pop_back() {
+            Some(PendingWrite {
+                write: Queued::Group(group),
+                ..
+            }) if open => group,
+            back => {
+                self.pending.extend(back);
+                Group {
+                    readies: Vec::new(),
+                    entries: Vec::new(),
+                    hard_state: None,
+                    installs: None,
+                    starts_at: self.pending.back().map_or(now, |w| w.done_at.max(now)),
+                }
+            }
+        };
+        if let Some(first) = batch.entries.first() {
+            group.entries.retain(|e| e.index < first.index);
+        }
+        group.entries.extend(batch.entries);
+        group.hard_state = batch.hard_state.or(group.hard_state);
+        group.installs = batch.installs;
+        group
+            .readies
+            .push((batch.ready_number, batch.persisted_messages));
+        // The node records an installed snapshot before the entries of its
+        // batch; such batches, rare, are kept whole here.
+        let prefixes = if group.installs.is_none() {
+            oversized_prefixes(&group.entries, group.hard_state.as_ref(), MAX_APPEND_BYTES)
+        } else {
+            Vec::new()
+        };
+        let start = self.pending.back().map_or(now, |w| w.done_at.max(now));
+        let parts = prefixes.len() as u64 + 1;
+        for (number, (len, hard_state)) in (1..).zip(prefixes) {
+            let rest = group.entries.split_off(len);
+            let entries = std::mem::replace(&mut group.entries, rest);
+            self.pending.push_back(PendingWrite {
+                write: Queued::Prefix {
+                    entries,
+                    hard_state,
+                },
+                done_at: start + (done_at - start) * number / parts,
+            });
+        }
         self.pending.push_back(PendingWrite {
-            write,
-            done_at: (now + delay).max(after_previous),
+            write: Queued::Group(group),
+            done_at,
         });
     }
 
@@ -139,8 +252,8 @@ impl Disk {
             .expect("complete_next is only called when a write is pending")
             .write;
         match write {
-            Write::Batch(batch) => self.complete_batch(batch),
-            Write::Compaction { file, keep_from } => {
+            Queued::Group(group) => self.complete_group(group),
+            Queued::Compaction { file, keep_from } => {
                 assert!(
                     keep_from <= file.meta.index + 1 && file.meta.index <= self.last_index(),
                     "compaction through {} keeping from {keep_from} on a log ending at {}",
@@ -159,15 +272,26 @@ impl Disk {
                 self.snapshot = Some(file);
                 Completed::Compaction
             }
-            Write::ReceivedFile(file) => {
+            Queued::ReceivedFile(file) => {
                 self.received = Some(file.clone());
                 Completed::ReceivedFile(file)
+            }
+            Queued::Prefix {
+                entries,
+                hard_state,
+            } => {
+                if let Some(hs) = hard_state {
+                    self.hard_state = hs;
+                }
+                Completed::Prefix {
+                    replaced_from: self.write_entries(entries),
+                }
             }
         }
     }
 
-    fn complete_batch(&mut self, batch: Batch) -> Completed {
-        let installed = batch.installs.map(|meta| {
+    fn complete_group(&mut self, group: Group) -> Completed {
+        let installed = group.installs.map(|meta| {
             let file = self
                 .received
                 .take()
@@ -178,11 +302,21 @@ impl Disk {
             self.snapshot = Some(file.clone());
             file
         });
-        if let Some(hs) = batch.hard_state {
+        if let Some(hs) = group.hard_state {
             self.hard_state = hs;
         }
+        Completed::Batch {
+            readies: group.readies,
+            replaced_from: self.write_entries(group.entries),
+            installed,
+        }
+    }
+
+    /// Makes `entries` durable, replacing the log from the first one on.
+    /// Returns the first durable index replaced, if any was.
+    fn write_entries(&mut self, entries: Vec<Entry>) -> Option<Index> {
         let mut replaced_from = None;
-        if let Some(first) = batch.entries.first() {
+        if let Some(first) = entries.first() {
             let durable_last = self.last_index();
             assert!(
                 first.index >= self.log_start && first.index <= durable_last + 1,
@@ -195,21 +329,16 @@ impl Disk {
                 replaced_from = Some(first.index);
                 self.log.truncate((first.index - self.log_start) as usize);
             }
-            for (offset, e) in batch.entries.iter().enumerate() {
+            for (offset, e) in entries.iter().enumerate() {
                 assert_eq!(
                     e.index,
                     first.index + offset as Index,
                     "the core handed out a non-contiguous batch of entries"
                 );
             }
-            self.log.extend(batch.entries);
+            self.log.extend(entries);
         }
-        Completed::Batch {
-            ready_number: batch.ready_number,
-            persisted_messages: batch.persisted_messages,
-            replaced_from,
-            installed,
-        }
+        replaced_from
     }
 
     /// Deletes the received snapshot file (the core did not need it).

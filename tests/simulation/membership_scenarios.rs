@@ -422,3 +422,57 @@ scenario! {
         c.heal_and_check_liveness();
     }
 }
+
+scenario! {
+    /// A voter that missed two membership changes catches up on them in a
+    /// write too large for one append, and crashes once the first part,
+    /// holding both changes, is durable: it must restart knowing both
+    /// committed (docs/ARCHITECTURE.md, the ready contract). Were it to
+    /// recover the founding membership, it could win an election by the
+    /// vote of the other founder that missed the later entries, while the
+    /// leader goes on with the new voters: two quorums that do not meet,
+    /// which the checker catches as soon as either commits.
+    fn voter_crashes_while_catching_up_on_changes(rng: SplitMix64) {
+        let mut opts = Options::new(3);
+        opts.slots = 5;
+        opts.disk = SLOW_DISK;
+        let mut c = Cluster::new(rng, opts);
+        let leader = c.await_stable_leader();
+        c.commit_one();
+        let followers = crate::scenarios::others(&c, &[leader, 4, 5]);
+        let lagging = c.pick_one(&followers);
+        let other = if followers[0] == lagging { followers[1] } else { followers[0] };
+        c.net.isolate(lagging);
+        c.change_membership(&ConfChange::AddVoter(4));
+        c.change_membership(&ConfChange::AddVoter(5));
+        let leader = c.await_stable_leader();
+        let (changes_end, _) = c.commit_one();
+        // The other founder misses what follows; the new voters make the
+        // quorum.
+        c.net.partition(&[&[leader, 4, 5]]);
+        let more = c.rng.between(2, 5);
+        for _ in 0..more {
+            c.commit_one();
+        }
+        assert_eq!(c.membership_of(leader).voters().len(), 5, "the changes are in force");
+        // The lagging voter catches up from the leader, and loses power
+        // once part of its write is durable.
+        c.net.partition(&[&[leader, 4, 5, lagging]]);
+        let budget = c.options().election_budget();
+        let landed = c.run_until_event(budget, |c| {
+            c.durable_term_at(lagging, changes_end).is_some()
+        });
+        assert!(landed, "node {lagging} never caught up");
+        c.crash(lagging);
+        c.net.partition(&[&[leader, 4, 5], &[lagging, other]]);
+        c.restart(lagging);
+        let timeouts = election_timeouts(&c, 4);
+        for _ in 0..timeouts {
+            if let Some(l) = c.leader() {
+                let _ = c.propose(l);
+            }
+            c.run_ticks(1);
+        }
+        c.heal_and_check_liveness();
+    }
+}

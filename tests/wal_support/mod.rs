@@ -127,3 +127,100 @@ impl TestRng {
         self.next() % n
     }
 }
+
+/// A file layer that loses power on command: once armed with
+/// [`CrashFiles::crash_after_syncs`], the given number of data syncs more
+/// succeed, and from then on every write, sync, allocation, rename and
+/// deletion fails with EIO, so the files keep what the last of those
+/// syncs made durable, as after a power loss at that moment. Writes reach
+/// the files through the layer with the pwrite method only: with stores
+/// through the mapping, unsynced bytes stay in the files.
+#[derive(Debug)]
+pub struct CrashFiles {
+    syncs_left: std::sync::atomic::AtomicU64,
+    crashed: std::sync::atomic::AtomicBool,
+}
+
+impl Default for CrashFiles {
+    fn default() -> CrashFiles {
+        CrashFiles {
+            syncs_left: std::sync::atomic::AtomicU64::new(u64::MAX),
+            crashed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl CrashFiles {
+    /// Power goes once `syncs` more data syncs are done (at once for 0).
+    pub fn crash_after_syncs(&self, syncs: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.syncs_left.store(syncs, SeqCst);
+        self.crashed.store(syncs == 0, SeqCst);
+    }
+
+    pub fn crashed(&self) -> bool {
+        self.crashed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn alive(&self) -> std::io::Result<()> {
+        if self.crashed() {
+            Err(std::io::Error::from_raw_os_error(libc::EIO))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs a data sync unless the power is gone; counts it.
+    fn sync(&self, run: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.alive()?;
+        run()?;
+        let left = self.syncs_left.load(SeqCst);
+        if left != u64::MAX {
+            self.syncs_left.store(left - 1, SeqCst);
+            self.crashed.store(left == 1, SeqCst);
+        }
+        Ok(())
+    }
+}
+
+impl embraft::wal::FileLayer for CrashFiles {
+    fn allocate(&self, file: &std::fs::File, path: &Path, len: u64) -> std::io::Result<()> {
+        self.alive()?;
+        embraft::wal::OsFiles.allocate(file, path, len)
+    }
+    fn write_at(
+        &self,
+        file: &std::fs::File,
+        path: &Path,
+        buf: &[u8],
+        offset: u64,
+    ) -> std::io::Result<()> {
+        self.alive()?;
+        embraft::wal::OsFiles.write_at(file, path, buf, offset)
+    }
+    fn sync_file(&self, file: &std::fs::File, path: &Path) -> std::io::Result<()> {
+        self.sync(|| embraft::wal::OsFiles.sync_file(file, path))
+    }
+    fn sync_mapped(
+        &self,
+        map: &memmap2::MmapMut,
+        path: &Path,
+        offset: usize,
+        len: usize,
+    ) -> std::io::Result<()> {
+        self.sync(|| embraft::wal::OsFiles.sync_mapped(map, path, offset, len))
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.alive()?;
+        embraft::wal::OsFiles.sync_dir(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.alive()?;
+        embraft::wal::OsFiles.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.alive()?;
+        embraft::wal::OsFiles.remove(path)
+    }
+}
