@@ -175,10 +175,16 @@ impl CrashFiles {
         use std::sync::atomic::Ordering::SeqCst;
         self.alive()?;
         run()?;
-        let left = self.syncs_left.load(SeqCst);
-        if left != u64::MAX {
-            self.syncs_left.store(left - 1, SeqCst);
-            self.crashed.store(left == 1, SeqCst);
+        // One atomic step: a sync that was under way when the layer was
+        // armed counts once, and never disarms it.
+        let counted = self
+            .syncs_left
+            .fetch_update(SeqCst, SeqCst, |left| match left {
+                0 | u64::MAX => None,
+                left => Some(left - 1),
+            });
+        if counted == Ok(1) {
+            self.crashed.store(true, SeqCst);
         }
         Ok(())
     }
