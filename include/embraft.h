@@ -28,6 +28,12 @@
 #define EMBRAFT_ABI_VERSION 2
 
 /**
+ * The largest input queue capacity `embraft_node_new` accepts
+ * (`embraft_config_set_input_queue_capacity`): 1,048,576 inputs.
+ */
+#define EMBRAFT_MAX_INPUT_QUEUE_CAPACITY (1 << 20)
+
+/**
  * Roles (`embraft_ready_state`, `EMBRAFT_FIELD_ROLE`).
  */
 #define EMBRAFT_ROLE_FOLLOWER 0
@@ -525,7 +531,9 @@ embraft_status embraft_config_set_data_dir(embraft_config *config, const char *p
 
 /**
  * Sets the base election timeout in ticks (default 10); the actual timeout
- * is random in `[ticks, 2 * ticks)`. Must exceed the heartbeat interval.
+ * is random in `[ticks, 2 * ticks)`. Must exceed the heartbeat interval
+ * (`embraft_node_new` refuses it otherwise with
+ * `EMBRAFT_ERR_INVALID_CONFIG`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -533,7 +541,9 @@ embraft_status embraft_config_set_data_dir(embraft_config *config, const char *p
 embraft_status embraft_config_set_election_ticks(embraft_config *config, uint32_t ticks);
 
 /**
- * Sets the heartbeat interval of a leader in ticks (default 1).
+ * Sets the heartbeat interval of a leader in ticks (default 1). At least
+ * 1 and below the election ticks (`embraft_node_new` refuses others with
+ * `EMBRAFT_ERR_INVALID_CONFIG`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -560,6 +570,8 @@ embraft_status embraft_config_set_check_quorum(embraft_config *config, bool enab
 
 /**
  * Sets the number of append messages in flight per follower (default 256).
+ * At least 1 (`embraft_node_new` refuses 0 with
+ * `EMBRAFT_ERR_INVALID_CONFIG`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -567,7 +579,9 @@ embraft_status embraft_config_set_check_quorum(embraft_config *config, bool enab
 embraft_status embraft_config_set_max_inflight_msgs(embraft_config *config, size_t messages);
 
 /**
- * Sets the bytes of entries in flight per follower (default 32 MiB).
+ * Sets the bytes of entries in flight per follower (default 32 MiB). At
+ * least 1 (`embraft_node_new` refuses 0 with
+ * `EMBRAFT_ERR_INVALID_CONFIG`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -576,7 +590,8 @@ embraft_status embraft_config_set_max_inflight_bytes(embraft_config *config, uin
 
 /**
  * Sets the bytes of entries in one append message (default 1 MiB; one
- * entry is always sent).
+ * entry is always sent). At least 1 (`embraft_node_new` refuses 0 with
+ * `EMBRAFT_ERR_INVALID_CONFIG`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -585,7 +600,9 @@ embraft_status embraft_config_set_max_msg_bytes(embraft_config *config, uint64_t
 
 /**
  * Sets the largest proposal payload in bytes (default 1 MiB); larger
- * proposals fail with `EMBRAFT_ERR_TOO_LARGE`.
+ * proposals fail with `EMBRAFT_ERR_TOO_LARGE`. `embraft_node_new` refuses
+ * with `EMBRAFT_ERR_INVALID_CONFIG` 0, more than 1 GiB, and a value the
+ * WAL segment cannot hold (see `embraft_config_set_segment_size`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -594,7 +611,8 @@ embraft_status embraft_config_set_max_entry_bytes(embraft_config *config, uint64
 
 /**
  * Sets the bytes of committed entries handed out in one ready batch
- * (default 16 MiB; one entry is always handed out).
+ * (default 16 MiB; one entry is always handed out). At least 1
+ * (`embraft_node_new` refuses 0 with `EMBRAFT_ERR_INVALID_CONFIG`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -659,7 +677,16 @@ embraft_status embraft_config_set_wal_write_method(embraft_config *config, uint3
 embraft_status embraft_config_set_threading(embraft_config *config, uint32_t mode);
 
 /**
- * Sets the size of each WAL segment file in bytes (default 64 MiB).
+ * Sets the size of each WAL segment file in bytes (default 64 MiB). A
+ * multiple of 8 from 4096 to 1 GiB, and large enough to hold an entry of
+ * the maximum entry size with its records: at least
+ * `max_entry_bytes` rounded up to a multiple of 8, plus 888 bytes (the
+ * entry's record header, a hard state and commit record, the segment
+ * header, and the state restated at the segment's start, with room for a
+ * membership of 64 node ids). `embraft_node_new` checks the pair, so the
+ * two setters may come in any order, and refuses it with
+ * `EMBRAFT_ERR_INVALID_CONFIG`; with the default 1 MiB entries a segment
+ * needs at least 1,049,464 bytes.
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -682,6 +709,10 @@ embraft_status embraft_config_set_applied_index(embraft_config *config, uint64_t
 /**
  * Sets how many inputs (ticks, messages, proposals, acks) may wait for
  * the node's thread before calls answer `EMBRAFT_ERR_BUSY` (default 4096).
+ * From 1 to `EMBRAFT_MAX_INPUT_QUEUE_CAPACITY` (1,048,576);
+ * `embraft_node_new` refuses others with `EMBRAFT_ERR_INVALID_CONFIG`.
+ * Memory is taken only by inputs waiting, not per slot up front. Threads
+ * calling at the same moment may each queue one input beyond it.
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.

@@ -165,6 +165,8 @@ fn installing_a_snapshot_deletes_the_wal_segments_it_replaces() {
     let mut cluster = Cluster::start("snap-install-segments", 3, |config| {
         configure(config);
         config.wal.segment_size = 4096;
+        // A segment must hold the largest entry (`Node::new` checks).
+        config.raft.max_entry_bytes = 1024;
     });
     let leader = cluster.elect();
     let lagging = if leader == 1 { 2 } else { 1 };

@@ -207,7 +207,9 @@ pub unsafe extern "C" fn embraft_config_set_data_dir(
 }
 
 /// Sets the base election timeout in ticks (default 10); the actual timeout
-/// is random in `[ticks, 2 * ticks)`. Must exceed the heartbeat interval.
+/// is random in `[ticks, 2 * ticks)`. Must exceed the heartbeat interval
+/// (`embraft_node_new` refuses it otherwise with
+/// `EMBRAFT_ERR_INVALID_CONFIG`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -220,7 +222,9 @@ pub unsafe extern "C" fn embraft_config_set_election_ticks(
     unsafe { set(config, |c| c.config.raft.election_tick = ticks) }
 }
 
-/// Sets the heartbeat interval of a leader in ticks (default 1).
+/// Sets the heartbeat interval of a leader in ticks (default 1). At least
+/// 1 and below the election ticks (`embraft_node_new` refuses others with
+/// `EMBRAFT_ERR_INVALID_CONFIG`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -262,6 +266,8 @@ pub unsafe extern "C" fn embraft_config_set_check_quorum(
 }
 
 /// Sets the number of append messages in flight per follower (default 256).
+/// At least 1 (`embraft_node_new` refuses 0 with
+/// `EMBRAFT_ERR_INVALID_CONFIG`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -274,7 +280,9 @@ pub unsafe extern "C" fn embraft_config_set_max_inflight_msgs(
     unsafe { set(config, |c| c.config.raft.max_inflight_msgs = messages) }
 }
 
-/// Sets the bytes of entries in flight per follower (default 32 MiB).
+/// Sets the bytes of entries in flight per follower (default 32 MiB). At
+/// least 1 (`embraft_node_new` refuses 0 with
+/// `EMBRAFT_ERR_INVALID_CONFIG`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -288,7 +296,8 @@ pub unsafe extern "C" fn embraft_config_set_max_inflight_bytes(
 }
 
 /// Sets the bytes of entries in one append message (default 1 MiB; one
-/// entry is always sent).
+/// entry is always sent). At least 1 (`embraft_node_new` refuses 0 with
+/// `EMBRAFT_ERR_INVALID_CONFIG`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -302,7 +311,9 @@ pub unsafe extern "C" fn embraft_config_set_max_msg_bytes(
 }
 
 /// Sets the largest proposal payload in bytes (default 1 MiB); larger
-/// proposals fail with `EMBRAFT_ERR_TOO_LARGE`.
+/// proposals fail with `EMBRAFT_ERR_TOO_LARGE`. `embraft_node_new` refuses
+/// with `EMBRAFT_ERR_INVALID_CONFIG` 0, more than 1 GiB, and a value the
+/// WAL segment cannot hold (see `embraft_config_set_segment_size`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -316,7 +327,8 @@ pub unsafe extern "C" fn embraft_config_set_max_entry_bytes(
 }
 
 /// Sets the bytes of committed entries handed out in one ready batch
-/// (default 16 MiB; one entry is always handed out).
+/// (default 16 MiB; one entry is always handed out). At least 1
+/// (`embraft_node_new` refuses 0 with `EMBRAFT_ERR_INVALID_CONFIG`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -437,7 +449,16 @@ pub unsafe extern "C" fn embraft_config_set_threading(
     }
 }
 
-/// Sets the size of each WAL segment file in bytes (default 64 MiB).
+/// Sets the size of each WAL segment file in bytes (default 64 MiB). A
+/// multiple of 8 from 4096 to 1 GiB, and large enough to hold an entry of
+/// the maximum entry size with its records: at least
+/// `max_entry_bytes` rounded up to a multiple of 8, plus 888 bytes (the
+/// entry's record header, a hard state and commit record, the segment
+/// header, and the state restated at the segment's start, with room for a
+/// membership of 64 node ids). `embraft_node_new` checks the pair, so the
+/// two setters may come in any order, and refuses it with
+/// `EMBRAFT_ERR_INVALID_CONFIG`; with the default 1 MiB entries a segment
+/// needs at least 1,049,464 bytes.
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -470,6 +491,10 @@ pub unsafe extern "C" fn embraft_config_set_applied_index(
 
 /// Sets how many inputs (ticks, messages, proposals, acks) may wait for
 /// the node's thread before calls answer `EMBRAFT_ERR_BUSY` (default 4096).
+/// From 1 to `EMBRAFT_MAX_INPUT_QUEUE_CAPACITY` (1,048,576);
+/// `embraft_node_new` refuses others with `EMBRAFT_ERR_INVALID_CONFIG`.
+/// Memory is taken only by inputs waiting, not per slot up front. Threads
+/// calling at the same moment may each queue one input beyond it.
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
