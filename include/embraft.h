@@ -498,7 +498,8 @@ embraft_status embraft_config_last_error(const embraft_config *config,
                                          size_t *message_len);
 
 /**
- * Sets this node's id (non-zero, unique in the cluster).
+ * Sets this node's id (non-zero, unique in the cluster); 0 fails with
+ * `EMBRAFT_ERR_INVALID_ARGUMENT` and leaves the config as it was.
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -507,7 +508,9 @@ embraft_status embraft_config_set_id(embraft_config *config, uint64_t id);
 
 /**
  * Sets the voters of a new cluster, this node included: `count` ids read
- * from `ids` (copied; `ids` may be NULL when `count` is 0). Used only when
+ * from `ids` (copied; `ids` may be NULL when `count` is 0). An id 0 fails
+ * with `EMBRAFT_ERR_INVALID_ARGUMENT` and leaves the config as it was.
+ * Used only when
  * the data directory is empty; a restarted node recovers its membership.
  * Leave empty (the default) for a node that joins a running cluster: it
  * starts with no membership and learns it from the leader's log once a

@@ -4,13 +4,13 @@
 //! and the node's own rules.
 
 use super::guard::{
-    borrow_ids, borrow_mut_or_return, borrow_or_return, catch_panics, require_outputs, write_output,
+    borrow_ids, borrow_mut_or_return, borrow_or_return, catch_panics, record_failures,
+    require_node_id, require_outputs, write_output, Failure,
 };
 use super::last_error::LastError;
 use super::{
-    embraft_status, EMBRAFT_ERR_INVALID_ARGUMENT, EMBRAFT_ERR_NULL_ARGUMENT, EMBRAFT_OK,
-    EMBRAFT_SYNC_ALWAYS, EMBRAFT_SYNC_NEVER, EMBRAFT_THREADING_INLINE, EMBRAFT_THREADING_NODE,
-    EMBRAFT_WAL_WRITE_MMAP, EMBRAFT_WAL_WRITE_PWRITE,
+    embraft_status, EMBRAFT_OK, EMBRAFT_SYNC_ALWAYS, EMBRAFT_SYNC_NEVER, EMBRAFT_THREADING_INLINE,
+    EMBRAFT_THREADING_NODE, EMBRAFT_WAL_WRITE_MMAP, EMBRAFT_WAL_WRITE_PWRITE,
 };
 use crate::node::{LogLevel, NodeConfig, Threading};
 use crate::wal::{SyncMode, WriteMethod};
@@ -91,8 +91,26 @@ pub unsafe extern "C" fn embraft_config_last_error(
     })
 }
 
-/// Applies `change` to a configuration handle, NULL-checked and
-/// panic-guarded: the shared body of the plain setters.
+/// The shared body of every setter: NULL check of the handle, panic
+/// boundary, and a failure recorded as the config's last error.
+///
+/// # Safety
+/// `config` is NULL or a live handle not used concurrently.
+unsafe fn with_config(
+    config: *mut embraft_config,
+    body: impl FnOnce(&mut embraft_config) -> Result<(), Failure>,
+) -> embraft_status {
+    catch_panics(|| {
+        let config = borrow_mut_or_return!(config);
+        // The message lives beside the fields the body changes.
+        let errors = std::mem::take(&mut config.errors);
+        let status = record_failures(&errors, || body(config));
+        config.errors = errors;
+        status
+    })
+}
+
+/// Applies `change` to a configuration handle: the plain setters.
 ///
 /// # Safety
 /// `config` is NULL or a live handle not used concurrently.
@@ -100,11 +118,13 @@ unsafe fn set(
     config: *mut embraft_config,
     change: impl FnOnce(&mut embraft_config),
 ) -> embraft_status {
-    catch_panics(|| {
-        let config = borrow_mut_or_return!(config);
-        change(config);
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |config| {
+            change(config);
+            Ok(())
+        })
+    }
 }
 
 /// Sets an option chosen from a list of constants: `parse` maps the C
@@ -119,22 +139,19 @@ unsafe fn set_choice<T>(
     parse: impl FnOnce(u32) -> Option<T>,
     apply: impl FnOnce(&mut NodeConfig, T),
 ) -> embraft_status {
-    catch_panics(|| {
-        let config = borrow_mut_or_return!(config);
-        match parse(value) {
-            Some(choice) => {
-                apply(&mut config.config, choice);
-                EMBRAFT_OK
-            }
-            None => config.errors.fail(
-                EMBRAFT_ERR_INVALID_ARGUMENT,
-                format!("unknown {what} {value}"),
-            ),
-        }
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |config| {
+            let choice =
+                parse(value).ok_or_else(|| Failure::invalid(format!("unknown {what} {value}")))?;
+            apply(&mut config.config, choice);
+            Ok(())
+        })
+    }
 }
 
-/// Sets this node's id (non-zero, unique in the cluster).
+/// Sets this node's id (non-zero, unique in the cluster); 0 fails with
+/// `EMBRAFT_ERR_INVALID_ARGUMENT` and leaves the config as it was.
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -144,11 +161,18 @@ pub unsafe extern "C" fn embraft_config_set_id(
     id: u64,
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
-    unsafe { set(config, |c| c.config.raft.id = id) }
+    unsafe {
+        with_config(config, |c| {
+            c.config.raft.id = require_node_id(id, "id")?;
+            Ok(())
+        })
+    }
 }
 
 /// Sets the voters of a new cluster, this node included: `count` ids read
-/// from `ids` (copied; `ids` may be NULL when `count` is 0). Used only when
+/// from `ids` (copied; `ids` may be NULL when `count` is 0). An id 0 fails
+/// with `EMBRAFT_ERR_INVALID_ARGUMENT` and leaves the config as it was.
+/// Used only when
 /// the data directory is empty; a restarted node recovers its membership.
 /// Leave empty (the default) for a node that joins a running cluster: it
 /// starts with no membership and learns it from the leader's log once a
@@ -163,16 +187,14 @@ pub unsafe extern "C" fn embraft_config_set_peers(
     ids: *const u64,
     count: usize,
 ) -> embraft_status {
-    catch_panics(|| {
-        let config = borrow_mut_or_return!(config);
-        // SAFETY: the array's validity is the caller's contract.
-        let ids = match unsafe { borrow_ids(ids, count) } {
-            Ok(ids) => ids,
-            Err(status) => return config.errors.fail(status, "peer ids: invalid array"),
-        };
-        config.config.peers = ids.to_vec();
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |config| {
+            // SAFETY: the array's validity is the caller's contract.
+            config.config.peers = borrow_ids(ids, count, "ids")?.to_vec();
+            Ok(())
+        })
+    }
 }
 
 /// Sets the data directory from a NUL-terminated path (copied; any bytes
@@ -186,24 +208,22 @@ pub unsafe extern "C" fn embraft_config_set_data_dir(
     config: *mut embraft_config,
     path: *const c_char,
 ) -> embraft_status {
-    catch_panics(|| {
-        let config = borrow_mut_or_return!(config);
-        if path.is_null() {
-            return config
-                .errors
-                .fail(EMBRAFT_ERR_NULL_ARGUMENT, "data directory path is NULL");
-        }
-        // SAFETY: non-NULL and NUL-terminated by the caller's contract.
-        let path = unsafe { CStr::from_ptr(path) }.to_bytes();
-        if path.is_empty() {
-            return config
-                .errors
-                .fail(EMBRAFT_ERR_INVALID_ARGUMENT, "data directory path is empty");
-        }
-        config.config.data_dir = Path::new(std::ffi::OsStr::from_bytes(path)).to_path_buf();
-        config.data_dir_set = true;
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |config| {
+            if path.is_null() {
+                return Err(Failure::null("data directory path"));
+            }
+            // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+            let path = CStr::from_ptr(path).to_bytes();
+            if path.is_empty() {
+                return Err(Failure::invalid("data directory path is empty"));
+            }
+            config.config.data_dir = Path::new(std::ffi::OsStr::from_bytes(path)).to_path_buf();
+            config.data_dir_set = true;
+            Ok(())
+        })
+    }
 }
 
 /// Sets the base election timeout in ticks (default 10); the actual timeout

@@ -441,7 +441,10 @@ static void invalid_configurations_are_refused_with_a_message(void) {
     CHECK_OK(embraft_config_last_error(config, message, sizeof message, NULL));
     CHECK(strstr(message, "peers") != NULL);
 
-    embraft_config_set_peers(config, with_zero, 2);
+    /* Node id 0 is refused at the call, and the config keeps what it had. */
+    CHECK_STATUS(embraft_config_set_peers(config, with_zero, 2), EMBRAFT_ERR_INVALID_ARGUMENT);
+    CHECK_OK(embraft_config_last_error(config, message, sizeof message, NULL));
+    CHECK(strstr(message, "node id 0") != NULL);
     CHECK_STATUS(embraft_node_new(config, &node), EMBRAFT_ERR_INVALID_CONFIG);
     embraft_config_set_peers(config, &self, 1);
 
@@ -450,9 +453,9 @@ static void invalid_configurations_are_refused_with_a_message(void) {
     CHECK_STATUS(embraft_node_new(config, &node), EMBRAFT_ERR_INVALID_CONFIG);
     embraft_config_set_applied_index(config, 0);
 
-    embraft_config_set_id(config, 0);
-    CHECK_STATUS(embraft_node_new(config, &node), EMBRAFT_ERR_INVALID_CONFIG);
-    embraft_config_set_id(config, 1);
+    CHECK_STATUS(embraft_config_set_id(config, 0), EMBRAFT_ERR_INVALID_ARGUMENT);
+    CHECK_OK(embraft_config_last_error(config, message, sizeof message, NULL));
+    CHECK(strstr(message, "node id 0") != NULL);
 
     embraft_config_set_election_ticks(config, 2);
     embraft_config_set_heartbeat_ticks(config, 2);
