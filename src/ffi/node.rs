@@ -40,7 +40,9 @@ pub(crate) fn status_of(err: &NodeError) -> embraft_status {
         NodeError::StaleSnapshot { .. } => EMBRAFT_ERR_STALE_SNAPSHOT,
         NodeError::Resource(_) => EMBRAFT_ERR_RESOURCE,
         NodeError::Busy => EMBRAFT_ERR_BUSY,
-        NodeError::MalformedMessage(_) => EMBRAFT_ERR_MALFORMED_MESSAGE,
+        NodeError::MalformedMessage(_) | NodeError::InvalidMessage(_) => {
+            EMBRAFT_ERR_MALFORMED_MESSAGE
+        }
         NodeError::WrongRecipient { .. } => EMBRAFT_ERR_WRONG_RECIPIENT,
         NodeError::ProposalTooLarge { .. } => EMBRAFT_ERR_TOO_LARGE,
         NodeError::NotDelivered { .. } => EMBRAFT_ERR_NOT_DELIVERED,

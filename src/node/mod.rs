@@ -37,7 +37,8 @@ pub use writer::SnapshotWriter;
 
 use crate::codec::DecodeError;
 use crate::core::{
-    ConfChange, Config, Index, InitialState, NodeId, Payload, Raft, Status, NO_NODE,
+    ConfChange, Config, Index, InitialState, NodeId, Payload, Raft, Status, MAX_INDEX, MAX_TERM,
+    NO_NODE,
 };
 use crate::snapshot::{SnapshotError, SnapshotStore};
 use crate::wal::{segment_bytes_for_entry, Recovered, SyncMode, Wal, WalError, WalOptions};
@@ -180,6 +181,9 @@ pub enum NodeError {
     Busy,
     /// Bytes given to `step` are not a message.
     MalformedMessage(DecodeError),
+    /// Bytes given to `step` decode, but to a message no peer can send: a
+    /// term or a log index beyond the largest a cluster can reach.
+    InvalidMessage(&'static str),
     /// The message is addressed to another node.
     WrongRecipient { to: NodeId, this_node: NodeId },
     /// The proposal exceeds the configured maximum entry size.
@@ -215,6 +219,7 @@ impl fmt::Display for NodeError {
             NodeError::Resource(why) => write!(f, "out of resources: {why}"),
             NodeError::Busy => write!(f, "input queue full; poll the node and retry"),
             NodeError::MalformedMessage(err) => write!(f, "malformed message: {err}"),
+            NodeError::InvalidMessage(why) => write!(f, "invalid message: {why}"),
             NodeError::WrongRecipient { to, this_node } => {
                 write!(
                     f,
@@ -747,6 +752,18 @@ impl Node {
     /// messages the core refuses are logged at debug level.
     pub fn step(&self, bytes: &[u8]) -> Result<(), NodeError> {
         let msg = wire::decode(bytes).map_err(NodeError::MalformedMessage)?;
+        // The core refuses these as well, but on the driver's thread, where
+        // only a debug log line tells of it; the ceilings are the core's.
+        if msg.term > MAX_TERM {
+            return Err(NodeError::InvalidMessage(
+                "term beyond the largest a cluster can reach",
+            ));
+        }
+        if msg.body.max_index() > MAX_INDEX {
+            return Err(NodeError::InvalidMessage(
+                "index beyond the largest a log can reach",
+            ));
+        }
         if msg.to != self.id {
             return Err(NodeError::WrongRecipient {
                 to: msg.to,
