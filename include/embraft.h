@@ -838,7 +838,8 @@ embraft_status embraft_node_tick(const embraft_node *node);
  * Hands the node a message received from a peer: `len` bytes at `data`,
  * exactly as the peer's node produced them (borrowed for the call).
  * Fails with `EMBRAFT_ERR_MALFORMED_MESSAGE` for bytes that are not a
- * message (including a zero length), `EMBRAFT_ERR_WRONG_RECIPIENT` for a
+ * message (including a zero length) or name a term or log index past the
+ * largest a cluster can reach (2^62), `EMBRAFT_ERR_WRONG_RECIPIENT` for a
  * message addressed to another node, `EMBRAFT_ERR_BUSY` when the input
  * queue is full. Messages the Raft core refuses (an unknown sender, a
  * stale term) are dropped and logged at debug level. Never blocks.
@@ -896,7 +897,8 @@ embraft_status embraft_node_propose_conf_change(const embraft_node *node,
 /**
  * Proposes moving to exactly the given membership: `voter_count` voters
  * at `voters` and `learner_count` learners at `learners` (copied; NULL
- * allowed for a zero count). The move goes through a joint configuration
+ * allowed for a zero count; an id 0 fails with
+ * `EMBRAFT_ERR_INVALID_ARGUMENT`). The move goes through a joint configuration
  * that the node leaves by itself once it commits. On success
  * `*proposal_id_out` receives the proposal's id; the outcome arrives as
  * for `embraft_node_propose_conf_change`. Never blocks.
@@ -929,7 +931,8 @@ embraft_status embraft_node_propose_membership(const embraft_node *node,
 embraft_status embraft_node_read_index(const embraft_node *node, uint64_t context);
 
 /**
- * Asks this node, if it leads, to hand leadership to voter `to`:
+ * Asks this node, if it leads, to hand leadership to voter `to` (0 fails
+ * with `EMBRAFT_ERR_INVALID_ARGUMENT`):
  * proposals are refused meanwhile and the transfer is abandoned after an
  * election timeout. A refusal (not the leader, not a voter) is logged at
  * info level; watch the batches' state for the new leader. Never blocks.
@@ -945,6 +948,7 @@ embraft_status embraft_node_transfer_leader(const embraft_node *node, uint64_t t
 /**
  * Tells the node that the host's transport could not deliver to `peer`: a
  * leader then probes that peer instead of streaming to it. Never blocks.
+ * `peer` 0 fails with `EMBRAFT_ERR_INVALID_ARGUMENT`.
  *
  * Thread safety: may be called from any thread, concurrently with other
  * calls on the same node (except `embraft_node_free`). On an inline node
@@ -1296,7 +1300,8 @@ embraft_status embraft_snapshot_writer_write(embraft_snapshot_writer *writer,
  * the host's apply loop may go on meanwhile on other threads. The writer
  * is freed whatever the outcome (its path becomes invalid). Fails with
  * `EMBRAFT_ERR_STALE_SNAPSHOT` when the node got a snapshot at or beyond
- * this index meanwhile (the file is deleted; nothing is lost),
+ * this index meanwhile (its file is deleted, unless another writer of the
+ * same snapshot shares it; nothing is lost),
  * `EMBRAFT_ERR_STORAGE` when the file could not be synced, read or
  * renamed, `EMBRAFT_ERR_NODE_FAILED` when the node stopped or was freed;
  * the reason is the node's last error. NULL is

@@ -170,7 +170,8 @@ pub unsafe extern "C" fn embraft_node_tick(node: *const embraft_node) -> embraft
 /// Hands the node a message received from a peer: `len` bytes at `data`,
 /// exactly as the peer's node produced them (borrowed for the call).
 /// Fails with `EMBRAFT_ERR_MALFORMED_MESSAGE` for bytes that are not a
-/// message (including a zero length), `EMBRAFT_ERR_WRONG_RECIPIENT` for a
+/// message (including a zero length) or name a term or log index past the
+/// largest a cluster can reach (2^62), `EMBRAFT_ERR_WRONG_RECIPIENT` for a
 /// message addressed to another node, `EMBRAFT_ERR_BUSY` when the input
 /// queue is full. Messages the Raft core refuses (an unknown sender, a
 /// stale term) are dropped and logged at debug level. Never blocks.
@@ -270,7 +271,8 @@ pub unsafe extern "C" fn embraft_node_propose_conf_change(
 
 /// Proposes moving to exactly the given membership: `voter_count` voters
 /// at `voters` and `learner_count` learners at `learners` (copied; NULL
-/// allowed for a zero count). The move goes through a joint configuration
+/// allowed for a zero count; an id 0 fails with
+/// `EMBRAFT_ERR_INVALID_ARGUMENT`). The move goes through a joint configuration
 /// that the node leaves by itself once it commits. On success
 /// `*proposal_id_out` receives the proposal's id; the outcome arrives as
 /// for `embraft_node_propose_conf_change`. Never blocks.
@@ -321,7 +323,8 @@ pub unsafe extern "C" fn embraft_node_read_index(
     unsafe { with_node(node, |handle| Ok(handle.node.read_index(context)?)) }
 }
 
-/// Asks this node, if it leads, to hand leadership to voter `to`:
+/// Asks this node, if it leads, to hand leadership to voter `to` (0 fails
+/// with `EMBRAFT_ERR_INVALID_ARGUMENT`):
 /// proposals are refused meanwhile and the transfer is abandoned after an
 /// election timeout. A refusal (not the leader, not a voter) is logged at
 /// info level; watch the batches' state for the new leader. Never blocks.
@@ -347,6 +350,7 @@ pub unsafe extern "C" fn embraft_node_transfer_leader(
 
 /// Tells the node that the host's transport could not deliver to `peer`: a
 /// leader then probes that peer instead of streaming to it. Never blocks.
+/// `peer` 0 fails with `EMBRAFT_ERR_INVALID_ARGUMENT`.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`). On an inline node

@@ -96,7 +96,8 @@ pub unsafe extern "C" fn embraft_snapshot_writer_write(
 /// the host's apply loop may go on meanwhile on other threads. The writer
 /// is freed whatever the outcome (its path becomes invalid). Fails with
 /// `EMBRAFT_ERR_STALE_SNAPSHOT` when the node got a snapshot at or beyond
-/// this index meanwhile (the file is deleted; nothing is lost),
+/// this index meanwhile (its file is deleted, unless another writer of the
+/// same snapshot shares it; nothing is lost),
 /// `EMBRAFT_ERR_STORAGE` when the file could not be synced, read or
 /// renamed, `EMBRAFT_ERR_NODE_FAILED` when the node stopped or was freed;
 /// the reason is the node's last error. NULL is
