@@ -28,6 +28,12 @@
 #define EMBRAFT_ABI_VERSION 2
 
 /**
+ * The largest input queue capacity `embraft_node_new` accepts
+ * (`embraft_config_set_input_queue_capacity`): 1,048,576 inputs.
+ */
+#define EMBRAFT_MAX_INPUT_QUEUE_CAPACITY (1 << 20)
+
+/**
  * Roles (`embraft_ready_state`, `EMBRAFT_FIELD_ROLE`).
  */
 #define EMBRAFT_ROLE_FOLLOWER 0
@@ -499,7 +505,8 @@ embraft_status embraft_config_last_error(const embraft_config *config,
                                          size_t *message_len);
 
 /**
- * Sets this node's id (non-zero, unique in the cluster).
+ * Sets this node's id (non-zero, unique in the cluster); 0 fails with
+ * `EMBRAFT_ERR_INVALID_ARGUMENT` and leaves the config as it was.
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -508,7 +515,9 @@ embraft_status embraft_config_set_id(embraft_config *config, uint64_t id);
 
 /**
  * Sets the voters of a new cluster, this node included: `count` ids read
- * from `ids` (copied; `ids` may be NULL when `count` is 0). Used only when
+ * from `ids` (copied; `ids` may be NULL when `count` is 0). An id 0 fails
+ * with `EMBRAFT_ERR_INVALID_ARGUMENT` and leaves the config as it was.
+ * Used only when
  * the data directory is empty; a restarted node recovers its membership.
  * Leave empty (the default) for a node that joins a running cluster: it
  * starts with no membership and learns it from the leader's log once a
@@ -532,7 +541,9 @@ embraft_status embraft_config_set_data_dir(embraft_config *config, const char *p
 
 /**
  * Sets the base election timeout in ticks (default 10); the actual timeout
- * is random in `[ticks, 2 * ticks)`. Must exceed the heartbeat interval.
+ * is random in `[ticks, 2 * ticks)`. Must exceed the heartbeat interval
+ * (`embraft_node_new` refuses it otherwise with
+ * `EMBRAFT_ERR_INVALID_CONFIG`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -540,7 +551,9 @@ embraft_status embraft_config_set_data_dir(embraft_config *config, const char *p
 embraft_status embraft_config_set_election_ticks(embraft_config *config, uint32_t ticks);
 
 /**
- * Sets the heartbeat interval of a leader in ticks (default 1).
+ * Sets the heartbeat interval of a leader in ticks (default 1). At least
+ * 1 and below the election ticks (`embraft_node_new` refuses others with
+ * `EMBRAFT_ERR_INVALID_CONFIG`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -567,6 +580,8 @@ embraft_status embraft_config_set_check_quorum(embraft_config *config, bool enab
 
 /**
  * Sets the number of append messages in flight per follower (default 256).
+ * At least 1 (`embraft_node_new` refuses 0 with
+ * `EMBRAFT_ERR_INVALID_CONFIG`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -574,7 +589,9 @@ embraft_status embraft_config_set_check_quorum(embraft_config *config, bool enab
 embraft_status embraft_config_set_max_inflight_msgs(embraft_config *config, size_t messages);
 
 /**
- * Sets the bytes of entries in flight per follower (default 32 MiB).
+ * Sets the bytes of entries in flight per follower (default 32 MiB). At
+ * least 1 (`embraft_node_new` refuses 0 with
+ * `EMBRAFT_ERR_INVALID_CONFIG`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -583,7 +600,8 @@ embraft_status embraft_config_set_max_inflight_bytes(embraft_config *config, uin
 
 /**
  * Sets the bytes of entries in one append message (default 1 MiB; one
- * entry is always sent).
+ * entry is always sent). At least 1 (`embraft_node_new` refuses 0 with
+ * `EMBRAFT_ERR_INVALID_CONFIG`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -592,7 +610,9 @@ embraft_status embraft_config_set_max_msg_bytes(embraft_config *config, uint64_t
 
 /**
  * Sets the largest proposal payload in bytes (default 1 MiB); larger
- * proposals fail with `EMBRAFT_ERR_TOO_LARGE`.
+ * proposals fail with `EMBRAFT_ERR_TOO_LARGE`. `embraft_node_new` refuses
+ * with `EMBRAFT_ERR_INVALID_CONFIG` 0, more than 1 GiB, and a value the
+ * WAL segment cannot hold (see `embraft_config_set_segment_size`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -601,7 +621,8 @@ embraft_status embraft_config_set_max_entry_bytes(embraft_config *config, uint64
 
 /**
  * Sets the bytes of committed entries handed out in one ready batch
- * (default 16 MiB; one entry is always handed out).
+ * (default 16 MiB; one entry is always handed out). At least 1
+ * (`embraft_node_new` refuses 0 with `EMBRAFT_ERR_INVALID_CONFIG`).
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -666,7 +687,16 @@ embraft_status embraft_config_set_wal_write_method(embraft_config *config, uint3
 embraft_status embraft_config_set_threading(embraft_config *config, uint32_t mode);
 
 /**
- * Sets the size of each WAL segment file in bytes (default 64 MiB).
+ * Sets the size of each WAL segment file in bytes (default 64 MiB). A
+ * multiple of 8 from 4096 to 1 GiB, and large enough to hold an entry of
+ * the maximum entry size with its records: at least
+ * `max_entry_bytes` rounded up to a multiple of 8, plus 888 bytes (the
+ * entry's record header, a hard state and commit record, the segment
+ * header, and the state restated at the segment's start, with room for a
+ * membership of 64 node ids). `embraft_node_new` checks the pair, so the
+ * two setters may come in any order, and refuses it with
+ * `EMBRAFT_ERR_INVALID_CONFIG`; with the default 1 MiB entries a segment
+ * needs at least 1,049,464 bytes.
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -689,6 +719,10 @@ embraft_status embraft_config_set_applied_index(embraft_config *config, uint64_t
 /**
  * Sets how many inputs (ticks, messages, proposals, acks) may wait for
  * the node's thread before calls answer `EMBRAFT_ERR_BUSY` (default 4096).
+ * From 1 to `EMBRAFT_MAX_INPUT_QUEUE_CAPACITY` (1,048,576);
+ * `embraft_node_new` refuses others with `EMBRAFT_ERR_INVALID_CONFIG`.
+ * Memory is taken only by inputs waiting, not per slot up front. Threads
+ * calling at the same moment may each queue one input beyond it.
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
@@ -811,7 +845,8 @@ embraft_status embraft_node_tick(const embraft_node *node);
  * Hands the node a message received from a peer: `len` bytes at `data`,
  * exactly as the peer's node produced them (borrowed for the call).
  * Fails with `EMBRAFT_ERR_MALFORMED_MESSAGE` for bytes that are not a
- * message (including a zero length), `EMBRAFT_ERR_WRONG_RECIPIENT` for a
+ * message (including a zero length) or name a term or log index past the
+ * largest a cluster can reach (2^62), `EMBRAFT_ERR_WRONG_RECIPIENT` for a
  * message addressed to another node, `EMBRAFT_ERR_BUSY` when the input
  * queue is full. Messages the Raft core refuses (an unknown sender, a
  * stale term) are dropped and logged at debug level. Never blocks.
@@ -869,7 +904,8 @@ embraft_status embraft_node_propose_conf_change(const embraft_node *node,
 /**
  * Proposes moving to exactly the given membership: `voter_count` voters
  * at `voters` and `learner_count` learners at `learners` (copied; NULL
- * allowed for a zero count). The move goes through a joint configuration
+ * allowed for a zero count; an id 0 fails with
+ * `EMBRAFT_ERR_INVALID_ARGUMENT`). The move goes through a joint configuration
  * that the node leaves by itself once it commits. On success
  * `*proposal_id_out` receives the proposal's id; the outcome arrives as
  * for `embraft_node_propose_conf_change`. Never blocks.
@@ -902,7 +938,8 @@ embraft_status embraft_node_propose_membership(const embraft_node *node,
 embraft_status embraft_node_read_index(const embraft_node *node, uint64_t context);
 
 /**
- * Asks this node, if it leads, to hand leadership to voter `to`:
+ * Asks this node, if it leads, to hand leadership to voter `to` (0 fails
+ * with `EMBRAFT_ERR_INVALID_ARGUMENT`):
  * proposals are refused meanwhile and the transfer is abandoned after an
  * election timeout. A refusal (not the leader, not a voter) is logged at
  * info level; watch the batches' state for the new leader. Never blocks.
@@ -918,6 +955,7 @@ embraft_status embraft_node_transfer_leader(const embraft_node *node, uint64_t t
 /**
  * Tells the node that the host's transport could not deliver to `peer`: a
  * leader then probes that peer instead of streaming to it. Never blocks.
+ * `peer` 0 fails with `EMBRAFT_ERR_INVALID_ARGUMENT`.
  *
  * Thread safety: may be called from any thread, concurrently with other
  * calls on the same node (except `embraft_node_free`). On an inline node
@@ -1269,7 +1307,8 @@ embraft_status embraft_snapshot_writer_write(embraft_snapshot_writer *writer,
  * the host's apply loop may go on meanwhile on other threads. The writer
  * is freed whatever the outcome (its path becomes invalid). Fails with
  * `EMBRAFT_ERR_STALE_SNAPSHOT` when the node got a snapshot at or beyond
- * this index meanwhile (the file is deleted; nothing is lost),
+ * this index meanwhile (its file is deleted, unless another writer of the
+ * same snapshot shares it; nothing is lost),
  * `EMBRAFT_ERR_STORAGE` when the file could not be synced, read or
  * renamed, `EMBRAFT_ERR_NODE_FAILED` when the node stopped or was freed;
  * the reason is the node's last error. NULL is

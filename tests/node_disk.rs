@@ -106,6 +106,8 @@ fn a_hundred_thousand_proposals_with_compaction_leave_a_few_segments() {
     // Every write synced (SyncMode::Always, the default): fast enough here.
     let mut cluster = Cluster::start("disk", 3, |config| {
         config.wal.segment_size = SEGMENT_SIZE;
+        // A segment must hold the largest entry (`Node::new` checks).
+        config.raft.max_entry_bytes = SEGMENT_SIZE / 2;
         config.wal.sync = SyncMode::Always;
         config.raft.compact_keep_entries = KEEP_ENTRIES;
     });

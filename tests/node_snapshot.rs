@@ -165,6 +165,8 @@ fn installing_a_snapshot_deletes_the_wal_segments_it_replaces() {
     let mut cluster = Cluster::start("snap-install-segments", 3, |config| {
         configure(config);
         config.wal.segment_size = 4096;
+        // A segment must hold the largest entry (`Node::new` checks).
+        config.raft.max_entry_bytes = 1024;
     });
     let leader = cluster.elect();
     let lagging = if leader == 1 { 2 } else { 1 };
@@ -316,6 +318,73 @@ fn the_writer_refuses_unapplied_and_stale_indexes_and_leaves_nothing_behind() {
     let (files, _) = snapshot_files(&dir);
     assert_eq!(files.len(), 1, "the older snapshot is deleted: {files:?}");
     assert_eq!(files[0].len, b"written by path".len() as u64);
+}
+
+/// Writers begun at once at equal and at different indexes, then
+/// finished or aborted from many threads at once: whatever wins, a restart
+/// opens the directory. Writers of one index write the same state, so they
+/// publish one file name; the stale ones must leave that file to the
+/// writer being recorded.
+#[test]
+fn writers_racing_at_equal_and_different_indexes_leave_a_directory_that_opens() {
+    const THREADS: usize = 9;
+    const ROUNDS: u32 = 12;
+    let mut cluster = Cluster::start("snap-race", 1, configure);
+    let mut proposed = 0;
+    for round in 0..ROUNDS {
+        commit(&mut cluster, proposed..proposed + 6, &[1]);
+        proposed += 6;
+        cluster.settle();
+        let host = cluster.host(1);
+        let applied = host.last_applied;
+        let states: Vec<(Index, Vec<u8>)> = (0..3)
+            .map(|back| {
+                let index = applied - back;
+                let prefix: Vec<_> = host
+                    .applied
+                    .iter()
+                    .filter(|(i, _, _)| *i <= index)
+                    .cloned()
+                    .collect();
+                (index, encode_state(&prefix))
+            })
+            .collect();
+        let node = host.node();
+        let begun = std::sync::Barrier::new(THREADS);
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let (index, state) = &states[t % states.len()];
+                let begun = &begun;
+                scope.spawn(move || {
+                    let writer = node.begin_snapshot(*index);
+                    // No writer ends before every one has begun.
+                    begun.wait();
+                    let mut writer = writer.unwrap();
+                    writer.write(state).unwrap();
+                    if (t + round as usize) % 4 == 3 {
+                        writer.abort();
+                        return;
+                    }
+                    match writer.finish() {
+                        Ok(()) | Err(NodeError::StaleSnapshot { .. }) => {}
+                        Err(err) => panic!("writer at {index}: {err}"),
+                    }
+                });
+            }
+        });
+        cluster.settle();
+        if let Err(err) = cluster.restart(1) {
+            panic!("round {round}: the node does not restart: {err}");
+        }
+        assert!(
+            cluster.run_until(Duration::from_secs(10), |c| c.host(1).applied.len()
+                == proposed as usize),
+            "round {round}: the restarted node applies everything again"
+        );
+        let (files, others) = snapshot_files(&cluster.host(1).dir);
+        assert!(files.len() <= 1, "round {round}: {files:?}");
+        assert!(others.is_empty(), "round {round}: {others:?}");
+    }
 }
 
 /// A node refuses to start from a snapshot file that is missing or

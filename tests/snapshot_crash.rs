@@ -33,6 +33,8 @@ fn old_state(name: &str) -> (Cluster, AppliedState, Index) {
     let mut cluster = Cluster::start(name, 1, |config| {
         config.raft.compact_keep_entries = KEEP;
         config.wal = wal_options();
+        // A segment must hold the largest entry (`Node::new` checks).
+        config.raft.max_entry_bytes = 16 << 10;
     });
     cluster.elect();
     propose(&mut cluster, 0..30);

@@ -184,6 +184,8 @@ fn config(id: NodeId, dir: &Path, peers: Vec<NodeId>) -> NodeConfig {
     // cannot be caught up from the log.
     config.raft.compact_keep_entries = 0;
     config.wal.segment_size = 1 << 20;
+    // A segment must hold the largest entry (`Node::new` checks).
+    config.raft.max_entry_bytes = 1 << 19;
     config.log_level = LogLevel::Info;
     config
 }

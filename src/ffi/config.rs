@@ -4,13 +4,13 @@
 //! and the node's own rules.
 
 use super::guard::{
-    borrow_ids, borrow_mut_or_return, borrow_or_return, catch_panics, require_outputs, write_output,
+    borrow_ids, borrow_mut_or_return, borrow_or_return, catch_panics, record_failures,
+    require_node_id, require_outputs, write_output, Failure,
 };
 use super::last_error::LastError;
 use super::{
-    embraft_status, EMBRAFT_ERR_INVALID_ARGUMENT, EMBRAFT_ERR_NULL_ARGUMENT, EMBRAFT_OK,
-    EMBRAFT_SYNC_ALWAYS, EMBRAFT_SYNC_NEVER, EMBRAFT_THREADING_INLINE, EMBRAFT_THREADING_NODE,
-    EMBRAFT_WAL_WRITE_MMAP, EMBRAFT_WAL_WRITE_PWRITE,
+    embraft_status, EMBRAFT_OK, EMBRAFT_SYNC_ALWAYS, EMBRAFT_SYNC_NEVER, EMBRAFT_THREADING_INLINE,
+    EMBRAFT_THREADING_NODE, EMBRAFT_WAL_WRITE_MMAP, EMBRAFT_WAL_WRITE_PWRITE,
 };
 use crate::node::{LogLevel, NodeConfig, Threading};
 use crate::wal::{SyncMode, WriteMethod};
@@ -91,8 +91,26 @@ pub unsafe extern "C" fn embraft_config_last_error(
     })
 }
 
-/// Applies `change` to a configuration handle, NULL-checked and
-/// panic-guarded: the shared body of the plain setters.
+/// The shared body of every setter: NULL check of the handle, panic
+/// boundary, and a failure recorded as the config's last error.
+///
+/// # Safety
+/// `config` is NULL or a live handle not used concurrently.
+unsafe fn with_config(
+    config: *mut embraft_config,
+    body: impl FnOnce(&mut embraft_config) -> Result<(), Failure>,
+) -> embraft_status {
+    catch_panics(|| {
+        let config = borrow_mut_or_return!(config);
+        // The message lives beside the fields the body changes.
+        let errors = std::mem::take(&mut config.errors);
+        let status = record_failures(&errors, || body(config));
+        config.errors = errors;
+        status
+    })
+}
+
+/// Applies `change` to a configuration handle: the plain setters.
 ///
 /// # Safety
 /// `config` is NULL or a live handle not used concurrently.
@@ -100,11 +118,13 @@ unsafe fn set(
     config: *mut embraft_config,
     change: impl FnOnce(&mut embraft_config),
 ) -> embraft_status {
-    catch_panics(|| {
-        let config = borrow_mut_or_return!(config);
-        change(config);
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |config| {
+            change(config);
+            Ok(())
+        })
+    }
 }
 
 /// Sets an option chosen from a list of constants: `parse` maps the C
@@ -119,22 +139,19 @@ unsafe fn set_choice<T>(
     parse: impl FnOnce(u32) -> Option<T>,
     apply: impl FnOnce(&mut NodeConfig, T),
 ) -> embraft_status {
-    catch_panics(|| {
-        let config = borrow_mut_or_return!(config);
-        match parse(value) {
-            Some(choice) => {
-                apply(&mut config.config, choice);
-                EMBRAFT_OK
-            }
-            None => config.errors.fail(
-                EMBRAFT_ERR_INVALID_ARGUMENT,
-                format!("unknown {what} {value}"),
-            ),
-        }
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |config| {
+            let choice =
+                parse(value).ok_or_else(|| Failure::invalid(format!("unknown {what} {value}")))?;
+            apply(&mut config.config, choice);
+            Ok(())
+        })
+    }
 }
 
-/// Sets this node's id (non-zero, unique in the cluster).
+/// Sets this node's id (non-zero, unique in the cluster); 0 fails with
+/// `EMBRAFT_ERR_INVALID_ARGUMENT` and leaves the config as it was.
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -144,11 +161,18 @@ pub unsafe extern "C" fn embraft_config_set_id(
     id: u64,
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
-    unsafe { set(config, |c| c.config.raft.id = id) }
+    unsafe {
+        with_config(config, |c| {
+            c.config.raft.id = require_node_id(id, "id")?;
+            Ok(())
+        })
+    }
 }
 
 /// Sets the voters of a new cluster, this node included: `count` ids read
-/// from `ids` (copied; `ids` may be NULL when `count` is 0). Used only when
+/// from `ids` (copied; `ids` may be NULL when `count` is 0). An id 0 fails
+/// with `EMBRAFT_ERR_INVALID_ARGUMENT` and leaves the config as it was.
+/// Used only when
 /// the data directory is empty; a restarted node recovers its membership.
 /// Leave empty (the default) for a node that joins a running cluster: it
 /// starts with no membership and learns it from the leader's log once a
@@ -163,16 +187,14 @@ pub unsafe extern "C" fn embraft_config_set_peers(
     ids: *const u64,
     count: usize,
 ) -> embraft_status {
-    catch_panics(|| {
-        let config = borrow_mut_or_return!(config);
-        // SAFETY: the array's validity is the caller's contract.
-        let ids = match unsafe { borrow_ids(ids, count) } {
-            Ok(ids) => ids,
-            Err(status) => return config.errors.fail(status, "peer ids: invalid array"),
-        };
-        config.config.peers = ids.to_vec();
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |config| {
+            // SAFETY: the array's validity is the caller's contract.
+            config.config.peers = borrow_ids(ids, count, "ids")?.to_vec();
+            Ok(())
+        })
+    }
 }
 
 /// Sets the data directory from a NUL-terminated path (copied; any bytes
@@ -186,28 +208,28 @@ pub unsafe extern "C" fn embraft_config_set_data_dir(
     config: *mut embraft_config,
     path: *const c_char,
 ) -> embraft_status {
-    catch_panics(|| {
-        let config = borrow_mut_or_return!(config);
-        if path.is_null() {
-            return config
-                .errors
-                .fail(EMBRAFT_ERR_NULL_ARGUMENT, "data directory path is NULL");
-        }
-        // SAFETY: non-NULL and NUL-terminated by the caller's contract.
-        let path = unsafe { CStr::from_ptr(path) }.to_bytes();
-        if path.is_empty() {
-            return config
-                .errors
-                .fail(EMBRAFT_ERR_INVALID_ARGUMENT, "data directory path is empty");
-        }
-        config.config.data_dir = Path::new(std::ffi::OsStr::from_bytes(path)).to_path_buf();
-        config.data_dir_set = true;
-        EMBRAFT_OK
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_config(config, |config| {
+            if path.is_null() {
+                return Err(Failure::null("data directory path"));
+            }
+            // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+            let path = CStr::from_ptr(path).to_bytes();
+            if path.is_empty() {
+                return Err(Failure::invalid("data directory path is empty"));
+            }
+            config.config.data_dir = Path::new(std::ffi::OsStr::from_bytes(path)).to_path_buf();
+            config.data_dir_set = true;
+            Ok(())
+        })
+    }
 }
 
 /// Sets the base election timeout in ticks (default 10); the actual timeout
-/// is random in `[ticks, 2 * ticks)`. Must exceed the heartbeat interval.
+/// is random in `[ticks, 2 * ticks)`. Must exceed the heartbeat interval
+/// (`embraft_node_new` refuses it otherwise with
+/// `EMBRAFT_ERR_INVALID_CONFIG`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -220,7 +242,9 @@ pub unsafe extern "C" fn embraft_config_set_election_ticks(
     unsafe { set(config, |c| c.config.raft.election_tick = ticks) }
 }
 
-/// Sets the heartbeat interval of a leader in ticks (default 1).
+/// Sets the heartbeat interval of a leader in ticks (default 1). At least
+/// 1 and below the election ticks (`embraft_node_new` refuses others with
+/// `EMBRAFT_ERR_INVALID_CONFIG`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -262,6 +286,8 @@ pub unsafe extern "C" fn embraft_config_set_check_quorum(
 }
 
 /// Sets the number of append messages in flight per follower (default 256).
+/// At least 1 (`embraft_node_new` refuses 0 with
+/// `EMBRAFT_ERR_INVALID_CONFIG`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -274,7 +300,9 @@ pub unsafe extern "C" fn embraft_config_set_max_inflight_msgs(
     unsafe { set(config, |c| c.config.raft.max_inflight_msgs = messages) }
 }
 
-/// Sets the bytes of entries in flight per follower (default 32 MiB).
+/// Sets the bytes of entries in flight per follower (default 32 MiB). At
+/// least 1 (`embraft_node_new` refuses 0 with
+/// `EMBRAFT_ERR_INVALID_CONFIG`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -288,7 +316,8 @@ pub unsafe extern "C" fn embraft_config_set_max_inflight_bytes(
 }
 
 /// Sets the bytes of entries in one append message (default 1 MiB; one
-/// entry is always sent).
+/// entry is always sent). At least 1 (`embraft_node_new` refuses 0 with
+/// `EMBRAFT_ERR_INVALID_CONFIG`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -302,7 +331,9 @@ pub unsafe extern "C" fn embraft_config_set_max_msg_bytes(
 }
 
 /// Sets the largest proposal payload in bytes (default 1 MiB); larger
-/// proposals fail with `EMBRAFT_ERR_TOO_LARGE`.
+/// proposals fail with `EMBRAFT_ERR_TOO_LARGE`. `embraft_node_new` refuses
+/// with `EMBRAFT_ERR_INVALID_CONFIG` 0, more than 1 GiB, and a value the
+/// WAL segment cannot hold (see `embraft_config_set_segment_size`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -316,7 +347,8 @@ pub unsafe extern "C" fn embraft_config_set_max_entry_bytes(
 }
 
 /// Sets the bytes of committed entries handed out in one ready batch
-/// (default 16 MiB; one entry is always handed out).
+/// (default 16 MiB; one entry is always handed out). At least 1
+/// (`embraft_node_new` refuses 0 with `EMBRAFT_ERR_INVALID_CONFIG`).
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -437,7 +469,16 @@ pub unsafe extern "C" fn embraft_config_set_threading(
     }
 }
 
-/// Sets the size of each WAL segment file in bytes (default 64 MiB).
+/// Sets the size of each WAL segment file in bytes (default 64 MiB). A
+/// multiple of 8 from 4096 to 1 GiB, and large enough to hold an entry of
+/// the maximum entry size with its records: at least
+/// `max_entry_bytes` rounded up to a multiple of 8, plus 888 bytes (the
+/// entry's record header, a hard state and commit record, the segment
+/// header, and the state restated at the segment's start, with room for a
+/// membership of 64 node ids). `embraft_node_new` checks the pair, so the
+/// two setters may come in any order, and refuses it with
+/// `EMBRAFT_ERR_INVALID_CONFIG`; with the default 1 MiB entries a segment
+/// needs at least 1,049,464 bytes.
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -470,6 +511,10 @@ pub unsafe extern "C" fn embraft_config_set_applied_index(
 
 /// Sets how many inputs (ticks, messages, proposals, acks) may wait for
 /// the node's thread before calls answer `EMBRAFT_ERR_BUSY` (default 4096).
+/// From 1 to `EMBRAFT_MAX_INPUT_QUEUE_CAPACITY` (1,048,576);
+/// `embraft_node_new` refuses others with `EMBRAFT_ERR_INVALID_CONFIG`.
+/// Memory is taken only by inputs waiting, not per slot up front. Threads
+/// calling at the same moment may each queue one input beyond it.
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.

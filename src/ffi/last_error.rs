@@ -33,7 +33,11 @@ impl LastError {
         message_len: *mut usize,
     ) -> embraft_status {
         if buf.is_null() && buf_len > 0 {
-            return EMBRAFT_ERR_NULL_ARGUMENT;
+            // A failed call like any other: the message it leaves says so.
+            return self.fail(
+                EMBRAFT_ERR_NULL_ARGUMENT,
+                format!("buf is NULL with a length of {buf_len}"),
+            );
         }
         let message = self.0.lock();
         // Interior NULs (from paths or peer data) would cut the C string.

@@ -83,6 +83,10 @@ pub const EMBRAFT_ERR_CORRUPT: embraft_status = 18;
 /// library whose `embraft_abi_version()` differs.
 pub const EMBRAFT_ABI_VERSION: u32 = 2;
 
+/// The largest input queue capacity `embraft_node_new` accepts
+/// (`embraft_config_set_input_queue_capacity`): 1,048,576 inputs.
+pub const EMBRAFT_MAX_INPUT_QUEUE_CAPACITY: usize = 1 << 20;
+
 /// Roles (`embraft_ready_state`, `EMBRAFT_FIELD_ROLE`).
 pub const EMBRAFT_ROLE_FOLLOWER: u32 = 0;
 pub const EMBRAFT_ROLE_PRE_CANDIDATE: u32 = 1;
@@ -283,6 +287,14 @@ mod tests {
         // SAFETY: as above.
         let unknown = unsafe { CStr::from_ptr(embraft_status_str(-1)) };
         assert_eq!(unknown.to_str().unwrap(), "unknown status code");
+    }
+
+    #[test]
+    fn the_queue_bound_is_the_node_s() {
+        assert_eq!(
+            EMBRAFT_MAX_INPUT_QUEUE_CAPACITY,
+            crate::node::MAX_INPUT_CAPACITY
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 use super::config::{embraft_config, log_level};
 use super::guard::{
-    borrow_bytes, borrow_ids, borrow_or_return, catch_panics, catch_panics_into, require_outputs,
-    write_output,
+    borrow_bytes, borrow_ids, borrow_or_return, catch_panics, record_failures, require_node_id,
+    require_output, write_output, Failure,
 };
 use super::last_error::LastError;
 use super::ready::embraft_ready;
@@ -40,7 +40,9 @@ pub(crate) fn status_of(err: &NodeError) -> embraft_status {
         NodeError::StaleSnapshot { .. } => EMBRAFT_ERR_STALE_SNAPSHOT,
         NodeError::Resource(_) => EMBRAFT_ERR_RESOURCE,
         NodeError::Busy => EMBRAFT_ERR_BUSY,
-        NodeError::MalformedMessage(_) => EMBRAFT_ERR_MALFORMED_MESSAGE,
+        NodeError::MalformedMessage(_) | NodeError::InvalidMessage(_) => {
+            EMBRAFT_ERR_MALFORMED_MESSAGE
+        }
         NodeError::WrongRecipient { .. } => EMBRAFT_ERR_WRONG_RECIPIENT,
         NodeError::ProposalTooLarge { .. } => EMBRAFT_ERR_TOO_LARGE,
         NodeError::NotDelivered { .. } => EMBRAFT_ERR_NOT_DELIVERED,
@@ -48,40 +50,44 @@ pub(crate) fn status_of(err: &NodeError) -> embraft_status {
     }
 }
 
-/// The shared body of every call on a node: NULL check, panic boundary
-/// (recording the panic on the handle) and error recording.
+impl From<NodeError> for Failure {
+    fn from(err: NodeError) -> Failure {
+        Failure::new(status_of(&err), err)
+    }
+}
+
+/// The shared body of every call on a node: NULL check of the handle,
+/// panic boundary, and every failure (an argument's included) recorded as
+/// the node's last error.
 ///
 /// # Safety
 /// `node` is NULL or a live handle from `embraft_node_new`.
 unsafe fn with_node(
     node: *const embraft_node,
-    body: impl FnOnce(&Node) -> Result<(), NodeError>,
+    body: impl FnOnce(&embraft_node) -> Result<(), Failure>,
 ) -> embraft_status {
     catch_panics(|| {
         let handle = borrow_or_return!(node);
-        catch_panics_into(&handle.errors, || match body(&handle.node) {
-            Ok(()) => EMBRAFT_OK,
-            Err(err) => handle.errors.fail(status_of(&err), err),
-        })
+        record_failures(&handle.errors, || body(handle))
     })
 }
 
-/// The shared tail of the propose calls: runs `propose` on the node and
-/// writes the proposal id it returns.
+/// The shared tail of the propose calls: checks the output, runs
+/// `propose` on the node and writes the proposal id it returns.
 ///
 /// # Safety
-/// As for [`with_node`]; `proposal_id_out` was checked non-NULL and is
-/// writable.
+/// As for [`with_node`]; `proposal_id_out` is NULL or writable.
 unsafe fn propose_with(
     node: *const embraft_node,
     proposal_id_out: *mut u64,
-    propose: impl FnOnce(&Node) -> Result<u64, NodeError>,
+    propose: impl FnOnce(&Node) -> Result<u64, Failure>,
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        with_node(node, |n| {
-            let proposal_id = propose(n)?;
-            // SAFETY: non-NULL and writable by this function's contract.
+        with_node(node, |handle| {
+            require_output(proposal_id_out, "proposal_id_out")?;
+            let proposal_id = propose(&handle.node)?;
+            // SAFETY: checked non-NULL above; writable by contract.
             write_output(proposal_id_out, proposal_id);
             Ok(())
         })
@@ -106,25 +112,21 @@ pub unsafe extern "C" fn embraft_node_new(
 ) -> embraft_status {
     catch_panics(|| {
         let config = borrow_or_return!(config);
-        require_outputs!(node_out);
-        catch_panics_into(&config.errors, || {
+        record_failures(&config.errors, || {
+            require_output(node_out, "node_out")?;
             if !config.data_dir_set {
-                return config
-                    .errors
-                    .fail(EMBRAFT_ERR_INVALID_CONFIG, "the data directory is not set");
+                return Err(Failure::new(
+                    EMBRAFT_ERR_INVALID_CONFIG,
+                    "the data directory is not set",
+                ));
             }
-            match Node::new(config.config.clone()) {
-                Ok(node) => {
-                    let handle = Box::new(embraft_node {
-                        node,
-                        errors: Arc::default(),
-                    });
-                    // SAFETY: checked non-NULL above; writable by contract.
-                    unsafe { write_output(node_out, Box::into_raw(handle)) };
-                    EMBRAFT_OK
-                }
-                Err(err) => config.errors.fail(status_of(&err), err),
-            }
+            let handle = Box::new(embraft_node {
+                node: Node::new(config.config.clone())?,
+                errors: Arc::default(),
+            });
+            // SAFETY: checked non-NULL above; writable by contract.
+            unsafe { write_output(node_out, Box::into_raw(handle)) };
+            Ok(())
         })
     })
 }
@@ -162,13 +164,14 @@ pub unsafe extern "C" fn embraft_node_free(node: *mut embraft_node) {
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_tick(node: *const embraft_node) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
-    unsafe { with_node(node, Node::tick) }
+    unsafe { with_node(node, |handle| Ok(handle.node.tick()?)) }
 }
 
 /// Hands the node a message received from a peer: `len` bytes at `data`,
 /// exactly as the peer's node produced them (borrowed for the call).
 /// Fails with `EMBRAFT_ERR_MALFORMED_MESSAGE` for bytes that are not a
-/// message (including a zero length), `EMBRAFT_ERR_WRONG_RECIPIENT` for a
+/// message (including a zero length) or name a term or log index past the
+/// largest a cluster can reach (2^62), `EMBRAFT_ERR_WRONG_RECIPIENT` for a
 /// message addressed to another node, `EMBRAFT_ERR_BUSY` when the input
 /// queue is full. Messages the Raft core refuses (an unknown sender, a
 /// stale term) are dropped and logged at debug level. Never blocks.
@@ -184,15 +187,14 @@ pub unsafe extern "C" fn embraft_node_step(
     data: *const u8,
     len: usize,
 ) -> embraft_status {
-    catch_panics(|| {
-        // SAFETY: buffer validity is the caller's contract.
-        let bytes = match unsafe { borrow_bytes(data, len) } {
-            Ok(bytes) => bytes,
-            Err(status) => return status,
-        };
-        // SAFETY: forwarded from this function's contract.
-        unsafe { with_node(node, |n| n.step(bytes)) }
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_node(node, |handle| {
+            // SAFETY: buffer validity is the caller's contract.
+            let bytes = borrow_bytes(data, len, "data")?;
+            Ok(handle.node.step(bytes)?)
+        })
+    }
 }
 
 /// Proposes `len` bytes at `data` (copied; `data` may be NULL when `len`
@@ -217,16 +219,14 @@ pub unsafe extern "C" fn embraft_node_propose(
     len: usize,
     proposal_id_out: *mut u64,
 ) -> embraft_status {
-    catch_panics(|| {
-        require_outputs!(proposal_id_out);
-        // SAFETY: buffer validity is the caller's contract.
-        let bytes = match unsafe { borrow_bytes(data, len) } {
-            Ok(bytes) => bytes,
-            Err(status) => return status,
-        };
-        // SAFETY: forwarded from this function's contract.
-        unsafe { propose_with(node, proposal_id_out, |n| n.propose(bytes)) }
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        propose_with(node, proposal_id_out, |n| {
+            // SAFETY: buffer validity is the caller's contract.
+            let bytes = borrow_bytes(data, len, "data")?;
+            Ok(n.propose(bytes)?)
+        })
+    }
 }
 
 /// Proposes a membership change: `change` is one of `EMBRAFT_CONF_*` and
@@ -249,34 +249,30 @@ pub unsafe extern "C" fn embraft_node_propose_conf_change(
     node_id: u64,
     proposal_id_out: *mut u64,
 ) -> embraft_status {
-    catch_panics(|| {
-        let handle = borrow_or_return!(node);
-        require_outputs!(proposal_id_out);
-        let change = match (change, node_id) {
-            (_, 0) => {
-                return handle
-                    .errors
-                    .fail(EMBRAFT_ERR_INVALID_ARGUMENT, "node id 0 is reserved")
-            }
-            (EMBRAFT_CONF_ADD_VOTER, id) => ConfChange::AddVoter(id),
-            (EMBRAFT_CONF_PROMOTE_LEARNER, id) => ConfChange::PromoteLearner(id),
-            (EMBRAFT_CONF_ADD_LEARNER, id) => ConfChange::AddLearner(id),
-            (EMBRAFT_CONF_REMOVE_NODE, id) => ConfChange::RemoveNode(id),
-            (other, _) => {
-                return handle.errors.fail(
-                    EMBRAFT_ERR_INVALID_ARGUMENT,
-                    format!("unknown membership change {other}"),
-                )
-            }
-        };
-        // SAFETY: forwarded from this function's contract.
-        unsafe { propose_with(node, proposal_id_out, |n| n.propose_conf_change(change)) }
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        propose_with(node, proposal_id_out, |n| {
+            let id = require_node_id(node_id, "node_id")?;
+            let change = match change {
+                EMBRAFT_CONF_ADD_VOTER => ConfChange::AddVoter(id),
+                EMBRAFT_CONF_PROMOTE_LEARNER => ConfChange::PromoteLearner(id),
+                EMBRAFT_CONF_ADD_LEARNER => ConfChange::AddLearner(id),
+                EMBRAFT_CONF_REMOVE_NODE => ConfChange::RemoveNode(id),
+                other => {
+                    return Err(Failure::invalid(format!(
+                        "unknown membership change {other}"
+                    )))
+                }
+            };
+            Ok(n.propose_conf_change(change)?)
+        })
+    }
 }
 
 /// Proposes moving to exactly the given membership: `voter_count` voters
 /// at `voters` and `learner_count` learners at `learners` (copied; NULL
-/// allowed for a zero count). The move goes through a joint configuration
+/// allowed for a zero count; an id 0 fails with
+/// `EMBRAFT_ERR_INVALID_ARGUMENT`). The move goes through a joint configuration
 /// that the node leaves by itself once it commits. On success
 /// `*proposal_id_out` receives the proposal's id; the outcome arrives as
 /// for `embraft_node_propose_conf_change`. Never blocks.
@@ -295,22 +291,17 @@ pub unsafe extern "C" fn embraft_node_propose_membership(
     learner_count: usize,
     proposal_id_out: *mut u64,
 ) -> embraft_status {
-    catch_panics(|| {
-        require_outputs!(proposal_id_out);
-        // SAFETY: buffer validity is the caller's contract.
-        let (voters, learners) = match unsafe {
-            (
-                borrow_ids(voters, voter_count),
-                borrow_ids(learners, learner_count),
-            )
-        } {
-            (Ok(voters), Ok(learners)) => (voters.to_vec(), learners.to_vec()),
-            (Err(status), _) | (_, Err(status)) => return status,
-        };
-        let change = ConfChange::EnterJoint { voters, learners };
-        // SAFETY: forwarded from this function's contract.
-        unsafe { propose_with(node, proposal_id_out, |n| n.propose_conf_change(change)) }
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        propose_with(node, proposal_id_out, |n| {
+            // SAFETY: the arrays' validity is the caller's contract.
+            let change = ConfChange::EnterJoint {
+                voters: borrow_ids(voters, voter_count, "voters")?.to_vec(),
+                learners: borrow_ids(learners, learner_count, "learners")?.to_vec(),
+            };
+            Ok(n.propose_conf_change(change)?)
+        })
+    }
 }
 
 /// Asks for a linearizable read point. `context` is chosen by the host and
@@ -329,10 +320,11 @@ pub unsafe extern "C" fn embraft_node_read_index(
     context: u64,
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
-    unsafe { with_node(node, |n| n.read_index(context)) }
+    unsafe { with_node(node, |handle| Ok(handle.node.read_index(context)?)) }
 }
 
-/// Asks this node, if it leads, to hand leadership to voter `to`:
+/// Asks this node, if it leads, to hand leadership to voter `to` (0 fails
+/// with `EMBRAFT_ERR_INVALID_ARGUMENT`):
 /// proposals are refused meanwhile and the transfer is abandoned after an
 /// election timeout. A refusal (not the leader, not a voter) is logged at
 /// info level; watch the batches' state for the new leader. Never blocks.
@@ -348,11 +340,17 @@ pub unsafe extern "C" fn embraft_node_transfer_leader(
     to: u64,
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
-    unsafe { with_node(node, |n| n.transfer_leader(to)) }
+    unsafe {
+        with_node(node, |handle| {
+            let to = require_node_id(to, "to")?;
+            Ok(handle.node.transfer_leader(to)?)
+        })
+    }
 }
 
 /// Tells the node that the host's transport could not deliver to `peer`: a
 /// leader then probes that peer instead of streaming to it. Never blocks.
+/// `peer` 0 fails with `EMBRAFT_ERR_INVALID_ARGUMENT`.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`). On an inline node
@@ -365,7 +363,12 @@ pub unsafe extern "C" fn embraft_node_report_unreachable(
     peer: u64,
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
-    unsafe { with_node(node, |n| n.report_unreachable(peer)) }
+    unsafe {
+        with_node(node, |handle| {
+            let peer = require_node_id(peer, "peer")?;
+            Ok(handle.node.report_unreachable(peer)?)
+        })
+    }
 }
 
 /// Starts a snapshot of the host's state machine at log index `index`.
@@ -391,21 +394,17 @@ pub unsafe extern "C" fn embraft_node_snapshot_begin(
     index: u64,
     writer_out: *mut *mut embraft_snapshot_writer,
 ) -> embraft_status {
-    catch_panics(|| {
-        require_outputs!(writer_out);
-        // SAFETY: forwarded from this function's contract.
-        unsafe {
-            with_node(node, |n| {
-                let writer = n.begin_snapshot(index)?;
-                // SAFETY: `node` was checked non-NULL by with_node.
-                let errors = (*node).errors.clone();
-                let handle = embraft_snapshot_writer::new(writer, errors);
-                // SAFETY: checked non-NULL above; writable by contract.
-                write_output(writer_out, Box::into_raw(Box::new(handle)));
-                Ok(())
-            })
-        }
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_node(node, |handle| {
+            require_output(writer_out, "writer_out")?;
+            let writer = handle.node.begin_snapshot(index)?;
+            let writer = embraft_snapshot_writer::new(writer, handle.errors.clone());
+            // SAFETY: checked non-NULL above; writable by contract.
+            write_output(writer_out, Box::into_raw(Box::new(writer)));
+            Ok(())
+        })
+    }
 }
 
 /// Waits up to `timeout_ms` milliseconds (0: do not wait) for the next
@@ -430,12 +429,13 @@ pub unsafe extern "C" fn embraft_node_poll_ready(
     ready_out: *mut *mut embraft_ready,
 ) -> embraft_status {
     catch_panics(|| {
-        require_outputs!(ready_out);
         let mut timed_out = false;
         // SAFETY: forwarded from this function's contract.
         let status = unsafe {
-            with_node(node, |n| {
-                match n.poll_ready(Duration::from_millis(u64::from(timeout_ms)))? {
+            with_node(node, |handle| {
+                require_output(ready_out, "ready_out")?;
+                let timeout = Duration::from_millis(u64::from(timeout_ms));
+                match handle.node.poll_ready(timeout)? {
                     Some(batch) => {
                         let ready = Box::new(embraft_ready::new(batch));
                         // SAFETY: checked non-NULL above; writable by contract.
@@ -471,7 +471,7 @@ pub unsafe extern "C" fn embraft_node_ack_applied(
     index: u64,
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
-    unsafe { with_node(node, |n| n.ack_applied(index)) }
+    unsafe { with_node(node, |handle| Ok(handle.node.ack_applied(index)?)) }
 }
 
 /// Takes a snapshot of the node's status (id, role, term, leader, commit,
@@ -486,18 +486,16 @@ pub unsafe extern "C" fn embraft_node_status(
     node: *const embraft_node,
     report_out: *mut *mut embraft_status_report,
 ) -> embraft_status {
-    catch_panics(|| {
-        require_outputs!(report_out);
-        // SAFETY: forwarded from this function's contract.
-        unsafe {
-            with_node(node, |n| {
-                let report = Box::new(embraft_status_report::new(n.status()));
-                // SAFETY: checked non-NULL above; writable by contract.
-                write_output(report_out, Box::into_raw(report));
-                Ok(())
-            })
-        }
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_node(node, |handle| {
+            require_output(report_out, "report_out")?;
+            let report = Box::new(embraft_status_report::new(handle.node.status()));
+            // SAFETY: checked non-NULL above; writable by contract.
+            write_output(report_out, Box::into_raw(report));
+            Ok(())
+        })
+    }
 }
 
 /// Writes to `*fd_out` a file descriptor that is readable while a batch
@@ -515,17 +513,15 @@ pub unsafe extern "C" fn embraft_node_readiness_fd(
     node: *const embraft_node,
     fd_out: *mut c_int,
 ) -> embraft_status {
-    catch_panics(|| {
-        require_outputs!(fd_out);
-        // SAFETY: forwarded from this function's contract.
-        unsafe {
-            with_node(node, |n| {
-                // SAFETY: checked non-NULL above; writable by contract.
-                write_output(fd_out, n.readiness_fd());
-                Ok(())
-            })
-        }
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_node(node, |handle| {
+            require_output(fd_out, "fd_out")?;
+            // SAFETY: checked non-NULL above; writable by contract.
+            write_output(fd_out, handle.node.readiness_fd());
+            Ok(())
+        })
+    }
 }
 
 /// Sets the level of the log lines the node puts in its ready batches, one
@@ -539,19 +535,15 @@ pub unsafe extern "C" fn embraft_node_set_log_level(
     node: *const embraft_node,
     level: u32,
 ) -> embraft_status {
-    catch_panics(|| {
-        let handle = borrow_or_return!(node);
-        match log_level(level) {
-            Some(level) => {
-                handle.node.set_log_level(level);
-                EMBRAFT_OK
-            }
-            None => handle.errors.fail(
-                EMBRAFT_ERR_INVALID_ARGUMENT,
-                format!("unknown log level {level}"),
-            ),
-        }
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_node(node, |handle| {
+            let level = log_level(level)
+                .ok_or_else(|| Failure::invalid(format!("unknown log level {level}")))?;
+            handle.node.set_log_level(level);
+            Ok(())
+        })
+    }
 }
 
 /// Copies the message of the most recent failed call on `node` into

@@ -3,11 +3,10 @@
 //! `embraft_snapshot_writer_abort`.
 
 use super::guard::{
-    borrow_bytes, borrow_mut_or_return, borrow_or_return, catch_panics, catch_panics_into,
-    require_outputs, write_output,
+    borrow_bytes, borrow_mut_or_return, borrow_or_return, catch_panics, record_failures,
+    require_output, write_output,
 };
 use super::last_error::LastError;
-use super::node::status_of;
 use super::*;
 use crate::node::SnapshotWriter;
 use std::ffi::CString;
@@ -55,10 +54,12 @@ pub unsafe extern "C" fn embraft_snapshot_writer_path(
 ) -> embraft_status {
     catch_panics(|| {
         let writer = borrow_or_return!(writer);
-        require_outputs!(path_out);
-        // SAFETY: checked non-NULL above; writable by contract.
-        unsafe { write_output(path_out, writer.path.as_ptr()) };
-        EMBRAFT_OK
+        record_failures(&writer.errors, || {
+            require_output(path_out, "path_out")?;
+            // SAFETY: checked non-NULL above; writable by contract.
+            unsafe { write_output(path_out, writer.path.as_ptr()) };
+            Ok(())
+        })
     })
 }
 
@@ -77,15 +78,11 @@ pub unsafe extern "C" fn embraft_snapshot_writer_write(
 ) -> embraft_status {
     catch_panics(|| {
         let handle = borrow_mut_or_return!(writer);
-        // SAFETY: buffer validity is the caller's contract.
-        let bytes = match unsafe { borrow_bytes(data, len) } {
-            Ok(bytes) => bytes,
-            Err(status) => return status,
-        };
         let errors = handle.errors.clone();
-        catch_panics_into(&errors, || match handle.writer.write(bytes) {
-            Ok(()) => EMBRAFT_OK,
-            Err(err) => errors.fail(status_of(&err), err),
+        record_failures(&errors, || {
+            // SAFETY: buffer validity is the caller's contract.
+            let bytes = unsafe { borrow_bytes(data, len, "data") }?;
+            Ok(handle.writer.write(bytes)?)
         })
     })
 }
@@ -99,7 +96,8 @@ pub unsafe extern "C" fn embraft_snapshot_writer_write(
 /// the host's apply loop may go on meanwhile on other threads. The writer
 /// is freed whatever the outcome (its path becomes invalid). Fails with
 /// `EMBRAFT_ERR_STALE_SNAPSHOT` when the node got a snapshot at or beyond
-/// this index meanwhile (the file is deleted; nothing is lost),
+/// this index meanwhile (its file is deleted, unless another writer of the
+/// same snapshot shares it; nothing is lost),
 /// `EMBRAFT_ERR_STORAGE` when the file could not be synced, read or
 /// renamed, `EMBRAFT_ERR_NODE_FAILED` when the node stopped or was freed;
 /// the reason is the node's last error. NULL is
@@ -119,10 +117,7 @@ pub unsafe extern "C" fn embraft_snapshot_writer_finish(
         // and is ended once (the caller's contract).
         let handle = unsafe { Box::from_raw(writer) };
         let errors = handle.errors.clone();
-        catch_panics_into(&errors, || match handle.writer.finish() {
-            Ok(()) => EMBRAFT_OK,
-            Err(err) => errors.fail(status_of(&err), err),
-        })
+        record_failures(&errors, || Ok(handle.writer.finish()?))
     })
 }
 

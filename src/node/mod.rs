@@ -39,12 +39,16 @@ pub use writer::SnapshotWriter;
 
 use crate::codec::DecodeError;
 use crate::core::{
-    ConfChange, Config, Index, InitialState, NodeId, Payload, Raft, Status, NO_NODE,
+    ConfChange, Config, Index, InitialState, NodeId, Payload, Raft, Status, MAX_INDEX, MAX_TERM,
+    NO_NODE,
 };
 use crate::snapshot::{SnapshotError, SnapshotStore};
-use crate::wal::{AdvancedOptions, FileLayer, Recovered, SyncMode, Wal, WalError, WalOptions};
+use crate::wal::{
+    segment_bytes_for_entry, AdvancedOptions, FileLayer, Recovered, SyncMode, Wal, WalError,
+    WalOptions,
+};
 use batch::Pending;
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 use driver::{Driver, Input, Round};
 use parking_lot::{Condvar, Mutex};
 use readiness::Readiness;
@@ -158,6 +162,18 @@ impl NodeConfig {
 
 pub const DEFAULT_INPUT_CAPACITY: usize = 4096;
 
+/// The largest input queue capacity a node accepts. The queue takes memory
+/// only for the inputs waiting in it, so the bound is about how much work a
+/// host may pile up before it hears `Busy`, not about an allocation.
+pub const MAX_INPUT_CAPACITY: usize = 1 << 20;
+
+/// Node ids the snapshot metadata restated at the start of every WAL
+/// segment is assumed to name (all four membership lists together: a joint
+/// configuration between two memberships of up to 32 nodes each) when a
+/// segment is checked against the largest entry
+/// ([`crate::wal::segment_bytes_for_entry`]).
+pub const SEGMENT_MEMBERSHIP_IDS: usize = 64;
+
 /// Why a node call failed.
 #[derive(Debug)]
 pub enum NodeError {
@@ -174,6 +190,9 @@ pub enum NodeError {
     Busy,
     /// Bytes given to `step` are not a message.
     MalformedMessage(DecodeError),
+    /// Bytes given to `step` decode, but to a message no peer can send: a
+    /// term or a log index beyond the largest a cluster can reach.
+    InvalidMessage(&'static str),
     /// The message is addressed to another node.
     WrongRecipient { to: NodeId, this_node: NodeId },
     /// The proposal exceeds the configured maximum entry size.
@@ -209,6 +228,7 @@ impl fmt::Display for NodeError {
             NodeError::Resource(why) => write!(f, "out of resources: {why}"),
             NodeError::Busy => write!(f, "input queue full; poll the node and retry"),
             NodeError::MalformedMessage(err) => write!(f, "malformed message: {err}"),
+            NodeError::InvalidMessage(why) => write!(f, "invalid message: {why}"),
             NodeError::WrongRecipient { to, this_node } => {
                 write!(
                     f,
@@ -319,7 +339,10 @@ impl Shared {
 /// How inputs reach the driver: its queue and, in inline mode, the driver
 /// itself, run by whoever queued an input.
 pub(crate) struct Inputs {
+    /// Unbounded, so that a node allocates nothing per slot up front: the
+    /// bound is `capacity`, checked before each send.
     queue: Sender<Input>,
+    capacity: usize,
     inline: Option<Mutex<Driver>>,
     /// Inline mode with a synced WAL: where a round's write goes to be
     /// waited for (see `syncer`). Without it the caller waits itself.
@@ -358,33 +381,36 @@ impl Inputs {
         if self.shared.failed.load(Ordering::Acquire) {
             return Err(self.shared.failure_error());
         }
-        match self.queue.try_send(input) {
-            Ok(()) => self.run_inline(busy),
-            Err(TrySendError::Full(_)) => Err(NodeError::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(self.shared.failure_error()),
+        // Callers passing this check at the same moment may each queue one
+        // input beyond the capacity; the queue stays bounded by the
+        // capacity plus the number of calling threads.
+        if self.queue.len() >= self.capacity {
+            return Err(NodeError::Busy);
         }
+        self.queue
+            .send(input)
+            .map_err(|_| self.shared.failure_error())?;
+        self.run_inline(busy)
     }
 
-    /// Queues `input`, waiting for room if the queue is full.
+    /// Queues `input` even when the queue is full: for the rare input whose
+    /// caller has already done work it cannot undo (a finished snapshot's
+    /// file is in place).
     pub(crate) fn send_blocking(&self, input: Input) -> Result<(), NodeError> {
-        let mut input = input;
         if self.inline.is_some() {
-            // Nobody else empties the queue while this caller waits: run
-            // rounds until there is room.
-            loop {
-                match self.queue.try_send(input) {
-                    Ok(()) => return self.run_inline(Busy::Wait),
-                    Err(TrySendError::Full(back)) => {
-                        input = back;
-                        self.run_inline(Busy::Wait)?;
-                    }
-                    Err(TrySendError::Disconnected(_)) => return Err(self.shared.failure_error()),
-                }
+            // Nobody else empties the queue: run rounds until there is
+            // room, then one for this input.
+            while self.queue.len() >= self.capacity {
+                self.run_inline(Busy::Wait)?;
             }
         }
         self.queue
             .send(input)
-            .map_err(|_| self.shared.failure_error())
+            .map_err(|_| self.shared.failure_error())?;
+        if self.inline.is_some() {
+            return self.run_inline(Busy::Wait);
+        }
+        Ok(())
     }
 
     /// Inline mode: runs a driver round, which handles every queued input,
@@ -509,15 +535,30 @@ impl Node {
     /// membership, term, vote and log from the directory.
     pub fn new(config: NodeConfig) -> Result<Node, NodeError> {
         let id = config.raft.id;
-        if config.input_capacity == 0 {
-            return Err(NodeError::InvalidConfig(
-                "input queue capacity must be greater than zero".into(),
-            ));
+        if config.input_capacity == 0 || config.input_capacity > MAX_INPUT_CAPACITY {
+            return Err(NodeError::InvalidConfig(format!(
+                "input queue capacity {} must be between 1 and {MAX_INPUT_CAPACITY}",
+                config.input_capacity
+            )));
         }
         config
             .raft
             .validate()
             .map_err(|err| NodeError::InvalidConfig(err.to_string()))?;
+        // Checked here, not by the WAL: the WAL only learns that a segment
+        // is too small when an entry arrives, and refusing it then stops
+        // the node.
+        let max_entry = config.raft.max_entry_bytes;
+        let needed = segment_bytes_for_entry(max_entry, SEGMENT_MEMBERSHIP_IDS);
+        if config.wal.segment_size < needed {
+            return Err(NodeError::InvalidConfig(format!(
+                "segment size {} cannot hold an entry of max_entry_bytes ({max_entry}): that \
+                 takes at least {needed} bytes (the entry and its records, the segment header \
+                 and the state restated at the segment's start); raise the segment size or \
+                 lower max_entry_bytes",
+                config.wal.segment_size
+            )));
+        }
         let chunk = config.snapshot.chunk_size;
         if chunk == 0 || chunk > MAX_SNAPSHOT_CHUNK_BYTES || config.snapshot.window_chunks == 0 {
             return Err(NodeError::InvalidConfig(format!(
@@ -591,7 +632,7 @@ impl Node {
             shared.update(|p| p.set_restore(restore));
         }
 
-        let (input_tx, input_rx) = crossbeam_channel::bounded(config.input_capacity);
+        let (input_tx, input_rx) = crossbeam_channel::unbounded();
         let segment_size = config.wal.segment_size;
         let (persister, persister_thread) = match config.threading {
             Threading::Node => {
@@ -645,6 +686,7 @@ impl Node {
                     spawn_guarded(format!("embraft-node-{id}"), &shared, move || driver.run())?;
                 let inputs = Inputs {
                     queue: input_tx,
+                    capacity: config.input_capacity,
                     inline: None,
                     syncs: None,
                     shared: shared.clone(),
@@ -665,6 +707,7 @@ impl Node {
                     driver.set_inline_inputs(weak.clone());
                     Inputs {
                         queue: input_tx,
+                        capacity: config.input_capacity,
                         inline: Some(Mutex::new(driver)),
                         syncs,
                         shared: shared.clone(),
@@ -722,6 +765,18 @@ impl Node {
     /// messages the core refuses are logged at debug level.
     pub fn step(&self, bytes: &[u8]) -> Result<(), NodeError> {
         let msg = wire::decode(bytes).map_err(NodeError::MalformedMessage)?;
+        // The core refuses these as well, but on the driver's thread, where
+        // only a debug log line tells of it; the ceilings are the core's.
+        if msg.term > MAX_TERM {
+            return Err(NodeError::InvalidMessage(
+                "term beyond the largest a cluster can reach",
+            ));
+        }
+        if msg.body.max_index() > MAX_INDEX {
+            return Err(NodeError::InvalidMessage(
+                "index beyond the largest a log can reach",
+            ));
+        }
         if msg.to != self.id {
             return Err(NodeError::WrongRecipient {
                 to: msg.to,

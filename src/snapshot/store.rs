@@ -134,6 +134,12 @@ struct State {
     /// Stored snapshots a host may still be reading (a restore it was
     /// handed): never deleted while pinned.
     pins: HashMap<SnapshotId, usize>,
+    /// Stored snapshots published (by a writer or a transfer) and not yet
+    /// recorded or discarded, with the number of publishers holding each.
+    /// Two writers of the same state at one index publish one name: the
+    /// file is the same for both, so it is deleted only once neither needs
+    /// it.
+    claims: HashMap<SnapshotId, usize>,
 }
 
 impl State {
@@ -142,6 +148,17 @@ impl State {
     fn is_obsolete(&self, id: &SnapshotId) -> bool {
         matches!(self.current, Some(current) if *id != current && id.index <= current.index)
             && !self.pins.contains_key(id)
+            && !self.claims.contains_key(id)
+    }
+
+    /// Ends one publisher's hold on `id`.
+    fn release_claim(&mut self, id: &SnapshotId) {
+        if let Some(count) = self.claims.get_mut(id) {
+            *count -= 1;
+            if *count == 0 {
+                self.claims.remove(id);
+            }
+        }
     }
 }
 
@@ -212,6 +229,7 @@ impl SnapshotStore {
                 state: Mutex::new(State {
                     current: current.as_ref().map(|f| f.id),
                     pins: HashMap::new(),
+                    claims: HashMap::new(),
                 }),
                 next_temp: AtomicU64::new(1),
             }),
@@ -285,6 +303,7 @@ impl SnapshotStore {
     pub fn record(&self, file: &SnapshotFile) -> Result<Vec<PathBuf>, SnapshotError> {
         let mut state = self.inner.state.lock();
         state.current = Some(file.id);
+        state.release_claim(&file.id);
         let mut removed = Vec::new();
         for name in list_files(&self.inner.dir)? {
             let Some(id) = SnapshotId::parse(&name) else {
@@ -303,12 +322,17 @@ impl SnapshotStore {
         Ok(removed)
     }
 
-    /// Deletes a stored snapshot that was never recorded (it became stale
-    /// before the WAL could record it). The current snapshot, or one a host
-    /// is reading, is kept. Returns whether the file was deleted.
+    /// Gives up a published snapshot that will not be recorded (it became
+    /// stale before the WAL could record it): its file is deleted unless it
+    /// is current, a host is reading it, or another publisher of the same
+    /// snapshot still holds it. Returns whether the file was deleted.
     pub fn discard(&self, file: &SnapshotFile) -> Result<bool, SnapshotError> {
-        let state = self.inner.state.lock();
-        if state.current == Some(file.id) || state.pins.contains_key(&file.id) {
+        let mut state = self.inner.state.lock();
+        state.release_claim(&file.id);
+        if state.current == Some(file.id)
+            || state.pins.contains_key(&file.id)
+            || state.claims.contains_key(&file.id)
+        {
             return Ok(false);
         }
         match fs::remove_file(&file.path) {
@@ -316,6 +340,37 @@ impl SnapshotStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io_error("unlink", &file.path, e)),
         }
+    }
+
+    /// Gives the complete, synced file at `from` its stored name `id` and
+    /// makes the name durable. The publisher then holds the file until it
+    /// records or discards it. When the name is already there (another
+    /// writer published the same snapshot: same index, term, length and
+    /// CRC), that file is kept as it is and shared, and `from` is deleted:
+    /// replacing it would touch a file the other writer may be recording.
+    fn publish(&self, from: &Path, id: SnapshotId) -> Result<SnapshotFile, SnapshotError> {
+        let file = self.file(id);
+        {
+            // Every deletion in the folder happens under this lock, so the
+            // name cannot vanish between the check and the claim.
+            let mut state = self.inner.state.lock();
+            let exists = match fs::symlink_metadata(&file.path) {
+                Ok(_) => true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => return Err(io_error("stat", &file.path, e)),
+            };
+            if exists {
+                fs::remove_file(from).map_err(|e| io_error("unlink", from, e))?;
+            } else {
+                fs::rename(from, &file.path).map_err(|e| io_error("rename", from, e))?;
+            }
+            *state.claims.entry(id).or_default() += 1;
+        }
+        // Also when the name was there already: its publisher may not have
+        // synced the folder yet, and this one's record must not outlive a
+        // crash that loses the name.
+        sync_dir(self.dir())?;
+        Ok(file)
     }
 
     /// Keeps `file` from being deleted until the pin (and every clone of
@@ -432,13 +487,10 @@ impl SnapshotTemp {
         })
     }
 
-    /// Second step of [`SnapshotTemp::finish`]: renames the sealed file to
-    /// its final name and makes the rename durable.
+    /// Second step of [`SnapshotTemp::finish`]: gives the sealed file its
+    /// final name, durably (see [`SnapshotStore::publish`]).
     pub fn publish(self, id: SnapshotId) -> Result<SnapshotFile, SnapshotError> {
-        let file = self.store.file(id);
-        fs::rename(&self.path, &file.path).map_err(|e| io_error("rename", &self.path, e))?;
-        sync_dir(self.store.dir())?;
-        Ok(file)
+        self.store.publish(&self.path, id)
     }
 
     /// Seals and publishes: on success the snapshot is stored (not yet
@@ -548,13 +600,10 @@ impl PartialSnapshot {
             .map_err(|e| io_error("fsync", &self.path, e))
     }
 
-    /// Second step of [`PartialSnapshot::finish`]: renames the sealed file
-    /// to its final name and makes the rename durable.
+    /// Second step of [`PartialSnapshot::finish`]: gives the sealed file
+    /// its final name, durably (see [`SnapshotStore::publish`]).
     pub fn publish(self) -> Result<SnapshotFile, SnapshotError> {
-        let file = self.store.file(self.id);
-        fs::rename(&self.path, &file.path).map_err(|e| io_error("rename", &self.path, e))?;
-        sync_dir(self.store.dir())?;
-        Ok(file)
+        self.store.publish(&self.path, self.id)
     }
 
     /// Verifies, seals and publishes the complete file. On failure (a

@@ -252,3 +252,37 @@ fn recovery_refuses_a_missing_or_damaged_snapshot_and_deletes_nothing() {
         "nothing deleted while the state is in doubt"
     );
 }
+
+/// Two writers of the same state at one index publish one file name. The
+/// one found stale must not delete the file the other is recording, in
+/// either order of record and discard, and a restart must find it.
+#[test]
+fn two_writers_of_one_snapshot_share_its_file() {
+    for discard_first in [true, false] {
+        let scratch = Scratch::new("same-name");
+        let (store, _) = SnapshotStore::open(&scratch.0, None).unwrap();
+        let winner = take(&store, 10, 1, b"same state");
+        let loser = take(&store, 10, 1, b"same state");
+        assert_eq!(winner, loser, "one name for both");
+        if discard_first {
+            assert!(!store.discard(&loser).unwrap(), "the winner still holds it");
+            store.record(&winner).unwrap();
+        } else {
+            store.record(&winner).unwrap();
+            assert!(!store.discard(&loser).unwrap(), "current: kept");
+        }
+        assert_eq!(names(&store), vec![winner.id.file_name()]);
+        drop(store);
+        let (_, recovery) = SnapshotStore::open(&scratch.0, Some((10, 1))).unwrap();
+        assert_eq!(recovery.current, Some(winner));
+    }
+
+    // Neither recorded: the file goes with the last one to let go.
+    let scratch = Scratch::new("same-name-dropped");
+    let (store, _) = SnapshotStore::open(&scratch.0, None).unwrap();
+    let first = take(&store, 10, 1, b"same state");
+    let second = take(&store, 10, 1, b"same state");
+    assert!(!store.discard(&first).unwrap());
+    assert!(store.discard(&second).unwrap());
+    assert!(names(&store).is_empty());
+}

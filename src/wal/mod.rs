@@ -15,6 +15,7 @@ mod writer;
 pub use facade::{Wal, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use file::{FaultyFiles, FileLayer, OsFiles};
 pub use group_commit::WriteTicket;
+pub use record::segment_bytes_for_entry;
 
 use crate::core::{Entry, HardState, SnapshotMeta};
 use std::fmt;

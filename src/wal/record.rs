@@ -30,6 +30,35 @@ pub(crate) fn record_len(payload_len: usize) -> usize {
     RECORD_HEADER_LEN + aligned(payload_len)
 }
 
+/// The smallest segment size (a multiple of 8) that holds a batch of one
+/// entry of `entry_bytes` bytes with its hard state and commit records,
+/// behind the segment header and the state restated at the segment's start
+/// (a hard state, and snapshot metadata whose membership names
+/// `membership_ids` node ids across its four lists). A smaller segment
+/// refuses such a batch, which stops the node that wrote it.
+pub fn segment_bytes_for_entry(entry_bytes: u64, membership_ids: usize) -> u64 {
+    let mut payload = Vec::new();
+    crate::codec::encode_hard_state(&Default::default(), &mut payload);
+    let hard_state = record_len(payload.len()) as u64;
+    payload.clear();
+    let meta = crate::core::SnapshotMeta {
+        conf_state: crate::core::ConfState {
+            voters: vec![0; membership_ids],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    crate::codec::encode_snapshot_meta(&meta, &mut payload);
+    let snapshot = record_len(payload.len()) as u64;
+    let commit = record_len(COMMIT_PAYLOAD_LEN) as u64;
+    let restated = snapshot + hard_state + commit;
+    // `record_len` in u64, saturating: `entry_bytes` is the host's.
+    let align = RECORD_ALIGN as u64 - 1;
+    let entry =
+        (RECORD_HEADER_LEN as u64).saturating_add(entry_bytes.saturating_add(align) & !align);
+    entry.saturating_add(SEGMENT_HEADER_LEN as u64 + restated + hard_state + commit)
+}
+
 /// The fixed header at offset 0 of every segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SegmentHeader {

@@ -51,6 +51,8 @@ embraft_status cluster_start(struct cluster *c, size_t i, uint64_t applied) {
     embraft_config_set_election_ticks(config, 10);
     embraft_config_set_heartbeat_ticks(config, 2);
     embraft_config_set_segment_size(config, 1u << 20);
+    /* A segment must hold the largest entry with its records. */
+    embraft_config_set_max_entry_bytes(config, 1u << 19);
     embraft_config_set_applied_index(config, applied);
     if (c->compact_keep_entries > 0) {
         embraft_config_set_compact_keep_entries(config, c->compact_keep_entries);

@@ -90,7 +90,7 @@ static int selected(const char *name, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    const struct test_case *suites[] = {api_tests, cluster_tests, membership_tests,
+    const struct test_case *suites[] = {api_tests, args_tests, cluster_tests, membership_tests,
                                         snapshot_tests};
     int passed = 0;
     int failed = 0;

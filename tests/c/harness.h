@@ -72,9 +72,10 @@ void harness_print_node_error(const embraft_node *node);
 unsigned long long harness_now_ms(void);
 void harness_sleep_ms(unsigned ms);
 
-/* The suites, each a NULL-terminated list (test_api.c, test_cluster.c,
- * test_membership.c, test_snapshot.c). */
+/* The suites, each a NULL-terminated list (test_api.c, test_args.c,
+ * test_cluster.c, test_membership.c, test_snapshot.c). */
 extern const struct test_case api_tests[];
+extern const struct test_case args_tests[];
 extern const struct test_case cluster_tests[];
 extern const struct test_case membership_tests[];
 extern const struct test_case snapshot_tests[];

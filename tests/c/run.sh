@@ -6,7 +6,8 @@
 #   link      a C program links and runs against libembraft.so and against
 #             libembraft.a, both through the generated embraft.pc
 #   example   the minimal host loop in docs/FFI.md compiles and runs
-#   shared    the C API suite against libembraft.so
+#   shared    the C API suite against libembraft.so (with the bad-argument
+#             cases tests/c/gen_args.py generates from include/embraft.h)
 #   sanitize  the suite built with -fsanitize=address,undefined against
 #             libembraft.a (leak detection on)
 #   valgrind  the suite under valgrind memcheck against libembraft.a: zero
@@ -33,11 +34,16 @@ mkdir -p "$out/pkgconfig"
 system_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 warnings="-Wall -Wextra -Werror -pedantic"
 cflags="-std=c99 $warnings -g -O1 -pthread -I$root/include"
-suite_sources=(tests/c/harness.c tests/c/cluster.c tests/c/test_api.c tests/c/test_cluster.c
-    tests/c/test_membership.c tests/c/test_snapshot.c)
+suite_sources=(tests/c/harness.c tests/c/cluster.c tests/c/test_api.c tests/c/test_args.c
+    tests/c/test_cluster.c tests/c/test_membership.c tests/c/test_snapshot.c)
 
 echo "building libembraft (release)"
 cargo build --release --lib --quiet
+
+# The bad-argument cases of test_args.c, one test per function of the
+# header; it includes them from $out.
+python3 tests/c/gen_args.py include/embraft.h "$out/args_cases.inc"
+cflags="$cflags -I$out"
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 sed -e "s|@PREFIX@|$target_dir|" -e "s|@LIBDIR@|$libdir|" \

@@ -31,6 +31,8 @@ static embraft_config *single_node_config(void) {
     embraft_config_set_peers(config, &self, 1);
     embraft_config_set_data_dir(config, harness_temp_dir());
     embraft_config_set_segment_size(config, 1u << 20);
+    /* A segment must hold the largest entry with its records. */
+    embraft_config_set_max_entry_bytes(config, 1u << 19);
     return config;
 }
 
@@ -439,7 +441,10 @@ static void invalid_configurations_are_refused_with_a_message(void) {
     CHECK_OK(embraft_config_last_error(config, message, sizeof message, NULL));
     CHECK(strstr(message, "peers") != NULL);
 
-    embraft_config_set_peers(config, with_zero, 2);
+    /* Node id 0 is refused at the call, and the config keeps what it had. */
+    CHECK_STATUS(embraft_config_set_peers(config, with_zero, 2), EMBRAFT_ERR_INVALID_ARGUMENT);
+    CHECK_OK(embraft_config_last_error(config, message, sizeof message, NULL));
+    CHECK(strstr(message, "node id 0") != NULL);
     CHECK_STATUS(embraft_node_new(config, &node), EMBRAFT_ERR_INVALID_CONFIG);
     embraft_config_set_peers(config, &self, 1);
 
@@ -448,9 +453,9 @@ static void invalid_configurations_are_refused_with_a_message(void) {
     CHECK_STATUS(embraft_node_new(config, &node), EMBRAFT_ERR_INVALID_CONFIG);
     embraft_config_set_applied_index(config, 0);
 
-    embraft_config_set_id(config, 0);
-    CHECK_STATUS(embraft_node_new(config, &node), EMBRAFT_ERR_INVALID_CONFIG);
-    embraft_config_set_id(config, 1);
+    CHECK_STATUS(embraft_config_set_id(config, 0), EMBRAFT_ERR_INVALID_ARGUMENT);
+    CHECK_OK(embraft_config_last_error(config, message, sizeof message, NULL));
+    CHECK(strstr(message, "node id 0") != NULL);
 
     embraft_config_set_election_ticks(config, 2);
     embraft_config_set_heartbeat_ticks(config, 2);
@@ -470,6 +475,39 @@ static void invalid_configurations_are_refused_with_a_message(void) {
     CHECK_STATUS(embraft_node_new(config, &node), EMBRAFT_ERR_INVALID_CONFIG);
     embraft_config_set_segment_size(config, 1u << 20);
     CHECK(node == NULL);
+
+    /* A segment must hold the largest entry with its records, checked by
+     * embraft_node_new whatever order the two setters came in: a proposal
+     * of the limit would otherwise stop the node. */
+    static const uint64_t pairs[][2] = {
+        {4096, 1u << 20}, {1u << 20, 1u << 20}, {64u << 20, 128u << 20}, {4096, 3300}};
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        CHECK_OK(embraft_config_set_segment_size(config, pairs[i][0]));
+        CHECK_OK(embraft_config_set_max_entry_bytes(config, pairs[i][1]));
+        CHECK_STATUS(embraft_node_new(config, &node), EMBRAFT_ERR_INVALID_CONFIG);
+        CHECK_OK(embraft_config_last_error(config, message, sizeof message, NULL));
+        CHECK(strstr(message, "segment size") != NULL && strstr(message, "max_entry_bytes") != NULL);
+    }
+    CHECK(node == NULL);
+    embraft_config_set_segment_size(config, 1u << 20);
+    embraft_config_set_max_entry_bytes(config, 1024);
+
+    /* The input queue's capacity is bounded: nothing is allocated per slot,
+     * and what a host may pile up stays reasonable. */
+    static const size_t capacities[] = {EMBRAFT_MAX_INPUT_QUEUE_CAPACITY + 1, (size_t)1 << 40,
+                                        SIZE_MAX};
+    for (size_t i = 0; i < sizeof capacities / sizeof capacities[0]; i++) {
+        CHECK_OK(embraft_config_set_input_queue_capacity(config, capacities[i]));
+        CHECK_STATUS(embraft_node_new(config, &node), EMBRAFT_ERR_INVALID_CONFIG);
+        CHECK_OK(embraft_config_last_error(config, message, sizeof message, NULL));
+        CHECK(strstr(message, "input queue capacity") != NULL);
+    }
+    CHECK(node == NULL);
+    CHECK_OK(embraft_config_set_input_queue_capacity(config, EMBRAFT_MAX_INPUT_QUEUE_CAPACITY));
+    CHECK_OK(embraft_node_new(config, &node));
+    embraft_node_free(node);
+    node = NULL;
+    embraft_config_set_input_queue_capacity(config, 64);
 
     /* A node without a data directory. */
     embraft_config *no_dir = NULL;

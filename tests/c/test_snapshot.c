@@ -170,6 +170,69 @@ static void the_writer_refuses_bad_calls_and_abort_leaves_no_file(void) {
     CHECK_STATUS(null_status, EMBRAFT_ERR_NULL_ARGUMENT);
 }
 
+/* Appends `value` little-endian in `size` bytes (docs/WIRE.md). */
+static size_t put_le(uint8_t *out, size_t at, uint64_t value, size_t size) {
+    for (size_t i = 0; i < size; i++) {
+        out[at + i] = (uint8_t)(value >> (8 * i));
+    }
+    return at + size;
+}
+
+/* An InstallSnapshot chunk (tag 0x0C) from node 2 to node 1 for a snapshot
+ * at `index`, encoded by hand per docs/WIRE.md; returns its length. */
+static size_t install_snapshot_at(uint8_t *out, uint64_t index) {
+    static const uint8_t data[] = "abcd";
+    size_t at = 0;
+    at = put_le(out, at, 0x01, 1); /* version */
+    at = put_le(out, at, 0x0C, 1); /* tag */
+    at = put_le(out, at, 2, 8);    /* from */
+    at = put_le(out, at, 1, 8);    /* to */
+    at = put_le(out, at, 1, 8);    /* term */
+    at = put_le(out, at, index, 8); /* meta.index */
+    at = put_le(out, at, 1, 8);     /* meta.term */
+    at = put_le(out, at, 2, 4);     /* voters: 1, 2 */
+    at = put_le(out, at, 1, 8);
+    at = put_le(out, at, 2, 8);
+    at = put_le(out, at, 0, 4); /* learners */
+    at = put_le(out, at, 0, 4); /* voters_outgoing */
+    at = put_le(out, at, 0, 4); /* learners_next */
+    at = put_le(out, at, 0, 1); /* auto_leave */
+    at = put_le(out, at, 0, 8); /* offset */
+    at = put_le(out, at, 4, 8); /* total_len */
+    at = put_le(out, at, 0, 4); /* checksum */
+    at = put_le(out, at, 4, 4); /* data */
+    memcpy(out + at, data, 4);
+    return at + 4;
+}
+
+/* A snapshot chunk at index u64::MAX (or anywhere past the largest index a
+ * log can reach) is refused by the step call itself, with a message; the
+ * node goes on committing and frees cleanly. Its first index would wrap to
+ * 0 and the driver spin allocating. */
+static void a_snapshot_chunk_at_the_largest_index_is_refused(void) {
+    struct cluster *c = one_node_with(3);
+    CHECK(c != NULL);
+    embraft_node *node = c->nodes[0].node;
+    uint8_t message[256];
+    static const uint64_t indexes[] = {UINT64_MAX, ((uint64_t)1 << 62) + 1};
+    embraft_status statuses[2];
+    int mentioned[2];
+    for (size_t i = 0; i < 2; i++) {
+        size_t len = install_snapshot_at(message, indexes[i]);
+        statuses[i] = embraft_node_step(node, message, len);
+        mentioned[i] = node_error_mentions(node, "index beyond");
+    }
+    int healthy = cluster_propose_all(c, 3, 3) && cluster_run_for(c, 50);
+    int broken = c->broken;
+    cluster_free(c);
+    for (size_t i = 0; i < 2; i++) {
+        CHECK_STATUS(statuses[i], EMBRAFT_ERR_MALFORMED_MESSAGE);
+        CHECK(mentioned[i]);
+    }
+    CHECK(healthy);
+    CHECK(!broken);
+}
+
 /* The node asks for a snapshot past the configured threshold. */
 static int snapshot_wanted_seen(struct cluster *c, const void *unused) {
     (void)unused;
@@ -224,6 +287,8 @@ const struct test_case snapshot_tests[] = {
      the_writer_refuses_bad_calls_and_abort_leaves_no_file},
     {"snapshot: a snapshot is asked for past the threshold",
      a_snapshot_is_asked_for_past_the_threshold},
+    {"snapshot: a chunk at index u64::MAX is refused at the step call, the node stays healthy",
+     a_snapshot_chunk_at_the_largest_index_is_refused},
     {"snapshot: chunk sizes beyond the transport's limit are refused",
      snapshot_chunk_sizes_beyond_the_transport_limit_are_refused},
     {NULL, NULL},
