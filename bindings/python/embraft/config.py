@@ -12,7 +12,7 @@ from . import _ffi
 from ._ffi import lib
 from ._log import library_level
 from ._managed import Managed
-from .errors import error_for_status
+from .errors import ConfigError, error_for_status
 
 
 @dataclasses.dataclass
@@ -121,8 +121,13 @@ class ConfigHandle(Managed[_ffi.ConfigPtr]):
         return handle
 
     def set(self, setter: Callable[..., int], *args: Any) -> None:
-        """Calls a setter, raising with the configuration's last error."""
-        self.check(setter(self.ptr(), *args))
+        """Calls a setter, raising with the configuration's last error. A
+        value the setter refuses is a field of `Config` no node can start
+        with: ConfigError, as for combinations refused at start."""
+        code = setter(self.ptr(), *args)
+        if code == _ffi.ERR_INVALID_ARGUMENT:
+            raise ConfigError(error_for_status(code, self.last_error()).args[0], code)
+        self.check(code)
 
     def check(self, code: int) -> None:
         """Raises for a status of a call that records its reason in this
