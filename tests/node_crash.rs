@@ -68,6 +68,8 @@ fn config(dir: &std::path::Path, threading: Threading) -> NodeConfig {
     config.peers = vec![1, 2, 3];
     config.raft.seed = 7;
     config.wal.segment_size = SEGMENT_SIZE;
+    // A segment must hold the largest entry; these are of 200 bytes.
+    config.raft.max_entry_bytes = 1 << 10;
     config.wal.sync = SyncMode::Always;
     // The method whose writes the crashing file layer can hold back.
     config.wal.write_method = WriteMethod::Pwrite;

@@ -1239,16 +1239,7 @@ impl Raft {
         if msg.term == 0 {
             return Err(StepError::Invalid("term 0"));
         }
-        if msg.term > MAX_TERM {
-            return Err(StepError::Invalid(
-                "term beyond the largest a cluster can reach",
-            ));
-        }
-        if msg.body.max_index() > MAX_INDEX {
-            return Err(StepError::Invalid(
-                "index beyond the largest a log can reach",
-            ));
-        }
+        msg.check_ceilings().map_err(StepError::Invalid)?;
         // A node hears from whoever leads, and answers whoever campaigns,
         // member or not: a joining node knows no membership yet, and one
         // that lags behind may not know of a leader or a candidate added

@@ -211,6 +211,20 @@ pub enum MessageBody {
     WakeUp,
 }
 
+impl Message {
+    /// Refuses a term or an index no real cluster reaches ([`MAX_TERM`],
+    /// [`MAX_INDEX`]): only garbage or a hostile peer sends one.
+    pub fn check_ceilings(&self) -> Result<(), &'static str> {
+        if self.term > MAX_TERM {
+            return Err("term beyond the largest a cluster can reach");
+        }
+        if self.body.max_index() > MAX_INDEX {
+            return Err("index beyond the largest a log can reach");
+        }
+        Ok(())
+    }
+}
+
 impl MessageBody {
     /// The largest log index the message names (0 when it names none).
     pub fn max_index(&self) -> Index {

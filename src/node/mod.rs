@@ -39,8 +39,7 @@ pub use writer::SnapshotWriter;
 
 use crate::codec::DecodeError;
 use crate::core::{
-    ConfChange, Config, Index, InitialState, NodeId, Payload, Raft, Status, MAX_INDEX, MAX_TERM,
-    NO_NODE,
+    ConfChange, Config, Index, InitialState, NodeId, Payload, Raft, Status, NO_NODE,
 };
 use crate::snapshot::{SnapshotError, SnapshotStore};
 use crate::wal::{
@@ -767,16 +766,7 @@ impl Node {
         let msg = wire::decode(bytes).map_err(NodeError::MalformedMessage)?;
         // The core refuses these as well, but on the driver's thread, where
         // only a debug log line tells of it; the ceilings are the core's.
-        if msg.term > MAX_TERM {
-            return Err(NodeError::InvalidMessage(
-                "term beyond the largest a cluster can reach",
-            ));
-        }
-        if msg.body.max_index() > MAX_INDEX {
-            return Err(NodeError::InvalidMessage(
-                "index beyond the largest a log can reach",
-            ));
-        }
+        msg.check_ceilings().map_err(NodeError::InvalidMessage)?;
         if msg.to != self.id {
             return Err(NodeError::WrongRecipient {
                 to: msg.to,
