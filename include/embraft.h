@@ -262,6 +262,13 @@
 #define EMBRAFT_FIELD_LEAD_TRANSFEREE 11
 
 /**
+ * 1 while the node is quiescent (`embraft_config_set_quiesce_ticks`): a
+ * leader that stopped heartbeating, a follower that stopped its election
+ * timer; else 0.
+ */
+#define EMBRAFT_FIELD_QUIESCENT 12
+
+/**
  * Member lists of a status report (`embraft_status_report_member_count`,
  * `embraft_status_report_member`): the membership in force.
  */
@@ -742,12 +749,34 @@ embraft_status embraft_config_set_log_level(embraft_config *config, uint32_t lev
 /**
  * Enables lease-based reads (default off; requires check-quorum): a
  * leader answers read requests without a heartbeat round while its lease
- * holds, trading a dependency on bounded clock drift for latency.
+ * holds, trading a dependency on bounded clock drift for latency. A
+ * leader that has handed leadership over (`embraft_node_transfer_leader`
+ * sent its `TimeoutNow`) or gone quiescent serves reads through a
+ * heartbeat round instead.
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.
  */
 embraft_status embraft_config_set_lease_reads(embraft_config *config, bool enabled);
+
+/**
+ * Sets after how many idle ticks a leader quiesces (default 0: never).
+ * An idle leader (everything committed and acknowledged by every member,
+ * no read, transfer or membership change under way) then stops
+ * heartbeating and tells its followers, who stop their election timers;
+ * any proposal, read, transfer or message wakes the group. A quiescent
+ * follower checks in with its leader after ten election timeouts, or at
+ * once when the host reports the leader unreachable
+ * (`embraft_node_report_unreachable`), so a leader that died while its
+ * group was quiet is replaced within about twenty election timeouts, or
+ * as fast as without quiescence when the transport reports it. No lease
+ * read is served from a quiescent leader's lease. docs/ARCHITECTURE.md,
+ * "Quiescence", has the rules.
+ *
+ * Thread safety: must not run concurrently with any other call on the
+ * same configuration.
+ */
+embraft_status embraft_config_set_quiesce_ticks(embraft_config *config, uint32_t ticks);
 
 /**
  * Sets how many entries before a snapshot point are kept in the log when

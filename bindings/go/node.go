@@ -109,9 +109,13 @@ type Config struct {
 	DisablePreVote     bool
 	DisableCheckQuorum bool
 	LeaseReads         bool
-	Sync               SyncMode
-	WALWrite           WALWriteMethod
-	LogLevel           LogLevel
+	// QuiesceTicks is how many idle ticks pass before a leader and its
+	// followers go quiet (no heartbeats, no election timers) until work
+	// arrives; 0 never does.
+	QuiesceTicks uint32
+	Sync         SyncMode
+	WALWrite     WALWriteMethod
+	LogLevel     LogLevel
 	// AppliedIndex is what the state machine has durably applied; committed
 	// entries after it are delivered again on restart.
 	AppliedIndex       uint64
@@ -203,6 +207,9 @@ func (c *Config) build() (*C.embraft_config, error) {
 		}},
 		{"set_input_queue_capacity", c.InputQueueCapacity == 0, func() C.embraft_status {
 			return C.embraft_config_set_input_queue_capacity(cfg, C.size_t(c.InputQueueCapacity))
+		}},
+		{"set_quiesce_ticks", c.QuiesceTicks == 0, func() C.embraft_status {
+			return C.embraft_config_set_quiesce_ticks(cfg, C.uint32_t(c.QuiesceTicks))
 		}},
 		{"set_compact_keep_entries", c.CompactKeepEntries == 0, func() C.embraft_status {
 			return C.embraft_config_set_compact_keep_entries(cfg, C.uint64_t(c.CompactKeepEntries))

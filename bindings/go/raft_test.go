@@ -297,6 +297,45 @@ func testSingleNodeProposeAndRead(t *testing.T, config Config) {
 	}
 }
 
+// TestIdleNodeGoesQuietAndAProposalWakesIt: with QuiesceTicks, an idle
+// leader reports itself quiescent; a proposal wakes it and commits.
+func TestIdleNodeGoesQuietAndAProposalWakesIt(t *testing.T) {
+	sm := &counterSM{}
+	config := Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever, QuiesceTicks: 3}
+	r, err := Start(Options{Config: config, StateMachine: sm, TickInterval: testTick, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if _, err := r.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	quiet := func() bool {
+		st, err := r.Status()
+		return err == nil && st.Quiescent
+	}
+	for !quiet() {
+		if ctx.Err() != nil {
+			t.Fatal("the idle leader never went quiet")
+		}
+		time.Sleep(testTick)
+	}
+	if _, err := r.Propose(ctx, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if sm.count() != 1 {
+		t.Fatalf("applied %d", sm.count())
+	}
+	for !quiet() {
+		if ctx.Err() != nil {
+			t.Fatal("the leader never went quiet again")
+		}
+		time.Sleep(testTick)
+	}
+}
+
 // TestClusterReplicationSnapshotAndJoin runs three nodes over the stream
 // transport, compacts the leader's log, and adds a fourth node that can
 // only catch up from the streamed snapshot.

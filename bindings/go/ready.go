@@ -287,11 +287,14 @@ type PeerProgress struct {
 
 // Status is a snapshot of a node's status.
 type Status struct {
-	ID, Term, Vote, Leader           uint64
-	Role                             Role
-	Commit, Applied, Persisted       uint64
-	FirstIndex, LastIndex            uint64
-	SnapshotIndex, LeadTransferee    uint64
+	ID, Term, Vote, Leader        uint64
+	Role                          Role
+	Commit, Applied, Persisted    uint64
+	FirstIndex, LastIndex         uint64
+	SnapshotIndex, LeadTransferee uint64
+	// Quiescent: the node stopped heartbeating (leader) or its election
+	// timer (follower) while its group is idle.
+	Quiescent                        bool
 	Voters, Learners, VotersOutgoing []uint64
 	LearnersNext                     []uint64
 	Peers                            []PeerProgress
@@ -320,7 +323,8 @@ func copyStatus(r *C.embraft_status_report) Status {
 		Applied: get(C.EMBRAFT_FIELD_APPLIED), Persisted: get(C.EMBRAFT_FIELD_PERSISTED),
 		FirstIndex: get(C.EMBRAFT_FIELD_FIRST_INDEX), LastIndex: get(C.EMBRAFT_FIELD_LAST_INDEX),
 		SnapshotIndex: get(C.EMBRAFT_FIELD_SNAPSHOT_INDEX), LeadTransferee: get(C.EMBRAFT_FIELD_LEAD_TRANSFEREE),
-		Voters: members(C.EMBRAFT_MEMBERS_VOTERS), Learners: members(C.EMBRAFT_MEMBERS_LEARNERS),
+		Quiescent: get(C.EMBRAFT_FIELD_QUIESCENT) == 1,
+		Voters:    members(C.EMBRAFT_MEMBERS_VOTERS), Learners: members(C.EMBRAFT_MEMBERS_LEARNERS),
 		VotersOutgoing: members(C.EMBRAFT_MEMBERS_VOTERS_OUTGOING), LearnersNext: members(C.EMBRAFT_MEMBERS_LEARNERS_NEXT),
 	}
 	var count C.size_t

@@ -548,7 +548,10 @@ pub unsafe extern "C" fn embraft_config_set_log_level(
 
 /// Enables lease-based reads (default off; requires check-quorum): a
 /// leader answers read requests without a heartbeat round while its lease
-/// holds, trading a dependency on bounded clock drift for latency.
+/// holds, trading a dependency on bounded clock drift for latency. A
+/// leader that has handed leadership over (`embraft_node_transfer_leader`
+/// sent its `TimeoutNow`) or gone quiescent serves reads through a
+/// heartbeat round instead.
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.
@@ -559,6 +562,30 @@ pub unsafe extern "C" fn embraft_config_set_lease_reads(
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.lease_reads = enabled) }
+}
+
+/// Sets after how many idle ticks a leader quiesces (default 0: never).
+/// An idle leader (everything committed and acknowledged by every member,
+/// no read, transfer or membership change under way) then stops
+/// heartbeating and tells its followers, who stop their election timers;
+/// any proposal, read, transfer or message wakes the group. A quiescent
+/// follower checks in with its leader after ten election timeouts, or at
+/// once when the host reports the leader unreachable
+/// (`embraft_node_report_unreachable`), so a leader that died while its
+/// group was quiet is replaced within about twenty election timeouts, or
+/// as fast as without quiescence when the transport reports it. No lease
+/// read is served from a quiescent leader's lease. docs/ARCHITECTURE.md,
+/// "Quiescence", has the rules.
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_quiesce_ticks(
+    config: *mut embraft_config,
+    ticks: u32,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { set(config, |c| c.config.raft.quiesce_tick = ticks) }
 }
 
 /// Sets how many entries before a snapshot point are kept in the log when

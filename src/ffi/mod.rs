@@ -199,6 +199,10 @@ pub const EMBRAFT_FIELD_LAST_INDEX: u32 = 9;
 pub const EMBRAFT_FIELD_SNAPSHOT_INDEX: u32 = 10;
 /// The target of a leadership transfer under way, or 0.
 pub const EMBRAFT_FIELD_LEAD_TRANSFEREE: u32 = 11;
+/// 1 while the node is quiescent (`embraft_config_set_quiesce_ticks`): a
+/// leader that stopped heartbeating, a follower that stopped its election
+/// timer; else 0.
+pub const EMBRAFT_FIELD_QUIESCENT: u32 = 12;
 
 /// Member lists of a status report (`embraft_status_report_member_count`,
 /// `embraft_status_report_member`): the membership in force.

@@ -33,6 +33,7 @@ fn node_field(status: &Status, field: u32) -> Option<u64> {
         EMBRAFT_FIELD_LAST_INDEX => status.last_index,
         EMBRAFT_FIELD_SNAPSHOT_INDEX => status.snapshot_index,
         EMBRAFT_FIELD_LEAD_TRANSFEREE => status.lead_transferee,
+        EMBRAFT_FIELD_QUIESCENT => u64::from(status.quiescent),
         _ => return None,
     })
 }

@@ -69,6 +69,9 @@ embraft_status cluster_start(struct cluster *c, size_t i, uint64_t applied) {
     if (c->wal_write_method != EMBRAFT_WAL_WRITE_MMAP) {
         embraft_config_set_wal_write_method(config, c->wal_write_method);
     }
+    if (c->quiesce_ticks > 0) {
+        embraft_config_set_quiesce_ticks(config, c->quiesce_ticks);
+    }
     embraft_config_set_log_level(config, verbose() ? EMBRAFT_LOG_DEBUG : EMBRAFT_LOG_OFF);
     if (getenv("EMBRAFT_TEST_NO_SYNC") != NULL) {
         embraft_config_set_sync_mode(config, EMBRAFT_SYNC_NEVER);

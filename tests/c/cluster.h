@@ -90,6 +90,8 @@ struct cluster {
     uint64_t snapshot_entries;
     /* embraft_config_set_threading for every node (0: the default). */
     uint32_t threading;
+    /* embraft_config_set_quiesce_ticks for every node (0: never). */
+    uint32_t quiesce_ticks;
     /* embraft_config_set_wal_write_method for nodes started from now on
      * (0: the default). */
     uint32_t wal_write_method;

@@ -364,6 +364,56 @@ static void restart_after_compaction_restores_the_snapshot_first(void) {
     CHECK(complete);
 }
 
+static int all_quiescent(struct cluster *c, const void *unused) {
+    (void)unused;
+    for (size_t i = 0; i < c->count; i++) {
+        uint64_t quiescent = 0;
+        embraft_status_report *report = NULL;
+        if (c->nodes[i].node == NULL || embraft_node_status(c->nodes[i].node, &report) != EMBRAFT_OK) {
+            return 0;
+        }
+        embraft_status status = embraft_status_report_get(report, EMBRAFT_FIELD_QUIESCENT, &quiescent);
+        embraft_status_report_free(report);
+        if (status != EMBRAFT_OK || quiescent != 1) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* With embraft_config_set_quiesce_ticks an idle cluster goes quiet (every
+ * node reports it), stays quiet for longer than an election timeout (no
+ * node campaigns), and a proposal wakes it and commits. */
+static void idle_nodes_go_quiet_and_a_proposal_wakes_them(void) {
+    struct cluster *c = cluster_new(3);
+    CHECK(c != NULL);
+    c->quiesce_ticks = 3;
+    for (size_t i = 0; i < 3; i++) {
+        CHECK_OK(cluster_start(c, i, 0));
+    }
+    int elected = cluster_run_until(c, cluster_has_leader, NULL, ELECTION_TIMEOUT_MS);
+    int committed = elected && cluster_propose_all(c, 0, 10);
+    int quiet = committed && cluster_run_until(c, all_quiescent, NULL, COMMIT_TIMEOUT_MS);
+    int leader = cluster_agreed_leader(c);
+    int stayed = quiet && cluster_run_for(c, 3 * MAX_ELECTION_TIMEOUT_MS) &&
+                 all_quiescent(c, NULL) && cluster_agreed_leader(c) == leader;
+    int woke = stayed && cluster_propose_all(c, 10, 10);
+    uint64_t target = cluster_max_delivered(c);
+    int applied = woke && cluster_run_until(c, cluster_all_applied, &target, COMMIT_TIMEOUT_MS) &&
+                  cluster_applied_each_once(c, 0, 0, 20);
+    int quiet_again = applied && cluster_run_until(c, all_quiescent, NULL, COMMIT_TIMEOUT_MS);
+    int broken = c->broken;
+    cluster_free(c);
+    CHECK(!broken);
+    CHECK(elected);
+    CHECK(committed);
+    CHECK(quiet);
+    CHECK(stayed);
+    CHECK(woke);
+    CHECK(applied);
+    CHECK(quiet_again);
+}
+
 const struct test_case cluster_tests[] = {
     {"cluster: three nodes elect and apply 1000 proposals in the same order",
      three_nodes_elect_and_apply_1000_proposals_in_the_same_order},
@@ -384,5 +434,7 @@ const struct test_case cluster_tests[] = {
      lagging_inline_node_catches_up_through_a_snapshot},
     {"cluster: restart after compaction restores the snapshot first",
      restart_after_compaction_restores_the_snapshot_first},
+    {"cluster: idle nodes go quiet, and a proposal wakes them",
+     idle_nodes_go_quiet_and_a_proposal_wakes_them},
     {NULL, NULL},
 };

@@ -105,6 +105,7 @@ FIELD_FIRST_INDEX = 8
 FIELD_LAST_INDEX = 9
 FIELD_SNAPSHOT_INDEX = 10
 FIELD_LEAD_TRANSFEREE = 11
+FIELD_QUIESCENT = 12
 
 MEMBERS_VOTERS = 0
 MEMBERS_LEARNERS = 1
@@ -202,6 +203,7 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
     "embraft_config_set_input_queue_capacity": (status, [config, c_size_t]),
     "embraft_config_set_log_level": (status, [config, u32]),
     "embraft_config_set_lease_reads": (status, [config, c_bool]),
+    "embraft_config_set_quiesce_ticks": (status, [config, u32]),
     "embraft_config_set_compact_keep_entries": (status, [config, u64]),
     "embraft_config_set_snapshot_entries": (status, [config, u64]),
     "embraft_config_set_snapshot_bytes": (status, [config, u64]),

@@ -45,6 +45,9 @@ class Config:
     applied_index: int = 0
     input_queue_capacity: Optional[int] = None
     lease_reads: bool = False
+    # Idle ticks after which a leader and its followers go quiet (no
+    # heartbeats, no election timers) until work arrives; None never does.
+    quiesce_ticks: Optional[int] = None
     compact_keep_entries: Optional[int] = None
     # Take a snapshot automatically (on the driver thread) once this many
     # entries, or this many bytes of log, were applied since the last one;
@@ -66,6 +69,7 @@ _OPTIONAL_SETTERS = {
     "max_apply_bytes": lib.embraft_config_set_max_apply_bytes,
     "segment_size": lib.embraft_config_set_segment_size,
     "input_queue_capacity": lib.embraft_config_set_input_queue_capacity,
+    "quiesce_ticks": lib.embraft_config_set_quiesce_ticks,
     "compact_keep_entries": lib.embraft_config_set_compact_keep_entries,
     "snapshot_entries": lib.embraft_config_set_snapshot_entries,
     "snapshot_bytes": lib.embraft_config_set_snapshot_bytes,

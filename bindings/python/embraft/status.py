@@ -44,6 +44,7 @@ class Status:
     last_index: int
     snapshot_index: int
     lead_transferee: int
+    quiescent: bool
     voters: List[int]
     learners: List[int]
     voters_outgoing: List[int]
@@ -101,6 +102,7 @@ class StatusReportHandle(Managed[_ffi.StatusReportPtr]):
             last_index=field(_ffi.FIELD_LAST_INDEX),
             snapshot_index=field(_ffi.FIELD_SNAPSHOT_INDEX),
             lead_transferee=field(_ffi.FIELD_LEAD_TRANSFEREE),
+            quiescent=bool(field(_ffi.FIELD_QUIESCENT)),
             voters=members(_ffi.MEMBERS_VOTERS), learners=members(_ffi.MEMBERS_LEARNERS),
             voters_outgoing=members(_ffi.MEMBERS_VOTERS_OUTGOING),
             learners_next=members(_ffi.MEMBERS_LEARNERS_NEXT),

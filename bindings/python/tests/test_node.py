@@ -222,6 +222,22 @@ def test_three_nodes_replicate_and_transfer_leadership(local_cluster):
     assert local_cluster.nodes[target].propose(b"after").result(timeout=10) > last
 
 
+def test_an_idle_cluster_goes_quiet_and_a_proposal_wakes_it(local_cluster):
+    for node_id in (1, 2, 3):
+        local_cluster.start(node_id, [1, 2, 3], quiesce_ticks=5)
+    nodes = local_cluster.nodes.values()
+    leader = local_cluster.nodes[local_cluster.nodes[1].wait_for_leader(10)]
+    leader.propose(b"before").result(timeout=10)
+    assert wait_until(lambda: all(node.status().quiescent for node in nodes), 10)
+    # Quiet for many election timeouts (10 ticks of 20 ms): nobody campaigns.
+    term = leader.status().term
+    time.sleep(1.0)
+    assert all(node.status().quiescent and node.status().term == term for node in nodes)
+    index = leader.propose(b"after").result(timeout=10)
+    assert all(node.read_index().result(timeout=10) >= index for node in nodes)
+    assert wait_until(lambda: all(node.status().quiescent for node in nodes), 10)
+
+
 def test_new_member_catches_up_from_a_streamed_snapshot(local_cluster):
     first = local_cluster.start(1, [1], compact_keep_entries=0)
     first.wait_for_leader(10)
