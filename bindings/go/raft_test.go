@@ -265,21 +265,30 @@ func TestSingleNodeProposeAndRead(t *testing.T) {
 	t.Run("synced-pwrite", func(t *testing.T) { testSingleNodeProposeAndRead(t, Config{WALWrite: WALWritePwrite}) })
 }
 
-// testSingleNodeProposeAndRead runs a one-node cluster configured as
-// config, whose identity, directory and segment size it fills in.
-func testSingleNodeProposeAndRead(t *testing.T, config Config) {
+// startSingleNode starts a one-node cluster configured as config, whose
+// identity, directory and segment size it fills in, and waits for it to
+// lead. The node closes, and the context ends, with the test.
+func startSingleNode(t *testing.T, config Config) (*Raft, *counterSM, context.Context) {
+	t.Helper()
 	sm := &counterSM{}
 	config.SegmentSize, config.ID, config.Peers, config.DataDir = testSegmentSize, 1, []uint64{1}, t.TempDir()
 	r, err := Start(Options{Config: config, StateMachine: sm, TickInterval: testTick, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	t.Cleanup(func() { r.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
+	t.Cleanup(cancel)
 	if _, err := r.WaitLeader(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return r, sm, ctx
+}
+
+// testSingleNodeProposeAndRead runs a one-node cluster configured as
+// config, whose identity, directory and segment size it fills in.
+func testSingleNodeProposeAndRead(t *testing.T, config Config) {
+	r, sm, ctx := startSingleNode(t, config)
 	for i := 0; i < 50; i++ {
 		if _, err := r.Propose(ctx, []byte(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
@@ -300,18 +309,7 @@ func testSingleNodeProposeAndRead(t *testing.T, config Config) {
 // TestIdleNodeGoesQuietAndAProposalWakesIt: with QuiesceTicks, an idle
 // leader reports itself quiescent; a proposal wakes it and commits.
 func TestIdleNodeGoesQuietAndAProposalWakesIt(t *testing.T) {
-	sm := &counterSM{}
-	config := Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(), Sync: SyncNever, QuiesceTicks: 3}
-	r, err := Start(Options{Config: config, StateMachine: sm, TickInterval: testTick, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	if _, err := r.WaitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r, sm, ctx := startSingleNode(t, Config{Sync: SyncNever, QuiesceTicks: 3})
 	quiet := func() bool {
 		st, err := r.Status()
 		return err == nil && st.Quiescent
