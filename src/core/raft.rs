@@ -1078,12 +1078,13 @@ impl Raft {
     /// Takes one message received from a peer.
     pub fn step(&mut self, msg: Message) -> Result<(), StepError> {
         self.validate(&msg)?;
-        // Anything but a late acknowledgement means there is work (or a
-        // follower that wants to hear from its leader).
+        // Anything but a late acknowledgement or a check-in means there is
+        // work (or a candidate that must hear from its leader).
         if !matches!(
             msg.body,
             MessageBody::HeartbeatResponse { .. }
                 | MessageBody::AppendResponse { reject: false, .. }
+                | MessageBody::WakeUp
         ) {
             self.wake();
         }
@@ -1134,8 +1135,15 @@ impl Raft {
                 self.log.commit_to(commit.min(self.log.last_index()));
                 self.quiescent = true;
             }
-            // A quiescent leader woke on it, above.
-            MessageBody::WakeUp => {}
+            MessageBody::WakeUp => {
+                // A quiet leader answers a follower's check-in with its
+                // `Quiesce` again: that shows it is there, and puts the
+                // follower back to sleep without waking the group.
+                if self.role == Role::Leader && self.quiescent {
+                    let commit = self.log.committed;
+                    self.send(msg.from, MessageBody::Quiesce { commit });
+                }
+            }
             MessageBody::AppendResponse {
                 reject,
                 index,

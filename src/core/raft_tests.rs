@@ -1707,3 +1707,37 @@ fn a_quiet_follower_told_its_leader_is_unreachable_campaigns_after_a_timeout() {
     assert_eq!(c.leader(), Some(leader));
     assert_eq!(c.node(follower).leader(), leader);
 }
+
+#[test]
+fn a_quiet_leader_answers_a_check_in_without_waking_the_group() {
+    let (mut c, leader) = quiescing_cluster(false);
+    let follower = if leader == 1 { 2 } else { 1 };
+    let timeout = c.nodes[&follower].config.election_tick;
+    // The follower checks in after ten of its election timeouts...
+    let mut check_in = None;
+    for _ in 0..2 * timeout * QUIESCENT_CHECK_TIMEOUTS {
+        c.node(follower).tick();
+        if !c.node(follower).status().quiescent {
+            let rd = c.node(follower).ready();
+            c.node(follower).on_persisted(rd.number);
+            check_in = rd
+                .messages
+                .into_iter()
+                .find(|m| m.body == MessageBody::WakeUp);
+            break;
+        }
+    }
+    let check_in = check_in.expect("the follower checked in");
+    // ...and the leader, still quiet, answers it alone.
+    c.node(leader).step(check_in).unwrap();
+    assert!(
+        c.node(leader).status().quiescent,
+        "the check-in woke the leader"
+    );
+    let rd = c.node(leader).ready();
+    c.node(leader).on_persisted(rd.number);
+    assert_eq!(rd.messages.len(), 1);
+    assert!(matches!(rd.messages[0].body, MessageBody::Quiesce { .. }));
+    c.node(follower).step(rd.messages[0].clone()).unwrap();
+    assert!(c.node(follower).status().quiescent);
+}

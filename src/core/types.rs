@@ -205,9 +205,9 @@ pub enum MessageBody {
     Quiesce {
         commit: Index,
     },
-    /// A quiescent follower checks that its leader is still there: the
-    /// leader wakes and heartbeats (a follower that gets no heartbeat then
-    /// campaigns after an election timeout).
+    /// A quiescent follower checks that its leader is still there: a quiet
+    /// leader answers with `Quiesce`, an awake one heartbeats anyway (a
+    /// follower that hears nothing campaigns after an election timeout).
     WakeUp,
 }
 
