@@ -24,6 +24,9 @@ cd "$(dirname "$0")/.."
 cargo build --release --lib --quiet
 make -C examples/c/raftd --quiet >/dev/null
 mkdir -p target/raftd-go
+root=$PWD
+# shellcheck source=../bindings/go/cgo-env.sh
+. bindings/go/cgo-env.sh
 (cd bindings/go && go build -o ../../target/raftd-go/raftd ./cmd/raftd)
 
 # Everything temporary (the Python tests' data directories and logs) lives

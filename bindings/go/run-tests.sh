@@ -45,10 +45,8 @@ if ! (cd "$root" && cargo build --release --lib --quiet); then
     exit 1
 fi
 
-# Go's build cache does not look inside libembraft.a; putting its hash in
-# the cgo flags makes a rebuilt library relink every test binary.
-lib_hash="$(sha256sum "$root/target/release/libembraft.a" | cut -c1-16)"
-export CGO_LDFLAGS="-O2 -g -L/nonexistent/libembraft-$lib_hash"
+# shellcheck source=cgo-env.sh
+. "$root/bindings/go/cgo-env.sh"
 # The cgo pointer checks (on by default; explicit so nothing turns them off).
 export GODEBUG=cgocheck=1
 

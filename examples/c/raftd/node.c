@@ -74,6 +74,10 @@ int node_start(struct raftd *r, int founding) {
     if (keep > 0) {
         embraft_config_set_compact_keep_entries(config, keep);
     }
+    uint64_t quiesce = env_u64("RAFTD_QUIESCE_TICKS", 0);
+    if (quiesce > 0 && quiesce <= UINT32_MAX) {
+        embraft_config_set_quiesce_ticks(config, (uint32_t)quiesce);
+    }
     embraft_config_set_log_level(config, r->log_level);
     embraft_status status = embraft_node_new(config, &r->node);
     if (status != EMBRAFT_OK) {

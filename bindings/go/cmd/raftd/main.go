@@ -184,6 +184,9 @@ func start(cfg config) (*server, error) {
 			// 1024); the linearizability test keeps few, so that nodes
 			// the nemesis set back catch up through snapshots.
 			CompactKeepEntries: uint64(envInt("RAFTD_COMPACT_KEEP", 0)),
+			// Idle ticks before the node's group goes quiet (off unless
+			// set: docs/RAFTD.md, "Quiescence").
+			QuiesceTicks: uint32(envInt("RAFTD_QUIESCE_TICKS", 0)),
 		},
 		StateMachine: s.store,
 		Transport:    s.transport,

@@ -139,7 +139,8 @@ class Raftd:
                         data_dir=os.path.join(self.data_dir, "wal"),
                         tick_interval=TICK_INTERVAL,
                         snapshot_entries=_env_int("RAFTD_SNAPSHOT_EVERY", SNAPSHOT_EVERY_DEFAULT),
-                        compact_keep_entries=_env_int("RAFTD_COMPACT_KEEP", None))
+                        compact_keep_entries=_env_int("RAFTD_COMPACT_KEEP", None),
+                        quiesce_ticks=_env_int("RAFTD_QUIESCE_TICKS", None))
         self.node = Node(config, self.store, self.transport)
         self.node.on_state_change(
             lambda role, leader, term: logger.info("%s in term %d, leader %d", role, term,
