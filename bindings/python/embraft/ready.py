@@ -7,12 +7,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from ctypes import byref, c_bool, c_size_t, c_uint32, c_uint64, c_void_p
-from typing import List, Optional
+from typing import Callable, List, Optional, TypeVar
 
 from . import _ffi
 from ._ffi import lib
 from ._managed import Managed
 from .errors import error_for_status
+
+_Item = TypeVar("_Item")
 
 
 @dataclasses.dataclass
@@ -168,26 +170,30 @@ class ReadyHandle(Managed[_ffi.ReadyPtr]):
 
     @staticmethod
     def _outcomes(ready: _ffi.ReadyPtr, count: c_size_t, count_ref: object) -> List[Outcome]:
-        _check(lib.embraft_ready_outcome_count(ready, count_ref))
-        proposal, outcome, index = c_uint64(), c_uint32(), c_uint64()
-        refs = (byref(proposal), byref(outcome), byref(index))
-        get = lib.embraft_ready_outcome
-        outcomes = []
-        for i in range(count.value):
-            _check(get(ready, i, *refs))
-            outcomes.append(Outcome(proposal.value, outcome.value, index.value))
-        return outcomes
+        return ReadyHandle._id_code_index_items(
+            ready, count, count_ref, lib.embraft_ready_outcome_count, lib.embraft_ready_outcome,
+            Outcome)
 
     @staticmethod
     def _reads(ready: _ffi.ReadyPtr, count: c_size_t, count_ref: object) -> List[ReadResult]:
-        _check(lib.embraft_ready_read_count(ready, count_ref))
-        context, result, index = c_uint64(), c_uint32(), c_uint64()
-        refs = (byref(context), byref(result), byref(index))
-        reads = []
+        return ReadyHandle._id_code_index_items(
+            ready, count, count_ref, lib.embraft_ready_read_count, lib.embraft_ready_read,
+            ReadResult)
+
+    @staticmethod
+    def _id_code_index_items(ready: _ffi.ReadyPtr, count: c_size_t, count_ref: object,
+                             count_of: Callable[..., int], get: Callable[..., int],
+                             make: Callable[[int, int, int], _Item]) -> List[_Item]:
+        """The items of a list whose getter writes a u64 id, a u32 code and
+        a u64 index (proposal outcomes, read results)."""
+        _check(count_of(ready, count_ref))
+        ident, code, index = c_uint64(), c_uint32(), c_uint64()
+        refs = (byref(ident), byref(code), byref(index))
+        items = []
         for i in range(count.value):
-            _check(lib.embraft_ready_read(ready, i, *refs))
-            reads.append(ReadResult(context.value, result.value, index.value))
-        return reads
+            _check(get(ready, i, *refs))
+            items.append(make(ident.value, code.value, index.value))
+        return items
 
     @staticmethod
     def _snapshot_wanted(ready: _ffi.ReadyPtr) -> Optional[int]:
