@@ -797,8 +797,7 @@ impl Raft {
     fn quiesce(&mut self) {
         self.quiescent = true;
         self.idle_ticks = 0;
-        self.lease_rounds.clear();
-        self.lease_until = 0;
+        self.drop_lease();
         let commit = self.log.committed;
         let followers: Vec<NodeId> = self.progress.keys().copied().collect();
         for to in followers {
@@ -855,6 +854,12 @@ impl Raft {
         }
         self.broadcast_heartbeat(round);
         round
+    }
+
+    /// Forgets the lease and the rounds that would extend it.
+    fn drop_lease(&mut self) {
+        self.lease_rounds.clear();
+        self.lease_until = 0;
     }
 
     /// An answer to heartbeat round `round` acknowledges every lease round
@@ -1042,8 +1047,7 @@ impl Raft {
         self.quiescent = false;
         self.idle_ticks = 0;
         self.leader = self.id;
-        self.lease_rounds.clear();
-        self.lease_until = 0;
+        self.drop_lease();
         self.lease_revoked = false;
         self.votes.clear();
         self.reset_election_timer();
@@ -2035,8 +2039,7 @@ impl Raft {
     /// every lease, so this node's lease is void for the rest of its term.
     fn send_timeout_now(&mut self, to: NodeId) {
         self.lease_revoked = true;
-        self.lease_rounds.clear();
-        self.lease_until = 0;
+        self.drop_lease();
         self.send(to, MessageBody::TimeoutNow);
     }
 
