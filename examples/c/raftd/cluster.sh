@@ -61,7 +61,10 @@ http() {
 free_port() {
     local candidate
     for _ in $(seq 1 50); do
-        candidate=$((20000 + RANDOM % 20000))
+        # Below Linux's ephemeral range (32768 and up by default): a port
+        # some recent client connection used may sit in TIME-WAIT, and then
+        # listen() fails with "Address already in use" though nothing listens.
+        candidate=$((20000 + RANDOM % 12000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null &&
             [[ " ${port[*]} " != *" $candidate "* ]]; then
             echo "$candidate"
