@@ -6,13 +6,16 @@
 //! - [`codec`]: versioned binary encoding of messages and log records.
 //! - [`wal`]: the memory-mapped, segmented write-ahead log.
 //! - [`snapshot`]: snapshot files (beside the WAL: files, not roles).
-//! - [`node`]: the thread-based runtime that owns one core and one WAL.
+//! - `group`: one thread-free Raft group: a core, its proposals and
+//!   snapshot transfers, writes out and durability reports in.
+//! - [`node`]: the thread-based runtime that owns one group and one WAL.
 //! - [`ffi`]: the `extern "C"` surface (see include/embraft.h, docs/FFI.md).
 
 pub mod codec;
 pub mod core;
 pub mod ffi;
 mod fs_util;
+mod group;
 pub mod node;
 pub mod snapshot;
 pub mod wal;

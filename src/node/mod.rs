@@ -18,20 +18,15 @@
 //!
 //! The node never calls into the host: log lines travel in the batches.
 
-mod batch;
 mod driver;
 mod persist;
-mod proposals;
 mod readiness;
-mod snapshot_recv;
-mod snapshot_send;
 mod syncer;
-mod wire;
 mod writer;
 
-pub use batch::{
+pub use crate::group::{
     CommittedEntry, DropReason, LogLevel, LogLine, NodeState, OutboundMessage, ProposalOutcome,
-    ProposalResult, ReadyBatch, SnapshotRestore,
+    ProposalResult, ReadyBatch, SnapshotOptions, SnapshotRestore, MAX_SNAPSHOT_CHUNK_BYTES,
 };
 #[doc(hidden)]
 pub use persist::oversized_prefixes;
@@ -41,12 +36,12 @@ use crate::codec::DecodeError;
 use crate::core::{
     ConfChange, Config, Index, InitialState, NodeId, Payload, Raft, Status, NO_NODE,
 };
+use crate::group::{wire, Group, Pending, SnapshotRefusal};
 use crate::snapshot::{SnapshotError, SnapshotStore};
 use crate::wal::{
     segment_bytes_for_entry, AdvancedOptions, FileLayer, Recovered, SyncMode, Wal, WalError,
     WalOptions,
 };
-use batch::Pending;
 use crossbeam_channel::Sender;
 use driver::{Driver, Input, Round};
 use parking_lot::{Condvar, Mutex};
@@ -105,39 +100,6 @@ pub enum Threading {
     /// hosts that drive many nodes or cheap green threads.
     Inline,
 }
-
-/// When to ask the host for a snapshot, and how to send one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotOptions {
-    /// Ask for a snapshot once this many entries were applied since the
-    /// last one (0: never on this account).
-    pub entries_threshold: u64,
-    /// Ask for a snapshot once this many bytes of entries (payload plus
-    /// [`crate::core::ENTRY_OVERHEAD_BYTES`] each) were delivered since the
-    /// last one (0: never on this account).
-    pub bytes_threshold: u64,
-    /// Bytes of snapshot data per message, at most
-    /// [`MAX_SNAPSHOT_CHUNK_BYTES`].
-    pub chunk_size: u64,
-    /// Chunks in flight per follower, unacknowledged: the memory one
-    /// transfer may hold is about this many chunks, encoded.
-    pub window_chunks: u64,
-}
-
-impl Default for SnapshotOptions {
-    fn default() -> Self {
-        SnapshotOptions {
-            entries_threshold: 0,
-            bytes_threshold: 0,
-            chunk_size: MAX_SNAPSHOT_CHUNK_BYTES,
-            window_chunks: 4,
-        }
-    }
-}
-
-/// The largest snapshot chunk: the stream transport (docs/WIRE.md) carries
-/// chunks of at most 1 MiB.
-pub const MAX_SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 
 impl NodeConfig {
     pub fn new(id: NodeId, data_dir: impl Into<PathBuf>) -> NodeConfig {
@@ -260,6 +222,23 @@ impl fmt::Display for NodeError {
 
 impl std::error::Error for NodeError {}
 
+impl From<SnapshotRefusal> for NodeError {
+    fn from(refusal: SnapshotRefusal) -> NodeError {
+        match refusal {
+            SnapshotRefusal::NotApplied { index, applied } => {
+                NodeError::NotApplied { index, applied }
+            }
+            SnapshotRefusal::Stale {
+                index,
+                snapshot_index,
+            } => NodeError::StaleSnapshot {
+                index,
+                snapshot_index,
+            },
+        }
+    }
+}
+
 /// What the host sees, filled by the node's threads, taken by `poll_ready`.
 struct Outbox {
     pending: Pending,
@@ -330,8 +309,12 @@ impl Shared {
         )
     }
 
-    pub(crate) fn publish_status(&self, raft: &Raft) {
-        raft.fill_status(&mut self.status.lock());
+    pub(crate) fn publish_status(&self, group: &Group) {
+        group.fill_status(&mut self.status.lock());
+    }
+
+    pub(crate) fn log_level(&self) -> LogLevel {
+        LogLevel::from_u8(self.log_level.load(Ordering::Relaxed)).unwrap_or(LogLevel::Off)
     }
 }
 

@@ -281,6 +281,32 @@ impl Pending {
         }
     }
 
+    /// Moves everything in `other` behind what this batch holds, leaving
+    /// `other` empty: a restore first (it supersedes committed entries and
+    /// a snapshot request here that it covers), then the lists in order,
+    /// then the newer state and snapshot request.
+    pub(crate) fn absorb(&mut self, other: &mut Pending) {
+        if let Some(restore) = other.restore.take() {
+            self.set_restore(restore);
+        }
+        self.push_messages(other.messages.drain(..));
+        self.committed.append(&mut other.committed);
+        self.outcomes.append(&mut other.outcomes);
+        self.reads.append(&mut other.reads);
+        if let Some(index) = other.snapshot_wanted.take() {
+            self.set_snapshot_wanted(index);
+        }
+        if other.state_changed {
+            self.set_state(other.state);
+            other.state_changed = false;
+        }
+        for line in other.logs.drain(..) {
+            self.push_log(line);
+        }
+        self.dropped_log_lines += std::mem::take(&mut other.dropped_log_lines);
+        self.dropped_messages += std::mem::take(&mut other.dropped_messages);
+    }
+
     /// Hands the batch out and starts an empty one that remembers the state.
     pub(crate) fn take(&mut self) -> ReadyBatch {
         let mut logs = std::mem::take(&mut self.logs);
