@@ -35,11 +35,13 @@ fn workload(wal: &Wal, count: u64, max_batch: u64, rng: &mut TestRng) -> Vec<Wri
         let hard_state = hs(1, next);
         wal.append(&es, Some(&hard_state)).unwrap();
         let (seq, end) = wal.write_position();
-        // A batch that rotated starts after the new segment's restated state.
+        // The first batch in a segment starts right after its header, with
+        // the group's start record.
         let start = match out.last() {
             Some(Written { seq: s, end: e, .. }) if *s == seq => *e,
-            _ => end - batch_len(&es),
+            _ => SEGMENT_HEADER,
         };
+        assert!(end - start >= batch_len(&es));
         out.push(Written {
             entries: es,
             hard_state,
@@ -52,9 +54,15 @@ fn workload(wal: &Wal, count: u64, max_batch: u64, rng: &mut TestRng) -> Vec<Wri
     out
 }
 
-/// Bytes a batch of `es` plus a hard state occupies (docs/DISK-FORMAT.md).
+/// Bytes of a segment header, and of a record header (docs/DISK-FORMAT.md).
+const SEGMENT_HEADER: u64 = 64;
+const RECORD_HEADER: usize = 40;
+
+/// Bytes a batch of `es` plus a hard state occupies (docs/DISK-FORMAT.md),
+/// without the group's start record that opens its first batch in a
+/// segment.
 fn batch_len(es: &[Entry]) -> u64 {
-    let record = |payload: usize| 32 + payload.div_ceil(8) * 8;
+    let record = |payload: usize| RECORD_HEADER + payload.div_ceil(8) * 8;
     let entries: usize = es.iter().map(|e| record(e.data.len())).sum();
     (entries + record(25) + record(8)) as u64
 }
@@ -292,7 +300,7 @@ fn a_bad_checksum_in_a_sealed_segment_is_a_hard_error_naming_file_and_offset() {
     let first = batches.iter().find(|b| b.seq == 1).unwrap();
     let path = segment_path(dir.path(), 1);
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    // The first byte of the first entry's term.
+    // A byte of the first record's index field (the group's start record).
     file.write_all_at(&[0x80], first.start + 24).unwrap();
     let err = reopen(dir.path(), 4096).map(|_| ()).unwrap_err();
     match &err {
@@ -437,24 +445,33 @@ fn a_crash_part_way_through_prefix_deletion_recovers() {
 #[test]
 fn index_discontinuity_between_segments_is_detected() {
     let (dir, files) = closed_log("rec-continuity");
-    // Rewrite segment 3's first index (bytes 32..40) with a valid header
-    // checksum (bytes 60..64, CRC-32 of bytes 0..60).
-    let mut header = [0u8; 64];
+    // Segment 3 opens with the group's start record, whose index (bytes
+    // 24..32 of the record) says where the group's log ended before it.
+    // Move it on by one and give the record a valid checksum: CRC-32 of
+    // the segment's salt (header bytes 24..32), then the record from its
+    // byte 4 to its padded end.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&files[2])
         .unwrap();
-    file.read_exact_at(&mut header, 0).unwrap();
-    let first = u64::from_le_bytes(header[32..40].try_into().unwrap());
-    header[32..40].copy_from_slice(&(first + 1).to_le_bytes());
-    let crc = crc32fast::hash(&header[..60]);
-    header[60..].copy_from_slice(&crc.to_le_bytes());
-    file.write_all_at(&header, 0).unwrap();
+    let mut bytes = vec![0u8; 4096];
+    file.read_exact_at(&mut bytes, 0).unwrap();
+    let at = SEGMENT_HEADER as usize;
+    assert_eq!(bytes[at + 8], 5, "a group start record");
+    let payload_len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+    let end = at + RECORD_HEADER + payload_len.div_ceil(8) * 8;
+    let index = u64::from_le_bytes(bytes[at + 24..at + 32].try_into().unwrap());
+    bytes[at + 24..at + 32].copy_from_slice(&(index + 1).to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&bytes[24..32]);
+    crc.update(&bytes[at + 4..end]);
+    bytes[at..at + 4].copy_from_slice(&crc.finalize().to_le_bytes());
+    file.write_all_at(&bytes[at..end], at as u64).unwrap();
     match reopen(dir.path(), 4096).map(|_| ()) {
         Err(WalError::Corrupt { path, reason, .. }) => {
             assert_eq!(path, files[2]);
-            assert!(reason.contains("starts at index"), "{reason}");
+            assert!(reason.contains("starts after index"), "{reason}");
         }
         other => panic!("expected corruption, got {other:?}"),
     }

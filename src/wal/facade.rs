@@ -3,13 +3,15 @@
 
 use super::file::{try_lock_exclusive, FileLayer};
 use super::group_commit::GroupCommit;
+use super::groups::{fresh_log, Groups};
 use super::log_state::LogState;
 use super::prepare::{prepare_segment, PendingSegment};
 use super::recovery::recover;
 use super::segment::{io_error, EntryLoc, Segment};
-use super::writer::{BatchView, Writer};
+use super::writer::{Op, Writer};
 use super::{
-    AdvancedOptions, Recovered, RecoveryReport, SyncMode, WalError, WalOptions, WriteTicket,
+    AdvancedOptions, GroupWrite, Recovered, RecoveredGroups, RecoveryReport, SyncMode, WalError,
+    WalOptions, WriteTicket, DEFAULT_GROUP,
 };
 use crate::core::{Entry, HardState, Index, SnapshotMeta, Term};
 use parking_lot::{Mutex, RwLock};
@@ -26,9 +28,10 @@ pub const MIN_SEGMENT_SIZE: u64 = 4096;
 /// and offsets within a segment are stored as 32-bit numbers.
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 
-/// What readers share: the live entries and the segments holding them.
+/// What readers share: every group's live entries and the segments
+/// holding them.
 pub(super) struct LogView {
-    pub state: LogState<EntryLoc>,
+    pub groups: Groups<EntryLoc>,
     pub segments: BTreeMap<u64, Arc<Segment>>,
 }
 
@@ -50,7 +53,7 @@ pub struct Wal {
 
 impl Wal {
     /// Opens (creating if needed) the WAL in `dir`, locks the directory and
-    /// recovers what it holds.
+    /// recovers what it holds; returns what [`DEFAULT_GROUP`] holds.
     pub fn open(dir: &Path, options: WalOptions) -> Result<(Wal, Recovered), WalError> {
         Wal::open_with(dir, options, AdvancedOptions::default())
     }
@@ -62,6 +65,26 @@ impl Wal {
         options: WalOptions,
         advanced: AdvancedOptions,
     ) -> Result<(Wal, Recovered), WalError> {
+        let (wal, mut groups) = Wal::open_groups_with(dir, options, advanced)?;
+        let recovered = groups.remove(&DEFAULT_GROUP).unwrap_or_default();
+        Ok((wal, recovered))
+    }
+
+    /// [`Wal::open`] returning what every group holds.
+    pub fn open_groups(
+        dir: &Path,
+        options: WalOptions,
+    ) -> Result<(Wal, RecoveredGroups), WalError> {
+        Wal::open_groups_with(dir, options, AdvancedOptions::default())
+    }
+
+    /// [`Wal::open_groups`] with a chosen file layer, write method and
+    /// preparation policy.
+    pub fn open_groups_with(
+        dir: &Path,
+        options: WalOptions,
+        advanced: AdvancedOptions,
+    ) -> Result<(Wal, RecoveredGroups), WalError> {
         if options.segment_size < MIN_SEGMENT_SIZE
             || options.segment_size > MAX_SEGMENT_SIZE
             || options.segment_size % 8 != 0
@@ -121,7 +144,7 @@ impl Wal {
             prepare_ahead: advanced.prepare_ahead,
             writer: Mutex::new(Writer::new(active.clone(), end, pending)),
             log: RwLock::new(LogView {
-                state: recovery.state,
+                groups: recovery.groups,
                 segments,
             }),
             commit: GroupCommit::new(files, write_method, active.clone(), end),
@@ -131,16 +154,17 @@ impl Wal {
         wal.ready_for_appends(&active);
         if fresh {
             let mut w = wal.writer.lock();
-            let end = wal.activate(&mut w, &active)?;
+            let end = wal.activate(&active)?;
             w.end = end;
             wal.commit.switch_segment(active, end);
         }
         Ok((wal, recovery.recovered))
     }
 
-    /// Appends one batch and returns once it is durable. If the first entry's
-    /// index is at or below the last index, the stored suffix from there is
-    /// replaced. Concurrent callers share syncs (group commit).
+    /// Appends one batch to [`DEFAULT_GROUP`] and returns once it is
+    /// durable. If the first entry's index is at or below the last index,
+    /// the stored suffix from there is replaced. Concurrent callers share
+    /// syncs (group commit).
     pub fn append(
         &self,
         entries: &[Entry],
@@ -160,17 +184,39 @@ impl Wal {
         entries: &[Entry],
         hard_state: Option<&HardState>,
     ) -> Result<WriteTicket, WalError> {
-        self.commit.check_poisoned()?;
-        if entries.is_empty() && hard_state.is_none() {
-            return Ok(self.commit.last_written());
-        }
-        let mut w = self.writer.lock();
-        let batch = BatchView {
+        self.write_groups(&[GroupWrite {
+            group: DEFAULT_GROUP,
             snapshot: None,
             entries,
             hard_state,
-        };
-        self.write_locked(&mut w, batch)
+        }])
+    }
+
+    /// Writes the writes of many groups as one batch (all or none of it
+    /// survives a crash) and returns a ticket for [`Wal::wait_durable`]:
+    /// one sync makes every group's writes durable. Each group's writes
+    /// follow the rules of [`Wal::write`] and [`Wal::save_snapshot`]; a
+    /// group may appear once. Nothing is written if any part is invalid.
+    /// Empty writes are skipped; with nothing left, returns the last
+    /// batch's ticket.
+    pub fn write_groups(&self, writes: &[GroupWrite<'_>]) -> Result<WriteTicket, WalError> {
+        self.commit.check_poisoned()?;
+        let ops: Vec<Op<'_>> = writes
+            .iter()
+            .filter(|w| !w.is_empty())
+            .map(|&w| Op::Write(w))
+            .collect();
+        if ops.is_empty() {
+            return Ok(self.commit.last_written());
+        }
+        let mut w = self.writer.lock();
+        self.write_locked(&mut w, &ops)
+    }
+
+    /// [`Wal::write_groups`], then waits until the batch is durable.
+    pub fn append_groups(&self, writes: &[GroupWrite<'_>]) -> Result<(), WalError> {
+        let ticket = self.write_groups(writes)?;
+        self.wait_durable(ticket)
     }
 
     /// Returns once the batch of `ticket` (and every batch before it) is
@@ -183,121 +229,235 @@ impl Wal {
         }
     }
 
-    /// Entries in `[lo, hi)`, stopping early once `max_bytes` is reached,
-    /// counting [`Entry::size`] per entry (at least one entry is returned
-    /// when the range is not empty).
-    pub fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, WalError> {
-        self.commit.check_poisoned()?;
+    /// Runs `f` on `group`'s log, or on an empty one if the group has
+    /// never been written (or was removed).
+    fn read_group<R>(&self, group: u64, f: impl FnOnce(&LogState<EntryLoc>, &LogView) -> R) -> R {
         let log = self.log.read();
-        let (first, last) = (log.state.first_index(), log.state.last_index());
-        if lo > hi || lo < first || hi > last + 1 {
-            return Err(WalError::Invalid(format!(
-                "entries [{lo}, {hi}) are outside the stored log [{first}, {last}]"
-            )));
+        match log.groups.map.get(&group) {
+            Some(g) => f(&g.log, &log),
+            None => f(&fresh_log(), &log),
         }
-        let mut out = Vec::new();
-        let mut total = 0u64;
-        for (index, (term, loc)) in log.state.iter_from(lo).take((hi - lo) as usize) {
-            let data = log
-                .segments
-                .get(&loc.seq)
-                .and_then(|s| s.read(loc.offset as usize, loc.len as usize))
-                .ok_or_else(|| {
-                    WalError::Invalid(format!("entry {index} points outside its segment"))
-                })?;
-            let entry = Entry {
-                index,
-                term: *term,
-                kind: loc.kind,
-                data: data.into(),
-            };
-            total += entry.size();
-            if total > max_bytes && !out.is_empty() {
-                break;
+    }
+
+    /// [`DEFAULT_GROUP`]'s entries in `[lo, hi)`: see [`Wal::entries_of`].
+    pub fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, WalError> {
+        self.entries_of(DEFAULT_GROUP, lo, hi, max_bytes)
+    }
+
+    /// `group`'s entries in `[lo, hi)`, stopping early once `max_bytes` is
+    /// reached, counting [`Entry::size`] per entry (at least one entry is
+    /// returned when the range is not empty).
+    pub fn entries_of(
+        &self,
+        group: u64,
+        lo: Index,
+        hi: Index,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, WalError> {
+        self.commit.check_poisoned()?;
+        self.read_group(group, |state, log| {
+            let (first, last) = (state.first_index(), state.last_index());
+            if lo > hi || lo < first || hi > last + 1 {
+                return Err(WalError::Invalid(format!(
+                    "entries [{lo}, {hi}) of group {group} are outside the stored log [{first}, {last}]"
+                )));
             }
-            out.push(entry);
-        }
-        Ok(out)
+            let mut out = Vec::new();
+            let mut total = 0u64;
+            for (index, (term, loc)) in state.iter_from(lo).take((hi - lo) as usize) {
+                let data = log
+                    .segments
+                    .get(&loc.seq)
+                    .and_then(|s| s.read(loc.offset as usize, loc.len as usize))
+                    .ok_or_else(|| {
+                        WalError::Invalid(format!(
+                            "entry {index} of group {group} points outside its segment"
+                        ))
+                    })?;
+                let entry = Entry {
+                    index,
+                    term: *term,
+                    kind: loc.kind,
+                    data: data.into(),
+                };
+                total += entry.size();
+                if total > max_bytes && !out.is_empty() {
+                    break;
+                }
+                out.push(entry);
+            }
+            Ok(out)
+        })
     }
 
-    /// The term of the entry at `index`, if stored (or if it is the
-    /// snapshot's index).
+    /// The term of [`DEFAULT_GROUP`]'s entry at `index`: see [`Wal::term_of`].
     pub fn term(&self, index: Index) -> Result<Option<Term>, WalError> {
-        self.commit.check_poisoned()?;
-        Ok(self.log.read().state.term(index))
+        self.term_of(DEFAULT_GROUP, index)
     }
 
-    /// Index of the first stored entry (snapshot index + 1 when empty).
+    /// The term of `group`'s entry at `index`, if stored (or if it is the
+    /// snapshot's index).
+    pub fn term_of(&self, group: u64, index: Index) -> Result<Option<Term>, WalError> {
+        self.commit.check_poisoned()?;
+        Ok(self.read_group(group, |state, _| state.term(index)))
+    }
+
+    /// [`DEFAULT_GROUP`]'s first index: see [`Wal::first_index_of`].
     pub fn first_index(&self) -> Index {
-        self.log.read().state.first_index()
+        self.first_index_of(DEFAULT_GROUP)
     }
 
-    /// Index of the last stored entry (snapshot index when empty).
+    /// Index of `group`'s first stored entry (snapshot index + 1 when empty).
+    pub fn first_index_of(&self, group: u64) -> Index {
+        self.read_group(group, |state, _| state.first_index())
+    }
+
+    /// [`DEFAULT_GROUP`]'s last index: see [`Wal::last_index_of`].
     pub fn last_index(&self) -> Index {
-        self.log.read().state.last_index()
+        self.last_index_of(DEFAULT_GROUP)
     }
 
-    /// The last hard state written.
+    /// Index of `group`'s last stored entry (snapshot index when empty).
+    pub fn last_index_of(&self, group: u64) -> Index {
+        self.read_group(group, |state, _| state.last_index())
+    }
+
+    /// The last hard state written for [`DEFAULT_GROUP`].
     pub fn hard_state(&self) -> HardState {
-        self.log.read().state.hard_state
+        self.hard_state_of(DEFAULT_GROUP)
     }
 
-    /// The last snapshot metadata written.
+    /// The last hard state written for `group` (default if none).
+    pub fn hard_state_of(&self, group: u64) -> HardState {
+        self.read_group(group, |state, _| state.hard_state)
+    }
+
+    /// The last snapshot metadata written for [`DEFAULT_GROUP`].
     pub fn snapshot(&self) -> Option<SnapshotMeta> {
-        self.log.read().state.snapshot.clone()
+        self.snapshot_of(DEFAULT_GROUP)
     }
 
-    /// Records snapshot metadata durably. If the log does not hold the
-    /// snapshot's last entry (with its term), every stored entry is
-    /// discarded and the log continues after the snapshot.
+    /// The last snapshot metadata written for `group`.
+    pub fn snapshot_of(&self, group: u64) -> Option<SnapshotMeta> {
+        self.read_group(group, |state, _| state.snapshot.clone())
+    }
+
+    /// The groups the WAL holds (written and not removed), in id order.
+    pub fn groups(&self) -> Vec<u64> {
+        self.log.read().groups.map.keys().copied().collect()
+    }
+
+    /// Records snapshot metadata of [`DEFAULT_GROUP`] durably: see
+    /// [`Wal::save_snapshot_of`].
     pub fn save_snapshot(&self, meta: &SnapshotMeta) -> Result<(), WalError> {
-        self.commit.check_poisoned()?;
-        let ticket = {
-            let mut w = self.writer.lock();
-            let batch = BatchView {
-                snapshot: Some(meta),
-                entries: &[],
-                hard_state: None,
-            };
-            self.write_locked(&mut w, batch)?
-        };
-        self.wait_durable(ticket)
+        self.save_snapshot_of(DEFAULT_GROUP, meta)
     }
 
-    /// Deletes whole segments whose entries all lie at or below `upto`,
-    /// which must be covered by a saved snapshot. The active segment is
-    /// never deleted; entries at or below `upto` that share a segment with
-    /// later ones stay readable.
+    /// Records snapshot metadata of `group` durably. If the log does not
+    /// hold the snapshot's last entry (with its term), every stored entry
+    /// of the group is discarded and its log continues after the snapshot.
+    pub fn save_snapshot_of(&self, group: u64, meta: &SnapshotMeta) -> Result<(), WalError> {
+        self.append_groups(&[GroupWrite {
+            group,
+            snapshot: Some(meta),
+            ..GroupWrite::default()
+        }])
+    }
+
+    /// [`Wal::compact_group`] for [`DEFAULT_GROUP`].
     pub fn compact(&self, upto: Index) -> Result<(), WalError> {
+        self.compact_group(DEFAULT_GROUP, upto)
+    }
+
+    /// Lets `group`'s entries up to `upto`, which must be covered by the
+    /// group's saved snapshot, be deleted, then deletes the oldest segments
+    /// that no group needs any more. The active segment is never deleted;
+    /// entries at or below `upto` that share a segment with later ones, or
+    /// with records another group needs, stay readable.
+    pub fn compact_group(&self, group: u64, upto: Index) -> Result<(), WalError> {
         self.commit.check_poisoned()?;
-        let _writer = self.writer.lock();
-        let snapshot_index = self
-            .log
-            .read()
-            .state
-            .snapshot
-            .as_ref()
-            .map_or(0, |s| s.index);
-        if upto > snapshot_index {
-            return Err(WalError::Invalid(format!(
-                "compaction up to {upto} is not covered by the snapshot at {snapshot_index}"
-            )));
-        }
-        let segments: Vec<Arc<Segment>> = self.log.read().segments.values().cloned().collect();
-        let new_head = compaction_head(&segments, upto);
-        if new_head == 0 {
-            return Ok(());
-        }
+        let mut w = self.writer.lock();
         {
             let mut log = self.log.write();
-            for s in &segments[..new_head] {
-                log.segments.remove(&s.seq);
+            let g = log.groups.map.get_mut(&group);
+            let snapshot_index = g
+                .as_ref()
+                .and_then(|g| g.log.snapshot.as_ref())
+                .map_or(0, |s| s.index);
+            if upto > snapshot_index {
+                return Err(WalError::Invalid(format!(
+                    "compaction of group {group} up to {upto} is not covered by the snapshot at {snapshot_index}"
+                )));
             }
-            log.state.drop_before(segments[new_head].first_index());
+            if let Some(g) = g {
+                g.compacted = g.compacted.max(upto);
+            }
         }
+        self.purge(&mut w)
+    }
+
+    /// Removes `group`: a durable tombstone keeps recovery from bringing
+    /// it back, and its segments may go. Writing to the group afterwards
+    /// starts a new, empty log.
+    pub fn remove_group(&self, group: u64) -> Result<(), WalError> {
+        self.commit.check_poisoned()?;
+        if !self.log.read().groups.map.contains_key(&group) {
+            return Ok(());
+        }
+        let mut w = self.writer.lock();
+        let ticket = self.write_locked(&mut w, &[Op::Remove(group)])?;
+        if self.options.sync == SyncMode::Always {
+            self.commit.wait_durable(ticket, false)?;
+        }
+        self.purge(&mut w)
+    }
+
+    /// The groups that keep the oldest segments from being deleted, oldest
+    /// pinned segment first, at most `max` of them, each with the first
+    /// entry index it still needs. A group that got a snapshot and
+    /// compacted past that index lets them go: the hint to send a snapshot
+    /// to a lagging group, or to compact an idle one.
+    pub fn groups_pinning_oldest(&self, max: usize) -> Vec<(u64, Index)> {
+        let w = self.writer.lock();
+        let log = self.log.read();
+        let oldest = log.segments.keys().next().copied().unwrap_or(w.active.seq);
+        let mut pins = log.groups.pinning(oldest, w.active.seq);
+        pins.truncate(max);
+        pins
+    }
+
+    /// Deletes the oldest segments that no group needs (the caller holds
+    /// the writer lock). Groups whose only records there are their state
+    /// get it restated in the active segment first.
+    fn purge(&self, w: &mut Writer) -> Result<(), WalError> {
+        let oldest = self.log.read().segments.keys().next().copied();
+        let Some(oldest) = oldest else { return Ok(()) };
+        let (head, restate) = self.log.read().groups.purge_plan(oldest, w.active.seq);
+        if head <= oldest {
+            return Ok(());
+        }
+        let mut last = None;
+        for group in restate {
+            let rewrite = GroupWrite {
+                group,
+                ..GroupWrite::default()
+            };
+            last = Some(self.write_locked(w, &[Op::Write(rewrite)])?);
+        }
+        if let (Some(ticket), SyncMode::Always) = (last, self.options.sync) {
+            self.commit.wait_durable(ticket, false)?;
+        }
+        let doomed: Vec<Arc<Segment>> = {
+            let mut log = self.log.write();
+            let kept = log.segments.split_off(&head);
+            log.groups.drop_segments_before(head);
+            std::mem::replace(&mut log.segments, kept)
+                .into_values()
+                .collect()
+        };
         // Oldest first: a crash part-way leaves a shorter prefix deleted,
         // which is itself a valid log.
-        for s in &segments[..new_head] {
+        for s in &doomed {
             self.files
                 .remove(&s.path)
                 .map_err(|e| io_error("unlink", &s.path, e))?;
@@ -328,28 +488,6 @@ impl Wal {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-}
-
-/// How many of the oldest `segments` (the last is the active one) can be
-/// deleted when entries up to `upto` are no longer needed. Segment `h` may
-/// become the head when everything before its first index is at or below
-/// `upto` and no segment from `h` on rewrites an entry before that index
-/// (replay from `h` must never reach below its start). Every intermediate
-/// head must qualify too, because deletion is not atomic.
-fn compaction_head(segments: &[Arc<Segment>], upto: Index) -> usize {
-    let mut suffix_min = vec![u64::MAX; segments.len() + 1];
-    for (i, s) in segments.iter().enumerate().rev() {
-        suffix_min[i] = suffix_min[i + 1].min(s.min_entry_index());
-    }
-    let mut head = 0;
-    for (h, s) in segments.iter().enumerate().skip(1) {
-        let first = s.first_index();
-        if first.saturating_sub(1) > upto || suffix_min[h] < first {
-            break;
-        }
-        head = h;
-    }
-    head
 }
 
 impl Drop for Wal {

@@ -5,6 +5,7 @@
 mod facade;
 mod file;
 mod group_commit;
+mod groups;
 mod log_state;
 mod prepare;
 mod record;
@@ -59,7 +60,33 @@ impl Default for WalOptions {
     }
 }
 
-/// What [`Wal::open`] found on disk.
+/// The group the single-group methods ([`Wal::append`], [`Wal::entries`],
+/// [`Wal::compact`], ...) address: a node hosting one Raft group writes it
+/// as this group. Any `u64` names a group; this one is not special on disk.
+pub const DEFAULT_GROUP: u64 = 0;
+
+/// One group's part of a batch ([`Wal::write_groups`]): optional snapshot
+/// metadata, then entries, then an optional hard state, under the same
+/// rules as a one-group [`Wal::write`] and [`Wal::save_snapshot`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GroupWrite<'a> {
+    pub group: u64,
+    pub snapshot: Option<&'a SnapshotMeta>,
+    pub entries: &'a [Entry],
+    pub hard_state: Option<&'a HardState>,
+}
+
+impl GroupWrite<'_> {
+    /// Writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+    }
+}
+
+/// What [`Wal::open_groups`] found on disk: every group present, by id.
+pub type RecoveredGroups = std::collections::BTreeMap<u64, Recovered>;
+
+/// What [`Wal::open`] found on disk for one group.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
     /// The last hard state written (default if none).

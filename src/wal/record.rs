@@ -6,15 +6,16 @@ use crate::core::{EntryKind, Index, Term};
 
 /// First bytes of every segment file.
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"EMBRAFTW";
-/// Version of the segment and record layout described here.
-pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 1;
+/// Version of the segment and record layout described here. Version 1
+/// (one log per directory, no group ids) is not readable by this build.
+pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 2;
 /// Checksum algorithm id stored in the segment header: CRC-32 (IEEE 802.3
 /// polynomial, as computed by crc32fast).
 pub(crate) const CHECKSUM_CRC32_IEEE: u32 = 1;
 /// Bytes reserved for the segment header; records start here.
 pub(crate) const SEGMENT_HEADER_LEN: usize = 64;
 /// Bytes of a record header; the payload follows.
-pub(crate) const RECORD_HEADER_LEN: usize = 32;
+pub(crate) const RECORD_HEADER_LEN: usize = 40;
 /// Every record starts and ends on this alignment.
 pub(crate) const RECORD_ALIGN: usize = 8;
 /// Payload length of a batch-commit record.
@@ -32,15 +33,11 @@ pub(crate) fn record_len(payload_len: usize) -> usize {
 
 /// The smallest segment size (a multiple of 8) that holds a batch of one
 /// entry of `entry_bytes` bytes with its hard state and commit records,
-/// behind the segment header and the state restated at the segment's start
-/// (a hard state, and snapshot metadata whose membership names
-/// `membership_ids` node ids across its four lists). A smaller segment
-/// refuses such a batch, which stops the node that wrote it.
+/// behind the segment header and the group's state restated at its first
+/// write in the segment (a hard state, and snapshot metadata whose
+/// membership names `membership_ids` node ids across its four lists). A
+/// smaller segment refuses such a batch, which stops the node that wrote it.
 pub fn segment_bytes_for_entry(entry_bytes: u64, membership_ids: usize) -> u64 {
-    let mut payload = Vec::new();
-    crate::codec::encode_hard_state(&Default::default(), &mut payload);
-    let hard_state = record_len(payload.len()) as u64;
-    payload.clear();
     let meta = crate::core::SnapshotMeta {
         conf_state: crate::core::ConfState {
             voters: vec![0; membership_ids],
@@ -48,15 +45,61 @@ pub fn segment_bytes_for_entry(entry_bytes: u64, membership_ids: usize) -> u64 {
         },
         ..Default::default()
     };
-    crate::codec::encode_snapshot_meta(&meta, &mut payload);
-    let snapshot = record_len(payload.len()) as u64;
+    let mut payload = Vec::new();
+    encode_restate(&Default::default(), Some(&meta), &mut payload);
+    let restate = record_len(payload.len()) as u64;
+    payload.clear();
+    crate::codec::encode_hard_state(&Default::default(), &mut payload);
+    let hard_state = record_len(payload.len()) as u64;
     let commit = record_len(COMMIT_PAYLOAD_LEN) as u64;
-    let restated = snapshot + hard_state + commit;
     // `record_len` in u64, saturating: `entry_bytes` is the host's.
     let align = RECORD_ALIGN as u64 - 1;
     let entry =
         (RECORD_HEADER_LEN as u64).saturating_add(entry_bytes.saturating_add(align) & !align);
-    entry.saturating_add(SEGMENT_HEADER_LEN as u64 + restated + hard_state + commit)
+    entry.saturating_add(SEGMENT_HEADER_LEN as u64 + restate + hard_state + commit)
+}
+
+/// Encodes the payload of a group-start record: the group's hard state and
+/// snapshot metadata (if any) as they stand before its first batch in a
+/// segment. The hard state is length-prefixed so the snapshot needs no
+/// length of its own.
+pub(crate) fn encode_restate(
+    hs: &crate::core::HardState,
+    snapshot: Option<&crate::core::SnapshotMeta>,
+    out: &mut Vec<u8>,
+) {
+    let at = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    crate::codec::encode_hard_state(hs, out);
+    let hs_len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&hs_len.to_le_bytes());
+    if let Some(s) = snapshot {
+        crate::codec::encode_snapshot_meta(s, out);
+    }
+}
+
+/// Decodes a group-start payload written by [`encode_restate`].
+pub(crate) fn decode_restate(
+    payload: &[u8],
+) -> Result<(crate::core::HardState, Option<crate::core::SnapshotMeta>), String> {
+    let hs_len = payload
+        .get(..4)
+        .map(|b| u32_at(b, 0) as usize)
+        .ok_or("group start payload too short")?;
+    let hs_bytes = payload
+        .get(4..4 + hs_len)
+        .ok_or("group start hard state runs past the payload")?;
+    let hs = crate::codec::decode_hard_state(hs_bytes).map_err(|e| format!("hard state: {e}"))?;
+    let rest = &payload[4 + hs_len..];
+    let snapshot = if rest.is_empty() {
+        None
+    } else {
+        Some(
+            crate::codec::decode_snapshot_meta(rest)
+                .map_err(|e| format!("snapshot metadata: {e}"))?,
+        )
+    };
+    Ok((hs, snapshot))
 }
 
 /// The fixed header at offset 0 of every segment.
@@ -67,9 +110,6 @@ pub(crate) struct SegmentHeader {
     /// Random per-segment value mixed into every record checksum, so bytes
     /// left over from an earlier life of the file never validate.
     pub salt: u64,
-    /// Index the first entry appended after this segment was opened gets
-    /// (the log's last index + 1 at that moment).
-    pub first_index: Index,
     /// Size of the segment file in bytes.
     pub segment_size: u64,
 }
@@ -82,39 +122,40 @@ impl SegmentHeader {
         b[12..16].copy_from_slice(&CHECKSUM_CRC32_IEEE.to_le_bytes());
         b[16..24].copy_from_slice(&self.seq.to_le_bytes());
         b[24..32].copy_from_slice(&self.salt.to_le_bytes());
-        b[32..40].copy_from_slice(&self.first_index.to_le_bytes());
-        b[40..48].copy_from_slice(&self.segment_size.to_le_bytes());
+        b[32..40].copy_from_slice(&self.segment_size.to_le_bytes());
         let crc = crc32fast::hash(&b[..SEGMENT_HEADER_LEN - 4]);
         b[SEGMENT_HEADER_LEN - 4..].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
     /// Decodes a header, or says what is wrong with it.
-    pub(crate) fn decode(b: &[u8]) -> Result<SegmentHeader, &'static str> {
+    pub(crate) fn decode(b: &[u8]) -> Result<SegmentHeader, String> {
         if b.len() < SEGMENT_HEADER_LEN {
-            return Err("file shorter than a segment header");
+            return Err("file shorter than a segment header".into());
         }
         let b = &b[..SEGMENT_HEADER_LEN];
         if b[0..8] != SEGMENT_MAGIC {
-            return Err("bad segment magic");
+            return Err("bad segment magic".into());
         }
         if u32_at(b, SEGMENT_HEADER_LEN - 4) != crc32fast::hash(&b[..SEGMENT_HEADER_LEN - 4]) {
-            return Err("segment header checksum mismatch");
+            return Err("segment header checksum mismatch".into());
         }
-        if u32_at(b, 8) != SEGMENT_FORMAT_VERSION {
-            return Err("unsupported segment format version");
+        let version = u32_at(b, 8);
+        if version != SEGMENT_FORMAT_VERSION {
+            return Err(format!(
+                "unsupported segment format version {version} (this build reads version {SEGMENT_FORMAT_VERSION} only)"
+            ));
         }
         if u32_at(b, 12) != CHECKSUM_CRC32_IEEE {
-            return Err("unsupported checksum algorithm");
+            return Err("unsupported checksum algorithm".into());
         }
-        if b[48..SEGMENT_HEADER_LEN - 4].iter().any(|&x| x != 0) {
-            return Err("reserved header bytes are not zero");
+        if b[40..SEGMENT_HEADER_LEN - 4].iter().any(|&x| x != 0) {
+            return Err("reserved header bytes are not zero".into());
         }
         Ok(SegmentHeader {
             seq: u64_at(b, 16),
             salt: u64_at(b, 24),
-            first_index: u64_at(b, 32),
-            segment_size: u64_at(b, 40),
+            segment_size: u64_at(b, 32),
         })
     }
 }
@@ -131,6 +172,12 @@ pub(crate) enum RecordType {
     /// Closes a batch: the records before it back to the previous commit
     /// become valid together. Payload: the number of records it closes.
     Commit = 4,
+    /// Opens a group's records in a segment, restating its state so that
+    /// the group survives the deletion of every older segment. Index: the
+    /// group's last index before it; payload: [`encode_restate`].
+    GroupStart = 5,
+    /// The group was removed: recovery forgets everything before it.
+    Tombstone = 6,
 }
 
 impl RecordType {
@@ -140,6 +187,8 @@ impl RecordType {
             2 => Some(RecordType::HardState),
             3 => Some(RecordType::SnapshotMeta),
             4 => Some(RecordType::Commit),
+            5 => Some(RecordType::GroupStart),
+            6 => Some(RecordType::Tombstone),
             _ => None,
         }
     }
@@ -156,6 +205,8 @@ pub(crate) struct RecordMeta {
     /// bytes were still unsynced) from corruption (a bad record that an
     /// already completed sync had covered).
     pub durable_mark: u32,
+    /// The Raft group the record belongs to (zero for commit records).
+    pub group: u64,
     pub index: Index,
     pub term: Term,
 }
@@ -171,6 +222,7 @@ pub(crate) fn encode_record(out: &mut Vec<u8>, salt: u64, meta: RecordMeta, payl
     out.push(meta.entry_kind);
     out.extend_from_slice(&[0u8; 2]);
     out.extend_from_slice(&meta.durable_mark.to_le_bytes());
+    out.extend_from_slice(&meta.group.to_le_bytes());
     out.extend_from_slice(&meta.index.to_le_bytes());
     out.extend_from_slice(&meta.term.to_le_bytes());
     out.extend_from_slice(payload);
@@ -250,8 +302,9 @@ pub(crate) fn parse_record(buf: &[u8], pos: usize, salt: u64) -> Parsed<'_> {
         kind,
         entry_kind: header[9],
         durable_mark: u32_at(header, 12),
-        index: u64_at(header, 16),
-        term: u64_at(header, 24),
+        group: u64_at(header, 16),
+        index: u64_at(header, 24),
+        term: u64_at(header, 32),
     };
     if kind == RecordType::Entry && EntryKind::from_u8(meta.entry_kind).is_none() {
         return Parsed::Invalid("unknown entry kind");
@@ -287,6 +340,7 @@ mod tests {
             kind,
             entry_kind: 0,
             durable_mark: 64,
+            group: 9,
             index: 7,
             term: 3,
         }
@@ -296,7 +350,7 @@ mod tests {
     fn record_round_trip_and_alignment() {
         let mut buf = Vec::new();
         encode_record(&mut buf, 42, meta(RecordType::Entry), b"hello");
-        assert_eq!(buf.len(), 40);
+        assert_eq!(buf.len(), 48);
         match parse_record(&buf, 0, 42) {
             Parsed::Record {
                 meta: m,
@@ -305,14 +359,14 @@ mod tests {
             } => {
                 assert_eq!(m, meta(RecordType::Entry));
                 assert_eq!(payload, b"hello");
-                assert_eq!(len, 40);
+                assert_eq!(len, 48);
             }
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(parse_record(&buf, 0, 43), Parsed::Invalid(_)));
-        assert!(matches!(parse_record(&buf, 40, 42), Parsed::End));
+        assert!(matches!(parse_record(&buf, 48, 42), Parsed::End));
         assert!(matches!(
-            parse_record(&buf[..39], 0, 42),
+            parse_record(&buf[..47], 0, 42),
             Parsed::Invalid(_)
         ));
     }
@@ -322,7 +376,6 @@ mod tests {
         let h = SegmentHeader {
             seq: 5,
             salt: 99,
-            first_index: 1234,
             segment_size: 1 << 20,
         };
         let b = h.encode();

@@ -3,22 +3,26 @@
 //!
 //! Rules (docs/DISK-FORMAT.md, "Recovery"):
 //! - temporary files and trailing never-used segments are deleted;
-//! - segment sequence numbers and entry indexes must be continuous;
+//! - segment sequence numbers, and each group's entry indexes from one
+//!   segment to the next, must be continuous;
 //! - a sealed segment must hold only whole, valid batches followed by zeros;
 //! - in the tail segment, a torn last batch is cut off and the rest of the
 //!   segment zeroed and synced, unless a valid record after the damage shows
 //!   the damaged bytes had already been synced: that is corruption.
 
 use super::file::FileLayer;
-use super::log_state::{Batch, LogState};
-use super::record::{commit_count, parse_record, Parsed, RecordMeta, RecordType, SegmentHeader};
+use super::groups::{Groups, Restate};
+use super::log_state::Batch;
+use super::record::{commit_count, decode_restate, parse_record, Parsed, RecordMeta};
+use super::record::{RecordType, SegmentHeader};
 use super::record::{RECORD_ALIGN, SEGMENT_HEADER_LEN};
 use super::segment::{
     io_error, parse_segment_file_name, segment_file_name, EntryLoc, Segment, TEMP_SUFFIX,
 };
-use super::{Recovered, RecoveryReport, TailCut, WalError, MAX_SEGMENT_SIZE};
+use super::{Recovered, RecoveredGroups, RecoveryReport, TailCut, WalError, MAX_SEGMENT_SIZE};
 use crate::codec::{decode_hard_state, decode_snapshot_meta};
 use crate::core::{Entry, EntryKind, Payload, Term};
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -30,8 +34,8 @@ pub(crate) struct Recovery {
     pub segments: Vec<Arc<Segment>>,
     /// Where writing continues in the tail segment.
     pub tail_end: usize,
-    pub state: LogState<EntryLoc>,
-    pub recovered: Recovered,
+    pub groups: Groups<EntryLoc>,
+    pub recovered: RecoveredGroups,
     pub report: RecoveryReport,
 }
 
@@ -63,7 +67,7 @@ pub(crate) fn recover(dir: &Path, files: &dyn FileLayer) -> Result<Recovery, Wal
     let mut report = RecoveryReport::default();
     let found = find_segments(dir, files, &mut report)?;
     let used = drop_unused_segments(dir, files, found, &mut report)?;
-    let mut state: Option<LogState<ReplayedEntry>> = None;
+    let mut groups = Groups::default();
     let mut segments = Vec::with_capacity(used.len());
     let mut tail_end = SEGMENT_HEADER_LEN;
     let mut buf = Vec::new();
@@ -75,7 +79,7 @@ pub(crate) fn recover(dir: &Path, files: &dyn FileLayer) -> Result<Recovery, Wal
             f,
             &header,
             is_tail,
-            &mut state,
+            &mut groups,
             &mut buf,
             &mut report,
         )?;
@@ -83,11 +87,11 @@ pub(crate) fn recover(dir: &Path, files: &dyn FileLayer) -> Result<Recovery, Wal
         segments.push(Arc::new(segment));
     }
     report.segments = segments.len();
-    let (state, recovered) = split_off_entries(state.unwrap_or_else(|| LogState::new(0)));
+    let (groups, recovered) = split_off_entries(groups);
     Ok(Recovery {
         segments,
         tail_end,
-        state,
+        groups,
         recovered,
         report,
     })
@@ -132,15 +136,15 @@ fn drop_unused_segments(
     Ok(used)
 }
 
-/// Replays one used segment into `state` (started by the first segment),
-/// repairs it if it is the tail, and maps it. Returns the segment and where
+/// Replays one used segment into `groups`, repairs it if it is the tail,
+/// and maps it. Returns the segment and where
 /// its valid data ends.
 fn recover_segment(
     files: &dyn FileLayer,
     f: Found,
     header: &SegmentHeader,
     is_tail: bool,
-    state: &mut Option<LogState<ReplayedEntry>>,
+    groups: &mut Groups<ReplayedEntry>,
     buf: &mut Vec<u8>,
     report: &mut RecoveryReport,
 ) -> Result<(Segment, usize), WalError> {
@@ -156,22 +160,7 @@ fn recover_segment(
             format!("sealed segment file is {file_len} bytes, its header says {size}"),
         ));
     }
-    if header.first_index == 0 {
-        return Err(corrupt(&f.path, 0, "segment header has first index 0"));
-    }
-    let log = state.get_or_insert_with(|| LogState::new(header.first_index - 1));
-    if header.first_index != log.last_index() + 1 {
-        return Err(corrupt(
-            &f.path,
-            0,
-            format!(
-                "segment starts at index {} but the log before it ends at {}",
-                header.first_index,
-                log.last_index()
-            ),
-        ));
-    }
-    let scan = replay_segment(buf, header, &f.path, log)?;
+    let scan = replay_segment(buf, header, &f.path, groups)?;
     if !scan.clean && !is_tail {
         return Err(scan.damage_error(buf, &f.path));
     }
@@ -179,10 +168,7 @@ fn recover_segment(
         repair_tail(files, &f, header, buf, &scan, file_len, report)?;
     }
     let segment = Segment::map(f.seq, f.path, f.file, size as u64)?;
-    segment.set_identity(header.salt, header.first_index);
-    if let Some(min) = scan.min_entry_index {
-        segment.note_entry_index(min);
-    }
+    segment.set_salt(header.salt);
     Ok((segment, scan.good_end))
 }
 
@@ -228,30 +214,35 @@ fn repair_tail(
         .map_err(|e| io_error("fsync", &f.path, e))
 }
 
-/// Splits the replayed log into the locations the WAL keeps and the
-/// entries after the snapshot that `open` hands back.
-fn split_off_entries(state: LogState<ReplayedEntry>) -> (LogState<EntryLoc>, Recovered) {
-    let after_snapshot = state.snapshot.as_ref().map_or(0, |s| s.index) + 1;
-    let mut entries = Vec::new();
-    let mut index = state.first_index();
-    let state = state.map(|e| {
-        if index >= after_snapshot {
-            entries.push(Entry {
-                index,
-                term: e.term,
-                kind: e.loc.kind,
-                data: e.data,
-            });
+/// Splits the replayed groups into the locations the WAL keeps and the
+/// entries after each group's snapshot that `open` hands back.
+fn split_off_entries(groups: Groups<ReplayedEntry>) -> (Groups<EntryLoc>, RecoveredGroups) {
+    let mut recovered: RecoveredGroups = groups
+        .map
+        .iter()
+        .map(|(&id, g)| {
+            let r = Recovered {
+                hard_state: g.log.hard_state,
+                snapshot: g.log.snapshot.clone(),
+                entries: Vec::new(),
+            };
+            (id, r)
+        })
+        .collect();
+    let groups = groups.map_entries(|id, index, e| {
+        if let Some(r) = recovered.get_mut(&id) {
+            if index > r.snapshot.as_ref().map_or(0, |s| s.index) {
+                r.entries.push(Entry {
+                    index,
+                    term: e.term,
+                    kind: e.loc.kind,
+                    data: e.data,
+                });
+            }
         }
-        index += 1;
         e.loc
     });
-    let recovered = Recovered {
-        hard_state: state.hard_state,
-        snapshot: state.snapshot.clone(),
-        entries,
-    };
-    (state, recovered)
+    (groups, recovered)
 }
 
 /// Lists the segment files in sequence order (checking that no sequence
@@ -347,7 +338,6 @@ struct Scan {
     open_batch: bool,
     /// Nothing but zeros after `good_end`.
     clean: bool,
-    min_entry_index: Option<u64>,
 }
 
 impl Scan {
@@ -367,17 +357,16 @@ impl Scan {
     }
 }
 
-/// Replays the whole batches of one segment into `log`.
+/// Replays the whole batches of one segment into `groups`.
 fn replay_segment(
     buf: &[u8],
     header: &SegmentHeader,
     path: &Path,
-    log: &mut LogState<ReplayedEntry>,
+    groups: &mut Groups<ReplayedEntry>,
 ) -> Result<Scan, WalError> {
     let mut pos = SEGMENT_HEADER_LEN;
     let mut good_end = pos;
     let mut open: Vec<(usize, RecordMeta, Range<usize>)> = Vec::new();
-    let mut min_entry_index = None::<u64>;
     let damage = loop {
         match parse_record(buf, pos, header.salt) {
             Parsed::End => break None,
@@ -393,14 +382,9 @@ fn replay_segment(
                 if commit_count(payload) != Some(open.len() as u32) {
                     break Some("commit record does not match its batch");
                 }
-                let batch = decode_batch(buf, header.seq, path, &open)?;
-                if let Some(first) = batch.entries.first() {
-                    let first = first.0;
-                    min_entry_index = Some(min_entry_index.map_or(first, |m| m.min(first)));
+                for part in decode_batch(buf, header.seq, path, &open)? {
+                    apply_part(groups, header.seq, path, part)?;
                 }
-                log.check_batch(&batch)
-                    .map_err(|why| corrupt(path, open.first().map_or(pos, |r| r.0), why))?;
-                log.apply_batch(batch);
                 open.clear();
                 pos += len;
                 good_end = pos;
@@ -414,25 +398,113 @@ fn replay_segment(
         damage,
         open_batch: !open.is_empty(),
         clean,
-        min_entry_index,
     })
 }
 
-/// Decodes the records of one committed batch. Bytes that passed the
-/// checksum but do not decode are corruption, never a tear.
+/// One group's records in a committed batch: a tombstone, or writes.
+struct Part {
+    /// Offset of the part's first record, for errors.
+    at: usize,
+    group: u64,
+    removed: bool,
+    start: Option<Restate>,
+    batch: Batch<ReplayedEntry>,
+}
+
+/// Applies one part of a batch through the same rules as a live write.
+fn apply_part(
+    groups: &mut Groups<ReplayedEntry>,
+    seq: u64,
+    path: &Path,
+    part: Part,
+) -> Result<(), WalError> {
+    let Part {
+        at,
+        group,
+        removed,
+        start,
+        batch,
+    } = part;
+    if removed {
+        groups.remove(group);
+        return Ok(());
+    }
+    if let Some(restate) = start {
+        groups
+            .start(group, seq, restate)
+            .map_err(|why| corrupt(path, at, why))?;
+    }
+    groups
+        .check(group, &batch)
+        .and_then(|()| groups.apply(group, seq, batch))
+        .map_err(|why| corrupt(path, at, why))
+}
+
+/// Where a record may stand in its group's part of a batch: a start, a
+/// snapshot, entries, a hard state, in this order (entries repeat).
+fn rank(kind: RecordType) -> u8 {
+    match kind {
+        RecordType::GroupStart => 1,
+        RecordType::SnapshotMeta => 2,
+        RecordType::Entry => 3,
+        RecordType::HardState => 4,
+        RecordType::Tombstone | RecordType::Commit => 5,
+    }
+}
+
+/// Decodes the records of one committed batch into its groups' parts.
+/// Bytes that passed the checksum but do not decode, or records out of
+/// the order writers produce, are corruption, never a tear.
 fn decode_batch(
     buf: &[u8],
     seq: u64,
     path: &Path,
     records: &[(usize, RecordMeta, Range<usize>)],
-) -> Result<Batch<ReplayedEntry>, WalError> {
-    let mut batch = Batch::default();
+) -> Result<Vec<Part>, WalError> {
+    let mut parts: Vec<Part> = Vec::new();
+    let mut seen = BTreeSet::new();
+    // The group of the part being built and the rank of its last record.
+    let mut current: Option<(u64, u8)> = None;
     for (at, meta, range) in records {
-        let payload = &buf[range.clone()];
+        let (at, payload, group) = (*at, &buf[range.clone()], meta.group);
+        let rank = rank(meta.kind);
+        let continues = match current {
+            Some((g, last)) if g == group => {
+                if rank < last || (rank == last && meta.kind != RecordType::Entry) || rank == 5 {
+                    return Err(corrupt(
+                        path,
+                        at,
+                        format!("records of group {group} out of order"),
+                    ));
+                }
+                true
+            }
+            _ => false,
+        };
+        if !continues {
+            if !seen.insert(group) {
+                return Err(corrupt(
+                    path,
+                    at,
+                    format!("group {group} appears twice in a batch"),
+                ));
+            }
+            parts.push(Part {
+                at,
+                group,
+                removed: meta.kind == RecordType::Tombstone,
+                start: None,
+                batch: Batch::default(),
+            });
+        }
+        current = Some((group, rank));
+        let Some(Part { start, batch, .. }) = parts.last_mut() else {
+            continue;
+        };
         match meta.kind {
             RecordType::Entry => {
                 let kind = EntryKind::from_u8(meta.entry_kind)
-                    .ok_or_else(|| corrupt(path, *at, "unknown entry kind"))?;
+                    .ok_or_else(|| corrupt(path, at, "unknown entry kind"))?;
                 let loc = EntryLoc {
                     seq,
                     offset: range.start as u32,
@@ -452,18 +524,28 @@ fn decode_batch(
             }
             RecordType::HardState => {
                 let hs = decode_hard_state(payload)
-                    .map_err(|e| corrupt(path, *at, format!("hard state: {e}")))?;
+                    .map_err(|e| corrupt(path, at, format!("hard state: {e}")))?;
                 batch.hard_state = Some(hs);
             }
             RecordType::SnapshotMeta => {
                 let meta = decode_snapshot_meta(payload)
-                    .map_err(|e| corrupt(path, *at, format!("snapshot metadata: {e}")))?;
+                    .map_err(|e| corrupt(path, at, format!("snapshot metadata: {e}")))?;
                 batch.snapshot = Some(meta);
             }
-            RecordType::Commit => return Err(corrupt(path, *at, "commit record inside a batch")),
+            RecordType::GroupStart => {
+                let (hard_state, snapshot) = decode_restate(payload)
+                    .map_err(|why| corrupt(path, at, format!("group start: {why}")))?;
+                *start = Some(Restate {
+                    offset: meta.index,
+                    hard_state,
+                    snapshot,
+                });
+            }
+            RecordType::Tombstone => {}
+            RecordType::Commit => return Err(corrupt(path, at, "commit record inside a batch")),
         }
     }
-    Ok(batch)
+    Ok(parts)
 }
 
 /// The offset of a valid record after the damage at `damage_at` that was
@@ -478,7 +560,7 @@ fn synced_record_after(
     let mut at = damage_at + RECORD_ALIGN;
     while at + RECORD_ALIGN <= buf.len() {
         // Cheap filter before the checksum: the type byte must be valid.
-        if matches!(buf.get(at + 8), Some(1..=4)) {
+        if matches!(buf.get(at + 8), Some(1..=6)) {
             if let Parsed::Record { meta, .. } = parse_record(buf, at, header.salt) {
                 if meta.durable_mark as usize > good_end {
                     return Some(at);

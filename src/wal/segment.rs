@@ -58,13 +58,8 @@ pub(crate) struct Segment {
     map: MmapMut,
     /// Base of the mapping, for stores through a shared reference.
     base: *mut u8,
-    /// The lowest entry index written into this segment (`u64::MAX` if
-    /// none): compaction may only start the log at a segment when no later
-    /// segment rewrites an entry before that segment's first index.
-    min_entry_index: AtomicU64,
-    /// Salt and first index from the header (zero until activated).
+    /// Salt from the header (zero until activated).
     salt: AtomicU64,
-    first_index: AtomicU64,
 }
 
 // SAFETY: `base` points into `map`, which lives as long as the segment.
@@ -103,9 +98,7 @@ impl Segment {
             file,
             map,
             base,
-            min_entry_index: AtomicU64::new(u64::MAX),
             salt: AtomicU64::new(0),
-            first_index: AtomicU64::new(0),
         })
     }
 
@@ -134,21 +127,8 @@ impl Segment {
         self.salt.load(Ordering::Acquire)
     }
 
-    pub(crate) fn first_index(&self) -> u64 {
-        self.first_index.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn set_identity(&self, salt: u64, first_index: u64) {
+    pub(crate) fn set_salt(&self, salt: u64) {
         self.salt.store(salt, Ordering::Release);
-        self.first_index.store(first_index, Ordering::Release);
-    }
-
-    pub(crate) fn min_entry_index(&self) -> u64 {
-        self.min_entry_index.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn note_entry_index(&self, index: u64) {
-        self.min_entry_index.fetch_min(index, Ordering::AcqRel);
     }
 
     /// Stores `bytes` at `offset`, through the mapping or with pwrite.

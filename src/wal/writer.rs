@@ -2,14 +2,16 @@
 //! segment, and rotating to the next segment when it does not fit.
 
 use super::facade::Wal;
+use super::groups::Restate;
 use super::log_state::Batch;
 use super::prepare::{prepare_segment, PendingSegment};
-use super::record::{encode_commit, encode_record, RecordMeta, RecordType, SegmentHeader};
+use super::record::SegmentHeader;
+use super::record::{encode_commit, encode_record, encode_restate, RecordMeta, RecordType};
 use super::record::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{EntryLoc, Segment};
-use super::{SyncMode, WalError, WriteMethod, WriteTicket};
+use super::{GroupWrite, SyncMode, WalError, WriteMethod, WriteTicket};
 use crate::codec::{encode_hard_state, encode_snapshot_meta};
-use crate::core::{Entry, HardState, SnapshotMeta};
+use crate::core::Entry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -41,81 +43,109 @@ impl Writer {
     }
 }
 
-/// What one batch carries, borrowed from the caller.
+/// One part of a batch: a group's writes, or a group's removal.
 #[derive(Clone, Copy)]
-pub(super) struct BatchView<'a> {
-    pub snapshot: Option<&'a SnapshotMeta>,
-    pub entries: &'a [Entry],
-    pub hard_state: Option<&'a HardState>,
+pub(super) enum Op<'a> {
+    Write(GroupWrite<'a>),
+    Remove(u64),
 }
 
-impl BatchView<'_> {
-    /// The batch as the log state sees it, with `loc` for each entry.
-    fn to_batch<T>(self, mut loc: impl FnMut(usize, &Entry) -> T) -> Batch<T> {
-        Batch {
-            snapshot: self.snapshot.cloned(),
-            entries: self
-                .entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (e.index, e.term, loc(i, e)))
-                .collect(),
-            hard_state: self.hard_state.copied(),
-        }
+/// A group's writes as the log state sees them, with `loc` for each entry.
+fn to_batch<T>(write: &GroupWrite<'_>, mut loc: impl FnMut(usize, &Entry) -> T) -> Batch<T> {
+    Batch {
+        snapshot: write.snapshot.cloned(),
+        entries: write
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.index, e.term, loc(i, e)))
+            .collect(),
+        hard_state: write.hard_state.copied(),
     }
 }
 
 impl Writer {
-    /// Encodes `batch` (snapshot, entries, hard state, commit record) for a
-    /// segment salted with `salt`.
-    fn encode(&mut self, salt: u64, durable_mark: u32, batch: BatchView<'_>) {
+    /// Appends one record to the batch being built, with `payload` taken
+    /// from `self.payload`.
+    fn push_payload_record(&mut self, salt: u64, meta: RecordMeta) {
+        encode_record(&mut self.records, salt, meta, &self.payload);
+    }
+
+    /// Encodes a batch (per group: its start record if `restates` has one,
+    /// snapshot, entries, hard state; or its tombstone; then one commit
+    /// record) for a segment salted with `salt`.
+    fn encode(
+        &mut self,
+        salt: u64,
+        durable_mark: u32,
+        ops: &[Op<'_>],
+        restates: &[Option<Restate>],
+    ) {
         self.records.clear();
         self.entry_offsets.clear();
-        let meta = |kind, index, term| RecordMeta {
+        let meta = |kind, group, index, term| RecordMeta {
             kind,
             entry_kind: 0,
             durable_mark,
+            group,
             index,
             term,
         };
         let mut count = 0u32;
-        if let Some(s) = batch.snapshot {
-            self.payload.clear();
-            encode_snapshot_meta(s, &mut self.payload);
-            encode_record(
-                &mut self.records,
-                salt,
-                meta(RecordType::SnapshotMeta, s.index, s.term),
-                &self.payload,
-            );
-            count += 1;
-        }
-        for e in batch.entries {
-            self.entry_offsets
-                .push(self.records.len() + RECORD_HEADER_LEN);
-            let m = RecordMeta {
-                entry_kind: e.kind as u8,
-                ..meta(RecordType::Entry, e.index, e.term)
+        for (op, restate) in ops.iter().zip(restates) {
+            let write = match op {
+                Op::Write(write) => write,
+                Op::Remove(group) => {
+                    encode_record(
+                        &mut self.records,
+                        salt,
+                        meta(RecordType::Tombstone, *group, 0, 0),
+                        &[],
+                    );
+                    count += 1;
+                    continue;
+                }
             };
-            encode_record(&mut self.records, salt, m, &e.data);
-            count += 1;
+            let group = write.group;
+            if let Some(r) = restate {
+                self.payload.clear();
+                encode_restate(&r.hard_state, r.snapshot.as_ref(), &mut self.payload);
+                self.push_payload_record(salt, meta(RecordType::GroupStart, group, r.offset, 0));
+                count += 1;
+            }
+            if let Some(s) = write.snapshot {
+                self.payload.clear();
+                encode_snapshot_meta(s, &mut self.payload);
+                self.push_payload_record(
+                    salt,
+                    meta(RecordType::SnapshotMeta, group, s.index, s.term),
+                );
+                count += 1;
+            }
+            for e in write.entries {
+                self.entry_offsets
+                    .push(self.records.len() + RECORD_HEADER_LEN);
+                let m = RecordMeta {
+                    entry_kind: e.kind as u8,
+                    ..meta(RecordType::Entry, group, e.index, e.term)
+                };
+                encode_record(&mut self.records, salt, m, &e.data);
+                count += 1;
+            }
+            if let Some(hs) = write.hard_state {
+                self.payload.clear();
+                encode_hard_state(hs, &mut self.payload);
+                self.push_payload_record(
+                    salt,
+                    meta(RecordType::HardState, group, hs.commit, hs.term),
+                );
+                count += 1;
+            }
         }
-        if let Some(hs) = batch.hard_state {
-            self.payload.clear();
-            encode_hard_state(hs, &mut self.payload);
-            encode_record(
-                &mut self.records,
-                salt,
-                meta(RecordType::HardState, hs.commit, hs.term),
-                &self.payload,
-            );
-            count += 1;
-        }
-        let last = batch.entries.last().map_or((0, 0), |e| (e.index, e.term));
         encode_commit(
             &mut self.records,
             salt,
-            meta(RecordType::Commit, last.0, last.1),
+            meta(RecordType::Commit, 0, 0, 0),
             count,
         );
     }
@@ -143,24 +173,18 @@ impl Wal {
     pub(super) fn write_locked(
         &self,
         w: &mut Writer,
-        batch: BatchView<'_>,
+        ops: &[Op<'_>],
     ) -> Result<WriteTicket, WalError> {
         self.commit.check_poisoned()?;
         let limit = self.options.segment_size as usize;
-        if let Some(e) = batch.entries.iter().find(|e| e.data.len() >= limit) {
-            return Err(WalError::Invalid(format!(
-                "entry {} has {} bytes, more than a segment holds",
-                e.index,
-                e.data.len()
-            )));
-        }
-        self.log
-            .read()
-            .state
-            .check_batch(&batch.to_batch(|_, _| ()))
-            .map_err(WalError::Invalid)?;
-
-        w.encode(w.active.salt(), self.commit.durable_mark() as u32, batch);
+        self.check_ops(ops)?;
+        let mut restates = self.restates(w.active.seq, ops);
+        w.encode(
+            w.active.salt(),
+            self.commit.durable_mark() as u32,
+            ops,
+            &restates,
+        );
         let does_not_fit = |len: usize| {
             WalError::Invalid(format!(
                 "a batch of {len} bytes does not fit in a segment of {limit} bytes"
@@ -172,37 +196,111 @@ impl Wal {
                 return Err(does_not_fit(w.records.len()));
             }
             self.rotate(w)?;
-            // New salt, and nothing of the new segment is durable yet.
-            w.encode(w.active.salt(), self.commit.durable_mark() as u32, batch);
+            // New salt, every group restarts in the new segment, and
+            // nothing of it is durable yet.
+            restates = self.restates(w.active.seq, ops);
+            w.encode(
+                w.active.salt(),
+                self.commit.durable_mark() as u32,
+                ops,
+                &restates,
+            );
             if w.end + w.records.len() > w.active.len() {
-                // Only the restated state at the segment's start made the
-                // difference.
+                // Only the restated states made the difference.
                 return Err(does_not_fit(w.records.len()));
             }
         }
-        self.place(w, batch)
+        self.place(w, ops, restates)
+    }
+
+    /// Why `ops` may not be written, if they may not: an entry too large
+    /// for any segment, a group named twice, or writes that break the
+    /// batch rules of their group.
+    fn check_ops(&self, ops: &[Op<'_>]) -> Result<(), WalError> {
+        let limit = self.options.segment_size as usize;
+        let group_of = |op: &Op<'_>| match op {
+            Op::Write(write) => write.group,
+            Op::Remove(group) => *group,
+        };
+        if ops.len() > 1 {
+            let mut ids: Vec<u64> = ops.iter().map(group_of).collect();
+            ids.sort_unstable();
+            if let Some(pair) = ids.windows(2).find(|p| p[0] == p[1]) {
+                return Err(WalError::Invalid(format!(
+                    "group {} appears twice in one batch",
+                    pair[0]
+                )));
+            }
+        }
+        let log = self.log.read();
+        for op in ops {
+            let Op::Write(write) = op else { continue };
+            if let Some(e) = write.entries.iter().find(|e| e.data.len() >= limit) {
+                return Err(WalError::Invalid(format!(
+                    "entry {} has {} bytes, more than a segment holds",
+                    e.index,
+                    e.data.len()
+                )));
+            }
+            log.groups
+                .check(write.group, &to_batch(write, |_, _| ()))
+                .map_err(WalError::Invalid)?;
+        }
+        Ok(())
+    }
+
+    /// The start record each written group needs in segment `seq`: one for
+    /// every group that has not written there yet.
+    fn restates(&self, seq: u64, ops: &[Op<'_>]) -> Vec<Option<Restate>> {
+        let log = self.log.read();
+        ops.iter()
+            .map(|op| match op {
+                Op::Write(write) if !log.groups.started_in(write.group, seq) => {
+                    Some(log.groups.restate(write.group))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Writes the encoded batch at the end of the active segment and makes
     /// it visible to readers.
-    fn place(&self, w: &mut Writer, batch: BatchView<'_>) -> Result<WriteTicket, WalError> {
+    fn place(
+        &self,
+        w: &mut Writer,
+        ops: &[Op<'_>],
+        restates: Vec<Option<Restate>>,
+    ) -> Result<WriteTicket, WalError> {
         if let Err(e) = self.store(&w.active, w.end, &w.records) {
             // A half-done write leaves bytes we can no longer vouch for.
             self.commit.poison(format!("write failed: {e}"));
             return Err(e);
         }
         let (seq, start) = (w.active.seq, w.end);
-        if let Some(first) = batch.entries.first() {
-            w.active.note_entry_index(first.index);
+        let mut offsets = w.entry_offsets.iter();
+        let mut log = self.log.write();
+        for (op, restate) in ops.iter().zip(restates) {
+            let write = match op {
+                Op::Write(write) => write,
+                Op::Remove(group) => {
+                    log.groups.remove(*group);
+                    continue;
+                }
+            };
+            let applied = to_batch(write, |_, e| EntryLoc {
+                seq,
+                offset: (start + offsets.next().copied().unwrap_or_default()) as u32,
+                len: e.data.len() as u32,
+                kind: e.kind,
+            });
+            // Checked before writing, under this writer lock: neither can
+            // fail, since the start is taken from the state itself.
+            let applied = restate
+                .map_or(Ok(()), |r| log.groups.start(write.group, seq, r))
+                .and_then(|()| log.groups.apply(write.group, seq, applied));
+            debug_assert!(applied.is_ok(), "{applied:?}");
         }
-        let offsets = &w.entry_offsets;
-        let applied = batch.to_batch(|i, e| EntryLoc {
-            seq,
-            offset: (start + offsets[i]) as u32,
-            len: e.data.len() as u32,
-            kind: e.kind,
-        });
-        self.log.write().state.apply_batch(applied);
+        drop(log);
         w.end += w.records.len();
         Ok(self.commit.published(w.end))
     }
@@ -226,7 +324,7 @@ impl Wal {
         };
         let segment = Arc::new(prepared?);
         self.ready_for_appends(&segment);
-        let end = self.activate(w, &segment)?;
+        let end = self.activate(&segment)?;
         self.commit.switch_segment(segment.clone(), end);
         self.log.write().segments.insert(seq, segment.clone());
         w.active = segment;
@@ -260,39 +358,20 @@ impl Wal {
         }
     }
 
-    /// Gives a prepared segment its header and restates the current hard
-    /// state and snapshot metadata at its start, so they survive the
-    /// deletion of every older segment. Returns where appends continue.
-    pub(super) fn activate(&self, w: &mut Writer, segment: &Segment) -> Result<usize, WalError> {
-        let (first_index, hard_state, snapshot) = {
-            let log = self.log.read();
-            (
-                log.state.last_index() + 1,
-                log.state.hard_state,
-                log.state.snapshot.clone(),
-            )
-        };
+    /// Gives a prepared segment its header. Groups restate their state in
+    /// it with their first write there. Returns where appends continue.
+    pub(super) fn activate(&self, segment: &Segment) -> Result<usize, WalError> {
         let header = SegmentHeader {
             seq: segment.seq,
             salt: random_salt(),
-            first_index,
             segment_size: segment.len() as u64,
         };
-        segment.set_identity(header.salt, first_index);
-        let restated = BatchView {
-            snapshot: snapshot.as_ref(),
-            entries: &[],
-            hard_state: Some(&hard_state),
-        };
-        w.encode(header.salt, 0, restated);
+        segment.set_salt(header.salt);
         let header_bytes = header.encode();
-        let written = self
-            .store(segment, 0, &header_bytes)
-            .and_then(|()| self.store(segment, header_bytes.len(), &w.records));
-        if let Err(e) = written {
+        if let Err(e) = self.store(segment, 0, &header_bytes) {
             self.commit.poison(format!("write failed: {e}"));
             return Err(e);
         }
-        Ok(header_bytes.len() + w.records.len())
+        Ok(header_bytes.len())
     }
 }
