@@ -472,7 +472,7 @@ pub unsafe extern "C" fn embraft_config_set_threading(
 /// Sets the size of each WAL segment file in bytes (default 64 MiB). A
 /// multiple of 8 from 4096 to 1 GiB, and large enough to hold an entry of
 /// the maximum entry size with its records: at least
-/// `max_entry_bytes` rounded up to a multiple of 8, plus 888 bytes (the
+/// `max_entry_bytes` rounded up to a multiple of 8, plus 840 bytes (the
 /// entry's record header, a hard state and commit record, the segment
 /// header, and the state restated at the segment's start, with room for a
 /// membership of 64 node ids). `embraft_node_new` checks the pair, so the

@@ -25,7 +25,8 @@ pub use batch::{
     CommittedEntry, DropReason, LogLevel, LogLine, NodeState, OutboundMessage, ProposalOutcome,
     ProposalResult, ReadyBatch, SnapshotRestore,
 };
-pub(crate) use write::PersistJob;
+pub use write::oversized_prefixes;
+pub(crate) use write::{JobWriter, PersistJob};
 
 use crate::core::{
     CompactError, ConfChange, ConfState, Entry, Index, Message, MessageBody, NodeId, Payload,

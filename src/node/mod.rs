@@ -24,12 +24,12 @@ mod readiness;
 mod syncer;
 mod writer;
 
+#[doc(hidden)]
+pub use crate::group::oversized_prefixes;
 pub use crate::group::{
     CommittedEntry, DropReason, LogLevel, LogLine, NodeState, OutboundMessage, ProposalOutcome,
     ProposalResult, ReadyBatch, SnapshotOptions, SnapshotRestore, MAX_SNAPSHOT_CHUNK_BYTES,
 };
-#[doc(hidden)]
-pub use persist::oversized_prefixes;
 pub use writer::SnapshotWriter;
 
 use crate::codec::DecodeError;
