@@ -5,7 +5,7 @@
 //! preallocated file; then recovery time per GiB.
 //!
 //!     cargo run --release --example bench_wal -- [--json] [--seconds S]
-//!         [--dir DIR] [--method mmap|pwrite|both] [--recovery-mib N]
+//!         [--dir DIR] [--method mmap|pwrite|both|pwrite,mmap] [--recovery-mib N]
 //!         [--batch N] [--payload N]   (restrict to one configuration)
 //!
 //! Each configuration runs for a bounded time (default 2 s in total, as 20
@@ -71,11 +71,18 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|e| format!("--recovery-mib: {e}"))?
             }
             "--method" => {
-                args.methods = match value()?.as_str() {
-                    "mmap" => vec![WriteMethod::Mmap],
-                    "pwrite" => vec![WriteMethod::Pwrite],
-                    "both" => vec![WriteMethod::Mmap, WriteMethod::Pwrite],
-                    other => return Err(format!("unknown method {other}")),
+                // A list runs in its order within each round, so that
+                // `pwrite,mmap` shows whether going second helps or hurts.
+                args.methods = Vec::new();
+                for name in value()?.split(',') {
+                    match name {
+                        "mmap" => args.methods.push(WriteMethod::Mmap),
+                        "pwrite" => args.methods.push(WriteMethod::Pwrite),
+                        "both" => args
+                            .methods
+                            .extend([WriteMethod::Mmap, WriteMethod::Pwrite]),
+                        other => return Err(format!("unknown method {other}")),
+                    }
                 }
             }
             "--batch" => {
