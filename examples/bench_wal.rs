@@ -5,13 +5,15 @@
 //! preallocated file; then recovery time per GiB.
 //!
 //!     cargo run --release --example bench_wal -- [--json] [--seconds S]
-//!         [--dir DIR] [--method mmap|pwrite|both] [--recovery-mib N]
+//!         [--dir DIR] [--method mmap|pwrite|both|pwrite,mmap] [--recovery-mib N]
 //!         [--batch N] [--payload N]   (restrict to one configuration)
 //!
 //! Each configuration runs for a bounded time (default 2 s in total, as 20
 //! slices interleaved with the baseline's and the other configurations' of
 //! the same batch and payload, so that all see the same disk weather);
-//! medians over the slices are reported.
+//! medians over the slices are reported. With both methods, each
+//! configuration's pwrite/mmap throughput ratio of the same run is printed
+//! too ("pwrite_vs_mmap" in the JSON).
 
 use embraft::core::{Entry, EntryKind, Payload};
 use embraft::wal::{SyncMode, Wal, WalOptions, WriteMethod};
@@ -69,11 +71,18 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|e| format!("--recovery-mib: {e}"))?
             }
             "--method" => {
-                args.methods = match value()?.as_str() {
-                    "mmap" => vec![WriteMethod::Mmap],
-                    "pwrite" => vec![WriteMethod::Pwrite],
-                    "both" => vec![WriteMethod::Mmap, WriteMethod::Pwrite],
-                    other => return Err(format!("unknown method {other}")),
+                // A list runs in its order within each round, so that
+                // `pwrite,mmap` shows whether going second helps or hurts.
+                args.methods = Vec::new();
+                for name in value()?.split(',') {
+                    match name {
+                        "mmap" => args.methods.push(WriteMethod::Mmap),
+                        "pwrite" => args.methods.push(WriteMethod::Pwrite),
+                        "both" => args
+                            .methods
+                            .extend([WriteMethod::Mmap, WriteMethod::Pwrite]),
+                        other => return Err(format!("unknown method {other}")),
+                    }
                 }
             }
             "--batch" => {
@@ -380,6 +389,27 @@ fn method_name(m: WriteMethod) -> &'static str {
     }
 }
 
+/// pwrite's throughput over mmap's for each configuration both ran: the two
+/// were interleaved in the same run, so the ratio is free of the drift
+/// between runs that comparing separate runs' figures would carry.
+fn method_ratios(rows: &[Row]) -> Vec<(&Row, &Row, f64)> {
+    rows.iter()
+        .filter(|p| p.method == WriteMethod::Pwrite)
+        .filter_map(|p| {
+            let m = rows.iter().find(|m| {
+                m.method == WriteMethod::Mmap
+                    && (m.writers, m.batch, m.payload) == (p.writers, p.batch, p.payload)
+            })?;
+            let ratio = if m.wal.appends_per_s > 0.0 {
+                p.wal.appends_per_s / m.wal.appends_per_s
+            } else {
+                0.0
+            };
+            Some((p, m, ratio))
+        })
+        .collect()
+}
+
 /// The checks the issue sets, per write method.
 fn targets(rows: &[Row], method: WriteMethod) -> Vec<(String, f64, f64)> {
     let find = |w: usize, b: usize, p: usize| {
@@ -446,6 +476,17 @@ fn print_json(rows: &[Row], recovery: &Recovery, args: &Args) {
             ));
         }
     }
+    s.push_str("],\"pwrite_vs_mmap\":[");
+    for (i, (p, m, ratio)) in method_ratios(rows).into_iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!(
+            "{{\"writers\":{},\"batch\":{},\"payload\":{},\"pwrite_appends_per_s\":{:.1},\
+             \"mmap_appends_per_s\":{:.1},\"ratio_pwrite_to_mmap\":{ratio:.3}}}",
+            p.writers, p.batch, p.payload, p.wal.appends_per_s, m.wal.appends_per_s
+        ));
+    }
     let per_gib = recovery.seconds * (1u64 << 30) as f64 / recovery.log_bytes.max(1) as f64;
     s.push_str(&format!(
         "],\"recovery\":{{\"log_bytes\":{},\"entries\":{},\"seconds\":{:.4},\
@@ -491,6 +532,16 @@ fn print_table(rows: &[Row], recovery: &Recovery, args: &Args) {
             r.raw.p50_us,
             r.ratio()
         );
+    }
+    let ratios = method_ratios(rows);
+    if !ratios.is_empty() {
+        println!("\npwrite/mmap appends/s, same run:");
+        for (p, _, ratio) in ratios {
+            println!(
+                "  wr {:>2} batch {:>3} bytes {:>5}: {ratio:.2}",
+                p.writers, p.batch, p.payload
+            );
+        }
     }
     println!();
     for m in &args.methods {

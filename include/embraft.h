@@ -193,13 +193,13 @@
 /**
  * WAL write methods (`embraft_config_set_wal_write_method`).
  * Batches are copied into the segment's shared mapping and made durable
- * with msync (the default).
+ * with msync.
  */
 #define EMBRAFT_WAL_WRITE_MMAP 0
 
 /**
- * Batches are written with pwrite and made durable with fdatasync; reads
- * still go through the mapping.
+ * Batches are written with pwrite and made durable with fdatasync (the
+ * default); reads still go through the mapping.
  */
 #define EMBRAFT_WAL_WRITE_PWRITE 1
 
@@ -647,13 +647,13 @@ embraft_status embraft_config_set_max_apply_bytes(embraft_config *config, uint64
 embraft_status embraft_config_set_sync_mode(embraft_config *config, uint32_t mode);
 
 /**
- * Sets how the WAL writes batches: `EMBRAFT_WAL_WRITE_MMAP` (default)
- * or `EMBRAFT_WAL_WRITE_PWRITE`; other values fail with
+ * Sets how the WAL writes batches: `EMBRAFT_WAL_WRITE_PWRITE` (default)
+ * or `EMBRAFT_WAL_WRITE_MMAP`; other values fail with
  * `EMBRAFT_ERR_INVALID_ARGUMENT`. Both are equally durable and share one
  * on-disk format, so a data directory can be reopened with either.
- * `pwrite` spares the kernel the page faults and TLB shootdowns of
- * writing through a shared mapping; see docs/DISK-FORMAT.md for the
- * measurements.
+ * `pwrite` is the default because it spares the kernel the page faults
+ * and TLB shootdowns of writing through a shared mapping; see
+ * docs/BENCHMARKS.md for the measurements.
  *
  * Thread safety: must not run concurrently with any other call on the
  * same configuration.

@@ -208,13 +208,16 @@ func benchInline() bool {
 	return os.Getenv("EMBRAFT_BENCH_THREADING") != "node"
 }
 
-// benchWALWrite chooses how embraft writes its WAL: through the mapping
-// (the default) or, with EMBRAFT_BENCH_WAL_WRITE=pwrite, with pwrite.
+// benchWALWrite chooses how embraft writes its WAL: the library's default,
+// or EMBRAFT_BENCH_WAL_WRITE=mmap|pwrite to compare the two.
 func benchWALWrite() WALWriteMethod {
-	if os.Getenv("EMBRAFT_BENCH_WAL_WRITE") == "pwrite" {
+	switch os.Getenv("EMBRAFT_BENCH_WAL_WRITE") {
+	case "mmap":
+		return WALWriteMmap
+	case "pwrite":
 		return WALWritePwrite
 	}
-	return WALWriteMmap
+	return WALWriteDefault
 }
 
 type embraftBench struct {

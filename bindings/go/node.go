@@ -83,18 +83,35 @@ const (
 
 // WALWriteMethod is how the write-ahead log writes batches. Both are
 // equally durable and write the same files, so a data directory can be
-// reopened with either.
+// reopened with either. The values are the binding's own, not the C
+// constants, so that the zero value can mean "whatever the library
+// defaults to" as every other zero field of Config does.
 type WALWriteMethod uint32
 
 const (
+	// WALWriteDefault leaves the choice to the library (pwrite, see
+	// docs/BENCHMARKS.md).
+	WALWriteDefault WALWriteMethod = iota
 	// WALWriteMmap copies batches into the segment's shared mapping and
-	// syncs them with msync (the default).
-	WALWriteMmap WALWriteMethod = C.EMBRAFT_WAL_WRITE_MMAP
+	// syncs them with msync.
+	WALWriteMmap
 	// WALWritePwrite writes batches with pwrite and syncs them with
 	// fdatasync, sparing the kernel the page faults and TLB shootdowns of
 	// a written mapping; reads still go through the mapping.
-	WALWritePwrite WALWriteMethod = C.EMBRAFT_WAL_WRITE_PWRITE
+	WALWritePwrite
 )
+
+// cValue is the method's EMBRAFT_WAL_WRITE_* constant; a value outside the
+// constants above goes through unchanged for the library to refuse.
+func (m WALWriteMethod) cValue() C.uint32_t {
+	switch m {
+	case WALWriteMmap:
+		return C.EMBRAFT_WAL_WRITE_MMAP
+	case WALWritePwrite:
+		return C.EMBRAFT_WAL_WRITE_PWRITE
+	}
+	return C.uint32_t(m)
+}
 
 // Config configures a node. Zero values keep the library's defaults.
 type Config struct {
@@ -192,8 +209,8 @@ func (c *Config) build() (*C.embraft_config, error) {
 		{"set_check_quorum", !c.DisableCheckQuorum, func() C.embraft_status { return C.embraft_config_set_check_quorum(cfg, false) }},
 		{"set_lease_reads", !c.LeaseReads, func() C.embraft_status { return C.embraft_config_set_lease_reads(cfg, true) }},
 		{"set_sync_mode", false, func() C.embraft_status { return C.embraft_config_set_sync_mode(cfg, C.uint32_t(c.Sync)) }},
-		{"set_wal_write_method", c.WALWrite == WALWriteMmap, func() C.embraft_status {
-			return C.embraft_config_set_wal_write_method(cfg, C.uint32_t(c.WALWrite))
+		{"set_wal_write_method", c.WALWrite == WALWriteDefault, func() C.embraft_status {
+			return C.embraft_config_set_wal_write_method(cfg, c.WALWrite.cValue())
 		}},
 		{"set_log_level", false, func() C.embraft_status { return C.embraft_config_set_log_level(cfg, C.uint32_t(c.LogLevel)) }},
 		{"set_applied_index", false, func() C.embraft_status {

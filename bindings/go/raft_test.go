@@ -262,7 +262,20 @@ func TestFinalizerFreesForgottenNode(t *testing.T) {
 func TestSingleNodeProposeAndRead(t *testing.T) {
 	t.Run("threaded", func(t *testing.T) { testSingleNodeProposeAndRead(t, Config{Sync: SyncNever}) })
 	t.Run("inline", func(t *testing.T) { testSingleNodeProposeAndRead(t, Config{Sync: SyncNever, Inline: true}) })
+	t.Run("synced-default", func(t *testing.T) { testSingleNodeProposeAndRead(t, Config{}) })
+	t.Run("synced-mmap", func(t *testing.T) { testSingleNodeProposeAndRead(t, Config{WALWrite: WALWriteMmap}) })
 	t.Run("synced-pwrite", func(t *testing.T) { testSingleNodeProposeAndRead(t, Config{WALWrite: WALWritePwrite}) })
+}
+
+// The binding numbers the write methods itself (zero is the library's
+// default): a value past its constants must reach the library and be
+// refused there, not be mistaken for one of the C constants.
+func TestUnknownWALWriteMethodIsRefused(t *testing.T) {
+	_, err := NewNode(Config{SegmentSize: testSegmentSize, ID: 1, Peers: []uint64{1}, DataDir: t.TempDir(),
+		WALWrite: WALWritePwrite + 1})
+	if !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("WALWrite %d: %v", WALWritePwrite+1, err)
+	}
 }
 
 // startSingleNode starts a one-node cluster configured as config, whose

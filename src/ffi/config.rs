@@ -388,13 +388,13 @@ pub unsafe extern "C" fn embraft_config_set_sync_mode(
     }
 }
 
-/// Sets how the WAL writes batches: `EMBRAFT_WAL_WRITE_MMAP` (default)
-/// or `EMBRAFT_WAL_WRITE_PWRITE`; other values fail with
+/// Sets how the WAL writes batches: `EMBRAFT_WAL_WRITE_PWRITE` (default)
+/// or `EMBRAFT_WAL_WRITE_MMAP`; other values fail with
 /// `EMBRAFT_ERR_INVALID_ARGUMENT`. Both are equally durable and share one
 /// on-disk format, so a data directory can be reopened with either.
-/// `pwrite` spares the kernel the page faults and TLB shootdowns of
-/// writing through a shared mapping; see docs/DISK-FORMAT.md for the
-/// measurements.
+/// `pwrite` is the default because it spares the kernel the page faults
+/// and TLB shootdowns of writing through a shared mapping; see
+/// docs/BENCHMARKS.md for the measurements.
 ///
 /// Thread safety: must not run concurrently with any other call on the
 /// same configuration.

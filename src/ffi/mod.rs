@@ -166,10 +166,10 @@ pub const EMBRAFT_SYNC_NEVER: u32 = 1;
 
 /// WAL write methods (`embraft_config_set_wal_write_method`).
 /// Batches are copied into the segment's shared mapping and made durable
-/// with msync (the default).
+/// with msync.
 pub const EMBRAFT_WAL_WRITE_MMAP: u32 = 0;
-/// Batches are written with pwrite and made durable with fdatasync; reads
-/// still go through the mapping.
+/// Batches are written with pwrite and made durable with fdatasync (the
+/// default); reads still go through the mapping.
 pub const EMBRAFT_WAL_WRITE_PWRITE: u32 = 1;
 
 /// Threading modes (`embraft_config_set_threading`).

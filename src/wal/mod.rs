@@ -45,8 +45,9 @@ pub struct WalOptions {
     /// segments; existing ones keep the size in their header.
     pub segment_size: u64,
     pub sync: SyncMode,
-    /// How batches get into the segment files (default: through the
-    /// mapping). Reads go through the mapping either way.
+    /// How batches get into the segment files (default: `pwrite`, the
+    /// faster in docs/BENCHMARKS.md). Reads go through the mapping either
+    /// way.
     pub write_method: WriteMethod,
 }
 
@@ -153,13 +154,16 @@ impl fmt::Display for WalError {
 
 impl std::error::Error for WalError {}
 
-/// How batches get into the segment file. Both read through the mapping.
+/// How batches get into the segment file. Both read through the mapping
+/// and write the same files, so a directory reopens with either.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WriteMethod {
-    /// Copy into the shared mapping, make durable with msync (the default).
-    #[default]
+    /// Copy into the shared mapping, make durable with msync.
     Mmap,
-    /// pwrite into the file, make durable with fdatasync.
+    /// pwrite into the file, make durable with fdatasync (the default: it
+    /// spares the page faults and TLB shootdowns of storing through the
+    /// mapping, and measured faster in docs/BENCHMARKS.md).
+    #[default]
     Pwrite,
 }
 

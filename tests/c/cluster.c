@@ -66,7 +66,7 @@ embraft_status cluster_start(struct cluster *c, size_t i, uint64_t applied) {
     if (c->threading != EMBRAFT_THREADING_NODE) {
         embraft_config_set_threading(config, c->threading);
     }
-    if (c->wal_write_method != EMBRAFT_WAL_WRITE_MMAP) {
+    if (c->wal_write_method_set) {
         embraft_config_set_wal_write_method(config, c->wal_write_method);
     }
     if (c->quiesce_ticks > 0) {

@@ -92,9 +92,11 @@ struct cluster {
     uint32_t threading;
     /* embraft_config_set_quiesce_ticks for every node (0: never). */
     uint32_t quiesce_ticks;
-    /* embraft_config_set_wal_write_method for nodes started from now on
-     * (0: the default). */
+    /* embraft_config_set_wal_write_method for nodes started from now on,
+     * when wal_write_method_set is nonzero (else the library's default:
+     * EMBRAFT_WAL_WRITE_MMAP is 0, so zero cannot mean "unset"). */
     uint32_t wal_write_method;
+    int wal_write_method_set;
     /* Set (with a message on stderr) when the host loop saw something wrong. */
     int broken;
     /* When set, the host loop keeps proposing through it (see below). */

@@ -92,6 +92,7 @@ static void leader_freed_and_restarted_with(uint32_t first_method, uint32_t rest
     struct cluster *c = cluster_new(3);
     CHECK(c != NULL);
     c->wal_write_method = first_method;
+    c->wal_write_method_set = 1;
     int first_leader = cluster_start_elect_and_commit(c, 3, 100);
     if (first_leader < 0) {
         cluster_free(c);

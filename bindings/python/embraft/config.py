@@ -5,14 +5,37 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from ctypes import byref, c_uint64
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 from . import _ffi
 from ._ffi import lib
 from ._log import library_level
 from ._managed import Managed
 from .errors import ConfigError, error_for_status
+
+WalWriteMethod = Literal["default", "mmap", "pwrite"]
+
+_WAL_WRITE_METHODS = {"mmap": _ffi.WAL_WRITE_MMAP, "pwrite": _ffi.WAL_WRITE_PWRITE}
+
+
+def _wal_write_method(config: "Config") -> Optional[int]:
+    """The EMBRAFT_WAL_WRITE_* constant `config` asks for; None leaves the
+    library's default."""
+    method: str = config.wal_write_method
+    if config.wal_pwrite is not None:
+        alias = "pwrite" if config.wal_pwrite else "mmap"
+        if method not in ("default", alias):
+            raise ConfigError(f"wal_pwrite={config.wal_pwrite} contradicts "
+                              f"wal_write_method={method!r}", _ffi.ERR_INVALID_ARGUMENT)
+        method = alias
+    if method == "default":
+        return None
+    if method not in _WAL_WRITE_METHODS:
+        raise ConfigError(f"unknown wal_write_method {method!r} "
+                          "(expected 'default', 'mmap' or 'pwrite')", _ffi.ERR_INVALID_ARGUMENT)
+    return _WAL_WRITE_METHODS[method]
 
 
 @dataclasses.dataclass
@@ -33,9 +56,12 @@ class Config:
     # included) on the calling thread; the library's one thread waits for
     # the WAL syncs.
     inline: bool = False
-    # Write the WAL with pwrite instead of through its mapping: equally
-    # durable, same files, less kernel work per sync (docs/DISK-FORMAT.md).
-    wal_pwrite: bool = False
+    # How the WAL writes batches: "pwrite" or "mmap" (through its mapping),
+    # equally durable and with the same files; "default" follows the
+    # library, which picks the faster one (docs/BENCHMARKS.md).
+    wal_write_method: WalWriteMethod = "default"
+    # Deprecated for wal_write_method: True is "pwrite", False "mmap".
+    wal_pwrite: Optional[bool] = None
     max_entry_bytes: Optional[int] = None
     max_msg_bytes: Optional[int] = None
     max_inflight_msgs: Optional[int] = None
@@ -58,6 +84,12 @@ class Config:
     random_seed: int = 0
     # None follows the "embraft.core" logger's effective level.
     log_level: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.wal_pwrite is not None:
+            # Three frames up: past the generated __init__, to the caller.
+            warnings.warn("Config.wal_pwrite is deprecated: use wal_write_method",
+                          DeprecationWarning, stacklevel=3)
 
 
 # Config fields left to the library's default when None, and their setters.
@@ -109,8 +141,9 @@ class ConfigHandle(Managed[_ffi.ConfigPtr]):
                        _ffi.SYNC_ALWAYS if config.sync else _ffi.SYNC_NEVER)
             handle.set(lib.embraft_config_set_threading,
                        _ffi.THREADING_INLINE if config.inline else _ffi.THREADING_NODE)
-            handle.set(lib.embraft_config_set_wal_write_method,
-                       _ffi.WAL_WRITE_PWRITE if config.wal_pwrite else _ffi.WAL_WRITE_MMAP)
+            wal_write_method = _wal_write_method(config)
+            if wal_write_method is not None:
+                handle.set(lib.embraft_config_set_wal_write_method, wal_write_method)
             handle.set(lib.embraft_config_set_applied_index, config.applied_index)
             handle.set(lib.embraft_config_set_lease_reads, config.lease_reads)
             handle.set(lib.embraft_config_set_random_seed, config.random_seed)

@@ -11,6 +11,7 @@ from conftest import TEST_SEGMENT_BYTES, MemoryStateMachine, single_node_config,
 
 import embraft
 from embraft import _ffi, errors
+from embraft.config import _wal_write_method
 
 
 def node_threads(node_id: int):
@@ -87,16 +88,17 @@ def test_unclosed_node_is_finalized_by_garbage_collection(tmp_path):
         node.wait_for_leader(10)
 
 
-@pytest.mark.parametrize("first_pwrite", [False, True])
-def test_restart_replays_the_committed_log(tmp_path, first_pwrite):
+@pytest.mark.parametrize("first, then", [("mmap", "pwrite"), ("pwrite", "mmap"),
+                                         ("default", "mmap")])
+def test_restart_replays_the_committed_log(tmp_path, first, then):
     # The WAL write method may change across restarts: one format.
-    first = single_node_config(tmp_path, wal_pwrite=first_pwrite)
-    with embraft.Node(first, MemoryStateMachine()) as node:
+    config = single_node_config(tmp_path, wal_write_method=first)
+    with embraft.Node(config, MemoryStateMachine()) as node:
         node.wait_for_leader(10)
         for value in (b"a", b"b", b"c"):
             node.propose(value).result(timeout=10)
     machine = MemoryStateMachine()
-    again = single_node_config(tmp_path, wal_pwrite=not first_pwrite)
+    again = single_node_config(tmp_path, wal_write_method=then)
     with embraft.Node(again, machine):
         assert wait_until(lambda: machine.values() == [b"a", b"b", b"c"], 10)
 
@@ -110,6 +112,19 @@ def test_invalid_config_raises_config_error(tmp_path):
     with pytest.raises(embraft.ConfigError):
         embraft.Node(single_node_config(tmp_path, election_ticks=1, heartbeat_ticks=1),
                      MemoryStateMachine())
+    with pytest.raises(embraft.ConfigError, match="wal_write_method 'fast'"):
+        embraft.Node(single_node_config(tmp_path, wal_write_method="fast"),
+                     MemoryStateMachine())
+
+
+def test_wal_pwrite_is_a_deprecated_alias(tmp_path):
+    with pytest.warns(DeprecationWarning, match="wal_write_method"):
+        config = single_node_config(tmp_path, wal_pwrite=False)
+    assert _wal_write_method(config) == _ffi.WAL_WRITE_MMAP
+    with pytest.warns(DeprecationWarning):
+        config = single_node_config(tmp_path, wal_pwrite=True, wal_write_method="mmap")
+    with pytest.raises(embraft.ConfigError, match="contradicts"):
+        embraft.Node(config, MemoryStateMachine())
 
 
 def test_unusable_directory_raises_storage_error(tmp_path):
