@@ -9,13 +9,17 @@
 //! - `group`: one thread-free Raft group: a core, its proposals and
 //!   snapshot transfers, writes out and durability reports in.
 //! - [`node`]: the thread-based runtime that owns one group and one WAL.
+//! - [`runtime`]: many groups on one worker pool and one shared WAL.
 //! - [`ffi`]: the `extern "C"` surface (see include/embraft.h, docs/FFI.md).
 
 pub mod codec;
 pub mod core;
+mod error;
 pub mod ffi;
 mod fs_util;
 mod group;
 pub mod node;
+pub mod runtime;
 pub mod snapshot;
+mod threads;
 pub mod wal;

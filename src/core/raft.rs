@@ -690,6 +690,12 @@ impl Raft {
         self.log.entries()
     }
 
+    /// Whether the group is quiet: a leader sends no heartbeats and a
+    /// follower runs no election timer (see `Config::quiesce_tick`).
+    pub fn is_quiescent(&self) -> bool {
+        self.quiescent
+    }
+
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
         self.ticks += 1;

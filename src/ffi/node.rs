@@ -47,6 +47,8 @@ pub(crate) fn status_of(err: &NodeError) -> embraft_status {
         NodeError::ProposalTooLarge { .. } => EMBRAFT_ERR_TOO_LARGE,
         NodeError::NotDelivered { .. } => EMBRAFT_ERR_NOT_DELIVERED,
         NodeError::Failed(_) => EMBRAFT_ERR_NODE_FAILED,
+        // A node runs one group: these come only from runtime calls.
+        NodeError::UnknownGroup(_) | NodeError::GroupExists(_) => EMBRAFT_ERR_INVALID_ARGUMENT,
     }
 }
 

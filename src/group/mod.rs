@@ -17,6 +17,7 @@ mod batch;
 mod proposals;
 mod snapshot_recv;
 mod snapshot_send;
+mod start;
 pub(crate) mod wire;
 mod write;
 
@@ -25,8 +26,9 @@ pub use batch::{
     CommittedEntry, DropReason, LogLevel, LogLine, NodeState, OutboundMessage, ProposalOutcome,
     ProposalResult, ReadyBatch, SnapshotRestore,
 };
-pub use write::oversized_prefixes;
-pub(crate) use write::{JobWriter, PersistJob};
+pub(crate) use start::{initial_state, random_seed, StartError};
+pub use write::{oversized_prefixes, SEGMENT_MEMBERSHIP_IDS};
+pub(crate) use write::{sync_everything_written, JobWriter, PersistJob};
 
 use crate::core::{
     CompactError, ConfChange, ConfState, Entry, Index, Message, MessageBody, NodeId, Payload,
@@ -73,6 +75,32 @@ impl Default for SnapshotOptions {
 /// The largest snapshot chunk: the stream transport (docs/WIRE.md) carries
 /// chunks of at most 1 MiB.
 pub const MAX_SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
+
+/// What an owner hands a group, in the order it arrived.
+pub(crate) enum Input {
+    /// `n` ticks of logical time at once (a quiet group is ticked in
+    /// bulk, see the runtime).
+    Ticks(u32),
+    Step(Message),
+    Propose {
+        proposal_id: u64,
+        data: Payload,
+    },
+    ProposeConfChange {
+        proposal_id: u64,
+        change: ConfChange,
+    },
+    ReadIndex {
+        context: u64,
+    },
+    TransferLeader {
+        to: NodeId,
+    },
+    Unreachable {
+        peer: NodeId,
+    },
+    Applied(Index),
+}
 
 /// Why a snapshot cannot be started or recorded at an index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,12 +305,34 @@ impl Group {
         std::mem::take(&mut self.verifications)
     }
 
+    pub(crate) fn handle(&mut self, input: Input) {
+        match input {
+            Input::Ticks(n) => (0..n).for_each(|_| self.tick()),
+            Input::Step(msg) => self.step(msg),
+            Input::Propose { proposal_id, data } => self.propose(proposal_id, data),
+            Input::ProposeConfChange {
+                proposal_id,
+                change,
+            } => self.propose_conf_change(proposal_id, &change),
+            Input::ReadIndex { context } => self.read_index(context),
+            Input::TransferLeader { to } => self.transfer_leader(to),
+            Input::Unreachable { peer } => self.unreachable(peer),
+            Input::Applied(index) => self.applied(index),
+        }
+    }
+
+    /// Whether the group is quiet (see `Config::quiesce_tick`): its owner
+    /// may tick it in bulk, now and then.
+    pub(crate) fn is_quiescent(&self) -> bool {
+        self.raft.is_quiescent()
+    }
+
     pub(crate) fn tick(&mut self) {
         self.raft.tick();
         self.sender.tick();
     }
 
-    pub(crate) fn step(&mut self, msg: Message) {
+    fn step(&mut self, msg: Message) {
         self.out.log(LogLevel::Trace, || {
             format!(
                 "recv {} from {} term {}",
@@ -297,17 +347,17 @@ impl Group {
         }
     }
 
-    pub(crate) fn propose(&mut self, proposal_id: u64, data: Payload) {
+    fn propose(&mut self, proposal_id: u64, data: Payload) {
         let placed = self.raft.propose(data);
         self.track_proposal(proposal_id, placed);
     }
 
-    pub(crate) fn propose_conf_change(&mut self, proposal_id: u64, change: &ConfChange) {
+    fn propose_conf_change(&mut self, proposal_id: u64, change: &ConfChange) {
         let placed = self.raft.propose_conf_change(change);
         self.track_proposal(proposal_id, placed);
     }
 
-    pub(crate) fn read_index(&mut self, context: u64) {
+    fn read_index(&mut self, context: u64) {
         if let Err(err) = self.raft.read_index(context) {
             self.out.update(|p| {
                 p.push_read(ReadState {
@@ -318,7 +368,7 @@ impl Group {
         }
     }
 
-    pub(crate) fn transfer_leader(&mut self, to: NodeId) {
+    fn transfer_leader(&mut self, to: NodeId) {
         if let Err(err) = self.raft.transfer_leader(to) {
             self.out.log(LogLevel::Info, || {
                 format!("leadership transfer to {to} refused: {err}")
@@ -326,12 +376,12 @@ impl Group {
         }
     }
 
-    pub(crate) fn unreachable(&mut self, peer: NodeId) {
+    fn unreachable(&mut self, peer: NodeId) {
         self.raft.report_unreachable(peer);
         self.sender.unreachable(peer);
     }
 
-    pub(crate) fn applied(&mut self, index: Index) {
+    fn applied(&mut self, index: Index) {
         if index > self.applied {
             self.applied = index;
             self.raft.on_applied(index);

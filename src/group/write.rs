@@ -41,6 +41,21 @@ impl PersistJob {
     }
 }
 
+/// Node ids the snapshot metadata restated at the start of every WAL
+/// segment is assumed to name (all four membership lists together: a joint
+/// configuration between two memberships of up to 32 nodes each) when a
+/// segment is checked against the largest entry
+/// ([`crate::wal::segment_bytes_for_entry`]).
+pub const SEGMENT_MEMBERSHIP_IDS: usize = 64;
+
+/// At shutdown: a commit index written without a sync of its own is made
+/// durable too, so a node or runtime stopped cleanly restarts where it
+/// stood. A
+/// failure was reported with the write that caused it, or is harmless.
+pub(crate) fn sync_everything_written(wal: &Wal) {
+    let _ = wal.write(&[], None).and_then(|last| wal.wait_durable(last));
+}
+
 /// The entries and hard state of one group's consecutive jobs, written
 /// with one append and so one sync (shared with other groups' writes,
 /// [`JobWriter::final_write`]), unless they would not fit in one segment.

@@ -11,8 +11,8 @@
 
 use super::persist::{self, GroupWritten, PersistDone};
 use super::{spawn_guarded, Inputs, NodeConfig, NodeError, Shared};
-use crate::core::{ConfChange, Index, Message, NodeId, Payload, Raft, SnapshotMeta};
-use crate::group::{Group, PersistJob, Verification, Verified};
+use crate::core::{Index, Raft, SnapshotMeta};
+use crate::group::{Group, Input as GroupInput, PersistJob, Verification, Verified};
 use crate::snapshot::{SnapshotError, SnapshotFile, SnapshotStore};
 use crate::wal::{Wal, WalError, WriteTicket};
 use crossbeam_channel::{select, Receiver, Sender};
@@ -22,26 +22,8 @@ use std::thread::JoinHandle;
 
 /// What host threads send to the driver.
 pub(crate) enum Input {
-    Tick,
-    Step(Message),
-    Propose {
-        proposal_id: u64,
-        data: Payload,
-    },
-    ProposeConfChange {
-        proposal_id: u64,
-        change: ConfChange,
-    },
-    ReadIndex {
-        context: u64,
-    },
-    TransferLeader {
-        to: NodeId,
-    },
-    Unreachable {
-        peer: NodeId,
-    },
-    Applied(Index),
+    /// An input the group takes as it is.
+    Group(GroupInput),
     /// The host starts a snapshot at `index`: answer its metadata, or why
     /// not.
     BeginSnapshot {
@@ -340,25 +322,18 @@ impl Driver {
     }
 
     fn handle(&mut self, input: Input) {
-        let group = &mut self.group;
         match input {
-            Input::Tick => group.tick(),
-            Input::Step(msg) => group.step(msg),
-            Input::Propose { proposal_id, data } => group.propose(proposal_id, data),
-            Input::ProposeConfChange {
-                proposal_id,
-                change,
-            } => group.propose_conf_change(proposal_id, &change),
-            Input::ReadIndex { context } => group.read_index(context),
-            Input::TransferLeader { to } => group.transfer_leader(to),
-            Input::Unreachable { peer } => group.unreachable(peer),
-            Input::Applied(index) => group.applied(index),
+            Input::Group(input) => self.group.handle(input),
             Input::BeginSnapshot { index, reply } => {
                 // The requester waits for this answer; it may have given up.
-                let _ = reply.send(group.snapshot_meta_at(index).map_err(NodeError::from));
+                let _ = reply.send(self.group.snapshot_meta_at(index).map_err(NodeError::from));
             }
             Input::SnapshotTaken { meta, file, reply } => {
-                let _ = reply.send(group.snapshot_taken(meta, file).map_err(NodeError::from));
+                let _ = reply.send(
+                    self.group
+                        .snapshot_taken(meta, file)
+                        .map_err(NodeError::from),
+                );
             }
         }
     }

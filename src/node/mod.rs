@@ -24,35 +24,36 @@ mod readiness;
 mod syncer;
 mod writer;
 
+pub use crate::error::NodeError;
 #[doc(hidden)]
 pub use crate::group::oversized_prefixes;
 pub use crate::group::{
     CommittedEntry, DropReason, LogLevel, LogLine, NodeState, OutboundMessage, ProposalOutcome,
     ProposalResult, ReadyBatch, SnapshotOptions, SnapshotRestore, MAX_SNAPSHOT_CHUNK_BYTES,
+    SEGMENT_MEMBERSHIP_IDS,
 };
+pub(crate) use crate::threads::panic_message;
 pub use writer::SnapshotWriter;
 
-use crate::codec::DecodeError;
-use crate::core::{
-    ConfChange, Config, Index, InitialState, NodeId, Payload, Raft, Status, NO_NODE,
+use crate::core::{ConfChange, Config, Index, NodeId, Payload, Raft, Status};
+use crate::group::{
+    initial_state, random_seed, wire, Group, Input as GroupInput, Pending, StartError,
 };
-use crate::group::{wire, Group, Pending, SnapshotRefusal};
-use crate::snapshot::{SnapshotError, SnapshotStore};
+use crate::snapshot::SnapshotStore;
 use crate::wal::{
-    segment_bytes_for_entry, AdvancedOptions, FileLayer, Recovered, SyncMode, Wal, WalError,
-    WalOptions,
+    segment_bytes_for_entry, AdvancedOptions, FileLayer, SyncMode, Wal, WalError, WalOptions,
+    DEFAULT_GROUP,
 };
 use crossbeam_channel::Sender;
 use driver::{Driver, Input, Round};
 use parking_lot::{Condvar, Mutex};
 use readiness::Readiness;
-use std::fmt;
 use std::os::fd::RawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use syncer::SyncWait;
 
@@ -127,117 +128,6 @@ pub const DEFAULT_INPUT_CAPACITY: usize = 4096;
 /// only for the inputs waiting in it, so the bound is about how much work a
 /// host may pile up before it hears `Busy`, not about an allocation.
 pub const MAX_INPUT_CAPACITY: usize = 1 << 20;
-
-/// Node ids the snapshot metadata restated at the start of every WAL
-/// segment is assumed to name (all four membership lists together: a joint
-/// configuration between two memberships of up to 32 nodes each) when a
-/// segment is checked against the largest entry
-/// ([`crate::wal::segment_bytes_for_entry`]).
-pub const SEGMENT_MEMBERSHIP_IDS: usize = 64;
-
-/// Why a node call failed.
-#[derive(Debug)]
-pub enum NodeError {
-    /// The configuration, or its combination with the recovered state, is
-    /// unusable.
-    InvalidConfig(String),
-    /// Another node (in this or another process) holds the data directory.
-    DirectoryLocked(PathBuf),
-    /// Opening or recovering the WAL failed.
-    Storage(WalError),
-    /// A system resource (thread, file descriptor) could not be had.
-    Resource(String),
-    /// The input queue is full; retry after polling.
-    Busy,
-    /// Bytes given to `step` are not a message.
-    MalformedMessage(DecodeError),
-    /// Bytes given to `step` decode, but to a message no peer can send: a
-    /// term or a log index beyond the largest a cluster can reach.
-    InvalidMessage(&'static str),
-    /// The message is addressed to another node.
-    WrongRecipient { to: NodeId, this_node: NodeId },
-    /// The proposal exceeds the configured maximum entry size.
-    ProposalTooLarge { size: u64, limit: u64 },
-    /// `ack_applied` named an index the host has not been given yet.
-    NotDelivered { index: Index, delivered: Index },
-    /// A snapshot was asked for at an index the host has not acknowledged
-    /// as applied.
-    NotApplied { index: Index, applied: Index },
-    /// A snapshot was asked for (or finished) at an index at or below the
-    /// node's latest snapshot.
-    StaleSnapshot { index: Index, snapshot_index: Index },
-    /// Reading or writing a snapshot file failed, or a stored snapshot is
-    /// missing or damaged ([`SnapshotError::Corrupt`]).
-    Snapshot(SnapshotError),
-    /// The node stopped after a storage failure or an internal error; free
-    /// it and create it again from its data directory.
-    Failed(String),
-}
-
-impl fmt::Display for NodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NodeError::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
-            NodeError::DirectoryLocked(dir) => {
-                write!(
-                    f,
-                    "data directory {} is in use by another node",
-                    dir.display()
-                )
-            }
-            NodeError::Storage(err) => write!(f, "storage: {err}"),
-            NodeError::Resource(why) => write!(f, "out of resources: {why}"),
-            NodeError::Busy => write!(f, "input queue full; poll the node and retry"),
-            NodeError::MalformedMessage(err) => write!(f, "malformed message: {err}"),
-            NodeError::InvalidMessage(why) => write!(f, "invalid message: {why}"),
-            NodeError::WrongRecipient { to, this_node } => {
-                write!(
-                    f,
-                    "message addressed to node {to}, this is node {this_node}"
-                )
-            }
-            NodeError::ProposalTooLarge { size, limit } => {
-                write!(f, "proposal of {size} bytes exceeds the limit of {limit}")
-            }
-            NodeError::NotDelivered { index, delivered } => write!(
-                f,
-                "cannot acknowledge index {index}: only entries through {delivered} were delivered"
-            ),
-            NodeError::NotApplied { index, applied } => write!(
-                f,
-                "cannot snapshot at index {index}: the host acknowledged applying only through {applied}"
-            ),
-            NodeError::StaleSnapshot {
-                index,
-                snapshot_index,
-            } => write!(
-                f,
-                "cannot snapshot at index {index}: the node already has a snapshot at {snapshot_index}"
-            ),
-            NodeError::Snapshot(err) => write!(f, "snapshot: {err}"),
-            NodeError::Failed(why) => write!(f, "node stopped: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for NodeError {}
-
-impl From<SnapshotRefusal> for NodeError {
-    fn from(refusal: SnapshotRefusal) -> NodeError {
-        match refusal {
-            SnapshotRefusal::NotApplied { index, applied } => {
-                NodeError::NotApplied { index, applied }
-            }
-            SnapshotRefusal::Stale {
-                index,
-                snapshot_index,
-            } => NodeError::StaleSnapshot {
-                index,
-                snapshot_index,
-            },
-        }
-    }
-}
 
 /// What the host sees, filled by the node's threads, taken by `poll_ready`.
 struct Outbox {
@@ -565,7 +455,18 @@ impl Node {
         let expected = recovered.snapshot.as_ref().map(|m| (m.index, m.term));
         let (store, found) =
             SnapshotStore::open(&config.data_dir, expected).map_err(NodeError::Snapshot)?;
-        let initial = initial_state(&config, &wal, recovered)?;
+        let initial = initial_state(
+            id,
+            &config.peers,
+            config.applied,
+            &wal,
+            DEFAULT_GROUP,
+            recovered,
+        )
+        .map_err(|err| match err {
+            StartError::Invalid(why) => NodeError::InvalidConfig(why),
+            StartError::Storage(err) => NodeError::Storage(err),
+        })?;
         let applied = initial.applied;
         // Restarting from a compacted log beyond what the host applied: the
         // host first restores its state machine from the snapshot file.
@@ -739,7 +640,7 @@ impl Node {
 
     /// Advances the node's logical clock by one tick.
     pub fn tick(&self) -> Result<(), NodeError> {
-        self.send(Input::Tick)
+        self.send(Input::Group(GroupInput::Ticks(1)))
     }
 
     /// Takes a message received from a peer, as bytes the peer's node
@@ -756,7 +657,7 @@ impl Node {
                 this_node: self.id,
             });
         }
-        self.send_async(Input::Step(msg))
+        self.send_async(Input::Group(GroupInput::Step(msg)))
     }
 
     /// Queues a proposal and returns its id (never 0). Its outcome arrives
@@ -772,10 +673,10 @@ impl Node {
             });
         }
         let proposal_id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
-        self.send_async(Input::Propose {
+        self.send_async(Input::Group(GroupInput::Propose {
             proposal_id,
             data: Payload::from(data),
-        })?;
+        }))?;
         Ok(proposal_id)
     }
 
@@ -784,28 +685,28 @@ impl Node {
     /// each node once its entry is applied there.
     pub fn propose_conf_change(&self, change: ConfChange) -> Result<u64, NodeError> {
         let proposal_id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
-        self.send(Input::ProposeConfChange {
+        self.send(Input::Group(GroupInput::ProposeConfChange {
             proposal_id,
             change,
-        })?;
+        }))?;
         Ok(proposal_id)
     }
 
     /// Asks for a linearizable read point; the result, tagged with
     /// `context`, arrives in a later batch.
     pub fn read_index(&self, context: u64) -> Result<(), NodeError> {
-        self.send(Input::ReadIndex { context })
+        self.send(Input::Group(GroupInput::ReadIndex { context }))
     }
 
     /// Asks the leader to hand leadership to `to`; a refusal is logged.
     pub fn transfer_leader(&self, to: NodeId) -> Result<(), NodeError> {
-        self.send(Input::TransferLeader { to })
+        self.send(Input::Group(GroupInput::TransferLeader { to }))
     }
 
     /// The host's transport could not reach `peer`: a leader stops
     /// streaming to it until it answers again.
     pub fn report_unreachable(&self, peer: NodeId) -> Result<(), NodeError> {
-        self.send(Input::Unreachable { peer })
+        self.send(Input::Group(GroupInput::Unreachable { peer }))
     }
 
     /// Starts a snapshot of the host's state machine at `index`, which the
@@ -834,7 +735,7 @@ impl Node {
         if index > delivered {
             return Err(NodeError::NotDelivered { index, delivered });
         }
-        self.send(Input::Applied(index))
+        self.send(Input::Group(GroupInput::Applied(index)))
     }
 
     /// Waits up to `timeout` for a batch; `Ok(None)` when none came. After a
@@ -946,93 +847,6 @@ impl Drop for Node {
     }
 }
 
-/// Builds the core's starting state from what the WAL recovered. In an
-/// empty directory, configured peers found a new cluster: the founding
-/// membership entry the core prescribes is made durable before the node
-/// starts, so every later start recovers it like any other entry. With no
-/// peers the node joins an existing cluster and learns the membership from
-/// the log the leader sends.
-fn initial_state(
-    config: &NodeConfig,
-    wal: &Wal,
-    recovered: Recovered,
-) -> Result<InitialState, NodeError> {
-    let id = config.raft.id;
-    if recovered == Recovered::default() {
-        if config.applied > 0 {
-            return Err(NodeError::InvalidConfig(format!(
-                "applied index {} given for an empty data directory",
-                config.applied
-            )));
-        }
-        if config.peers.is_empty() {
-            return Ok(InitialState::default());
-        }
-        if config.peers.contains(&NO_NODE) {
-            return Err(NodeError::InvalidConfig("peer id 0 is reserved".into()));
-        }
-        if !config.peers.contains(&id) {
-            return Err(NodeError::InvalidConfig(format!(
-                "peers must include this node ({id})"
-            )));
-        }
-        let initial = InitialState::bootstrap(&config.peers);
-        wal.append(&initial.entries, Some(&initial.hard_state))
-            .map_err(NodeError::Storage)?;
-        return Ok(initial);
-    }
-    let recovered_last = recovered.entries.last().map_or_else(
-        || recovered.snapshot.as_ref().map_or(0, |meta| meta.index),
-        |entry| entry.index,
-    );
-    if config.applied > recovered_last {
-        return Err(NodeError::InvalidConfig(format!(
-            "applied index {} is beyond the recovered log, which ends at {recovered_last}",
-            config.applied
-        )));
-    }
-    let mut hard_state = recovered.hard_state;
-    // A commit index is written without a sync of its own
-    // (`PersistJob::needs_sync`), so a crash may recover an older one than
-    // the host applied. Every entry handed to the host was committed, and
-    // durable here before it was handed out: the host's applied index is
-    // a commit index too.
-    hard_state.commit = hard_state.commit.max(config.applied);
-    // Entries the snapshot covers are gone from the log: the host restores
-    // them from its snapshot (see `restore` in Node::new).
-    let applied = recovered
-        .snapshot
-        .as_ref()
-        .map_or(config.applied, |meta| meta.index.max(config.applied));
-    Ok(InitialState {
-        hard_state,
-        // Membership changes after the snapshot are replayed from the log.
-        conf_state: recovered
-            .snapshot
-            .as_ref()
-            .map(|meta| meta.conf_state.clone())
-            .unwrap_or_default(),
-        snapshot: recovered.snapshot,
-        entries: recovered.entries,
-        applied,
-    })
-}
-
-/// A seed that differs between nodes and between runs, so that nodes never
-/// share election timeouts.
-fn random_seed(id: NodeId) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(id);
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    hasher.finish() | 1
-}
-
 /// Spawns a node thread whose panic, should one happen, stops the node with
 /// a clear failure instead of leaving the host waiting forever.
 fn spawn_guarded(
@@ -1041,27 +855,5 @@ fn spawn_guarded(
     body: impl FnOnce() + Send + 'static,
 ) -> Result<JoinHandle<()>, NodeError> {
     let shared = shared.clone();
-    let thread_name = name.clone();
-    thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(body)) {
-                shared.fail(format!(
-                    "internal error in {thread_name}: {}",
-                    panic_message(&*payload)
-                ));
-            }
-        })
-        .map_err(|err| NodeError::Resource(format!("spawning {name}: {err}")))
-}
-
-/// The text of a panic payload, for error messages.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        (*text).to_string()
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "panic".to_string()
-    }
+    crate::threads::spawn_catching(name, move |why| shared.fail(why), body)
 }

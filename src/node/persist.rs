@@ -4,6 +4,7 @@
 //! runs [`write_group_unsynced`] on the caller's thread instead.
 
 use super::Shared;
+pub(crate) use crate::group::sync_everything_written;
 use crate::group::{JobWriter, LogLevel, PersistJob};
 use crate::snapshot::SnapshotStore;
 use crate::wal::{Wal, WalError, WriteTicket, DEFAULT_GROUP};
@@ -59,13 +60,6 @@ pub(crate) fn run(
         }
     }
     sync_everything_written(&wal);
-}
-
-/// At shutdown: a commit index written without a sync of its own is made
-/// durable too, so a node stopped cleanly restarts where it stood. A
-/// failure was reported with the write that caused it, or is harmless.
-pub(crate) fn sync_everything_written(wal: &Wal) {
-    let _ = wal.write(&[], None).and_then(|last| wal.wait_durable(last));
 }
 
 /// What [`write_group_unsynced`] wrote.

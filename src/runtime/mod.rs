@@ -1,0 +1,676 @@
+//! The runtime: many Raft groups on one worker pool and one shared WAL.
+//!
+//! A runtime has an id unique in its cluster; it hosts at most one replica
+//! of each group, and a group's members are the ids of the runtimes that
+//! host it. Every group is a thread-free [`Group`]; the runtime owns every
+//! thread:
+//! - the caller's threads: input calls ([`Runtime::step`],
+//!   [`Runtime::propose`], ...) validate their input, put it in the
+//!   group's mailbox and schedule the group if it was idle; they never
+//!   block on a group or the disk;
+//! - a fixed pool of workers (`worker.rs`): each takes the scheduled
+//!   groups, steps each (at most one worker holds a group at a time), and
+//!   writes what all of them must persist as one WAL batch with one sync;
+//!   then tells each group its writes are durable, through its mailbox;
+//! - short-lived threads verifying received snapshots.
+//!
+//! The host ticks the whole runtime with one call ([`Runtime::tick`]): an
+//! awake group gets each tick; a quiet one (see `Config::quiesce_tick`) is
+//! ticked in bulk every few ticks, so idle groups cost next to nothing.
+//! The host polls all groups' output with one call ([`Runtime::poll`]).
+
+mod worker;
+
+use crate::core::{Config, Index, NodeId, Payload, Raft, Status};
+use crate::error::NodeError;
+use crate::group::{
+    initial_state, random_seed, sync_everything_written, wire, Group, Input, LogLevel, LogLine,
+    NodeState, Pending, ReadyBatch, SnapshotOptions, SnapshotRestore, StartError, Verified,
+    SEGMENT_MEMBERSHIP_IDS,
+};
+use crate::snapshot::SnapshotStore;
+use crate::wal::{
+    segment_bytes_for_entry, AdvancedOptions, FileLayer, Recovered, Wal, WalError, WalOptions,
+};
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A group's id: the same on every runtime hosting a replica of it.
+pub type GroupId = u64;
+
+/// Everything needed to open (or reopen) a runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// This runtime's id in the cluster: its replicas' node id in every
+    /// group. Never 0.
+    pub id: NodeId,
+    /// Holds the shared WAL and, under `groups/<id>/`, each group's
+    /// snapshot files.
+    pub data_dir: PathBuf,
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+    pub wal: WalOptions,
+    /// The file layer the WAL goes through (fault injection in tests).
+    pub wal_files: Arc<dyn FileLayer>,
+    /// The core's tunables for every group; `id` is ignored (the runtime's
+    /// is used) and a `seed` of 0 picks a random one per group.
+    pub raft: Config,
+    pub snapshot: SnapshotOptions,
+    pub log_level: LogLevel,
+    /// Inputs a group's mailbox holds before [`NodeError::Busy`].
+    pub mailbox_capacity: usize,
+}
+
+impl RuntimeConfig {
+    pub fn new(id: NodeId, data_dir: impl Into<PathBuf>) -> RuntimeConfig {
+        RuntimeConfig {
+            id,
+            data_dir: data_dir.into(),
+            workers: 0,
+            wal: WalOptions::default(),
+            wal_files: AdvancedOptions::default().files,
+            raft: Config::default(),
+            snapshot: SnapshotOptions::default(),
+            log_level: LogLevel::Off,
+            mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
+        }
+    }
+}
+
+pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
+
+/// How a group starts on this runtime.
+#[derive(Clone, Debug, Default)]
+pub struct GroupStart {
+    /// Voters of a new group, this runtime included; read only when the
+    /// WAL holds nothing of the group. Empty to join an existing group
+    /// (it learns the membership from the leader) or to restart one.
+    pub peers: Vec<NodeId>,
+    /// What the host has already applied of this group (see
+    /// `NodeConfig::applied`).
+    pub applied: Index,
+}
+
+/// One group's output, taken by [`Runtime::poll`].
+#[derive(Debug)]
+pub struct GroupReady {
+    pub group: GroupId,
+    pub batch: ReadyBatch,
+}
+
+/// A running runtime. Every method takes `&self` and may be called from
+/// any thread; dropping it stops the workers after every write is durable.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// What a group's mailbox carries to the worker that steps it.
+enum Work {
+    Input(Input),
+    /// The group's writes through this number are durable.
+    Durable(u64),
+    Verified(Verified),
+}
+
+/// A group as the runtime holds it.
+struct Slot {
+    id: GroupId,
+    mailbox: Mutex<Vec<Work>>,
+    /// In the run queue or held by a worker: input then needs no
+    /// scheduling of its own.
+    scheduled: AtomicBool,
+    cell: Mutex<Cell>,
+    outbox: Mutex<Outbox>,
+    status: Mutex<Status>,
+    /// Highest committed index handed to the host: the bound for acks.
+    delivered: AtomicU64,
+    next_proposal_id: AtomicU64,
+    /// Set by the worker after each round; ticks skip a quiet group.
+    quiescent: AtomicBool,
+    /// Ticks a quiet group has not been given yet.
+    owed_ticks: AtomicU32,
+    max_entry_bytes: u64,
+}
+
+/// What a worker steps: the group and its snapshot files.
+struct Cell {
+    group: Group,
+    store: SnapshotStore,
+}
+
+/// A group's output waiting for the host.
+struct Outbox {
+    pending: Pending,
+    /// On the runtime's list of groups with output.
+    listed: bool,
+}
+
+/// State shared by the host-facing [`Runtime`] and its workers.
+struct Shared {
+    id: NodeId,
+    config: RuntimeConfig,
+    wal: Wal,
+    groups: RwLock<HashMap<GroupId, Arc<Slot>>>,
+    run_queue: Sender<Option<Arc<Slot>>>,
+    run_queue_rx: Receiver<Option<Arc<Slot>>>,
+    /// Groups with output for the host.
+    ready: Mutex<Vec<Arc<Slot>>>,
+    ready_signal: Condvar,
+    failure: Mutex<Option<String>>,
+    failed: AtomicBool,
+    /// Threads verifying received snapshots; joined when the runtime stops.
+    verifiers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A quiet group is ticked once this many ticks have gathered: its timers
+/// run in bulk, and it costs the runtime one round per interval rather
+/// than one per tick.
+fn quiet_tick_interval(config: &Config) -> u32 {
+    config.election_tick.max(1)
+}
+
+impl Runtime {
+    /// Opens (or creates) the data directory, recovers the shared WAL and
+    /// starts the workers. Groups found in the WAL are listed by
+    /// [`Runtime::stored_groups`] and run once started with
+    /// [`Runtime::start_group`].
+    pub fn open(config: RuntimeConfig) -> Result<Runtime, NodeError> {
+        if config.id == 0 {
+            return Err(NodeError::InvalidConfig("runtime id 0 is reserved".into()));
+        }
+        if config.mailbox_capacity == 0 {
+            return Err(NodeError::InvalidConfig(
+                "the mailbox capacity must be at least 1".into(),
+            ));
+        }
+        let mut raft = config.raft.clone();
+        raft.id = config.id;
+        raft.validate()
+            .map_err(|err| NodeError::InvalidConfig(err.to_string()))?;
+        let needed = segment_bytes_for_entry(raft.max_entry_bytes, SEGMENT_MEMBERSHIP_IDS);
+        if config.wal.segment_size < needed {
+            return Err(NodeError::InvalidConfig(format!(
+                "segment size {} cannot hold an entry of max_entry_bytes ({}): that takes at \
+                 least {needed} bytes",
+                config.wal.segment_size, raft.max_entry_bytes
+            )));
+        }
+        let advanced = AdvancedOptions {
+            files: config.wal_files.clone(),
+            ..AdvancedOptions::default()
+        };
+        // Each group reads what it needs when it starts; the recovered
+        // copies are not kept.
+        let (wal, _) = Wal::open_groups_with(&config.data_dir, config.wal.clone(), advanced)
+            .map_err(|err| match err {
+                WalError::Locked(dir) => NodeError::DirectoryLocked(dir),
+                WalError::Invalid(why) => NodeError::InvalidConfig(why),
+                err => NodeError::Storage(err),
+            })?;
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let (run_queue, run_queue_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            id: config.id,
+            config,
+            wal,
+            groups: RwLock::new(HashMap::new()),
+            run_queue,
+            run_queue_rx,
+            ready: Mutex::new(Vec::new()),
+            ready_signal: Condvar::new(),
+            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            verifiers: Mutex::new(Vec::new()),
+        });
+        let mut runtime = Runtime {
+            shared: shared.clone(),
+            workers: Vec::with_capacity(workers),
+        };
+        for n in 0..workers {
+            let worker_shared = shared.clone();
+            let failing = shared.clone();
+            let handle = crate::threads::spawn_catching(
+                format!("embraft-rt{}-w{n}", shared.id),
+                move |why| failing.fail(why),
+                move || worker::run(&worker_shared),
+            )?;
+            runtime.workers.push(handle);
+        }
+        Ok(runtime)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// The groups the WAL holds state of, running or not.
+    pub fn stored_groups(&self) -> Vec<GroupId> {
+        self.shared.wal.groups()
+    }
+
+    /// The groups running.
+    pub fn running_groups(&self) -> Vec<GroupId> {
+        let mut ids: Vec<GroupId> = self.shared.groups.read().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Starts a group: restarted from the WAL when it holds the group,
+    /// else founded with `start.peers`, or empty to join.
+    pub fn start_group(&self, group: GroupId, start: GroupStart) -> Result<(), NodeError> {
+        self.shared.check_alive()?;
+        let shared = &self.shared;
+        // Holding the map's write lock keeps two starts of one group from
+        // racing.
+        let mut groups = shared.groups.write();
+        if groups.contains_key(&group) {
+            return Err(NodeError::GroupExists(group));
+        }
+        let recovered = shared.recovered(group).map_err(NodeError::Storage)?;
+        let dir = shared.group_dir(group);
+        let expected = recovered.snapshot.as_ref().map(|m| (m.index, m.term));
+        let (store, found) = SnapshotStore::open(&dir, expected).map_err(NodeError::Snapshot)?;
+        let initial = initial_state(
+            shared.id,
+            &start.peers,
+            start.applied,
+            &shared.wal,
+            group,
+            recovered,
+        )
+        .map_err(|err| match err {
+            StartError::Invalid(why) => NodeError::InvalidConfig(format!("group {group}: {why}")),
+            StartError::Storage(err) => NodeError::Storage(err),
+        })?;
+        let applied = initial.applied;
+        let restore = initial
+            .snapshot
+            .clone()
+            .filter(|meta| meta.index > start.applied)
+            .zip(found.current)
+            .map(|(meta, file)| SnapshotRestore {
+                meta,
+                path: file.path.clone(),
+                pin: store.pin(&file),
+            });
+        let mut raft_config = shared.config.raft.clone();
+        raft_config.id = shared.id;
+        if raft_config.seed == 0 {
+            raft_config.seed = random_seed(shared.id ^ group.rotate_left(32));
+        }
+        let max_entry_bytes = raft_config.max_entry_bytes;
+        let election_tick = raft_config.election_tick;
+        let raft = Raft::new(raft_config, initial)
+            .map_err(|err| NodeError::InvalidConfig(err.to_string()))?;
+        let state = NodeState {
+            role: raft.role(),
+            leader: raft.leader(),
+            term: raft.term(),
+        };
+        let status = raft.status();
+        let group_state = Group::new(
+            raft,
+            store.clone(),
+            &shared.config.snapshot,
+            election_tick,
+            applied,
+            shared.config.log_level,
+        );
+        let mut pending = Pending::new(state);
+        if let Some(restore) = restore {
+            pending.set_restore(restore);
+        }
+        let slot = Arc::new(Slot {
+            id: group,
+            mailbox: Mutex::new(Vec::new()),
+            scheduled: AtomicBool::new(false),
+            cell: Mutex::new(Cell {
+                group: group_state,
+                store,
+            }),
+            outbox: Mutex::new(Outbox {
+                pending,
+                listed: false,
+            }),
+            status: Mutex::new(status),
+            delivered: AtomicU64::new(applied),
+            next_proposal_id: AtomicU64::new(1),
+            quiescent: AtomicBool::new(false),
+            owed_ticks: AtomicU32::new(0),
+            max_entry_bytes,
+        });
+        groups.insert(group, slot.clone());
+        drop(groups);
+        shared.list_if_pending(&slot);
+        // A first round hands out what the log already commits, and the
+        // first status, without waiting for input.
+        shared.schedule(&slot);
+        Ok(())
+    }
+
+    /// Stops running a group; its state stays in the WAL and it can be
+    /// started again.
+    pub fn stop_group(&self, group: GroupId) -> Result<(), NodeError> {
+        self.shared
+            .groups
+            .write()
+            .remove(&group)
+            .map(|_| ())
+            .ok_or(NodeError::UnknownGroup(group))
+    }
+
+    /// Stops a group and deletes its state: its WAL records (a durable
+    /// tombstone) and its snapshot files.
+    pub fn remove_group(&self, group: GroupId) -> Result<(), NodeError> {
+        self.shared.check_alive()?;
+        let slot = self
+            .shared
+            .groups
+            .write()
+            .remove(&group)
+            .ok_or(NodeError::UnknownGroup(group))?;
+        // A worker may be stepping it: wait for that round to end.
+        drop(slot.cell.lock());
+        self.shared
+            .wal
+            .remove_group(group)
+            .map_err(NodeError::Storage)?;
+        let dir = self.shared.group_dir(group);
+        if let Err(err) = std::fs::remove_dir_all(&dir) {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                return Err(NodeError::Resource(format!(
+                    "removing {}: {err}",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances every group's logical clock by one tick. A quiet group is
+    /// given its ticks in bulk, every few ticks.
+    pub fn tick(&self) -> Result<(), NodeError> {
+        self.shared.check_alive()?;
+        let interval = quiet_tick_interval(&self.shared.config.raft);
+        let groups: Vec<Arc<Slot>> = self.shared.groups.read().values().cloned().collect();
+        for slot in groups {
+            let owed = slot.owed_ticks.fetch_add(1, Ordering::Relaxed) + 1;
+            if slot.quiescent.load(Ordering::Relaxed) && owed < interval {
+                continue;
+            }
+            slot.owed_ticks.fetch_sub(owed, Ordering::Relaxed);
+            self.shared.deliver(&slot, Work::Input(Input::Ticks(owed)));
+        }
+        Ok(())
+    }
+
+    /// Takes a message for `group` from a peer runtime, as bytes that
+    /// runtime's group produced.
+    pub fn step(&self, group: GroupId, bytes: &[u8]) -> Result<(), NodeError> {
+        let msg = wire::decode(bytes).map_err(NodeError::MalformedMessage)?;
+        msg.check_ceilings().map_err(NodeError::InvalidMessage)?;
+        if msg.to != self.shared.id {
+            return Err(NodeError::WrongRecipient {
+                to: msg.to,
+                this_node: self.shared.id,
+            });
+        }
+        self.send(group, Input::Step(msg))
+    }
+
+    /// Queues a proposal to `group` and returns its id (never 0, unique
+    /// within the group). Its outcome arrives in a later batch of the
+    /// group.
+    pub fn propose(&self, group: GroupId, data: &[u8]) -> Result<u64, NodeError> {
+        let slot = self.shared.slot(group)?;
+        let size = data.len() as u64;
+        if size > slot.max_entry_bytes {
+            return Err(NodeError::ProposalTooLarge {
+                size,
+                limit: slot.max_entry_bytes,
+            });
+        }
+        let proposal_id = slot.next_proposal_id.fetch_add(1, Ordering::Relaxed);
+        self.shared.send_to(
+            &slot,
+            Input::Propose {
+                proposal_id,
+                data: Payload::from(data),
+            },
+        )?;
+        Ok(proposal_id)
+    }
+
+    /// Asks `group` for a linearizable read point; the result, tagged with
+    /// `context`, arrives in a later batch of the group.
+    pub fn read_index(&self, group: GroupId, context: u64) -> Result<(), NodeError> {
+        self.send(group, Input::ReadIndex { context })
+    }
+
+    /// Asks `group`'s leader here to hand leadership to `to`.
+    pub fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<(), NodeError> {
+        self.send(group, Input::TransferLeader { to })
+    }
+
+    /// The host's transport could not reach runtime `peer`: every group
+    /// hosting a replica there hears of it.
+    pub fn report_unreachable(&self, peer: NodeId) -> Result<(), NodeError> {
+        self.shared.check_alive()?;
+        let groups: Vec<Arc<Slot>> = self.shared.groups.read().values().cloned().collect();
+        for slot in groups {
+            self.shared
+                .deliver(&slot, Work::Input(Input::Unreachable { peer }));
+        }
+        Ok(())
+    }
+
+    /// The host applied every delivered entry of `group` through `index`.
+    pub fn ack_applied(&self, group: GroupId, index: Index) -> Result<(), NodeError> {
+        let slot = self.shared.slot(group)?;
+        let delivered = slot.delivered.load(Ordering::Acquire);
+        if index > delivered {
+            return Err(NodeError::NotDelivered { index, delivered });
+        }
+        self.shared.send_to(&slot, Input::Applied(index))
+    }
+
+    /// `group`'s state as of its last round.
+    pub fn status(&self, group: GroupId) -> Result<Status, NodeError> {
+        Ok(self.shared.slot(group)?.status.lock().clone())
+    }
+
+    /// Waits up to `timeout` for output of any group and takes all there
+    /// is: one batch per group with output, in no particular order. An
+    /// empty list when none came. After a failure, the output pending at
+    /// that moment is still handed out, then every call returns the
+    /// failure.
+    pub fn poll(&self, timeout: Duration) -> Result<Vec<GroupReady>, NodeError> {
+        let shared = &self.shared;
+        let deadline = Instant::now().checked_add(timeout);
+        let slots = {
+            let mut ready = shared.ready.lock();
+            loop {
+                if !ready.is_empty() {
+                    break std::mem::take(&mut *ready);
+                }
+                if let Some(why) = shared.failure.lock().clone() {
+                    return Err(NodeError::Failed(why));
+                }
+                let timed_out = match deadline {
+                    Some(deadline) => shared
+                        .ready_signal
+                        .wait_until(&mut ready, deadline)
+                        .timed_out(),
+                    None => {
+                        shared.ready_signal.wait(&mut ready);
+                        false
+                    }
+                };
+                if timed_out && ready.is_empty() {
+                    return Ok(Vec::new());
+                }
+            }
+        };
+        Ok(slots
+            .into_iter()
+            .map(|slot| {
+                let mut outbox = slot.outbox.lock();
+                outbox.listed = false;
+                let batch = outbox.pending.take();
+                drop(outbox);
+                // A restored snapshot counts as delivered through its index.
+                let delivered = batch
+                    .committed
+                    .last()
+                    .map(|last| last.entry.index)
+                    .max(batch.restore.as_ref().map(|r| r.meta.index));
+                if let Some(delivered) = delivered {
+                    slot.delivered.store(delivered, Ordering::Release);
+                }
+                GroupReady {
+                    group: slot.id,
+                    batch,
+                }
+            })
+            .collect())
+    }
+
+    fn send(&self, group: GroupId, input: Input) -> Result<(), NodeError> {
+        let slot = self.shared.slot(group)?;
+        self.shared.send_to(&slot, input)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Each worker takes one stop mark after the work queued before it.
+        for _ in &self.workers {
+            let _ = self.shared.run_queue.send(None);
+        }
+        for worker in self.workers.drain(..) {
+            // Panics were caught inside the thread (spawn_catching).
+            let _ = worker.join();
+        }
+        let verifiers = std::mem::take(&mut *self.shared.verifiers.lock());
+        for verifier in verifiers {
+            let _ = verifier.join();
+        }
+        // A commit index written without a sync of its own is made durable
+        // too, so a runtime stopped cleanly restarts where it stood.
+        sync_everything_written(&self.shared.wal);
+    }
+}
+
+impl Shared {
+    fn check_alive(&self) -> Result<(), NodeError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(NodeError::Failed(
+                self.failure.lock().clone().unwrap_or_default(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn slot(&self, group: GroupId) -> Result<Arc<Slot>, NodeError> {
+        self.check_alive()?;
+        self.groups
+            .read()
+            .get(&group)
+            .cloned()
+            .ok_or(NodeError::UnknownGroup(group))
+    }
+
+    fn group_dir(&self, group: GroupId) -> PathBuf {
+        self.config.data_dir.join("groups").join(group.to_string())
+    }
+
+    /// What the WAL holds of `group` (nothing for a new group).
+    fn recovered(&self, group: GroupId) -> Result<Recovered, WalError> {
+        let wal = &self.wal;
+        let first = wal.first_index_of(group);
+        let last = wal.last_index_of(group);
+        let entries = if last >= first {
+            wal.entries_of(group, first, last + 1, u64::MAX)?
+        } else {
+            Vec::new()
+        };
+        Ok(Recovered {
+            hard_state: wal.hard_state_of(group),
+            snapshot: wal.snapshot_of(group),
+            entries,
+        })
+    }
+
+    /// Queues a host input, refused when the mailbox is full.
+    fn send_to(&self, slot: &Arc<Slot>, input: Input) -> Result<(), NodeError> {
+        {
+            let mut mailbox = slot.mailbox.lock();
+            if mailbox.len() >= self.config.mailbox_capacity {
+                return Err(NodeError::Busy);
+            }
+            mailbox.push(Work::Input(input));
+        }
+        self.schedule(slot);
+        Ok(())
+    }
+
+    /// Queues work the runtime itself owes a group (ticks, durability,
+    /// verified snapshots): never refused.
+    fn deliver(&self, slot: &Arc<Slot>, work: Work) {
+        slot.mailbox.lock().push(work);
+        self.schedule(slot);
+    }
+
+    /// Puts the group on the run queue unless it is there or held by a
+    /// worker (which looks at the mailbox again when it lets go).
+    fn schedule(&self, slot: &Arc<Slot>) {
+        if !slot.scheduled.swap(true, Ordering::SeqCst) {
+            let _ = self.run_queue.send(Some(slot.clone()));
+        }
+    }
+
+    /// Lists the group for the host when its outbox holds something.
+    fn list_if_pending(&self, slot: &Arc<Slot>) {
+        let mut outbox = slot.outbox.lock();
+        if !outbox.listed && !outbox.pending.is_empty() {
+            outbox.listed = true;
+            let mut ready = self.ready.lock();
+            ready.push(slot.clone());
+            self.ready_signal.notify_all();
+        }
+    }
+
+    /// Adds a line to a group's output.
+    fn note(&self, slot: &Arc<Slot>, text: String) {
+        if self.config.log_level >= LogLevel::Info {
+            slot.outbox.lock().pending.push_log(LogLine {
+                level: LogLevel::Info,
+                text,
+            });
+            self.list_if_pending(slot);
+        }
+    }
+
+    /// Stops the runtime for good: the WAL failed (it is poisoned), or a
+    /// worker panicked.
+    fn fail(&self, why: String) {
+        let mut failure = self.failure.lock();
+        if failure.is_none() {
+            *failure = Some(why);
+            self.failed.store(true, Ordering::Release);
+            drop(failure);
+            let _ready = self.ready.lock();
+            self.ready_signal.notify_all();
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! A worker of the runtime's pool. A round takes the groups on the run
+//! queue (up to [`MAX_GROUPS_PER_ROUND`]), steps each with what its
+//! mailbox holds, writes what all of them must persist as one WAL batch,
+//! and waits for one sync; then each group hears, through its mailbox,
+//! that its writes are durable, and releases what waited on them
+//! (persist-before-send holds per group as on a node).
+//!
+//! A group is held by one worker at a time: it stays marked scheduled
+//! while a worker steps it, and its lock is kept until its writes are in
+//! the WAL, so two rounds never write one group's batches out of order.
+
+use super::{Cell, Shared, Slot, Work};
+use crate::group::{JobWriter, Verification, Verified};
+use crate::snapshot::SnapshotError;
+use crate::wal::GroupWrite;
+use parking_lot::MutexGuard;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Groups one round steps at most: enough to share a sync among many
+/// groups, few enough that a round's locks are not held long.
+const MAX_GROUPS_PER_ROUND: usize = 256;
+
+pub(super) fn run(shared: &Arc<Shared>) {
+    while let Ok(Some(first)) = shared.run_queue_rx.recv() {
+        let mut round = vec![first];
+        let mut stop = false;
+        while round.len() < MAX_GROUPS_PER_ROUND {
+            match shared.run_queue_rx.try_recv() {
+                Ok(Some(slot)) => round.push(slot),
+                Ok(None) => {
+                    stop = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if !shared.failed.load(Ordering::Acquire) {
+            run_round(shared, &round);
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// A group stepped in this round and what it wrote.
+struct Stepped<'a> {
+    slot: &'a Arc<Slot>,
+    cell: MutexGuard<'a, Cell>,
+    writer: Option<JobWriter>,
+    /// The last write's number, when a sync must be waited for.
+    awaited: Option<u64>,
+}
+
+fn run_round(shared: &Arc<Shared>, round: &[Arc<Slot>]) {
+    let wal = &shared.wal;
+    let segment_size = shared.config.wal.segment_size;
+    let mut stepped = Vec::with_capacity(round.len());
+    let mut failure = None;
+    for slot in round {
+        let mut cell = slot.cell.lock();
+        let work = std::mem::take(&mut *slot.mailbox.lock());
+        for item in work {
+            match item {
+                Work::Input(input) => cell.group.handle(input),
+                Work::Durable(seq) => cell.group.durable(seq),
+                Work::Verified(verified) => cell.group.on_verified(verified),
+            }
+        }
+        cell.group.process();
+        for verification in cell.group.take_verifications() {
+            verify(shared, slot, verification);
+        }
+        let jobs = cell.group.take_writes();
+        let mut writer = None;
+        let mut awaited = None;
+        if !jobs.is_empty() && failure.is_none() {
+            let mut jobs_writer = JobWriter::new(slot.id, segment_size, Some(cell.store.clone()));
+            for job in jobs {
+                let seq = job.seq;
+                let needs_sync = job.needs_sync();
+                if let Err(err) = jobs_writer.add(wal, job) {
+                    failure = Some(err.to_string());
+                    break;
+                }
+                if needs_sync {
+                    awaited = Some(seq);
+                }
+            }
+            for note in jobs_writer.take_notes() {
+                shared.note(slot, note);
+            }
+            writer = Some(jobs_writer);
+        }
+        // Published before the write: a leader's appends do not wait for
+        // its own copy (the Raft thesis, 10.2.1), and what the group
+        // releases only once durable is still held in it.
+        publish(shared, slot, &mut cell);
+        stepped.push(Stepped {
+            slot,
+            cell,
+            writer,
+            awaited,
+        });
+    }
+
+    let ticket = match failure {
+        Some(why) => Err(why),
+        None => {
+            let writes: Vec<GroupWrite<'_>> = stepped
+                .iter()
+                .filter_map(|s| s.writer.as_ref().map(JobWriter::final_write))
+                .collect();
+            wal.write_groups(&writes).map_err(|err| err.to_string())
+        }
+    };
+    // The writes are in the WAL in order: other workers may step these
+    // groups again while this one waits for the sync.
+    let mut durable = Vec::new();
+    for s in stepped {
+        drop(s.cell);
+        if let Some(seq) = s.awaited {
+            durable.push((s.slot, seq));
+        }
+        release(shared, s.slot);
+    }
+    let synced = ticket.and_then(|ticket| {
+        if durable.is_empty() {
+            Ok(())
+        } else {
+            wal.wait_durable(ticket).map_err(|err| err.to_string())
+        }
+    });
+    match synced {
+        Ok(()) => {
+            for (slot, seq) in durable {
+                shared.deliver(slot, Work::Durable(seq));
+            }
+        }
+        Err(why) => shared.fail(format!("storage failed: {why}")),
+    }
+}
+
+/// Moves a group's status and output where the host finds them.
+fn publish(shared: &Shared, slot: &Arc<Slot>, cell: &mut Cell) {
+    cell.group.fill_status(&mut slot.status.lock());
+    slot.quiescent
+        .store(cell.group.is_quiescent(), Ordering::Relaxed);
+    cell.group.flush_output(&mut slot.outbox.lock().pending);
+    shared.list_if_pending(slot);
+}
+
+/// The worker lets go of a group: input that arrived meanwhile gets the
+/// group scheduled again.
+fn release(shared: &Shared, slot: &Arc<Slot>) {
+    slot.scheduled.store(false, Ordering::SeqCst);
+    if !slot.mailbox.lock().is_empty() {
+        shared.schedule(slot);
+    }
+}
+
+/// Checksums and syncs a received snapshot off the workers; the result
+/// goes back through the group's mailbox.
+fn verify(shared: &Arc<Shared>, slot: &Arc<Slot>, verification: Verification) {
+    let Verification { id, partial } = verification;
+    let for_result = shared.clone();
+    let target = slot.clone();
+    let failing = shared.clone();
+    let spawned = crate::threads::spawn_catching(
+        format!("embraft-rt{}-snap", shared.id),
+        move |why| failing.fail(why),
+        move || {
+            let result = partial.finish();
+            for_result.deliver(&target, Work::Verified(Verified { id, result }));
+        },
+    );
+    match spawned {
+        Ok(handle) => {
+            let mut verifiers = shared.verifiers.lock();
+            verifiers.retain(|h| !h.is_finished());
+            verifiers.push(handle);
+        }
+        Err(err) => shared.deliver(
+            slot,
+            Work::Verified(Verified {
+                id,
+                result: Err(SnapshotError::Invalid(err.to_string())),
+            }),
+        ),
+    }
+}

@@ -1,0 +1,422 @@
+//! Many groups on three runtimes in one process, wired by an in-memory
+//! transport, each runtime with its own synced WAL: every group elects a
+//! leader and commits, a runtime is stopped and reopened from its WAL
+//! (every group recovered from the one log), and nothing committed is
+//! lost. `EMBRAFT_RUNTIME_GROUPS` sets the number of groups (default
+//! 1,000).
+
+#[path = "common/temp_dir.rs"]
+mod temp_dir;
+
+use embraft::core::{Config, Role};
+use embraft::node::{LogLevel, ProposalResult};
+use embraft::runtime::{GroupId, GroupStart, Runtime, RuntimeConfig};
+use embraft::wal::WalOptions;
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+use temp_dir::TempDir;
+
+const RUNTIMES: u64 = 3;
+
+/// What a runtime's host applied, per group: the data of every normal
+/// entry, by index.
+type Applied = HashMap<GroupId, BTreeMap<u64, Vec<u8>>>;
+
+/// What the host of each runtime saw.
+#[derive(Default)]
+struct Host {
+    applied: Applied,
+    /// Proposal outcomes by (group, proposal id): the index committed at,
+    /// or `None` when dropped.
+    outcomes: HashMap<(GroupId, u64), Option<u64>>,
+}
+
+struct Cluster {
+    runtimes: Arc<RwLock<Vec<Option<Arc<Runtime>>>>>,
+    hosts: Vec<Arc<Mutex<Host>>>,
+    dirs: Vec<TempDir>,
+    groups: u64,
+    stop: Arc<AtomicBool>,
+    /// Per runtime: its poller; stopping one stops it.
+    pollers: Vec<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+fn runtime_config(id: u64, dir: &TempDir) -> RuntimeConfig {
+    let mut config = RuntimeConfig::new(id, dir.path());
+    config.workers = 2;
+    config.wal = WalOptions {
+        segment_size: 8 << 20,
+        ..WalOptions::default()
+    };
+    config.raft = Config {
+        election_tick: 10,
+        heartbeat_tick: 2,
+        ..Config::default()
+    };
+    config.log_level = LogLevel::Off;
+    config
+}
+
+impl Cluster {
+    fn new(groups: u64) -> Cluster {
+        let dirs: Vec<TempDir> = (1..=RUNTIMES)
+            .map(|id| TempDir::new(&format!("runtime-{id}")))
+            .collect();
+        let mut cluster = Cluster {
+            runtimes: Arc::new(RwLock::new(vec![None, None, None])),
+            hosts: (0..RUNTIMES).map(|_| Arc::default()).collect(),
+            dirs,
+            groups,
+            stop: Arc::new(AtomicBool::new(false)),
+            pollers: vec![None, None, None],
+            ticker: None,
+        };
+        for id in 1..=RUNTIMES {
+            cluster.open(id, true);
+        }
+        let runtimes = cluster.runtimes.clone();
+        let stop = cluster.stop.clone();
+        cluster.ticker = Some(thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(10));
+                for runtime in runtimes.read().iter().flatten() {
+                    runtime.tick().unwrap();
+                }
+            }
+        }));
+        cluster
+    }
+
+    /// Opens runtime `id` and starts every group on it: founded when
+    /// `found`, else restarted from its WAL.
+    fn open(&mut self, id: u64, found: bool) {
+        let index = (id - 1) as usize;
+        let runtime = Arc::new(Runtime::open(runtime_config(id, &self.dirs[index])).unwrap());
+        if !found {
+            let stored = runtime.stored_groups();
+            assert_eq!(
+                stored,
+                (1..=self.groups).collect::<Vec<_>>(),
+                "the WAL holds every group"
+            );
+        }
+        // A restarted host starts from scratch: every committed entry is
+        // delivered again from the log.
+        self.hosts[index].lock().applied.clear();
+        for group in 1..=self.groups {
+            let peers = if found {
+                (1..=RUNTIMES).collect()
+            } else {
+                Vec::new()
+            };
+            runtime
+                .start_group(group, GroupStart { peers, applied: 0 })
+                .unwrap();
+        }
+        self.runtimes.write()[index] = Some(runtime.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller_stop = stop.clone();
+        let runtimes = self.runtimes.clone();
+        let host = self.hosts[index].clone();
+        let poller = thread::spawn(move || {
+            while !poller_stop.load(Ordering::Relaxed) {
+                let readies = runtime.poll(Duration::from_millis(10)).unwrap();
+                for ready in readies {
+                    let group = ready.group;
+                    let batch = ready.batch;
+                    {
+                        let targets = runtimes.read();
+                        for msg in &batch.messages {
+                            if let Some(target) = &targets[(msg.to - 1) as usize] {
+                                // A full mailbox loses the message, as a
+                                // network may.
+                                let _ = target.step(group, &msg.bytes);
+                            }
+                        }
+                    }
+                    let mut host = host.lock();
+                    for c in &batch.committed {
+                        if c.entry.kind == embraft::core::EntryKind::Normal
+                            && !c.entry.data.is_empty()
+                        {
+                            let previous = host
+                                .applied
+                                .entry(group)
+                                .or_default()
+                                .insert(c.entry.index, c.entry.data.to_vec());
+                            assert!(previous.is_none(), "index applied twice");
+                        }
+                    }
+                    for outcome in &batch.outcomes {
+                        let index = match outcome.result {
+                            ProposalResult::Committed { index } => Some(index),
+                            _ => None,
+                        };
+                        host.outcomes.insert((group, outcome.proposal_id), index);
+                    }
+                    drop(host);
+                    if let Some(last) = batch.committed.last() {
+                        runtime.ack_applied(group, last.entry.index).unwrap();
+                    }
+                }
+            }
+        });
+        self.pollers[index] = Some((stop, poller));
+    }
+
+    /// Reopens runtime `id` with no transport and no ticks: every entry it
+    /// committed before it stopped must come back from its own WAL.
+    fn recovers_alone(&self, id: u64, tag: &str, at: &HashMap<GroupId, u64>) {
+        let index = (id - 1) as usize;
+        let runtime = Runtime::open(runtime_config(id, &self.dirs[index])).unwrap();
+        for group in 1..=self.groups {
+            runtime.start_group(group, GroupStart::default()).unwrap();
+        }
+        let mut found: HashMap<GroupId, HashMap<u64, Vec<u8>>> = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let complete = |found: &HashMap<GroupId, HashMap<u64, Vec<u8>>>| {
+            at.iter().all(|(group, index)| {
+                found.get(group).and_then(|log| log.get(index))
+                    == Some(&format!("{tag}-{group}").into_bytes())
+            })
+        };
+        while !complete(&found) {
+            assert!(
+                Instant::now() < deadline,
+                "runtime {id} did not recover every committed entry from its WAL"
+            );
+            for ready in runtime.poll(Duration::from_millis(50)).unwrap() {
+                for c in &ready.batch.committed {
+                    found
+                        .entry(ready.group)
+                        .or_default()
+                        .insert(c.entry.index, c.entry.data.to_vec());
+                }
+            }
+        }
+    }
+
+    /// Stops runtime `id` (its poller first, then the runtime itself).
+    fn close(&mut self, id: u64) {
+        let index = (id - 1) as usize;
+        if let Some((stop, poller)) = self.pollers[index].take() {
+            stop.store(true, Ordering::Relaxed);
+            poller.join().unwrap();
+        }
+        let runtime = self.runtimes.write()[index].take().unwrap();
+        // The ticker may hold a clone for a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut runtime = runtime;
+        loop {
+            match Arc::try_unwrap(runtime) {
+                Ok(runtime) => {
+                    drop(runtime);
+                    return;
+                }
+                Err(back) => {
+                    assert!(Instant::now() < deadline, "runtime still referenced");
+                    runtime = back;
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+
+    /// The runtime whose replica of `group` leads, if any.
+    fn leader(&self, group: GroupId) -> Option<Arc<Runtime>> {
+        self.runtimes
+            .read()
+            .iter()
+            .flatten()
+            .find(|r| r.status(group).is_ok_and(|s| s.role == Role::Leader))
+            .cloned()
+    }
+
+    fn wait_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < limit, "timed out waiting until {what}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        start.elapsed()
+    }
+
+    /// Proposes `tag` to every group through its leader (retrying where
+    /// the proposal is dropped) and waits until all are committed;
+    /// returns the index each landed at.
+    fn commit_everywhere(&self, tag: &str) -> HashMap<GroupId, u64> {
+        let mut committed = HashMap::new();
+        let start = Instant::now();
+        while (committed.len() as u64) < self.groups {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "{} of {} groups committed {tag}",
+                committed.len(),
+                self.groups
+            );
+            let mut waiting = Vec::new();
+            for group in 1..=self.groups {
+                if committed.contains_key(&group) {
+                    continue;
+                }
+                let Some(leader) = self.leader(group) else {
+                    continue;
+                };
+                let data = format!("{tag}-{group}");
+                if let Ok(id) = leader.propose(group, data.as_bytes()) {
+                    waiting.push((leader.id(), group, id));
+                }
+            }
+            thread::sleep(Duration::from_millis(200));
+            for (runtime, group, id) in waiting {
+                let host = self.hosts[(runtime - 1) as usize].lock();
+                if let Some(Some(index)) = host.outcomes.get(&(group, id)) {
+                    committed.insert(group, *index);
+                }
+            }
+        }
+        committed
+    }
+
+    /// Whether runtime `id`'s host applied `tag` at the index it was
+    /// committed at, in every group.
+    fn applied_everywhere(&self, id: u64, tag: &str, at: &HashMap<GroupId, u64>) -> bool {
+        let host = self.hosts[(id - 1) as usize].lock();
+        at.iter().all(|(group, index)| {
+            host.applied
+                .get(group)
+                .and_then(|log| log.get(index))
+                .is_some_and(|data| data == format!("{tag}-{group}").as_bytes())
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+        for id in 1..=RUNTIMES {
+            if self.pollers[(id - 1) as usize].is_some() {
+                self.close(id);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_thousand_groups_commit_and_survive_a_runtime_restart() {
+    let groups = std::env::var("EMBRAFT_RUNTIME_GROUPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let mut cluster = Cluster::new(groups);
+    let limit = Duration::from_secs(120);
+    let elected = cluster.wait_until("every group has a leader", limit, || {
+        (1..=groups).all(|g| cluster.leader(g).is_some())
+    });
+    eprintln!("{groups} groups elected in {elected:?}");
+
+    let first = cluster.commit_everywhere("a");
+    for id in 1..=RUNTIMES {
+        cluster.wait_until("every runtime applied the first round", limit, || {
+            cluster.applied_everywhere(id, "a", &first)
+        });
+    }
+
+    // Runtime 3 stops; the others keep committing without it.
+    cluster.close(3);
+    let second = cluster.commit_everywhere("b");
+    cluster.recovers_alone(3, "a", &first);
+    cluster.open(3, false);
+    let recovered = cluster.wait_until("the reopened runtime caught up", limit, || {
+        cluster.applied_everywhere(3, "a", &first) && cluster.applied_everywhere(3, "b", &second)
+    });
+    eprintln!("runtime 3 reopened and caught up in {recovered:?}");
+
+    let third = cluster.commit_everywhere("c");
+    for id in 1..=RUNTIMES {
+        cluster.wait_until("every runtime applied every round", limit, || {
+            cluster.applied_everywhere(id, "a", &first)
+                && cluster.applied_everywhere(id, "b", &second)
+                && cluster.applied_everywhere(id, "c", &third)
+        });
+    }
+}
+
+#[test]
+fn bad_calls_get_clear_errors() {
+    let dir = TempDir::new("runtime-errors");
+    let runtime = Runtime::open(runtime_config(1, &dir)).unwrap();
+    runtime
+        .start_group(
+            7,
+            GroupStart {
+                peers: vec![1],
+                applied: 0,
+            },
+        )
+        .unwrap();
+    let again = runtime.start_group(7, GroupStart::default()).unwrap_err();
+    assert!(
+        matches!(again, embraft::node::NodeError::GroupExists(7)),
+        "{again}"
+    );
+    let unknown = runtime.propose(8, b"x").unwrap_err();
+    assert!(
+        matches!(unknown, embraft::node::NodeError::UnknownGroup(8)),
+        "{unknown}"
+    );
+    assert_eq!(unknown.to_string(), "no group 8 runs here");
+    let garbage = runtime.step(7, &[0xff, 0x00, 0x13]).unwrap_err();
+    assert!(
+        matches!(garbage, embraft::node::NodeError::MalformedMessage(_)),
+        "{garbage}"
+    );
+    let locked = Runtime::open(runtime_config(1, &dir)).err().unwrap();
+    assert!(
+        matches!(locked, embraft::node::NodeError::DirectoryLocked(_)),
+        "{locked}"
+    );
+    assert!(
+        Runtime::open(runtime_config(0, &dir)).is_err(),
+        "id 0 is reserved"
+    );
+    // A one-voter group elects itself and commits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        runtime.tick().unwrap();
+        if let Ok(id) = runtime.propose(7, b"solo") {
+            if runtime.status(7).unwrap().role == Role::Leader {
+                break id;
+            }
+        }
+        assert!(Instant::now() < deadline, "the group never led");
+        thread::sleep(Duration::from_millis(5));
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let readies = runtime.poll(Duration::from_millis(20)).unwrap();
+        let committed = readies
+            .iter()
+            .flat_map(|r| &r.batch.outcomes)
+            .any(|o| o.proposal_id == id && matches!(o.result, ProposalResult::Committed { .. }));
+        if committed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the proposal never committed");
+        runtime.tick().unwrap();
+    }
+    runtime.remove_group(7).unwrap();
+    assert!(runtime.stored_groups().is_empty(), "removed from the WAL");
+    assert!(matches!(
+        runtime.status(7),
+        Err(embraft::node::NodeError::UnknownGroup(7))
+    ));
+}
