@@ -420,3 +420,111 @@ fn bad_calls_get_clear_errors() {
         Err(embraft::node::NodeError::UnknownGroup(7))
     ));
 }
+
+/// Polls `runtime` until `done` says the outputs seen so far suffice.
+fn poll_until(runtime: &Runtime, what: &str, mut done: impl FnMut(&[GroupReadyView]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        runtime.tick().unwrap();
+        for ready in runtime.poll(Duration::from_millis(10)).unwrap() {
+            if let Some(last) = ready.batch.committed.last() {
+                runtime.ack_applied(ready.group, last.entry.index).unwrap();
+            }
+            seen.push(GroupReadyView {
+                group: ready.group,
+                restore: ready.batch.restore.map(|r| (r.meta.index, r.path)),
+                snapshot_wanted: ready.batch.snapshot_wanted,
+            });
+        }
+    }
+}
+
+struct GroupReadyView {
+    group: GroupId,
+    restore: Option<(u64, std::path::PathBuf)>,
+    snapshot_wanted: Option<u64>,
+}
+
+#[test]
+fn a_group_snapshots_compacts_and_restores_after_a_restart() {
+    let dir = TempDir::new("runtime-snapshot");
+    let mut config = runtime_config(1, &dir);
+    config.snapshot.entries_threshold = 20;
+    config.raft.compact_keep_entries = 0;
+    let runtime = Runtime::open(config.clone()).unwrap();
+    for group in [5, 6] {
+        runtime
+            .start_group(
+                group,
+                GroupStart {
+                    peers: vec![1],
+                    applied: 0,
+                },
+            )
+            .unwrap();
+    }
+    poll_until(&runtime, "group 5 leads", |_| {
+        runtime.status(5).unwrap().role == Role::Leader
+    });
+    for n in 0..30 {
+        runtime.propose(5, format!("v{n}").as_bytes()).unwrap();
+    }
+    let mut wanted = None;
+    poll_until(&runtime, "a snapshot is wanted", |seen| {
+        wanted = seen
+            .iter()
+            .filter(|r| r.group == 5)
+            .find_map(|r| r.snapshot_wanted);
+        wanted.is_some()
+    });
+    let index = wanted.unwrap();
+    let mut writer = runtime.begin_snapshot(5, index).unwrap();
+    writer.write(b"state machine at the snapshot").unwrap();
+    writer.finish().unwrap();
+    poll_until(&runtime, "the snapshot is recorded", |_| {
+        runtime.status(5).unwrap().snapshot_index == index
+    });
+    // An index at or below the snapshot is refused, for this group only.
+    let stale = runtime.begin_snapshot(5, index).err().unwrap();
+    assert!(
+        matches!(stale, embraft::node::NodeError::StaleSnapshot { .. }),
+        "{stale}"
+    );
+    assert!(matches!(
+        runtime.begin_snapshot(9, 1),
+        Err(embraft::node::NodeError::UnknownGroup(9))
+    ));
+    drop(runtime);
+
+    // Restarted with nothing applied: the host restores from the snapshot
+    // file, then applies what follows it.
+    let runtime = Runtime::open(config).unwrap();
+    runtime.start_group(5, GroupStart::default()).unwrap();
+    runtime.start_group(6, GroupStart::default()).unwrap();
+    let mut restored = None;
+    poll_until(&runtime, "the restore is handed out", |seen| {
+        restored = seen
+            .iter()
+            .filter(|r| r.group == 5)
+            .find_map(|r| r.restore.clone());
+        restored.is_some()
+    });
+    let (at, path) = restored.unwrap();
+    assert_eq!(at, index);
+    assert_eq!(
+        runtime.status(5).unwrap().first_index,
+        index + 1,
+        "the log before the snapshot is compacted away"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"state machine at the snapshot"
+    );
+    assert!(
+        path.starts_with(dir.path().join("groups").join("5")),
+        "{}",
+        path.display()
+    );
+}

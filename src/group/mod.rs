@@ -20,6 +20,7 @@ mod snapshot_send;
 mod start;
 pub(crate) mod wire;
 mod write;
+mod writer;
 
 pub(crate) use batch::Pending;
 pub use batch::{
@@ -29,6 +30,7 @@ pub use batch::{
 pub(crate) use start::{initial_state, random_seed, StartError};
 pub use write::{oversized_prefixes, SEGMENT_MEMBERSHIP_IDS};
 pub(crate) use write::{sync_everything_written, JobWriter, PersistJob};
+pub use writer::SnapshotWriter;
 
 use crate::core::{
     CompactError, ConfChange, ConfState, Entry, Index, Message, MessageBody, NodeId, Payload,

@@ -22,18 +22,16 @@ mod driver;
 mod persist;
 mod readiness;
 mod syncer;
-mod writer;
 
 pub use crate::error::NodeError;
 #[doc(hidden)]
 pub use crate::group::oversized_prefixes;
 pub use crate::group::{
     CommittedEntry, DropReason, LogLevel, LogLine, NodeState, OutboundMessage, ProposalOutcome,
-    ProposalResult, ReadyBatch, SnapshotOptions, SnapshotRestore, MAX_SNAPSHOT_CHUNK_BYTES,
-    SEGMENT_MEMBERSHIP_IDS,
+    ProposalResult, ReadyBatch, SnapshotOptions, SnapshotRestore, SnapshotWriter,
+    MAX_SNAPSHOT_CHUNK_BYTES, SEGMENT_MEMBERSHIP_IDS,
 };
 pub(crate) use crate::threads::panic_message;
-pub use writer::SnapshotWriter;
 
 use crate::core::{ConfChange, Config, Index, NodeId, Payload, Raft, Status};
 use crate::group::{
@@ -725,7 +723,22 @@ impl Node {
             .create(meta.index, meta.term)
             .map_err(NodeError::Snapshot)?;
         let inputs = self.inputs.as_ref().map_or_else(Weak::new, Arc::downgrade);
-        Ok(SnapshotWriter::new(temp, meta, inputs, self.shared.clone()))
+        let shared = self.shared.clone();
+        let deliver = Box::new(move |meta, file| {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            let input = Input::SnapshotTaken { meta, file, reply };
+            // Blocking: the file is already in place, and the driver
+            // drains its queue promptly (an inline node has answered when
+            // this returns). A node freed meanwhile leaves an unrecorded
+            // file, which its next start deletes.
+            let Some(inputs) = inputs.upgrade() else {
+                return Err(shared.failure_error());
+            };
+            inputs.send_blocking(input)?;
+            drop(inputs);
+            answer.recv().map_err(|_| shared.failure_error())?
+        });
+        Ok(SnapshotWriter::new(temp, meta, deliver))
     }
 
     /// The host applied every delivered entry through `index`. Acks may lag

@@ -25,8 +25,8 @@ use crate::core::{Config, Index, NodeId, Payload, Raft, Status};
 use crate::error::NodeError;
 use crate::group::{
     initial_state, random_seed, sync_everything_written, wire, Group, Input, LogLevel, LogLine,
-    NodeState, Pending, ReadyBatch, SnapshotOptions, SnapshotRestore, StartError, Verified,
-    SEGMENT_MEMBERSHIP_IDS,
+    NodeState, Pending, ReadyBatch, SnapshotOptions, SnapshotRestore, SnapshotWriter, StartError,
+    Verified, SEGMENT_MEMBERSHIP_IDS,
 };
 use crate::snapshot::SnapshotStore;
 use crate::wal::{
@@ -104,6 +104,19 @@ pub struct GroupReady {
     pub batch: ReadyBatch,
 }
 
+/// Counts of the runtime's work since it opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeStats {
+    /// Worker rounds run.
+    pub rounds: u64,
+    /// Group steps across all rounds (a group stepped in two rounds counts
+    /// twice).
+    pub group_steps: u64,
+    /// WAL syncs waited for: one per round that wrote something a group
+    /// waits on, however many groups it served.
+    pub syncs: u64,
+}
+
 /// A running runtime. Every method takes `&self` and may be called from
 /// any thread; dropping it stops the workers after every write is durable.
 pub struct Runtime {
@@ -117,6 +130,9 @@ enum Work {
     /// The group's writes through this number are durable.
     Durable(u64),
     Verified(Verified),
+    /// The group has work of its own to hand out (a host's snapshot to
+    /// record): it needs a round.
+    Wake,
 }
 
 /// A group as the runtime holds it.
@@ -167,6 +183,9 @@ struct Shared {
     failed: AtomicBool,
     /// Threads verifying received snapshots; joined when the runtime stops.
     verifiers: Mutex<Vec<JoinHandle<()>>>,
+    rounds: AtomicU64,
+    group_steps: AtomicU64,
+    syncs: AtomicU64,
 }
 
 /// A quiet group is ticked once this many ticks have gathered: its timers
@@ -231,6 +250,9 @@ impl Runtime {
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             verifiers: Mutex::new(Vec::new()),
+            rounds: AtomicU64::new(0),
+            group_steps: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
         });
         let mut runtime = Runtime {
             shared: shared.clone(),
@@ -251,6 +273,15 @@ impl Runtime {
 
     pub fn id(&self) -> NodeId {
         self.shared.id
+    }
+
+    pub fn stats(&self) -> RuntimeStats {
+        let shared = &self.shared;
+        RuntimeStats {
+            rounds: shared.rounds.load(Ordering::Relaxed),
+            group_steps: shared.group_steps.load(Ordering::Relaxed),
+            syncs: shared.syncs.load(Ordering::Relaxed),
+        }
     }
 
     /// The groups the WAL holds state of, running or not.
@@ -484,6 +515,39 @@ impl Runtime {
         self.shared.send_to(&slot, Input::Applied(index))
     }
 
+    /// Starts a snapshot of the host's state machine for `group` at
+    /// `index`, which the host must have applied and acknowledged, and
+    /// which must be later than the group's latest snapshot. The host
+    /// fills the writer's file and finishes it: the group records the
+    /// snapshot in the WAL and, once that is durable, compacts its log.
+    pub fn begin_snapshot(
+        &self,
+        group: GroupId,
+        index: Index,
+    ) -> Result<SnapshotWriter, NodeError> {
+        let slot = self.shared.slot(group)?;
+        let (meta, store) = {
+            let cell = slot.cell.lock();
+            (cell.group.snapshot_meta_at(index)?, cell.store.clone())
+        };
+        let temp = store
+            .create(meta.index, meta.term)
+            .map_err(NodeError::Snapshot)?;
+        let shared = Arc::downgrade(&self.shared);
+        let deliver = Box::new(move |meta, file| {
+            // A runtime stopped, or a group stopped, meanwhile leaves an
+            // unrecorded file, which the group's next start deletes.
+            let shared = shared
+                .upgrade()
+                .ok_or_else(|| NodeError::Failed("the runtime stopped".into()))?;
+            let slot = shared.slot(group)?;
+            let taken = slot.cell.lock().group.snapshot_taken(meta, file);
+            shared.deliver(&slot, Work::Wake);
+            taken.map_err(NodeError::from)
+        });
+        Ok(SnapshotWriter::new(temp, meta, deliver))
+    }
+
     /// `group`'s state as of its last round.
     pub fn status(&self, group: GroupId) -> Result<Status, NodeError> {
         Ok(self.shared.slot(group)?.status.lock().clone())
@@ -594,10 +658,14 @@ impl Shared {
         self.config.data_dir.join("groups").join(group.to_string())
     }
 
-    /// What the WAL holds of `group` (nothing for a new group).
+    /// What the WAL holds of `group` (nothing for a new group), as
+    /// recovery finds it: the entries after its snapshot (those before it
+    /// may linger until their segment goes).
     fn recovered(&self, group: GroupId) -> Result<Recovered, WalError> {
         let wal = &self.wal;
-        let first = wal.first_index_of(group);
+        let snapshot = wal.snapshot_of(group);
+        let after_snapshot = snapshot.as_ref().map_or(0, |s| s.index) + 1;
+        let first = wal.first_index_of(group).max(after_snapshot);
         let last = wal.last_index_of(group);
         let entries = if last >= first {
             wal.entries_of(group, first, last + 1, u64::MAX)?
@@ -606,7 +674,7 @@ impl Shared {
         };
         Ok(Recovered {
             hard_state: wal.hard_state_of(group),
-            snapshot: wal.snapshot_of(group),
+            snapshot,
             entries,
         })
     }

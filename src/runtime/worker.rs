@@ -56,6 +56,10 @@ struct Stepped<'a> {
 fn run_round(shared: &Arc<Shared>, round: &[Arc<Slot>]) {
     let wal = &shared.wal;
     let segment_size = shared.config.wal.segment_size;
+    shared.rounds.fetch_add(1, Ordering::Relaxed);
+    shared
+        .group_steps
+        .fetch_add(round.len() as u64, Ordering::Relaxed);
     let mut stepped = Vec::with_capacity(round.len());
     let mut failure = None;
     for slot in round {
@@ -66,6 +70,7 @@ fn run_round(shared: &Arc<Shared>, round: &[Arc<Slot>]) {
                 Work::Input(input) => cell.group.handle(input),
                 Work::Durable(seq) => cell.group.durable(seq),
                 Work::Verified(verified) => cell.group.on_verified(verified),
+                Work::Wake => {}
             }
         }
         cell.group.process();
@@ -129,6 +134,7 @@ fn run_round(shared: &Arc<Shared>, round: &[Arc<Slot>]) {
         if durable.is_empty() {
             Ok(())
         } else {
+            shared.syncs.fetch_add(1, Ordering::Relaxed);
             wal.wait_durable(ticket).map_err(|err| err.to_string())
         }
     });

@@ -1,14 +1,18 @@
-//! [`SnapshotWriter`]: how a host hands the node a snapshot of its state
-//! machine.
+//! [`SnapshotWriter`]: how a host hands a group (of a node or a runtime)
+//! a snapshot of its state machine.
 
-use super::driver::Input;
-use super::{Inputs, NodeError, Shared};
 use crate::core::{Index, SnapshotMeta, Term};
-use crate::snapshot::SnapshotTemp;
+use crate::error::NodeError;
+use crate::snapshot::{SnapshotFile, SnapshotTemp};
 use std::path::Path;
-use std::sync::{Arc, Weak};
 
-/// A snapshot being taken, from [`crate::node::Node::begin_snapshot`]. The
+/// How a finished snapshot reaches its group: the owner records it (or
+/// refuses it as stale) and answers.
+pub(crate) type Deliver =
+    Box<dyn FnOnce(SnapshotMeta, SnapshotFile) -> Result<(), NodeError> + Send>;
+
+/// A snapshot being taken, from [`crate::node::Node::begin_snapshot`] or
+/// [`crate::runtime::Runtime::begin_snapshot`]. The
 /// host writes its state machine as of the snapshot's index into the file,
 /// either with [`SnapshotWriter::write`] or by opening
 /// [`SnapshotWriter::path`] itself (not both), then calls
@@ -18,22 +22,15 @@ use std::sync::{Arc, Weak};
 pub struct SnapshotWriter {
     temp: Option<SnapshotTemp>,
     meta: SnapshotMeta,
-    inputs: Weak<Inputs>,
-    shared: Arc<Shared>,
+    deliver: Option<Deliver>,
 }
 
 impl SnapshotWriter {
-    pub(crate) fn new(
-        temp: SnapshotTemp,
-        meta: SnapshotMeta,
-        inputs: Weak<Inputs>,
-        shared: Arc<Shared>,
-    ) -> SnapshotWriter {
+    pub(crate) fn new(temp: SnapshotTemp, meta: SnapshotMeta, deliver: Deliver) -> SnapshotWriter {
         SnapshotWriter {
             temp: Some(temp),
             meta,
-            inputs,
-            shared,
+            deliver: Some(deliver),
         }
     }
 
@@ -62,33 +59,23 @@ impl SnapshotWriter {
     }
 
     /// Makes the file durable, checksums it and gives it its final name,
-    /// then queues it for the node, which records it in its WAL and, once
+    /// then hands it to the group, which records it in its WAL and, once
     /// that is durable, compacts its log and deletes older snapshots. Runs
     /// on the caller's thread and returns once the file is durable and
-    /// queued. Fails with [`NodeError::StaleSnapshot`] when the node got a
-    /// snapshot at or beyond this index meanwhile (the file is deleted).
+    /// handed over. Fails with [`NodeError::StaleSnapshot`] when the group
+    /// got a snapshot at or beyond this index meanwhile (the file is
+    /// deleted).
     pub fn finish(mut self) -> Result<(), NodeError> {
         let temp = self
             .temp
             .take()
             .expect("a writer holds its file until it ends");
         let file = temp.finish().map_err(NodeError::Snapshot)?;
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        let input = Input::SnapshotTaken {
-            meta: self.meta.clone(),
-            file,
-            reply,
-        };
-        // Blocking: the file is already in place, and the driver drains its
-        // queue promptly (an inline node has answered when this returns).
-        // A node freed meanwhile leaves an unrecorded file, which its next
-        // start deletes.
-        let Some(inputs) = self.inputs.upgrade() else {
-            return Err(self.shared.failure_error());
-        };
-        inputs.send_blocking(input)?;
-        drop(inputs);
-        answer.recv().map_err(|_| self.shared.failure_error())?
+        let deliver = self
+            .deliver
+            .take()
+            .expect("a writer delivers its file once");
+        deliver(self.meta.clone(), file)
     }
 
     /// Gives up: the file is deleted.
