@@ -81,7 +81,7 @@ fn a_segment_that_cannot_hold_the_largest_entry_is_refused_at_start() {
     // The figure docs/FFI.md gives for the default limit.
     assert_eq!(
         segment_bytes_for_entry(1 << 20, SEGMENT_MEMBERSHIP_IDS),
-        (1 << 20) + 888
+        (1 << 20) + 840
     );
     let entry = 3400;
     let segment = segment_bytes_for_entry(entry, SEGMENT_MEMBERSHIP_IDS);
