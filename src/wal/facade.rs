@@ -436,17 +436,18 @@ impl Wal {
         if head <= oldest {
             return Ok(());
         }
-        let mut last = None;
         for group in restate {
             let rewrite = GroupWrite {
                 group,
                 ..GroupWrite::default()
             };
-            last = Some(self.write_locked(w, &[Op::Write(rewrite)])?);
+            self.write_locked(w, &[Op::Write(rewrite)])?;
         }
-        if let (Some(ticket), SyncMode::Always) = (last, self.options.sync) {
-            self.commit.wait_durable(ticket, false)?;
-        }
+        // The restated states and any tombstone must be durable before the
+        // unlinks are, in every sync mode: a lost restatement after a
+        // durable deletion would lose a group's state for good.
+        self.commit
+            .wait_durable(self.commit.last_written(), false)?;
         let doomed: Vec<Arc<Segment>> = {
             let mut log = self.log.write();
             let kept = log.segments.split_off(&head);

@@ -36,6 +36,12 @@ pub(crate) struct GroupState<T> {
 }
 
 impl<T> GroupState<T> {
+    /// Entries up to here are not needed: compacted, or never stored
+    /// since a snapshot replaced the log.
+    fn unneeded_upto(&self) -> Index {
+        self.compacted.max(self.log.first_index() - 1)
+    }
+
     /// Whether deleting every segment before `head` keeps this group's
     /// state: its first segment from `head` on restates everything before
     /// it that is still needed and is never written below its start, or
@@ -44,9 +50,9 @@ impl<T> GroupState<T> {
     fn head_keeps_it(&self, head: u64) -> bool {
         let mut from_head = self.segs.range(head..);
         let Some((_, first)) = from_head.next() else {
-            return self.log.last_index() <= self.compacted;
+            return self.log.last_index() <= self.unneeded_upto();
         };
-        first.offset <= self.compacted
+        first.offset <= self.unneeded_upto()
             && first.min_entry > first.offset
             && from_head.all(|(_, s)| s.min_entry > first.offset)
     }
@@ -210,7 +216,7 @@ impl<T> Groups<T> {
         let mut pins: Vec<(u64, u64, Index)> = self
             .map
             .iter()
-            .map(|(&id, g)| (g.newest_head(oldest, active), id, g.compacted + 1))
+            .map(|(&id, g)| (g.newest_head(oldest, active), id, g.unneeded_upto() + 1))
             .filter(|&(head, _, _)| head < active)
             .collect();
         pins.sort_unstable();

@@ -372,6 +372,30 @@ mod tests {
     }
 
     #[test]
+    fn group_start_payload_round_trip() {
+        let hs = crate::core::HardState {
+            term: 4,
+            vote: 2,
+            commit: 9,
+        };
+        let snap = crate::core::SnapshotMeta {
+            index: 8,
+            term: 3,
+            ..Default::default()
+        };
+        for snapshot in [None, Some(&snap)] {
+            let mut payload = Vec::new();
+            encode_restate(&hs, snapshot, &mut payload);
+            assert_eq!(decode_restate(&payload), Ok((hs, snapshot.cloned())));
+            // A cut right after the hard state reads as "no snapshot": the
+            // record's checksum, not the payload, guards its length.
+            for cut in (0..payload.len()).filter(|&c| c != 29) {
+                assert!(decode_restate(&payload[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
     fn segment_header_round_trip() {
         let h = SegmentHeader {
             seq: 5,
