@@ -1,7 +1,7 @@
 //! The Raft node state machine: roles, election, replication, commit.
 
 use super::config::{Config, ConfigError};
-use super::log::{AppendOutcome, RaftLog};
+use super::log::{AppendOutcome, LogReadError, LogStorage, RaftLog};
 use super::membership::{ConfChangeError, Membership, VoteResult};
 use super::progress::{Progress, ProgressState};
 use super::rng::Rng;
@@ -359,6 +359,11 @@ pub struct Status {
     pub quiescent: bool,
     /// Per-peer progress; empty unless leader.
     pub peers: Vec<PeerStatus>,
+    /// Bytes of entries cached in memory (see [`Raft::cached_entry_bytes`]).
+    pub cached_entry_bytes: u64,
+    /// Reads of evicted entries through the [`LogStorage`] that failed so
+    /// far; [`Raft::last_log_read_error`] says why the latest did.
+    pub log_read_failures: u64,
 }
 
 /// What must happen once a ready batch is durable.
@@ -504,6 +509,13 @@ pub struct Raft {
     pending_persists: VecDeque<PendingPersist>,
     last_soft: SoftState,
     last_hard: HardState,
+
+    /// Failed reads through the log storage, and why the latest failed.
+    log_read_failures: u64,
+    last_log_read_error: Option<LogReadError>,
+    /// Applying waits for the next tick: the committed entries to hand out
+    /// could not be read back, and retrying at once would spin the host.
+    apply_read_failed: bool,
 }
 
 impl Raft {
@@ -597,6 +609,9 @@ impl Raft {
                 leader: NO_NODE,
             },
             last_hard: HardState::default(),
+            log_read_failures: 0,
+            last_log_read_error: None,
+            apply_read_failed: false,
         };
         raft.last_hard = raft.hard_state();
         raft.reset_election_timer();
@@ -649,6 +664,8 @@ impl Raft {
             lead_transferee: NO_NODE,
             quiescent: false,
             peers: Vec::new(),
+            cached_entry_bytes: 0,
+            log_read_failures: 0,
         };
         self.fill_status(&mut status);
         status
@@ -671,6 +688,8 @@ impl Raft {
         self.membership.fill_conf_state(&mut out.conf_state);
         out.lead_transferee = self.lead_transferee;
         out.quiescent = self.quiescent;
+        out.cached_entry_bytes = self.log.cached_bytes();
+        out.log_read_failures = self.log_read_failures;
         out.peers.clear();
         if self.role == Role::Leader {
             out.peers
@@ -685,14 +704,62 @@ impl Raft {
         }
     }
 
-    /// The in-memory log (persisted or not), oldest first.
+    /// The in-memory log (persisted or not), oldest first: entries from
+    /// [`Raft::first_index`] on, except those evicted (see
+    /// [`Raft::evict_cached_entries`]).
     pub fn log_entries(&self) -> &[Entry] {
         self.log.entries()
+    }
+
+    /// The term of the entry at `index`, cached or evicted, or of the
+    /// snapshot's last entry; `None` for an index the log does not hold.
+    pub fn log_term(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    /// Installs the read-only view of the durable log through which the
+    /// core reads back entries it evicted from its cache. Without one,
+    /// nothing is evicted and the whole log stays in memory.
+    pub fn set_log_storage(&mut self, storage: Box<dyn LogStorage>) {
+        self.log.set_storage(storage);
+        self.evict_beyond_cap();
+    }
+
+    /// Drops cached entries through `through` from memory, as far as they
+    /// may go: only with a [`LogStorage`] installed, and only entries that
+    /// are durable and already handed out for applying. Returns the bytes
+    /// freed. For a host that shares one memory budget among many groups.
+    pub fn evict_cached_entries(&mut self, through: Index) -> u64 {
+        self.log.evict(through)
+    }
+
+    /// Bytes of entries held in memory (their [`Entry::size`]).
+    pub fn cached_entry_bytes(&self) -> u64 {
+        self.log.cached_bytes()
+    }
+
+    /// Why the latest read through the [`LogStorage`] failed, if one did.
+    pub fn last_log_read_error(&self) -> Option<&LogReadError> {
+        self.last_log_read_error.as_ref()
+    }
+
+    fn record_log_read_error(&mut self, error: LogReadError) {
+        self.log_read_failures += 1;
+        self.last_log_read_error = Some(error);
+    }
+
+    /// Keeps the cache within `Config::max_cached_bytes`, as far as entries
+    /// may leave it.
+    fn evict_beyond_cap(&mut self) {
+        if self.config.max_cached_bytes > 0 {
+            self.log.evict_beyond(self.config.max_cached_bytes);
+        }
     }
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
         self.ticks += 1;
+        self.apply_read_failed = false;
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.quiescent {
             self.tick_quiescent();
@@ -1599,8 +1666,18 @@ impl Raft {
             return false;
         };
         let entries = if pr.next <= last_index {
-            self.log
+            match self
+                .log
                 .slice(pr.next, last_index + 1, self.config.max_msg_bytes)
+            {
+                Ok(entries) => entries,
+                Err(error) => {
+                    // Nothing goes to this follower now; the next heartbeat
+                    // response or acknowledgement tries again.
+                    self.record_log_read_error(error);
+                    return false;
+                }
+            }
         } else {
             Vec::new()
         };
@@ -2191,7 +2268,7 @@ impl Raft {
             || !self.persisted_messages.is_empty()
             || !self.read_states.is_empty()
             || self.log.has_unstable()
-            || self.log.has_committed_to_apply()
+            || (self.log.has_committed_to_apply() && !self.apply_read_failed)
             || self.leave_joint_due()
             || self.installed_snapshot.is_some()
             || !self.snapshots_to_send.is_empty()
@@ -2215,7 +2292,18 @@ impl Raft {
             }
             self.become_follower(self.term, NO_NODE);
         }
-        let committed_entries = self.log.take_committed(self.config.max_apply_bytes);
+        let committed_entries = if self.apply_read_failed {
+            Vec::new()
+        } else {
+            match self.log.take_committed(self.config.max_apply_bytes) {
+                Ok(entries) => entries,
+                Err(error) => {
+                    self.record_log_read_error(error);
+                    self.apply_read_failed = true;
+                    Vec::new()
+                }
+            }
+        };
         let conf_changed = self.apply_committed_conf_changes(&committed_entries);
         if self.broadcast_pending {
             self.broadcast_append();
@@ -2254,6 +2342,7 @@ impl Raft {
         };
         self.last_soft = soft;
         self.last_hard = hard;
+        self.evict_beyond_cap();
         ready
     }
 
@@ -2275,6 +2364,7 @@ impl Raft {
         if self.role == Role::Leader && self.maybe_commit() {
             self.broadcast_append();
         }
+        self.evict_beyond_cap();
     }
 
     /// The host applied every committed entry through `index`.
