@@ -545,7 +545,7 @@ impl RaftLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::types::{EntryKind, Payload};
+    use crate::core::types::{EntryKind, Payload, ENTRY_OVERHEAD_BYTES};
 
     fn ents(terms: &[Term], start: Index) -> Vec<Entry> {
         terms
@@ -612,6 +612,104 @@ mod tests {
         assert_eq!(log.take_committed(u64::MAX).unwrap().len(), 2);
         log.persisted_to(3, 1);
         assert_eq!(log.take_committed(u64::MAX).unwrap()[0].index, 3);
+    }
+
+    /// A durable log that answers reads from a copy of its entries.
+    struct Durable(Vec<Entry>);
+
+    impl LogStorage for Durable {
+        fn entries(
+            &self,
+            lo: Index,
+            hi: Index,
+            max_bytes: u64,
+        ) -> Result<Vec<Entry>, LogReadError> {
+            let mut out = Vec::new();
+            let mut size = 0;
+            for e in self.0.iter().filter(|e| e.index >= lo && e.index < hi) {
+                if !push_within(&mut out, &mut size, e, max_bytes) {
+                    break;
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    #[test]
+    fn evicted_entries_keep_their_terms_and_are_read_back() {
+        let terms = [1, 1, 2, 2, 2, 3, 3, 4];
+        let mut log = RaftLog::new(0, 0, ents(&terms, 1), 8, 8).unwrap();
+        let all: Vec<Option<Term>> = (0..=9).map(|i| log.term(i)).collect();
+        // Nothing leaves without storage to read it back from.
+        assert_eq!(log.evict(8), 0);
+        log.set_storage(Box::new(Durable(ents(&terms, 1))));
+        assert_eq!(log.evict(7), 7 * ENTRY_OVERHEAD_BYTES);
+        assert_eq!(log.evicted_terms, vec![(1, 1), (3, 2), (6, 3)]);
+        assert_eq!(log.evict(8), ENTRY_OVERHEAD_BYTES);
+        assert_eq!((log.cached_bytes(), log.entries().len()), (0, 0));
+        assert_eq!(log.evicted_terms, vec![(1, 1), (3, 2), (6, 3), (8, 4)]);
+        assert_eq!((0..=9).map(|i| log.term(i)).collect::<Vec<_>>(), all);
+        assert_eq!((log.last_index(), log.last_term()), (8, 4));
+        assert!(log.is_up_to_date(8, 4) && !log.is_up_to_date(9, 3));
+        assert_eq!(log.find_conflict_by_term(8, 3), (7, 3));
+        assert_eq!(log.find_conflict_by_term(8, 1), (2, 1));
+        let read = log.slice(2, 9, u64::MAX).unwrap();
+        assert_eq!(read, ents(&terms, 1)[1..]);
+        // At least one entry, then as many as fit.
+        assert_eq!(log.slice(2, 9, 1).unwrap().len(), 1);
+        assert_eq!(log.slice(2, 9, 3 * ENTRY_OVERHEAD_BYTES).unwrap().len(), 3);
+
+        // New entries follow the evicted ones; a read spans both.
+        log.append(ents(&[5, 5], 9));
+        assert_eq!((log.last_index(), log.last_term()), (10, 5));
+        assert_eq!(log.take_unstable().len(), 2);
+        let spanning = log.slice(7, 11, u64::MAX).unwrap();
+        assert_eq!(
+            spanning.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [7, 8, 9, 10]
+        );
+
+        // Compaction into the evicted runs, then past them.
+        log.compact(6, 4);
+        assert_eq!(
+            (log.first_index(), log.term(3), log.term(4)),
+            (4, None, Some(2))
+        );
+        assert_eq!(log.evicted_terms, vec![(4, 2), (6, 3), (8, 4)]);
+        assert_eq!(log.slice(4, 6, u64::MAX).unwrap(), ents(&[2, 2], 4));
+        log.compact(8, 9);
+        assert!(log.evicted_terms.is_empty());
+        assert_eq!(
+            (log.first_index(), log.term(8), log.term(9)),
+            (9, Some(4), Some(5))
+        );
+        assert_eq!(log.cached_bytes(), 2 * ENTRY_OVERHEAD_BYTES);
+
+        log.restore(20, 6);
+        assert_eq!(
+            (log.cached_bytes(), log.last_index(), log.last_term()),
+            (0, 20, 6)
+        );
+        assert!(log.evicted_terms.is_empty());
+    }
+
+    #[test]
+    fn storage_answers_that_differ_from_the_log_are_refused() {
+        let mut log = RaftLog::new(0, 0, ents(&[1, 1, 2], 1), 3, 3).unwrap();
+        log.set_storage(Box::new(Durable(ents(&[1, 2, 2], 1))));
+        log.evict(3);
+        assert_eq!(log.slice(1, 2, u64::MAX).unwrap(), ents(&[1], 1));
+        assert_eq!(
+            log.slice(1, 4, u64::MAX),
+            Err(LogReadError::Inconsistent("a term differs from the log's"))
+        );
+        log.set_storage(Box::new(Durable(ents(&[1, 2], 2))));
+        assert_eq!(
+            log.slice(1, 3, u64::MAX),
+            Err(LogReadError::Inconsistent("not the range asked for"))
+        );
+        log.set_storage(Box::new(Durable(Vec::new())));
+        assert_eq!(log.slice(2, 3, u64::MAX), Err(LogReadError::Unavailable(2)));
     }
 
     #[test]
