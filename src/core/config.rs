@@ -1,5 +1,6 @@
 //! Tunables of one Raft node and their validation.
 
+use super::log::LogReadError;
 use super::types::{NodeId, NO_NODE};
 use std::fmt;
 
@@ -102,6 +103,8 @@ pub enum ConfigError {
     InvalidMembership(&'static str),
     /// The recovered log is not contiguous or does not follow the snapshot.
     InvalidLog(&'static str),
+    /// The recovered log could not be read through the log storage.
+    LogRead(LogReadError),
 }
 
 impl fmt::Display for ConfigError {
@@ -120,6 +123,7 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::InvalidMembership(why) => write!(f, "invalid membership: {why}"),
             ConfigError::InvalidLog(why) => write!(f, "invalid recovered log: {why}"),
+            ConfigError::LogRead(error) => write!(f, "recovered log unreadable: {error}"),
         }
     }
 }

@@ -56,6 +56,19 @@ impl fmt::Display for LogReadError {
 
 impl std::error::Error for LogReadError {}
 
+/// Why [`RaftLog::recover`] failed.
+#[derive(Debug)]
+pub(crate) enum RecoverError {
+    Invalid(&'static str),
+    Read(LogReadError),
+}
+
+impl From<LogReadError> for RecoverError {
+    fn from(error: LogReadError) -> RecoverError {
+        RecoverError::Read(error)
+    }
+}
+
 /// What [`RaftLog::maybe_append`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AppendOutcome {
@@ -145,25 +158,102 @@ impl RaftLog {
         if snapshot_index >= first_held && !log.matches(snapshot_index, snapshot_term) {
             return Err("the entry at the snapshot index has another term");
         }
-        let last = log.last_index();
-        log.committed = committed.clamp(snapshot_index, last);
+        let changes: Vec<Index> = log
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::ConfChange)
+            .map(|e| e.index)
+            .collect();
+        log.set_recovered_cursors(committed, applied, &changes);
+        Ok(log)
+    }
+
+    /// A log recovered from durable storage of which the host hands over
+    /// only `tail`, the newest entries (none when the log ends at the
+    /// snapshot): the entries from the snapshot on up to it are read
+    /// through `storage`, `read_bytes` at a time, and those already applied
+    /// leave the cache at once. `visit` sees every entry read, in order,
+    /// before it is taken; an error from it stops the recovery.
+    pub(crate) fn recover(
+        (snapshot_index, snapshot_term): (Index, Term),
+        tail: Vec<Entry>,
+        committed: Index,
+        applied: Index,
+        storage: Box<dyn LogStorage>,
+        read_bytes: u64,
+        mut visit: impl FnMut(&[Entry]) -> Result<(), &'static str>,
+    ) -> Result<RaftLog, RecoverError> {
+        let end = tail.first().map_or(snapshot_index + 1, |e| e.index);
+        if end <= snapshot_index + 1 {
+            // Nothing to read: the tail is the whole log.
+            visit(&tail).map_err(RecoverError::Invalid)?;
+            let mut log = RaftLog::new(snapshot_index, snapshot_term, tail, committed, applied)
+                .map_err(RecoverError::Invalid)?;
+            log.storage = Some(storage);
+            log.evict(applied);
+            return Ok(log);
+        }
+        let mut log = RaftLog::new(snapshot_index, snapshot_term, Vec::new(), 0, 0)
+            .map_err(RecoverError::Invalid)?;
+        log.storage = Some(storage);
+        let mut changes = Vec::new();
+        let mut next = log.first_held;
+        let mut tail = Some(tail);
+        loop {
+            let chunk = if next < end {
+                let storage = log.storage.as_ref().expect("installed above");
+                let chunk = storage.entries(next, end, read_bytes)?;
+                let contiguous = chunk.iter().zip(next..end).all(|(e, i)| e.index == i);
+                if chunk.is_empty() || !contiguous || chunk.len() as Index > end - next {
+                    return Err(LogReadError::Inconsistent("not the range asked for").into());
+                }
+                chunk
+            } else if let Some(tail) = tail.take() {
+                tail
+            } else {
+                break;
+            };
+            visit(&chunk).map_err(RecoverError::Invalid)?;
+            next += chunk.len() as Index;
+            changes.extend(
+                chunk
+                    .iter()
+                    .filter(|e| e.kind == EntryKind::ConfChange)
+                    .map(|e| e.index),
+            );
+            log.cached_bytes += chunk.iter().map(Entry::size).sum::<u64>();
+            log.entries.extend(chunk);
+            // Applied entries leave as they pass, so recovery holds at
+            // most a read's worth beyond what is still to apply.
+            log.persisted = log.last_index();
+            log.applying = applied.min(log.persisted);
+            log.evict(applied);
+        }
+        if snapshot_index >= log.first_held && !log.matches(snapshot_index, snapshot_term) {
+            return Err(RecoverError::Invalid(
+                "the entry at the snapshot index has another term",
+            ));
+        }
+        log.set_recovered_cursors(committed, applied, &changes);
+        Ok(log)
+    }
+
+    /// Sets the cursors of a log just recovered, every entry durable;
+    /// `changes` are the indexes of its membership changes.
+    fn set_recovered_cursors(&mut self, committed: Index, applied: Index, changes: &[Index]) {
+        let last = self.last_index();
+        self.committed = committed.clamp(self.snapshot_index, last);
         // A leader proposes a membership change only once every earlier one
         // in its log is applied (`pending_conf_index` in raft.rs): a change
         // that another follows here was committed, whatever the recovered
         // commit index says (docs/ARCHITECTURE.md, Restart).
-        let mut changes = log
-            .entries
-            .iter()
-            .rev()
-            .filter(|e| e.kind == EntryKind::ConfChange);
-        if let Some(followed) = changes.nth(1) {
-            log.committed = log.committed.max(followed.index);
+        if let Some(&followed) = changes.iter().rev().nth(1) {
+            self.committed = self.committed.max(followed);
         }
-        log.persisted = last;
-        log.applied = applied.clamp(snapshot_index, log.committed);
-        log.applying = log.applied;
-        log.unstable_from = last + 1;
-        Ok(log)
+        self.persisted = last;
+        self.applied = applied.clamp(self.snapshot_index, self.committed);
+        self.applying = self.applied;
+        self.unstable_from = last + 1;
     }
 
     /// Index of the oldest entry held.
@@ -775,6 +865,22 @@ mod tests {
         // The last change may not have committed.
         let log = RaftLog::new(0, 0, state.entries[..2].to_vec(), 1, 0).unwrap();
         assert_eq!(log.committed, 1);
+    }
+
+    #[test]
+    fn a_change_another_follows_counts_as_committed_when_read_from_storage() {
+        use crate::core::{Config, Raft, NO_NODE};
+        let mut state = restarted_after_two_changes();
+        let storage = Durable(state.entries.clone());
+        state.entries.drain(..2);
+        let config = Config {
+            id: 2,
+            ..Config::default()
+        };
+        let raft = Raft::with_log_storage(config, state, Box::new(storage)).unwrap();
+        let hs = raft.hard_state();
+        assert_eq!((hs.term, hs.vote, hs.commit), (2, NO_NODE, 2));
+        assert_eq!(raft.status().conf_state.voters, vec![1, 2, 3, 4]);
     }
 
     #[test]

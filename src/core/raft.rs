@@ -1,7 +1,7 @@
 //! The Raft node state machine: roles, election, replication, commit.
 
 use super::config::{Config, ConfigError};
-use super::log::{AppendOutcome, LogReadError, LogStorage, RaftLog};
+use super::log::{AppendOutcome, LogReadError, LogStorage, RaftLog, RecoverError};
 use super::membership::{ConfChangeError, Membership, VoteResult};
 use super::progress::{Progress, ProgressState};
 use super::rng::Rng;
@@ -522,6 +522,30 @@ impl Raft {
     /// Creates a node from its configuration and its recovered (or
     /// bootstrap) state. Deterministic given `config.seed`.
     pub fn new(config: Config, initial: InitialState) -> Result<Raft, ConfigError> {
+        Raft::recover(config, initial, None)
+    }
+
+    /// [`Raft::new`] for a host that keeps its log in storage the core can
+    /// read (see [`Raft::set_log_storage`]): `initial.entries` may be only
+    /// the newest entries of the durable log (at least its last one, unless
+    /// the log ends at the snapshot). The core reads the entries from the
+    /// snapshot on up to them through `storage`, `max_apply_bytes` at a
+    /// time, to recover terms and memberships, and caches only those not
+    /// yet applied (`initial.applied`), whatever `max_cached_bytes` says.
+    /// A failed read fails the start ([`ConfigError::LogRead`]).
+    pub fn with_log_storage(
+        config: Config,
+        initial: InitialState,
+        storage: Box<dyn LogStorage>,
+    ) -> Result<Raft, ConfigError> {
+        Raft::recover(config, initial, Some(storage))
+    }
+
+    fn recover(
+        config: Config,
+        initial: InitialState,
+        storage: Option<Box<dyn LogStorage>>,
+    ) -> Result<Raft, ConfigError> {
         config.validate()?;
         let snapshot = initial.snapshot.unwrap_or_else(|| SnapshotMeta {
             conf_state: initial.conf_state,
@@ -537,26 +561,59 @@ impl Raft {
             hs.term = last_term.max(snapshot.term);
             hs.vote = NO_NODE;
         }
-        if let Some(first) = initial.entries.first() {
-            check_entry_sequence(first.index - 1, 0, hs.term, &initial.entries)
-                .map_err(ConfigError::InvalidLog)?;
-        }
-        let log = RaftLog::new(
-            snapshot.index,
-            snapshot.term,
-            initial.entries,
-            hs.commit,
-            initial.applied,
-        )
-        .map_err(ConfigError::InvalidLog)?;
+        // The membership changes after the snapshot, and the last entry
+        // checked, as the log goes by (read from storage in parts).
+        let mut changes: Vec<Entry> = Vec::new();
+        let mut previous: Option<(Index, Term)> = None;
+        let visit = |entries: &[Entry]| {
+            let Some(first) = entries.first() else {
+                return Ok(());
+            };
+            let (prev_index, prev_term) = previous.unwrap_or((first.index - 1, 0));
+            check_entry_sequence(prev_index, prev_term, hs.term, entries)?;
+            previous = entries.last().map(|e| (e.index, e.term));
+            changes.extend(
+                entries
+                    .iter()
+                    .filter(|e| e.kind == EntryKind::ConfChange && e.index > snapshot.index)
+                    .cloned(),
+            );
+            Ok(())
+        };
+        let log = match storage {
+            None => {
+                let mut visit = visit;
+                visit(&initial.entries).map_err(ConfigError::InvalidLog)?;
+                RaftLog::new(
+                    snapshot.index,
+                    snapshot.term,
+                    initial.entries,
+                    hs.commit,
+                    initial.applied,
+                )
+                .map_err(ConfigError::InvalidLog)?
+            }
+            Some(storage) => RaftLog::recover(
+                (snapshot.index, snapshot.term),
+                initial.entries,
+                hs.commit,
+                initial.applied,
+                storage,
+                config.max_apply_bytes,
+                visit,
+            )
+            .map_err(|e| match e {
+                RecoverError::Invalid(why) => ConfigError::InvalidLog(why),
+                RecoverError::Read(error) => ConfigError::LogRead(error),
+            })?,
+        };
         // Every committed change is in force from the start; later ones
         // take effect as they are handed out (see `conf_applied`).
         let mut conf_history = vec![(snapshot.index, membership.clone())];
-        for index in snapshot.index + 1..=log.committed {
-            let entry = log.entry(index).expect("committed entries are held");
+        for entry in changes.iter().take_while(|e| e.index <= log.committed) {
             if let Some(next) = membership_after(&membership, entry) {
                 membership = next;
-                conf_history.push((index, membership.clone()));
+                conf_history.push((entry.index, membership.clone()));
             }
         }
         let conf_applied = log.committed;

@@ -2036,3 +2036,91 @@ fn the_cache_stays_under_its_cap_while_a_follower_catches_up_10000_entries() {
     let peak = c.peak_cached[&lagging];
     assert!(peak <= CAP + 2 * ((2 << 10) + entry), "peak {peak}");
 }
+
+/// What a restarted node knows of its log and state, to compare two ways
+/// of restarting it.
+fn restart_view(node: &Raft) -> (HardState, Status, Vec<Option<Term>>) {
+    let mut status = node.status();
+    status.cached_entry_bytes = 0;
+    let terms = (0..=status.last_index + 1)
+        .map(|i| node.log_term(i))
+        .collect();
+    (node.hard_state(), status, terms)
+}
+
+#[test]
+fn a_node_restarts_from_the_tail_of_its_log_and_its_storage() {
+    let mut c = Cluster::with_log_storage(3, 0);
+    let leader = c.elected();
+    c.add_blank_node(4);
+    c.change(leader, ConfChange::AddLearner(4)).unwrap();
+    for i in 0..50u8 {
+        c.node(leader).propose(vec![i]).unwrap();
+    }
+    c.settle();
+    c.change(leader, ConfChange::AddVoter(4)).unwrap();
+    c.node(leader).propose(vec![50]).unwrap();
+    c.settle();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let durable: Vec<Entry> = c.storage[&follower]
+        .log
+        .lock()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect();
+    let last = durable.last().unwrap().index;
+    let state = |entries: Vec<Entry>, applied: Index| InitialState {
+        hard_state: c.nodes[&follower].hard_state(),
+        entries,
+        applied,
+        ..InitialState::default()
+    };
+    for (tail, applied) in [(3, 0), (3, last - 10), (1, last), (0, last)] {
+        let whole = Raft::new(config(follower), state(durable.clone(), applied)).unwrap();
+        let entries = durable[durable.len() - tail..].to_vec();
+        let storage = c.storage[&follower].clone();
+        let reads = storage.reads();
+        let node = Raft::with_log_storage(
+            config(follower),
+            state(entries, applied),
+            Box::new(storage.clone()),
+        );
+        let node = match (tail, node) {
+            // Without its last entry the log seems to end at the snapshot.
+            (0, Ok(node)) => {
+                assert_eq!(node.status().last_index, 0);
+                continue;
+            }
+            (_, node) => node.unwrap(),
+        };
+        assert!(storage.reads() > reads);
+        assert_eq!(restart_view(&node), restart_view(&whole), "tail {tail}");
+        assert_eq!(node.status().conf_state.voters, vec![1, 2, 3, 4]);
+        // Only what is still to apply is cached.
+        let unapplied = durable.iter().filter(|e| e.index > applied);
+        let size: u64 = unapplied.map(Entry::size).sum();
+        assert_eq!(
+            node.cached_entry_bytes(),
+            size,
+            "tail {tail}, applied {applied}"
+        );
+    }
+
+    // A failed read fails the start; a tail that does not follow what
+    // storage holds, too.
+    let storage = c.storage[&follower].clone();
+    storage.failing.store(true, Ordering::Relaxed);
+    let tail = durable[durable.len() - 1..].to_vec();
+    let failed = Raft::with_log_storage(
+        config(follower),
+        state(tail.clone(), 0),
+        Box::new(storage.clone()),
+    );
+    assert!(matches!(failed, Err(ConfigError::LogRead(_))));
+    storage.failing.store(false, Ordering::Relaxed);
+    let mut wrong = tail;
+    wrong[0].term = 1;
+    let older = Raft::with_log_storage(config(follower), state(wrong, 0), Box::new(storage));
+    assert!(matches!(older, Err(ConfigError::InvalidLog(_))));
+}

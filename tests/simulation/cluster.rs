@@ -21,8 +21,8 @@ use crate::network::{NetFaults, Network};
 use crate::rng::SplitMix64;
 use crate::snapshot::{self, Machine, Receiving};
 use embraft::core::{
-    ConfChange, Config, Entry, Index, NodeId, ProposeError, Raft, Role, StepError, Term,
-    TransferError, QUIESCENT_CHECK_TIMEOUTS,
+    ConfChange, Config, ConfigError, Entry, Index, NodeId, ProposeError, Raft, Role, StepError,
+    Term, TransferError, QUIESCENT_CHECK_TIMEOUTS,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -319,16 +319,29 @@ impl Cluster {
             seed: self.rng.next_u64(),
             ..Config::default()
         };
-        let initial = self.disks[slot(id)].recover();
-        let mut raft = Raft::new(config, initial)
-            .unwrap_or_else(|e| panic!("node {id} refused its recovered state: {e}"));
-        if self.opts.max_cached_bytes > 0 {
-            let rng = SplitMix64::new(self.rng.next_u64());
-            let failures = self.opts.log_read_failures_per_mille;
-            let reads = Arc::clone(&self.log_reads);
-            let view = self.disks[slot(id)].log_view(rng, failures, reads);
-            raft.set_log_storage(Box::new(view));
-        }
+        let mut initial = self.disks[slot(id)].recover();
+        let raft = if self.opts.max_cached_bytes > 0 {
+            // The host hands over the newest few entries; the core reads
+            // the rest from the disk.
+            let keep = self.rng.between(1, 8) as usize;
+            initial
+                .entries
+                .drain(..initial.entries.len().saturating_sub(keep));
+            loop {
+                let rng = SplitMix64::new(self.rng.next_u64());
+                let failures = self.opts.log_read_failures_per_mille;
+                let reads = Arc::clone(&self.log_reads);
+                let view = self.disks[slot(id)].log_view(rng, failures, reads);
+                match Raft::with_log_storage(config.clone(), initial.clone(), Box::new(view)) {
+                    // A start that could not read its log is tried again.
+                    Err(ConfigError::LogRead(_)) => continue,
+                    started => break started,
+                }
+            }
+        } else {
+            Raft::new(config, initial)
+        };
+        let raft = raft.unwrap_or_else(|e| panic!("node {id} refused its recovered state: {e}"));
         self.rafts[slot(id)] = Some(raft);
         self.checker.on_restart(id);
         // The host restores its state machine from the recorded snapshot.
