@@ -172,7 +172,7 @@ impl RaftLog {
     /// only `tail`, the newest entries (none when the log ends at the
     /// snapshot): the entries from the snapshot on up to it are read
     /// through `storage`, `read_bytes` at a time, and those already applied
-    /// leave the cache at once. `visit` sees every entry read, in order,
+    /// (and committed) leave the cache at once. `visit` sees every entry read, in order,
     /// before it is taken; an error from it stops the recovery.
     pub(crate) fn recover(
         (snapshot_index, snapshot_term): (Index, Term),
@@ -190,7 +190,7 @@ impl RaftLog {
             let mut log = RaftLog::new(snapshot_index, snapshot_term, tail, committed, applied)
                 .map_err(RecoverError::Invalid)?;
             log.storage = Some(storage);
-            log.evict(applied);
+            log.evict(log.applying);
             return Ok(log);
         }
         let mut log = RaftLog::new(snapshot_index, snapshot_term, Vec::new(), 0, 0)
@@ -199,6 +199,11 @@ impl RaftLog {
         let mut changes = Vec::new();
         let mut next = log.first_held;
         let mut tail = Some(tail);
+        // What is handed out for applying once recovered is at least this
+        // much (the commit index only rises below), and no entry beyond
+        // it may leave: membership changes not in force are read from the
+        // cache.
+        let applying = applied.min(committed);
         loop {
             let chunk = if next < end {
                 let storage = log.storage.as_ref().expect("installed above");
@@ -226,8 +231,8 @@ impl RaftLog {
             // Applied entries leave as they pass, so recovery holds at
             // most a read's worth beyond what is still to apply.
             log.persisted = log.last_index();
-            log.applying = applied.min(log.persisted);
-            log.evict(applied);
+            log.applying = applying.min(log.persisted);
+            log.evict(applying);
         }
         if snapshot_index >= log.first_held && !log.matches(snapshot_index, snapshot_term) {
             return Err(RecoverError::Invalid(

@@ -530,9 +530,11 @@ impl Raft {
     /// the newest entries of the durable log (at least its last one, unless
     /// the log ends at the snapshot). The core reads the entries from the
     /// snapshot on up to them through `storage`, `max_apply_bytes` at a
-    /// time, to recover terms and memberships, and caches only those not
-    /// yet applied (`initial.applied`), whatever `max_cached_bytes` says.
-    /// A failed read fails the start ([`ConfigError::LogRead`]).
+    /// time, to recover terms and memberships, and caches only those after
+    /// `initial.applied` (or after the recovered commit index, if that is
+    /// lower: such entries are handed out again), whatever
+    /// `max_cached_bytes` says. A failed read fails the start
+    /// ([`ConfigError::LogRead`]).
     pub fn with_log_storage(
         config: Config,
         initial: InitialState,

@@ -2124,3 +2124,45 @@ fn a_node_restarts_from_the_tail_of_its_log_and_its_storage() {
     let older = Raft::with_log_storage(config(follower), state(wrong, 0), Box::new(storage));
     assert!(matches!(older, Err(ConfigError::InvalidLog(_))));
 }
+
+#[test]
+fn a_host_that_applied_beyond_the_commit_index_restarts_from_storage() {
+    // The node layer raises the commit index to what its host applied; a
+    // bare host may not, and gets those entries again once they commit:
+    // they stay cached until then (a membership change among them must be
+    // at hand to take effect).
+    let mut entries = InitialState::bootstrap(&[1]).entries;
+    entries.extend((2..=10).map(|index| Entry {
+        index,
+        term: 1,
+        kind: EntryKind::Normal,
+        data: vec![index as u8].into(),
+    }));
+    let storage = TestStorage::default();
+    storage.write(&entries);
+    let initial = InitialState {
+        hard_state: HardState {
+            term: 1,
+            vote: NO_NODE,
+            commit: 1,
+        },
+        entries: entries[9..].to_vec(),
+        applied: 10,
+        ..InitialState::default()
+    };
+    let node = Raft::with_log_storage(config(1), initial, Box::new(storage.clone())).unwrap();
+    let unapplied: u64 = entries[1..].iter().map(Entry::size).sum();
+    assert_eq!(node.cached_entry_bytes(), unapplied);
+    let mut c = Cluster::new(1);
+    c.nodes.insert(1, node);
+    c.storage.insert(1, storage);
+    c.node(1).campaign();
+    c.settle();
+    assert_eq!(
+        (c.node(1).role(), c.node(1).commit_index()),
+        (Role::Leader, 11)
+    );
+    let indexes: Vec<Index> = c.applied[&1].iter().map(|e| e.index).collect();
+    assert_eq!(indexes, (2..=11).collect::<Vec<_>>());
+    assert_eq!(c.applied[&1][..9], entries[1..]);
+}
