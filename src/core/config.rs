@@ -1,5 +1,6 @@
 //! Tunables of one Raft node and their validation.
 
+use super::log::LogReadError;
 use super::types::{NodeId, NO_NODE};
 use std::fmt;
 
@@ -55,6 +56,14 @@ pub struct Config {
     /// their election timers until they hear from it again. See
     /// docs/ARCHITECTURE.md, "Quiescence".
     pub quiesce_tick: u32,
+    /// Bytes of entries the core keeps cached in memory (0, the default:
+    /// no bound). Once a ready batch is taken or persisted, the oldest
+    /// entries beyond it leave the cache, if a log storage is installed
+    /// (`Raft::set_log_storage`) to read them back from. Entries not yet
+    /// durable or not yet handed out for applying stay, so the cache may
+    /// exceed this while they wait. See docs/ARCHITECTURE.md, "Entry cache
+    /// and log view".
+    pub max_cached_bytes: u64,
 }
 
 impl Default for Config {
@@ -74,6 +83,7 @@ impl Default for Config {
             compact_keep_entries: 1024,
             seed: 0,
             quiesce_tick: 0,
+            max_cached_bytes: 0,
         }
     }
 }
@@ -93,6 +103,8 @@ pub enum ConfigError {
     InvalidMembership(&'static str),
     /// The recovered log is not contiguous or does not follow the snapshot.
     InvalidLog(&'static str),
+    /// The recovered log could not be read through the log storage.
+    LogRead(LogReadError),
 }
 
 impl fmt::Display for ConfigError {
@@ -111,6 +123,7 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::InvalidMembership(why) => write!(f, "invalid membership: {why}"),
             ConfigError::InvalidLog(why) => write!(f, "invalid recovered log: {why}"),
+            ConfigError::LogRead(error) => write!(f, "recovered log unreadable: {error}"),
         }
     }
 }

@@ -1,14 +1,73 @@
-//! The in-memory Raft log: the entries this node holds, the latest
-//! snapshot point, and the cursors that say how far the log is persisted,
-//! committed and handed out for applying.
+//! The Raft log as the core sees it: the entries this node holds, the
+//! latest snapshot point, and the cursors that say how far the log is
+//! persisted, committed and handed out for applying.
 //!
-//! The log after the snapshot lives in memory, plus up to a configured
-//! number of entries before it (kept so that slightly lagging followers can
-//! catch up without a snapshot); compaction keeps it bounded. Persistence is
-//! tracked by the core, not by a storage callback, which keeps the core free
-//! of I/O.
+//! The log after the snapshot is held, plus up to a configured number of
+//! entries before it (kept so that slightly lagging followers can catch up
+//! without a snapshot); compaction keeps it bounded. Held entries are in
+//! memory (the cache), except a prefix that the host evicted once it was
+//! durable and handed out for applying: those are read back through the
+//! host's [`LogStorage`] when a follower needs them, and only their terms
+//! stay, as runs, so that matching and commit checks never wait for a read.
+//! Persistence is tracked by the core, not by a storage callback, which
+//! keeps the core free of I/O.
 
 use super::types::{Entry, EntryKind, Index, Term};
+use std::fmt;
+
+/// A read-only view of the host's durable log, through which the core
+/// reads entries it evicted from its cache.
+///
+/// The core asks only for entries that were durable when it evicted them
+/// and that are committed, so no later write changes them; a read must be
+/// a pure function of durable state, which keeps the core deterministic.
+pub trait LogStorage: Send {
+    /// The durable entries in `[lo, hi)`, in order from `lo`, stopping
+    /// before their total [`Entry::size`] would exceed `max_bytes` but
+    /// holding at least one. The core checks the answer (indexes and terms)
+    /// and trims it to `max_bytes` itself.
+    fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, LogReadError>;
+}
+
+/// Why entries could not be read back through the [`LogStorage`]. The core
+/// retries later: a follower waits for its entries, applying waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogReadError {
+    /// Storage does not hold this index (any more).
+    Unavailable(Index),
+    /// Storage failed to read; the host's reason.
+    Failed(String),
+    /// Storage answered with entries that are not the ones asked for (a
+    /// wrong index, a term that differs from the one the core recorded).
+    Inconsistent(&'static str),
+}
+
+impl fmt::Display for LogReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogReadError::Unavailable(index) => {
+                write!(f, "log storage does not hold index {index}")
+            }
+            LogReadError::Failed(why) => write!(f, "log storage read failed: {why}"),
+            LogReadError::Inconsistent(why) => write!(f, "log storage answered wrongly: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for LogReadError {}
+
+/// Why [`RaftLog::recover`] failed.
+#[derive(Debug)]
+pub(crate) enum RecoverError {
+    Invalid(&'static str),
+    Read(LogReadError),
+}
+
+impl From<LogReadError> for RecoverError {
+    fn from(error: LogReadError) -> RecoverError {
+        RecoverError::Read(error)
+    }
+}
 
 /// What [`RaftLog::maybe_append`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,9 +86,22 @@ pub(crate) struct RaftLog {
     /// covered by the host's snapshot.
     snapshot_index: Index,
     snapshot_term: Term,
-    /// Index of `entries[0]`; at most `snapshot_index + 1`.
+    /// Index of the oldest entry held, cached or evicted; at most
+    /// `snapshot_index + 1`.
     first_held: Index,
+    /// Index of `entries[0]`: entries in `[first_held, cached_from)` are
+    /// evicted.
+    cached_from: Index,
     entries: Vec<Entry>,
+    /// The terms of the evicted entries, as `(first index, term)` runs
+    /// covering `[first_held, cached_from)`. A run per term, not an entry
+    /// per index: terms change only with leaders.
+    evicted_terms: Vec<(Index, Term)>,
+    /// Sum of [`Entry::size`] over `entries`.
+    cached_bytes: u64,
+    /// Where evicted entries are read back from; nothing is evicted
+    /// without one.
+    storage: Option<Box<dyn LogStorage>>,
     /// Highest index known committed cluster-wide.
     pub(crate) committed: Index,
     /// Highest index durable on this node.
@@ -40,6 +112,17 @@ pub(crate) struct RaftLog {
     pub(crate) applied: Index,
     /// First index not yet handed to the host for persisting.
     pub(crate) unstable_from: Index,
+}
+
+/// Adds `e` to `out` unless that takes `out` beyond `max_bytes` (an empty
+/// `out` takes it anyway). Returns false once the budget is spent.
+fn push_within(out: &mut Vec<Entry>, size: &mut u64, e: &Entry, max_bytes: u64) -> bool {
+    *size += e.size();
+    if !out.is_empty() && *size > max_bytes {
+        return false;
+    }
+    out.push(e.clone());
+    true
 }
 
 impl RaftLog {
@@ -61,7 +144,11 @@ impl RaftLog {
             snapshot_index,
             snapshot_term,
             first_held,
+            cached_from: first_held,
+            cached_bytes: entries.iter().map(Entry::size).sum(),
             entries,
+            evicted_terms: Vec::new(),
+            storage: None,
             committed: 0,
             persisted: 0,
             applying: 0,
@@ -71,25 +158,107 @@ impl RaftLog {
         if snapshot_index >= first_held && !log.matches(snapshot_index, snapshot_term) {
             return Err("the entry at the snapshot index has another term");
         }
-        let last = log.last_index();
-        log.committed = committed.clamp(snapshot_index, last);
+        let changes: Vec<Index> = log
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::ConfChange)
+            .map(|e| e.index)
+            .collect();
+        log.set_recovered_cursors(committed, applied, &changes);
+        Ok(log)
+    }
+
+    /// A log recovered from durable storage of which the host hands over
+    /// only `tail`, the newest entries (none when the log ends at the
+    /// snapshot): the entries from the snapshot on up to it are read
+    /// through `storage`, `read_bytes` at a time, and those already applied
+    /// (and committed) leave the cache at once. `visit` sees every entry read, in order,
+    /// before it is taken; an error from it stops the recovery.
+    pub(crate) fn recover(
+        (snapshot_index, snapshot_term): (Index, Term),
+        tail: Vec<Entry>,
+        committed: Index,
+        applied: Index,
+        storage: Box<dyn LogStorage>,
+        read_bytes: u64,
+        mut visit: impl FnMut(&[Entry]) -> Result<(), &'static str>,
+    ) -> Result<RaftLog, RecoverError> {
+        let end = tail.first().map_or(snapshot_index + 1, |e| e.index);
+        if end <= snapshot_index + 1 {
+            // Nothing to read: the tail is the whole log.
+            visit(&tail).map_err(RecoverError::Invalid)?;
+            let mut log = RaftLog::new(snapshot_index, snapshot_term, tail, committed, applied)
+                .map_err(RecoverError::Invalid)?;
+            log.storage = Some(storage);
+            log.evict(log.applying);
+            return Ok(log);
+        }
+        let mut log = RaftLog::new(snapshot_index, snapshot_term, Vec::new(), 0, 0)
+            .map_err(RecoverError::Invalid)?;
+        log.storage = Some(storage);
+        let mut changes = Vec::new();
+        let mut next = log.first_held;
+        let mut tail = Some(tail);
+        // What is handed out for applying once recovered is at least this
+        // much (the commit index only rises below), and no entry beyond
+        // it may leave: membership changes not in force are read from the
+        // cache.
+        let applying = applied.min(committed);
+        loop {
+            let chunk = if next < end {
+                let storage = log.storage.as_ref().expect("installed above");
+                let chunk = storage.entries(next, end, read_bytes)?;
+                let contiguous = chunk.iter().zip(next..end).all(|(e, i)| e.index == i);
+                if chunk.is_empty() || !contiguous || chunk.len() as Index > end - next {
+                    return Err(LogReadError::Inconsistent("not the range asked for").into());
+                }
+                chunk
+            } else if let Some(tail) = tail.take() {
+                tail
+            } else {
+                break;
+            };
+            visit(&chunk).map_err(RecoverError::Invalid)?;
+            next += chunk.len() as Index;
+            changes.extend(
+                chunk
+                    .iter()
+                    .filter(|e| e.kind == EntryKind::ConfChange)
+                    .map(|e| e.index),
+            );
+            log.cached_bytes += chunk.iter().map(Entry::size).sum::<u64>();
+            log.entries.extend(chunk);
+            // Applied entries leave as they pass, so recovery holds at
+            // most a read's worth beyond what is still to apply.
+            log.persisted = log.last_index();
+            log.applying = applying.min(log.persisted);
+            log.evict(applying);
+        }
+        if snapshot_index >= log.first_held && !log.matches(snapshot_index, snapshot_term) {
+            return Err(RecoverError::Invalid(
+                "the entry at the snapshot index has another term",
+            ));
+        }
+        log.set_recovered_cursors(committed, applied, &changes);
+        Ok(log)
+    }
+
+    /// Sets the cursors of a log just recovered, every entry durable;
+    /// `changes` are the indexes of its membership changes.
+    fn set_recovered_cursors(&mut self, committed: Index, applied: Index, changes: &[Index]) {
+        let last = self.last_index();
+        self.committed = committed.clamp(self.snapshot_index, last);
         // A leader proposes a membership change only once every earlier one
         // in its log is applied (`pending_conf_index` in raft.rs): a change
         // that another follows here was committed, whatever the recovered
         // commit index says (docs/ARCHITECTURE.md, Restart).
-        let mut changes = log
-            .entries
-            .iter()
-            .rev()
-            .filter(|e| e.kind == EntryKind::ConfChange);
-        if let Some(followed) = changes.nth(1) {
-            log.committed = log.committed.max(followed.index);
+        if let Some(&followed) = changes.iter().rev().nth(1) {
+            self.committed = self.committed.max(followed);
         }
-        log.persisted = last;
-        log.applied = applied.clamp(snapshot_index, log.committed);
-        log.applying = log.applied;
-        log.unstable_from = last + 1;
-        Ok(log)
+        self.persisted = last;
+        self.applied = applied.clamp(self.snapshot_index, self.committed);
+        self.applying = self.applied;
+        self.unstable_from = last + 1;
     }
 
     /// Index of the oldest entry held.
@@ -98,11 +267,15 @@ impl RaftLog {
     }
 
     pub(crate) fn last_index(&self) -> Index {
-        self.first_held + self.entries.len() as Index - 1
+        self.cached_from + self.entries.len() as Index - 1
     }
 
     pub(crate) fn last_term(&self) -> Term {
-        self.entries.last().map_or(self.snapshot_term, |e| e.term)
+        match (self.entries.last(), self.evicted_terms.last()) {
+            (Some(e), _) => e.term,
+            (None, Some(&(_, term))) => term,
+            (None, None) => self.snapshot_term,
+        }
     }
 
     pub(crate) fn snapshot_index(&self) -> Index {
@@ -110,26 +283,35 @@ impl RaftLog {
     }
 
     /// The term at `index`, or `None` when it is compacted away or beyond
-    /// the end.
+    /// the end. Never reads storage: evicted entries left their terms.
     pub(crate) fn term(&self, index: Index) -> Option<Term> {
-        match self.entry(index) {
-            Some(e) => Some(e.term),
-            None if index == self.snapshot_index => Some(self.snapshot_term),
-            None => None,
+        if let Some(e) = self.entry(index) {
+            return Some(e.term);
         }
+        if index >= self.first_held && index < self.cached_from {
+            let run = self
+                .evicted_terms
+                .partition_point(|&(from, _)| from <= index);
+            return Some(self.evicted_terms[run - 1].1);
+        }
+        (index == self.snapshot_index).then_some(self.snapshot_term)
     }
 
+    /// The entry at `index` if it is cached. Evicted entries are all handed
+    /// out for applying, so any entry whose membership change is not in
+    /// force yet is cached.
     pub(crate) fn entry(&self, index: Index) -> Option<&Entry> {
-        if index < self.first_held {
+        if index < self.cached_from {
             return None;
         }
-        self.entries.get((index - self.first_held) as usize)
+        self.entries.get((index - self.cached_from) as usize)
     }
 
     pub(crate) fn matches(&self, index: Index, term: Term) -> bool {
         self.term(index) == Some(term)
     }
 
+    /// The cached entries, oldest first.
     pub(crate) fn entries(&self) -> &[Entry] {
         &self.entries
     }
@@ -155,13 +337,21 @@ impl RaftLog {
         if first_index <= self.last_index() {
             self.truncate_from(first_index);
         }
+        self.cached_bytes += new.iter().map(Entry::size).sum::<u64>();
         self.entries.extend(new);
         self.last_index()
     }
 
-    /// Drops every entry at or after `index`.
+    /// Drops every entry at or after `index`, which is beyond the commit
+    /// point and so cached.
     fn truncate_from(&mut self, index: Index) {
-        let keep = index.saturating_sub(self.first_held) as usize;
+        debug_assert!(index >= self.cached_from, "truncating evicted entries");
+        let keep = index.saturating_sub(self.cached_from) as usize;
+        let dropped: u64 = self.entries[keep.min(self.entries.len())..]
+            .iter()
+            .map(Entry::size)
+            .sum();
+        self.cached_bytes -= dropped;
         self.entries.truncate(keep);
         self.unstable_from = self.unstable_from.min(index);
         self.persisted = self.persisted.min(index - 1);
@@ -222,21 +412,61 @@ impl RaftLog {
     }
 
     /// Entries in `[lo, hi)`, stopping once `max_bytes` is reached (at least
-    /// one entry when the range is not empty). Caller guarantees the range
-    /// is within the log.
-    pub(crate) fn slice(&self, lo: Index, hi: Index, max_bytes: u64) -> Vec<Entry> {
-        let start = (lo - self.first_held) as usize;
-        let end = (hi - self.first_held) as usize;
-        let mut size = 0;
+    /// one entry when the range is not empty); evicted ones are read from
+    /// storage. Caller guarantees the range is within the log.
+    pub(crate) fn slice(
+        &self,
+        lo: Index,
+        hi: Index,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, LogReadError> {
         let mut out = Vec::new();
+        let mut size = 0;
+        if lo < self.cached_from {
+            let evicted_hi = hi.min(self.cached_from);
+            let read = self.read_evicted(lo, evicted_hi, max_bytes)?;
+            for e in &read {
+                if !push_within(&mut out, &mut size, e, max_bytes) {
+                    return Ok(out);
+                }
+            }
+            if out.len() as Index != evicted_hi - lo {
+                return Ok(out);
+            }
+        }
+        let start = (lo.max(self.cached_from) - self.cached_from) as usize;
+        let end = (hi.max(self.cached_from) - self.cached_from) as usize;
         for e in &self.entries[start..end] {
-            size += e.size();
-            if !out.is_empty() && size > max_bytes {
+            if !push_within(&mut out, &mut size, e, max_bytes) {
                 break;
             }
-            out.push(e.clone());
         }
-        out
+        Ok(out)
+    }
+
+    /// Evicted entries from `lo` (before `hi`), as storage has them, after
+    /// checking that they are the ones evicted. A prefix of the range comes
+    /// back when storage stopped at `max_bytes`.
+    fn read_evicted(
+        &self,
+        lo: Index,
+        hi: Index,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, LogReadError> {
+        let storage = self.storage.as_ref().ok_or(LogReadError::Unavailable(lo))?;
+        let read = storage.entries(lo, hi, max_bytes)?;
+        if read.is_empty() {
+            return Err(LogReadError::Unavailable(lo));
+        }
+        for (e, index) in read.iter().zip(lo..) {
+            if e.index != index || index >= hi {
+                return Err(LogReadError::Inconsistent("not the range asked for"));
+            }
+            if self.term(index) != Some(e.term) {
+                return Err(LogReadError::Inconsistent("a term differs from the log's"));
+            }
+        }
+        Ok(read)
     }
 
     /// Commits through `index` if it is beyond the commit point and carries
@@ -257,11 +487,13 @@ impl RaftLog {
     }
 
     /// Entries not yet handed out for persisting; marks them handed out.
+    /// They are not durable, so they are cached.
     pub(crate) fn take_unstable(&mut self) -> Vec<Entry> {
         if self.unstable_from > self.last_index() {
             return Vec::new();
         }
-        let out = self.slice(self.unstable_from, self.last_index() + 1, u64::MAX);
+        let start = (self.unstable_from - self.cached_from) as usize;
+        let out = self.entries[start..].to_vec();
         self.unstable_from = self.last_index() + 1;
         out
     }
@@ -269,14 +501,14 @@ impl RaftLog {
     /// The durable, committed entries not yet handed out for applying,
     /// up to `max_bytes`; marks them handed out. Only durable entries are
     /// applied, so a node never applies what it could lose in a crash.
-    pub(crate) fn take_committed(&mut self, max_bytes: u64) -> Vec<Entry> {
+    pub(crate) fn take_committed(&mut self, max_bytes: u64) -> Result<Vec<Entry>, LogReadError> {
         let hi = self.committed.min(self.persisted);
         if self.applying >= hi {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        let out = self.slice(self.applying + 1, hi + 1, max_bytes);
+        let out = self.slice(self.applying + 1, hi + 1, max_bytes)?;
         self.applying += out.len() as Index;
-        out
+        Ok(out)
     }
 
     pub(crate) fn has_committed_to_apply(&self) -> bool {
@@ -303,19 +535,35 @@ impl RaftLog {
             self.snapshot_index = index;
             self.snapshot_term = term;
         }
-        if keep_from > self.first_held {
-            let drop = ((keep_from - self.first_held) as usize).min(self.entries.len());
-            self.entries.drain(..drop);
-            self.first_held = keep_from;
+        if keep_from <= self.first_held {
+            return;
         }
+        if keep_from >= self.cached_from {
+            self.evicted_terms.clear();
+            let drop = ((keep_from - self.cached_from) as usize).min(self.entries.len());
+            let dropped: u64 = self.entries.drain(..drop).map(|e| e.size()).sum();
+            self.cached_bytes -= dropped;
+            self.cached_from = keep_from;
+        } else {
+            // The run holding `keep_from` now starts there.
+            let run = self
+                .evicted_terms
+                .partition_point(|&(from, _)| from <= keep_from);
+            self.evicted_terms.drain(..run - 1);
+            self.evicted_terms[0].0 = keep_from;
+        }
+        self.first_held = keep_from;
     }
 
     /// Replaces the whole log by a snapshot received from the leader.
     pub(crate) fn restore(&mut self, index: Index, term: Term) {
         self.entries.clear();
+        self.evicted_terms.clear();
+        self.cached_bytes = 0;
         self.snapshot_index = index;
         self.snapshot_term = term;
         self.first_held = index + 1;
+        self.cached_from = index + 1;
         self.committed = index;
         self.persisted = index;
         self.applying = index;
@@ -329,12 +577,70 @@ impl RaftLog {
             self.applied = index;
         }
     }
+
+    pub(crate) fn set_storage(&mut self, storage: Box<dyn LogStorage>) {
+        self.storage = Some(storage);
+    }
+
+    pub(crate) fn cached_bytes(&self) -> u64 {
+        self.cached_bytes
+    }
+
+    /// The last index that may leave the cache: storage holds it (it is
+    /// durable) and the host already has it (it is handed out for
+    /// applying, so applying never waits for storage). Nothing may leave
+    /// without storage to read it back from.
+    fn evictable_through(&self) -> Index {
+        if self.storage.is_none() {
+            return self.cached_from - 1;
+        }
+        self.persisted
+            .min(self.applying)
+            .min(self.last_index())
+            .max(self.cached_from - 1)
+    }
+
+    /// Drops cached entries through `through` (as far as they may leave);
+    /// returns the bytes freed.
+    pub(crate) fn evict(&mut self, through: Index) -> u64 {
+        let through = through.min(self.evictable_through());
+        if through < self.cached_from {
+            return 0;
+        }
+        let count = (through - self.cached_from + 1) as usize;
+        let mut freed = 0;
+        for e in self.entries.drain(..count) {
+            freed += e.size();
+            if self.evicted_terms.last().map(|&(_, t)| t) != Some(e.term) {
+                self.evicted_terms.push((e.index, e.term));
+            }
+        }
+        self.cached_from = through + 1;
+        self.cached_bytes -= freed;
+        freed
+    }
+
+    /// Evicts the oldest entries that may leave until the cache holds at
+    /// most `max_bytes`, or none may leave; returns the bytes freed.
+    pub(crate) fn evict_beyond(&mut self, max_bytes: u64) -> u64 {
+        let bound = self.evictable_through();
+        let mut excess = self.cached_bytes.saturating_sub(max_bytes);
+        let mut through = self.cached_from - 1;
+        for e in &self.entries {
+            if excess == 0 || e.index > bound {
+                break;
+            }
+            excess = excess.saturating_sub(e.size());
+            through = e.index;
+        }
+        self.evict(through)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::types::{EntryKind, Payload};
+    use crate::core::types::{EntryKind, Payload, ENTRY_OVERHEAD_BYTES};
 
     fn ents(terms: &[Term], start: Index) -> Vec<Entry> {
         terms
@@ -395,12 +701,110 @@ mod tests {
         let mut log = RaftLog::new(0, 0, vec![], 0, 0).unwrap();
         log.append(ents(&[1, 1, 1], 1));
         log.commit_to(3);
-        assert!(log.take_committed(u64::MAX).is_empty());
+        assert!(log.take_committed(u64::MAX).unwrap().is_empty());
         assert_eq!(log.take_unstable().len(), 3);
         log.persisted_to(2, 1);
-        assert_eq!(log.take_committed(u64::MAX).len(), 2);
+        assert_eq!(log.take_committed(u64::MAX).unwrap().len(), 2);
         log.persisted_to(3, 1);
-        assert_eq!(log.take_committed(u64::MAX)[0].index, 3);
+        assert_eq!(log.take_committed(u64::MAX).unwrap()[0].index, 3);
+    }
+
+    /// A durable log that answers reads from a copy of its entries.
+    struct Durable(Vec<Entry>);
+
+    impl LogStorage for Durable {
+        fn entries(
+            &self,
+            lo: Index,
+            hi: Index,
+            max_bytes: u64,
+        ) -> Result<Vec<Entry>, LogReadError> {
+            let mut out = Vec::new();
+            let mut size = 0;
+            for e in self.0.iter().filter(|e| e.index >= lo && e.index < hi) {
+                if !push_within(&mut out, &mut size, e, max_bytes) {
+                    break;
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    #[test]
+    fn evicted_entries_keep_their_terms_and_are_read_back() {
+        let terms = [1, 1, 2, 2, 2, 3, 3, 4];
+        let mut log = RaftLog::new(0, 0, ents(&terms, 1), 8, 8).unwrap();
+        let all: Vec<Option<Term>> = (0..=9).map(|i| log.term(i)).collect();
+        // Nothing leaves without storage to read it back from.
+        assert_eq!(log.evict(8), 0);
+        log.set_storage(Box::new(Durable(ents(&terms, 1))));
+        assert_eq!(log.evict(7), 7 * ENTRY_OVERHEAD_BYTES);
+        assert_eq!(log.evicted_terms, vec![(1, 1), (3, 2), (6, 3)]);
+        assert_eq!(log.evict(8), ENTRY_OVERHEAD_BYTES);
+        assert_eq!((log.cached_bytes(), log.entries().len()), (0, 0));
+        assert_eq!(log.evicted_terms, vec![(1, 1), (3, 2), (6, 3), (8, 4)]);
+        assert_eq!((0..=9).map(|i| log.term(i)).collect::<Vec<_>>(), all);
+        assert_eq!((log.last_index(), log.last_term()), (8, 4));
+        assert!(log.is_up_to_date(8, 4) && !log.is_up_to_date(9, 3));
+        assert_eq!(log.find_conflict_by_term(8, 3), (7, 3));
+        assert_eq!(log.find_conflict_by_term(8, 1), (2, 1));
+        let read = log.slice(2, 9, u64::MAX).unwrap();
+        assert_eq!(read, ents(&terms, 1)[1..]);
+        // At least one entry, then as many as fit.
+        assert_eq!(log.slice(2, 9, 1).unwrap().len(), 1);
+        assert_eq!(log.slice(2, 9, 3 * ENTRY_OVERHEAD_BYTES).unwrap().len(), 3);
+
+        // New entries follow the evicted ones; a read spans both.
+        log.append(ents(&[5, 5], 9));
+        assert_eq!((log.last_index(), log.last_term()), (10, 5));
+        assert_eq!(log.take_unstable().len(), 2);
+        let spanning = log.slice(7, 11, u64::MAX).unwrap();
+        assert_eq!(
+            spanning.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [7, 8, 9, 10]
+        );
+
+        // Compaction into the evicted runs, then past them.
+        log.compact(6, 4);
+        assert_eq!(
+            (log.first_index(), log.term(3), log.term(4)),
+            (4, None, Some(2))
+        );
+        assert_eq!(log.evicted_terms, vec![(4, 2), (6, 3), (8, 4)]);
+        assert_eq!(log.slice(4, 6, u64::MAX).unwrap(), ents(&[2, 2], 4));
+        log.compact(8, 9);
+        assert!(log.evicted_terms.is_empty());
+        assert_eq!(
+            (log.first_index(), log.term(8), log.term(9)),
+            (9, Some(4), Some(5))
+        );
+        assert_eq!(log.cached_bytes(), 2 * ENTRY_OVERHEAD_BYTES);
+
+        log.restore(20, 6);
+        assert_eq!(
+            (log.cached_bytes(), log.last_index(), log.last_term()),
+            (0, 20, 6)
+        );
+        assert!(log.evicted_terms.is_empty());
+    }
+
+    #[test]
+    fn storage_answers_that_differ_from_the_log_are_refused() {
+        let mut log = RaftLog::new(0, 0, ents(&[1, 1, 2], 1), 3, 3).unwrap();
+        log.set_storage(Box::new(Durable(ents(&[1, 2, 2], 1))));
+        log.evict(3);
+        assert_eq!(log.slice(1, 2, u64::MAX).unwrap(), ents(&[1], 1));
+        assert_eq!(
+            log.slice(1, 4, u64::MAX),
+            Err(LogReadError::Inconsistent("a term differs from the log's"))
+        );
+        log.set_storage(Box::new(Durable(ents(&[1, 2], 2))));
+        assert_eq!(
+            log.slice(1, 3, u64::MAX),
+            Err(LogReadError::Inconsistent("not the range asked for"))
+        );
+        log.set_storage(Box::new(Durable(Vec::new())));
+        assert_eq!(log.slice(2, 3, u64::MAX), Err(LogReadError::Unavailable(2)));
     }
 
     #[test]
@@ -466,6 +870,22 @@ mod tests {
         // The last change may not have committed.
         let log = RaftLog::new(0, 0, state.entries[..2].to_vec(), 1, 0).unwrap();
         assert_eq!(log.committed, 1);
+    }
+
+    #[test]
+    fn a_change_another_follows_counts_as_committed_when_read_from_storage() {
+        use crate::core::{Config, Raft, NO_NODE};
+        let mut state = restarted_after_two_changes();
+        let storage = Durable(state.entries.clone());
+        state.entries.drain(..2);
+        let config = Config {
+            id: 2,
+            ..Config::default()
+        };
+        let raft = Raft::with_log_storage(config, state, Box::new(storage)).unwrap();
+        let hs = raft.hard_state();
+        assert_eq!((hs.term, hs.vote, hs.commit), (2, NO_NODE, 2));
+        assert_eq!(raft.status().conf_state.voters, vec![1, 2, 3, 4]);
     }
 
     #[test]

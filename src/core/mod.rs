@@ -15,6 +15,7 @@ mod rng;
 mod types;
 
 pub use config::{Config, ConfigError};
+pub use log::{LogReadError, LogStorage};
 pub use membership::ConfChangeError;
 pub use raft::{
     CompactError, InitialState, PeerStatus, ProposeError, Raft, ReadError, ReadState, Ready, Role,

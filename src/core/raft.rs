@@ -1,7 +1,7 @@
 //! The Raft node state machine: roles, election, replication, commit.
 
 use super::config::{Config, ConfigError};
-use super::log::{AppendOutcome, RaftLog};
+use super::log::{AppendOutcome, LogReadError, LogStorage, RaftLog, RecoverError};
 use super::membership::{ConfChangeError, Membership, VoteResult};
 use super::progress::{Progress, ProgressState};
 use super::rng::Rng;
@@ -359,6 +359,11 @@ pub struct Status {
     pub quiescent: bool,
     /// Per-peer progress; empty unless leader.
     pub peers: Vec<PeerStatus>,
+    /// Bytes of entries cached in memory (see [`Raft::cached_entry_bytes`]).
+    pub cached_entry_bytes: u64,
+    /// Reads of evicted entries through the [`LogStorage`] that failed so
+    /// far; [`Raft::last_log_read_error`] says why the latest did.
+    pub log_read_failures: u64,
 }
 
 /// What must happen once a ready batch is durable.
@@ -504,12 +509,45 @@ pub struct Raft {
     pending_persists: VecDeque<PendingPersist>,
     last_soft: SoftState,
     last_hard: HardState,
+
+    /// Failed reads through the log storage, and why the latest failed.
+    log_read_failures: u64,
+    last_log_read_error: Option<LogReadError>,
+    /// Applying waits for the next tick: the committed entries to hand out
+    /// could not be read back, and retrying at once would spin the host.
+    apply_read_failed: bool,
 }
 
 impl Raft {
     /// Creates a node from its configuration and its recovered (or
     /// bootstrap) state. Deterministic given `config.seed`.
     pub fn new(config: Config, initial: InitialState) -> Result<Raft, ConfigError> {
+        Raft::recover(config, initial, None)
+    }
+
+    /// [`Raft::new`] for a host that keeps its log in storage the core can
+    /// read (see [`Raft::set_log_storage`]): `initial.entries` may be only
+    /// the newest entries of the durable log (at least its last one, unless
+    /// the log ends at the snapshot). The core reads the entries from the
+    /// snapshot on up to them through `storage`, `max_apply_bytes` at a
+    /// time, to recover terms and memberships, and caches only those after
+    /// `initial.applied` (or after the recovered commit index, if that is
+    /// lower: such entries are handed out again), whatever
+    /// `max_cached_bytes` says. A failed read fails the start
+    /// ([`ConfigError::LogRead`]).
+    pub fn with_log_storage(
+        config: Config,
+        initial: InitialState,
+        storage: Box<dyn LogStorage>,
+    ) -> Result<Raft, ConfigError> {
+        Raft::recover(config, initial, Some(storage))
+    }
+
+    fn recover(
+        config: Config,
+        initial: InitialState,
+        storage: Option<Box<dyn LogStorage>>,
+    ) -> Result<Raft, ConfigError> {
         config.validate()?;
         let snapshot = initial.snapshot.unwrap_or_else(|| SnapshotMeta {
             conf_state: initial.conf_state,
@@ -525,26 +563,59 @@ impl Raft {
             hs.term = last_term.max(snapshot.term);
             hs.vote = NO_NODE;
         }
-        if let Some(first) = initial.entries.first() {
-            check_entry_sequence(first.index - 1, 0, hs.term, &initial.entries)
-                .map_err(ConfigError::InvalidLog)?;
-        }
-        let log = RaftLog::new(
-            snapshot.index,
-            snapshot.term,
-            initial.entries,
-            hs.commit,
-            initial.applied,
-        )
-        .map_err(ConfigError::InvalidLog)?;
+        // The membership changes after the snapshot, and the last entry
+        // checked, as the log goes by (read from storage in parts).
+        let mut changes: Vec<Entry> = Vec::new();
+        let mut previous: Option<(Index, Term)> = None;
+        let visit = |entries: &[Entry]| {
+            let Some(first) = entries.first() else {
+                return Ok(());
+            };
+            let (prev_index, prev_term) = previous.unwrap_or((first.index - 1, 0));
+            check_entry_sequence(prev_index, prev_term, hs.term, entries)?;
+            previous = entries.last().map(|e| (e.index, e.term));
+            changes.extend(
+                entries
+                    .iter()
+                    .filter(|e| e.kind == EntryKind::ConfChange && e.index > snapshot.index)
+                    .cloned(),
+            );
+            Ok(())
+        };
+        let log = match storage {
+            None => {
+                let mut visit = visit;
+                visit(&initial.entries).map_err(ConfigError::InvalidLog)?;
+                RaftLog::new(
+                    snapshot.index,
+                    snapshot.term,
+                    initial.entries,
+                    hs.commit,
+                    initial.applied,
+                )
+                .map_err(ConfigError::InvalidLog)?
+            }
+            Some(storage) => RaftLog::recover(
+                (snapshot.index, snapshot.term),
+                initial.entries,
+                hs.commit,
+                initial.applied,
+                storage,
+                config.max_apply_bytes,
+                visit,
+            )
+            .map_err(|e| match e {
+                RecoverError::Invalid(why) => ConfigError::InvalidLog(why),
+                RecoverError::Read(error) => ConfigError::LogRead(error),
+            })?,
+        };
         // Every committed change is in force from the start; later ones
         // take effect as they are handed out (see `conf_applied`).
         let mut conf_history = vec![(snapshot.index, membership.clone())];
-        for index in snapshot.index + 1..=log.committed {
-            let entry = log.entry(index).expect("committed entries are held");
+        for entry in changes.iter().take_while(|e| e.index <= log.committed) {
             if let Some(next) = membership_after(&membership, entry) {
                 membership = next;
-                conf_history.push((index, membership.clone()));
+                conf_history.push((entry.index, membership.clone()));
             }
         }
         let conf_applied = log.committed;
@@ -597,6 +668,9 @@ impl Raft {
                 leader: NO_NODE,
             },
             last_hard: HardState::default(),
+            log_read_failures: 0,
+            last_log_read_error: None,
+            apply_read_failed: false,
         };
         raft.last_hard = raft.hard_state();
         raft.reset_election_timer();
@@ -649,6 +723,8 @@ impl Raft {
             lead_transferee: NO_NODE,
             quiescent: false,
             peers: Vec::new(),
+            cached_entry_bytes: 0,
+            log_read_failures: 0,
         };
         self.fill_status(&mut status);
         status
@@ -671,6 +747,8 @@ impl Raft {
         self.membership.fill_conf_state(&mut out.conf_state);
         out.lead_transferee = self.lead_transferee;
         out.quiescent = self.quiescent;
+        out.cached_entry_bytes = self.log.cached_bytes();
+        out.log_read_failures = self.log_read_failures;
         out.peers.clear();
         if self.role == Role::Leader {
             out.peers
@@ -685,7 +763,9 @@ impl Raft {
         }
     }
 
-    /// The in-memory log (persisted or not), oldest first.
+    /// The in-memory log (persisted or not), oldest first: entries from
+    /// [`Raft::first_index`] on, except those evicted (see
+    /// [`Raft::evict_cached_entries`]).
     pub fn log_entries(&self) -> &[Entry] {
         self.log.entries()
     }
@@ -696,9 +776,55 @@ impl Raft {
         self.quiescent
     }
 
+    /// The term of the entry at `index`, cached or evicted, or of the
+    /// snapshot's last entry; `None` for an index the log does not hold.
+    pub fn log_term(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    /// Installs the read-only view of the durable log through which the
+    /// core reads back entries it evicted from its cache. Without one,
+    /// nothing is evicted and the whole log stays in memory.
+    pub fn set_log_storage(&mut self, storage: Box<dyn LogStorage>) {
+        self.log.set_storage(storage);
+        self.evict_beyond_cap();
+    }
+
+    /// Drops cached entries through `through` from memory, as far as they
+    /// may go: only with a [`LogStorage`] installed, and only entries that
+    /// are durable and already handed out for applying. Returns the bytes
+    /// freed. For a host that shares one memory budget among many groups.
+    pub fn evict_cached_entries(&mut self, through: Index) -> u64 {
+        self.log.evict(through)
+    }
+
+    /// Bytes of entries held in memory (their [`Entry::size`]).
+    pub fn cached_entry_bytes(&self) -> u64 {
+        self.log.cached_bytes()
+    }
+
+    /// Why the latest read through the [`LogStorage`] failed, if one did.
+    pub fn last_log_read_error(&self) -> Option<&LogReadError> {
+        self.last_log_read_error.as_ref()
+    }
+
+    fn record_log_read_error(&mut self, error: LogReadError) {
+        self.log_read_failures += 1;
+        self.last_log_read_error = Some(error);
+    }
+
+    /// Keeps the cache within `Config::max_cached_bytes`, as far as entries
+    /// may leave it.
+    fn evict_beyond_cap(&mut self) {
+        if self.config.max_cached_bytes > 0 {
+            self.log.evict_beyond(self.config.max_cached_bytes);
+        }
+    }
+
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
         self.ticks += 1;
+        self.apply_read_failed = false;
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.quiescent {
             self.tick_quiescent();
@@ -1605,8 +1731,18 @@ impl Raft {
             return false;
         };
         let entries = if pr.next <= last_index {
-            self.log
+            match self
+                .log
                 .slice(pr.next, last_index + 1, self.config.max_msg_bytes)
+            {
+                Ok(entries) => entries,
+                Err(error) => {
+                    // Nothing goes to this follower now; the next heartbeat
+                    // response or acknowledgement tries again.
+                    self.record_log_read_error(error);
+                    return false;
+                }
+            }
         } else {
             Vec::new()
         };
@@ -2197,7 +2333,7 @@ impl Raft {
             || !self.persisted_messages.is_empty()
             || !self.read_states.is_empty()
             || self.log.has_unstable()
-            || self.log.has_committed_to_apply()
+            || (self.log.has_committed_to_apply() && !self.apply_read_failed)
             || self.leave_joint_due()
             || self.installed_snapshot.is_some()
             || !self.snapshots_to_send.is_empty()
@@ -2221,7 +2357,18 @@ impl Raft {
             }
             self.become_follower(self.term, NO_NODE);
         }
-        let committed_entries = self.log.take_committed(self.config.max_apply_bytes);
+        let committed_entries = if self.apply_read_failed {
+            Vec::new()
+        } else {
+            match self.log.take_committed(self.config.max_apply_bytes) {
+                Ok(entries) => entries,
+                Err(error) => {
+                    self.record_log_read_error(error);
+                    self.apply_read_failed = true;
+                    Vec::new()
+                }
+            }
+        };
         let conf_changed = self.apply_committed_conf_changes(&committed_entries);
         if self.broadcast_pending {
             self.broadcast_append();
@@ -2260,6 +2407,7 @@ impl Raft {
         };
         self.last_soft = soft;
         self.last_hard = hard;
+        self.evict_beyond_cap();
         ready
     }
 
@@ -2281,6 +2429,7 @@ impl Raft {
         if self.role == Role::Leader && self.maybe_commit() {
             self.broadcast_append();
         }
+        self.evict_beyond_cap();
     }
 
     /// The host applied every committed entry through `index`.

@@ -2,6 +2,8 @@
 //! cluster (the seeded fault-injecting simulator lives in tests/simulation).
 
 use super::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 struct Cluster {
     nodes: BTreeMap<NodeId, Raft>,
@@ -17,6 +19,57 @@ struct Cluster {
     snapshot_sends: Vec<(NodeId, NodeId, SnapshotMeta)>,
     /// What the latest snapshot holds: the applied entries it covers.
     snapshot_contents: Vec<Entry>,
+    /// The durable log of nodes that read evicted entries back from it.
+    storage: BTreeMap<NodeId, TestStorage>,
+    /// The most bytes each node cached after handling a ready batch.
+    peak_cached: BTreeMap<NodeId, u64>,
+}
+
+/// A node's durable log, as the test host writes it, seen through the
+/// core's read-only view; it can be made to fail or to lie.
+#[derive(Clone, Default)]
+struct TestStorage {
+    log: Arc<Mutex<BTreeMap<Index, Entry>>>,
+    failing: Arc<AtomicBool>,
+    wrong_terms: Arc<AtomicBool>,
+    reads: Arc<AtomicU64>,
+}
+
+impl TestStorage {
+    fn write(&self, entries: &[Entry]) {
+        let mut log = self.log.lock().unwrap();
+        if let Some(first) = entries.first() {
+            log.split_off(&first.index);
+        }
+        log.extend(entries.iter().map(|e| (e.index, e.clone())));
+    }
+
+    fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+}
+
+impl LogStorage for TestStorage {
+    fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, LogReadError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(LogReadError::Failed("disk unplugged".into()));
+        }
+        let mut out = Vec::new();
+        let mut size = 0;
+        for e in self.log.lock().unwrap().range(lo..hi).map(|(_, e)| e) {
+            size += e.size();
+            if !out.is_empty() && size > max_bytes {
+                break;
+            }
+            let mut e = e.clone();
+            if self.wrong_terms.load(Ordering::Relaxed) {
+                e.term += 1;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
 }
 
 fn config(id: NodeId) -> Config {
@@ -46,7 +99,25 @@ impl Cluster {
             reads: ids.iter().map(|&id| (id, Vec::new())).collect(),
             snapshot_sends: Vec::new(),
             snapshot_contents: Vec::new(),
+            storage: BTreeMap::new(),
+            peak_cached: BTreeMap::new(),
         }
+    }
+
+    /// A cluster whose nodes read evicted entries back from their durable
+    /// log, and keep at most `max_cached_bytes` cached (0: no bound).
+    fn with_log_storage(n: u64, max_cached_bytes: u64) -> Cluster {
+        let mut c = Cluster::with_config(n, |cfg| Config {
+            max_cached_bytes,
+            ..cfg
+        });
+        for (&id, node) in c.nodes.iter_mut() {
+            let storage = TestStorage::default();
+            storage.write(node.log_entries());
+            node.set_log_storage(Box::new(storage.clone()));
+            c.storage.insert(id, storage);
+        }
+        c
     }
 
     /// A cluster whose nodes run `adjust(config(id))`.
@@ -152,6 +223,9 @@ impl Cluster {
                 }
                 busy = true;
                 let rd = node.ready();
+                if let Some(storage) = self.storage.get(&id) {
+                    storage.write(&rd.entries);
+                }
                 if let Some(meta) = &rd.snapshot {
                     // The host restores its state machine from the snapshot.
                     let applied = self.applied.get_mut(&id).unwrap();
@@ -173,6 +247,8 @@ impl Cluster {
                     .get_mut(&id)
                     .unwrap()
                     .extend(rd.committed_entries);
+                let peak = self.peak_cached.entry(id).or_default();
+                *peak = (*peak).max(node.cached_entry_bytes());
             }
             while let Some(m) = self.wire.pop_front() {
                 busy = true;
@@ -1740,4 +1816,353 @@ fn a_quiet_leader_answers_a_check_in_without_waking_the_group() {
     assert!(matches!(rd.messages[0].body, MessageBody::Quiesce { .. }));
     c.node(follower).step(rd.messages[0].clone()).unwrap();
     assert!(c.node(follower).status().quiescent);
+}
+
+// ---- entry cache and log storage ----
+
+/// Payloads of the normal entries node `id` applied.
+fn applied_payloads(c: &Cluster, id: NodeId) -> Vec<Vec<u8>> {
+    c.applied[&id]
+        .iter()
+        .filter(|e| e.kind == EntryKind::Normal)
+        .map(|e| e.data.to_vec())
+        .collect()
+}
+
+/// Elects a leader, cuts a follower off and commits `n` proposals without
+/// it. Returns (leader, follower, payloads proposed).
+fn follower_left_behind(c: &mut Cluster, n: u32) -> (NodeId, NodeId, Vec<Vec<u8>>) {
+    let leader = c.elected();
+    let lagging = c.nodes.keys().copied().find(|&id| id != leader).unwrap();
+    c.isolated.push(lagging);
+    let payloads: Vec<Vec<u8>> = (0..n).map(|i| i.to_le_bytes().to_vec()).collect();
+    for (i, data) in payloads.iter().enumerate() {
+        c.node(leader).propose(data.clone()).unwrap();
+        if i % 64 == 0 {
+            c.settle();
+        }
+    }
+    c.settle();
+    (leader, lagging, payloads)
+}
+
+/// Node `id` applied exactly `payloads` (the diff of 10,000 payloads is
+/// no use in a failure message).
+fn assert_applied(c: &Cluster, id: NodeId, payloads: &[Vec<u8>]) {
+    let applied = applied_payloads(c, id);
+    let first_difference = applied.iter().zip(payloads).position(|(a, p)| a != p);
+    assert!(
+        applied == payloads,
+        "node {id} applied {} payloads, first difference at {first_difference:?}; {} expected",
+        applied.len(),
+        payloads.len()
+    );
+}
+
+#[test]
+fn a_lagging_follower_catches_up_from_evicted_entries() {
+    let mut c = Cluster::with_log_storage(3, 0);
+    let (leader, lagging, payloads) = follower_left_behind(&mut c, 300);
+    let before = c.node(leader).cached_entry_bytes();
+    let freed = c.node(leader).evict_cached_entries(Index::MAX);
+    assert!(freed > 0 && freed == before, "freed {freed} of {before}");
+    assert_eq!(c.node(leader).cached_entry_bytes(), 0);
+    assert!(c.node(leader).log_entries().is_empty());
+    let last = c.node(leader).status().last_index;
+    let last_term = c.node(leader).log_term(last);
+    assert_eq!(last_term, Some(c.node(leader).term()));
+
+    c.isolated.clear();
+    c.tick_all(5);
+    assert_eq!(c.node(lagging).status().last_index, last);
+    assert_applied(&c, lagging, &payloads);
+    assert!(
+        c.storage[&leader].reads() > 0,
+        "the leader never read storage"
+    );
+    assert_eq!(c.node(leader).status().log_read_failures, 0);
+    // Committed entries the follower applied are the leader's, index by
+    // index, including the no-op and the founding membership.
+    assert!(
+        c.applied[&lagging] == c.applied[&leader],
+        "node {} applied other entries",
+        lagging
+    );
+}
+
+#[test]
+fn committed_entries_are_identical_with_an_almost_empty_cache() {
+    let mut c = Cluster::with_log_storage(3, 1);
+    let (leader, lagging, payloads) = follower_left_behind(&mut c, 200);
+    c.isolated.clear();
+    c.tick_all(5);
+    for id in 1..=3 {
+        assert_applied(&c, id, &payloads);
+        assert!(
+            c.applied[&id] == c.applied[&leader],
+            "node {} applied other entries",
+            id
+        );
+        // Everything is durable and applied: nothing needs the cache.
+        assert_eq!(c.node(id).cached_entry_bytes(), 0, "node {id}");
+    }
+    assert!(c.storage[&leader].reads() > 0);
+    // A restart from the durable log agrees with what was applied.
+    let durable: Vec<Entry> = c.storage[&lagging]
+        .log
+        .lock()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect();
+    assert_eq!(durable, c.applied[&lagging]);
+}
+
+#[test]
+fn a_log_storage_error_delays_the_follower_without_losing_entries() {
+    let mut c = Cluster::with_log_storage(3, 1);
+    let (leader, lagging, payloads) = follower_left_behind(&mut c, 100);
+    c.storage[&leader].failing.store(true, Ordering::Relaxed);
+    c.isolated.clear();
+    c.tick_all(20);
+    let behind = c.node(lagging).status();
+    assert!(behind.commit < c.node(leader).commit_index());
+    assert!(applied_payloads(&c, lagging).is_empty());
+    let status = c.node(leader).status();
+    assert!(status.log_read_failures > 1, "no retry: {status:?}");
+    assert_eq!(
+        c.node(leader).last_log_read_error(),
+        Some(&LogReadError::Failed("disk unplugged".into()))
+    );
+    // Storage that answers with other terms is refused as well.
+    c.storage[&leader].failing.store(false, Ordering::Relaxed);
+    c.storage[&leader]
+        .wrong_terms
+        .store(true, Ordering::Relaxed);
+    c.tick_all(5);
+    assert!(matches!(
+        c.node(leader).last_log_read_error(),
+        Some(LogReadError::Inconsistent(_))
+    ));
+    assert!(applied_payloads(&c, lagging).is_empty());
+    assert_eq!(c.leader(), Some(leader), "read errors cost the leadership");
+    // Once storage answers again, the follower catches up.
+    c.storage[&leader]
+        .wrong_terms
+        .store(false, Ordering::Relaxed);
+    c.tick_all(5);
+    assert_applied(&c, lagging, &payloads);
+    assert!(
+        c.applied[&lagging] == c.applied[&leader],
+        "node {} applied other entries",
+        lagging
+    );
+}
+
+#[test]
+fn eviction_keeps_entries_not_durable_or_not_handed_out() {
+    let mut c = Cluster::with_log_storage(1, 0);
+    c.node(1).campaign();
+    c.settle();
+    assert_eq!(c.node(1).role(), Role::Leader);
+    let node = c.node(1);
+    assert!(node.evict_cached_entries(Index::MAX) > 0);
+    for i in 0..3u8 {
+        node.propose(vec![i]).unwrap();
+    }
+    let unstable = node.ready();
+    assert_eq!(unstable.entries.len(), 3);
+    let last = unstable.entries.last().unwrap().index;
+    // Handed out for persisting, not durable yet.
+    assert_eq!(node.evict_cached_entries(Index::MAX), 0);
+    node.on_persisted(unstable.number);
+    // Durable and committed, but not handed out for applying yet.
+    assert_eq!(node.commit_index(), last);
+    assert_eq!(node.evict_cached_entries(Index::MAX), 0);
+    let applying = node.ready();
+    assert_eq!(applying.committed_entries.last().unwrap().index, last);
+    let size: u64 = applying.committed_entries.iter().map(Entry::size).sum();
+    assert_eq!(node.evict_cached_entries(last - 1), size - 25);
+    assert_eq!(node.evict_cached_entries(Index::MAX), 25);
+    assert!(node.log_entries().is_empty());
+    // A new proposal is cached until it is durable and handed out.
+    node.propose(vec![9]).unwrap();
+    assert_eq!(node.evict_cached_entries(Index::MAX), 0);
+    assert_eq!(node.cached_entry_bytes(), 25);
+
+    // Without a log storage nothing leaves the cache.
+    let mut plain = Cluster::new(1);
+    plain.node(1).campaign();
+    plain.settle();
+    plain.node(1).propose(vec![1]).unwrap();
+    plain.settle();
+    let held = plain.node(1).cached_entry_bytes();
+    assert!(held > 0);
+    assert_eq!(plain.node(1).evict_cached_entries(Index::MAX), 0);
+    assert_eq!(plain.node(1).cached_entry_bytes(), held);
+}
+
+#[test]
+fn the_cache_stays_under_its_cap_while_a_follower_catches_up_10000_entries() {
+    const CAP: u64 = 4 << 10;
+    let mut c = Cluster::with_log_storage(3, CAP);
+    for node in c.nodes.values_mut() {
+        // Many rounds of catch-up, each read from storage, at most two
+        // appends in flight (the test host delivers all of them before the
+        // follower's next batch).
+        node.config.max_msg_bytes = 2 << 10;
+        node.config.max_inflight_msgs = 2;
+    }
+    let (leader, lagging, payloads) = follower_left_behind(&mut c, 10_000);
+    for id in 1..=3 {
+        assert!(c.node(id).cached_entry_bytes() <= CAP, "node {id}");
+    }
+    c.isolated.clear();
+    // The host reports the peer it could not reach: the appends the
+    // leader sent meanwhile are lost.
+    c.node(leader).report_unreachable(lagging);
+    c.peak_cached.clear();
+    c.tick_all(3);
+    assert_applied(&c, lagging, &payloads);
+    // Every append the follower got was read from the leader's storage.
+    assert!(c.storage[&leader].reads() >= 100);
+    for id in 1..=3 {
+        assert!(c.node(id).cached_entry_bytes() <= CAP, "node {id}");
+    }
+    assert!(c.peak_cached[&leader] <= CAP);
+    // Between batches the follower also holds the appends it just made
+    // durable, which it hands out for applying with its next batch.
+    let entry = 28;
+    let peak = c.peak_cached[&lagging];
+    assert!(peak <= CAP + 2 * ((2 << 10) + entry), "peak {peak}");
+}
+
+/// What a restarted node knows of its log and state, to compare two ways
+/// of restarting it.
+fn restart_view(node: &Raft) -> (HardState, Status, Vec<Option<Term>>) {
+    let mut status = node.status();
+    status.cached_entry_bytes = 0;
+    let terms = (0..=status.last_index + 1)
+        .map(|i| node.log_term(i))
+        .collect();
+    (node.hard_state(), status, terms)
+}
+
+#[test]
+fn a_node_restarts_from_the_tail_of_its_log_and_its_storage() {
+    let mut c = Cluster::with_log_storage(3, 0);
+    let leader = c.elected();
+    c.add_blank_node(4);
+    c.change(leader, ConfChange::AddLearner(4)).unwrap();
+    for i in 0..50u8 {
+        c.node(leader).propose(vec![i]).unwrap();
+    }
+    c.settle();
+    c.change(leader, ConfChange::AddVoter(4)).unwrap();
+    c.node(leader).propose(vec![50]).unwrap();
+    c.settle();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let durable: Vec<Entry> = c.storage[&follower]
+        .log
+        .lock()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect();
+    let last = durable.last().unwrap().index;
+    let state = |entries: Vec<Entry>, applied: Index| InitialState {
+        hard_state: c.nodes[&follower].hard_state(),
+        entries,
+        applied,
+        ..InitialState::default()
+    };
+    for (tail, applied) in [(3, 0), (3, last - 10), (1, last), (0, last)] {
+        let whole = Raft::new(config(follower), state(durable.clone(), applied)).unwrap();
+        let entries = durable[durable.len() - tail..].to_vec();
+        let storage = c.storage[&follower].clone();
+        let reads = storage.reads();
+        let node = Raft::with_log_storage(
+            config(follower),
+            state(entries, applied),
+            Box::new(storage.clone()),
+        );
+        let node = match (tail, node) {
+            // Without its last entry the log seems to end at the snapshot.
+            (0, Ok(node)) => {
+                assert_eq!(node.status().last_index, 0);
+                continue;
+            }
+            (_, node) => node.unwrap(),
+        };
+        assert!(storage.reads() > reads);
+        assert_eq!(restart_view(&node), restart_view(&whole), "tail {tail}");
+        assert_eq!(node.status().conf_state.voters, vec![1, 2, 3, 4]);
+        // Only what is still to apply is cached.
+        let unapplied = durable.iter().filter(|e| e.index > applied);
+        let size: u64 = unapplied.map(Entry::size).sum();
+        assert_eq!(
+            node.cached_entry_bytes(),
+            size,
+            "tail {tail}, applied {applied}"
+        );
+    }
+
+    // A failed read fails the start; a tail that does not follow what
+    // storage holds, too.
+    let storage = c.storage[&follower].clone();
+    storage.failing.store(true, Ordering::Relaxed);
+    let tail = durable[durable.len() - 1..].to_vec();
+    let failed = Raft::with_log_storage(
+        config(follower),
+        state(tail.clone(), 0),
+        Box::new(storage.clone()),
+    );
+    assert!(matches!(failed, Err(ConfigError::LogRead(_))));
+    storage.failing.store(false, Ordering::Relaxed);
+    let mut wrong = tail;
+    wrong[0].term = 1;
+    let older = Raft::with_log_storage(config(follower), state(wrong, 0), Box::new(storage));
+    assert!(matches!(older, Err(ConfigError::InvalidLog(_))));
+}
+
+#[test]
+fn a_host_that_applied_beyond_the_commit_index_restarts_from_storage() {
+    // The node layer raises the commit index to what its host applied; a
+    // bare host may not, and gets those entries again once they commit:
+    // they stay cached until then (a membership change among them must be
+    // at hand to take effect).
+    let mut entries = InitialState::bootstrap(&[1]).entries;
+    entries.extend((2..=10).map(|index| Entry {
+        index,
+        term: 1,
+        kind: EntryKind::Normal,
+        data: vec![index as u8].into(),
+    }));
+    let storage = TestStorage::default();
+    storage.write(&entries);
+    let initial = InitialState {
+        hard_state: HardState {
+            term: 1,
+            vote: NO_NODE,
+            commit: 1,
+        },
+        entries: entries[9..].to_vec(),
+        applied: 10,
+        ..InitialState::default()
+    };
+    let node = Raft::with_log_storage(config(1), initial, Box::new(storage.clone())).unwrap();
+    let unapplied: u64 = entries[1..].iter().map(Entry::size).sum();
+    assert_eq!(node.cached_entry_bytes(), unapplied);
+    let mut c = Cluster::new(1);
+    c.nodes.insert(1, node);
+    c.storage.insert(1, storage);
+    c.node(1).campaign();
+    c.settle();
+    assert_eq!(
+        (c.node(1).role(), c.node(1).commit_index()),
+        (Role::Leader, 11)
+    );
+    let indexes: Vec<Index> = c.applied[&1].iter().map(|e| e.index).collect();
+    assert_eq!(indexes, (2..=11).collect::<Vec<_>>());
+    assert_eq!(c.applied[&1][..9], entries[1..]);
 }

@@ -191,8 +191,14 @@ impl Checker {
             view.commit
         );
         for i in view.commit + 1..=commit {
-            match entry_at(log, i) {
-                Some(entry) => self.on_committed(id, term, entry, disks),
+            // An entry the node evicted from its cache is the one on its
+            // disk, where the core reads it back from.
+            let evicted = || {
+                let held = i >= raft.first_index() && raft.log_term(i).is_some();
+                held.then(|| disks[index(id)].entry(i)).flatten()
+            };
+            match entry_at(log, i).cloned().or_else(evicted) {
+                Some(entry) => self.on_committed(id, term, &entry, disks),
                 // Covered by a snapshot the node installed: what the other
                 // node committed, as the snapshot's checks verify.
                 None => assert!(
@@ -207,7 +213,7 @@ impl Checker {
         if raft.role() == Role::Leader {
             let leader = *self.leaders.entry(term).or_insert(id);
             assert_eq!(leader, id, "nodes {leader} and {id} both led term {term}");
-            self.check_leader_completeness(id, term, log, raft.first_index());
+            self.check_leader_completeness(raft);
         } else {
             self.nodes[index(id)].leading = None;
         }
@@ -351,13 +357,8 @@ impl Checker {
 
     /// Leader completeness: a leader of term `term` holds every entry
     /// committed in an earlier term.
-    fn check_leader_completeness(
-        &mut self,
-        id: NodeId,
-        term: Term,
-        log: &[Entry],
-        first_index: Index,
-    ) {
+    fn check_leader_completeness(&mut self, raft: &Raft) {
+        let (id, term, first_index) = (raft.id(), raft.term(), raft.first_index());
         let verified = match self.nodes[index(id)].leading {
             Some((t, verified)) if t == term => verified,
             _ => 0,
@@ -367,7 +368,9 @@ impl Checker {
             // Entries before the log are the leader's snapshot's, whose last
             // one was checked against the committed log.
             if c.seen_in_term < term && i >= first_index {
-                let held = entry_at(log, i).map(|e| e.term);
+                // Entries the leader evicted from its cache count by the
+                // terms it keeps for them.
+                let held = raft.log_term(i);
                 assert_eq!(
                     held,
                     Some(c.term),

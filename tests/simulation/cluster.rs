@@ -21,9 +21,11 @@ use crate::network::{NetFaults, Network};
 use crate::rng::SplitMix64;
 use crate::snapshot::{self, Machine, Receiving};
 use embraft::core::{
-    ConfChange, Config, Entry, Index, NodeId, ProposeError, Raft, Role, StepError, Term,
-    TransferError, QUIESCENT_CHECK_TIMEOUTS,
+    ConfChange, Config, ConfigError, Entry, Index, NodeId, ProposeError, Raft, Role, StepError,
+    Term, TransferError, QUIESCENT_CHECK_TIMEOUTS,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Virtual time units per Raft tick. Message and disk delays are drawn in
 /// these units, so most of them fall within a tick.
@@ -59,6 +61,24 @@ pub struct Options {
     /// Idle ticks before a leader quiesces (the core's `quiesce_tick`; 0:
     /// never).
     pub quiesce_tick: u32,
+    /// Bytes of entries a node caches (the core's `max_cached_bytes`); when
+    /// not 0, each node reads evicted entries back from its simulated disk.
+    /// `EMBRAFT_SIM_MAX_CACHED_BYTES` sets it for every scenario.
+    pub max_cached_bytes: u64,
+    /// Reads of evicted entries in a thousand that fail.
+    pub log_read_failures_per_mille: u64,
+}
+
+/// The cache bound every scenario runs with unless it sets its own: the
+/// environment's `EMBRAFT_SIM_MAX_CACHED_BYTES`, or 0 (no bound, no view).
+fn max_cached_bytes_from_env() -> u64 {
+    let Ok(value) = std::env::var("EMBRAFT_SIM_MAX_CACHED_BYTES") else {
+        return 0;
+    };
+    value
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("EMBRAFT_SIM_MAX_CACHED_BYTES must be a number, not {value:?}"))
 }
 
 impl Options {
@@ -78,6 +98,8 @@ impl Options {
             },
             compact_keep_entries: Config::default().compact_keep_entries,
             quiesce_tick: 0,
+            max_cached_bytes: max_cached_bytes_from_env(),
+            log_read_failures_per_mille: 0,
         }
     }
 
@@ -122,6 +144,8 @@ pub struct Cluster {
     next_payload: u64,
     next_read_context: u64,
     trace: bool,
+    /// Reads of evicted entries the nodes' cores made from their disks.
+    log_reads: Arc<AtomicU64>,
 }
 
 impl Cluster {
@@ -147,6 +171,7 @@ impl Cluster {
             next_payload: 0,
             next_read_context: 0,
             trace: std::env::var_os("EMBRAFT_SIM_TRACE").is_some(),
+            log_reads: Arc::default(),
         };
         // Every founder's disk holds the founding entry before any starts.
         let founders: Vec<NodeId> = (1..=opts.nodes as NodeId).collect();
@@ -290,12 +315,33 @@ impl Cluster {
             lease_reads: self.opts.lease_reads,
             compact_keep_entries: self.opts.compact_keep_entries,
             quiesce_tick: self.opts.quiesce_tick,
+            max_cached_bytes: self.opts.max_cached_bytes,
             seed: self.rng.next_u64(),
             ..Config::default()
         };
-        let initial = self.disks[slot(id)].recover();
-        let raft = Raft::new(config, initial)
-            .unwrap_or_else(|e| panic!("node {id} refused its recovered state: {e}"));
+        let mut initial = self.disks[slot(id)].recover();
+        let raft = if self.opts.max_cached_bytes > 0 {
+            // The host hands over the newest few entries; the core reads
+            // the rest from the disk.
+            let keep = self.rng.between(1, 8) as usize;
+            initial
+                .entries
+                .drain(..initial.entries.len().saturating_sub(keep));
+            loop {
+                let rng = SplitMix64::new(self.rng.next_u64());
+                let failures = self.opts.log_read_failures_per_mille;
+                let reads = Arc::clone(&self.log_reads);
+                let view = self.disks[slot(id)].log_view(rng, failures, reads);
+                match Raft::with_log_storage(config.clone(), initial.clone(), Box::new(view)) {
+                    // A start that could not read its log is tried again.
+                    Err(ConfigError::LogRead(_)) => continue,
+                    started => break started,
+                }
+            }
+        } else {
+            Raft::new(config, initial)
+        };
+        let raft = raft.unwrap_or_else(|e| panic!("node {id} refused its recovered state: {e}"));
         self.rafts[slot(id)] = Some(raft);
         self.checker.on_restart(id);
         // The host restores its state machine from the recorded snapshot.
@@ -354,6 +400,21 @@ impl Cluster {
         self.rafts[slot(id)]
             .as_ref()
             .unwrap_or_else(|| panic!("node {id} is down"))
+    }
+
+    /// The last entry of a running node's log, cached or only durable.
+    pub fn last_entry(&self, id: NodeId) -> Entry {
+        let raft = self.node(id);
+        let last = raft.status().last_index;
+        entry_at(raft.log_entries(), last)
+            .cloned()
+            .or_else(|| self.disks[slot(id)].entry(last))
+            .unwrap_or_else(|| panic!("node {id} holds no entry at its last index {last}"))
+    }
+
+    /// How many times the nodes read evicted entries back from their disks.
+    pub fn log_reads(&self) -> u64 {
+        self.log_reads.load(Ordering::Relaxed)
     }
 
     /// The term of the entry at `index` in the node's durable log.
@@ -453,7 +514,7 @@ impl Cluster {
                 .u64(hs.vote)
                 .u64(hs.commit)
                 .u64(disk.snapshot_index());
-            log(&mut h, disk.log());
+            log(&mut h, &disk.log());
             let machine = self.machines[slot(id)];
             h.u64(machine.applied).u64(machine.digest);
             if let Some(raft) = &self.rafts[slot(id)] {
@@ -706,19 +767,12 @@ impl Cluster {
                 eprintln!("t={} ready {id} {rd:?}", self.now);
             }
             if let Some(first) = rd.entries.first() {
+                // Held (cached or evicted), or the snapshot's last entry.
                 let prev_term = match first.index - 1 {
                     0 => 0,
-                    prev => match entry_at(raft.log_entries(), prev) {
-                        Some(e) => e.term,
-                        None => {
-                            let meta = raft.snapshot_meta();
-                            assert_eq!(
-                                meta.index, prev,
-                                "node {id} wrote index {first:?} after a gap"
-                            );
-                            meta.term
-                        }
-                    },
+                    prev => raft
+                        .log_term(prev)
+                        .unwrap_or_else(|| panic!("node {id} wrote index {first:?} after a gap")),
                 };
                 self.checker.on_entries_written(id, prev_term, &rd.entries);
             }

@@ -17,9 +17,14 @@
 //! a recorded snapshot counts at recovery; an unrecorded file is deleted.
 
 use crate::rng::SplitMix64;
-use embraft::core::{Entry, HardState, Index, InitialState, Message, NodeId, SnapshotMeta, Term};
+use embraft::core::{
+    Entry, HardState, Index, InitialState, LogReadError, LogStorage, Message, NodeId, SnapshotMeta,
+    Term,
+};
 use embraft::node::oversized_prefixes;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Bytes of entries (as the node estimates them) one append of the node's
 /// WAL carries: half a segment there. Small here, about three entries of
@@ -129,10 +134,60 @@ pub struct Disk {
     snapshot: Option<SnapshotFile>,
     /// A received snapshot file not recorded in the log.
     received: Option<SnapshotFile>,
-    /// The durable log, from index `log_start` on.
-    log: VecDeque<Entry>,
-    log_start: Index,
+    /// The durable log, shared with the running core's view of it.
+    log: Arc<Mutex<DurableLog>>,
     pending: VecDeque<PendingWrite>,
+}
+
+/// The entries of the write-ahead log that are durable.
+#[derive(Default)]
+struct DurableLog {
+    /// From index `start` on.
+    entries: VecDeque<Entry>,
+    start: Index,
+}
+
+impl DurableLog {
+    fn get(&self, index: Index) -> Option<&Entry> {
+        let offset = usize::try_from(index.checked_sub(self.start)?).ok()?;
+        self.entries.get(offset)
+    }
+}
+
+/// What the core reads evicted entries back from: the node's durable log,
+/// as the product's runtime reads its WAL. A seeded share of reads fails,
+/// so that the core's retries run under every checker.
+pub struct LogView {
+    log: Arc<Mutex<DurableLog>>,
+    rng: Mutex<SplitMix64>,
+    /// Reads in a thousand that fail.
+    failures_per_mille: u64,
+    /// Reads asked for, failed or not, counted for the scenarios to check.
+    reads: Arc<AtomicU64>,
+}
+
+impl LogStorage for LogView {
+    fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, LogReadError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        if self.rng.lock().unwrap().below(1000) < self.failures_per_mille {
+            return Err(LogReadError::Failed("simulated read error".into()));
+        }
+        let log = self.log.lock().unwrap();
+        let mut out = Vec::new();
+        let mut size = 0;
+        for index in lo..hi {
+            let Some(e) = log.get(index) else { break };
+            size += e.size();
+            if !out.is_empty() && size > max_bytes {
+                break;
+            }
+            out.push(e.clone());
+        }
+        if out.is_empty() {
+            return Err(LogReadError::Unavailable(lo));
+        }
+        Ok(out)
+    }
 }
 
 impl Default for Disk {
@@ -141,8 +196,10 @@ impl Default for Disk {
             hard_state: HardState::default(),
             snapshot: None,
             received: None,
-            log: VecDeque::new(),
-            log_start: 1,
+            log: Arc::new(Mutex::new(DurableLog {
+                entries: VecDeque::new(),
+                start: 1,
+            })),
             pending: VecDeque::new(),
         }
     }
@@ -155,7 +212,10 @@ impl Disk {
         let founding = InitialState::bootstrap(voters);
         Disk {
             hard_state: founding.hard_state,
-            log: founding.entries.into(),
+            log: Arc::new(Mutex::new(DurableLog {
+                entries: founding.entries.into(),
+                start: 1,
+            })),
             ..Disk::default()
         }
     }
@@ -265,10 +325,12 @@ impl Disk {
                     Some(file.meta.term),
                     "a snapshot's last entry differs from the log's"
                 );
-                while self.log_start < keep_from && !self.log.is_empty() {
-                    self.log.pop_front();
-                    self.log_start += 1;
+                let mut log = self.durable();
+                while log.start < keep_from && !log.entries.is_empty() {
+                    log.entries.pop_front();
+                    log.start += 1;
                 }
+                drop(log);
                 self.snapshot = Some(file);
                 Completed::Compaction
             }
@@ -297,8 +359,10 @@ impl Disk {
                 .take()
                 .filter(|f| f.meta == meta)
                 .expect("a snapshot is recorded only once its file is on disk");
-            self.log.clear();
-            self.log_start = meta.index + 1;
+            let mut log = self.durable();
+            log.entries.clear();
+            log.start = meta.index + 1;
+            drop(log);
             self.snapshot = Some(file.clone());
             file
         });
@@ -318,16 +382,18 @@ impl Disk {
         let mut replaced_from = None;
         if let Some(first) = entries.first() {
             let durable_last = self.last_index();
+            let mut log = self.durable();
             assert!(
-                first.index >= self.log_start && first.index <= durable_last + 1,
+                first.index >= log.start && first.index <= durable_last + 1,
                 "the core handed out entries starting at {} while the durable log holds {}..={}",
                 first.index,
-                self.log_start,
+                log.start,
                 durable_last
             );
             if first.index <= durable_last {
                 replaced_from = Some(first.index);
-                self.log.truncate((first.index - self.log_start) as usize);
+                let keep = (first.index - log.start) as usize;
+                log.entries.truncate(keep);
             }
             for (offset, e) in entries.iter().enumerate() {
                 assert_eq!(
@@ -336,7 +402,7 @@ impl Disk {
                     "the core handed out a non-contiguous batch of entries"
                 );
             }
-            self.log.extend(entries);
+            log.entries.extend(entries);
         }
         replaced_from
     }
@@ -355,8 +421,30 @@ impl Disk {
         self.hard_state
     }
 
-    pub fn log(&self) -> impl Iterator<Item = &Entry> {
-        self.log.iter()
+    fn durable(&self) -> MutexGuard<'_, DurableLog> {
+        self.log.lock().unwrap()
+    }
+
+    /// The durable log.
+    pub fn log(&self) -> Vec<Entry> {
+        self.durable().entries.iter().cloned().collect()
+    }
+
+    /// A read-only view of the durable log for the core, failing
+    /// `failures_per_mille` reads in a thousand, as drawn from `rng`, and
+    /// counting every read in `reads`.
+    pub fn log_view(
+        &self,
+        rng: SplitMix64,
+        failures_per_mille: u64,
+        reads: Arc<AtomicU64>,
+    ) -> LogView {
+        LogView {
+            log: Arc::clone(&self.log),
+            rng: Mutex::new(rng),
+            failures_per_mille,
+            reads,
+        }
     }
 
     /// The recorded snapshot, if any.
@@ -370,13 +458,18 @@ impl Disk {
     }
 
     fn last_index(&self) -> Index {
-        self.log_start + self.log.len() as Index - 1
+        let log = self.durable();
+        log.start + log.entries.len() as Index - 1
+    }
+
+    /// The durable entry at `index`, if there is one.
+    pub fn entry(&self, index: Index) -> Option<Entry> {
+        self.durable().get(index).cloned()
     }
 
     /// The term of the durable entry at `index`, if there is one.
     pub fn term_at(&self, index: Index) -> Option<Term> {
-        let offset = usize::try_from(index.checked_sub(self.log_start)?).ok()?;
-        self.log.get(offset).map(|e| e.term)
+        self.durable().get(index).map(|e| e.term)
     }
 
     /// Whether the disk holds the committed entry `(index, term)`: in its
@@ -395,10 +488,10 @@ impl Disk {
         self.received = None;
         let snapshot = self.snapshot.as_ref().map(|s| s.meta.clone());
         if let Some(meta) = &snapshot {
+            let start = self.durable().start;
             assert!(
-                self.log_start <= meta.index + 1,
-                "the log starts at {} after a snapshot through {}",
-                self.log_start,
+                start <= meta.index + 1,
+                "the log starts at {start} after a snapshot through {}",
                 meta.index
             );
         }
@@ -406,7 +499,7 @@ impl Disk {
             hard_state: self.hard_state,
             applied: snapshot.as_ref().map_or(0, |m| m.index),
             snapshot,
-            entries: self.log.iter().cloned().collect(),
+            entries: self.log(),
             ..InitialState::default()
         }
     }
@@ -417,6 +510,8 @@ impl Disk {
     }
 
     pub fn is_blank(&self) -> bool {
-        self.log.is_empty() && self.snapshot.is_none() && self.hard_state == HardState::default()
+        self.durable().entries.is_empty()
+            && self.snapshot.is_none()
+            && self.hard_state == HardState::default()
     }
 }

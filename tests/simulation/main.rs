@@ -22,6 +22,11 @@
 //! restores the state machine from them, at runtime and at recovery (see
 //! `snapshot.rs` and `disk.rs`). The checker holds every snapshot to the
 //! committed log and to the state every node had at its index.
+//!
+//! The entry cache is simulated: a node may keep few entries in memory and
+//! read the rest back from its simulated disk, and some of those reads
+//! fail (see `cache_scenarios.rs`); `EMBRAFT_SIM_MAX_CACHED_BYTES=<n>` runs
+//! every scenario so.
 
 /// Declares a scenario: a `#[test]` that runs `body` under every seed, or,
 /// for a long scenario marked `[1/N of the seeds]`, under the first N-th of
@@ -41,6 +46,7 @@ macro_rules! scenario {
     };
 }
 
+mod cache_scenarios;
 mod checker;
 mod cluster;
 mod disk;

@@ -304,7 +304,7 @@ scenario! {
             !c.membership_of(old).is_voter(old),
             "leader {old} stepped down before its removal was in force"
         );
-        let last = c.node(old).log_entries().last().expect("not empty");
+        let last = c.last_entry(old);
         assert_eq!(
             (last.kind, last.index),
             (EntryKind::ConfChange, c.node(old).commit_index()),

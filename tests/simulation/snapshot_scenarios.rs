@@ -13,7 +13,7 @@ use crate::snapshot::Receiving;
 use embraft::core::{Index, NodeId};
 
 /// A random running node snapshots and compacts what it applied.
-fn compaction_step(c: &mut Cluster) {
+pub fn compaction_step(c: &mut Cluster) {
     let up = c.up_nodes();
     if !up.is_empty() {
         let id = c.pick_one(&up);
