@@ -21,7 +21,7 @@
 
 mod worker;
 
-use crate::core::{Config, Index, NodeId, Payload, Raft, Status};
+use crate::core::{ConfChange, Config, Index, NodeId, Payload, Raft, Status};
 use crate::error::NodeError;
 use crate::group::{
     initial_state, random_seed, sync_everything_written, wire, Group, Input, LogLevel, LogLine,
@@ -477,6 +477,26 @@ impl Runtime {
             Input::Propose {
                 proposal_id,
                 data: Payload::from(data),
+            },
+        )?;
+        Ok(proposal_id)
+    }
+
+    /// Queues a membership change of `group` and returns its proposal id;
+    /// its outcome arrives like that of [`Runtime::propose`]. Members are
+    /// runtime ids.
+    pub fn propose_conf_change(
+        &self,
+        group: GroupId,
+        change: ConfChange,
+    ) -> Result<u64, NodeError> {
+        let slot = self.shared.slot(group)?;
+        let proposal_id = slot.next_proposal_id.fetch_add(1, Ordering::Relaxed);
+        self.shared.send_to(
+            &slot,
+            Input::ProposeConfChange {
+                proposal_id,
+                change,
             },
         )?;
         Ok(proposal_id)
