@@ -285,6 +285,17 @@ impl Group {
         self.out.log_level = level;
     }
 
+    /// Bytes of log entries the core holds in memory.
+    pub(crate) fn cached_entry_bytes(&self) -> u64 {
+        self.raft.cached_entry_bytes()
+    }
+
+    /// Drops from memory the entries through `through` that the core may
+    /// read back later; returns the bytes freed.
+    pub(crate) fn evict_cached_entries(&mut self, through: Index) -> u64 {
+        self.raft.evict_cached_entries(through)
+    }
+
     pub(crate) fn fill_status(&self, status: &mut Status) {
         self.raft.fill_status(status);
     }

@@ -21,7 +21,9 @@
 
 mod worker;
 
-use crate::core::{ConfChange, Config, Index, NodeId, Payload, Raft, Status};
+use crate::core::{
+    ConfChange, Config, Entry, Index, LogReadError, LogStorage, NodeId, Payload, Raft, Status,
+};
 use crate::error::NodeError;
 use crate::group::{
     initial_state, random_seed, sync_everything_written, wire, Group, Input, LogLevel, LogLine,
@@ -65,6 +67,11 @@ pub struct RuntimeConfig {
     pub log_level: LogLevel,
     /// Inputs a group's mailbox holds before [`NodeError::Busy`].
     pub mailbox_capacity: usize,
+    /// Bytes of log entries all groups together keep in memory (0: no
+    /// bound). Beyond it, a group stepped by a worker drops from memory
+    /// the entries it may (durable and handed out for applying); they are
+    /// read back from the WAL when a follower or a restart needs them.
+    pub cache_bytes: u64,
 }
 
 impl RuntimeConfig {
@@ -79,11 +86,15 @@ impl RuntimeConfig {
             snapshot: SnapshotOptions::default(),
             log_level: LogLevel::Off,
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
 
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
+
+/// The default entry cache of a runtime, for all its groups together.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 
 /// How a group starts on this runtime.
 #[derive(Clone, Debug, Default)]
@@ -152,6 +163,10 @@ struct Slot {
     quiescent: AtomicBool,
     /// Ticks a quiet group has not been given yet.
     owed_ticks: AtomicU32,
+    /// Bytes of entries the group held in memory after its last round.
+    cached_bytes: AtomicU64,
+    /// Stopped or removed: a worker that still finds it queued leaves it.
+    stopped: AtomicBool,
     max_entry_bytes: u64,
 }
 
@@ -172,8 +187,10 @@ struct Outbox {
 struct Shared {
     id: NodeId,
     config: RuntimeConfig,
-    wal: Wal,
+    wal: Arc<Wal>,
     groups: RwLock<HashMap<GroupId, Arc<Slot>>>,
+    /// Bytes of entries all groups hold in memory, as of their last rounds.
+    cached_bytes: AtomicU64,
     run_queue: Sender<Option<Arc<Slot>>>,
     run_queue_rx: Receiver<Option<Arc<Slot>>>,
     /// Groups with output for the host.
@@ -186,6 +203,26 @@ struct Shared {
     rounds: AtomicU64,
     group_steps: AtomicU64,
     syncs: AtomicU64,
+}
+
+/// A group's view of its entries in the shared WAL, through which its core
+/// reads back what it dropped from memory.
+struct WalLog {
+    wal: Arc<Wal>,
+    group: GroupId,
+}
+
+impl LogStorage for WalLog {
+    fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, LogReadError> {
+        let entries = self
+            .wal
+            .entries_of(self.group, lo, hi, max_bytes)
+            .map_err(|err| LogReadError::Failed(err.to_string()))?;
+        if entries.is_empty() {
+            return Err(LogReadError::Unavailable(lo));
+        }
+        Ok(entries)
+    }
 }
 
 /// A quiet group is ticked once this many ticks have gathered: its timers
@@ -241,8 +278,9 @@ impl Runtime {
         let shared = Arc::new(Shared {
             id: config.id,
             config,
-            wal,
+            wal: Arc::new(wal),
             groups: RwLock::new(HashMap::new()),
+            cached_bytes: AtomicU64::new(0),
             run_queue,
             run_queue_rx,
             ready: Mutex::new(Vec::new()),
@@ -282,6 +320,12 @@ impl Runtime {
             group_steps: shared.group_steps.load(Ordering::Relaxed),
             syncs: shared.syncs.load(Ordering::Relaxed),
         }
+    }
+
+    /// Bytes of log entries the groups hold in memory, as of their last
+    /// rounds (see [`RuntimeConfig::cache_bytes`]).
+    pub fn cached_entry_bytes(&self) -> u64 {
+        self.shared.cached_bytes.load(Ordering::Relaxed)
     }
 
     /// The groups the WAL holds state of, running or not.
@@ -341,8 +385,12 @@ impl Runtime {
         }
         let max_entry_bytes = raft_config.max_entry_bytes;
         let election_tick = raft_config.election_tick;
-        let raft = Raft::new(raft_config, initial)
-            .map_err(|err| NodeError::InvalidConfig(err.to_string()))?;
+        let log = WalLog {
+            wal: shared.wal.clone(),
+            group,
+        };
+        let raft = Raft::with_log_storage(raft_config, initial, Box::new(log))
+            .map_err(|err| NodeError::InvalidConfig(format!("group {group}: {err}")))?;
         let state = NodeState {
             role: raft.role(),
             leader: raft.leader(),
@@ -378,6 +426,8 @@ impl Runtime {
             next_proposal_id: AtomicU64::new(1),
             quiescent: AtomicBool::new(false),
             owed_ticks: AtomicU32::new(0),
+            cached_bytes: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
             max_entry_bytes,
         });
         groups.insert(group, slot.clone());
@@ -392,12 +442,14 @@ impl Runtime {
     /// Stops running a group; its state stays in the WAL and it can be
     /// started again.
     pub fn stop_group(&self, group: GroupId) -> Result<(), NodeError> {
-        self.shared
+        let slot = self
+            .shared
             .groups
             .write()
             .remove(&group)
-            .map(|_| ())
-            .ok_or(NodeError::UnknownGroup(group))
+            .ok_or(NodeError::UnknownGroup(group))?;
+        self.shared.forget(&slot);
+        Ok(())
     }
 
     /// Stops a group and deletes its state: its WAL records (a durable
@@ -410,8 +462,7 @@ impl Runtime {
             .write()
             .remove(&group)
             .ok_or(NodeError::UnknownGroup(group))?;
-        // A worker may be stepping it: wait for that round to end.
-        drop(slot.cell.lock());
+        self.shared.forget(&slot);
         self.shared
             .wal
             .remove_group(group)
@@ -678,9 +729,11 @@ impl Shared {
         self.config.data_dir.join("groups").join(group.to_string())
     }
 
-    /// What the WAL holds of `group` (nothing for a new group), as
-    /// recovery finds it: the entries after its snapshot (those before it
-    /// may linger until their segment goes).
+    /// What the WAL holds of `group` (nothing for a new group): its hard
+    /// state, its snapshot and the last entry after the snapshot. The core
+    /// reads the rest through its log view as it starts (see
+    /// `Raft::with_log_storage`), and keeps in memory only what the host
+    /// has yet to apply.
     fn recovered(&self, group: GroupId) -> Result<Recovered, WalError> {
         let wal = &self.wal;
         let snapshot = wal.snapshot_of(group);
@@ -688,7 +741,7 @@ impl Shared {
         let first = wal.first_index_of(group).max(after_snapshot);
         let last = wal.last_index_of(group);
         let entries = if last >= first {
-            wal.entries_of(group, first, last + 1, u64::MAX)?
+            wal.entries_of(group, last, last + 1, u64::MAX)?
         } else {
             Vec::new()
         };
@@ -697,6 +750,26 @@ impl Shared {
             snapshot,
             entries,
         })
+    }
+
+    /// A group leaves: once a worker stepping it is done, its memory no
+    /// longer counts toward the cache.
+    fn forget(&self, slot: &Slot) {
+        slot.stopped.store(true, Ordering::Release);
+        // A worker may be stepping it: wait for that round to end.
+        drop(slot.cell.lock());
+        self.recount_cache(slot, 0);
+    }
+
+    /// Records that `slot` now holds `bytes` of entries in memory; returns
+    /// the runtime's new total.
+    fn recount_cache(&self, slot: &Slot, bytes: u64) -> u64 {
+        let before = slot.cached_bytes.swap(bytes, Ordering::Relaxed);
+        // Wrapping: the difference may be negative; the total never is.
+        let delta = bytes.wrapping_sub(before);
+        self.cached_bytes
+            .fetch_add(delta, Ordering::Relaxed)
+            .wrapping_add(delta)
     }
 
     /// Queues a host input, refused when the mailbox is full.

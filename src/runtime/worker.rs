@@ -10,6 +10,7 @@
 //! the WAL, so two rounds never write one group's batches out of order.
 
 use super::{Cell, Shared, Slot, Work};
+use crate::core::Index;
 use crate::group::{JobWriter, Verification, Verified};
 use crate::snapshot::SnapshotError;
 use crate::wal::GroupWrite;
@@ -65,6 +66,9 @@ fn run_round(shared: &Arc<Shared>, round: &[Arc<Slot>]) {
     for slot in round {
         let mut cell = slot.cell.lock();
         let work = std::mem::take(&mut *slot.mailbox.lock());
+        if slot.stopped.load(Ordering::Acquire) {
+            continue;
+        }
         for item in work {
             match item {
                 Work::Input(input) => cell.group.handle(input),
@@ -148,13 +152,28 @@ fn run_round(shared: &Arc<Shared>, round: &[Arc<Slot>]) {
     }
 }
 
-/// Moves a group's status and output where the host finds them.
+/// Moves a group's status and output where the host finds them, after
+/// keeping the runtime's entry cache within its budget.
 fn publish(shared: &Shared, slot: &Arc<Slot>, cell: &mut Cell) {
+    account_cache(shared, slot, cell);
     cell.group.fill_status(&mut slot.status.lock());
     slot.quiescent
         .store(cell.group.is_quiescent(), Ordering::Relaxed);
     cell.group.flush_output(&mut slot.outbox.lock().pending);
     shared.list_if_pending(slot);
+}
+
+/// Counts the group's cached entries in the runtime's total; beyond the
+/// budget, the group drops what it may. The group just stepped pays: the
+/// active ones hold the most, and what they drop is what they handed out
+/// last, still in the page cache when a follower asks for it.
+fn account_cache(shared: &Shared, slot: &Slot, cell: &mut Cell) {
+    let budget = shared.config.cache_bytes;
+    let total = shared.recount_cache(slot, cell.group.cached_entry_bytes());
+    if budget > 0 && total > budget {
+        cell.group.evict_cached_entries(Index::MAX);
+        shared.recount_cache(slot, cell.group.cached_entry_bytes());
+    }
 }
 
 /// The worker lets go of a group: input that arrived meanwhile gets the
