@@ -364,8 +364,14 @@ fn all_led(cluster: &Cluster, groups: u64) -> bool {
 }
 
 /// Committed proposals per second with the load spread over
-/// `first..first + count`, and WAL syncs per second per runtime.
-fn measure_load(cluster: &Cluster, options: &Options, first: GroupId, count: u64) -> (f64, f64) {
+/// `first..first + count`, WAL syncs per second per runtime, and group
+/// steps per committed proposal (all runtimes).
+fn measure_load(
+    cluster: &Cluster,
+    options: &Options,
+    first: GroupId,
+    count: u64,
+) -> (f64, f64, f64) {
     let load = &cluster.load;
     load.first.store(first, Ordering::Relaxed);
     load.count.store(count, Ordering::Relaxed);
@@ -375,32 +381,33 @@ fn measure_load(cluster: &Cluster, options: &Options, first: GroupId, count: u64
     }
     // A second to reach a steady state, then the measurement.
     thread::sleep(Duration::from_secs(1));
-    let syncs_before: u64 = cluster
-        .runtimes
-        .read()
-        .iter()
-        .flatten()
-        .map(|r| r.stats().syncs)
-        .sum();
+    let totals = || -> (u64, u64) {
+        cluster
+            .runtimes
+            .read()
+            .iter()
+            .flatten()
+            .map(|r| r.stats())
+            .fold((0, 0), |(syncs, steps), s| {
+                (syncs + s.syncs, steps + s.group_steps)
+            })
+    };
+    let (syncs_before, steps_before) = totals();
     let before = load.committed.load(Ordering::Relaxed);
     let start = Instant::now();
     thread::sleep(Duration::from_secs(options.load_seconds));
     let committed = load.committed.load(Ordering::Relaxed) - before;
     let elapsed = start.elapsed().as_secs_f64();
-    let syncs: u64 = cluster
-        .runtimes
-        .read()
-        .iter()
-        .flatten()
-        .map(|r| r.stats().syncs)
-        .sum::<u64>()
-        - syncs_before;
+    let (syncs_after, steps_after) = totals();
+    let syncs = syncs_after - syncs_before;
+    let steps = steps_after - steps_before;
     load.on.store(false, Ordering::Relaxed);
     // Let the proposals in flight drain.
     thread::sleep(Duration::from_secs(1));
     (
         committed as f64 / elapsed,
         syncs as f64 / elapsed / RUNTIMES as f64,
+        steps as f64 / committed.max(1) as f64,
     )
 }
 
@@ -468,21 +475,22 @@ fn main() {
     );
 
     // 3. Load.
-    let (aggregate, syncs_per_sec) = measure_load(&cluster, &options, 1, options.active_groups);
+    let (aggregate, syncs_per_sec, steps) =
+        measure_load(&cluster, &options, 1, options.active_groups);
     progress(
         json,
         format!(
             "{} proposers over {} groups: {aggregate:.0} committed proposals/s, \
-             {syncs_per_sec:.0} WAL syncs/s per runtime",
+             {syncs_per_sec:.0} WAL syncs/s per runtime, {steps:.2} group steps per proposal",
             options.proposers, options.active_groups
         ),
     );
-    let (single, single_syncs) = measure_load(&cluster, &options, 1, 1);
+    let (single, single_syncs, single_steps) = measure_load(&cluster, &options, 1, 1);
     progress(
         json,
         format!(
             "{} proposers on one group: {single:.0} committed proposals/s, \
-             {single_syncs:.0} WAL syncs/s per runtime",
+             {single_syncs:.0} WAL syncs/s per runtime, {single_steps:.3} group steps per proposal",
             options.proposers
         ),
     );
@@ -558,6 +566,7 @@ fn main() {
              \"aggregate_proposals_per_sec\": {aggregate:.0}, \"single_group_proposals_per_sec\": {single:.0}, \
              \"aggregate_vs_single_ratio\": {ratio:.3}, \"wal_syncs_per_sec_per_runtime\": {syncs_per_sec:.1}, \
              \"single_group_wal_syncs_per_sec_per_runtime\": {single_syncs:.1}, \
+             \"group_steps_per_proposal\": {steps:.3}, \"single_group_steps_per_proposal\": {single_steps:.4}, \
              \"restart_seconds\": {restart_seconds:.3}, \"restart_wal_bytes\": {restart_wal_bytes}}}",
             idle_cpu_percent
                 .iter()

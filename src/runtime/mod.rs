@@ -158,6 +158,10 @@ struct Slot {
     status: Mutex<Status>,
     /// Highest committed index handed to the host: the bound for acks.
     delivered: AtomicU64,
+    /// Highest index the host acknowledged applying, not yet told to the
+    /// group: taken in at the group's next round, as nothing in the group
+    /// waits on it (see [`Runtime::ack_applied`]).
+    acked: AtomicU64,
     next_proposal_id: AtomicU64,
     /// Set by the worker after each round; ticks skip a quiet group.
     quiescent: AtomicBool,
@@ -168,6 +172,16 @@ struct Slot {
     /// Stopped or removed: a worker that still finds it queued leaves it.
     stopped: AtomicBool,
     max_entry_bytes: u64,
+}
+
+impl Slot {
+    /// Tells the group what the host acknowledged applying since.
+    fn take_acked(&self, group: &mut Group) {
+        let acked = self.acked.swap(0, Ordering::AcqRel);
+        if acked > 0 {
+            group.handle(Input::Applied(acked));
+        }
+    }
 }
 
 /// What a worker steps: the group and its snapshot files.
@@ -423,6 +437,7 @@ impl Runtime {
             }),
             status: Mutex::new(status),
             delivered: AtomicU64::new(applied),
+            acked: AtomicU64::new(0),
             next_proposal_id: AtomicU64::new(1),
             quiescent: AtomicBool::new(false),
             owed_ticks: AtomicU32::new(0),
@@ -577,13 +592,18 @@ impl Runtime {
     }
 
     /// The host applied every delivered entry of `group` through `index`.
+    /// Costs the group no round of its own: the group takes the index in
+    /// at its next round (a tick at the latest), or at once when a
+    /// snapshot is begun. A group learns it only to offer snapshots and
+    /// to report it in its status; nothing it sends waits on it.
     pub fn ack_applied(&self, group: GroupId, index: Index) -> Result<(), NodeError> {
         let slot = self.shared.slot(group)?;
         let delivered = slot.delivered.load(Ordering::Acquire);
         if index > delivered {
             return Err(NodeError::NotDelivered { index, delivered });
         }
-        self.shared.send_to(&slot, Input::Applied(index))
+        slot.acked.fetch_max(index, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Starts a snapshot of the host's state machine for `group` at
@@ -598,7 +618,8 @@ impl Runtime {
     ) -> Result<SnapshotWriter, NodeError> {
         let slot = self.shared.slot(group)?;
         let (meta, store) = {
-            let cell = slot.cell.lock();
+            let mut cell = slot.cell.lock();
+            slot.take_acked(&mut cell.group);
             (cell.group.snapshot_meta_at(index)?, cell.store.clone())
         };
         let temp = store

@@ -69,6 +69,7 @@ fn run_round(shared: &Arc<Shared>, round: &[Arc<Slot>]) {
         if slot.stopped.load(Ordering::Acquire) {
             continue;
         }
+        slot.take_acked(&mut cell.group);
         for item in work {
             match item {
                 Work::Input(input) => cell.group.handle(input),
