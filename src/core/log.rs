@@ -27,6 +27,20 @@ pub trait LogStorage: Send {
     /// holding at least one. The core checks the answer (indexes and terms)
     /// and trims it to `max_bytes` itself.
     fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, LogReadError>;
+
+    /// [`LogStorage::entries`] where only the terms, kinds and the data of
+    /// membership changes are needed: the data of other entries may come
+    /// back empty. A restart scans entries its host already applied this
+    /// way (to check their terms and replay memberships), so a storage
+    /// that can answer without reading payloads spares reading the log.
+    fn entry_headers(
+        &self,
+        lo: Index,
+        hi: Index,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, LogReadError> {
+        self.entries(lo, hi, max_bytes)
+    }
 }
 
 /// Why entries could not be read back through the [`LogStorage`]. The core
@@ -205,11 +219,23 @@ impl RaftLog {
         // cache.
         let applying = applied.min(committed);
         loop {
+            // Entries the host applied leave the cache as they pass: of
+            // those, only terms and membership changes are needed.
+            let headers_only = next <= applying && next < end;
             let chunk = if next < end {
                 let storage = log.storage.as_ref().expect("installed above");
-                let chunk = storage.entries(next, end, read_bytes)?;
-                let contiguous = chunk.iter().zip(next..end).all(|(e, i)| e.index == i);
-                if chunk.is_empty() || !contiguous || chunk.len() as Index > end - next {
+                let hi = if headers_only {
+                    end.min(applying + 1)
+                } else {
+                    end
+                };
+                let chunk = if headers_only {
+                    storage.entry_headers(next, hi, read_bytes)?
+                } else {
+                    storage.entries(next, hi, read_bytes)?
+                };
+                let contiguous = chunk.iter().zip(next..hi).all(|(e, i)| e.index == i);
+                if chunk.is_empty() || !contiguous || chunk.len() as Index > hi - next {
                     return Err(LogReadError::Inconsistent("not the range asked for").into());
                 }
                 chunk
@@ -233,6 +259,13 @@ impl RaftLog {
             log.persisted = log.last_index();
             log.applying = applying.min(log.persisted);
             log.evict(applying);
+            // An entry read without its data must never stay: it would be
+            // sent to a follower or handed out as it is.
+            if headers_only && log.cached_from < next {
+                return Err(RecoverError::Invalid(
+                    "an entry read without its data was kept in the cache",
+                ));
+            }
         }
         if snapshot_index >= log.first_held && !log.matches(snapshot_index, snapshot_term) {
             return Err(RecoverError::Invalid(

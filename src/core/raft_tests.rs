@@ -33,6 +33,10 @@ struct TestStorage {
     failing: Arc<AtomicBool>,
     wrong_terms: Arc<AtomicBool>,
     reads: Arc<AtomicU64>,
+    /// Answers header reads without the data of ordinary entries, as a
+    /// storage that keeps an index of terms does.
+    strip_headers: Arc<AtomicBool>,
+    header_reads: Arc<AtomicU64>,
 }
 
 impl TestStorage {
@@ -69,6 +73,24 @@ impl LogStorage for TestStorage {
             out.push(e);
         }
         Ok(out)
+    }
+
+    fn entry_headers(
+        &self,
+        lo: Index,
+        hi: Index,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, LogReadError> {
+        let mut entries = self.entries(lo, hi, max_bytes)?;
+        if self.strip_headers.load(Ordering::Relaxed) {
+            self.header_reads.fetch_add(1, Ordering::Relaxed);
+            for e in &mut entries {
+                if e.kind != EntryKind::ConfChange {
+                    e.data = Payload::default();
+                }
+            }
+        }
+        Ok(entries)
     }
 }
 
@@ -2123,6 +2145,66 @@ fn a_node_restarts_from_the_tail_of_its_log_and_its_storage() {
     wrong[0].term = 1;
     let older = Raft::with_log_storage(config(follower), state(wrong, 0), Box::new(storage));
     assert!(matches!(older, Err(ConfigError::InvalidLog(_))));
+}
+
+#[test]
+fn a_restart_scans_applied_entries_by_their_headers_and_hands_out_the_rest_whole() {
+    let mut c = Cluster::with_log_storage(3, 0);
+    let leader = c.elected();
+    c.add_blank_node(4);
+    c.change(leader, ConfChange::AddLearner(4)).unwrap();
+    for i in 0..40u8 {
+        c.node(leader).propose(vec![i; 3]).unwrap();
+    }
+    c.settle();
+    c.change(leader, ConfChange::AddVoter(4)).unwrap();
+    c.settle();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let durable: Vec<Entry> = c.storage[&follower]
+        .log
+        .lock()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect();
+    let last = durable.last().unwrap().index;
+    let applied = last - 10;
+    let state = |entries: Vec<Entry>| InitialState {
+        hard_state: c.nodes[&follower].hard_state(),
+        entries,
+        applied,
+        ..InitialState::default()
+    };
+    let whole = Raft::new(config(follower), state(durable.clone())).unwrap();
+    let storage = c.storage[&follower].clone();
+    storage.strip_headers.store(true, Ordering::Relaxed);
+    let mut node = Raft::with_log_storage(
+        config(follower),
+        state(durable[durable.len() - 1..].to_vec()),
+        Box::new(storage.clone()),
+    )
+    .unwrap();
+    assert!(storage.header_reads.load(Ordering::Relaxed) > 0);
+    assert_eq!(restart_view(&node), restart_view(&whole));
+    // The membership changes among the applied entries were replayed.
+    assert_eq!(node.status().conf_state.voters, vec![1, 2, 3, 4]);
+    // Only unapplied entries are cached, whole; those handed out are the
+    // durable ones, data and all.
+    let unapplied: Vec<Entry> = durable
+        .iter()
+        .filter(|e| e.index > applied)
+        .cloned()
+        .collect();
+    assert_eq!(
+        node.cached_entry_bytes(),
+        unapplied.iter().map(Entry::size).sum::<u64>()
+    );
+    let handed_out = node.ready().committed_entries;
+    assert!(!handed_out.is_empty());
+    for entry in &handed_out {
+        assert!(entry.index > applied);
+        assert_eq!(Some(entry), durable.iter().find(|e| e.index == entry.index));
+    }
 }
 
 #[test]

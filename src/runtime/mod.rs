@@ -25,6 +25,7 @@ use crate::core::{
     ConfChange, Config, Entry, Index, LogReadError, LogStorage, NodeId, Payload, Raft, Status,
 };
 use crate::error::NodeError;
+use crate::fs_util::sync_dir;
 use crate::group::{
     initial_state, random_seed, sync_everything_written, wire, Group, Input, LogLevel, LogLine,
     NodeState, Pending, ReadyBatch, SnapshotOptions, SnapshotRestore, SnapshotWriter, StartError,
@@ -37,7 +38,7 @@ use crate::wal::{
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -237,6 +238,18 @@ impl LogStorage for WalLog {
         }
         Ok(entries)
     }
+
+    fn entry_headers(
+        &self,
+        lo: Index,
+        hi: Index,
+        _max_bytes: u64,
+    ) -> Result<Vec<Entry>, LogReadError> {
+        // Terms and kinds come from the WAL's index: no payload is read.
+        self.wal
+            .entry_headers_of(self.group, lo, hi)
+            .map_err(|err| LogReadError::Failed(err.to_string()))
+    }
 }
 
 /// A quiet group is ticked once this many ticks have gathered: its timers
@@ -276,14 +289,15 @@ impl Runtime {
             files: config.wal_files.clone(),
             ..AdvancedOptions::default()
         };
-        // Each group reads what it needs when it starts; the recovered
-        // copies are not kept.
-        let (wal, _) = Wal::open_groups_with(&config.data_dir, config.wal.clone(), advanced)
-            .map_err(|err| match err {
+        // Each group reads what it needs through its log view when it
+        // starts: recovery only indexes the log.
+        let wal = Wal::open_index_only(&config.data_dir, config.wal.clone(), advanced).map_err(
+            |err| match err {
                 WalError::Locked(dir) => NodeError::DirectoryLocked(dir),
                 WalError::Invalid(why) => NodeError::InvalidConfig(why),
                 err => NodeError::Storage(err),
-            })?;
+            },
+        )?;
         let workers = match config.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -366,7 +380,7 @@ impl Runtime {
             return Err(NodeError::GroupExists(group));
         }
         let recovered = shared.recovered(group).map_err(NodeError::Storage)?;
-        let dir = shared.group_dir(group);
+        let dir = shared.group_dir(group)?;
         let expected = recovered.snapshot.as_ref().map(|m| (m.index, m.term));
         let (store, found) = SnapshotStore::open(&dir, expected).map_err(NodeError::Snapshot)?;
         let initial = initial_state(
@@ -482,7 +496,7 @@ impl Runtime {
             .wal
             .remove_group(group)
             .map_err(NodeError::Storage)?;
-        let dir = self.shared.group_dir(group);
+        let dir = self.shared.groups_dir().join(group.to_string());
         if let Err(err) = std::fs::remove_dir_all(&dir) {
             if err.kind() != std::io::ErrorKind::NotFound {
                 return Err(NodeError::Resource(format!(
@@ -746,8 +760,27 @@ impl Shared {
             .ok_or(NodeError::UnknownGroup(group))
     }
 
-    fn group_dir(&self, group: GroupId) -> PathBuf {
-        self.config.data_dir.join("groups").join(group.to_string())
+    fn groups_dir(&self) -> PathBuf {
+        self.config.data_dir.join("groups")
+    }
+
+    /// The folder of `group`'s snapshot files, created durably: a snapshot
+    /// the WAL records must not vanish with a folder a crash forgot.
+    fn group_dir(&self, group: GroupId) -> Result<PathBuf, NodeError> {
+        let groups = self.groups_dir();
+        let dir = groups.join(group.to_string());
+        let create = |dir: &Path, parent: &Path| {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| sync_dir(parent))
+                .map_err(|err| NodeError::Resource(format!("creating {}: {err}", dir.display())))
+        };
+        if !groups.is_dir() {
+            create(&groups, &self.config.data_dir)?;
+        }
+        if !dir.is_dir() {
+            create(&dir, &groups)?;
+        }
+        Ok(dir)
     }
 
     /// What the WAL holds of `group` (nothing for a new group): its hard

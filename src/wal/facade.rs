@@ -6,7 +6,7 @@ use super::group_commit::GroupCommit;
 use super::groups::{fresh_log, Groups};
 use super::log_state::LogState;
 use super::prepare::{prepare_segment, PendingSegment};
-use super::recovery::recover;
+use super::recovery::{recover, Contents};
 use super::segment::{io_error, EntryLoc, Segment};
 use super::writer::{Op, Writer};
 use super::{
@@ -85,6 +85,27 @@ impl Wal {
         options: WalOptions,
         advanced: AdvancedOptions,
     ) -> Result<(Wal, RecoveredGroups), WalError> {
+        Wal::open_recovering(dir, options, advanced, Contents::Entries)
+    }
+
+    /// [`Wal::open_groups_with`] that builds every group's index but
+    /// copies out no entries: for owners that read entries through
+    /// [`Wal::entries_of`] when they need them (a runtime's groups), so
+    /// that a start costs a scan of the log, not a copy of it.
+    pub fn open_index_only(
+        dir: &Path,
+        options: WalOptions,
+        advanced: AdvancedOptions,
+    ) -> Result<Wal, WalError> {
+        Wal::open_recovering(dir, options, advanced, Contents::IndexOnly).map(|(wal, _)| wal)
+    }
+
+    fn open_recovering(
+        dir: &Path,
+        options: WalOptions,
+        advanced: AdvancedOptions,
+        contents: Contents,
+    ) -> Result<(Wal, RecoveredGroups), WalError> {
         if options.segment_size < MIN_SEGMENT_SIZE
             || options.segment_size > MAX_SEGMENT_SIZE
             || options.segment_size % 8 != 0
@@ -108,7 +129,7 @@ impl Wal {
         }
 
         let files = advanced.files;
-        let recovery = recover(dir, files.as_ref())?;
+        let recovery = recover(dir, files.as_ref(), contents)?;
         let fresh = recovery.segments.is_empty();
         let (active, end) = match recovery.segments.last() {
             Some(tail) => (tail.clone(), recovery.tail_end),
@@ -254,6 +275,34 @@ impl Wal {
         hi: Index,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, WalError> {
+        self.read_entries(group, lo, hi, max_bytes, |_| true)
+    }
+
+    /// [`Wal::entries_of`] without the data of entries other than
+    /// membership changes (their data comes back empty): what a group's
+    /// restart needs of entries its host has applied (terms to check,
+    /// memberships to replay), without reading the log's payloads.
+    pub fn entry_headers_of(
+        &self,
+        group: u64,
+        lo: Index,
+        hi: Index,
+    ) -> Result<Vec<Entry>, WalError> {
+        self.read_entries(group, lo, hi, u64::MAX, |kind| {
+            kind == crate::core::EntryKind::ConfChange
+        })
+    }
+
+    /// Reads `[lo, hi)` of `group`, with the data of the entries whose kind
+    /// `with_data` accepts.
+    fn read_entries(
+        &self,
+        group: u64,
+        lo: Index,
+        hi: Index,
+        max_bytes: u64,
+        with_data: impl Fn(crate::core::EntryKind) -> bool,
+    ) -> Result<Vec<Entry>, WalError> {
         self.commit.check_poisoned()?;
         self.read_group(group, |state, log| {
             let (first, last) = (state.first_index(), state.last_index());
@@ -265,6 +314,15 @@ impl Wal {
             let mut out = Vec::new();
             let mut total = 0u64;
             for (index, (term, loc)) in state.iter_from(lo).take((hi - lo) as usize) {
+                if !with_data(loc.kind) {
+                    out.push(Entry {
+                        index,
+                        term: *term,
+                        kind: loc.kind,
+                        data: Default::default(),
+                    });
+                    continue;
+                }
                 let data = log
                     .segments
                     .get(&loc.seq)

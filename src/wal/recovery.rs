@@ -39,11 +39,30 @@ pub(crate) struct Recovery {
     pub report: RecoveryReport,
 }
 
-/// An entry as replayed: where it lives and what it holds.
+/// An entry as replayed: where it lives and what it holds (`None` when
+/// recovery only indexes the log, see [`Contents`]).
 struct ReplayedEntry {
     loc: EntryLoc,
     term: Term,
-    data: Payload,
+    data: Option<Payload>,
+}
+
+/// Where segments are replayed to.
+struct Replay {
+    contents: Contents,
+    groups: Groups<ReplayedEntry>,
+}
+
+/// What recovery hands back besides the index of every group's log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Contents {
+    /// Every group's entries after its snapshot, copied out of the
+    /// segments (a node's core holds its whole log).
+    Entries,
+    /// The index alone: entries are read through the mapping when needed
+    /// (a runtime's groups read theirs through their log views), which
+    /// spares copying the whole log at start.
+    IndexOnly,
 }
 
 fn corrupt(path: &Path, offset: usize, reason: impl Into<String>) -> WalError {
@@ -63,11 +82,18 @@ struct Found {
     header: Option<SegmentHeader>,
 }
 
-pub(crate) fn recover(dir: &Path, files: &dyn FileLayer) -> Result<Recovery, WalError> {
+pub(crate) fn recover(
+    dir: &Path,
+    files: &dyn FileLayer,
+    contents: Contents,
+) -> Result<Recovery, WalError> {
     let mut report = RecoveryReport::default();
     let found = find_segments(dir, files, &mut report)?;
     let used = drop_unused_segments(dir, files, found, &mut report)?;
-    let mut groups = Groups::default();
+    let mut replay = Replay {
+        contents,
+        groups: Groups::default(),
+    };
     let mut segments = Vec::with_capacity(used.len());
     let mut tail_end = SEGMENT_HEADER_LEN;
     let mut buf = Vec::new();
@@ -79,7 +105,7 @@ pub(crate) fn recover(dir: &Path, files: &dyn FileLayer) -> Result<Recovery, Wal
             f,
             &header,
             is_tail,
-            &mut groups,
+            &mut replay,
             &mut buf,
             &mut report,
         )?;
@@ -87,7 +113,7 @@ pub(crate) fn recover(dir: &Path, files: &dyn FileLayer) -> Result<Recovery, Wal
         segments.push(Arc::new(segment));
     }
     report.segments = segments.len();
-    let (groups, recovered) = split_off_entries(groups);
+    let (groups, recovered) = split_off_entries(replay.groups);
     Ok(Recovery {
         segments,
         tail_end,
@@ -144,7 +170,7 @@ fn recover_segment(
     f: Found,
     header: &SegmentHeader,
     is_tail: bool,
-    groups: &mut Groups<ReplayedEntry>,
+    replay: &mut Replay,
     buf: &mut Vec<u8>,
     report: &mut RecoveryReport,
 ) -> Result<(Segment, usize), WalError> {
@@ -160,7 +186,7 @@ fn recover_segment(
             format!("sealed segment file is {file_len} bytes, its header says {size}"),
         ));
     }
-    let scan = replay_segment(buf, header, &f.path, groups)?;
+    let scan = replay_segment(buf, header, &f.path, replay)?;
     if !scan.clean && !is_tail {
         return Err(scan.damage_error(buf, &f.path));
     }
@@ -231,12 +257,15 @@ fn split_off_entries(groups: Groups<ReplayedEntry>) -> (Groups<EntryLoc>, Recove
         .collect();
     let groups = groups.map_entries(|id, index, e| {
         if let Some(r) = recovered.get_mut(&id) {
-            if index > r.snapshot.as_ref().map_or(0, |s| s.index) {
+            if let Some(data) = e
+                .data
+                .filter(|_| index > r.snapshot.as_ref().map_or(0, |s| s.index))
+            {
                 r.entries.push(Entry {
                     index,
                     term: e.term,
                     kind: e.loc.kind,
-                    data: e.data,
+                    data,
                 });
             }
         }
@@ -362,7 +391,7 @@ fn replay_segment(
     buf: &[u8],
     header: &SegmentHeader,
     path: &Path,
-    groups: &mut Groups<ReplayedEntry>,
+    replay: &mut Replay,
 ) -> Result<Scan, WalError> {
     let mut pos = SEGMENT_HEADER_LEN;
     let mut good_end = pos;
@@ -382,8 +411,8 @@ fn replay_segment(
                 if commit_count(payload) != Some(open.len() as u32) {
                     break Some("commit record does not match its batch");
                 }
-                for part in decode_batch(buf, header.seq, path, &open)? {
-                    apply_part(groups, header.seq, path, part)?;
+                for part in decode_batch(buf, header.seq, path, &open, replay.contents)? {
+                    apply_part(&mut replay.groups, header.seq, path, part)?;
                 }
                 open.clear();
                 pos += len;
@@ -460,6 +489,7 @@ fn decode_batch(
     seq: u64,
     path: &Path,
     records: &[(usize, RecordMeta, Range<usize>)],
+    contents: Contents,
 ) -> Result<Vec<Part>, WalError> {
     let mut parts: Vec<Part> = Vec::new();
     let mut seen = BTreeSet::new();
@@ -511,7 +541,7 @@ fn decode_batch(
                     len: payload.len() as u32,
                     kind,
                 };
-                let data = Payload::from(payload);
+                let data = (contents == Contents::Entries).then(|| Payload::from(payload));
                 batch.entries.push((
                     meta.index,
                     meta.term,
