@@ -35,7 +35,8 @@ system_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 warnings="-Wall -Wextra -Werror -pedantic"
 cflags="-std=c99 $warnings -g -O1 -pthread -I$root/include"
 suite_sources=(tests/c/harness.c tests/c/cluster.c tests/c/test_api.c tests/c/test_args.c
-    tests/c/test_cluster.c tests/c/test_membership.c tests/c/test_snapshot.c)
+    tests/c/test_cluster.c tests/c/test_membership.c tests/c/test_snapshot.c
+    tests/c/test_runtime.c)
 
 echo "building libembraft (release)"
 cargo build --release --lib --quiet
