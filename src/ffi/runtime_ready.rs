@@ -409,3 +409,70 @@ pub unsafe extern "C" fn embraft_runtime_ready_logs(
     // SAFETY: forwarded from this function's contract.
     unsafe { write_list(ready, items_out, count_out, |r| &r.logs) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Role;
+    use crate::node::{LogLevel, LogLine, NodeState, OutboundMessage, ReadyBatch};
+
+    fn batch(messages: &[(u64, u8)], state_changed: bool) -> ReadyBatch {
+        ReadyBatch {
+            messages: messages
+                .iter()
+                .map(|&(to, byte)| OutboundMessage {
+                    to,
+                    bytes: vec![byte],
+                })
+                .collect(),
+            committed: Vec::new(),
+            outcomes: Vec::new(),
+            reads: Vec::new(),
+            restore: None,
+            snapshot_wanted: Some(9),
+            state_changed,
+            state: NodeState {
+                role: Role::Leader,
+                leader: 1,
+                term: 4,
+            },
+            logs: vec![LogLine {
+                level: LogLevel::Info,
+                text: "a\0b".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn messages_sorted_by_destination_then_group_keeping_each_group_s_order() {
+        let ready = embraft_runtime_ready::new(vec![
+            GroupReady {
+                group: 8,
+                batch: batch(&[(3, 1), (2, 2), (3, 3)], false),
+            },
+            GroupReady {
+                group: 5,
+                batch: batch(&[(3, 4), (2, 5)], true),
+            },
+        ]);
+        let order: Vec<(u64, u64, u8)> = ready
+            .messages
+            .iter()
+            // SAFETY: every message's view is one byte owned by `ready`.
+            .map(|m| (m.to, m.group, unsafe { *m.data }))
+            .collect();
+        assert_eq!(
+            order,
+            [(2, 5, 5), (2, 8, 2), (3, 5, 4), (3, 8, 1), (3, 8, 3)]
+        );
+        // Only the group whose state changed has a state item.
+        assert_eq!(ready.states.len(), 1);
+        assert_eq!(ready.states[0].group, 5);
+        assert_eq!(ready.states[0].role, EMBRAFT_ROLE_LEADER);
+        let wanted: Vec<u64> = ready.snapshots_wanted.iter().map(|s| s.group).collect();
+        assert_eq!(wanted, [5, 8]);
+        // SAFETY: the text is a NUL-terminated string owned by `ready`.
+        let text = unsafe { std::ffi::CStr::from_ptr(ready.logs[0].text) };
+        assert_eq!(text.to_bytes(), b"ab");
+    }
+}
