@@ -523,7 +523,8 @@ typedef struct {
 #define EMBRAFT_ERR_INVALID_CONFIG 3
 
 /**
- * The node's input queue is full: poll the node, then retry.
+ * The node's input queue (a runtime group's mailbox) is full: poll, then
+ * retry.
  */
 #define EMBRAFT_ERR_BUSY 4
 
@@ -569,8 +570,8 @@ typedef struct {
 #define EMBRAFT_ERR_STORAGE 12
 
 /**
- * The node stopped after a storage failure or an internal error: free it
- * and create it again from its data directory.
+ * The node (or runtime) stopped after a storage failure or an internal
+ * error: free it and create it again from its data directory.
  */
 #define EMBRAFT_ERR_NODE_FAILED 13
 

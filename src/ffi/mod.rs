@@ -43,7 +43,8 @@ pub const EMBRAFT_ERR_INVALID_ARGUMENT: embraft_status = 2;
 /// The configuration, or its combination with the state found in the data
 /// directory, cannot start a node.
 pub const EMBRAFT_ERR_INVALID_CONFIG: embraft_status = 3;
-/// The node's input queue is full: poll the node, then retry.
+/// The node's input queue (a runtime group's mailbox) is full: poll, then
+/// retry.
 pub const EMBRAFT_ERR_BUSY: embraft_status = 4;
 /// `embraft_node_poll_ready` found no batch within its timeout. Not an
 /// error: poll again later.
@@ -62,8 +63,8 @@ pub const EMBRAFT_ERR_OUT_OF_RANGE: embraft_status = 10;
 pub const EMBRAFT_ERR_DIRECTORY_LOCKED: embraft_status = 11;
 /// Reading or writing the data directory failed.
 pub const EMBRAFT_ERR_STORAGE: embraft_status = 12;
-/// The node stopped after a storage failure or an internal error: free it
-/// and create it again from its data directory.
+/// The node (or runtime) stopped after a storage failure or an internal
+/// error: free it and create it again from its data directory.
 pub const EMBRAFT_ERR_NODE_FAILED: embraft_status = 13;
 /// A system resource (thread, file descriptor, memory) was not available.
 pub const EMBRAFT_ERR_RESOURCE: embraft_status = 14;
