@@ -23,9 +23,11 @@
 
 /**
  * The version of the C ABI described by this header. A host must refuse a
- * library whose `embraft_abi_version()` differs.
+ * library whose `embraft_abi_version()` differs. Version 3 added the
+ * multi-group runtime (`embraft_runtime_*`, its `#[repr(C)]` batch items)
+ * and the codes `EMBRAFT_ERR_UNKNOWN_GROUP` and `EMBRAFT_ERR_GROUP_EXISTS`.
  */
-#define EMBRAFT_ABI_VERSION 2
+#define EMBRAFT_ABI_VERSION 3
 
 /**
  * The largest input queue capacity `embraft_node_new` accepts
@@ -327,6 +329,18 @@ typedef struct embraft_node embraft_node;
 typedef struct embraft_ready embraft_ready;
 
 /**
+ * An opaque running runtime. Create with `embraft_runtime_new`, free with
+ * `embraft_runtime_free`.
+ */
+typedef struct embraft_runtime embraft_runtime;
+
+/**
+ * An opaque batch of every group's output from `embraft_runtime_poll`.
+ * Owned by the caller; free with `embraft_runtime_ready_free`.
+ */
+typedef struct embraft_runtime_ready embraft_runtime_ready;
+
+/**
  * An opaque snapshot being written. Created by
  * `embraft_node_snapshot_begin`; ended (and freed) by exactly one of
  * `embraft_snapshot_writer_finish` and `embraft_snapshot_writer_abort`.
@@ -344,6 +358,147 @@ typedef struct embraft_status_report embraft_status_report;
  * Codes are never reused or renumbered; new ones are only added.
  */
 typedef int32_t embraft_status;
+
+/**
+ * A message for runtime `to`: hand `data` unchanged, with `group`, to
+ * that runtime's `embraft_runtime_step`.
+ */
+typedef struct {
+  /**
+   * The destination runtime.
+   */
+  uint64_t to;
+  /**
+   * The group the message belongs to.
+   */
+  uint64_t group;
+  /**
+   * The encoded message (never NULL), owned by the batch.
+   */
+  const uint8_t *data;
+  size_t len;
+} embraft_rt_message;
+
+/**
+ * A committed entry of `group` to apply.
+ */
+typedef struct {
+  uint64_t group;
+  /**
+   * The entry's log index in its group.
+   */
+  uint64_t index;
+  uint64_t term;
+  /**
+   * `EMBRAFT_ENTRY_*`.
+   */
+  uint32_t kind;
+  /**
+   * The id `embraft_runtime_propose` returned when the entry was
+   * proposed on this runtime, 0 otherwise.
+   */
+  uint64_t proposal_id;
+  /**
+   * The entry's data (never NULL), owned by the batch.
+   */
+  const uint8_t *data;
+  size_t len;
+} embraft_rt_entry;
+
+/**
+ * The outcome of a proposal made on this runtime.
+ */
+typedef struct {
+  uint64_t group;
+  uint64_t proposal_id;
+  /**
+   * `EMBRAFT_PROPOSAL_*`.
+   */
+  uint32_t code;
+  /**
+   * The log index it committed at (`EMBRAFT_PROPOSAL_COMMITTED`) or was
+   * placed at (`EMBRAFT_PROPOSAL_UNKNOWN`); 0 when dropped.
+   */
+  uint64_t index;
+} embraft_rt_outcome;
+
+/**
+ * The result of an `embraft_runtime_read_index` call.
+ */
+typedef struct {
+  uint64_t group;
+  /**
+   * The context the host gave `embraft_runtime_read_index`.
+   */
+  uint64_t context;
+  /**
+   * `EMBRAFT_READ_*`.
+   */
+  uint32_t code;
+  /**
+   * For `EMBRAFT_READ_OK`, the index through which the host must have
+   * applied the group before serving the read; 0 otherwise.
+   */
+  uint64_t index;
+} embraft_rt_read;
+
+/**
+ * The role, leader and term of a group whose state changed since its
+ * previous batch.
+ */
+typedef struct {
+  uint64_t group;
+  /**
+   * `EMBRAFT_ROLE_*` of this runtime's replica.
+   */
+  uint32_t role;
+  /**
+   * The runtime id of the group's leader, 0 if none is known.
+   */
+  uint64_t leader;
+  uint64_t term;
+} embraft_rt_state;
+
+/**
+ * A snapshot the host must restore `group`'s state machine from before
+ * applying the group's entries of the same batch.
+ */
+typedef struct {
+  uint64_t group;
+  uint64_t index;
+  uint64_t term;
+  /**
+   * The NUL-terminated path of the snapshot file, owned by the batch;
+   * the file stays in place until the batch is freed.
+   */
+  const char *path;
+} embraft_rt_restore;
+
+/**
+ * A group asks the host for a snapshot at an applied index.
+ */
+typedef struct {
+  uint64_t group;
+  /**
+   * Pass it to `embraft_runtime_snapshot_begin`.
+   */
+  uint64_t index;
+} embraft_rt_snapshot_wanted;
+
+/**
+ * A log line of a group.
+ */
+typedef struct {
+  uint64_t group;
+  /**
+   * `EMBRAFT_LOG_*`.
+   */
+  uint32_t level;
+  /**
+   * NUL-terminated text, owned by the batch.
+   */
+  const char *text;
+} embraft_rt_log;
 
 /**
  * Success.
@@ -368,7 +523,8 @@ typedef int32_t embraft_status;
 #define EMBRAFT_ERR_INVALID_CONFIG 3
 
 /**
- * The node's input queue is full: poll the node, then retry.
+ * The node's input queue (a runtime group's mailbox) is full: poll, then
+ * retry.
  */
 #define EMBRAFT_ERR_BUSY 4
 
@@ -414,8 +570,8 @@ typedef int32_t embraft_status;
 #define EMBRAFT_ERR_STORAGE 12
 
 /**
- * The node stopped after a storage failure or an internal error: free it
- * and create it again from its data directory.
+ * The node (or runtime) stopped after a storage failure or an internal
+ * error: free it and create it again from its data directory.
  */
 #define EMBRAFT_ERR_NODE_FAILED 13
 
@@ -448,6 +604,18 @@ typedef int32_t embraft_status;
  * itself is corrupt. The node cannot start from it as it is.
  */
 #define EMBRAFT_ERR_CORRUPT 18
+
+/**
+ * A runtime call named a group that does not run on the runtime (never
+ * started, stopped or removed).
+ */
+#define EMBRAFT_ERR_UNKNOWN_GROUP 19
+
+/**
+ * `embraft_runtime_start_group` named a group already running on the
+ * runtime.
+ */
+#define EMBRAFT_ERR_GROUP_EXISTS 20
 
 #ifdef __cplusplus
 extern "C" {
@@ -1297,6 +1465,464 @@ embraft_status embraft_ready_log(const embraft_ready *ready,
                                  size_t index,
                                  uint32_t *level_out,
                                  const char **text_out);
+
+/**
+ * Creates a runtime from `config` (copied: the config may be freed or
+ * reused afterwards) and starts `workers` worker threads (0: one per
+ * core). Of the configuration, the runtime uses the id (the runtime's id
+ * in its cluster, which its replicas of every group use as their node id;
+ * non-zero), the data directory (the shared WAL, and each group's
+ * snapshot files under `groups/<id>/`), the WAL options (sync mode, write
+ * method, segment size), the Raft tunables (for every group; a random
+ * seed of 0 picks one per group), the snapshot options, the log level,
+ * and the input queue capacity, which bounds each group's mailbox. It
+ * ignores the peers and the applied index (each group gets its own in
+ * `embraft_runtime_start_group`) and the threading mode (the workers run
+ * every group). The WAL is recovered, but no group runs until it is
+ * started: `embraft_runtime_stored_groups` lists those the WAL holds. On
+ * success `*runtime_out` receives a handle owned by the caller, to be
+ * released with `embraft_runtime_free`; on failure the reason is the
+ * config's last error (`EMBRAFT_ERR_INVALID_CONFIG`,
+ * `EMBRAFT_ERR_DIRECTORY_LOCKED`, `EMBRAFT_ERR_STORAGE`,
+ * `EMBRAFT_ERR_CORRUPT`, `EMBRAFT_ERR_RESOURCE`).
+ *
+ * Thread safety: may be called from any thread, but not concurrently with
+ * other calls on the same configuration.
+ */
+embraft_status embraft_runtime_new(const embraft_config *config,
+                                   uint32_t workers,
+                                   embraft_runtime **runtime_out);
+
+/**
+ * Stops the runtime and frees it: every group stops, the workers finish
+ * the rounds queued, every write is made durable, the threads are joined
+ * and the data directory is released (a new runtime may open it right
+ * after). Batches and status reports taken from the runtime stay valid and
+ * must still be freed; a snapshot writer still open must still be ended
+ * (finishing it then fails with `EMBRAFT_ERR_NODE_FAILED`). NULL is a
+ * no-op.
+ *
+ * Thread safety: must not run concurrently with any other call on the
+ * same runtime; may be called from any thread.
+ */
+void embraft_runtime_free(embraft_runtime *runtime);
+
+/**
+ * Copies the message of the most recent failed call on `runtime` (and on
+ * the snapshot writers it created) into `buf`, truncated to
+ * `buf_len - 1` bytes and NUL-terminated; an empty string if no call
+ * failed. `buf` may be NULL only when `buf_len` is 0. If `message_len`
+ * is not NULL it receives the full message length (without the NUL). The
+ * caller owns `buf`. With several threads calling one runtime, the
+ * message may belong to another thread's failed call.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_last_error(const embraft_runtime *runtime,
+                                          char *buf,
+                                          size_t buf_len,
+                                          size_t *message_len);
+
+/**
+ * Starts running `group` on this runtime. When the WAL holds the group,
+ * it restarts from there (term, vote, log, membership) and `peers` is
+ * ignored; otherwise a non-empty `peers` (`peer_count` runtime ids at
+ * `peers`, copied, this runtime's included; NULL allowed for a zero
+ * count; an id 0 fails with `EMBRAFT_ERR_INVALID_ARGUMENT`) founds the
+ * group with those voters, and an empty one joins a running group (it
+ * learns the membership from the leader once a member proposes adding
+ * this runtime). Committed entries after `applied` (what the host has
+ * already applied of the group; 0 for none) are delivered in later
+ * batches. Fails with `EMBRAFT_ERR_GROUP_EXISTS` when the group already
+ * runs here, `EMBRAFT_ERR_INVALID_CONFIG` when `applied` is beyond the
+ * group's stored log, `EMBRAFT_ERR_STORAGE` or `EMBRAFT_ERR_CORRUPT` when
+ * its state cannot be read. Reads the group's state from the WAL on the
+ * calling thread.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_start_group(const embraft_runtime *runtime,
+                                           uint64_t group,
+                                           const uint64_t *peers,
+                                           size_t peer_count,
+                                           uint64_t applied);
+
+/**
+ * Stops running `group`; its state stays in the WAL and the group can be
+ * started again. Output the group produced before and not yet polled may
+ * still come in a batch. Fails with `EMBRAFT_ERR_UNKNOWN_GROUP` when the
+ * group does not run here. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_stop_group(const embraft_runtime *runtime, uint64_t group);
+
+/**
+ * Stops running `group` and deletes its state: a durable tombstone in the
+ * WAL, and its snapshot files. Fails with `EMBRAFT_ERR_UNKNOWN_GROUP`
+ * when the group does not run here (start a stored group first to remove
+ * it). Waits for the WAL write and the deletion.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_remove_group(const embraft_runtime *runtime, uint64_t group);
+
+/**
+ * Lists the groups the WAL holds state of, running or not, in ascending
+ * order: the ones to start again after the runtime reopens. Copies up to
+ * `capacity` ids to `groups_out` (NULL allowed when `capacity` is 0) and
+ * writes their full number to `*count_out`; when that exceeds
+ * `capacity`, call again with a larger array.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_stored_groups(const embraft_runtime *runtime,
+                                             uint64_t *groups_out,
+                                             size_t capacity,
+                                             size_t *count_out);
+
+/**
+ * Lists the groups running, in ascending order, as
+ * `embraft_runtime_stored_groups` does.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_running_groups(const embraft_runtime *runtime,
+                                              uint64_t *groups_out,
+                                              size_t capacity,
+                                              size_t *count_out);
+
+/**
+ * Advances the logical clock of every running group by one tick; call it
+ * at a steady pace (for example every 100 ms). A quiet group (see
+ * `embraft_config_set_quiesce_ticks`) gets its ticks in bulk, every
+ * election timeout, so idle groups cost next to nothing. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_tick(const embraft_runtime *runtime);
+
+/**
+ * Hands `group` a message received from a peer runtime: `len` bytes at
+ * `data`, exactly as that runtime's batch held them (borrowed for the
+ * call). Fails with `EMBRAFT_ERR_MALFORMED_MESSAGE` for bytes that are
+ * not a message (a zero length included; checked first),
+ * `EMBRAFT_ERR_WRONG_RECIPIENT` for a message addressed to another
+ * runtime, `EMBRAFT_ERR_UNKNOWN_GROUP` when the group does not run here,
+ * `EMBRAFT_ERR_BUSY` when the group's mailbox is full (drop the message:
+ * Raft retransmits). Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_step(const embraft_runtime *runtime,
+                                    uint64_t group,
+                                    const uint8_t *data,
+                                    size_t len);
+
+/**
+ * Proposes `len` bytes at `data` (copied; NULL allowed when `len` is 0)
+ * to `group`'s log. On success `*proposal_id_out` receives the proposal's
+ * id (never 0, unique within the group on this runtime); its outcome
+ * arrives in a later batch (`embraft_runtime_ready_outcomes`). Fails with
+ * `EMBRAFT_ERR_UNKNOWN_GROUP`, `EMBRAFT_ERR_TOO_LARGE` above the maximum
+ * entry size, `EMBRAFT_ERR_BUSY` when the group's mailbox is full. Never
+ * blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_propose(const embraft_runtime *runtime,
+                                       uint64_t group,
+                                       const uint8_t *data,
+                                       size_t len,
+                                       uint64_t *proposal_id_out);
+
+/**
+ * Proposes a membership change of `group`, as
+ * `embraft_node_propose_conf_change` does for a node: `change` is one of
+ * `EMBRAFT_CONF_*` and `node_id` the runtime it concerns (non-zero). On
+ * success `*proposal_id_out` receives the proposal's id; the outcome
+ * arrives like a proposal's. Fails with `EMBRAFT_ERR_UNKNOWN_GROUP` when
+ * the group does not run here. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_propose_conf_change(const embraft_runtime *runtime,
+                                                   uint64_t group,
+                                                   uint32_t change,
+                                                   uint64_t node_id,
+                                                   uint64_t *proposal_id_out);
+
+/**
+ * Proposes moving `group` to exactly the given membership, as
+ * `embraft_node_propose_membership` does for a node: `voter_count`
+ * runtime ids at `voters` and `learner_count` at `learners` (copied; NULL
+ * allowed for a zero count; an id 0 fails with
+ * `EMBRAFT_ERR_INVALID_ARGUMENT`). On success `*proposal_id_out` receives
+ * the proposal's id. Fails with `EMBRAFT_ERR_UNKNOWN_GROUP` when the
+ * group does not run here. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_propose_membership(const embraft_runtime *runtime,
+                                                  uint64_t group,
+                                                  const uint64_t *voters,
+                                                  size_t voter_count,
+                                                  const uint64_t *learners,
+                                                  size_t learner_count,
+                                                  uint64_t *proposal_id_out);
+
+/**
+ * Asks `group` for a linearizable read point; the result arrives in a
+ * later batch (`embraft_runtime_ready_reads`) tagged with `group` and
+ * `context` (chosen by the host, unique among its outstanding reads of
+ * the group). Fails with `EMBRAFT_ERR_UNKNOWN_GROUP` when the group does
+ * not run here. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_read_index(const embraft_runtime *runtime,
+                                          uint64_t group,
+                                          uint64_t context);
+
+/**
+ * Asks `group`'s replica here, if it leads, to hand leadership to the
+ * replica on runtime `to` (0 fails with `EMBRAFT_ERR_INVALID_ARGUMENT`),
+ * as `embraft_node_transfer_leader` does for a node. Fails with
+ * `EMBRAFT_ERR_UNKNOWN_GROUP` when the group does not run here. Never
+ * blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_transfer_leader(const embraft_runtime *runtime,
+                                               uint64_t group,
+                                               uint64_t to);
+
+/**
+ * Tells every running group that the host's transport could not deliver
+ * to runtime `peer` (0 fails with `EMBRAFT_ERR_INVALID_ARGUMENT`): the
+ * groups that lead a replica there probe it instead of streaming to it,
+ * and quiescent followers of a leader there wake up. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_report_unreachable(const embraft_runtime *runtime, uint64_t peer);
+
+/**
+ * Tells `group` that the host applied every delivered committed entry of
+ * the group through `index`. Acknowledgements may lag behind delivery and
+ * may repeat; an index beyond the group's last delivered entry fails with
+ * `EMBRAFT_ERR_NOT_DELIVERED`, an unknown group with
+ * `EMBRAFT_ERR_UNKNOWN_GROUP`, a full mailbox with `EMBRAFT_ERR_BUSY`.
+ * Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_ack_applied(const embraft_runtime *runtime,
+                                           uint64_t group,
+                                           uint64_t index);
+
+/**
+ * Starts a snapshot of the host's state machine for `group` at log index
+ * `index`, as `embraft_node_snapshot_begin` does for a node: `index` must
+ * be applied and acknowledged (`EMBRAFT_ERR_NOT_APPLIED` otherwise) and
+ * later than the group's latest snapshot (`EMBRAFT_ERR_STALE_SNAPSHOT`
+ * otherwise). On success `*writer_out` receives a writer owned by the
+ * caller, with a new empty file in the group's snapshot folder
+ * (`<data_dir>/groups/<group>/snapshots/`); it is the same
+ * `embraft_snapshot_writer` a node hands out, and its failures are
+ * recorded as this runtime's last error. The group records the snapshot
+ * once the writer is finished, then compacts its log. Waits briefly for a
+ * worker stepping the group; never for I/O of the snapshot's size.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`). The writer
+ * may be used from another thread than the one that created it.
+ */
+embraft_status embraft_runtime_snapshot_begin(const embraft_runtime *runtime,
+                                              uint64_t group,
+                                              uint64_t index,
+                                              embraft_snapshot_writer **writer_out);
+
+/**
+ * Takes a snapshot of `group`'s status as of its last round, read with
+ * the `embraft_status_report_*` getters (`EMBRAFT_FIELD_ID` is this
+ * runtime's id). On success `*report_out` receives a report owned by the
+ * caller, to be released with `embraft_status_report_free`. Fails with
+ * `EMBRAFT_ERR_UNKNOWN_GROUP` when the group does not run here.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_status(const embraft_runtime *runtime,
+                                      uint64_t group,
+                                      embraft_status_report **report_out);
+
+/**
+ * Waits up to `timeout_ms` milliseconds (0: do not wait) for output of
+ * any group, then takes the output of every group that has some, in one
+ * batch. On success `*ready_out` always receives a batch owned by the
+ * caller, to be released with `embraft_runtime_ready_free`; when nothing
+ * came within the timeout its lists are all empty (there is no
+ * `EMBRAFT_TIMED_OUT` here). Its arrays stay valid until then, even after
+ * the runtime is freed. Returns `EMBRAFT_ERR_NODE_FAILED` once the
+ * runtime has stopped after a storage failure or an internal error (the
+ * output pending at that moment is still handed out first): free the
+ * runtime and open it again from its data directory.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`); when several
+ * threads poll one runtime, each group's output goes to one of them, but
+ * two batches of one group may then be handled out of order: poll from
+ * one thread at a time.
+ */
+embraft_status embraft_runtime_poll(const embraft_runtime *runtime,
+                                    uint32_t timeout_ms,
+                                    embraft_runtime_ready **ready_out);
+
+/**
+ * Writes the runtime's work counts since it opened: worker rounds run,
+ * group steps across them (a group stepped in two rounds counts twice)
+ * and WAL syncs waited for (one per round that wrote something a group
+ * waits on, however many groups it served).
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_stats(const embraft_runtime *runtime,
+                                     uint64_t *rounds_out,
+                                     uint64_t *group_steps_out,
+                                     uint64_t *syncs_out);
+
+/**
+ * Frees a runtime batch and everything its arrays point to. NULL is a
+ * no-op.
+ *
+ * Thread safety: must not run concurrently with any other call on the
+ * same batch; may be called from any thread.
+ */
+void embraft_runtime_ready_free(embraft_runtime_ready *ready);
+
+/**
+ * Writes the batch's messages: `*items_out` receives an array of
+ * `*count_out` items (never NULL, even when empty), owned by the batch
+ * and valid until `embraft_runtime_ready_free`. Sorted by destination
+ * runtime `to`, then group, so a transport sends one frame per peer; a
+ * group's messages to one peer keep their order. Deliver each item's
+ * bytes unchanged, with its group, to `embraft_runtime_step` of runtime
+ * `to`; lost messages are recovered by Raft.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_runtime_ready_free`).
+ */
+embraft_status embraft_runtime_ready_messages(const embraft_runtime_ready *ready,
+                                              const embraft_rt_message **items_out,
+                                              size_t *count_out);
+
+/**
+ * Writes the batch's committed entries, as for
+ * `embraft_runtime_ready_messages`: grouped by group (ascending ids),
+ * in log order within a group. Apply each group's entries in order (after
+ * its snapshot restore, if the batch has one), then report with
+ * `embraft_runtime_ack_applied`.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_runtime_ready_free`).
+ */
+embraft_status embraft_runtime_ready_entries(const embraft_runtime_ready *ready,
+                                             const embraft_rt_entry **items_out,
+                                             size_t *count_out);
+
+/**
+ * Writes the outcomes of proposals made on this runtime, as for
+ * `embraft_runtime_ready_messages`, grouped by group. A committed
+ * proposal's entry is among the same batch's entries.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_runtime_ready_free`).
+ */
+embraft_status embraft_runtime_ready_outcomes(const embraft_runtime_ready *ready,
+                                              const embraft_rt_outcome **items_out,
+                                              size_t *count_out);
+
+/**
+ * Writes the read results (answers to `embraft_runtime_read_index`), as
+ * for `embraft_runtime_ready_messages`, grouped by group.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_runtime_ready_free`).
+ */
+embraft_status embraft_runtime_ready_reads(const embraft_runtime_ready *ready,
+                                           const embraft_rt_read **items_out,
+                                           size_t *count_out);
+
+/**
+ * Writes the role, leader and term of every group whose state changed
+ * since its previous batch (one item per such group, ascending ids), as
+ * for `embraft_runtime_ready_messages`. A group's first batch after
+ * `embraft_runtime_start_group` always has one.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_runtime_ready_free`).
+ */
+embraft_status embraft_runtime_ready_states(const embraft_runtime_ready *ready,
+                                            const embraft_rt_state **items_out,
+                                            size_t *count_out);
+
+/**
+ * Writes the snapshots to restore (at most one per group), as for
+ * `embraft_runtime_ready_messages`: the group installed a snapshot sent
+ * by its leader, or restarted from a compacted log beyond the applied
+ * index given to `embraft_runtime_start_group`. Restore the group's state
+ * machine from the file (read it before freeing the batch; never modify,
+ * move or delete it) before applying the group's entries of this batch;
+ * entries through the snapshot's index count as delivered.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_runtime_ready_free`).
+ */
+embraft_status embraft_runtime_ready_restores(const embraft_runtime_ready *ready,
+                                              const embraft_rt_restore **items_out,
+                                              size_t *count_out);
+
+/**
+ * Writes the groups that ask the host for a snapshot (the log grew past
+ * `embraft_config_set_snapshot_entries` or `_bytes` since the last one),
+ * with the applied index to take it at, as for
+ * `embraft_runtime_ready_messages`. Asked once per crossing of a
+ * threshold.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_runtime_ready_free`).
+ */
+embraft_status embraft_runtime_ready_snapshots_wanted(const embraft_runtime_ready *ready,
+                                                      const embraft_rt_snapshot_wanted **items_out,
+                                                      size_t *count_out);
+
+/**
+ * Writes the batch's log lines, as for `embraft_runtime_ready_messages`,
+ * grouped by group; their texts are owned by the batch too.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_runtime_ready_free`).
+ */
+embraft_status embraft_runtime_ready_logs(const embraft_runtime_ready *ready,
+                                          const embraft_rt_log **items_out,
+                                          size_t *count_out);
 
 /**
  * Writes to `*path_out` the NUL-terminated path of the writer's file (a

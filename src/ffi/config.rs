@@ -9,8 +9,9 @@ use super::guard::{
 };
 use super::last_error::LastError;
 use super::{
-    embraft_status, EMBRAFT_OK, EMBRAFT_SYNC_ALWAYS, EMBRAFT_SYNC_NEVER, EMBRAFT_THREADING_INLINE,
-    EMBRAFT_THREADING_NODE, EMBRAFT_WAL_WRITE_MMAP, EMBRAFT_WAL_WRITE_PWRITE,
+    embraft_status, EMBRAFT_ERR_INVALID_CONFIG, EMBRAFT_OK, EMBRAFT_SYNC_ALWAYS,
+    EMBRAFT_SYNC_NEVER, EMBRAFT_THREADING_INLINE, EMBRAFT_THREADING_NODE, EMBRAFT_WAL_WRITE_MMAP,
+    EMBRAFT_WAL_WRITE_PWRITE,
 };
 use crate::node::{LogLevel, NodeConfig, Threading};
 use crate::wal::{SyncMode, WriteMethod};
@@ -26,6 +27,21 @@ pub struct embraft_config {
     pub(crate) data_dir_set: bool,
     /// Also receives the reason `embraft_node_new` failed.
     pub(crate) errors: LastError,
+}
+
+impl embraft_config {
+    /// The configuration a node or runtime is created from, refused when
+    /// its data directory was never set (an empty path would put the WAL
+    /// in the working directory).
+    pub(crate) fn checked(&self) -> Result<&NodeConfig, Failure> {
+        if !self.data_dir_set {
+            return Err(Failure::new(
+                EMBRAFT_ERR_INVALID_CONFIG,
+                "the data directory is not set",
+            ));
+        }
+        Ok(&self.config)
+    }
 }
 
 /// Creates a configuration with the defaults (election 10 ticks, heartbeat

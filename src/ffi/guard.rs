@@ -71,6 +71,51 @@ pub(crate) fn record_failures(
     })
 }
 
+/// A handle that keeps the message of its last failed call: a node or a
+/// runtime.
+pub(crate) trait KeepsErrors {
+    fn errors(&self) -> &LastError;
+}
+
+/// The shared body of every call on a handle that keeps messages: NULL
+/// check of the handle, panic boundary, and every failure (an argument's
+/// included) recorded as the handle's last error.
+///
+/// # Safety
+/// `handle` is NULL or a live handle of its type.
+pub(crate) unsafe fn with_handle<H: KeepsErrors>(
+    handle: *const H,
+    body: impl FnOnce(&H) -> Result<(), Failure>,
+) -> embraft_status {
+    catch_panics(|| {
+        let handle = borrow_or_return!(handle);
+        record_failures(handle.errors(), || body(handle))
+    })
+}
+
+/// [`with_handle`] for a call with one output: checks `out` (parameter
+/// `name`) before any work, runs `body` and writes what it returns.
+///
+/// # Safety
+/// As for [`with_handle`]; `out` is NULL or writable.
+pub(crate) unsafe fn with_output<H: KeepsErrors, T>(
+    handle: *const H,
+    out: *mut T,
+    name: &str,
+    body: impl FnOnce(&H) -> Result<T, Failure>,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_handle(handle, |handle| {
+            require_output(out, name)?;
+            let value = body(handle)?;
+            // SAFETY: checked non-NULL above; writable by contract.
+            write_output(out, value);
+            Ok(())
+        })
+    }
+}
+
 /// Borrows `ptr` or returns `EMBRAFT_ERR_NULL_ARGUMENT` from the caller: for
 /// the handle itself, which has no last error to record a message in.
 macro_rules! borrow_or_return {

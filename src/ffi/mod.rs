@@ -22,6 +22,8 @@ mod guard;
 mod last_error;
 mod node;
 mod ready;
+mod runtime;
+mod runtime_ready;
 mod snapshot_writer;
 mod status_report;
 
@@ -41,7 +43,8 @@ pub const EMBRAFT_ERR_INVALID_ARGUMENT: embraft_status = 2;
 /// The configuration, or its combination with the state found in the data
 /// directory, cannot start a node.
 pub const EMBRAFT_ERR_INVALID_CONFIG: embraft_status = 3;
-/// The node's input queue is full: poll the node, then retry.
+/// The node's input queue (a runtime group's mailbox) is full: poll, then
+/// retry.
 pub const EMBRAFT_ERR_BUSY: embraft_status = 4;
 /// `embraft_node_poll_ready` found no batch within its timeout. Not an
 /// error: poll again later.
@@ -60,8 +63,8 @@ pub const EMBRAFT_ERR_OUT_OF_RANGE: embraft_status = 10;
 pub const EMBRAFT_ERR_DIRECTORY_LOCKED: embraft_status = 11;
 /// Reading or writing the data directory failed.
 pub const EMBRAFT_ERR_STORAGE: embraft_status = 12;
-/// The node stopped after a storage failure or an internal error: free it
-/// and create it again from its data directory.
+/// The node (or runtime) stopped after a storage failure or an internal
+/// error: free it and create it again from its data directory.
 pub const EMBRAFT_ERR_NODE_FAILED: embraft_status = 13;
 /// A system resource (thread, file descriptor, memory) was not available.
 pub const EMBRAFT_ERR_RESOURCE: embraft_status = 14;
@@ -78,10 +81,18 @@ pub const EMBRAFT_ERR_STALE_SNAPSHOT: embraft_status = 17;
 /// WAL names is missing or fails its length or CRC check, or the WAL
 /// itself is corrupt. The node cannot start from it as it is.
 pub const EMBRAFT_ERR_CORRUPT: embraft_status = 18;
+/// A runtime call named a group that does not run on the runtime (never
+/// started, stopped or removed).
+pub const EMBRAFT_ERR_UNKNOWN_GROUP: embraft_status = 19;
+/// `embraft_runtime_start_group` named a group already running on the
+/// runtime.
+pub const EMBRAFT_ERR_GROUP_EXISTS: embraft_status = 20;
 
 /// The version of the C ABI described by this header. A host must refuse a
-/// library whose `embraft_abi_version()` differs.
-pub const EMBRAFT_ABI_VERSION: u32 = 2;
+/// library whose `embraft_abi_version()` differs. Version 3 added the
+/// multi-group runtime (`embraft_runtime_*`, its `#[repr(C)]` batch items)
+/// and the codes `EMBRAFT_ERR_UNKNOWN_GROUP` and `EMBRAFT_ERR_GROUP_EXISTS`.
+pub const EMBRAFT_ABI_VERSION: u32 = 3;
 
 /// The largest input queue capacity `embraft_node_new` accepts
 /// (`embraft_config_set_input_queue_capacity`): 1,048,576 inputs.
@@ -268,6 +279,8 @@ pub extern "C" fn embraft_status_str(status: embraft_status) -> *const c_char {
         EMBRAFT_ERR_NOT_APPLIED => "snapshot index not yet applied by the host\0",
         EMBRAFT_ERR_STALE_SNAPSHOT => "the node already has a snapshot at or beyond that index\0",
         EMBRAFT_ERR_CORRUPT => "damaged or missing data in the data directory\0",
+        EMBRAFT_ERR_UNKNOWN_GROUP => "no such group runs on the runtime\0",
+        EMBRAFT_ERR_GROUP_EXISTS => "the group already runs on the runtime\0",
         _ => "unknown status code\0",
     };
     text.as_ptr().cast()
@@ -281,7 +294,7 @@ mod tests {
     #[test]
     fn every_status_has_its_own_description() {
         let mut seen = std::collections::HashSet::new();
-        for code in EMBRAFT_OK..=EMBRAFT_ERR_CORRUPT {
+        for code in EMBRAFT_OK..=EMBRAFT_ERR_GROUP_EXISTS {
             // SAFETY: embraft_status_str returns static NUL-terminated text.
             let text = unsafe { CStr::from_ptr(embraft_status_str(code)) };
             let text = text.to_str().unwrap();

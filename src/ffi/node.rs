@@ -3,7 +3,7 @@
 use super::config::{embraft_config, log_level};
 use super::guard::{
     borrow_bytes, borrow_ids, borrow_or_return, catch_panics, record_failures, require_node_id,
-    require_output, write_output, Failure,
+    require_output, with_handle, with_output, write_output, Failure, KeepsErrors,
 };
 use super::last_error::LastError;
 use super::ready::embraft_ready;
@@ -47,8 +47,8 @@ pub(crate) fn status_of(err: &NodeError) -> embraft_status {
         NodeError::ProposalTooLarge { .. } => EMBRAFT_ERR_TOO_LARGE,
         NodeError::NotDelivered { .. } => EMBRAFT_ERR_NOT_DELIVERED,
         NodeError::Failed(_) => EMBRAFT_ERR_NODE_FAILED,
-        // A node runs one group: these come only from runtime calls.
-        NodeError::UnknownGroup(_) | NodeError::GroupExists(_) => EMBRAFT_ERR_INVALID_ARGUMENT,
+        NodeError::UnknownGroup(_) => EMBRAFT_ERR_UNKNOWN_GROUP,
+        NodeError::GroupExists(_) => EMBRAFT_ERR_GROUP_EXISTS,
     }
 }
 
@@ -58,9 +58,50 @@ impl From<NodeError> for Failure {
     }
 }
 
-/// The shared body of every call on a node: NULL check of the handle,
-/// panic boundary, and every failure (an argument's included) recorded as
-/// the node's last error.
+/// The membership change `EMBRAFT_CONF_*` `change` of node `node_id`, as
+/// `embraft_node_propose_conf_change` and its runtime twin take them.
+pub(crate) fn conf_change(change: u32, node_id: u64) -> Result<ConfChange, Failure> {
+    let id = require_node_id(node_id, "node_id")?;
+    Ok(match change {
+        EMBRAFT_CONF_ADD_VOTER => ConfChange::AddVoter(id),
+        EMBRAFT_CONF_PROMOTE_LEARNER => ConfChange::PromoteLearner(id),
+        EMBRAFT_CONF_ADD_LEARNER => ConfChange::AddLearner(id),
+        EMBRAFT_CONF_REMOVE_NODE => ConfChange::RemoveNode(id),
+        other => {
+            return Err(Failure::invalid(format!(
+                "unknown membership change {other}"
+            )))
+        }
+    })
+}
+
+/// The move to exactly the given voters and learners, as
+/// `embraft_node_propose_membership` and its runtime twin take them.
+///
+/// # Safety
+/// Unless NULL, each array holds its count of readable ids.
+pub(crate) unsafe fn membership_change(
+    voters: *const u64,
+    voter_count: usize,
+    learners: *const u64,
+    learner_count: usize,
+) -> Result<ConfChange, Failure> {
+    // SAFETY: the arrays' validity is the caller's contract.
+    unsafe {
+        Ok(ConfChange::EnterJoint {
+            voters: borrow_ids(voters, voter_count, "voters")?.to_vec(),
+            learners: borrow_ids(learners, learner_count, "learners")?.to_vec(),
+        })
+    }
+}
+
+impl KeepsErrors for embraft_node {
+    fn errors(&self) -> &LastError {
+        &self.errors
+    }
+}
+
+/// The shared body of every call on a node (see [`with_handle`]).
 ///
 /// # Safety
 /// `node` is NULL or a live handle from `embraft_node_new`.
@@ -68,10 +109,8 @@ unsafe fn with_node(
     node: *const embraft_node,
     body: impl FnOnce(&embraft_node) -> Result<(), Failure>,
 ) -> embraft_status {
-    catch_panics(|| {
-        let handle = borrow_or_return!(node);
-        record_failures(&handle.errors, || body(handle))
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_handle(node, body) }
 }
 
 /// The shared tail of the propose calls: checks the output, runs
@@ -86,12 +125,8 @@ unsafe fn propose_with(
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        with_node(node, |handle| {
-            require_output(proposal_id_out, "proposal_id_out")?;
-            let proposal_id = propose(&handle.node)?;
-            // SAFETY: checked non-NULL above; writable by contract.
-            write_output(proposal_id_out, proposal_id);
-            Ok(())
+        with_output(node, proposal_id_out, "proposal_id_out", |h| {
+            propose(&h.node)
         })
     }
 }
@@ -116,14 +151,8 @@ pub unsafe extern "C" fn embraft_node_new(
         let config = borrow_or_return!(config);
         record_failures(&config.errors, || {
             require_output(node_out, "node_out")?;
-            if !config.data_dir_set {
-                return Err(Failure::new(
-                    EMBRAFT_ERR_INVALID_CONFIG,
-                    "the data directory is not set",
-                ));
-            }
             let handle = Box::new(embraft_node {
-                node: Node::new(config.config.clone())?,
+                node: Node::new(config.checked()?.clone())?,
                 errors: Arc::default(),
             });
             // SAFETY: checked non-NULL above; writable by contract.
@@ -254,18 +283,7 @@ pub unsafe extern "C" fn embraft_node_propose_conf_change(
     // SAFETY: forwarded from this function's contract.
     unsafe {
         propose_with(node, proposal_id_out, |n| {
-            let id = require_node_id(node_id, "node_id")?;
-            let change = match change {
-                EMBRAFT_CONF_ADD_VOTER => ConfChange::AddVoter(id),
-                EMBRAFT_CONF_PROMOTE_LEARNER => ConfChange::PromoteLearner(id),
-                EMBRAFT_CONF_ADD_LEARNER => ConfChange::AddLearner(id),
-                EMBRAFT_CONF_REMOVE_NODE => ConfChange::RemoveNode(id),
-                other => {
-                    return Err(Failure::invalid(format!(
-                        "unknown membership change {other}"
-                    )))
-                }
-            };
+            let change = conf_change(change, node_id)?;
             Ok(n.propose_conf_change(change)?)
         })
     }
@@ -297,10 +315,7 @@ pub unsafe extern "C" fn embraft_node_propose_membership(
     unsafe {
         propose_with(node, proposal_id_out, |n| {
             // SAFETY: the arrays' validity is the caller's contract.
-            let change = ConfChange::EnterJoint {
-                voters: borrow_ids(voters, voter_count, "voters")?.to_vec(),
-                learners: borrow_ids(learners, learner_count, "learners")?.to_vec(),
-            };
+            let change = membership_change(voters, voter_count, learners, learner_count)?;
             Ok(n.propose_conf_change(change)?)
         })
     }

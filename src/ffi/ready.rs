@@ -4,10 +4,11 @@
 
 use super::guard::{borrow_or_return, catch_panics, require_outputs, view_ptr, write_output};
 use super::*;
-use crate::core::{EntryKind, ReadError, Role};
+use crate::core::{EntryKind, Index, ReadError, Role};
 use crate::node::{DropReason, ProposalResult, ReadyBatch};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 /// An opaque batch of work from `embraft_node_poll_ready`. Owned by the
 /// caller; free with `embraft_ready_free`.
@@ -22,25 +23,26 @@ pub struct embraft_ready {
 
 impl embraft_ready {
     pub(crate) fn new(batch: ReadyBatch) -> embraft_ready {
-        let log_texts = batch
-            .logs
-            .iter()
-            .map(|line| {
-                let bytes: Vec<u8> = line.text.bytes().filter(|&b| b != 0).collect();
-                CString::new(bytes).unwrap_or_default()
-            })
-            .collect();
-        // A path on Unix never holds a NUL byte.
-        let restore_path = batch
-            .restore
-            .as_ref()
-            .map(|r| CString::new(r.path.as_os_str().as_bytes()).unwrap_or_default());
+        let log_texts = batch.logs.iter().map(|line| c_text(&line.text)).collect();
+        let restore_path = batch.restore.as_ref().map(|r| c_path(&r.path));
         embraft_ready {
             batch,
             log_texts,
             restore_path,
         }
     }
+}
+
+/// A log line's text as a C string: interior NULs (from peer data) are
+/// dropped rather than cutting the line short.
+pub(crate) fn c_text(text: &str) -> CString {
+    let bytes: Vec<u8> = text.bytes().filter(|&b| b != 0).collect();
+    CString::new(bytes).unwrap_or_default()
+}
+
+/// A path as a C string; a path on Unix never holds a NUL byte.
+pub(crate) fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
 }
 
 pub(crate) fn role_code(role: Role) -> u32 {
@@ -52,11 +54,44 @@ pub(crate) fn role_code(role: Role) -> u32 {
     }
 }
 
-fn entry_kind_code(kind: EntryKind) -> u32 {
+pub(crate) fn entry_kind_code(kind: EntryKind) -> u32 {
     match kind {
         EntryKind::Normal => EMBRAFT_ENTRY_NORMAL,
         EntryKind::Noop => EMBRAFT_ENTRY_NOOP,
         EntryKind::ConfChange => EMBRAFT_ENTRY_CONF_CHANGE,
+    }
+}
+
+/// A proposal's outcome as its `EMBRAFT_PROPOSAL_*` code and the log
+/// index that goes with it (0 when dropped).
+pub(crate) fn outcome_code(result: &ProposalResult) -> (u32, u64) {
+    match *result {
+        ProposalResult::Committed { index } => (EMBRAFT_PROPOSAL_COMMITTED, index),
+        ProposalResult::Unknown { index } => (EMBRAFT_PROPOSAL_UNKNOWN, index),
+        ProposalResult::Dropped(reason) => (
+            match reason {
+                DropReason::NotLeader { .. } => EMBRAFT_PROPOSAL_DROPPED_NOT_LEADER,
+                DropReason::TransferInProgress => EMBRAFT_PROPOSAL_DROPPED_TRANSFER,
+                DropReason::TooLarge => EMBRAFT_PROPOSAL_DROPPED_TOO_LARGE,
+                DropReason::Superseded => EMBRAFT_PROPOSAL_DROPPED_SUPERSEDED,
+                DropReason::ConfChangePending => EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_PENDING,
+                DropReason::ConfChangeInvalid => EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_INVALID,
+                DropReason::LearnerBehind => EMBRAFT_PROPOSAL_DROPPED_LEARNER_BEHIND,
+            },
+            0,
+        ),
+    }
+}
+
+/// A read's result as its `EMBRAFT_READ_*` code and the read index (0
+/// unless `EMBRAFT_READ_OK`).
+pub(crate) fn read_code(result: &Result<Index, ReadError>) -> (u32, u64) {
+    match *result {
+        Ok(read_index) => (EMBRAFT_READ_OK, read_index),
+        Err(ReadError::NoLeader) => (EMBRAFT_READ_NO_LEADER, 0),
+        Err(ReadError::LeadershipLost) => (EMBRAFT_READ_LEADERSHIP_LOST, 0),
+        Err(ReadError::Refused) => (EMBRAFT_READ_REFUSED, 0),
+        Err(ReadError::Busy) => (EMBRAFT_READ_BUSY, 0),
     }
 }
 
@@ -286,26 +321,7 @@ pub unsafe extern "C" fn embraft_ready_outcome(
         let ready = borrow_or_return!(ready);
         require_outputs!(proposal_id_out, outcome_out, log_index_out);
         item(&ready.batch.outcomes, index, |outcome| {
-            let (code, log_index) = match outcome.result {
-                ProposalResult::Committed { index } => (EMBRAFT_PROPOSAL_COMMITTED, index),
-                ProposalResult::Unknown { index } => (EMBRAFT_PROPOSAL_UNKNOWN, index),
-                ProposalResult::Dropped(reason) => (
-                    match reason {
-                        DropReason::NotLeader { .. } => EMBRAFT_PROPOSAL_DROPPED_NOT_LEADER,
-                        DropReason::TransferInProgress => EMBRAFT_PROPOSAL_DROPPED_TRANSFER,
-                        DropReason::TooLarge => EMBRAFT_PROPOSAL_DROPPED_TOO_LARGE,
-                        DropReason::Superseded => EMBRAFT_PROPOSAL_DROPPED_SUPERSEDED,
-                        DropReason::ConfChangePending => {
-                            EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_PENDING
-                        }
-                        DropReason::ConfChangeInvalid => {
-                            EMBRAFT_PROPOSAL_DROPPED_CONF_CHANGE_INVALID
-                        }
-                        DropReason::LearnerBehind => EMBRAFT_PROPOSAL_DROPPED_LEARNER_BEHIND,
-                    },
-                    0,
-                ),
-            };
+            let (code, log_index) = outcome_code(&outcome.result);
             // SAFETY: checked non-NULL above; writable by contract.
             unsafe {
                 write_output(proposal_id_out, outcome.proposal_id);
@@ -348,13 +364,7 @@ pub unsafe extern "C" fn embraft_ready_read(
         let ready = borrow_or_return!(ready);
         require_outputs!(context_out, result_out, read_index_out);
         item(&ready.batch.reads, index, |read| {
-            let (code, read_index) = match read.result {
-                Ok(read_index) => (EMBRAFT_READ_OK, read_index),
-                Err(ReadError::NoLeader) => (EMBRAFT_READ_NO_LEADER, 0),
-                Err(ReadError::LeadershipLost) => (EMBRAFT_READ_LEADERSHIP_LOST, 0),
-                Err(ReadError::Refused) => (EMBRAFT_READ_REFUSED, 0),
-                Err(ReadError::Busy) => (EMBRAFT_READ_BUSY, 0),
-            };
+            let (code, read_index) = read_code(&read.result);
             // SAFETY: checked non-NULL above; writable by contract.
             unsafe {
                 write_output(context_out, read.context);

@@ -34,6 +34,10 @@ BY_NAME = {
     "list": "EMBRAFT_MEMBERS_VOTERS",
     "index": "0",
     "path": '"/tmp/embraft-args-unused"',
+    "group": "ARGS_GROUP",
+    "peer_count": "1",
+    "capacity": "1",
+    "groups_out": "o.ids",
 }
 BY_TYPE = {
     "embraft_config *": "fx.config",
@@ -51,6 +55,20 @@ BY_TYPE = {
     "embraft_ready **": "&o.ready",
     "embraft_status_report **": "&o.report",
     "embraft_snapshot_writer **": "&o.writer",
+    "embraft_runtime *": "fx.runtime",
+    "const embraft_runtime *": "fx.runtime",
+    "embraft_runtime **": "&o.runtime",
+    "embraft_runtime_ready *": "fx.rt_ready",
+    "const embraft_runtime_ready *": "fx.rt_ready",
+    "embraft_runtime_ready **": "&o.rt_ready",
+    "const embraft_rt_message **": "&o.rt_message",
+    "const embraft_rt_entry **": "&o.rt_entry",
+    "const embraft_rt_outcome **": "&o.rt_outcome",
+    "const embraft_rt_read **": "&o.rt_read",
+    "const embraft_rt_state **": "&o.rt_state",
+    "const embraft_rt_restore **": "&o.rt_restore",
+    "const embraft_rt_snapshot_wanted **": "&o.rt_snapshot_wanted",
+    "const embraft_rt_log **": "&o.rt_log",
     "char *": "o.buf",
     "const char **": "&o.text",
     "const uint8_t *": "args_payload",
@@ -72,12 +90,14 @@ BY_TYPE = {
 NULLABLE = {
     ("embraft_config_last_error", "message_len"),
     ("embraft_node_last_error", "message_len"),
+    ("embraft_runtime_last_error", "message_len"),
 }
 
 # Arguments that must have value cases: ids, indexes, enumerations and id
 # arrays, whatever function they belong to.
 NEEDS_VALUES = {"id", "node_id", "to", "peer", "index", "mode", "method", "level",
-                "change", "field", "list", "ids", "voters", "learners", "status"}
+                "change", "field", "list", "ids", "voters", "learners", "status", "group",
+                "peers"}
 
 INVALID = "EMBRAFT_ERR_INVALID_ARGUMENT"
 OUT_OF_RANGE = "EMBRAFT_ERR_OUT_OF_RANGE"
@@ -86,6 +106,10 @@ ID_CASES = [("0", INVALID, None, "node id 0"), ("UINT64_MAX", OK, None, None)]
 ENUM_CASES = [("UINT32_MAX", INVALID, None, "unknown")]
 # An accessor index 0 may or may not be in range in the fixture's batch.
 ACCESSOR_INDEX = [("0", OK, OUT_OF_RANGE, None), ("SIZE_MAX", OUT_OF_RANGE, None, None)]
+
+# A group the fixture's runtime does not run.
+UNKNOWN_GROUP = [("UINT64_MAX", "EMBRAFT_ERR_UNKNOWN_GROUP", None, "no group")]
+ZERO_IDS = [("args_ids_with_zero", INVALID, None, "node id 0")]
 
 # (function, argument) -> [(value, status, other accepted status, text the
 # message must hold)]
@@ -125,6 +149,35 @@ VALUE_CASES = {
     ("embraft_status_report_member_count", "list"): [("UINT32_MAX", INVALID, None, None)],
     ("embraft_status_report_member", "list"): [("UINT32_MAX", INVALID, None, None)],
     ("embraft_status_report_member", "index"): ACCESSOR_INDEX,
+    ("embraft_runtime_start_group", "group"): [("ARGS_GROUP", "EMBRAFT_ERR_GROUP_EXISTS", None,
+                                                 "already running")],
+    ("embraft_runtime_start_group", "peers"): ZERO_IDS,
+    ("embraft_runtime_stop_group", "group"): UNKNOWN_GROUP,
+    ("embraft_runtime_remove_group", "group"): UNKNOWN_GROUP,
+    # The bytes are checked before the group: args_payload is no message.
+    ("embraft_runtime_step", "group"): [("UINT64_MAX", "EMBRAFT_ERR_MALFORMED_MESSAGE", None,
+                                         None)],
+    ("embraft_runtime_propose", "group"): UNKNOWN_GROUP,
+    ("embraft_runtime_propose_conf_change", "group"): UNKNOWN_GROUP,
+    ("embraft_runtime_propose_conf_change", "change"): [("0", INVALID, None, "unknown"),
+                                                        ("UINT32_MAX", INVALID, None, "unknown")],
+    ("embraft_runtime_propose_conf_change", "node_id"): ID_CASES,
+    ("embraft_runtime_propose_membership", "group"): UNKNOWN_GROUP,
+    ("embraft_runtime_propose_membership", "voters"): ZERO_IDS,
+    ("embraft_runtime_propose_membership", "learners"): ZERO_IDS,
+    ("embraft_runtime_read_index", "group"): UNKNOWN_GROUP,
+    ("embraft_runtime_transfer_leader", "group"): UNKNOWN_GROUP,
+    ("embraft_runtime_transfer_leader", "to"): ID_CASES,
+    ("embraft_runtime_report_unreachable", "peer"): ID_CASES,
+    ("embraft_runtime_ack_applied", "group"): UNKNOWN_GROUP,
+    ("embraft_runtime_ack_applied", "index"): [("0", OK, None, None),
+                                               ("UINT64_MAX", "EMBRAFT_ERR_NOT_DELIVERED", None,
+                                                "delivered")],
+    ("embraft_runtime_snapshot_begin", "group"): UNKNOWN_GROUP,
+    ("embraft_runtime_snapshot_begin", "index"): [
+        ("0", "EMBRAFT_ERR_STALE_SNAPSHOT", None, "snapshot"),
+        ("UINT64_MAX", "EMBRAFT_ERR_NOT_APPLIED", None, "acknowledged")],
+    ("embraft_runtime_status", "group"): UNKNOWN_GROUP,
     # Any code, known or not, has a description: checked by a special case.
     ("embraft_status_str", "status"): [],
 }
@@ -155,6 +208,8 @@ def message_kind(args):
         return "ARGS_CONFIG"
     if first in ("embraft_node *", "embraft_snapshot_writer *"):
         return "ARGS_NODE"
+    if first == "embraft_runtime *":
+        return "ARGS_RUNTIME"
     return "ARGS_NO_MESSAGE"
 
 

@@ -91,7 +91,7 @@ static int selected(const char *name, int argc, char **argv) {
 
 int main(int argc, char **argv) {
     const struct test_case *suites[] = {api_tests, args_tests, cluster_tests, membership_tests,
-                                        snapshot_tests};
+                                        snapshot_tests, runtime_tests};
     int passed = 0;
     int failed = 0;
     for (size_t s = 0; s < sizeof suites / sizeof suites[0]; s++) {

@@ -73,11 +73,12 @@ unsigned long long harness_now_ms(void);
 void harness_sleep_ms(unsigned ms);
 
 /* The suites, each a NULL-terminated list (test_api.c, test_args.c,
- * test_cluster.c, test_membership.c, test_snapshot.c). */
+ * test_cluster.c, test_membership.c, test_snapshot.c, test_runtime.c). */
 extern const struct test_case api_tests[];
 extern const struct test_case args_tests[];
 extern const struct test_case cluster_tests[];
 extern const struct test_case membership_tests[];
 extern const struct test_case snapshot_tests[];
+extern const struct test_case runtime_tests[];
 
 #endif /* EMBRAFT_TEST_HARNESS_H */

@@ -5,7 +5,8 @@
 #   exports   libembraft.so exports only embraft_* symbols (nm -D)
 #   link      a C program links and runs against libembraft.so and against
 #             libembraft.a, both through the generated embraft.pc
-#   example   the minimal host loop in docs/FFI.md compiles and runs
+#   example   the minimal host loop and the multi-group host loop in
+#             docs/FFI.md compile and run
 #   shared    the C API suite against libembraft.so (with the bad-argument
 #             cases tests/c/gen_args.py generates from include/embraft.h)
 #   sanitize  the suite built with -fsanitize=address,undefined against
@@ -35,7 +36,8 @@ system_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 warnings="-Wall -Wextra -Werror -pedantic"
 cflags="-std=c99 $warnings -g -O1 -pthread -I$root/include"
 suite_sources=(tests/c/harness.c tests/c/cluster.c tests/c/test_api.c tests/c/test_args.c
-    tests/c/test_cluster.c tests/c/test_membership.c tests/c/test_snapshot.c)
+    tests/c/test_cluster.c tests/c/test_membership.c tests/c/test_snapshot.c
+    tests/c/test_runtime.c)
 
 echo "building libembraft (release)"
 cargo build --release --lib --quiet
@@ -132,15 +134,19 @@ links_static() {
         "$out/link_static"
 }
 
+# doc_example_runs MARKER PATTERN: the C block of docs/FFI.md between the
+# MARKER:begin and MARKER:end comments, without its fences, compiles, runs
+# on a fresh data directory and prints a line matching PATTERN (a bash
+# glob).
 doc_example_runs() {
-    # The C block between the host-loop markers, without its fences.
-    sed -n '/<!-- host-loop:begin -->/,/<!-- host-loop:end -->/p' docs/FFI.md |
-        grep -v -e '^<!--' -e '^```' >"$out/host_loop.c"
+    local marker=$1 pattern=$2
+    sed -n "/<!-- $marker:begin -->/,/<!-- $marker:end -->/p" docs/FFI.md |
+        grep -v -e '^<!--' -e '^```' >"$out/$marker.c"
     local data_dir
     data_dir=$(mktemp -d)
-    "$cc" $cflags "$out/host_loop.c" -o "$out/host_loop" \
+    "$cc" $cflags "$out/$marker.c" -o "$out/$marker" \
         -L"$libdir" -lembraft -Wl,-rpath,"$libdir" &&
-        [[ $(timeout 60 "$out/host_loop" "$data_dir/node") == *"applied "*": hello"* ]]
+        [[ $(timeout 60 "$out/$marker" "$data_dir/node") == $pattern ]]
     local status=$?
     rm -rf "$data_dir"
     return $status
@@ -159,7 +165,9 @@ for mode in $modes; do
         check "link-static-pkg-config" links_static
         ;;
     example)
-        check "docs-host-loop-example" doc_example_runs
+        check "docs-host-loop-example" doc_example_runs host-loop '*applied *: hello*'
+        check "docs-runtime-loop-example" doc_example_runs runtime-loop \
+            '*all 3 groups applied their proposals*'
         ;;
     shared)
         "$cc" $cflags "${suite_sources[@]}" -o "$out/suite_shared" \

@@ -3,7 +3,8 @@
  * argument in turn, out-of-range enumeration values, ids and indexes 0 and
  * the largest value. Each failed call must return its status and, on a
  * handle that keeps messages (config, node, and a writer's node), leave
- * its own message rather than the previous call's.
+ * its own message rather than the previous call's (on a config, a node
+ * or a runtime, and a writer's node or runtime).
  *
  * The calls are generated from include/embraft.h by tests/c/gen_args.py
  * (tests/c/run.sh writes args_cases.inc next to the test binaries), so a
@@ -16,11 +17,17 @@
 #include <stdint.h>
 #include <string.h>
 
-/* A message no generated call leaves: planted before each call. */
-#define ARGS_STALE "unknown log level 99"
+/* The group the fixture's runtime runs; and one no generated call names,
+ * whose failure plants a message on the runtime. */
+#define ARGS_GROUP 7u
+#define ARGS_PLANT_GROUP 424242u
 
 /* Where a call's failure message goes. */
-enum args_kind { ARGS_NO_MESSAGE, ARGS_CONFIG, ARGS_NODE };
+enum args_kind { ARGS_NO_MESSAGE, ARGS_CONFIG, ARGS_NODE, ARGS_RUNTIME };
+
+/* The message planted before the call under test: no generated call
+ * leaves it. */
+static char args_planted[256];
 
 /* Live handles for the arguments that are not under test. */
 static struct {
@@ -30,6 +37,8 @@ static struct {
     embraft_ready *ready;
     embraft_status_report *report;
     embraft_snapshot_writer *writer;
+    embraft_runtime *runtime;
+    embraft_runtime_ready *rt_ready;
 } fx;
 
 static const uint8_t args_payload[] = "x";
@@ -51,6 +60,17 @@ struct args_outs {
     embraft_ready *ready;
     embraft_status_report *report;
     embraft_snapshot_writer *writer;
+    embraft_runtime *runtime;
+    embraft_runtime_ready *rt_ready;
+    uint64_t ids[4];
+    const embraft_rt_message *rt_message;
+    const embraft_rt_entry *rt_entry;
+    const embraft_rt_outcome *rt_outcome;
+    const embraft_rt_read *rt_read;
+    const embraft_rt_state *rt_state;
+    const embraft_rt_restore *rt_restore;
+    const embraft_rt_snapshot_wanted *rt_snapshot_wanted;
+    const embraft_rt_log *rt_log;
 };
 
 static void args_release(struct args_outs *o) {
@@ -59,6 +79,8 @@ static void args_release(struct args_outs *o) {
     embraft_ready_free(o->ready);
     embraft_status_report_free(o->report);
     embraft_snapshot_writer_abort(o->writer);
+    embraft_runtime_free(o->runtime);
+    embraft_runtime_ready_free(o->rt_ready);
     memset(o, 0, sizeof *o);
 }
 
@@ -76,6 +98,46 @@ static uint64_t args_ack(embraft_ready *ready) {
     embraft_ready_entry(ready, count - 1, &index, &term, &kind, &data, &len, &proposal);
     embraft_node_ack_applied(fx.node, index);
     return index;
+}
+
+/* A runtime running group ARGS_GROUP alone, led here, with an applied
+ * and acknowledged entry, and a batch holding an entry of it. */
+static int args_runtime_fixture(void) {
+    uint64_t self = 1;
+    embraft_config_set_data_dir(fx.config, harness_temp_dir());
+    REQUIRE(embraft_runtime_new(fx.config, 1, &fx.runtime) == EMBRAFT_OK);
+    REQUIRE(embraft_runtime_start_group(fx.runtime, ARGS_GROUP, &self, 1, 0) == EMBRAFT_OK);
+    unsigned long long deadline = harness_now_ms() + cluster_tick_ms() * 1000u;
+    uint64_t proposal = 0;
+    int leader = 0;
+    while (fx.rt_ready == NULL && harness_now_ms() < deadline) {
+        embraft_runtime_ready *ready = NULL;
+        embraft_runtime_tick(fx.runtime);
+        REQUIRE(embraft_runtime_poll(fx.runtime, cluster_tick_ms(), &ready) == EMBRAFT_OK);
+        const embraft_rt_state *states = NULL;
+        const embraft_rt_entry *entries = NULL;
+        size_t state_count = 0, entry_count = 0;
+        embraft_runtime_ready_states(ready, &states, &state_count);
+        embraft_runtime_ready_entries(ready, &entries, &entry_count);
+        for (size_t i = 0; i < state_count; i++) {
+            leader = states[i].role == EMBRAFT_ROLE_LEADER;
+        }
+        if (entry_count > 0) {
+            const embraft_rt_entry *last = &entries[entry_count - 1];
+            embraft_runtime_ack_applied(fx.runtime, ARGS_GROUP, last->index);
+            if (proposal != 0 && last->proposal_id == proposal) {
+                fx.rt_ready = ready;
+                break;
+            }
+        }
+        embraft_runtime_ready_free(ready);
+        if (leader && proposal == 0) {
+            REQUIRE(embraft_runtime_propose(fx.runtime, ARGS_GROUP, args_payload, 1, &proposal) ==
+                    EMBRAFT_OK);
+        }
+    }
+    REQUIRE(fx.rt_ready != NULL);
+    return 1;
 }
 
 /* A leading one-node cluster with an applied entry, a ready batch, a
@@ -122,10 +184,12 @@ static int args_fixture(void) {
     }
     REQUIRE(fx.ready != NULL && fx.writer != NULL);
     REQUIRE(embraft_node_status(fx.node, &fx.report) == EMBRAFT_OK);
-    return 1;
+    return args_runtime_fixture();
 }
 
 static void args_teardown(void) {
+    embraft_runtime_ready_free(fx.rt_ready);
+    embraft_runtime_free(fx.runtime);
     embraft_snapshot_writer_abort(fx.writer);
     embraft_ready_free(fx.ready);
     embraft_status_report_free(fx.report);
@@ -134,13 +198,29 @@ static void args_teardown(void) {
     memset(&fx, 0, sizeof fx);
 }
 
-/* Gives the handle of `kind` a message no call under test leaves. */
+/* The last error of the handle of `kind`; 0 if it cannot be read. */
+static int args_message(enum args_kind kind, char *message, size_t size, size_t *len) {
+    embraft_status status =
+        kind == ARGS_CONFIG ? embraft_config_last_error(fx.config, message, size, len)
+        : kind == ARGS_NODE ? embraft_node_last_error(fx.node, message, size, len)
+                            : embraft_runtime_last_error(fx.runtime, message, size, len);
+    return status == EMBRAFT_OK;
+}
+
+/* Gives the handle of `kind` a message no call under test leaves, and
+ * keeps it in args_planted. */
 static void args_plant(enum args_kind kind) {
+    args_planted[0] = '\0';
     if (kind == ARGS_CONFIG) {
         embraft_config_set_log_level(fx.config, 99);
     } else if (kind == ARGS_NODE) {
         embraft_node_set_log_level(fx.node, 99);
+    } else if (kind == ARGS_RUNTIME) {
+        embraft_runtime_stop_group(fx.runtime, ARGS_PLANT_GROUP);
+    } else {
+        return;
     }
+    args_message(kind, args_planted, sizeof args_planted, NULL);
 }
 
 /* Checks a call's status (`want`, or `also` unless it is -1) and, for a
@@ -158,15 +238,11 @@ static int args_expect(const char *call, enum args_kind kind, embraft_status got
     }
     char message[256];
     size_t len = 0;
-    embraft_status status =
-        kind == ARGS_CONFIG
-            ? embraft_config_last_error(fx.config, message, sizeof message, &len)
-            : embraft_node_last_error(fx.node, message, sizeof message, &len);
-    if (status != EMBRAFT_OK) {
+    if (!args_message(kind, message, sizeof message, &len)) {
         fprintf(stderr, "  %s: reading the last error failed\n", call);
         return 0;
     }
-    if (len == 0 || strcmp(message, ARGS_STALE) == 0 ||
+    if (len == 0 || strcmp(message, args_planted) == 0 ||
         (needle != NULL && strstr(message, needle) == NULL)) {
         fprintf(stderr, "  %s failed with %s but left the message \"%s\" (wanted one with \"%s\")\n",
                 call, embraft_status_str(got), message, needle != NULL ? needle : "");

@@ -13,6 +13,7 @@ import ctypes
 import os
 from ctypes import (
     POINTER,
+    Structure,
     c_bool,
     c_char_p,
     c_int,
@@ -26,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 # EMBRAFT_ABI_VERSION of the header this layer was written against. The
 # library loaded at run time must report the same value.
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 # Constants of the header (#define EMBRAFT_*), same names without the prefix.
 OK = 0
@@ -48,6 +49,8 @@ ERR_PANIC = 15
 ERR_NOT_APPLIED = 16
 ERR_STALE_SNAPSHOT = 17
 ERR_CORRUPT = 18
+ERR_UNKNOWN_GROUP = 19
+ERR_GROUP_EXISTS = 20
 
 ROLE_FOLLOWER = 0
 ROLE_PRE_CANDIDATE = 1
@@ -155,6 +158,55 @@ class StatusReportPtr(_Handle):
     """embraft_status_report*"""
 
 
+class RuntimePtr(_Handle):
+    """embraft_runtime*"""
+
+
+class RuntimeReadyPtr(_Handle):
+    """embraft_runtime_ready*"""
+
+
+# The #[repr(C)] items of a runtime batch, field for field as the header
+# declares them; the library hands out arrays of them (pointer and count),
+# valid until the batch is freed. Pointers inside are read as addresses.
+class RtMessage(Structure):
+    _fields_ = [("to", c_uint64), ("group", c_uint64), ("data", c_void_p), ("len", c_size_t)]
+
+
+class RtEntry(Structure):
+    _fields_ = [("group", c_uint64), ("index", c_uint64), ("term", c_uint64),
+                ("kind", c_uint32), ("proposal_id", c_uint64), ("data", c_void_p),
+                ("len", c_size_t)]
+
+
+class RtOutcome(Structure):
+    _fields_ = [("group", c_uint64), ("proposal_id", c_uint64), ("code", c_uint32),
+                ("index", c_uint64)]
+
+
+class RtRead(Structure):
+    _fields_ = [("group", c_uint64), ("context", c_uint64), ("code", c_uint32),
+                ("index", c_uint64)]
+
+
+class RtState(Structure):
+    _fields_ = [("group", c_uint64), ("role", c_uint32), ("leader", c_uint64),
+                ("term", c_uint64)]
+
+
+class RtRestore(Structure):
+    _fields_ = [("group", c_uint64), ("index", c_uint64), ("term", c_uint64),
+                ("path", c_void_p)]
+
+
+class RtSnapshotWanted(Structure):
+    _fields_ = [("group", c_uint64), ("index", c_uint64)]
+
+
+class RtLog(Structure):
+    _fields_ = [("group", c_uint64), ("level", c_uint32), ("text", c_void_p)]
+
+
 # C types of the header, spelled as ctypes. Byte inputs are c_char_p so that
 # Python bytes pass without a copy; views written by the library are read as
 # addresses.
@@ -164,6 +216,8 @@ node = NodePtr
 ready = ReadyPtr
 writer = SnapshotWriterPtr
 report = StatusReportPtr
+runtime = RuntimePtr
+rt_ready = RuntimeReadyPtr
 u32 = c_uint32
 u64 = c_uint64
 u32_out = POINTER(c_uint32)
@@ -174,6 +228,12 @@ int_out = POINTER(c_int)
 bytes_in = c_char_p
 view_out = POINTER(c_void_p)
 ids_in = POINTER(c_uint64)
+ids_out = POINTER(c_uint64)
+
+
+def items_out(item: type) -> type:
+    """The `const item **` output of a runtime batch's list getter."""
+    return POINTER(POINTER(item))
 
 # name: (result type, argument types), in the header's order.
 PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
@@ -244,6 +304,38 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
     "embraft_ready_snapshot_wanted": (status, [ready, bool_out, u64_out]),
     "embraft_ready_log_count": (status, [ready, size_out]),
     "embraft_ready_log": (status, [ready, c_size_t, u32_out, view_out]),
+    "embraft_runtime_new": (status, [config, u32, POINTER(runtime)]),
+    "embraft_runtime_free": (None, [runtime]),
+    "embraft_runtime_last_error": (status, [runtime, c_char_p, c_size_t, size_out]),
+    "embraft_runtime_start_group": (status, [runtime, u64, ids_in, c_size_t, u64]),
+    "embraft_runtime_stop_group": (status, [runtime, u64]),
+    "embraft_runtime_remove_group": (status, [runtime, u64]),
+    "embraft_runtime_stored_groups": (status, [runtime, ids_out, c_size_t, size_out]),
+    "embraft_runtime_running_groups": (status, [runtime, ids_out, c_size_t, size_out]),
+    "embraft_runtime_tick": (status, [runtime]),
+    "embraft_runtime_step": (status, [runtime, u64, bytes_in, c_size_t]),
+    "embraft_runtime_propose": (status, [runtime, u64, bytes_in, c_size_t, u64_out]),
+    "embraft_runtime_propose_conf_change": (status, [runtime, u64, u32, u64, u64_out]),
+    "embraft_runtime_propose_membership": (
+        status, [runtime, u64, ids_in, c_size_t, ids_in, c_size_t, u64_out]),
+    "embraft_runtime_read_index": (status, [runtime, u64, u64]),
+    "embraft_runtime_transfer_leader": (status, [runtime, u64, u64]),
+    "embraft_runtime_report_unreachable": (status, [runtime, u64]),
+    "embraft_runtime_ack_applied": (status, [runtime, u64, u64]),
+    "embraft_runtime_snapshot_begin": (status, [runtime, u64, u64, POINTER(writer)]),
+    "embraft_runtime_status": (status, [runtime, u64, POINTER(report)]),
+    "embraft_runtime_poll": (status, [runtime, u32, POINTER(rt_ready)]),
+    "embraft_runtime_stats": (status, [runtime, u64_out, u64_out, u64_out]),
+    "embraft_runtime_ready_free": (None, [rt_ready]),
+    "embraft_runtime_ready_messages": (status, [rt_ready, items_out(RtMessage), size_out]),
+    "embraft_runtime_ready_entries": (status, [rt_ready, items_out(RtEntry), size_out]),
+    "embraft_runtime_ready_outcomes": (status, [rt_ready, items_out(RtOutcome), size_out]),
+    "embraft_runtime_ready_reads": (status, [rt_ready, items_out(RtRead), size_out]),
+    "embraft_runtime_ready_states": (status, [rt_ready, items_out(RtState), size_out]),
+    "embraft_runtime_ready_restores": (status, [rt_ready, items_out(RtRestore), size_out]),
+    "embraft_runtime_ready_snapshots_wanted": (
+        status, [rt_ready, items_out(RtSnapshotWanted), size_out]),
+    "embraft_runtime_ready_logs": (status, [rt_ready, items_out(RtLog), size_out]),
     "embraft_snapshot_writer_path": (status, [writer, view_out]),
     "embraft_snapshot_writer_write": (status, [writer, bytes_in, c_size_t]),
     "embraft_snapshot_writer_finish": (status, [writer]),

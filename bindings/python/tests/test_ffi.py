@@ -17,7 +17,16 @@ from embraft import _ffi
 # Each C handle type has a ctypes type of its own.
 HANDLE_TYPES = {"embraft_config": _ffi.ConfigPtr, "embraft_node": _ffi.NodePtr,
                 "embraft_ready": _ffi.ReadyPtr, "embraft_snapshot_writer": _ffi.SnapshotWriterPtr,
-                "embraft_status_report": _ffi.StatusReportPtr}
+                "embraft_status_report": _ffi.StatusReportPtr,
+                "embraft_runtime": _ffi.RuntimePtr,
+                "embraft_runtime_ready": _ffi.RuntimeReadyPtr}
+
+# The #[repr(C)] items of a runtime batch: C type -> ctypes Structure.
+RUNTIME_ITEMS = {"embraft_rt_message": _ffi.RtMessage, "embraft_rt_entry": _ffi.RtEntry,
+                 "embraft_rt_outcome": _ffi.RtOutcome, "embraft_rt_read": _ffi.RtRead,
+                 "embraft_rt_state": _ffi.RtState, "embraft_rt_restore": _ffi.RtRestore,
+                 "embraft_rt_snapshot_wanted": _ffi.RtSnapshotWanted,
+                 "embraft_rt_log": _ffi.RtLog}
 
 # C type (whitespace removed around '*') -> the ctypes type the layer must use.
 EXPECTED_CTYPES = {
@@ -43,6 +52,8 @@ for _handle, _ctype in HANDLE_TYPES.items():
     EXPECTED_CTYPES[f"{_handle}*"] = _ctype
     EXPECTED_CTYPES[f"const {_handle}*"] = _ctype
     EXPECTED_CTYPES[f"{_handle}**"] = POINTER(_ctype)
+for _item, _ctype in RUNTIME_ITEMS.items():
+    EXPECTED_CTYPES[f"const {_item}**"] = POINTER(POINTER(_ctype))
 
 
 def _normalize(c_type: str) -> str:
