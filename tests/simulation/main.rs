@@ -51,6 +51,8 @@ mod checker;
 mod cluster;
 mod disk;
 mod fnv;
+mod groups;
+mod groups_scenarios;
 mod membership;
 mod membership_scenarios;
 mod network;
