@@ -744,6 +744,11 @@ impl Cluster {
         self.now = now;
     }
 
+    /// When node `id`'s latest completed write was made durable.
+    pub fn durable_at(&self, id: NodeId) -> u64 {
+        self.disks[slot(id)].durable_at()
+    }
+
     /// When node `id`'s next pending write completes, if it has one.
     pub fn next_completion_at(&self, id: NodeId) -> Option<u64> {
         self.disks[slot(id)].next_completion_at()

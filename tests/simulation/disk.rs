@@ -131,19 +131,24 @@ impl Write {
 /// for every group at once.
 #[derive(Default)]
 pub struct SharedWal {
-    /// The latest round: when it starts and when it is durable. Writes
-    /// submitted before it starts join it.
-    latest: Option<(u64, u64)>,
-    /// The groups with a write in the latest round (bit `g`).
-    latest_groups: u64,
+    /// The rounds not yet durable (and the one last made durable), oldest
+    /// first. Writes submitted before the latest starts join it.
+    rounds: VecDeque<Round>,
     /// Rounds that carried the writes of more than one group, counted for
     /// the scenarios to check that rounds are shared.
     pub shared_rounds: u64,
 }
 
+struct Round {
+    starts_at: u64,
+    done_at: u64,
+    /// The groups with a write in it (bit `g`).
+    groups: u64,
+}
+
 impl SharedWal {
-    /// Queues `write` on `disk`, the submitting group's part of this log,
-    /// in the round it joins; returns when it will be durable.
+    /// Queues group `group`'s `write` on `disk`, the group's part of this
+    /// log, in the round it joins.
     pub fn submit(
         &mut self,
         group: usize,
@@ -152,43 +157,61 @@ impl SharedWal {
         rng: &mut SplitMix64,
         timing: DiskTiming,
         write: Write,
-    ) -> u64 {
+    ) {
         // The round writes each group's part whole: nothing of it is
         // durable before the round's sync.
         disk.split_oversized = false;
-        let (starts_at, done_at) = match self.latest {
-            Some((starts_at, done_at)) if now < starts_at => {
-                if self.latest_groups & 1 << group == 0 && self.latest_groups.count_ones() == 1 {
+        while self.rounds.len() > 1 && self.rounds[0].done_at <= now {
+            self.rounds.pop_front();
+        }
+        let latest = self.rounds.back_mut();
+        let (starts_at, done_at) = match latest {
+            Some(round) if now < round.starts_at => {
+                if round.groups & 1 << group == 0 && round.groups.count_ones() == 1 {
                     // A second group joins: the round is shared.
                     self.shared_rounds += 1;
                 }
-                self.latest_groups |= 1 << group;
-                (starts_at, done_at)
+                round.groups |= 1 << group;
+                (round.starts_at, round.done_at)
             }
             // Nothing to write waits only for what was written before it
             // (the runtime's write skips empty parts and waits for the
             // latest round), and gathers no round.
-            Some((_, done_at)) if write.is_empty() => (done_at.max(now), done_at.max(now)),
-            None if write.is_empty() => (now, now),
+            latest if write.is_empty() => {
+                let done_at = latest.map_or(now, |r| r.done_at.max(now));
+                (done_at, done_at)
+            }
             latest => {
-                let starts_at = latest.map_or(now, |(_, done_at)| done_at.max(now));
-                let round = (
+                let starts_at = latest.map_or(now, |r| r.done_at.max(now));
+                let done_at = starts_at + rng.between(timing.min_delay.max(1), timing.max_delay);
+                self.rounds.push_back(Round {
                     starts_at,
-                    starts_at + rng.between(timing.min_delay.max(1), timing.max_delay),
-                );
-                self.latest = Some(round);
-                self.latest_groups = 1 << group;
-                round
+                    done_at,
+                    groups: 1 << group,
+                });
+                (starts_at, done_at)
             }
         };
         disk.submit_at(now, starts_at, done_at, write);
-        done_at
     }
 
-    /// Power loss: the round in progress and the one gathering are gone
-    /// (their groups' disks drop their parts, see [`Disk::crash`]).
-    pub fn crash(&mut self) {
-        self.latest = None;
+    /// Power loss at `now`, once every group's disk dropped its pending
+    /// writes (see [`Disk::crash`]): the rounds not yet durable are gone.
+    /// Checks that they are gone for every group in them, none keeping its
+    /// part (`durable_at(g)` is when group `g`'s latest durable write was
+    /// made durable).
+    pub fn crash(&mut self, now: u64, durable_at: impl Fn(usize) -> u64) {
+        for round in self.rounds.iter().filter(|r| r.done_at > now) {
+            for g in (0..64).filter(|g| round.groups & 1 << g != 0) {
+                assert!(
+                    durable_at(g) < round.done_at,
+                    "a crash at {now} kept group {g}'s part of the round due at {}, which it \
+                     lost for the other groups in it",
+                    round.done_at
+                );
+            }
+        }
+        self.rounds.clear();
     }
 }
 
@@ -224,6 +247,8 @@ pub struct Disk {
     /// Whether big groups go in prefixes, each synced on its own, as the
     /// node writes them; a process's shared WAL writes a round whole.
     split_oversized: bool,
+    /// When the latest write completed.
+    durable_at: u64,
 }
 
 /// The entries of the write-ahead log that are durable.
@@ -289,6 +314,7 @@ impl Default for Disk {
             })),
             pending: VecDeque::new(),
             split_oversized: true,
+            durable_at: 0,
         }
     }
 }
@@ -399,11 +425,11 @@ impl Disk {
 
     /// Makes the oldest pending write durable.
     pub fn complete_next(&mut self) -> Completed {
-        let write = self
+        let PendingWrite { write, done_at } = self
             .pending
             .pop_front()
-            .expect("complete_next is only called when a write is pending")
-            .write;
+            .expect("complete_next is only called when a write is pending");
+        self.durable_at = done_at;
         match write {
             Queued::Group(group) => self.complete_group(group),
             Queued::Compaction { file, keep_from } => {
@@ -508,6 +534,11 @@ impl Disk {
     /// Power loss: every write not yet durable is gone.
     pub fn crash(&mut self) {
         self.pending.clear();
+    }
+
+    /// When the latest completed write was made durable.
+    pub fn durable_at(&self) -> u64 {
+        self.durable_at
     }
 
     pub fn hard_state(&self) -> HardState {

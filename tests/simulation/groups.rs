@@ -176,10 +176,15 @@ impl Groups {
     /// them at once.
     pub fn crash_process(&mut self, p: Process) {
         assert!(!self.down[slot(p)], "process {p} is already down");
-        for (g, id) in self.nodes_on(p) {
+        let nodes = self.nodes_on(p);
+        for &(g, id) in &nodes {
             self.groups[g].crash(id);
         }
-        self.wals.borrow_mut()[slot(p)].crash();
+        let durable_at = |g: usize| {
+            let &(_, id) = nodes.iter().find(|&&(h, _)| h == g).expect("g is on p");
+            self.groups[g].durable_at(id)
+        };
+        self.wals.borrow_mut()[slot(p)].crash(self.now, durable_at);
         self.down[slot(p)] = true;
     }
 
