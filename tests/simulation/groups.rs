@@ -21,6 +21,7 @@
 
 use crate::cluster::{first_committed, Cluster, Options, Proposals, TICK};
 use crate::disk::SharedWal;
+use crate::fnv::Fnv;
 use crate::network::{Links, NetFaults};
 use crate::rng::SplitMix64;
 use embraft::core::{Index, NodeId, Term};
@@ -421,6 +422,15 @@ impl Groups {
         hosts.sort_unstable();
         hosts.dedup();
         hosts
+    }
+
+    /// A hash of every group's observable state (see [`Cluster::digest`]).
+    pub fn digest(&self) -> u64 {
+        let mut h = Fnv::new();
+        for c in &self.groups {
+            h.u64(c.digest());
+        }
+        h.u64(self.shared_rounds()).finish()
     }
 
     /// Every group's state, for the message of a failed check.

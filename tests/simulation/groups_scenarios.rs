@@ -5,7 +5,7 @@
 use crate::cluster::{Options, TICK};
 use crate::groups::{Groups, Process};
 use crate::network::NetFaults;
-use crate::rng::SplitMix64;
+use crate::rng::{scenario_stream, SplitMix64};
 use crate::scenarios::SLOW_DISK;
 
 /// Groups per run: from [`MIN_GROUPS`] to this many, drawn per seed.
@@ -100,6 +100,28 @@ fn process_step(gs: &mut Groups, roll: u64) {
 
 const CRASH_ROUNDS: usize = 150;
 
+/// The run of [`many_groups_under_process_crashes`]; returns the healed
+/// groups.
+fn process_crash_run(mut rng: SplitMix64) -> Groups {
+    let (processes, groups, spread) = draw_groups(&mut rng);
+    let mut opts = Options::new(3);
+    opts.disk = SLOW_DISK;
+    opts.net = lossy(&mut rng);
+    opts.pre_vote = rng.chance(0.5);
+    opts.check_quorum = rng.chance(0.5);
+    let mut gs = Groups::new(rng, opts, processes, groups, spread);
+    for _ in 0..CRASH_ROUNDS {
+        let roll = gs.rng.below(12);
+        process_step(&mut gs, roll);
+    }
+    gs.heal_and_check_liveness();
+    assert!(
+        gs.shared_rounds() > 0,
+        "no round of a shared log carried two groups' writes"
+    );
+    gs
+}
+
 scenario! {
     /// Processes crash at random points of their shared log's rounds, on
     /// slow disks and a lossy network, with partitions and cut links
@@ -109,20 +131,21 @@ scenario! {
     /// checker holds throughout, and once the faults heal every group
     /// elects a leader, commits and applies a new proposal everywhere.
     fn many_groups_under_process_crashes(rng: SplitMix64) {
-        let (processes, groups, spread) = draw_groups(&mut rng);
-        let mut opts = Options::new(3);
-        opts.disk = SLOW_DISK;
-        opts.net = lossy(&mut rng);
-        opts.pre_vote = rng.chance(0.5);
-        opts.check_quorum = rng.chance(0.5);
-        let mut gs = Groups::new(rng, opts, processes, groups, spread);
-        for _ in 0..CRASH_ROUNDS {
-            let roll = gs.rng.below(12);
-            process_step(&mut gs, roll);
-        }
-        gs.heal_and_check_liveness();
-        assert!(gs.shared_rounds() > 0, "no round of a shared log carried two groups' writes");
+        process_crash_run(rng);
     }
+}
+
+/// Not a scenario: a seed of many groups must replay exactly, as one of a
+/// single cluster does.
+#[test]
+fn same_seed_replays_the_same_groups_run() {
+    let run = |seed| {
+        process_crash_run(scenario_stream("many_groups_under_process_crashes", seed)).digest()
+    };
+    for seed in 0..10 {
+        assert_eq!(run(seed), run(seed), "seed {seed} ran differently twice");
+    }
+    assert_ne!(run(0), run(1), "the run does not depend on the seed");
 }
 
 const QUIET_ROUNDS: usize = 40;
