@@ -148,7 +148,7 @@ fn same_seed_replays_the_same_groups_run() {
     assert_ne!(run(0), run(1), "the run does not depend on the seed");
 }
 
-const QUIET_ROUNDS: usize = 40;
+const QUIET_ROUNDS: usize = 30;
 
 /// Heals everything; then every group must fall quiet once idle and send
 /// nothing but check-ins; a proposal in one group wakes it (its followers
