@@ -14,16 +14,18 @@
 //! restores the state machine from it, at runtime and at recovery.
 
 use crate::checker::{entry_at, fingerprint, Checker};
-use crate::disk::{Batch, Completed, Disk, DiskTiming, SnapshotFile, Write};
+use crate::disk::{Batch, Completed, Disk, DiskTiming, SharedWal, SnapshotFile, Write};
 use crate::fnv::Fnv;
 use crate::membership::Members;
-use crate::network::{NetFaults, Network};
+use crate::network::{Links, NetFaults, Network};
 use crate::rng::SplitMix64;
 use crate::snapshot::{self, Machine, Receiving};
 use embraft::core::{
     ConfChange, Config, ConfigError, Entry, Index, NodeId, ProposeError, Raft, Role, StepError,
     Term, TransferError, QUIESCENT_CHECK_TIMEOUTS,
 };
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -146,10 +148,89 @@ pub struct Cluster {
     trace: bool,
     /// Reads of evicted entries the nodes' cores made from their disks.
     log_reads: Arc<AtomicU64>,
+    /// Set when this cluster is one group of many sharing processes.
+    processes: Option<Processes>,
+}
+
+/// The processes a group's nodes run on, when many groups share them (see
+/// `groups.rs`): node `id` runs on process `hosts[id - 1]`, and writes go
+/// through that process's shared WAL, `wals[host - 1]`.
+struct Processes {
+    /// This group's index among the groups.
+    group: usize,
+    hosts: Vec<NodeId>,
+    wals: Rc<RefCell<Vec<SharedWal>>>,
+}
+
+/// The proposals [`Cluster::propose_until`] has made: one through each
+/// stable leader's term, again when leadership moves or the leader refused.
+#[derive(Default)]
+pub struct Proposals {
+    made: Vec<(Index, Term)>,
+    made_in: Option<Term>,
+}
+
+impl Proposals {
+    /// Returns what `done` returns for the proposals so far, or proposes
+    /// through the current stable leader if none was made in its term.
+    pub fn step<R>(
+        &mut self,
+        c: &mut Cluster,
+        propose: &mut impl FnMut(&mut Cluster, NodeId) -> Result<(Index, Term), ProposeError>,
+        done: &impl Fn(&Cluster, &[(Index, Term)]) -> Option<R>,
+    ) -> Option<R> {
+        if let Some(result) = done(c, &self.made) {
+            return Some(result);
+        }
+        if let Some(leader) = c.stable_leader() {
+            let term = c.node(leader).term();
+            if self.made_in != Some(term) {
+                if let Ok(p) = propose(c, leader) {
+                    self.made.push(p);
+                    self.made_in = Some(term);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Which of `proposed` committed first, if any did.
+pub fn first_committed(c: &Cluster, proposed: &[(Index, Term)]) -> Option<(Index, Term)> {
+    proposed
+        .iter()
+        .copied()
+        .find(|&(i, t)| c.is_committed(i, t))
 }
 
 impl Cluster {
     pub fn new(rng: SplitMix64, opts: Options) -> Cluster {
+        let net = Network::new(MAX_NODE_IDS, opts.net);
+        Cluster::build(rng, opts, net, None)
+    }
+
+    /// Group `group` of many on shared processes: node `id` runs on process
+    /// `hosts[id - 1]`, reaches the others over `links` between the
+    /// processes, and writes through its process's WAL in `wals`.
+    pub fn on_processes(
+        group: usize,
+        rng: SplitMix64,
+        opts: Options,
+        links: Rc<RefCell<Links>>,
+        wals: Rc<RefCell<Vec<SharedWal>>>,
+        hosts: Vec<NodeId>,
+    ) -> Cluster {
+        assert_eq!(hosts.len(), opts.slots, "a node without a process");
+        let net = Network::over(links, Some(hosts.clone()), opts.slots, opts.net);
+        Cluster::build(rng, opts, net, Some(Processes { group, hosts, wals }))
+    }
+
+    fn build(
+        rng: SplitMix64,
+        opts: Options,
+        net: Network,
+        processes: Option<Processes>,
+    ) -> Cluster {
         assert!(
             opts.nodes >= 1 && opts.nodes <= opts.slots && opts.slots <= MAX_SLOTS,
             "{opts:?} does not fit the simulator"
@@ -166,12 +247,13 @@ impl Cluster {
             receiving: Vec::new(),
             installs: Vec::new(),
             retired: Vec::new(),
-            net: Network::new(MAX_NODE_IDS, opts.net),
+            net,
             checker: Checker::new(MAX_NODE_IDS),
             next_payload: 0,
             next_read_context: 0,
             trace: std::env::var_os("EMBRAFT_SIM_TRACE").is_some(),
             log_reads: Arc::default(),
+            processes,
         };
         // Every founder's disk holds the founding entry before any starts.
         let founders: Vec<NodeId> = (1..=opts.nodes as NodeId).collect();
@@ -454,14 +536,23 @@ impl Cluster {
             )
         });
         self.latest_snapshots[slot(id)] = Some(file.clone());
-        self.disks[slot(id)].submit(
-            self.now,
-            &mut self.rng,
-            self.opts.disk,
-            Write::Compaction { file, keep_from },
-        );
+        self.submit(id, Write::Compaction { file, keep_from });
         self.after_event(id);
         Some(machine.applied)
+    }
+
+    fn submit(&mut self, id: NodeId, write: Write) {
+        let processes = self.processes.as_ref();
+        let (now, timing) = (self.now, self.opts.disk);
+        submit(
+            &mut self.disks,
+            processes,
+            id,
+            now,
+            &mut self.rng,
+            timing,
+            write,
+        );
     }
 
     /// Where node `id` stands in receiving a snapshot.
@@ -632,6 +723,11 @@ impl Cluster {
         let tick_at = (self.ticks + 1) * TICK;
         self.process_events_through(tick_at);
         self.now = tick_at;
+        self.tick_nodes();
+    }
+
+    /// Ticks every running node, at a tick's time.
+    pub fn tick_nodes(&mut self) {
         self.ticks += 1;
         for id in self.all_ids() {
             if let Some(raft) = self.rafts[slot(id)].as_mut() {
@@ -639,6 +735,23 @@ impl Cluster {
                 self.after_event(id);
             }
         }
+    }
+
+    /// Sets the virtual time, for a driver running many clusters on one
+    /// clock (see `groups.rs`); time never goes back.
+    pub fn set_now(&mut self, now: u64) {
+        debug_assert!(now >= self.now, "time went back");
+        self.now = now;
+    }
+
+    /// When node `id`'s latest completed write was made durable.
+    pub fn durable_at(&self, id: NodeId) -> u64 {
+        self.disks[slot(id)].durable_at()
+    }
+
+    /// When node `id`'s next pending write completes, if it has one.
+    pub fn next_completion_at(&self, id: NodeId) -> Option<u64> {
+        self.disks[slot(id)].next_completion_at()
     }
 
     fn next_event_at(&self) -> Option<u64> {
@@ -665,7 +778,8 @@ impl Cluster {
         }
     }
 
-    fn deliver_next(&mut self) {
+    /// Takes the next message off the wire and delivers it.
+    pub fn deliver_next(&mut self) {
         let Some(msg) = self.net.deliver_next() else {
             return;
         };
@@ -685,7 +799,8 @@ impl Cluster {
         self.after_event(to);
     }
 
-    fn complete_write(&mut self, id: NodeId) {
+    /// Makes node `id`'s oldest pending write durable and tells the node.
+    pub fn complete_write(&mut self, id: NodeId) {
         let raft = self.rafts[slot(id)]
             .as_mut()
             .expect("a crashed node has no pending writes");
@@ -790,7 +905,10 @@ impl Cluster {
             }
             for chunk in rd.snapshot_chunks {
                 if let Some(file) = self.receiving[slot(id)].take(chunk) {
-                    self.disks[slot(id)].submit(
+                    submit(
+                        &mut self.disks,
+                        self.processes.as_ref(),
+                        id,
                         self.now,
                         &mut self.rng,
                         self.opts.disk,
@@ -804,7 +922,10 @@ impl Cluster {
                     "node {id} installed {meta:?}, which its host did not hand it"
                 );
             }
-            self.disks[slot(id)].submit(
+            submit(
+                &mut self.disks,
+                self.processes.as_ref(),
+                id,
                 self.now,
                 &mut self.rng,
                 self.opts.disk,
@@ -978,20 +1099,10 @@ impl Cluster {
     ) -> R {
         let budget = self.opts.election_budget() * 2;
         let start = self.ticks;
-        let mut proposed: Vec<(Index, Term)> = Vec::new();
-        let mut proposed_in: Option<Term> = None;
+        let mut proposals = Proposals::default();
         while self.ticks - start < budget {
-            if let Some(result) = done(self, &proposed) {
+            if let Some(result) = proposals.step(self, &mut propose, &done) {
                 return result;
-            }
-            if let Some(leader) = self.stable_leader() {
-                let term = self.node(leader).term();
-                if proposed_in != Some(term) {
-                    if let Ok(p) = propose(self, leader) {
-                        proposed.push(p);
-                        proposed_in = Some(term);
-                    }
-                }
             }
             self.tick();
         }
@@ -1007,12 +1118,7 @@ impl Cluster {
         self.propose_until(
             "no proposal committed",
             |c, leader| c.propose(leader),
-            |c, proposed| {
-                proposed
-                    .iter()
-                    .copied()
-                    .find(|&(i, t)| c.is_committed(i, t))
-            },
+            first_committed,
         )
     }
 
@@ -1036,12 +1142,24 @@ impl Cluster {
 
     /// Liveness: every running member applies through `index`.
     pub fn await_applied_everywhere(&mut self, index: Index) {
-        let nodes: Vec<NodeId> = self
-            .members()
+        let nodes = self.up_members();
+        self.await_applied_by(&nodes, index);
+    }
+
+    /// Members of the membership in force that are running.
+    pub fn up_members(&self) -> Vec<NodeId> {
+        self.members()
             .into_iter()
             .filter(|&id| self.is_up(id))
-            .collect();
-        self.await_applied_by(&nodes, index);
+            .collect()
+    }
+
+    /// Whether a stable leader has committed its whole log.
+    pub fn leader_committed_its_log(&self) -> bool {
+        self.stable_leader().is_some_and(|l| {
+            let raft = self.node(l);
+            raft.status().last_index == raft.commit_index()
+        })
     }
 
     /// Liveness: each of `nodes` applies through `index`.
@@ -1060,12 +1178,7 @@ impl Cluster {
     /// client to propose.
     pub fn await_leader_commits_its_log(&mut self) {
         let budget = self.opts.election_budget();
-        let done = self.run_until(budget, |c| {
-            c.stable_leader().is_some_and(|l| {
-                let raft = c.node(l);
-                raft.status().last_index == raft.commit_index()
-            })
-        });
+        let done = self.run_until(budget, Cluster::leader_committed_its_log);
         assert!(
             done,
             "liveness: no leader committed its whole log within {budget} ticks without \
@@ -1111,4 +1224,25 @@ impl Cluster {
 
 fn slot(id: NodeId) -> usize {
     (id - 1) as usize
+}
+
+/// Queues `write` on node `id`'s disk: on its own, or in the round of its
+/// process's shared WAL.
+fn submit(
+    disks: &mut [Disk],
+    processes: Option<&Processes>,
+    id: NodeId,
+    now: u64,
+    rng: &mut SplitMix64,
+    timing: DiskTiming,
+    write: Write,
+) {
+    let disk = &mut disks[slot(id)];
+    match processes {
+        None => disk.submit(now, rng, timing, write),
+        Some(p) => {
+            let host = p.hosts[slot(id)];
+            p.wals.borrow_mut()[slot(host)].submit(p.group, disk, now, rng, timing, write);
+        }
+    }
 }

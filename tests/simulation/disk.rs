@@ -10,6 +10,13 @@
 //! (`embraft::node::oversized_prefixes`), then the rest. A crash between
 //! them keeps the prefixes.
 //!
+//! Many groups of one process share one write-ahead log (`groups.rs`):
+//! their writes go through the process's [`SharedWal`], which gathers the
+//! writes of every group submitted while a write is in progress into one
+//! round, durable all at once, as the runtime's worker round writes every
+//! stepped group's batches with one write and one sync. Each group's part
+//! of the log is still a `Disk`, holding that group's durable state.
+//!
 //! Besides the write-ahead log (hard state and entries) the disk holds the
 //! host's snapshot files: the snapshot the log starts after, recorded in the
 //! log like the product's WAL records snapshot metadata, and a snapshot
@@ -108,6 +115,106 @@ struct PendingWrite {
     done_at: u64,
 }
 
+impl Write {
+    /// A batch with nothing to write: it completes as soon as the writes
+    /// ahead of it have.
+    fn is_empty(&self) -> bool {
+        matches!(self, Write::Batch(b)
+            if b.hard_state.is_none() && b.entries.is_empty() && b.installs.is_none())
+    }
+}
+
+/// The write-ahead log one process's groups share: writes submitted while a
+/// round is in progress form the next round, which starts when that one is
+/// durable and becomes durable as a whole, one write and one sync for every
+/// group in it; a crash loses the round in progress and the one gathering,
+/// for every group at once.
+#[derive(Default)]
+pub struct SharedWal {
+    /// The rounds not yet durable (and the one last made durable), oldest
+    /// first. Writes submitted before the latest starts join it.
+    rounds: VecDeque<Round>,
+    /// Rounds that carried the writes of more than one group, counted for
+    /// the scenarios to check that rounds are shared.
+    pub shared_rounds: u64,
+}
+
+struct Round {
+    starts_at: u64,
+    done_at: u64,
+    /// The groups with a write in it (bit `g`).
+    groups: u64,
+}
+
+impl SharedWal {
+    /// Queues group `group`'s `write` on `disk`, the group's part of this
+    /// log, in the round it joins.
+    pub fn submit(
+        &mut self,
+        group: usize,
+        disk: &mut Disk,
+        now: u64,
+        rng: &mut SplitMix64,
+        timing: DiskTiming,
+        write: Write,
+    ) {
+        // The round writes each group's part whole: nothing of it is
+        // durable before the round's sync.
+        disk.split_oversized = false;
+        while self.rounds.len() > 1 && self.rounds[0].done_at <= now {
+            self.rounds.pop_front();
+        }
+        let latest = self.rounds.back_mut();
+        let (starts_at, done_at) = match latest {
+            Some(round) if now < round.starts_at => {
+                if round.groups & 1 << group == 0 && round.groups.count_ones() == 1 {
+                    // A second group joins: the round is shared.
+                    self.shared_rounds += 1;
+                }
+                round.groups |= 1 << group;
+                (round.starts_at, round.done_at)
+            }
+            // Nothing to write waits only for what was written before it
+            // (the runtime's write skips empty parts and waits for the
+            // latest round), and gathers no round.
+            latest if write.is_empty() => {
+                let done_at = latest.map_or(now, |r| r.done_at.max(now));
+                (done_at, done_at)
+            }
+            latest => {
+                let starts_at = latest.map_or(now, |r| r.done_at.max(now));
+                let done_at = starts_at + rng.between(timing.min_delay.max(1), timing.max_delay);
+                self.rounds.push_back(Round {
+                    starts_at,
+                    done_at,
+                    groups: 1 << group,
+                });
+                (starts_at, done_at)
+            }
+        };
+        disk.submit_at(now, starts_at, done_at, write);
+    }
+
+    /// Power loss at `now`, once every group's disk dropped its pending
+    /// writes (see [`Disk::crash`]): the rounds not yet durable are gone.
+    /// Checks that they are gone for every group in them, none keeping its
+    /// part (`durable_at(g)` is when group `g`'s latest durable write was
+    /// made durable).
+    pub fn crash(&mut self, now: u64, durable_at: impl Fn(usize) -> u64) {
+        for round in self.rounds.iter().filter(|r| r.done_at > now) {
+            for g in (0..64).filter(|g| round.groups & 1 << g != 0) {
+                assert!(
+                    durable_at(g) < round.done_at,
+                    "a crash at {now} kept group {g}'s part of the round due at {}, which it \
+                     lost for the other groups in it",
+                    round.done_at
+                );
+            }
+        }
+        self.rounds.clear();
+    }
+}
+
 /// What a completed write means for the host.
 pub enum Completed {
     Batch {
@@ -137,6 +244,11 @@ pub struct Disk {
     /// The durable log, shared with the running core's view of it.
     log: Arc<Mutex<DurableLog>>,
     pending: VecDeque<PendingWrite>,
+    /// Whether big groups go in prefixes, each synced on its own, as the
+    /// node writes them; a process's shared WAL writes a round whole.
+    split_oversized: bool,
+    /// When the latest write completed.
+    durable_at: u64,
 }
 
 /// The entries of the write-ahead log that are durable.
@@ -201,6 +313,8 @@ impl Default for Disk {
                 start: 1,
             })),
             pending: VecDeque::new(),
+            split_oversized: true,
+            durable_at: 0,
         }
     }
 }
@@ -225,28 +339,33 @@ impl Disk {
     /// as soon as its predecessors have. A batch submitted while the write
     /// ahead of the last group is still in progress joins that group.
     pub fn submit(&mut self, now: u64, rng: &mut SplitMix64, timing: DiskTiming, write: Write) {
-        let empty = matches!(&write, Write::Batch(b)
-            if b.hard_state.is_none() && b.entries.is_empty() && b.installs.is_none());
-        let delay = if empty {
+        let delay = if write.is_empty() {
             0
         } else {
             rng.between(timing.min_delay, timing.max_delay)
         };
         let after_previous = self.pending.back().map_or(0, |w| w.done_at);
         let done_at = (now + delay).max(after_previous);
+        self.submit_at(now, after_previous.max(now), done_at, write);
+    }
+
+    /// Queues a write that completes at `done_at`, which the caller keeps
+    /// at or after every pending write's. A batch submitted before
+    /// `starts_at`, when the write it joins begins, joins it.
+    fn submit_at(&mut self, now: u64, starts_at: u64, done_at: u64, write: Write) {
         let write = match write {
-            Write::Batch(batch) => return self.submit_batch(now, done_at, batch),
+            Write::Batch(batch) => return self.submit_batch(now, starts_at, done_at, batch),
             Write::Compaction { file, keep_from } => Queued::Compaction { file, keep_from },
             Write::ReceivedFile(file) => Queued::ReceivedFile(file),
         };
         self.pending.push_back(PendingWrite { write, done_at });
     }
 
-    /// Adds `batch` to the group not yet started, or starts one, and queues
-    /// the prefixes the node would write now: prefixes complete one after
-    /// another before the group, without a draw of their own, so that only
-    /// a crash can tell them apart.
-    fn submit_batch(&mut self, now: u64, done_at: u64, batch: Batch) {
+    /// Adds `batch` to the group not yet started, or starts one (which
+    /// starts at `starts_at`), and queues the prefixes the node would write
+    /// now: prefixes complete one after another before the group, without a
+    /// draw of their own, so that only a crash can tell them apart.
+    fn submit_batch(&mut self, now: u64, starts_at: u64, done_at: u64, batch: Batch) {
         let open = matches!(self.pending.back(), Some(PendingWrite { write: Queued::Group(g), .. })
             if now < g.starts_at && g.installs.is_none() && batch.installs.is_none());
         let mut group = match self.pending.pop_back() {
@@ -261,7 +380,7 @@ impl Disk {
                     entries: Vec::new(),
                     hard_state: None,
                     installs: None,
-                    starts_at: self.pending.back().map_or(now, |w| w.done_at.max(now)),
+                    starts_at,
                 }
             }
         };
@@ -276,7 +395,7 @@ impl Disk {
             .push((batch.ready_number, batch.persisted_messages));
         // The node records an installed snapshot before the entries of its
         // batch; such batches, rare, are kept whole here.
-        let prefixes = if group.installs.is_none() {
+        let prefixes = if group.installs.is_none() && self.split_oversized {
             oversized_prefixes(&group.entries, group.hard_state.as_ref(), MAX_APPEND_BYTES)
         } else {
             Vec::new()
@@ -306,11 +425,11 @@ impl Disk {
 
     /// Makes the oldest pending write durable.
     pub fn complete_next(&mut self) -> Completed {
-        let write = self
+        let PendingWrite { write, done_at } = self
             .pending
             .pop_front()
-            .expect("complete_next is only called when a write is pending")
-            .write;
+            .expect("complete_next is only called when a write is pending");
+        self.durable_at = done_at;
         match write {
             Queued::Group(group) => self.complete_group(group),
             Queued::Compaction { file, keep_from } => {
@@ -415,6 +534,11 @@ impl Disk {
     /// Power loss: every write not yet durable is gone.
     pub fn crash(&mut self) {
         self.pending.clear();
+    }
+
+    /// When the latest completed write was made durable.
+    pub fn durable_at(&self) -> u64 {
+        self.durable_at
     }
 
     pub fn hard_state(&self) -> HardState {

@@ -27,6 +27,17 @@
 //! read the rest back from its simulated disk, and some of those reads
 //! fail (see `cache_scenarios.rs`); `EMBRAFT_SIM_MAX_CACHED_BYTES=<n>` runs
 //! every scenario so.
+//!
+//! Many groups per process are simulated, as embraft's runtime runs them:
+//! 3 or 5 processes host 4 to 16 groups, each group on every process or on
+//! a seeded subset of at least three; each process has one write-ahead log
+//! whose rounds carry the writes of every group submitted while a round is
+//! in progress and become durable at once, a process crash loses the
+//! unfinished rounds of all its groups together (and is checked to), and
+//! partitions cut every group between two processes together. Every group
+//! has its own checker; scenarios run with quiescence and with bounded
+//! entry caches read back from the shared log (see `groups.rs` and
+//! `groups_scenarios.rs`).
 
 /// Declares a scenario: a `#[test]` that runs `body` under every seed, or,
 /// for a long scenario marked `[1/N of the seeds]`, under the first N-th of
@@ -51,6 +62,8 @@ mod checker;
 mod cluster;
 mod disk;
 mod fnv;
+mod groups;
+mod groups_scenarios;
 mod membership;
 mod membership_scenarios;
 mod network;

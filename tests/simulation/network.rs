@@ -3,8 +3,10 @@
 
 use crate::rng::SplitMix64;
 use embraft::core::{Message, MessageBody, NodeId};
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::rc::Rc;
 
 /// How badly the network behaves. Delays are in virtual time units (see
 /// [`crate::cluster::TICK`]).
@@ -134,46 +136,34 @@ impl Ord for InFlight {
     }
 }
 
-pub struct Network {
-    faults: NetFaults,
-    /// Partition group of each node (index `id - 1`); two nodes can talk iff
-    /// they share a group.
+/// Who can talk to whom: partitions and cut links between the hosts of
+/// nodes (a node is its own host, except in `groups.rs`, where the nodes of
+/// every group on one process share the process's links, so a partition or
+/// a cut cuts all groups between two processes together).
+pub struct Links {
+    /// Partition group of each host (index `host - 1`); two hosts can talk
+    /// iff they share a group.
     group: Vec<u32>,
     next_group: u32,
-    /// Links cut one by one (`a * nodes + b`, both directions), for shapes
+    /// Links cut one by one (`a * hosts + b`, both directions), for shapes
     /// that groups cannot express, such as A and B both reaching C but not
     /// each other.
     cut_links: Vec<bool>,
-    queue: BinaryHeap<InFlight>,
-    next_seq: u64,
-    /// The latest delivery time scheduled on each link (`from`, `to`), which
-    /// FIFO delivery never undercuts.
-    link_clock: Vec<u64>,
-    nodes: usize,
-    pub stats: MessageStats,
+    hosts: usize,
 }
 
-impl Network {
-    pub fn new(nodes: usize, faults: NetFaults) -> Network {
-        Network {
-            faults,
-            group: vec![0; nodes],
+impl Links {
+    pub fn new(hosts: usize) -> Links {
+        Links {
+            group: vec![0; hosts],
             next_group: 1,
-            cut_links: vec![false; nodes * nodes],
-            queue: BinaryHeap::new(),
-            next_seq: 0,
-            link_clock: vec![0; nodes * nodes],
-            nodes,
-            stats: MessageStats::default(),
+            cut_links: vec![false; hosts * hosts],
+            hosts,
         }
     }
 
-    pub fn set_faults(&mut self, faults: NetFaults) {
-        self.faults = faults;
-    }
-
-    /// Splits the cluster: the nodes of each listed group can talk among
-    /// themselves; a node listed nowhere is cut off from everyone.
+    /// Splits the hosts: the hosts of each listed group can talk among
+    /// themselves; a host listed nowhere is cut off from everyone.
     pub fn partition(&mut self, groups: &[&[NodeId]]) {
         for g in self.group.iter_mut() {
             *g = self.next_group;
@@ -187,7 +177,7 @@ impl Network {
         }
     }
 
-    /// Cuts `id` off from every other node; the others keep their links.
+    /// Cuts `id` off from every other host; the others keep their links.
     pub fn isolate(&mut self, id: NodeId) {
         self.group[index(id)] = self.next_group;
         self.next_group += 1;
@@ -195,11 +185,11 @@ impl Network {
 
     /// Cuts the link between `a` and `b` in both directions.
     pub fn cut(&mut self, a: NodeId, b: NodeId) {
-        self.cut_links[index(a) * self.nodes + index(b)] = true;
-        self.cut_links[index(b) * self.nodes + index(a)] = true;
+        self.cut_links[index(a) * self.hosts + index(b)] = true;
+        self.cut_links[index(b) * self.hosts + index(a)] = true;
     }
 
-    /// Puts every node back into one group and restores every cut link.
+    /// Puts every host back into one group and restores every cut link.
     pub fn heal(&mut self) {
         self.group.fill(0);
         self.cut_links.fill(false);
@@ -207,7 +197,95 @@ impl Network {
 
     pub fn connected(&self, a: NodeId, b: NodeId) -> bool {
         self.group[index(a)] == self.group[index(b)]
-            && !self.cut_links[index(a) * self.nodes + index(b)]
+            && !self.cut_links[index(a) * self.hosts + index(b)]
+    }
+}
+
+pub struct Network {
+    faults: NetFaults,
+    links: Rc<RefCell<Links>>,
+    /// The host of each node (index `id - 1`), when the links are shared
+    /// by many groups' networks; otherwise each node is its own host.
+    hosts: Option<Vec<NodeId>>,
+    queue: BinaryHeap<InFlight>,
+    next_seq: u64,
+    /// The latest delivery time scheduled on each link (`from`, `to`), which
+    /// FIFO delivery never undercuts.
+    link_clock: Vec<u64>,
+    nodes: usize,
+    pub stats: MessageStats,
+}
+
+impl Network {
+    pub fn new(nodes: usize, faults: NetFaults) -> Network {
+        Network::over(
+            Rc::new(RefCell::new(Links::new(nodes))),
+            None,
+            nodes,
+            faults,
+        )
+    }
+
+    /// The network of one group whose node `id` runs on host
+    /// `hosts[id - 1]`, over `links` between the hosts, which other groups
+    /// share.
+    pub fn over(
+        links: Rc<RefCell<Links>>,
+        hosts: Option<Vec<NodeId>>,
+        nodes: usize,
+        faults: NetFaults,
+    ) -> Network {
+        Network {
+            faults,
+            links,
+            hosts,
+            queue: BinaryHeap::new(),
+            next_seq: 0,
+            link_clock: vec![0; nodes * nodes],
+            nodes,
+            stats: MessageStats::default(),
+        }
+    }
+
+    pub fn set_faults(&mut self, faults: NetFaults) {
+        self.faults = faults;
+    }
+
+    /// The host node `id` runs on.
+    fn host(&self, id: NodeId) -> NodeId {
+        self.hosts.as_ref().map_or(id, |hosts| hosts[index(id)])
+    }
+
+    /// Splits the cluster: the nodes of each listed group can talk among
+    /// themselves; a node listed nowhere is cut off from everyone.
+    pub fn partition(&mut self, groups: &[&[NodeId]]) {
+        let groups: Vec<Vec<NodeId>> = groups
+            .iter()
+            .map(|g| g.iter().map(|&id| self.host(id)).collect())
+            .collect();
+        let groups: Vec<&[NodeId]> = groups.iter().map(Vec::as_slice).collect();
+        self.links.borrow_mut().partition(&groups);
+    }
+
+    /// Cuts `id` off from every other node; the others keep their links.
+    pub fn isolate(&mut self, id: NodeId) {
+        let host = self.host(id);
+        self.links.borrow_mut().isolate(host);
+    }
+
+    /// Cuts the link between `a` and `b` in both directions.
+    pub fn cut(&mut self, a: NodeId, b: NodeId) {
+        let (a, b) = (self.host(a), self.host(b));
+        self.links.borrow_mut().cut(a, b);
+    }
+
+    /// Puts every node back into one group and restores every cut link.
+    pub fn heal(&mut self) {
+        self.links.borrow_mut().heal();
+    }
+
+    pub fn connected(&self, a: NodeId, b: NodeId) -> bool {
+        self.links.borrow().connected(self.host(a), self.host(b))
     }
 
     /// Hands a message to the network at time `now`.
