@@ -46,6 +46,11 @@ const (
 	// ErrCorrupt: the data directory holds damaged or missing data (a
 	// snapshot file the WAL names fails its checks, or the WAL itself).
 	ErrCorrupt Code = C.EMBRAFT_ERR_CORRUPT
+	// ErrUnknownGroup: a runtime call named a group the runtime does not
+	// run.
+	ErrUnknownGroup Code = C.EMBRAFT_ERR_UNKNOWN_GROUP
+	// ErrGroupExists: a runtime was asked to start a group it already runs.
+	ErrGroupExists Code = C.EMBRAFT_ERR_GROUP_EXISTS
 )
 
 // Errors of the Go layer.

@@ -18,6 +18,7 @@ from .errors import (
     CorruptError,
     DirectoryLockedError,
     EmbraftError,
+    GroupExistsError,
     InternalError,
     InvalidArgumentError,
     MalformedMessageError,
@@ -38,6 +39,7 @@ from .errors import (
     SupersededError,
     TooLargeError,
     TransferInProgressError,
+    UnknownGroupError,
     WrongRecipientError,
 )
 from .node import Config, Node, PeerProgress, StateMachine, Status, Transport
@@ -60,12 +62,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ABI_VERSION", "BusyError", "ClosedError", "Config", "ConfigError", "CorruptError",
-    "DirectoryLockedError", "EmbraftError", "InternalError", "InvalidArgumentError",
+    "DirectoryLockedError", "EmbraftError", "GroupExistsError", "InternalError",
+    "InvalidArgumentError",
     "LOG_DEBUG", "LOG_INFO", "LOG_OFF", "LOG_TRACE", "LibraryError",
     "MalformedMessageError", "MembershipChangeError", "MessageError", "Node",
     "NodeFailedError", "NotAppliedError", "NotDeliveredError", "NotLeaderError",
     "OutcomeUnknownError", "PeerProgress", "ProposalDroppedError", "ProposalTooLargeError",
     "ReadIndexError", "ResourceError", "SnapshotError", "SnapshotWriter", "StaleSnapshotError",
     "StateMachine", "Status", "StorageError", "SupersededError", "TooLargeError",
-    "TransferInProgressError", "Transport", "WrongRecipientError", "library_version",
+    "TransferInProgressError", "Transport", "UnknownGroupError", "WrongRecipientError",
+    "library_version",
 ]

@@ -24,6 +24,14 @@ class InvalidArgumentError(EmbraftError, ValueError):
     """An argument is out of its documented range."""
 
 
+class UnknownGroupError(EmbraftError, LookupError):
+    """A runtime call named a group the runtime does not run."""
+
+
+class GroupExistsError(EmbraftError):
+    """A runtime was asked to start a group it already runs."""
+
+
 class ConfigError(EmbraftError):
     """The configuration (or its combination with the data directory)
     cannot start a node."""
@@ -174,6 +182,8 @@ _STATUS_EXCEPTIONS: Dict[int, Type[EmbraftError]] = {
     _ffi.ERR_NOT_APPLIED: NotAppliedError,
     _ffi.ERR_STALE_SNAPSHOT: StaleSnapshotError,
     _ffi.ERR_CORRUPT: CorruptError,
+    _ffi.ERR_UNKNOWN_GROUP: UnknownGroupError,
+    _ffi.ERR_GROUP_EXISTS: GroupExistsError,
 }
 
 _DROP_REASONS: Dict[int, str] = {

@@ -349,6 +349,8 @@ STATUS_EXCEPTIONS = {
     _ffi.ERR_NOT_APPLIED: embraft.NotAppliedError,
     _ffi.ERR_STALE_SNAPSHOT: embraft.StaleSnapshotError,
     _ffi.ERR_CORRUPT: embraft.CorruptError,
+    _ffi.ERR_UNKNOWN_GROUP: embraft.UnknownGroupError,
+    _ffi.ERR_GROUP_EXISTS: embraft.GroupExistsError,
 }
 
 
