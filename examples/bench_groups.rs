@@ -2,6 +2,9 @@
 //! transport between them, a real synced WAL each.
 //!
 //! Measured, in order:
+//! The transport moves one group frame per peer per poll
+//! (`frames_per_peer`, `Runtime::step_frame`; docs/WIRE.md).
+//!
 //! 1. `--groups` groups (default 10,000) start on every runtime; the time
 //!    until every group has a leader.
 //! 2. Idle: with quiescence on, the groups go quiet; then the CPU time of
@@ -24,7 +27,7 @@
 
 use embraft::core::{Config, Role};
 use embraft::node::{LogLevel, ProposalResult};
-use embraft::runtime::{GroupId, GroupStart, Runtime, RuntimeConfig};
+use embraft::runtime::{frames_per_peer, GroupId, GroupStart, Runtime, RuntimeConfig};
 use embraft::wal::WalOptions;
 use parking_lot::RwLock;
 use std::path::{Path, PathBuf};
@@ -209,19 +212,20 @@ impl Cluster {
                     return;
                 };
                 let mut committed = 0;
+                // One group frame per peer, as a stream transport sends.
+                {
+                    let targets = runtimes.read();
+                    for (peer, frame) in frames_per_peer(&readies) {
+                        if let Some(target) = &targets[(peer - 1) as usize] {
+                            let _ = target.step_frame(&frame);
+                        }
+                    }
+                }
                 for ready in readies {
                     let group = ready.group;
                     let batch = ready.batch;
                     if batch.state_changed && batch.state.role == Role::Leader {
                         leaders[group as usize].store(runtime.id(), Ordering::Relaxed);
-                    }
-                    {
-                        let targets = runtimes.read();
-                        for msg in &batch.messages {
-                            if let Some(target) = &targets[(msg.to - 1) as usize] {
-                                let _ = target.step(group, &msg.bytes);
-                            }
-                        }
                     }
                     committed += batch
                         .outcomes

@@ -10,7 +10,7 @@ mod temp_dir;
 
 use embraft::core::{Config, Role};
 use embraft::node::{LogLevel, ProposalResult};
-use embraft::runtime::{GroupId, GroupStart, Runtime, RuntimeConfig};
+use embraft::runtime::{frames_per_peer, GroupId, GroupStart, Runtime, RuntimeConfig};
 use embraft::wal::WalOptions;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
@@ -135,19 +135,19 @@ impl Cluster {
         let poller = thread::spawn(move || {
             while !poller_stop.load(Ordering::Relaxed) {
                 let readies = runtime.poll(Duration::from_millis(10)).unwrap();
+                // One frame per peer, as a stream transport sends them.
+                {
+                    let targets = runtimes.read();
+                    for (peer, frame) in frames_per_peer(&readies) {
+                        if let Some(target) = &targets[(peer - 1) as usize] {
+                            let report = target.step_frame(&frame).unwrap();
+                            assert_eq!(report.refused, 0, "{report:?}");
+                        }
+                    }
+                }
                 for ready in readies {
                     let group = ready.group;
                     let batch = ready.batch;
-                    {
-                        let targets = runtimes.read();
-                        for msg in &batch.messages {
-                            if let Some(target) = &targets[(msg.to - 1) as usize] {
-                                // A full mailbox loses the message, as a
-                                // network may.
-                                let _ = target.step(group, &msg.bytes);
-                            }
-                        }
-                    }
                     let mut host = host.lock();
                     for c in &batch.committed {
                         if c.entry.kind == embraft::core::EntryKind::Normal
@@ -388,6 +388,31 @@ fn bad_calls_get_clear_errors() {
         matches!(garbage, embraft::node::NodeError::MalformedMessage(_)),
         "{garbage}"
     );
+    // A group frame is refused whole when malformed; its messages one by
+    // one when they cannot be taken.
+    let mut frame = Vec::new();
+    embraft::codec::encode_group_frame([(7u64, &b"junk"[..])].into_iter(), &mut frame);
+    assert!(matches!(
+        runtime.step_frame(&frame[..frame.len() - 1]),
+        Err(embraft::node::NodeError::MalformedMessage(_))
+    ));
+    let report = runtime.step_frame(&frame).unwrap();
+    assert_eq!((report.stepped, report.refused), (0, 1));
+    let mut vote = Vec::new();
+    let message = embraft::core::Message {
+        from: 2,
+        to: 1,
+        term: 1,
+        body: embraft::core::MessageBody::Heartbeat {
+            commit: 0,
+            context: 0,
+        },
+    };
+    embraft::codec::encode_message(&message, &mut vote);
+    let mut frame = Vec::new();
+    embraft::codec::encode_group_frame([(99u64, &vote[..])].into_iter(), &mut frame);
+    let report = runtime.step_frame(&frame).unwrap();
+    assert_eq!((report.stepped, report.unknown_group), (0, 1));
     let locked = Runtime::open(runtime_config(1, &dir)).err().unwrap();
     assert!(
         matches!(locked, embraft::node::NodeError::DirectoryLocked(_)),

@@ -5,11 +5,13 @@
 //! allocates more than the input could possibly describe.
 
 mod error;
+mod frame;
 mod message;
 mod primitives;
 mod records;
 
 pub use error::DecodeError;
+pub use frame::{decode_group_frame, encode_group_frame};
 pub use message::{decode_message, encode_message, encoded_message_len};
 pub use records::{
     decode_conf_state, decode_entry, decode_hard_state, decode_snapshot_meta, encode_conf_state,

@@ -21,8 +21,10 @@
 
 mod worker;
 
+use crate::codec::{decode_group_frame, encode_group_frame};
 use crate::core::{
-    ConfChange, Config, Entry, Index, LogReadError, LogStorage, NodeId, Payload, Raft, Status,
+    ConfChange, Config, Entry, Index, LogReadError, LogStorage, Message, NodeId, Payload, Raft,
+    Status,
 };
 use crate::error::NodeError;
 use crate::fs_util::sync_dir;
@@ -37,7 +39,7 @@ use crate::wal::{
 };
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -127,6 +129,42 @@ pub struct RuntimeStats {
     /// WAL syncs waited for: one per round that wrote something a group
     /// waits on, however many groups it served.
     pub syncs: u64,
+}
+
+/// What [`Runtime::step_frame`] did with a frame's messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameReport {
+    /// Queued for their groups.
+    pub stepped: usize,
+    /// For groups not running here.
+    pub unknown_group: usize,
+    /// Refused by a full mailbox.
+    pub busy: usize,
+    /// Malformed, or addressed to another runtime.
+    pub refused: usize,
+}
+
+/// Encodes the messages of `readies` as one group frame per destination
+/// runtime (docs/WIRE.md, "Group frames"), in the order the groups made
+/// them: what a transport sends after a poll.
+pub fn frames_per_peer(readies: &[GroupReady]) -> BTreeMap<NodeId, Vec<u8>> {
+    let mut per_peer: BTreeMap<NodeId, Vec<(u64, &[u8])>> = BTreeMap::new();
+    for ready in readies {
+        for msg in &ready.batch.messages {
+            per_peer
+                .entry(msg.to)
+                .or_default()
+                .push((ready.group, &msg.bytes));
+        }
+    }
+    per_peer
+        .into_iter()
+        .map(|(peer, messages)| {
+            let mut frame = Vec::new();
+            encode_group_frame(messages.into_iter(), &mut frame);
+            (peer, frame)
+        })
+        .collect()
 }
 
 /// A running runtime. Every method takes `&self` and may be called from
@@ -528,15 +566,51 @@ impl Runtime {
     /// Takes a message for `group` from a peer runtime, as bytes that
     /// runtime's group produced.
     pub fn step(&self, group: GroupId, bytes: &[u8]) -> Result<(), NodeError> {
-        let msg = wire::decode(bytes).map_err(NodeError::MalformedMessage)?;
-        msg.check_ceilings().map_err(NodeError::InvalidMessage)?;
-        if msg.to != self.shared.id {
-            return Err(NodeError::WrongRecipient {
-                to: msg.to,
-                this_node: self.shared.id,
-            });
-        }
+        let msg = self.shared.check_message(bytes)?;
         self.send(group, Input::Step(msg))
+    }
+
+    /// Steps every message of a group frame from a peer runtime (docs/
+    /// WIRE.md, "Group frames"). A malformed frame is refused whole.
+    /// Messages are then taken one by one: those for a group not running
+    /// here (it may start later than on its peers), those a full mailbox
+    /// refuses (Raft resends what is lost) and those refused as
+    /// malformed or misaddressed are left out and counted.
+    pub fn step_frame(&self, frame: &[u8]) -> Result<FrameReport, NodeError> {
+        self.shared.check_alive()?;
+        let messages = decode_group_frame(frame).map_err(NodeError::MalformedMessage)?;
+        let mut report = FrameReport::default();
+        let groups = self.shared.groups.read();
+        let mut touched: Vec<Arc<Slot>> = Vec::new();
+        for (group, bytes) in messages {
+            let msg = match self.shared.check_message(bytes) {
+                Ok(msg) => msg,
+                Err(_) => {
+                    report.refused += 1;
+                    continue;
+                }
+            };
+            let Some(slot) = groups.get(&group) else {
+                report.unknown_group += 1;
+                continue;
+            };
+            let mut mailbox = slot.mailbox.lock();
+            if mailbox.len() >= self.shared.config.mailbox_capacity {
+                report.busy += 1;
+                continue;
+            }
+            mailbox.push(Work::Input(Input::Step(msg)));
+            drop(mailbox);
+            report.stepped += 1;
+            touched.push(slot.clone());
+        }
+        drop(groups);
+        // Scheduled once the frame is in the mailboxes: a worker then
+        // takes a group's share of the frame in one round.
+        for slot in &touched {
+            self.shared.schedule(slot);
+        }
+        Ok(report)
     }
 
     /// Queues a proposal to `group` and returns its id (never 0, unique
@@ -813,6 +887,20 @@ impl Shared {
         // A worker may be stepping it: wait for that round to end.
         drop(slot.cell.lock());
         self.recount_cache(slot, 0);
+    }
+
+    /// Decodes a message from a peer and checks it is one this runtime
+    /// may take.
+    fn check_message(&self, bytes: &[u8]) -> Result<Message, NodeError> {
+        let msg = wire::decode(bytes).map_err(NodeError::MalformedMessage)?;
+        msg.check_ceilings().map_err(NodeError::InvalidMessage)?;
+        if msg.to != self.id {
+            return Err(NodeError::WrongRecipient {
+                to: msg.to,
+                this_node: self.id,
+            });
+        }
+        Ok(msg)
     }
 
     /// Records that `slot` now holds `bytes` of entries in memory; returns
