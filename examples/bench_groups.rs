@@ -21,7 +21,7 @@
 //!
 //! Usage: `cargo run --release --example bench_groups -- [--json]
 //! [--groups N] [--active-groups N] [--proposers N] [--idle-seconds S]
-//! [--load-seconds S] [--restart-wal-mib M] [--payload BYTES]`. With
+//! [--load-seconds S] [--restart-wal-mib M] [--payload BYTES] [--workers N]`. With
 //! `--json`, standard output is exactly one JSON object; progress goes to
 //! standard error. See docs/BENCHMARKS.md.
 
@@ -52,6 +52,8 @@ struct Options {
     load_seconds: u64,
     restart_wal_mib: u64,
     payload: usize,
+    /// Worker threads per runtime (0: one per core).
+    workers: usize,
 }
 
 fn parse_options() -> Options {
@@ -64,6 +66,7 @@ fn parse_options() -> Options {
         load_seconds: 10,
         restart_wal_mib: 1024,
         payload: 16,
+        workers: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -81,6 +84,7 @@ fn parse_options() -> Options {
             "--load-seconds" => options.load_seconds = value(),
             "--restart-wal-mib" => options.restart_wal_mib = value(),
             "--payload" => options.payload = value() as usize,
+            "--workers" => options.workers = value() as usize,
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -91,7 +95,8 @@ fn parse_options() -> Options {
 fn usage(why: &str) -> ! {
     eprintln!(
         "{why}\nusage: bench_groups [--json] [--groups N] [--active-groups N] [--proposers N] \
-         [--idle-seconds S] [--load-seconds S] [--restart-wal-mib M] [--payload BYTES]"
+         [--idle-seconds S] [--load-seconds S] [--restart-wal-mib M] [--payload BYTES] \
+         [--workers N]"
     );
     std::process::exit(2)
 }
@@ -117,8 +122,9 @@ impl Drop for Scratch {
     }
 }
 
-fn runtime_config(id: u64, dir: &Path) -> RuntimeConfig {
+fn runtime_config(id: u64, dir: &Path, workers: usize) -> RuntimeConfig {
     let mut config = RuntimeConfig::new(id, dir);
+    config.workers = workers;
     config.wal = WalOptions {
         segment_size: 64 << 20,
         ..WalOptions::default()
@@ -441,7 +447,7 @@ fn main() {
     let start = Instant::now();
     for id in 1..=RUNTIMES {
         let runtime =
-            Arc::new(Runtime::open(runtime_config(id, &dirs[(id - 1) as usize].0)).unwrap());
+            Arc::new(Runtime::open(runtime_config(id, &dirs[(id - 1) as usize].0, options.workers)).unwrap());
         start_all(&runtime, groups, None);
         cluster.attach(runtime);
     }
@@ -561,7 +567,7 @@ fn main() {
     drop(runtime);
     let restart_wal_bytes = wal_bytes(&dirs[0].0);
     let restart_start = Instant::now();
-    let runtime = Runtime::open(runtime_config(1, &dirs[0].0)).unwrap();
+    let runtime = Runtime::open(runtime_config(1, &dirs[0].0, options.workers)).unwrap();
     let open_seconds = restart_start.elapsed().as_secs_f64();
     start_all(&runtime, groups, Some(&cluster.applied));
     let restart_seconds = restart_start.elapsed().as_secs_f64();
