@@ -446,8 +446,14 @@ fn main() {
     let rss_before = resident_bytes();
     let start = Instant::now();
     for id in 1..=RUNTIMES {
-        let runtime =
-            Arc::new(Runtime::open(runtime_config(id, &dirs[(id - 1) as usize].0, options.workers)).unwrap());
+        let runtime = Arc::new(
+            Runtime::open(runtime_config(
+                id,
+                &dirs[(id - 1) as usize].0,
+                options.workers,
+            ))
+            .unwrap(),
+        );
         start_all(&runtime, groups, None);
         cluster.attach(runtime);
     }

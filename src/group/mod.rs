@@ -27,7 +27,7 @@ pub use batch::{
     CommittedEntry, DropReason, LogLevel, LogLine, NodeState, OutboundMessage, ProposalOutcome,
     ProposalResult, ReadyBatch, SnapshotRestore,
 };
-pub(crate) use start::{initial_state, random_seed, StartError};
+pub(crate) use start::{initial_state, random_seed, restore_at_start, StartError};
 pub use write::{oversized_prefixes, SEGMENT_MEMBERSHIP_IDS};
 pub(crate) use write::{sync_everything_written, JobWriter, PersistJob};
 pub use writer::SnapshotWriter;

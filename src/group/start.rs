@@ -1,7 +1,9 @@
 //! How a group starts: from what the WAL recovered for it, or as a new
 //! cluster's founding member, or empty to join one.
 
+use super::SnapshotRestore;
 use crate::core::{Index, InitialState, NodeId, NO_NODE};
+use crate::snapshot::{SnapshotFile, SnapshotStore};
 use crate::wal::{GroupWrite, Recovered, Wal, WalError};
 
 /// Why a group cannot start.
@@ -107,4 +109,25 @@ pub(crate) fn random_seed(id: NodeId) -> u64 {
             .unwrap_or(0),
     );
     hasher.finish() | 1
+}
+
+/// The snapshot a starting group's host must restore its state machine
+/// from first: the one the log was compacted to, when it lies beyond what
+/// the host applied (`current` is the store's file for it).
+pub(crate) fn restore_at_start(
+    initial: &InitialState,
+    host_applied: Index,
+    store: &SnapshotStore,
+    current: Option<SnapshotFile>,
+) -> Option<SnapshotRestore> {
+    initial
+        .snapshot
+        .clone()
+        .filter(|meta| meta.index > host_applied)
+        .zip(current)
+        .map(|(meta, file)| SnapshotRestore {
+            meta,
+            path: file.path.clone(),
+            pin: store.pin(&file),
+        })
 }

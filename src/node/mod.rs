@@ -35,7 +35,8 @@ pub(crate) use crate::threads::panic_message;
 
 use crate::core::{ConfChange, Config, Index, NodeId, Payload, Raft, Status};
 use crate::group::{
-    initial_state, random_seed, wire, Group, Input as GroupInput, Pending, StartError,
+    initial_state, random_seed, restore_at_start, wire, Group, Input as GroupInput, Pending,
+    StartError,
 };
 use crate::snapshot::SnapshotStore;
 use crate::wal::{
@@ -468,16 +469,7 @@ impl Node {
         let applied = initial.applied;
         // Restarting from a compacted log beyond what the host applied: the
         // host first restores its state machine from the snapshot file.
-        let restore = initial
-            .snapshot
-            .clone()
-            .filter(|meta| meta.index > config.applied)
-            .zip(found.current)
-            .map(|(meta, file)| SnapshotRestore {
-                meta,
-                path: file.path.clone(),
-                pin: store.pin(&file),
-            });
+        let restore = restore_at_start(&initial, config.applied, &store, found.current);
         let mut raft_config = config.raft.clone();
         if raft_config.seed == 0 {
             raft_config.seed = random_seed(id);

@@ -29,8 +29,8 @@ use crate::core::{
 use crate::error::NodeError;
 use crate::fs_util::sync_dir;
 use crate::group::{
-    initial_state, random_seed, sync_everything_written, wire, Group, Input, LogLevel, LogLine,
-    NodeState, Pending, ReadyBatch, SnapshotOptions, SnapshotRestore, SnapshotWriter, StartError,
+    initial_state, random_seed, restore_at_start, sync_everything_written, wire, Group, Input,
+    LogLevel, LogLine, NodeState, Pending, ReadyBatch, SnapshotOptions, SnapshotWriter, StartError,
     Verified, SEGMENT_MEMBERSHIP_IDS,
 };
 use crate::snapshot::SnapshotStore;
@@ -434,16 +434,7 @@ impl Runtime {
             StartError::Storage(err) => NodeError::Storage(err),
         })?;
         let applied = initial.applied;
-        let restore = initial
-            .snapshot
-            .clone()
-            .filter(|meta| meta.index > start.applied)
-            .zip(found.current)
-            .map(|(meta, file)| SnapshotRestore {
-                meta,
-                path: file.path.clone(),
-                pin: store.pin(&file),
-            });
+        let restore = restore_at_start(&initial, start.applied, &store, found.current);
         let mut raft_config = shared.config.raft.clone();
         raft_config.id = shared.id;
         if raft_config.seed == 0 {
