@@ -609,3 +609,55 @@ fn a_follower_far_behind_catches_up_within_the_cache_budget() {
     );
     assert!(leader.status(1).unwrap().log_read_failures == 0);
 }
+
+#[test]
+fn a_wal_past_its_soft_limit_asks_the_group_pinning_it_for_a_snapshot() {
+    let dir = TempDir::new("runtime-purge");
+    let mut config = runtime_config(1, &dir);
+    config.raft.max_entry_bytes = 4096;
+    config.raft.compact_keep_entries = 0;
+    config.wal.segment_size = 64 << 10;
+    config.wal_segments_soft_limit = 2;
+    let runtime = Runtime::open(config).unwrap();
+    for group in [1, 2] {
+        runtime
+            .start_group(
+                group,
+                GroupStart {
+                    peers: vec![1],
+                    applied: 0,
+                },
+            )
+            .unwrap();
+    }
+    poll_until(&runtime, "group 1 leads", |_| {
+        runtime.status(1).unwrap().role == Role::Leader
+    });
+    // About five segments of group 1's entries; no snapshot threshold is
+    // set, so only the WAL's size can prompt one.
+    for n in 0..300 {
+        runtime.propose(1, &[n as u8; 1024]).unwrap();
+    }
+    // The host snapshots every group it is asked to, as it should: group
+    // 1 for its entries, group 2 for its founding entries, which sit in
+    // the oldest segment too.
+    let mut asked = std::collections::BTreeSet::new();
+    let mut grown = 0;
+    poll_until(&runtime, "the old segments go", |seen| {
+        grown = grown.max(runtime.stats().wal_segments);
+        for ready in seen {
+            if let Some(index) = ready.snapshot_wanted {
+                if asked.insert((ready.group, index)) {
+                    let mut writer = runtime.begin_snapshot(ready.group, index).unwrap();
+                    writer.write(b"state").unwrap();
+                    writer.finish().unwrap();
+                }
+            }
+        }
+        grown > 2 && runtime.stats().wal_segments <= 2
+    });
+    assert!(
+        asked.iter().any(|&(group, _)| group == 1),
+        "group 1 was not asked: {asked:?}"
+    );
+}

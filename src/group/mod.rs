@@ -102,6 +102,10 @@ pub(crate) enum Input {
         peer: NodeId,
     },
     Applied(Index),
+    /// The group's oldest entries keep old segments of a shared WAL from
+    /// being deleted: its host is asked for a snapshot, after which the
+    /// log before it is compacted away.
+    CompactionWanted,
 }
 
 /// Why a snapshot cannot be started or recorded at an index.
@@ -331,6 +335,9 @@ impl Group {
             Input::TransferLeader { to } => self.transfer_leader(to),
             Input::Unreachable { peer } => self.unreachable(peer),
             Input::Applied(index) => self.applied(index),
+            Input::CompactionWanted => self.ask_for_snapshot(|| {
+                "its oldest entries hold the oldest segments of the shared WAL".to_string()
+            }),
         }
     }
 
@@ -538,23 +545,29 @@ impl Group {
     /// Asks the host for a snapshot once the log has grown past a threshold
     /// since the last one.
     fn check_snapshot_hint(&mut self) {
-        let hint = &mut self.hint;
-        if hint.asked || self.applied <= self.snapshot_index {
-            return;
-        }
-        let entries = self.applied - self.snapshot_index;
+        let hint = &self.hint;
+        let entries = self.applied.saturating_sub(self.snapshot_index);
         let by_entries = hint.entries_threshold > 0 && entries >= hint.entries_threshold;
         let by_bytes = hint.bytes_threshold > 0 && hint.bytes_since >= hint.bytes_threshold;
         if by_entries || by_bytes {
-            hint.asked = true;
-            let (applied, bytes) = (self.applied, hint.bytes_since);
-            self.out.log(LogLevel::Info, || {
-                format!(
-                    "snapshot wanted at {applied}: {entries} entries, {bytes} bytes since the last"
-                )
-            });
-            self.out.update(|p| p.set_snapshot_wanted(applied));
+            let bytes = hint.bytes_since;
+            self.ask_for_snapshot(|| format!("{entries} entries, {bytes} bytes since the last"));
         }
+    }
+
+    /// Asks the host for a snapshot at its applied index, once until the
+    /// next snapshot is recorded, and only when it would cover something
+    /// new; `why` says what prompted it, for the log line.
+    fn ask_for_snapshot(&mut self, why: impl FnOnce() -> String) {
+        if self.hint.asked || self.applied <= self.snapshot_index {
+            return;
+        }
+        self.hint.asked = true;
+        let applied = self.applied;
+        self.out.log(LogLevel::Info, || {
+            format!("snapshot wanted at {applied}: {}", why())
+        });
+        self.out.update(|p| p.set_snapshot_wanted(applied));
     }
 
     /// Remembers where a proposal landed, or reports at once why the core

@@ -70,6 +70,10 @@ pub struct RuntimeConfig {
     pub log_level: LogLevel,
     /// Inputs a group's mailbox holds before [`NodeError::Busy`].
     pub mailbox_capacity: usize,
+    /// Segments the shared WAL may hold before the groups whose old
+    /// entries keep the oldest ones are asked for snapshots (raft-engine's
+    /// purge feedback); 0: never asked on this account.
+    pub wal_segments_soft_limit: usize,
     /// Bytes of log entries all groups together keep in memory (0: no
     /// bound). Beyond it, a group stepped by a worker drops from memory
     /// the entries it may (durable and handed out for applying); they are
@@ -90,11 +94,22 @@ impl RuntimeConfig {
             log_level: LogLevel::Off,
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            wal_segments_soft_limit: DEFAULT_WAL_SEGMENTS_SOFT_LIMIT,
         }
     }
 }
 
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
+
+/// With the default 64 MiB segments: a shared WAL of about 1 GiB.
+pub const DEFAULT_WAL_SEGMENTS_SOFT_LIMIT: usize = 16;
+
+/// Ticks between two looks at the shared WAL's size.
+const PURGE_CHECK_TICKS: u64 = 10;
+
+/// Groups asked for a snapshot per look: those holding the oldest
+/// segments; the next look asks the next ones if the WAL is still large.
+const PURGE_ASKS: usize = 16;
 
 /// The default entry cache of a runtime, for all its groups together.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
@@ -129,6 +144,8 @@ pub struct RuntimeStats {
     /// WAL syncs waited for: one per round that wrote something a group
     /// waits on, however many groups it served.
     pub syncs: u64,
+    /// Segment files the shared WAL holds now.
+    pub wal_segments: usize,
 }
 
 /// What [`Runtime::step_frame`] did with a frame's messages.
@@ -253,6 +270,8 @@ struct Shared {
     failed: AtomicBool,
     /// Threads verifying received snapshots; joined when the runtime stops.
     verifiers: Mutex<Vec<JoinHandle<()>>>,
+    /// Ticks since the runtime opened.
+    ticks: AtomicU64,
     rounds: AtomicU64,
     group_steps: AtomicU64,
     syncs: AtomicU64,
@@ -354,6 +373,7 @@ impl Runtime {
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             verifiers: Mutex::new(Vec::new()),
+            ticks: AtomicU64::new(0),
             rounds: AtomicU64::new(0),
             group_steps: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
@@ -385,6 +405,7 @@ impl Runtime {
             rounds: shared.rounds.load(Ordering::Relaxed),
             group_steps: shared.group_steps.load(Ordering::Relaxed),
             syncs: shared.syncs.load(Ordering::Relaxed),
+            wal_segments: shared.wal.segment_count(),
         }
     }
 
@@ -541,6 +562,10 @@ impl Runtime {
     /// given its ticks in bulk, every few ticks.
     pub fn tick(&self) -> Result<(), NodeError> {
         self.shared.check_alive()?;
+        let ticks = self.shared.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        if ticks % PURGE_CHECK_TICKS == 0 {
+            self.shared.ask_pinning_groups();
+        }
         let interval = quiet_tick_interval(&self.shared.config.raft);
         let groups: Vec<Arc<Slot>> = self.shared.groups.read().values().cloned().collect();
         for slot in groups {
@@ -878,6 +903,26 @@ impl Shared {
         // A worker may be stepping it: wait for that round to end.
         drop(slot.cell.lock());
         self.recount_cache(slot, 0);
+    }
+
+    /// When the shared WAL has grown past its soft limit, asks the groups
+    /// whose old entries keep its oldest segments for snapshots: once
+    /// recorded, their logs are compacted and the segments go.
+    fn ask_pinning_groups(&self) {
+        let limit = self.config.wal_segments_soft_limit;
+        if limit == 0 || self.wal.segment_count() <= limit {
+            return;
+        }
+        let pinning = self.wal.groups_pinning_oldest(PURGE_ASKS);
+        let groups = self.groups.read();
+        let slots: Vec<Arc<Slot>> = pinning
+            .iter()
+            .filter_map(|(group, _)| groups.get(group).cloned())
+            .collect();
+        drop(groups);
+        for slot in slots {
+            self.deliver(&slot, Work::Input(Input::CompactionWanted));
+        }
     }
 
     /// Decodes a message from a peer and checks it is one this runtime

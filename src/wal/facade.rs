@@ -470,6 +470,11 @@ impl Wal {
         self.purge(&mut w)
     }
 
+    /// Segment files in use (sealed and active).
+    pub fn segment_count(&self) -> usize {
+        self.log.read().segments.len()
+    }
+
     /// The groups that keep the oldest segments from being deleted, oldest
     /// pinned segment first, at most `max` of them, each with the first
     /// entry index it still needs. A group that got a snapshot and
