@@ -21,7 +21,8 @@
 //!
 //! Usage: `cargo run --release --example bench_groups -- [--json]
 //! [--groups N] [--active-groups N] [--proposers N] [--idle-seconds S]
-//! [--load-seconds S] [--restart-wal-mib M] [--payload BYTES] [--workers N]`. With
+//! [--load-seconds S] [--restart-wal-mib M] [--payload BYTES] [--workers N]
+//! [--start-threads N]`. With
 //! `--json`, standard output is exactly one JSON object; progress goes to
 //! standard error. See docs/BENCHMARKS.md.
 
@@ -85,6 +86,7 @@ fn parse_options() -> Options {
             "--restart-wal-mib" => options.restart_wal_mib = value(),
             "--payload" => options.payload = value() as usize,
             "--workers" => options.workers = value() as usize,
+            "--start-threads" => START_THREADS.store(value(), Ordering::Relaxed),
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -96,7 +98,7 @@ fn usage(why: &str) -> ! {
     eprintln!(
         "{why}\nusage: bench_groups [--json] [--groups N] [--active-groups N] [--proposers N] \
          [--idle-seconds S] [--load-seconds S] [--restart-wal-mib M] [--payload BYTES] \
-         [--workers N]"
+         [--workers N] [--start-threads N]"
     );
     std::process::exit(2)
 }
@@ -346,21 +348,32 @@ fn progress(json: bool, text: String) {
     }
 }
 
-/// Starts every group: founded, or restarted with what the host applied.
+/// Threads starting the groups (`--start-threads`).
+static START_THREADS: AtomicU64 = AtomicU64::new(1);
+
+/// Starts every group: founded, or restarted with what the host applied;
+/// from `--start-threads` threads at once.
 fn start_all(runtime: &Runtime, groups: u64, applied: Option<&[AtomicU64]>) {
-    for group in 1..=groups {
-        let start = match applied {
-            None => GroupStart {
-                peers: (1..=RUNTIMES).collect(),
-                applied: 0,
-            },
-            Some(applied) => GroupStart {
-                peers: Vec::new(),
-                applied: applied[group as usize].load(Ordering::Relaxed),
-            },
-        };
-        runtime.start_group(group, start).unwrap();
-    }
+    let threads = START_THREADS.load(Ordering::Relaxed).max(1);
+    thread::scope(|scope| {
+        for t in 0..threads {
+            scope.spawn(move || {
+                for group in (1..=groups).filter(|g| g % threads == t) {
+                    let start = match applied {
+                        None => GroupStart {
+                            peers: (1..=RUNTIMES).collect(),
+                            applied: 0,
+                        },
+                        Some(applied) => GroupStart {
+                            peers: Vec::new(),
+                            applied: applied[group as usize].load(Ordering::Relaxed),
+                        },
+                    };
+                    runtime.start_group(group, start).unwrap();
+                }
+            });
+        }
+    });
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> f64 {

@@ -39,7 +39,7 @@ use crate::wal::{
 };
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -270,11 +270,36 @@ struct Shared {
     failed: AtomicBool,
     /// Threads verifying received snapshots; joined when the runtime stops.
     verifiers: Mutex<Vec<JoinHandle<()>>>,
+    /// Groups being started (see [`Reservation`]).
+    starting: Mutex<HashSet<GroupId>>,
     /// Ticks since the runtime opened.
     ticks: AtomicU64,
     rounds: AtomicU64,
     group_steps: AtomicU64,
     syncs: AtomicU64,
+}
+
+/// A group being started: neither running nor startable again until the
+/// start ends, successful or not.
+struct Reservation<'a> {
+    shared: &'a Shared,
+    group: GroupId,
+}
+
+impl<'a> Reservation<'a> {
+    fn take(shared: &'a Shared, group: GroupId) -> Result<Reservation<'a>, NodeError> {
+        let mut starting = shared.starting.lock();
+        if shared.groups.read().contains_key(&group) || !starting.insert(group) {
+            return Err(NodeError::GroupExists(group));
+        }
+        Ok(Reservation { shared, group })
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.shared.starting.lock().remove(&self.group);
+    }
 }
 
 /// A group's view of its entries in the shared WAL, through which its core
@@ -373,6 +398,7 @@ impl Runtime {
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             verifiers: Mutex::new(Vec::new()),
+            starting: Mutex::new(HashSet::new()),
             ticks: AtomicU64::new(0),
             rounds: AtomicU64::new(0),
             group_steps: AtomicU64::new(0),
@@ -432,12 +458,10 @@ impl Runtime {
     pub fn start_group(&self, group: GroupId, start: GroupStart) -> Result<(), NodeError> {
         self.shared.check_alive()?;
         let shared = &self.shared;
-        // Holding the map's write lock keeps two starts of one group from
-        // racing.
-        let mut groups = shared.groups.write();
-        if groups.contains_key(&group) {
-            return Err(NodeError::GroupExists(group));
-        }
+        // Reserved while it starts, without holding the map: other groups
+        // start meanwhile (a restart reads each group's log), and a second
+        // start of this one is refused.
+        let _reserved = Reservation::take(shared, group)?;
         let recovered = shared.recovered(group).map_err(NodeError::Storage)?;
         let dir = shared.group_dir(group)?;
         let expected = recovered.snapshot.as_ref().map(|m| (m.index, m.term));
@@ -509,8 +533,7 @@ impl Runtime {
             stopped: AtomicBool::new(false),
             max_entry_bytes,
         });
-        groups.insert(group, slot.clone());
-        drop(groups);
+        shared.groups.write().insert(group, slot.clone());
         shared.list_if_pending(&slot);
         // A first round hands out what the log already commits, and the
         // first status, without waiting for input.
