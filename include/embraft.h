@@ -360,6 +360,30 @@ typedef struct embraft_status_report embraft_status_report;
 typedef int32_t embraft_status;
 
 /**
+ * What `embraft_runtime_step_frame` did with the messages of a frame;
+ * they add up to the frame's message count.
+ */
+typedef struct {
+  /**
+   * Queued for their groups.
+   */
+  size_t stepped;
+  /**
+   * Left out: for groups not running here (they may start later than on
+   * the sending runtime; Raft retransmits).
+   */
+  size_t unknown_group;
+  /**
+   * Left out: refused by a full mailbox (Raft retransmits).
+   */
+  size_t busy;
+  /**
+   * Left out: malformed, or addressed to another runtime.
+   */
+  size_t refused;
+} embraft_rt_frame_report;
+
+/**
  * A message for runtime `to`: hand `data` unchanged, with `group`, to
  * that runtime's `embraft_runtime_step`.
  */
@@ -1628,6 +1652,25 @@ embraft_status embraft_runtime_step(const embraft_runtime *runtime,
                                     size_t len);
 
 /**
+ * Hands the runtime a group frame received from a peer runtime (docs/
+ * WIRE.md, "Group frames"): `len` bytes at `frame`, exactly as that
+ * runtime's `embraft_runtime_ready_frame` produced them (borrowed for the
+ * call). The whole frame is checked first: a malformed one (a zero length
+ * included) fails with `EMBRAFT_ERR_MALFORMED_MESSAGE` and none of its
+ * messages is stepped. Otherwise each message is queued for its group
+ * under one lock, and those that cannot be are left out and counted
+ * rather than failing the call; `*report_out` (required) receives the
+ * counts. On failure `*report_out` is left unchanged. Never blocks.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_step_frame(const embraft_runtime *runtime,
+                                          const uint8_t *frame,
+                                          size_t len,
+                                          embraft_rt_frame_report *report_out);
+
+/**
  * Proposes `len` bytes at `data` (copied; NULL allowed when `len` is 0)
  * to `group`'s log. On success `*proposal_id_out` receives the proposal's
  * id (never 0, unique within the group on this runtime); its outcome
@@ -1824,7 +1867,9 @@ void embraft_runtime_ready_free(embraft_runtime_ready *ready);
  * runtime `to`, then group, so a transport sends one frame per peer; a
  * group's messages to one peer keep their order. Deliver each item's
  * bytes unchanged, with its group, to `embraft_runtime_step` of runtime
- * `to`; lost messages are recovered by Raft.
+ * `to`, or send the batch's group frames instead
+ * (`embraft_runtime_ready_peers`, `embraft_runtime_ready_frame`); lost
+ * messages are recovered by Raft.
  *
  * Thread safety: may be called from any thread, concurrently with other
  * getters on the same batch (but not with `embraft_runtime_ready_free`).
@@ -1832,6 +1877,42 @@ void embraft_runtime_ready_free(embraft_runtime_ready *ready);
 embraft_status embraft_runtime_ready_messages(const embraft_runtime_ready *ready,
                                               const embraft_rt_message **items_out,
                                               size_t *count_out);
+
+/**
+ * Writes the distinct destination runtimes of the batch's messages, in
+ * ascending order: `*peers_out` receives an array of `*count_out` ids
+ * (never NULL, even when empty), owned by the batch and valid until
+ * `embraft_runtime_ready_free`. Loop over them with
+ * `embraft_runtime_ready_frame` to send one group frame per peer. The
+ * first call of this or `embraft_runtime_ready_frame` on a batch encodes
+ * every frame of the batch (copying its messages once); later calls only
+ * look them up.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_runtime_ready_free`).
+ */
+embraft_status embraft_runtime_ready_peers(const embraft_runtime_ready *ready,
+                                           const uint64_t **peers_out,
+                                           size_t *count_out);
+
+/**
+ * Writes the group frame (docs/WIRE.md, "Group frames") holding every
+ * message of the batch for runtime `peer`: `*data_out` receives `*len_out`
+ * bytes (never NULL), owned by the batch and valid until
+ * `embraft_runtime_ready_free`. Its messages are those of
+ * `embraft_runtime_ready_messages` with `to == peer`, in the same order.
+ * Send the bytes unchanged to that runtime, whose host hands them to
+ * `embraft_runtime_step_frame`. A runtime the batch sends nothing to (0
+ * included) gets a frame of no message: the 4 bytes of a zero count.
+ * Frames are encoded as `embraft_runtime_ready_peers` describes.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * getters on the same batch (but not with `embraft_runtime_ready_free`).
+ */
+embraft_status embraft_runtime_ready_frame(const embraft_runtime_ready *ready,
+                                           uint64_t peer,
+                                           const uint8_t **data_out,
+                                           size_t *len_out);
 
 /**
  * Writes the batch's committed entries, as for

@@ -337,6 +337,56 @@ pub unsafe extern "C" fn embraft_runtime_step(
     }
 }
 
+/// What `embraft_runtime_step_frame` did with the messages of a frame;
+/// they add up to the frame's message count.
+#[repr(C)]
+pub struct embraft_rt_frame_report {
+    /// Queued for their groups.
+    pub stepped: usize,
+    /// Left out: for groups not running here (they may start later than on
+    /// the sending runtime; Raft retransmits).
+    pub unknown_group: usize,
+    /// Left out: refused by a full mailbox (Raft retransmits).
+    pub busy: usize,
+    /// Left out: malformed, or addressed to another runtime.
+    pub refused: usize,
+}
+
+/// Hands the runtime a group frame received from a peer runtime (docs/
+/// WIRE.md, "Group frames"): `len` bytes at `frame`, exactly as that
+/// runtime's `embraft_runtime_ready_frame` produced them (borrowed for the
+/// call). The whole frame is checked first: a malformed one (a zero length
+/// included) fails with `EMBRAFT_ERR_MALFORMED_MESSAGE` and none of its
+/// messages is stepped. Otherwise each message is queued for its group
+/// under one lock, and those that cannot be are left out and counted
+/// rather than failing the call; `*report_out` (required) receives the
+/// counts. On failure `*report_out` is left unchanged. Never blocks.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same runtime (except `embraft_runtime_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_runtime_step_frame(
+    runtime: *const embraft_runtime,
+    frame: *const u8,
+    len: usize,
+    report_out: *mut embraft_rt_frame_report,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_output(runtime, report_out, "report_out", |handle| {
+            // SAFETY: buffer validity is the caller's contract.
+            let frame = borrow_bytes(frame, len, "frame")?;
+            let report = handle.runtime.step_frame(frame)?;
+            Ok(embraft_rt_frame_report {
+                stepped: report.stepped,
+                unknown_group: report.unknown_group,
+                busy: report.busy,
+                refused: report.refused,
+            })
+        })
+    }
+}
+
 /// Proposes `len` bytes at `data` (copied; NULL allowed when `len` is 0)
 /// to `group`'s log. On success `*proposal_id_out` receives the proposal's
 /// id (never 0, unique within the group on this runtime); its outcome

@@ -10,8 +10,11 @@
 use super::guard::{borrow_or_return, catch_panics, require_outputs, view_ptr, write_output};
 use super::ready::{c_path, c_text, entry_kind_code, outcome_code, read_code, role_code};
 use super::*;
-use crate::runtime::GroupReady;
+use crate::codec::encode_group_frame;
+use crate::runtime::{frames_per_peer, GroupReady};
+use std::collections::BTreeMap;
 use std::ffi::CString;
+use std::sync::OnceLock;
 
 /// A message for runtime `to`: hand `data` unchanged, with `group`, to
 /// that runtime's `embraft_runtime_step`.
@@ -110,12 +113,40 @@ pub struct embraft_rt_log {
     pub text: *const c_char,
 }
 
+/// The batch's messages as group frames (docs/WIRE.md, "Group frames"),
+/// one per destination runtime.
+struct Frames {
+    /// The destinations, ascending.
+    peers: Vec<u64>,
+    by_peer: BTreeMap<u64, Vec<u8>>,
+    /// What a runtime the batch sends nothing to gets: a frame of no
+    /// message, so a host looping over its own peers needs no special case.
+    empty: Vec<u8>,
+}
+
+impl Frames {
+    fn new(batches: &[GroupReady]) -> Frames {
+        let by_peer = frames_per_peer(batches);
+        let mut empty = Vec::new();
+        encode_group_frame(std::iter::empty(), &mut empty);
+        Frames {
+            peers: by_peer.keys().copied().collect(),
+            by_peer,
+            empty,
+        }
+    }
+
+    fn frame(&self, peer: u64) -> &[u8] {
+        self.by_peer.get(&peer).unwrap_or(&self.empty)
+    }
+}
+
 /// An opaque batch of every group's output from `embraft_runtime_poll`.
 /// Owned by the caller; free with `embraft_runtime_ready_free`.
 pub struct embraft_runtime_ready {
     /// Own the bytes and strings the items point into: never changed
     /// after the items are built, so the pointers stay valid.
-    _batches: Vec<GroupReady>,
+    batches: Vec<GroupReady>,
     _texts: Vec<CString>,
     messages: Vec<embraft_rt_message>,
     entries: Vec<embraft_rt_entry>,
@@ -125,6 +156,11 @@ pub struct embraft_runtime_ready {
     restores: Vec<embraft_rt_restore>,
     snapshots_wanted: Vec<embraft_rt_snapshot_wanted>,
     logs: Vec<embraft_rt_log>,
+    /// Built on the first frame request, not at poll time: a host that
+    /// sends the message array never pays for a copy of every message.
+    /// Set once and never changed after, so the frames' pointers stay
+    /// valid; getters racing on a fresh batch build it only once.
+    frames: OnceLock<Frames>,
 }
 
 impl embraft_runtime_ready {
@@ -134,7 +170,7 @@ impl embraft_runtime_ready {
         batches.sort_unstable_by_key(|ready| ready.group);
         let mut texts = Vec::new();
         let mut ready = embraft_runtime_ready {
-            _batches: Vec::new(),
+            batches: Vec::new(),
             _texts: Vec::new(),
             messages: Vec::new(),
             entries: Vec::new(),
@@ -144,6 +180,7 @@ impl embraft_runtime_ready {
             restores: Vec::new(),
             snapshots_wanted: Vec::new(),
             logs: Vec::new(),
+            frames: OnceLock::new(),
         };
         for GroupReady { group, batch } in &batches {
             let group = *group;
@@ -223,9 +260,15 @@ impl embraft_runtime_ready {
         // them where `to` changes. The sort is stable, so a group's
         // messages to one peer keep the order the group produced them in.
         ready.messages.sort_by_key(|msg| (msg.to, msg.group));
-        ready._batches = batches;
+        ready.batches = batches;
         ready._texts = texts;
         ready
+    }
+
+    fn frames(&self) -> &Frames {
+        // `batches` is sorted by group, so each frame lists its messages in
+        // the order of the message array.
+        self.frames.get_or_init(|| Frames::new(&self.batches))
     }
 }
 
@@ -277,7 +320,9 @@ pub unsafe extern "C" fn embraft_runtime_ready_free(ready: *mut embraft_runtime_
 /// runtime `to`, then group, so a transport sends one frame per peer; a
 /// group's messages to one peer keep their order. Deliver each item's
 /// bytes unchanged, with its group, to `embraft_runtime_step` of runtime
-/// `to`; lost messages are recovered by Raft.
+/// `to`, or send the batch's group frames instead
+/// (`embraft_runtime_ready_peers`, `embraft_runtime_ready_frame`); lost
+/// messages are recovered by Raft.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
 /// getters on the same batch (but not with `embraft_runtime_ready_free`).
@@ -289,6 +334,50 @@ pub unsafe extern "C" fn embraft_runtime_ready_messages(
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
     unsafe { write_list(ready, items_out, count_out, |r| &r.messages) }
+}
+
+/// Writes the distinct destination runtimes of the batch's messages, in
+/// ascending order: `*peers_out` receives an array of `*count_out` ids
+/// (never NULL, even when empty), owned by the batch and valid until
+/// `embraft_runtime_ready_free`. Loop over them with
+/// `embraft_runtime_ready_frame` to send one group frame per peer. The
+/// first call of this or `embraft_runtime_ready_frame` on a batch encodes
+/// every frame of the batch (copying its messages once); later calls only
+/// look them up.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// getters on the same batch (but not with `embraft_runtime_ready_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_runtime_ready_peers(
+    ready: *const embraft_runtime_ready,
+    peers_out: *mut *const u64,
+    count_out: *mut usize,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { write_list(ready, peers_out, count_out, |r| &r.frames().peers) }
+}
+
+/// Writes the group frame (docs/WIRE.md, "Group frames") holding every
+/// message of the batch for runtime `peer`: `*data_out` receives `*len_out`
+/// bytes (never NULL), owned by the batch and valid until
+/// `embraft_runtime_ready_free`. Its messages are those of
+/// `embraft_runtime_ready_messages` with `to == peer`, in the same order.
+/// Send the bytes unchanged to that runtime, whose host hands them to
+/// `embraft_runtime_step_frame`. A runtime the batch sends nothing to (0
+/// included) gets a frame of no message: the 4 bytes of a zero count.
+/// Frames are encoded as `embraft_runtime_ready_peers` describes.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// getters on the same batch (but not with `embraft_runtime_ready_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_runtime_ready_frame(
+    ready: *const embraft_runtime_ready,
+    peer: u64,
+    data_out: *mut *const u8,
+    len_out: *mut usize,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { write_list(ready, data_out, len_out, |r| r.frames().frame(peer)) }
 }
 
 /// Writes the batch's committed entries, as for
@@ -474,5 +563,30 @@ mod tests {
         // SAFETY: the text is a NUL-terminated string owned by `ready`.
         let text = unsafe { std::ffi::CStr::from_ptr(ready.logs[0].text) };
         assert_eq!(text.to_bytes(), b"ab");
+    }
+
+    #[test]
+    fn one_frame_per_peer_in_the_order_of_the_message_array() {
+        use crate::codec::decode_group_frame;
+        let ready = embraft_runtime_ready::new(vec![
+            GroupReady {
+                group: 8,
+                batch: batch(&[(3, 1), (2, 2), (3, 3)], false),
+            },
+            GroupReady {
+                group: 5,
+                batch: batch(&[(3, 4)], true),
+            },
+        ]);
+        assert_eq!(ready.frames().peers, [2, 3]);
+        let three = decode_group_frame(ready.frames().frame(3)).unwrap();
+        assert_eq!(three, [(5, &[4u8][..]), (8, &[1][..]), (8, &[3][..])]);
+        assert_eq!(
+            decode_group_frame(ready.frames().frame(2)).unwrap().len(),
+            1
+        );
+        // Any runtime without messages gets a frame of none.
+        assert_eq!(ready.frames().frame(0), [0, 0, 0, 0]);
+        assert_eq!(ready.frames().frame(9), [0, 0, 0, 0]);
     }
 }

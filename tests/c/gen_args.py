@@ -69,6 +69,8 @@ BY_TYPE = {
     "const embraft_rt_restore **": "&o.rt_restore",
     "const embraft_rt_snapshot_wanted **": "&o.rt_snapshot_wanted",
     "const embraft_rt_log **": "&o.rt_log",
+    "embraft_rt_frame_report *": "&o.rt_frame_report",
+    "const uint64_t **": "&o.id_view",
     "char *": "o.buf",
     "const char **": "&o.text",
     "const uint8_t *": "args_payload",
@@ -157,6 +159,12 @@ VALUE_CASES = {
     # The bytes are checked before the group: args_payload is no message.
     ("embraft_runtime_step", "group"): [("UINT64_MAX", "EMBRAFT_ERR_MALFORMED_MESSAGE", None,
                                          None)],
+    # args_payload (with len 1) is no frame: refused whole.
+    ("embraft_runtime_step_frame", "len"): [("1", "EMBRAFT_ERR_MALFORMED_MESSAGE", None,
+                                             None)],
+    # Any runtime, 0 included, has a frame: empty when nothing goes there.
+    ("embraft_runtime_ready_frame", "peer"): [("0", OK, None, None),
+                                              ("UINT64_MAX", OK, None, None)],
     ("embraft_runtime_propose", "group"): UNKNOWN_GROUP,
     ("embraft_runtime_propose_conf_change", "group"): UNKNOWN_GROUP,
     ("embraft_runtime_propose_conf_change", "change"): [("0", INVALID, None, "unknown"),

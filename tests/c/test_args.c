@@ -71,6 +71,8 @@ struct args_outs {
     const embraft_rt_restore *rt_restore;
     const embraft_rt_snapshot_wanted *rt_snapshot_wanted;
     const embraft_rt_log *rt_log;
+    embraft_rt_frame_report rt_frame_report;
+    const uint64_t *id_view;
 };
 
 static void args_release(struct args_outs *o) {

@@ -1,11 +1,12 @@
 /*
  * The multi-group runtime through the C API: three runtimes in this
- * process host 50 groups; an in-memory transport moves each poll's message
- * array (sorted by destination) between them. Every group elects a leader
+ * process host 50 groups; an in-memory transport moves each poll's messages
+ * between them as one group frame per destination runtime. Every group elects a leader
  * and commits proposals, every runtime applies the same entries; one
  * runtime is freed, the others go on, and it reopens from its data
  * directory, restarts every stored group and catches up. Then bad input:
- * unknown groups, a group started twice, garbage messages, NULL pointers.
+ * unknown groups, a group started twice, garbage messages and frames, NULL
+ * pointers.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cluster.h"
@@ -105,7 +106,8 @@ static size_t rt_handle(struct rt_world *w, size_t i, const embraft_runtime_read
         w->broken = 1;
     }
 
-    /* Messages: sorted by destination, then group; one "frame" per peer. */
+    /* Messages, sorted by destination, then group: the array tells how
+     * many each peer's group frame must hold. */
     for (size_t m = 0; m < message_count; m++) {
         const embraft_rt_message *msg = &messages[m];
         if (m > 0 && (messages[m - 1].to > msg->to ||
@@ -117,20 +119,62 @@ static size_t rt_handle(struct rt_world *w, size_t i, const embraft_runtime_read
             fprintf(stderr, "  runtime %zu: bad message to %llu\n", i + 1,
                     (unsigned long long)msg->to);
             w->broken = 1;
+        }
+    }
+
+    /* The transport: one group frame per destination. */
+    const uint64_t *peers = NULL;
+    size_t peer_count = 0;
+    if (embraft_runtime_ready_peers(ready, &peers, &peer_count) != EMBRAFT_OK || peers == NULL) {
+        fprintf(stderr, "  runtime %zu: embraft_runtime_ready_peers failed\n", i + 1);
+        w->broken = 1;
+        peer_count = 0;
+    }
+    size_t sent = 0; /* messages of the array covered by the frames so far */
+    for (size_t p = 0; p < peer_count; p++) {
+        uint64_t peer = peers[p];
+        size_t run = 0; /* the peer's messages: the next run of the array */
+        while (sent + run < message_count && messages[sent + run].to == peer) {
+            run++;
+        }
+        sent += run;
+        const uint8_t *frame = NULL;
+        size_t frame_len = 0;
+        if ((p > 0 && peers[p - 1] >= peer) || run == 0 || peer < 1 || peer > RT_COUNT ||
+            embraft_runtime_ready_frame(ready, peer, &frame, &frame_len) != EMBRAFT_OK ||
+            frame == NULL || frame_len < 4) {
+            fprintf(stderr, "  runtime %zu: bad frame to %llu\n", i + 1,
+                    (unsigned long long)peer);
+            w->broken = 1;
             continue;
         }
-        embraft_runtime *to = w->hosts[msg->to - 1].rt;
+        embraft_runtime *to = w->hosts[peer - 1].rt;
         if (to == NULL) {
-            continue; /* stopped: the message is lost, as on a network */
+            continue; /* stopped: the frame is lost, as on a network */
         }
-        embraft_status status = embraft_runtime_step(to, msg->group, msg->data, msg->len);
-        if (status != EMBRAFT_OK && status != EMBRAFT_ERR_BUSY) {
-            fprintf(stderr, "  step to runtime %llu, group %llu: %s\n",
-                    (unsigned long long)msg->to, (unsigned long long)msg->group,
+        embraft_rt_frame_report report;
+        embraft_status status = embraft_runtime_step_frame(to, frame, frame_len, &report);
+        if (status != EMBRAFT_OK) {
+            fprintf(stderr, "  frame to runtime %llu: %s\n", (unsigned long long)peer,
                     embraft_status_str(status));
             rt_print_error(to);
             w->broken = 1;
+        } else if (report.stepped != run || report.unknown_group != 0 || report.busy != 0 ||
+                   report.refused != 0) {
+            /* Every group runs on every runtime and mailboxes never fill
+             * here: each message of the frame must be stepped. */
+            fprintf(stderr,
+                    "  frame to runtime %llu: %zu messages, stepped %zu, unknown group %zu, "
+                    "busy %zu, refused %zu\n",
+                    (unsigned long long)peer, run, report.stepped, report.unknown_group,
+                    report.busy, report.refused);
+            w->broken = 1;
         }
+    }
+    if (sent != message_count) {
+        fprintf(stderr, "  runtime %zu: %zu of %zu messages in the frames\n", i + 1, sent,
+                message_count);
+        w->broken = 1;
     }
 
     for (size_t s = 0; s < state_count; s++) {
@@ -422,6 +466,80 @@ static uint64_t rt_lead_alone(embraft_runtime *rt, uint64_t group) {
     return leader ? applied : 0;
 }
 
+/* Waits for a message from runtime 2 (group 5 founded with runtime 1) to
+ * runtime 1, and writes it as a one-message group frame to `frame`;
+ * returns the frame's length, 0 on failure. */
+static size_t rt_frame_from_a_peer(uint8_t *frame, size_t capacity) {
+    const uint64_t peers[] = {1, 2};
+    embraft_runtime *rt = rt_open(2, harness_temp_dir());
+    size_t len = 0;
+    if (rt == NULL || embraft_runtime_start_group(rt, 5, peers, 2, 0) != EMBRAFT_OK) {
+        embraft_runtime_free(rt);
+        return 0;
+    }
+    unsigned long long deadline = harness_now_ms() + cluster_tick_ms() * 1000u;
+    while (len == 0 && harness_now_ms() < deadline) {
+        embraft_runtime_ready *ready = NULL;
+        embraft_runtime_tick(rt);
+        if (embraft_runtime_poll(rt, cluster_tick_ms(), &ready) != EMBRAFT_OK) {
+            break;
+        }
+        const uint8_t *data = NULL;
+        size_t data_len = 0;
+        /* Count (4 bytes), then the first item: group (8), length (4) and
+         * the message; only the first is kept, so the count becomes 1. */
+        if (embraft_runtime_ready_frame(ready, 1, &data, &data_len) == EMBRAFT_OK &&
+            data_len >= 16 && data[0] > 0) {
+            size_t first = 16 + (size_t)(data[12] | data[13] << 8 | data[14] << 16 |
+                                         (uint32_t)data[15] << 24);
+            if (first <= data_len && first <= capacity) {
+                memcpy(frame, data, first);
+                frame[0] = 1;
+                len = first;
+            }
+        }
+        embraft_runtime_ready_free(ready);
+    }
+    embraft_runtime_free(rt);
+    return len;
+}
+
+/* Group frames into `rt`, which runs group 5 and not group 999: malformed
+ * ones are refused whole, the messages of a good one are counted. */
+static int rt_frames_refused_or_counted(embraft_runtime *rt) {
+    const uint8_t truncated[] = {1, 0, 0, 0, 5, 0, 0};
+    embraft_rt_frame_report report = {7, 7, 7, 7};
+    REQUIRE(embraft_runtime_step_frame(rt, truncated, sizeof truncated, &report) ==
+            EMBRAFT_ERR_MALFORMED_MESSAGE);
+    REQUIRE(report.stepped == 7 && report.refused == 7); /* untouched */
+    REQUIRE(embraft_runtime_step_frame(rt, truncated, 0, &report) ==
+            EMBRAFT_ERR_MALFORMED_MESSAGE);
+    REQUIRE(embraft_runtime_step_frame(rt, NULL, 4, &report) == EMBRAFT_ERR_NULL_ARGUMENT);
+    REQUIRE(rt_error_holds(rt, "frame"));
+    REQUIRE(embraft_runtime_step_frame(rt, truncated, 4, NULL) == EMBRAFT_ERR_NULL_ARGUMENT);
+    REQUIRE(rt_error_holds(rt, "report_out"));
+
+    /* An empty frame is well formed: nothing to step. */
+    const uint8_t empty[] = {0, 0, 0, 0};
+    REQUIRE(embraft_runtime_step_frame(rt, empty, sizeof empty, &report) == EMBRAFT_OK);
+    REQUIRE(report.stepped == 0 && report.unknown_group == 0 && report.busy == 0 &&
+            report.refused == 0);
+
+    /* A real message of group 5 from runtime 2; then the same message
+     * for group 999 (bytes 4..11 are the group id, little-endian). */
+    uint8_t frame[512];
+    size_t len = rt_frame_from_a_peer(frame, sizeof frame);
+    REQUIRE(len > 0);
+    REQUIRE(embraft_runtime_step_frame(rt, frame, len, &report) == EMBRAFT_OK);
+    REQUIRE(report.stepped == 1 && report.unknown_group == 0 && report.refused == 0);
+    frame[4] = 999 & 0xff;
+    frame[5] = 999 >> 8;
+    REQUIRE(embraft_runtime_step_frame(rt, frame, len, &report) == EMBRAFT_OK);
+    REQUIRE(report.stepped == 0 && report.unknown_group == 1 && report.busy == 0 &&
+            report.refused == 0);
+    return 1;
+}
+
 static void bad_input_gets_its_own_status_and_message(void) {
     const char *dir = harness_temp_dir();
     embraft_runtime *rt = rt_open(1, dir);
@@ -488,6 +606,9 @@ static void bad_input_gets_its_own_status_and_message(void) {
     CHECK_OK(embraft_snapshot_writer_finish(writer));
     CHECK_STATUS(embraft_runtime_snapshot_begin(rt, 5, applied, &writer),
                  EMBRAFT_ERR_STALE_SNAPSHOT);
+
+    /* Frames, once the group's leadership no longer matters here. */
+    CHECK(rt_frames_refused_or_counted(rt));
 
     /* Stop, start again from the WAL, remove. */
     CHECK_OK(embraft_runtime_stop_group(rt, 5));

@@ -207,6 +207,12 @@ class RtLog(Structure):
     _fields_ = [("group", c_uint64), ("level", c_uint32), ("text", c_void_p)]
 
 
+# Written by embraft_runtime_step_frame into the caller's struct.
+class RtFrameReport(Structure):
+    _fields_ = [("stepped", c_size_t), ("unknown_group", c_size_t), ("busy", c_size_t),
+                ("refused", c_size_t)]
+
+
 # C types of the header, spelled as ctypes. Byte inputs are c_char_p so that
 # Python bytes pass without a copy; views written by the library are read as
 # addresses.
@@ -229,6 +235,8 @@ bytes_in = c_char_p
 view_out = POINTER(c_void_p)
 ids_in = POINTER(c_uint64)
 ids_out = POINTER(c_uint64)
+# An id array owned by the library, read in place.
+ids_view = POINTER(c_uint64)
 
 
 def items_out(item: type) -> type:
@@ -314,6 +322,8 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
     "embraft_runtime_running_groups": (status, [runtime, ids_out, c_size_t, size_out]),
     "embraft_runtime_tick": (status, [runtime]),
     "embraft_runtime_step": (status, [runtime, u64, bytes_in, c_size_t]),
+    "embraft_runtime_step_frame": (
+        status, [runtime, bytes_in, c_size_t, POINTER(RtFrameReport)]),
     "embraft_runtime_propose": (status, [runtime, u64, bytes_in, c_size_t, u64_out]),
     "embraft_runtime_propose_conf_change": (status, [runtime, u64, u32, u64, u64_out]),
     "embraft_runtime_propose_membership": (
@@ -328,6 +338,8 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
     "embraft_runtime_stats": (status, [runtime, u64_out, u64_out, u64_out]),
     "embraft_runtime_ready_free": (None, [rt_ready]),
     "embraft_runtime_ready_messages": (status, [rt_ready, items_out(RtMessage), size_out]),
+    "embraft_runtime_ready_peers": (status, [rt_ready, POINTER(ids_view), size_out]),
+    "embraft_runtime_ready_frame": (status, [rt_ready, u64, view_out, size_out]),
     "embraft_runtime_ready_entries": (status, [rt_ready, items_out(RtEntry), size_out]),
     "embraft_runtime_ready_outcomes": (status, [rt_ready, items_out(RtOutcome), size_out]),
     "embraft_runtime_ready_reads": (status, [rt_ready, items_out(RtRead), size_out]),

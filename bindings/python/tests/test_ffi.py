@@ -47,6 +47,8 @@ EXPECTED_CTYPES = {
     "bool*": POINTER(c_bool),
     "const uint8_t**": POINTER(c_void_p),
     "const char**": POINTER(c_void_p),
+    "const uint64_t**": POINTER(POINTER(c_uint64)),
+    "embraft_rt_frame_report*": POINTER(_ffi.RtFrameReport),
 }
 for _handle, _ctype in HANDLE_TYPES.items():
     EXPECTED_CTYPES[f"{_handle}*"] = _ctype
