@@ -372,6 +372,27 @@ fn bad_calls_get_clear_errors() {
             },
         )
         .unwrap();
+    // Started from many threads at once, a group starts once.
+    let started: Vec<bool> = thread::scope(|scope| {
+        let starts: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let start = GroupStart {
+                        peers: vec![1],
+                        applied: 0,
+                    };
+                    match runtime.start_group(42, start) {
+                        Ok(()) => true,
+                        Err(embraft::node::NodeError::GroupExists(42)) => false,
+                        Err(err) => panic!("{err}"),
+                    }
+                })
+            })
+            .collect();
+        starts.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    assert_eq!(started.iter().filter(|&&s| s).count(), 1);
+    runtime.remove_group(42).unwrap();
     let again = runtime.start_group(7, GroupStart::default()).unwrap_err();
     assert!(
         matches!(again, embraft::node::NodeError::GroupExists(7)),
