@@ -952,6 +952,29 @@ embraft_status embraft_config_set_log_level(embraft_config *config, uint32_t lev
 embraft_status embraft_config_set_lease_reads(embraft_config *config, bool enabled);
 
 /**
+ * Sets the bytes of log entries a runtime's groups together keep in
+ * memory (default 256 MiB; 0: no bound). Beyond it, older entries are
+ * read back from the shared WAL when needed (docs/ARCHITECTURE.md, "The
+ * runtime"). Used by `embraft_runtime_new`; a node ignores it.
+ *
+ * Thread safety: not concurrently with other calls on the same
+ * configuration.
+ */
+embraft_status embraft_config_set_cache_bytes(embraft_config *config, uint64_t bytes);
+
+/**
+ * Sets how many segments a runtime's shared WAL may hold before the
+ * groups whose entries keep the oldest ones are asked for snapshots
+ * (`embraft_runtime_ready_snapshots_wanted`; default 16; 0: never on this
+ * account). Used by `embraft_runtime_new`; a node ignores it.
+ *
+ * Thread safety: not concurrently with other calls on the same
+ * configuration.
+ */
+embraft_status embraft_config_set_wal_segments_soft_limit(embraft_config *config,
+                                                          uint32_t segments);
+
+/**
  * Sets after how many idle ticks a leader quiesces (default 0: never).
  * An idle leader (everything committed and acknowledged by every member,
  * no read, transfer or membership change under way) then stops

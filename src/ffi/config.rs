@@ -23,6 +23,9 @@ use std::path::Path;
 /// `embraft_config_free`.
 pub struct embraft_config {
     pub(crate) config: NodeConfig,
+    /// A runtime's settings (a node ignores them).
+    pub(crate) runtime_cache_bytes: u64,
+    pub(crate) runtime_wal_segments_soft_limit: u32,
     /// `embraft_node_new` refuses a config whose directory was never set.
     pub(crate) data_dir_set: bool,
     /// Also receives the reason `embraft_node_new` failed.
@@ -58,6 +61,8 @@ pub unsafe extern "C" fn embraft_config_new(
         require_outputs!(config_out);
         let config = Box::new(embraft_config {
             config: NodeConfig::new(0, ""),
+            runtime_cache_bytes: crate::runtime::DEFAULT_CACHE_BYTES,
+            runtime_wal_segments_soft_limit: crate::runtime::DEFAULT_WAL_SEGMENTS_SOFT_LIMIT as u32,
             data_dir_set: false,
             errors: LastError::default(),
         });
@@ -578,6 +583,38 @@ pub unsafe extern "C" fn embraft_config_set_lease_reads(
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
     unsafe { set(config, |c| c.config.raft.lease_reads = enabled) }
+}
+
+/// Sets the bytes of log entries a runtime's groups together keep in
+/// memory (default 256 MiB; 0: no bound). Beyond it, older entries are
+/// read back from the shared WAL when needed (docs/ARCHITECTURE.md, "The
+/// runtime"). Used by `embraft_runtime_new`; a node ignores it.
+///
+/// Thread safety: not concurrently with other calls on the same
+/// configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_cache_bytes(
+    config: *mut embraft_config,
+    bytes: u64,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { set(config, |c| c.runtime_cache_bytes = bytes) }
+}
+
+/// Sets how many segments a runtime's shared WAL may hold before the
+/// groups whose entries keep the oldest ones are asked for snapshots
+/// (`embraft_runtime_ready_snapshots_wanted`; default 16; 0: never on this
+/// account). Used by `embraft_runtime_new`; a node ignores it.
+///
+/// Thread safety: not concurrently with other calls on the same
+/// configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_wal_segments_soft_limit(
+    config: *mut embraft_config,
+    segments: u32,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { set(config, |c| c.runtime_wal_segments_soft_limit = segments) }
 }
 
 /// Sets after how many idle ticks a leader quiesces (default 0: never).

@@ -121,6 +121,8 @@ pub unsafe extern "C" fn embraft_runtime_new(
                 snapshot: node.snapshot.clone(),
                 log_level: node.log_level,
                 mailbox_capacity: node.input_capacity,
+                cache_bytes: config.runtime_cache_bytes,
+                wal_segments_soft_limit: config.runtime_wal_segments_soft_limit as usize,
                 ..RuntimeConfig::new(node.raft.id, node.data_dir.clone())
             };
             let handle = Box::new(embraft_runtime {
