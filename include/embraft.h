@@ -2005,10 +2005,11 @@ embraft_status embraft_runtime_ready_restores(const embraft_runtime_ready *ready
 
 /**
  * Writes the groups that ask the host for a snapshot (the log grew past
- * `embraft_config_set_snapshot_entries` or `_bytes` since the last one),
- * with the applied index to take it at, as for
- * `embraft_runtime_ready_messages`. Asked once per crossing of a
- * threshold.
+ * `embraft_config_set_snapshot_entries` or `_bytes` since the last one,
+ * or its entries keep the oldest segments of a shared WAL grown past
+ * `embraft_config_set_wal_segments_soft_limit`), with the applied index
+ * to take it at, as for `embraft_runtime_ready_messages`. Asked once
+ * until the next snapshot is recorded.
  *
  * Thread safety: may be called from any thread, concurrently with other
  * getters on the same batch (but not with `embraft_runtime_ready_free`).

@@ -476,6 +476,21 @@ fn bad_calls_get_clear_errors() {
     ));
 }
 
+/// Founds `groups` with this runtime as their one voter and waits until
+/// `leader` leads.
+fn start_solo_groups(runtime: &Runtime, groups: &[GroupId], leader: GroupId) {
+    for &group in groups {
+        let start = GroupStart {
+            peers: vec![runtime.id()],
+            applied: 0,
+        };
+        runtime.start_group(group, start).unwrap();
+    }
+    poll_until(runtime, "the group leads", |_| {
+        runtime.status(leader).unwrap().role == Role::Leader
+    });
+}
+
 /// Polls `runtime` until `done` says the outputs seen so far suffice.
 fn poll_until(runtime: &Runtime, what: &str, mut done: impl FnMut(&[GroupReadyView]) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -509,20 +524,7 @@ fn a_group_snapshots_compacts_and_restores_after_a_restart() {
     config.snapshot.entries_threshold = 20;
     config.raft.compact_keep_entries = 0;
     let runtime = Runtime::open(config.clone()).unwrap();
-    for group in [5, 6] {
-        runtime
-            .start_group(
-                group,
-                GroupStart {
-                    peers: vec![1],
-                    applied: 0,
-                },
-            )
-            .unwrap();
-    }
-    poll_until(&runtime, "group 5 leads", |_| {
-        runtime.status(5).unwrap().role == Role::Leader
-    });
+    start_solo_groups(&runtime, &[5, 6], 5);
     for n in 0..30 {
         runtime.propose(5, format!("v{n}").as_bytes()).unwrap();
     }
@@ -640,20 +642,7 @@ fn a_wal_past_its_soft_limit_asks_the_group_pinning_it_for_a_snapshot() {
     config.wal.segment_size = 64 << 10;
     config.wal_segments_soft_limit = 2;
     let runtime = Runtime::open(config).unwrap();
-    for group in [1, 2] {
-        runtime
-            .start_group(
-                group,
-                GroupStart {
-                    peers: vec![1],
-                    applied: 0,
-                },
-            )
-            .unwrap();
-    }
-    poll_until(&runtime, "group 1 leads", |_| {
-        runtime.status(1).unwrap().role == Role::Leader
-    });
+    start_solo_groups(&runtime, &[1, 2], 1);
     // About five segments of group 1's entries; no snapshot threshold is
     // set, so only the WAL's size can prompt one.
     for n in 0..300 {

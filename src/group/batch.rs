@@ -167,8 +167,11 @@ pub struct ReadyBatch {
     /// in place at least as long as this batch.
     pub restore: Option<SnapshotRestore>,
     /// The log has grown past the configured thresholds since the last
-    /// snapshot: the host should take one at this applied index (with
-    /// [`crate::node::Node::begin_snapshot`]). Said once per crossing.
+    /// snapshot (or, on a runtime, its entries keep the oldest segments of
+    /// the shared WAL): the host should take one at this applied index
+    /// (with [`crate::node::Node::begin_snapshot`] or
+    /// [`crate::runtime::Runtime::begin_snapshot`]). Said once until the
+    /// next snapshot is recorded.
     pub snapshot_wanted: Option<Index>,
     /// True when role, leader or term changed since the previous batch.
     pub state_changed: bool,

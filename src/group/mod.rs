@@ -189,10 +189,6 @@ struct Output {
 }
 
 impl Output {
-    fn update(&mut self, change: impl FnOnce(&mut Pending)) {
-        change(&mut self.pending);
-    }
-
     /// Adds a log line when `level` is enabled; `text` runs only then.
     fn log(&mut self, level: LogLevel, text: impl FnOnce() -> String) {
         if level != LogLevel::Off && level <= self.log_level {
@@ -379,11 +375,9 @@ impl Group {
 
     fn read_index(&mut self, context: u64) {
         if let Err(err) = self.raft.read_index(context) {
-            self.out.update(|p| {
-                p.push_read(ReadState {
-                    context,
-                    result: Err(err),
-                })
+            self.out.pending.push_read(ReadState {
+                context,
+                result: Err(err),
             });
         }
     }
@@ -567,7 +561,7 @@ impl Group {
         self.out.log(LogLevel::Info, || {
             format!("snapshot wanted at {applied}: {}", why())
         });
-        self.out.update(|p| p.set_snapshot_wanted(applied));
+        self.out.pending.set_snapshot_wanted(applied);
     }
 
     /// Remembers where a proposal landed, or reports at once why the core
@@ -586,7 +580,7 @@ impl Group {
             }
         };
         if let Some(outcome) = outcome {
-            self.out.update(|p| p.push_outcome(outcome));
+            self.out.pending.push_outcome(outcome);
         }
     }
 
@@ -601,7 +595,7 @@ impl Group {
             // leader replicates while its own sync runs (thesis 10.2.1).
             if !ready.messages.is_empty() {
                 let outbound = self.encode_all(&ready.messages);
-                self.out.update(|p| p.push_messages(outbound));
+                self.out.pending.push_messages(outbound);
             }
 
             // The core hands out only entries that are committed and already
@@ -637,8 +631,9 @@ impl Group {
                 self.on_snapshot_answer(answer);
             }
             if !ready.read_states.is_empty() {
-                self.out
-                    .update(|p| ready.read_states.into_iter().for_each(|r| p.push_read(r)));
+                for read in ready.read_states {
+                    self.out.pending.push_read(read);
+                }
             }
 
             let seq = if ready.entries.is_empty()
@@ -683,19 +678,15 @@ impl Group {
             return;
         }
         self.hint.bytes_since += entries.iter().map(Entry::size).sum::<u64>();
-        let mut outcomes = Vec::new();
-        let committed: Vec<CommittedEntry> = entries
-            .into_iter()
-            .map(|entry| {
-                let (proposal_id, outcome) = self.proposals.committed(&entry);
-                outcomes.extend(outcome);
-                CommittedEntry { entry, proposal_id }
-            })
-            .collect();
-        self.out.update(|p| {
-            committed.into_iter().for_each(|c| p.push_committed(c));
-            outcomes.into_iter().for_each(|o| p.push_outcome(o));
-        });
+        for entry in entries {
+            let (proposal_id, outcome) = self.proposals.committed(&entry);
+            self.out
+                .pending
+                .push_committed(CommittedEntry { entry, proposal_id });
+            if let Some(outcome) = outcome {
+                self.out.pending.push_outcome(outcome);
+            }
+        }
         self.check_snapshot_hint();
     }
 
@@ -719,8 +710,9 @@ impl Group {
         }
         let unknown = self.proposals.beyond_removal(self.raft.commit_index());
         if !unknown.is_empty() {
-            self.out
-                .update(|p| unknown.into_iter().for_each(|o| p.push_outcome(o)));
+            for outcome in unknown {
+                self.out.pending.push_outcome(outcome);
+            }
         }
     }
 
@@ -740,7 +732,7 @@ impl Group {
             }
             if !batch.persisted_messages.is_empty() {
                 let outbound = self.encode_all(&batch.persisted_messages);
-                self.out.update(|p| p.push_messages(outbound));
+                self.out.pending.push_messages(outbound);
             }
         }
     }
@@ -757,10 +749,10 @@ impl Group {
             path: file.path,
             meta,
         };
-        self.out.update(|p| {
-            p.set_restore(restore);
-            unknown.into_iter().for_each(|o| p.push_outcome(o));
-        });
+        self.out.pending.set_restore(restore);
+        for outcome in unknown {
+            self.out.pending.push_outcome(outcome);
+        }
     }
 
     /// An answer to a snapshot chunk, for the leader `to`.
@@ -780,7 +772,7 @@ impl Group {
     fn send_now(&mut self, messages: &[Message]) {
         if !messages.is_empty() {
             let outbound = self.encode_all(messages);
-            self.out.update(|p| p.push_messages(outbound));
+            self.out.pending.push_messages(outbound);
         }
     }
 
@@ -1006,7 +998,7 @@ impl Group {
                 )
             });
             self.state = state;
-            self.out.update(|p| p.set_state(state));
+            self.out.pending.set_state(state);
         }
     }
 }
