@@ -952,10 +952,10 @@ embraft_status embraft_config_set_log_level(embraft_config *config, uint32_t lev
 embraft_status embraft_config_set_lease_reads(embraft_config *config, bool enabled);
 
 /**
- * Sets the bytes of log entries a runtime's groups together keep in
- * memory (default 256 MiB; 0: no bound). Beyond it, older entries are
- * read back from the shared WAL when needed (docs/ARCHITECTURE.md, "The
- * runtime"). Used by `embraft_runtime_new`; a node ignores it.
+ * Sets the bytes of log entries a node, or all groups of a runtime
+ * together, keep in memory (default 256 MiB; 0: no bound). Beyond it,
+ * older entries are read back from the WAL when needed
+ * (docs/ARCHITECTURE.md, "The runtime").
  *
  * Thread safety: not concurrently with other calls on the same
  * configuration.
@@ -963,10 +963,11 @@ embraft_status embraft_config_set_lease_reads(embraft_config *config, bool enabl
 embraft_status embraft_config_set_cache_bytes(embraft_config *config, uint64_t bytes);
 
 /**
- * Sets how many segments a runtime's shared WAL may hold before the
- * groups whose entries keep the oldest ones are asked for snapshots
- * (`embraft_runtime_ready_snapshots_wanted`; default 16; 0: never on this
- * account). Used by `embraft_runtime_new`; a node ignores it.
+ * Sets how many segments a node's WAL, or a runtime's shared WAL, may
+ * hold before the groups whose entries keep the oldest ones are asked
+ * for snapshots (`embraft_ready_snapshot_wanted`,
+ * `embraft_runtime_ready_snapshots_wanted`; default 16; 0: never on this
+ * account).
  *
  * Thread safety: not concurrently with other calls on the same
  * configuration.
@@ -1522,10 +1523,12 @@ embraft_status embraft_ready_log(const embraft_ready *ready,
  * snapshot files under `groups/<id>/`), the WAL options (sync mode, write
  * method, segment size), the Raft tunables (for every group; a random
  * seed of 0 picks one per group), the snapshot options, the log level,
- * and the input queue capacity, which bounds each group's mailbox. It
- * ignores the peers and the applied index (each group gets its own in
- * `embraft_runtime_start_group`) and the threading mode (the workers run
- * every group). The WAL is recovered, but no group runs until it is
+ * the input queue capacity, which bounds each group's mailbox, the entry
+ * cache budget and the WAL's segment soft limit, and the threading mode:
+ * `EMBRAFT_THREADING_INLINE` starts no workers (each input call steps
+ * its group on the caller's thread, as on an inline node). It ignores
+ * the peers and the applied index (each group gets its own in
+ * `embraft_runtime_start_group`). The WAL is recovered, but no group runs until it is
  * started: `embraft_runtime_stored_groups` lists those the WAL holds. On
  * success `*runtime_out` receives a handle owned by the caller, to be
  * released with `embraft_runtime_free`; on failure the reason is the

@@ -18,10 +18,10 @@ fn inline(config: &mut NodeConfig) {
     config.threading = Threading::Inline;
 }
 
-/// Names of this process's threads that only a threaded node has: its
-/// driver (`embraft-node-<id>`) and its persistence thread
-/// (`embraft-wal-<id>`). Not the WAL's short-lived segment preparation
-/// thread (`embraft-wal-prepare`), which any node may have for a moment.
+/// Names of this process's threads that only a threaded node has: the
+/// workers of its runtime (`embraft-rt<id>-w<n>`). Not an inline node's
+/// sync thread (`embraft-rt<id>-sync`), nor the WAL's short-lived segment
+/// preparation thread (`embraft-wal-prepare`).
 fn node_threads() -> Vec<String> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
@@ -31,10 +31,13 @@ fn node_threads() -> Vec<String> {
         .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
         .map(|name| name.trim().to_string())
         .filter(|name| {
-            ["embraft-node-", "embraft-wal-"].iter().any(|prefix| {
-                name.strip_prefix(prefix)
-                    .is_some_and(|id| id.bytes().all(|b| b.is_ascii_digit()))
-            })
+            name.strip_prefix("embraft-rt")
+                .and_then(|rest| rest.split_once("-w"))
+                .is_some_and(|(id, n)| {
+                    [id, n]
+                        .iter()
+                        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                })
         })
         .collect()
 }
@@ -43,8 +46,8 @@ fn node_threads() -> Vec<String> {
 fn inline_nodes_elect_replicate_and_restart_from_disk() {
     let mut cluster = Cluster::start("inline-basic", 3, inline);
     let leader = cluster.elect();
-    // Every node in this binary is inline: none has a driver or a
-    // persistence thread (only a sync thread, `embraft-sync-<id>`).
+    // Every node in this binary is inline: none has workers (only a sync
+    // thread).
     assert_eq!(node_threads(), Vec::<String>::new());
     commit(&mut cluster, 0..100, &[1, 2, 3]);
 

@@ -42,6 +42,8 @@ struct Cluster {
     groups: u64,
     /// The runtimes' entry cache budget.
     cache_bytes: u64,
+    /// Inline runtimes: the poller and ticker threads step the groups.
+    inline: bool,
     stop: Arc<AtomicBool>,
     /// Per runtime: its poller; stopping one stops it.
     pollers: Vec<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
@@ -70,6 +72,10 @@ impl Cluster {
     }
 
     fn with_cache(groups: u64, cache_bytes: u64) -> Cluster {
+        Cluster::with_options(groups, cache_bytes, false)
+    }
+
+    fn with_options(groups: u64, cache_bytes: u64, inline: bool) -> Cluster {
         let dirs: Vec<TempDir> = (1..=RUNTIMES)
             .map(|id| TempDir::new(&format!("runtime-{id}")))
             .collect();
@@ -79,6 +85,7 @@ impl Cluster {
             dirs,
             groups,
             cache_bytes,
+            inline,
             stop: Arc::new(AtomicBool::new(false)),
             pollers: vec![None, None, None],
             ticker: None,
@@ -105,6 +112,7 @@ impl Cluster {
         let index = (id - 1) as usize;
         let mut config = runtime_config(id, &self.dirs[index]);
         config.cache_bytes = self.cache_bytes;
+        config.inline = self.inline;
         let runtime = Arc::new(Runtime::open(config).unwrap());
         if !found {
             let stored = runtime.stored_groups();
@@ -325,7 +333,20 @@ fn a_thousand_groups_commit_and_survive_a_runtime_restart() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let mut cluster = Cluster::new(groups);
+    commit_and_survive_a_restart(Cluster::new(groups));
+}
+
+/// The same on inline runtimes (`RuntimeConfig::inline`): no workers; the
+/// hosts' ticker and transport threads step the groups, and a sync thread
+/// per runtime waits for the WAL.
+#[test]
+fn inline_runtimes_commit_and_survive_a_restart() {
+    let cluster = Cluster::with_options(100, embraft::runtime::DEFAULT_CACHE_BYTES, true);
+    commit_and_survive_a_restart(cluster);
+}
+
+fn commit_and_survive_a_restart(mut cluster: Cluster) {
+    let groups = cluster.groups;
     let limit = Duration::from_secs(120);
     let elected = cluster.wait_until("every group has a leader", limit, || {
         (1..=groups).all(|g| cluster.leader(g).is_some())
@@ -670,4 +691,37 @@ fn a_wal_past_its_soft_limit_asks_the_group_pinning_it_for_a_snapshot() {
         asked.iter().any(|&(group, _)| group == 1),
         "group 1 was not asked: {asked:?}"
     );
+}
+
+/// Ticks are owed to a group and merged until its next round, so no
+/// number of them fills a mailbox, and the group still gets every one;
+/// host inputs do fill it, and are refused as busy.
+#[test]
+fn ticks_are_never_refused_but_a_flood_of_proposals_is() {
+    let dir = TempDir::new("runtime-ticks");
+    let mut config = runtime_config(1, &dir);
+    config.mailbox_capacity = 1;
+    config.workers = 1;
+    let runtime = Runtime::open(config).unwrap();
+    let start = GroupStart {
+        peers: vec![1],
+        applied: 0,
+    };
+    runtime.start_group(1, start).unwrap();
+    for _ in 0..20_000 {
+        runtime.tick().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime.status(1).unwrap().role != Role::Leader {
+        assert!(Instant::now() < deadline, "the merged ticks never elected");
+        runtime.tick().unwrap();
+        thread::sleep(Duration::from_millis(1));
+    }
+    let busy = (0..200_000).any(|_| {
+        matches!(
+            runtime.propose(1, b"x"),
+            Err(embraft::node::NodeError::Busy)
+        )
+    });
+    assert!(busy, "a flood of proposals never filled the mailbox");
 }

@@ -23,9 +23,6 @@ use std::path::Path;
 /// `embraft_config_free`.
 pub struct embraft_config {
     pub(crate) config: NodeConfig,
-    /// A runtime's settings (a node ignores them).
-    pub(crate) runtime_cache_bytes: u64,
-    pub(crate) runtime_wal_segments_soft_limit: u32,
     /// `embraft_node_new` refuses a config whose directory was never set.
     pub(crate) data_dir_set: bool,
     /// Also receives the reason `embraft_node_new` failed.
@@ -61,8 +58,6 @@ pub unsafe extern "C" fn embraft_config_new(
         require_outputs!(config_out);
         let config = Box::new(embraft_config {
             config: NodeConfig::new(0, ""),
-            runtime_cache_bytes: crate::runtime::DEFAULT_CACHE_BYTES,
-            runtime_wal_segments_soft_limit: crate::runtime::DEFAULT_WAL_SEGMENTS_SOFT_LIMIT as u32,
             data_dir_set: false,
             errors: LastError::default(),
         });
@@ -585,10 +580,10 @@ pub unsafe extern "C" fn embraft_config_set_lease_reads(
     unsafe { set(config, |c| c.config.raft.lease_reads = enabled) }
 }
 
-/// Sets the bytes of log entries a runtime's groups together keep in
-/// memory (default 256 MiB; 0: no bound). Beyond it, older entries are
-/// read back from the shared WAL when needed (docs/ARCHITECTURE.md, "The
-/// runtime"). Used by `embraft_runtime_new`; a node ignores it.
+/// Sets the bytes of log entries a node, or all groups of a runtime
+/// together, keep in memory (default 256 MiB; 0: no bound). Beyond it,
+/// older entries are read back from the WAL when needed
+/// (docs/ARCHITECTURE.md, "The runtime").
 ///
 /// Thread safety: not concurrently with other calls on the same
 /// configuration.
@@ -598,13 +593,14 @@ pub unsafe extern "C" fn embraft_config_set_cache_bytes(
     bytes: u64,
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
-    unsafe { set(config, |c| c.runtime_cache_bytes = bytes) }
+    unsafe { set(config, |c| c.config.cache_bytes = bytes) }
 }
 
-/// Sets how many segments a runtime's shared WAL may hold before the
-/// groups whose entries keep the oldest ones are asked for snapshots
-/// (`embraft_runtime_ready_snapshots_wanted`; default 16; 0: never on this
-/// account). Used by `embraft_runtime_new`; a node ignores it.
+/// Sets how many segments a node's WAL, or a runtime's shared WAL, may
+/// hold before the groups whose entries keep the oldest ones are asked
+/// for snapshots (`embraft_ready_snapshot_wanted`,
+/// `embraft_runtime_ready_snapshots_wanted`; default 16; 0: never on this
+/// account).
 ///
 /// Thread safety: not concurrently with other calls on the same
 /// configuration.
@@ -614,7 +610,11 @@ pub unsafe extern "C" fn embraft_config_set_wal_segments_soft_limit(
     segments: u32,
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
-    unsafe { set(config, |c| c.runtime_wal_segments_soft_limit = segments) }
+    unsafe {
+        set(config, |c| {
+            c.config.wal_segments_soft_limit = segments as usize
+        })
+    }
 }
 
 /// Sets after how many idle ticks a leader quiesces (default 0: never).

@@ -184,8 +184,8 @@ pub unsafe extern "C" fn embraft_node_free(node: *mut embraft_node) {
 
 /// Advances the node's logical clock by one tick. The host calls it at a
 /// steady pace (for example every 100 ms); election and heartbeat
-/// intervals are counted in ticks. Never blocks: `EMBRAFT_ERR_BUSY` when
-/// the input queue is full.
+/// intervals are counted in ticks. Never blocks, and never refused as
+/// busy: ticks the node has not taken yet are merged, and taken together.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`). On an inline node

@@ -13,7 +13,7 @@ use super::runtime_ready::embraft_runtime_ready;
 use super::snapshot_writer::embraft_snapshot_writer;
 use super::status_report::embraft_status_report;
 use super::*;
-use crate::runtime::{GroupId, GroupStart, Runtime, RuntimeConfig};
+use crate::runtime::{GroupId, GroupStart, Runtime};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,10 +89,12 @@ unsafe fn write_ids(
 /// snapshot files under `groups/<id>/`), the WAL options (sync mode, write
 /// method, segment size), the Raft tunables (for every group; a random
 /// seed of 0 picks one per group), the snapshot options, the log level,
-/// and the input queue capacity, which bounds each group's mailbox. It
-/// ignores the peers and the applied index (each group gets its own in
-/// `embraft_runtime_start_group`) and the threading mode (the workers run
-/// every group). The WAL is recovered, but no group runs until it is
+/// the input queue capacity, which bounds each group's mailbox, the entry
+/// cache budget and the WAL's segment soft limit, and the threading mode:
+/// `EMBRAFT_THREADING_INLINE` starts no workers (each input call steps
+/// its group on the caller's thread, as on an inline node). It ignores
+/// the peers and the applied index (each group gets its own in
+/// `embraft_runtime_start_group`). The WAL is recovered, but no group runs until it is
 /// started: `embraft_runtime_stored_groups` lists those the WAL holds. On
 /// success `*runtime_out` receives a handle owned by the caller, to be
 /// released with `embraft_runtime_free`; on failure the reason is the
@@ -112,19 +114,7 @@ pub unsafe extern "C" fn embraft_runtime_new(
         let config = borrow_or_return!(config);
         record_failures(&config.errors, || {
             require_output(runtime_out, "runtime_out")?;
-            let node = config.checked()?;
-            let runtime_config = RuntimeConfig {
-                workers: workers as usize,
-                wal: node.wal.clone(),
-                wal_files: node.wal_files.clone(),
-                raft: node.raft.clone(),
-                snapshot: node.snapshot.clone(),
-                log_level: node.log_level,
-                mailbox_capacity: node.input_capacity,
-                cache_bytes: config.runtime_cache_bytes,
-                wal_segments_soft_limit: config.runtime_wal_segments_soft_limit as usize,
-                ..RuntimeConfig::new(node.raft.id, node.data_dir.clone())
-            };
+            let runtime_config = config.checked()?.runtime_config(workers as usize);
             let handle = Box::new(embraft_runtime {
                 runtime: Runtime::open(runtime_config)?,
                 errors: Arc::default(),

@@ -277,10 +277,6 @@ impl Group {
         }
     }
 
-    pub(crate) fn id(&self) -> NodeId {
-        self.raft.id()
-    }
-
     pub(crate) fn set_log_level(&mut self, level: LogLevel) {
         self.out.log_level = level;
     }

@@ -14,11 +14,17 @@
 //!   then tells each group its writes are durable, through its mailbox;
 //! - short-lived threads verifying received snapshots.
 //!
+//! An inline runtime ([`RuntimeConfig::inline`]) has no workers: the
+//! caller's thread steps the group it gave input to, WAL write included,
+//! and a sync thread waits for the WAL and steps the groups whose writes
+//! it made durable.
+//!
 //! The host ticks the whole runtime with one call ([`Runtime::tick`]): an
 //! awake group gets each tick; a quiet one (see `Config::quiesce_tick`) is
 //! ticked in bulk every few ticks, so idle groups cost next to nothing.
 //! The host polls all groups' output with one call ([`Runtime::poll`]).
 
+mod readiness;
 mod worker;
 
 use crate::codec::{decode_group_frame, encode_group_frame};
@@ -31,17 +37,20 @@ use crate::fs_util::sync_dir;
 use crate::group::{
     initial_state, random_seed, restore_at_start, sync_everything_written, wire, Group, Input,
     LogLevel, LogLine, NodeState, Pending, ReadyBatch, SnapshotOptions, SnapshotWriter, StartError,
-    Verified, SEGMENT_MEMBERSHIP_IDS,
+    Verified, MAX_SNAPSHOT_CHUNK_BYTES, SEGMENT_MEMBERSHIP_IDS,
 };
 use crate::snapshot::SnapshotStore;
 use crate::wal::{
-    segment_bytes_for_entry, AdvancedOptions, FileLayer, Recovered, Wal, WalError, WalOptions,
+    segment_bytes_for_entry, AdvancedOptions, FileLayer, Recovered, SyncMode, Wal, WalError,
+    WalOptions,
 };
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
+use readiness::Readiness;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -58,8 +67,17 @@ pub struct RuntimeConfig {
     /// Holds the shared WAL and, under `groups/<id>/`, each group's
     /// snapshot files.
     pub data_dir: PathBuf,
-    /// Worker threads (0: one per core).
+    /// Worker threads (0: one per core). Ignored by an inline runtime.
     pub workers: usize,
+    /// No worker threads: each input call steps its group on the caller's
+    /// thread, WAL write included, and returns with the group's output
+    /// ready to poll (when another thread is stepping the group, a
+    /// proposal or message is left to it, and is stepped before that
+    /// thread's call returns). With a synced WAL one thread of the
+    /// runtime waits for the syncs and steps the groups they release.
+    /// Spares the thread wake-ups of a hand-off to a worker, for hosts
+    /// that drive a few groups from many threads (or green threads).
+    pub inline: bool,
     pub wal: WalOptions,
     /// The file layer the WAL goes through (fault injection in tests).
     pub wal_files: Arc<dyn FileLayer>,
@@ -87,6 +105,7 @@ impl RuntimeConfig {
             id,
             data_dir: data_dir.into(),
             workers: 0,
+            inline: false,
             wal: WalOptions::default(),
             wal_files: AdvancedOptions::default().files,
             raft: Config::default(),
@@ -100,6 +119,11 @@ impl RuntimeConfig {
 }
 
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
+
+/// The largest mailbox capacity a runtime accepts. A mailbox takes memory
+/// only for the inputs waiting in it, so the bound is about how much work
+/// a host may pile up before it hears `Busy`, not about an allocation.
+pub const MAX_MAILBOX_CAPACITY: usize = 1 << 20;
 
 /// With the default 64 MiB segments: a shared WAL of about 1 GiB.
 pub const DEFAULT_WAL_SEGMENTS_SOFT_LIMIT: usize = 16;
@@ -188,12 +212,38 @@ pub fn frames_per_peer(readies: &[GroupReady]) -> BTreeMap<NodeId, Vec<u8>> {
 /// any thread; dropping it stops the workers after every write is durable.
 pub struct Runtime {
     shared: Arc<Shared>,
-    workers: Vec<JoinHandle<()>>,
+    /// The workers, or an inline runtime's sync thread.
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Where a runtime keeps each group's snapshot files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Under `groups/<id>/` of the data directory.
+    Groups,
+    /// In the data directory itself: a node's single group.
+    SingleGroup,
+}
+
+/// How an inline call proceeds when another thread is stepping the group
+/// it gives input to (see [`RuntimeConfig::inline`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Busy {
+    /// Waits for its turn and steps the group itself: its output is ready
+    /// when it returns.
+    Wait,
+    /// Leaves its input to that thread, which steps it before its own call
+    /// returns; returns at once. For proposals and messages, whose results
+    /// come later anyway: many proposers (or a transport) then never queue
+    /// up on the group, and their inputs share one round.
+    HandOff,
 }
 
 /// What a group's mailbox carries to the worker that steps it.
 enum Work {
     Input(Input),
+    /// The ticks owed to the group (`Slot::owed_ticks`) are due.
+    Ticks,
     /// The group's writes through this number are durable.
     Durable(u64),
     Verified(Verified),
@@ -211,7 +261,8 @@ struct Slot {
     scheduled: AtomicBool,
     cell: Mutex<Cell>,
     outbox: Mutex<Outbox>,
-    status: Mutex<Status>,
+    /// Shared with a node, which reads it without a map lookup.
+    status: Arc<Mutex<Status>>,
     /// Highest committed index handed to the host: the bound for acks.
     delivered: AtomicU64,
     /// Highest index the host acknowledged applying, not yet told to the
@@ -221,16 +272,31 @@ struct Slot {
     next_proposal_id: AtomicU64,
     /// Set by the worker after each round; ticks skip a quiet group.
     quiescent: AtomicBool,
-    /// Ticks a quiet group has not been given yet.
+    /// Ticks the group has not been given yet.
     owed_ticks: AtomicU32,
+    /// A [`Work::Ticks`] waits in the mailbox.
+    tick_queued: AtomicBool,
     /// Bytes of entries the group held in memory after its last round.
     cached_bytes: AtomicU64,
     /// Stopped or removed: a worker that still finds it queued leaves it.
     stopped: AtomicBool,
+    /// Held by the thread stepping the group in an inline runtime.
+    turn: Mutex<()>,
     max_entry_bytes: u64,
 }
 
 impl Slot {
+    /// Gives the group the ticks it is owed.
+    fn take_ticks(&self, group: &mut Group) {
+        // Cleared first: a tick counted after the swap below queues a new
+        // marker rather than waiting for the one after it.
+        self.tick_queued.store(false, Ordering::Release);
+        let owed = self.owed_ticks.swap(0, Ordering::AcqRel);
+        if owed > 0 {
+            group.handle(Input::Ticks(owed));
+        }
+    }
+
     /// Tells the group what the host acknowledged applying since.
     fn take_acked(&self, group: &mut Group) {
         let acked = self.acked.swap(0, Ordering::AcqRel);
@@ -257,6 +323,8 @@ struct Outbox {
 struct Shared {
     id: NodeId,
     config: RuntimeConfig,
+    layout: Layout,
+    log_level: AtomicU8,
     wal: Arc<Wal>,
     groups: RwLock<HashMap<GroupId, Arc<Slot>>>,
     /// Bytes of entries all groups hold in memory, as of their last rounds.
@@ -266,6 +334,13 @@ struct Shared {
     /// Groups with output for the host.
     ready: Mutex<Vec<Arc<Slot>>>,
     ready_signal: Condvar,
+    /// Readable while `ready` holds a group or the runtime has failed;
+    /// changed under the `ready` lock.
+    readiness: Readiness,
+    /// An inline runtime's queue to its sync thread; taken when the
+    /// runtime stops. `None` in a runtime with workers, or one whose WAL
+    /// does not sync.
+    sync_queue: Mutex<Option<Sender<worker::Written>>>,
     failure: Mutex<Option<String>>,
     failed: AtomicBool,
     /// Threads verifying received snapshots; joined when the runtime stops.
@@ -347,24 +422,45 @@ impl Runtime {
     /// [`Runtime::stored_groups`] and run once started with
     /// [`Runtime::start_group`].
     pub fn open(config: RuntimeConfig) -> Result<Runtime, NodeError> {
+        Runtime::open_with_layout(config, Layout::Groups)
+    }
+
+    pub(crate) fn open_with_layout(
+        config: RuntimeConfig,
+        layout: Layout,
+    ) -> Result<Runtime, NodeError> {
         if config.id == 0 {
-            return Err(NodeError::InvalidConfig("runtime id 0 is reserved".into()));
+            return Err(NodeError::InvalidConfig("id 0 is reserved".into()));
         }
-        if config.mailbox_capacity == 0 {
-            return Err(NodeError::InvalidConfig(
-                "the mailbox capacity must be at least 1".into(),
-            ));
+        if config.mailbox_capacity == 0 || config.mailbox_capacity > MAX_MAILBOX_CAPACITY {
+            return Err(NodeError::InvalidConfig(format!(
+                "input queue capacity {} must be between 1 and {MAX_MAILBOX_CAPACITY}",
+                config.mailbox_capacity
+            )));
+        }
+        let chunk = config.snapshot.chunk_size;
+        if chunk == 0 || chunk > MAX_SNAPSHOT_CHUNK_BYTES || config.snapshot.window_chunks == 0 {
+            return Err(NodeError::InvalidConfig(format!(
+                "snapshot chunk size {chunk} must be between 1 and {MAX_SNAPSHOT_CHUNK_BYTES}, \
+                 and the window at least one chunk"
+            )));
         }
         let mut raft = config.raft.clone();
         raft.id = config.id;
         raft.validate()
             .map_err(|err| NodeError::InvalidConfig(err.to_string()))?;
-        let needed = segment_bytes_for_entry(raft.max_entry_bytes, SEGMENT_MEMBERSHIP_IDS);
+        // Checked here, not by the WAL: the WAL only learns that a segment
+        // is too small when an entry arrives, and refusing it then stops
+        // the runtime.
+        let max_entry = raft.max_entry_bytes;
+        let needed = segment_bytes_for_entry(max_entry, SEGMENT_MEMBERSHIP_IDS);
         if config.wal.segment_size < needed {
             return Err(NodeError::InvalidConfig(format!(
-                "segment size {} cannot hold an entry of max_entry_bytes ({}): that takes at \
-                 least {needed} bytes",
-                config.wal.segment_size, raft.max_entry_bytes
+                "segment size {} cannot hold an entry of max_entry_bytes ({max_entry}): that \
+                 takes at least {needed} bytes (the entry and its records, the segment header \
+                 and the state restated at the segment's start); raise the segment size or \
+                 lower max_entry_bytes",
+                config.wal.segment_size
             )));
         }
         let advanced = AdvancedOptions {
@@ -380,14 +476,28 @@ impl Runtime {
                 err => NodeError::Storage(err),
             },
         )?;
-        let workers = match config.workers {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
+        let workers = match (config.inline, config.workers) {
+            (true, _) => 0,
+            (false, 0) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            (false, n) => n,
+        };
+        let readiness =
+            Readiness::new().map_err(|err| NodeError::Resource(format!("readiness fd: {err}")))?;
+        let (syncs, sync_waits) = match (config.inline, config.wal.sync) {
+            (true, SyncMode::Always) => {
+                let (tx, rx) = crossbeam_channel::unbounded();
+                (Some(tx), Some(rx))
+            }
+            // Workers wait for their own syncs, and a WAL that does not
+            // sync has nothing to wait for.
+            _ => (None, None),
         };
         let (run_queue, run_queue_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             id: config.id,
+            log_level: AtomicU8::new(config.log_level as u8),
             config,
+            layout,
             wal: Arc::new(wal),
             groups: RwLock::new(HashMap::new()),
             cached_bytes: AtomicU64::new(0),
@@ -395,6 +505,8 @@ impl Runtime {
             run_queue_rx,
             ready: Mutex::new(Vec::new()),
             ready_signal: Condvar::new(),
+            readiness,
+            sync_queue: Mutex::new(syncs),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             verifiers: Mutex::new(Vec::new()),
@@ -404,19 +516,19 @@ impl Runtime {
             group_steps: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
         });
+        // Dropped on failure below: stops the threads started so far.
         let mut runtime = Runtime {
             shared: shared.clone(),
-            workers: Vec::with_capacity(workers),
+            threads: Vec::with_capacity(workers.max(1)),
         };
         for n in 0..workers {
-            let worker_shared = shared.clone();
-            let failing = shared.clone();
-            let handle = crate::threads::spawn_catching(
-                format!("embraft-rt{}-w{n}", shared.id),
-                move |why| failing.fail(why),
-                move || worker::run(&worker_shared),
-            )?;
-            runtime.workers.push(handle);
+            let name = format!("embraft-rt{}-w{n}", shared.id);
+            runtime.threads.push(shared.spawn(name, worker::run)?);
+        }
+        if let Some(waits) = sync_waits {
+            let name = format!("embraft-rt{}-sync", shared.id);
+            let sync = move |shared: &Arc<Shared>| worker::run_syncs(shared, &waits);
+            runtime.threads.push(shared.spawn(name, sync)?);
         }
         Ok(runtime)
     }
@@ -523,21 +635,28 @@ impl Runtime {
                 pending,
                 listed: false,
             }),
-            status: Mutex::new(status),
+            status: Arc::new(Mutex::new(status)),
             delivered: AtomicU64::new(applied),
             acked: AtomicU64::new(0),
             next_proposal_id: AtomicU64::new(1),
             quiescent: AtomicBool::new(false),
             owed_ticks: AtomicU32::new(0),
+            tick_queued: AtomicBool::new(false),
             cached_bytes: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
+            turn: Mutex::new(()),
             max_entry_bytes,
         });
         shared.groups.write().insert(group, slot.clone());
         shared.list_if_pending(&slot);
         // A first round hands out what the log already commits, and the
         // first status, without waiting for input.
-        shared.schedule(&slot);
+        for path in &found.removed {
+            shared.log(&slot, LogLevel::Info, || {
+                format!("removed leftover snapshot file {}", path.display())
+            });
+        }
+        shared.schedule(&slot, Busy::HandOff);
         Ok(())
     }
 
@@ -597,8 +716,11 @@ impl Runtime {
             if slot.quiescent.load(Ordering::Relaxed) && owed < interval {
                 continue;
             }
-            slot.owed_ticks.fetch_sub(owed, Ordering::Relaxed);
-            self.shared.deliver(slot, Work::Input(Input::Ticks(owed)));
+            // One marker in the mailbox however many ticks gather before
+            // the group's next round: ticks never fill a mailbox.
+            if !slot.tick_queued.swap(true, Ordering::AcqRel) {
+                self.shared.deliver(slot, Work::Ticks);
+            }
         }
         Ok(())
     }
@@ -607,7 +729,8 @@ impl Runtime {
     /// runtime's group produced.
     pub fn step(&self, group: GroupId, bytes: &[u8]) -> Result<(), NodeError> {
         let msg = self.shared.check_message(bytes)?;
-        self.send(group, Input::Step(msg))
+        let slot = self.shared.slot(group)?;
+        self.shared.send_to(&slot, Input::Step(msg), Busy::HandOff)
     }
 
     /// Steps every message of a group frame from a peer runtime (docs/
@@ -648,7 +771,7 @@ impl Runtime {
         // Scheduled once the frame is in the mailboxes: a worker then
         // takes a group's share of the frame in one round.
         for slot in &touched {
-            self.shared.schedule(slot);
+            self.shared.schedule(slot, Busy::HandOff);
         }
         Ok(report)
     }
@@ -672,6 +795,7 @@ impl Runtime {
                 proposal_id,
                 data: Payload::from(data),
             },
+            Busy::HandOff,
         )?;
         Ok(proposal_id)
     }
@@ -692,6 +816,7 @@ impl Runtime {
                 proposal_id,
                 change,
             },
+            Busy::Wait,
         )?;
         Ok(proposal_id)
     }
@@ -767,9 +892,27 @@ impl Runtime {
         Ok(SnapshotWriter::new(temp, meta, deliver))
     }
 
-    /// `group`'s state as of its last round.
+    /// `group`'s state as of its last round; still answered after the
+    /// runtime has failed.
     pub fn status(&self, group: GroupId) -> Result<Status, NodeError> {
-        Ok(self.shared.slot(group)?.status.lock().clone())
+        let groups = self.shared.groups.read();
+        let slot = groups.get(&group).ok_or(NodeError::UnknownGroup(group))?;
+        let status = slot.status.lock().clone();
+        Ok(status)
+    }
+
+    /// Where `group`'s status is published after each round.
+    pub(crate) fn status_cell(&self, group: GroupId) -> Result<Arc<Mutex<Status>>, NodeError> {
+        let groups = self.shared.groups.read();
+        let slot = groups.get(&group).ok_or(NodeError::UnknownGroup(group))?;
+        Ok(slot.status.clone())
+    }
+
+    /// Adds a line to `group`'s output when `level` is enabled.
+    pub(crate) fn log(&self, group: GroupId, level: LogLevel, text: impl FnOnce() -> String) {
+        if let Some(slot) = self.shared.groups.read().get(&group) {
+            self.shared.log(slot, level, text);
+        }
     }
 
     /// Waits up to `timeout` for output of any group and takes all there
@@ -784,6 +927,9 @@ impl Runtime {
             let mut ready = shared.ready.lock();
             loop {
                 if !ready.is_empty() {
+                    if !shared.failed.load(Ordering::Acquire) {
+                        shared.readiness.clear();
+                    }
                     break std::mem::take(&mut *ready);
                 }
                 if let Some(why) = shared.failure.lock().clone() {
@@ -830,24 +976,54 @@ impl Runtime {
 
     fn send(&self, group: GroupId, input: Input) -> Result<(), NodeError> {
         let slot = self.shared.slot(group)?;
-        self.shared.send_to(&slot, input)
+        self.shared.send_to(&slot, input, Busy::Wait)
+    }
+
+    /// A descriptor that is readable while output (or a failure) waits to
+    /// be polled, for a host's event loop. Owned by the runtime: do not
+    /// close it or read from it.
+    pub fn readiness_fd(&self) -> RawFd {
+        let ready = self.shared.ready.lock();
+        let waiting = !ready.is_empty() || self.shared.failed.load(Ordering::Acquire);
+        self.shared.readiness.arm(waiting)
+    }
+
+    /// Changes the level of the log lines every group hands out, from
+    /// their next round.
+    pub fn set_log_level(&self, level: LogLevel) {
+        self.shared.log_level.store(level as u8, Ordering::Relaxed);
     }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        // Each worker takes one stop mark after the work queued before it.
-        for _ in &self.workers {
-            let _ = self.shared.run_queue.send(None);
+        let shared = &self.shared;
+        let join_verifiers = || {
+            let verifiers = std::mem::take(&mut *shared.verifiers.lock());
+            for verifier in verifiers {
+                let _ = verifier.join();
+            }
+        };
+        if shared.is_inline() {
+            // A verifier steps its group when done, and may queue a sync:
+            // the sync thread hangs up only after them.
+            join_verifiers();
+            drop(shared.sync_queue.lock().take());
+        } else {
+            // Each worker takes one stop mark after the work queued before
+            // it.
+            for _ in &self.threads {
+                let _ = shared.run_queue.send(None);
+            }
         }
-        for worker in self.workers.drain(..) {
+        for thread in self.threads.drain(..) {
             // Panics were caught inside the thread (spawn_catching).
-            let _ = worker.join();
+            let _ = thread.join();
         }
-        let verifiers = std::mem::take(&mut *self.shared.verifiers.lock());
-        for verifier in verifiers {
-            let _ = verifier.join();
+        for slot in shared.groups.read().values() {
+            slot.cell.lock().group.stop_receiving();
         }
+        join_verifiers();
         // A commit index written without a sync of its own is made durable
         // too, so a runtime stopped cleanly restarts where it stood.
         sync_everything_written(&self.shared.wal);
@@ -877,9 +1053,41 @@ impl Shared {
         self.config.data_dir.join("groups")
     }
 
+    /// Starts a thread of the runtime; a panic in it stops the runtime.
+    fn spawn(
+        self: &Arc<Self>,
+        name: String,
+        body: impl FnOnce(&Arc<Shared>) + Send + 'static,
+    ) -> Result<JoinHandle<()>, NodeError> {
+        let for_body = self.clone();
+        let failing = self.clone();
+        crate::threads::spawn_catching(name, move |why| failing.fail(why), move || body(&for_body))
+    }
+
+    fn is_inline(&self) -> bool {
+        self.config.inline
+    }
+
+    fn log_level(&self) -> LogLevel {
+        LogLevel::from_u8(self.log_level.load(Ordering::Relaxed)).unwrap_or(LogLevel::Off)
+    }
+
+    /// Inline runtime: hands a round's write to the sync thread; gives it
+    /// back when there is none (the WAL does not sync, or the runtime is
+    /// stopping) for the caller to wait for.
+    fn queue_sync(&self, written: worker::Written) -> Result<(), worker::Written> {
+        match &*self.sync_queue.lock() {
+            Some(syncs) => syncs.send(written).map_err(|back| back.into_inner()),
+            None => Err(written),
+        }
+    }
+
     /// The folder of `group`'s snapshot files, created durably: a snapshot
     /// the WAL records must not vanish with a folder a crash forgot.
     fn group_dir(&self, group: GroupId) -> Result<PathBuf, NodeError> {
+        if self.layout == Layout::SingleGroup {
+            return Ok(self.config.data_dir.clone());
+        }
         let groups = self.groups_dir();
         let dir = groups.join(group.to_string());
         let create = |dir: &Path, parent: &Path| {
@@ -923,15 +1131,16 @@ impl Shared {
     /// longer counts toward the cache.
     fn forget(&self, slot: &Slot) {
         slot.stopped.store(true, Ordering::Release);
-        // A worker may be stepping it: wait for that round to end.
-        drop(slot.cell.lock());
+        // A worker may be stepping it: wait for that round to end. A
+        // snapshot it was receiving is abandoned (its partial file goes).
+        slot.cell.lock().group.stop_receiving();
         self.recount_cache(slot, 0);
     }
 
     /// When the shared WAL has grown past its soft limit, asks the groups
     /// whose old entries keep its oldest segments for snapshots: once
     /// recorded, their logs are compacted and the segments go.
-    fn ask_pinning_groups(&self) {
+    fn ask_pinning_groups(self: &Arc<Self>) {
         let limit = self.config.wal_segments_soft_limit;
         if limit == 0 || self.wal.segment_count() <= limit {
             return;
@@ -974,7 +1183,12 @@ impl Shared {
     }
 
     /// Queues a host input, refused when the mailbox is full.
-    fn send_to(&self, slot: &Arc<Slot>, input: Input) -> Result<(), NodeError> {
+    fn send_to(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        input: Input,
+        busy: Busy,
+    ) -> Result<(), NodeError> {
         {
             let mut mailbox = slot.mailbox.lock();
             if mailbox.len() >= self.config.mailbox_capacity {
@@ -982,21 +1196,24 @@ impl Shared {
             }
             mailbox.push(Work::Input(input));
         }
-        self.schedule(slot);
-        Ok(())
+        self.schedule(slot, busy);
+        self.check_alive()
     }
 
     /// Queues work the runtime itself owes a group (ticks, durability,
     /// verified snapshots): never refused.
-    fn deliver(&self, slot: &Arc<Slot>, work: Work) {
+    fn deliver(self: &Arc<Self>, slot: &Arc<Slot>, work: Work) {
         slot.mailbox.lock().push(work);
-        self.schedule(slot);
+        self.schedule(slot, Busy::Wait);
     }
 
-    /// Puts the group on the run queue unless it is there or held by a
-    /// worker (which looks at the mailbox again when it lets go).
-    fn schedule(&self, slot: &Arc<Slot>) {
-        if !slot.scheduled.swap(true, Ordering::SeqCst) {
+    /// Gets the group stepped. With workers: puts it on the run queue
+    /// unless it is there or held by a worker (which looks at the mailbox
+    /// again when it lets go). Inline: steps it on this thread.
+    fn schedule(self: &Arc<Self>, slot: &Arc<Slot>, busy: Busy) {
+        if self.is_inline() {
+            worker::drive_inline(self, slot, busy);
+        } else if !slot.scheduled.swap(true, Ordering::SeqCst) {
             let _ = self.run_queue.send(Some(slot.clone()));
         }
     }
@@ -1007,20 +1224,29 @@ impl Shared {
         if !outbox.listed && !outbox.pending.is_empty() {
             outbox.listed = true;
             let mut ready = self.ready.lock();
+            if ready.is_empty() {
+                self.readiness.signal();
+            }
             ready.push(slot.clone());
             self.ready_signal.notify_all();
         }
     }
 
-    /// Adds a line to a group's output.
-    fn note(&self, slot: &Arc<Slot>, text: String) {
-        if self.config.log_level >= LogLevel::Info {
+    /// Adds a line to a group's output when `level` is enabled; `text`
+    /// runs only then.
+    fn log(&self, slot: &Arc<Slot>, level: LogLevel, text: impl FnOnce() -> String) {
+        if level != LogLevel::Off && level <= self.log_level() {
             slot.outbox.lock().pending.push_log(LogLine {
-                level: LogLevel::Info,
-                text,
+                level,
+                text: text(),
             });
             self.list_if_pending(slot);
         }
+    }
+
+    /// Adds a line to a group's output.
+    fn note(&self, slot: &Arc<Slot>, text: String) {
+        self.log(slot, LogLevel::Info, || text);
     }
 
     /// Stops the runtime for good: the WAL failed (it is poisoned), or a
@@ -1031,7 +1257,10 @@ impl Shared {
             *failure = Some(why);
             self.failed.store(true, Ordering::Release);
             drop(failure);
-            let _ready = self.ready.lock();
+            let ready = self.ready.lock();
+            if ready.is_empty() {
+                self.readiness.signal();
+            }
             self.ready_signal.notify_all();
         }
     }

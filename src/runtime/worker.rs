@@ -8,14 +8,19 @@
 //! A group is held by one worker at a time: it stays marked scheduled
 //! while a worker steps it, and its lock is kept until its writes are in
 //! the WAL, so two rounds never write one group's batches out of order.
+//!
+//! An inline runtime runs the same round for one group on the thread that
+//! gave it input ([`drive_inline`]), and leaves the wait for the sync to
+//! the runtime's sync thread ([`run_syncs`]).
 
-use super::{Cell, Shared, Slot, Work};
+use super::{Busy, Cell, Shared, Slot, Work};
 use crate::core::Index;
 use crate::group::{JobWriter, Verification, Verified};
 use crate::snapshot::SnapshotError;
-use crate::wal::GroupWrite;
+use crate::wal::{GroupWrite, WriteTicket};
+use crossbeam_channel::Receiver;
 use parking_lot::MutexGuard;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 /// Groups one round steps at most: enough to share a sync among many
@@ -37,7 +42,12 @@ pub(super) fn run(shared: &Arc<Shared>) {
             }
         }
         if !shared.failed.load(Ordering::Acquire) {
-            run_round(shared, &round);
+            shared.rounds.fetch_add(1, Ordering::Relaxed);
+            match step_and_write(shared, &round) {
+                Ok(Some(written)) => wait_and_release(shared, written),
+                Ok(None) => {}
+                Err(why) => shared.fail(why),
+            }
         }
         if stop {
             return;
@@ -54,14 +64,44 @@ struct Stepped<'a> {
     awaited: Option<u64>,
 }
 
-fn run_round(shared: &Arc<Shared>, round: &[Arc<Slot>]) {
+/// A round's write that groups wait on: durable once `ticket` is, when
+/// each group hears that its writes through the given number are.
+pub(super) struct Written {
+    ticket: WriteTicket,
+    durable: Vec<(Arc<Slot>, u64)>,
+}
+
+/// Waits for a round's sync, then tells each group its writes are
+/// durable (which schedules it to release what waited on them).
+fn wait_and_release(shared: &Arc<Shared>, written: Written) {
+    for (slot, seq) in wait_for_sync(shared, written) {
+        shared.deliver(&slot, Work::Durable(seq));
+    }
+}
+
+/// Waits for a round's sync: the groups to tell, with the number of
+/// their last write; none after a failure, which stops the runtime.
+fn wait_for_sync(shared: &Shared, written: Written) -> Vec<(Arc<Slot>, u64)> {
+    shared.syncs.fetch_add(1, Ordering::Relaxed);
+    match shared.wal.wait_durable(written.ticket) {
+        Ok(()) => written.durable,
+        Err(err) => {
+            shared.fail(format!("storage failed: {err}"));
+            Vec::new()
+        }
+    }
+}
+
+/// Steps the groups of a round and writes what they must persist as one
+/// WAL batch, without waiting for its sync: what waits on it comes back
+/// (`None`: nothing does). An error stops the runtime.
+fn step_and_write(shared: &Arc<Shared>, round: &[Arc<Slot>]) -> Result<Option<Written>, String> {
     let wal = &shared.wal;
     let segment_size = shared.config.wal.segment_size;
-    shared.rounds.fetch_add(1, Ordering::Relaxed);
     shared
         .group_steps
         .fetch_add(round.len() as u64, Ordering::Relaxed);
-    let mut stepped = Vec::with_capacity(round.len());
+    let mut stepped: Vec<Stepped<'_>> = Vec::with_capacity(round.len());
     let mut failure = None;
     for slot in round {
         let mut cell = slot.cell.lock();
@@ -70,9 +110,11 @@ fn run_round(shared: &Arc<Shared>, round: &[Arc<Slot>]) {
             continue;
         }
         slot.take_acked(&mut cell.group);
+        cell.group.set_log_level(shared.log_level());
         for item in work {
             match item {
                 Work::Input(input) => cell.group.handle(input),
+                Work::Ticks => slot.take_ticks(&mut cell.group),
                 Work::Durable(seq) => cell.group.durable(seq),
                 Work::Verified(verified) => cell.group.on_verified(verified),
                 Work::Wake => {}
@@ -131,25 +173,72 @@ fn run_round(shared: &Arc<Shared>, round: &[Arc<Slot>]) {
     for s in stepped {
         drop(s.cell);
         if let Some(seq) = s.awaited {
-            durable.push((s.slot, seq));
+            durable.push((s.slot.clone(), seq));
         }
         release(shared, s.slot);
     }
-    let synced = ticket.and_then(|ticket| {
-        if durable.is_empty() {
-            Ok(())
-        } else {
-            shared.syncs.fetch_add(1, Ordering::Relaxed);
-            wal.wait_durable(ticket).map_err(|err| err.to_string())
+    let ticket = ticket.map_err(|why| format!("storage failed: {why}"))?;
+    Ok((!durable.is_empty()).then_some(Written { ticket, durable }))
+}
+
+/// Inline runtime: steps `slot` on this thread with what its mailbox
+/// holds (the caller's input among it), writes what it must persist and
+/// hands the wait for the sync to the sync thread (or, with nothing to
+/// sync, reports the write durable at once). Input that arrived meanwhile
+/// gets another round before this returns. A caller finding the group
+/// held by another thread waits for its turn (`Busy::Wait`), or leaves
+/// its input to that thread (`Busy::HandOff`).
+pub(super) fn drive_inline(shared: &Arc<Shared>, slot: &Arc<Slot>, mut busy: Busy) {
+    loop {
+        // Pairs with the fence after letting go below: either this caller
+        // takes the turn, or the holder sees its input once it lets go.
+        fence(Ordering::SeqCst);
+        let turn = match busy {
+            Busy::Wait => slot.turn.lock(),
+            Busy::HandOff => match slot.turn.try_lock() {
+                Some(turn) => turn,
+                None => return,
+            },
+        };
+        if shared.failed.load(Ordering::Acquire) {
+            return;
         }
-    });
-    match synced {
-        Ok(()) => {
-            for (slot, seq) in durable {
-                shared.deliver(slot, Work::Durable(seq));
+        shared.rounds.fetch_add(1, Ordering::Relaxed);
+        match step_and_write(shared, std::slice::from_ref(slot)) {
+            Ok(Some(written)) => {
+                // Queued during the turn, so one group's waits reach the
+                // sync thread in the order of its writes. Without one, the
+                // write is durable at once (or the runtime is stopping):
+                // the group takes that in the next turn of this loop.
+                if let Err(written) = shared.queue_sync(written) {
+                    for (slot, seq) in wait_for_sync(shared, written) {
+                        slot.mailbox.lock().push(Work::Durable(seq));
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(why) => {
+                shared.fail(why);
+                return;
             }
         }
-        Err(why) => shared.fail(format!("storage failed: {why}")),
+        drop(turn);
+        fence(Ordering::SeqCst);
+        if slot.mailbox.lock().is_empty() {
+            return;
+        }
+        // Input that came during the round: a thread holding the turn now
+        // steps it itself.
+        busy = Busy::HandOff;
+    }
+}
+
+/// The sync thread of an inline runtime: waits for each queued write in
+/// turn, then steps the groups it released. Runs until the runtime hangs
+/// up the queue, after the waits queued before.
+pub(super) fn run_syncs(shared: &Arc<Shared>, waits: &Receiver<Written>) {
+    for written in waits {
+        wait_and_release(shared, written);
     }
 }
 
@@ -178,11 +267,14 @@ fn account_cache(shared: &Shared, slot: &Slot, cell: &mut Cell) {
 }
 
 /// The worker lets go of a group: input that arrived meanwhile gets the
-/// group scheduled again.
-fn release(shared: &Shared, slot: &Arc<Slot>) {
+/// group scheduled again. (An inline round looks at the mailbox itself.)
+fn release(shared: &Arc<Shared>, slot: &Arc<Slot>) {
+    if shared.is_inline() {
+        return;
+    }
     slot.scheduled.store(false, Ordering::SeqCst);
     if !slot.mailbox.lock().is_empty() {
-        shared.schedule(slot);
+        shared.schedule(slot, Busy::HandOff);
     }
 }
 
@@ -190,17 +282,11 @@ fn release(shared: &Shared, slot: &Arc<Slot>) {
 /// goes back through the group's mailbox.
 fn verify(shared: &Arc<Shared>, slot: &Arc<Slot>, verification: Verification) {
     let Verification { id, partial } = verification;
-    let for_result = shared.clone();
     let target = slot.clone();
-    let failing = shared.clone();
-    let spawned = crate::threads::spawn_catching(
-        format!("embraft-rt{}-snap", shared.id),
-        move |why| failing.fail(why),
-        move || {
-            let result = partial.finish();
-            for_result.deliver(&target, Work::Verified(Verified { id, result }));
-        },
-    );
+    let spawned = shared.spawn(format!("embraft-rt{}-snap", shared.id), move |shared| {
+        let result = partial.finish();
+        shared.deliver(&target, Work::Verified(Verified { id, result }));
+    });
     match spawned {
         Ok(handle) => {
             let mut verifiers = shared.verifiers.lock();

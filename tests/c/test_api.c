@@ -538,7 +538,8 @@ static void full_input_queue_answers_busy(void) {
     embraft_config_free(config);
     int busy = 0;
     for (int i = 0; i < 200000 && !busy; i++) {
-        embraft_status status = embraft_node_tick(node);
+        uint64_t proposal = 0;
+        embraft_status status = embraft_node_propose(node, (const uint8_t *)"x", 1, &proposal);
         CHECK(status == EMBRAFT_OK || status == EMBRAFT_ERR_BUSY);
         busy = status == EMBRAFT_ERR_BUSY;
     }
