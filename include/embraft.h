@@ -1075,8 +1075,8 @@ void embraft_node_free(embraft_node *node);
 /**
  * Advances the node's logical clock by one tick. The host calls it at a
  * steady pace (for example every 100 ms); election and heartbeat
- * intervals are counted in ticks. Never blocks: `EMBRAFT_ERR_BUSY` when
- * the input queue is full.
+ * intervals are counted in ticks. Never blocks, and never refused as
+ * busy: ticks the node has not taken yet are merged, and taken together.
  *
  * Thread safety: may be called from any thread, concurrently with other
  * calls on the same node (except `embraft_node_free`). On an inline node
@@ -1876,6 +1876,19 @@ embraft_status embraft_runtime_stats(const embraft_runtime *runtime,
                                      uint64_t *rounds_out,
                                      uint64_t *group_steps_out,
                                      uint64_t *syncs_out);
+
+/**
+ * Writes to `*fd_out` a file descriptor that is readable while output of
+ * any group (or a failure) waits for `embraft_runtime_poll`: add it to
+ * poll, epoll or an event loop. Owned by the runtime and closed by
+ * `embraft_runtime_free`: never read, write or close it. Kept up to date
+ * from the first call of this function on (output already waiting makes
+ * it readable at once).
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_readiness_fd(const embraft_runtime *runtime, int *fd_out);
 
 /**
  * Frees a runtime batch and everything its arrays point to. NULL is a

@@ -14,6 +14,7 @@ use super::snapshot_writer::embraft_snapshot_writer;
 use super::status_report::embraft_status_report;
 use super::*;
 use crate::runtime::{GroupId, GroupStart, Runtime};
+use std::ffi::c_int;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -656,6 +657,31 @@ pub unsafe extern "C" fn embraft_runtime_stats(
             write_output(rounds_out, stats.rounds);
             write_output(group_steps_out, stats.group_steps);
             write_output(syncs_out, stats.syncs);
+            Ok(())
+        })
+    }
+}
+
+/// Writes to `*fd_out` a file descriptor that is readable while output of
+/// any group (or a failure) waits for `embraft_runtime_poll`: add it to
+/// poll, epoll or an event loop. Owned by the runtime and closed by
+/// `embraft_runtime_free`: never read, write or close it. Kept up to date
+/// from the first call of this function on (output already waiting makes
+/// it readable at once).
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same runtime (except `embraft_runtime_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_runtime_readiness_fd(
+    runtime: *const embraft_runtime,
+    fd_out: *mut c_int,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_runtime(runtime, |runtime| {
+            require_output(fd_out, "fd_out")?;
+            // SAFETY: checked non-NULL above; writable by contract.
+            write_output(fd_out, runtime.readiness_fd());
             Ok(())
         })
     }

@@ -9,6 +9,7 @@
  * pointers.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <poll.h>
 #include "cluster.h"
 
 #include <stdint.h>
@@ -559,7 +560,21 @@ static void bad_input_gets_its_own_status_and_message(void) {
     CHECK(rt_error_holds(rt, "peers"));
     CHECK(other == NULL);
 
+    CHECK_STATUS(embraft_runtime_readiness_fd(rt, NULL), EMBRAFT_ERR_NULL_ARGUMENT);
+    int fd = -1;
+    CHECK_OK(embraft_runtime_readiness_fd(rt, &fd));
+    CHECK(fd >= 0);
+    struct pollfd waiter = {fd, POLLIN, 0};
+    CHECK(poll(&waiter, 1, 0) == 0);
+
     CHECK_OK(embraft_runtime_start_group(rt, 5, &self, 1, 0));
+    /* The group's first round hands out its state: the fd signals it, and
+     * is quiet again once the output is taken. */
+    CHECK(poll(&waiter, 1, 2000) == 1 && (waiter.revents & POLLIN));
+    CHECK_OK(embraft_runtime_poll(rt, 0, &ready));
+    embraft_runtime_ready_free(ready);
+    ready = NULL;
+    CHECK(poll(&waiter, 1, 0) == 0);
     CHECK_STATUS(embraft_runtime_start_group(rt, 5, &self, 1, 0), EMBRAFT_ERR_GROUP_EXISTS);
     CHECK(rt_error_holds(rt, "group 5"));
     CHECK_STATUS(embraft_runtime_propose(rt, 999, garbage, 1, &proposal),

@@ -338,6 +338,7 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
     "embraft_runtime_status": (status, [runtime, u64, POINTER(report)]),
     "embraft_runtime_poll": (status, [runtime, u32, POINTER(rt_ready)]),
     "embraft_runtime_stats": (status, [runtime, u64_out, u64_out, u64_out]),
+    "embraft_runtime_readiness_fd": (status, [runtime, int_out]),
     "embraft_runtime_ready_free": (None, [rt_ready]),
     "embraft_runtime_ready_messages": (status, [rt_ready, items_out(RtMessage), size_out]),
     "embraft_runtime_ready_peers": (status, [rt_ready, POINTER(ids_view), size_out]),
