@@ -207,16 +207,41 @@
 
 /**
  * Threading modes (`embraft_config_set_threading`).
- * The node runs a driver thread and a WAL thread of its own; input calls
- * only queue their input (the default).
+ * Worker threads (a node: two of its own; a runtime: its pool) step the
+ * groups; input calls only queue their input (the default).
  */
 #define EMBRAFT_THREADING_NODE 0
 
 /**
- * The node runs no threads of its own: each input call does the node's
- * work on the caller's thread, WAL write and sync included.
+ * No workers: each input call steps its group on the caller's thread,
+ * WAL write included; with a synced WAL one thread of the node (or
+ * runtime) waits for the syncs.
  */
 #define EMBRAFT_THREADING_INLINE 1
+
+/**
+ * Buckets of an `embraft_histogram`. Bucket `i` counts observations of
+ * at most `EMBRAFT_HISTOGRAM_FIRST_BOUND_US << i` microseconds (and more
+ * than the bucket before); the last bucket counts everything beyond.
+ */
+#define EMBRAFT_HISTOGRAM_BUCKETS 20
+
+/**
+ * The first bucket's upper bound in microseconds; bounds double.
+ */
+#define EMBRAFT_HISTOGRAM_FIRST_BOUND_US 32
+
+/**
+ * Kinds of Raft messages counted in `embraft_metrics`; their names come
+ * from `embraft_metrics_message_kind`.
+ */
+#define EMBRAFT_MESSAGE_KINDS 15
+
+/**
+ * Reasons a proposal is dropped, counted in `embraft_metrics`; their
+ * names come from `embraft_metrics_drop_reason`.
+ */
+#define EMBRAFT_DROP_REASONS 8
 
 /**
  * Fields of a status report (`embraft_status_report_get`).
@@ -358,6 +383,83 @@ typedef struct embraft_status_report embraft_status_report;
  * Codes are never reused or renumbered; new ones are only added.
  */
 typedef int32_t embraft_status;
+
+/**
+ * A latency histogram: observations per bucket (not cumulative), their
+ * number and their sum.
+ */
+typedef struct {
+  uint64_t buckets[EMBRAFT_HISTOGRAM_BUCKETS];
+  uint64_t count;
+  uint64_t sum_us;
+} embraft_histogram;
+
+/**
+ * What a node (or one group of a runtime) and its WAL measured since
+ * they started. Counters only grow; a host exports them as they are.
+ */
+typedef struct {
+  /**
+   * Duration of each WAL sync (fdatasync or msync). For a runtime, the
+   * shared WAL's: the same in every group.
+   */
+  embraft_histogram wal_sync_duration;
+  uint64_t wal_bytes_written;
+  /**
+   * Batches written to the WAL (one per append, however many groups).
+   */
+  uint64_t wal_batches_written;
+  /**
+   * Proposals made here that committed.
+   */
+  uint64_t proposals_committed;
+  /**
+   * Proposals made here that were dropped, per reason; the last reason
+   * counts proposals whose fate this node will never learn.
+   */
+  uint64_t proposals_dropped[EMBRAFT_DROP_REASONS];
+  /**
+   * From a proposal's append on this node, as leader, to its commit.
+   */
+  embraft_histogram proposal_commit_latency;
+  /**
+   * Times the known leader changed to another node.
+   */
+  uint64_t leader_changes;
+  /**
+   * Elections this node started (it became a candidate).
+   */
+  uint64_t elections_started;
+  uint64_t pre_votes_started;
+  /**
+   * Messages sent and received, per kind.
+   */
+  uint64_t messages_sent[EMBRAFT_MESSAGE_KINDS];
+  uint64_t messages_received[EMBRAFT_MESSAGE_KINDS];
+  /**
+   * Snapshot transfers completed to followers, and chunk bytes sent.
+   */
+  uint64_t snapshots_sent;
+  uint64_t snapshot_bytes_sent;
+  /**
+   * Snapshots received and installed, and chunk bytes received.
+   */
+  uint64_t snapshots_received;
+  uint64_t snapshot_bytes_received;
+  /**
+   * Entries read from the entry cache, and read back from the WAL.
+   */
+  uint64_t cache_hit_entries;
+  uint64_t cache_miss_entries;
+  /**
+   * Bytes of entries in the cache now.
+   */
+  uint64_t cached_entry_bytes;
+  /**
+   * Committed entries not yet acknowledged applied.
+   */
+  uint64_t apply_lag;
+} embraft_metrics;
 
 /**
  * What `embraft_runtime_step_frame` did with the messages of a frame;
@@ -1044,6 +1146,44 @@ embraft_status embraft_config_set_snapshot_chunk_size(embraft_config *config, ui
  * same configuration.
  */
 embraft_status embraft_config_set_random_seed(embraft_config *config, uint64_t seed);
+
+/**
+ * Fills `*metrics_out` with what the node measured since it started.
+ * Cheap (a copy): fine to call every second.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same node (except `embraft_node_free`).
+ */
+embraft_status embraft_node_metrics(const embraft_node *node, embraft_metrics *metrics_out);
+
+/**
+ * Fills `*metrics_out` with what `group` and the runtime's shared WAL
+ * measured; `EMBRAFT_ERR_UNKNOWN_GROUP` when the group does not run here.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_metrics(const embraft_runtime *runtime,
+                                       uint64_t group,
+                                       embraft_metrics *metrics_out);
+
+/**
+ * The name of message kind `index` (`PreVote`, `Append`, ...; the
+ * positions of `messages_sent` and `messages_received`), or NULL when
+ * `index >= EMBRAFT_MESSAGE_KINDS`. The string is static.
+ *
+ * Thread safety: may be called from any thread at any time.
+ */
+const char *embraft_metrics_message_kind(size_t index);
+
+/**
+ * The name of drop reason `index` (`not_leader`, `superseded`, ...; the
+ * positions of `proposals_dropped`), or NULL when `index >=
+ * EMBRAFT_DROP_REASONS`. The string is static.
+ *
+ * Thread safety: may be called from any thread at any time.
+ */
+const char *embraft_metrics_drop_reason(size_t index);
 
 /**
  * Creates a node from `config` (copied: the config may be freed or

@@ -10,6 +10,7 @@
 //!   snapshot transfers, writes out and durability reports in.
 //! - [`node`]: the thread-based runtime that owns one group and one WAL.
 //! - [`runtime`]: many groups on one worker pool and one shared WAL.
+//! - [`metrics`] (beside all of them): counters and histograms.
 //! - [`ffi`]: the `extern "C"` surface (see include/embraft.h, docs/FFI.md).
 
 pub mod codec;
@@ -18,6 +19,7 @@ mod error;
 pub mod ffi;
 mod fs_util;
 mod group;
+pub mod metrics;
 pub mod node;
 pub mod runtime;
 pub mod snapshot;

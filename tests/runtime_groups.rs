@@ -725,3 +725,44 @@ fn ticks_are_never_refused_but_a_flood_of_proposals_is() {
     });
     assert!(busy, "a flood of proposals never filled the mailbox");
 }
+
+/// The measures move with the work: proposals committed and their
+/// latencies, elections, messages by kind, WAL syncs and bytes.
+#[test]
+fn metrics_count_what_the_groups_did() {
+    use embraft::metrics::MESSAGE_KINDS;
+    let groups = 4;
+    let cluster = Cluster::new(groups);
+    let limit = Duration::from_secs(60);
+    cluster.wait_until("every group has a leader", limit, || {
+        (1..=groups).all(|g| cluster.leader(g).is_some())
+    });
+    let committed = cluster.commit_everywhere("m");
+    let append = MESSAGE_KINDS.iter().position(|&k| k == "Append").unwrap();
+    for group in 1..=groups {
+        let leader = cluster.leader(group).unwrap();
+        let metrics = leader.metrics(group).unwrap();
+        let g = metrics.group;
+        assert!(g.proposals_committed >= 1, "group {group}: {g:?}");
+        assert_eq!(
+            g.proposal_commit_latency.count, g.proposals_committed,
+            "one latency per commit"
+        );
+        assert_eq!(
+            g.proposal_commit_latency.buckets.iter().sum::<u64>(),
+            g.proposal_commit_latency.count
+        );
+        assert!(g.elections_started >= 1 && g.leader_changes >= 1, "{g:?}");
+        assert!(g.messages_sent[append] >= 2, "appends to both followers");
+        assert!(g.cache_hit_entries >= 1, "appends read the cache");
+        assert!(metrics.wal.sync_duration.count >= 1 && metrics.wal.bytes_written > 0);
+        assert!(metrics.wal.batches_written >= 1);
+        let follower = (1..=RUNTIMES)
+            .find(|&id| id != leader.id())
+            .and_then(|id| cluster.runtimes.read()[(id - 1) as usize].clone())
+            .unwrap();
+        let received = follower.metrics(group).unwrap().group.messages_received[append];
+        assert!(received >= 1, "group {group}: the follower counted appends");
+    }
+    assert_eq!(committed.len() as u64, groups);
+}

@@ -13,6 +13,7 @@
 //! keeps the core free of I/O.
 
 use super::types::{Entry, EntryKind, Index, Term};
+use std::cell::Cell;
 use std::fmt;
 
 /// A read-only view of the host's durable log, through which the core
@@ -116,6 +117,11 @@ pub(crate) struct RaftLog {
     /// Where evicted entries are read back from; nothing is evicted
     /// without one.
     storage: Option<Box<dyn LogStorage>>,
+    /// Entries [`RaftLog::slice`] served from memory, and those it read
+    /// back from storage: the entry cache's hits and misses. Cells, as
+    /// reads take the log by shared reference.
+    cache_hits: Cell<u64>,
+    cache_misses: Cell<u64>,
     /// Highest index known committed cluster-wide.
     pub(crate) committed: Index,
     /// Highest index durable on this node.
@@ -163,6 +169,8 @@ impl RaftLog {
             entries,
             evicted_terms: Vec::new(),
             storage: None,
+            cache_hits: Cell::new(0),
+            cache_misses: Cell::new(0),
             committed: 0,
             persisted: 0,
             applying: 0,
@@ -458,6 +466,8 @@ impl RaftLog {
         if lo < self.cached_from {
             let evicted_hi = hi.min(self.cached_from);
             let read = self.read_evicted(lo, evicted_hi, max_bytes)?;
+            self.cache_misses
+                .set(self.cache_misses.get() + read.len() as u64);
             for e in &read {
                 if !push_within(&mut out, &mut size, e, max_bytes) {
                     return Ok(out);
@@ -469,12 +479,21 @@ impl RaftLog {
         }
         let start = (lo.max(self.cached_from) - self.cached_from) as usize;
         let end = (hi.max(self.cached_from) - self.cached_from) as usize;
+        let before = out.len();
         for e in &self.entries[start..end] {
             if !push_within(&mut out, &mut size, e, max_bytes) {
                 break;
             }
         }
+        self.cache_hits
+            .set(self.cache_hits.get() + (out.len() - before) as u64);
         Ok(out)
+    }
+
+    /// Entries served from memory and entries read back from storage, so
+    /// far.
+    pub(crate) fn cache_read_counts(&self) -> (u64, u64) {
+        (self.cache_hits.get(), self.cache_misses.get())
     }
 
     /// Evicted entries from `lo` (before `hi`), as storage has them, after

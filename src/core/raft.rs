@@ -803,6 +803,12 @@ impl Raft {
         self.log.cached_bytes()
     }
 
+    /// Entries read from the cache and entries read back through the
+    /// [`LogStorage`], so far (the entry cache's hits and misses).
+    pub fn cache_read_counts(&self) -> (u64, u64) {
+        self.log.cache_read_counts()
+    }
+
     /// Why the latest read through the [`LogStorage`] failed, if one did.
     pub fn last_log_read_error(&self) -> Option<&LogReadError> {
         self.last_log_read_error.as_ref()

@@ -257,6 +257,28 @@ impl MessageBody {
     }
 
     /// A short name for logs and errors.
+    /// The kind's position among the kinds, in declaration order (as
+    /// `crate::metrics::MESSAGE_KINDS` lists them).
+    pub fn kind_index(&self) -> usize {
+        match self {
+            MessageBody::PreVote { .. } => 0,
+            MessageBody::PreVoteResponse { .. } => 1,
+            MessageBody::Vote { .. } => 2,
+            MessageBody::VoteResponse { .. } => 3,
+            MessageBody::Append { .. } => 4,
+            MessageBody::AppendResponse { .. } => 5,
+            MessageBody::Heartbeat { .. } => 6,
+            MessageBody::HeartbeatResponse { .. } => 7,
+            MessageBody::TimeoutNow => 8,
+            MessageBody::ReadIndex { .. } => 9,
+            MessageBody::ReadIndexResponse { .. } => 10,
+            MessageBody::InstallSnapshot { .. } => 11,
+            MessageBody::InstallSnapshotResponse { .. } => 12,
+            MessageBody::Quiesce { .. } => 13,
+            MessageBody::WakeUp => 14,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             MessageBody::PreVote { .. } => "PreVote",

@@ -20,6 +20,7 @@
 mod config;
 mod guard;
 mod last_error;
+mod metrics;
 mod node;
 mod ready;
 mod runtime;
@@ -184,12 +185,26 @@ pub const EMBRAFT_WAL_WRITE_MMAP: u32 = 0;
 pub const EMBRAFT_WAL_WRITE_PWRITE: u32 = 1;
 
 /// Threading modes (`embraft_config_set_threading`).
-/// The node runs a driver thread and a WAL thread of its own; input calls
-/// only queue their input (the default).
+/// Worker threads (a node: two of its own; a runtime: its pool) step the
+/// groups; input calls only queue their input (the default).
 pub const EMBRAFT_THREADING_NODE: u32 = 0;
-/// The node runs no threads of its own: each input call does the node's
-/// work on the caller's thread, WAL write and sync included.
+/// No workers: each input call steps its group on the caller's thread,
+/// WAL write included; with a synced WAL one thread of the node (or
+/// runtime) waits for the syncs.
 pub const EMBRAFT_THREADING_INLINE: u32 = 1;
+
+/// Buckets of an `embraft_histogram`. Bucket `i` counts observations of
+/// at most `EMBRAFT_HISTOGRAM_FIRST_BOUND_US << i` microseconds (and more
+/// than the bucket before); the last bucket counts everything beyond.
+pub const EMBRAFT_HISTOGRAM_BUCKETS: usize = 20;
+/// The first bucket's upper bound in microseconds; bounds double.
+pub const EMBRAFT_HISTOGRAM_FIRST_BOUND_US: u64 = 32;
+/// Kinds of Raft messages counted in `embraft_metrics`; their names come
+/// from `embraft_metrics_message_kind`.
+pub const EMBRAFT_MESSAGE_KINDS: usize = 15;
+/// Reasons a proposal is dropped, counted in `embraft_metrics`; their
+/// names come from `embraft_metrics_drop_reason`.
+pub const EMBRAFT_DROP_REASONS: usize = 8;
 
 /// Fields of a status report (`embraft_status_report_get`).
 pub const EMBRAFT_FIELD_ID: u32 = 0;

@@ -21,7 +21,7 @@ use std::time::Duration;
 /// An opaque running node. Create with `embraft_node_new`, free with
 /// `embraft_node_free`.
 pub struct embraft_node {
-    node: Node,
+    pub(crate) node: Node,
     /// Shared with the node's snapshot writers, which record their
     /// failures here (a finished writer is gone, its error must not be).
     errors: Arc<LastError>,
@@ -105,7 +105,7 @@ impl KeepsErrors for embraft_node {
 ///
 /// # Safety
 /// `node` is NULL or a live handle from `embraft_node_new`.
-unsafe fn with_node(
+pub(crate) unsafe fn with_node(
     node: *const embraft_node,
     body: impl FnOnce(&embraft_node) -> Result<(), Failure>,
 ) -> embraft_status {

@@ -37,7 +37,7 @@ impl KeepsErrors for embraft_runtime {
 ///
 /// # Safety
 /// `runtime` is NULL or a live handle from `embraft_runtime_new`.
-unsafe fn with_runtime(
+pub(crate) unsafe fn with_runtime(
     runtime: *const embraft_runtime,
     body: impl FnOnce(&Runtime) -> Result<(), Failure>,
 ) -> embraft_status {

@@ -44,6 +44,21 @@ pub enum DropReason {
     LearnerBehind,
 }
 
+impl DropReason {
+    /// The reason's position in `crate::metrics::DROP_REASONS`.
+    pub fn metric_index(&self) -> usize {
+        match self {
+            DropReason::NotLeader { .. } => 0,
+            DropReason::TransferInProgress => 1,
+            DropReason::TooLarge => 2,
+            DropReason::Superseded => 3,
+            DropReason::ConfChangePending => 4,
+            DropReason::ConfChangeInvalid => 5,
+            DropReason::LearnerBehind => 6,
+        }
+    }
+}
+
 impl From<ProposeError> for DropReason {
     fn from(err: ProposeError) -> DropReason {
         match err {

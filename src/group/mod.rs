@@ -32,11 +32,13 @@ pub use write::{oversized_prefixes, SEGMENT_MEMBERSHIP_IDS};
 pub(crate) use write::{sync_everything_written, JobWriter, PersistJob};
 pub use writer::SnapshotWriter;
 
+use crate::core::NO_NODE;
 use crate::core::{
     CompactError, ConfChange, ConfState, Entry, Index, Message, MessageBody, NodeId, Payload,
     ProposeError, Raft, ReadState, Role, SnapshotChunk, SnapshotMeta, SnapshotResponse, Status,
     Term,
 };
+use crate::metrics::{GroupMetrics, UNKNOWN_OUTCOME};
 use crate::snapshot::{PartialSnapshot, SnapshotError, SnapshotFile, SnapshotId, SnapshotStore};
 use proposals::ProposalTracker;
 use snapshot_recv::{ChunkAction, SnapshotReceiver};
@@ -226,6 +228,9 @@ pub(crate) struct Group {
     /// Index of the latest snapshot recorded.
     snapshot_index: Index,
     hint: SnapshotHint,
+    /// What the group counted; the commit latencies are the proposal
+    /// tracker's and the cache counts the core's (see [`Group::metrics`]).
+    metrics: GroupMetrics,
 }
 
 impl Group {
@@ -274,7 +279,33 @@ impl Group {
                 bytes_since: 0,
                 asked: false,
             },
+            metrics: GroupMetrics::default(),
         }
+    }
+
+    /// What the group measured since it started.
+    pub(crate) fn metrics(&self) -> GroupMetrics {
+        let (hits, misses) = self.raft.cache_read_counts();
+        GroupMetrics {
+            proposal_commit_latency: self.proposals.commit_latency,
+            cache_hit_entries: hits,
+            cache_miss_entries: misses,
+            ..self.metrics
+        }
+    }
+
+    /// Hands a proposal's outcome to the host, counting it.
+    fn settle(&mut self, outcome: ProposalOutcome) {
+        match &outcome.result {
+            ProposalResult::Committed { .. } => self.metrics.proposals_committed += 1,
+            ProposalResult::Dropped(reason) => {
+                self.metrics.proposals_dropped[reason.metric_index()] += 1;
+            }
+            ProposalResult::Unknown { .. } => {
+                self.metrics.proposals_dropped[UNKNOWN_OUTCOME] += 1;
+            }
+        }
+        self.out.pending.push_outcome(outcome);
     }
 
     pub(crate) fn set_log_level(&mut self, level: LogLevel) {
@@ -345,6 +376,10 @@ impl Group {
     }
 
     fn step(&mut self, msg: Message) {
+        self.metrics.messages_received[msg.body.kind_index()] += 1;
+        if let MessageBody::InstallSnapshot { data, .. } = &msg.body {
+            self.metrics.snapshot_bytes_received += data.len() as u64;
+        }
         self.out.log(LogLevel::Trace, || {
             format!(
                 "recv {} from {} term {}",
@@ -576,7 +611,7 @@ impl Group {
             }
         };
         if let Some(outcome) = outcome {
-            self.out.pending.push_outcome(outcome);
+            self.settle(outcome);
         }
     }
 
@@ -680,7 +715,7 @@ impl Group {
                 .pending
                 .push_committed(CommittedEntry { entry, proposal_id });
             if let Some(outcome) = outcome {
-                self.out.pending.push_outcome(outcome);
+                self.settle(outcome);
             }
         }
         self.check_snapshot_hint();
@@ -707,7 +742,7 @@ impl Group {
         let unknown = self.proposals.beyond_removal(self.raft.commit_index());
         if !unknown.is_empty() {
             for outcome in unknown {
-                self.out.pending.push_outcome(outcome);
+                self.settle(outcome);
             }
         }
     }
@@ -747,7 +782,7 @@ impl Group {
         };
         self.out.pending.set_restore(restore);
         for outcome in unknown {
-            self.out.pending.push_outcome(outcome);
+            self.settle(outcome);
         }
     }
 
@@ -836,6 +871,7 @@ impl Group {
                 format!("installed the {id} from node {leader}")
             });
             self.installing = Some((file, leader));
+            self.metrics.snapshots_received += 1;
             return;
         }
         // Not needed after all (this node's log got there meanwhile), or
@@ -902,6 +938,7 @@ impl Group {
                         stats.rewinds
                     )
                 });
+                self.metrics.snapshots_sent += 1;
                 self.raft.report_snapshot(peer, true);
             }
             Answer::Rejected => {
@@ -969,6 +1006,10 @@ impl Group {
         messages
             .iter()
             .map(|msg| {
+                self.metrics.messages_sent[msg.body.kind_index()] += 1;
+                if let MessageBody::InstallSnapshot { data, .. } = &msg.body {
+                    self.metrics.snapshot_bytes_sent += data.len() as u64;
+                }
                 self.out.log(LogLevel::Trace, || {
                     format!("send {} to {} term {}", msg.body.name(), msg.to, msg.term)
                 });
@@ -987,6 +1028,16 @@ impl Group {
             term: self.raft.term(),
         };
         if state != self.state {
+            if state.role != self.state.role {
+                match state.role {
+                    Role::Candidate => self.metrics.elections_started += 1,
+                    Role::PreCandidate => self.metrics.pre_votes_started += 1,
+                    _ => {}
+                }
+            }
+            if state.leader != self.state.leader && state.leader != NO_NODE {
+                self.metrics.leader_changes += 1;
+            }
             self.out.log(LogLevel::Info, || {
                 format!(
                     "now {:?} in term {}, leader {}",

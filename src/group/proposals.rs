@@ -4,11 +4,22 @@
 
 use super::batch::{DropReason, ProposalOutcome, ProposalResult};
 use crate::core::{Entry, Index, Term};
+use crate::metrics::Histogram;
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 #[derive(Default)]
 pub(crate) struct ProposalTracker {
-    by_index: BTreeMap<Index, (u64, Term)>,
+    by_index: BTreeMap<Index, Tracked>,
+    /// From each append to its commit.
+    pub(crate) commit_latency: Histogram,
+}
+
+/// A proposal appended at an index.
+struct Tracked {
+    id: u64,
+    term: Term,
+    appended_at: Instant,
 }
 
 impl ProposalTracker {
@@ -21,10 +32,15 @@ impl ProposalTracker {
         index: Index,
         term: Term,
     ) -> Option<ProposalOutcome> {
+        let tracked = Tracked {
+            id,
+            term,
+            appended_at: Instant::now(),
+        };
         self.by_index
-            .insert(index, (id, term))
-            .map(|(old_id, _)| ProposalOutcome {
-                proposal_id: old_id,
+            .insert(index, tracked)
+            .map(|old| ProposalOutcome {
+                proposal_id: old.id,
                 result: ProposalResult::Dropped(DropReason::Superseded),
             })
     }
@@ -34,17 +50,20 @@ impl ProposalTracker {
     /// the entry (0 when it is not this node's) and the outcome to report.
     pub(crate) fn committed(&mut self, entry: &Entry) -> (u64, Option<ProposalOutcome>) {
         match self.by_index.remove(&entry.index) {
-            Some((id, term)) if term == entry.term => (
-                id,
-                Some(ProposalOutcome {
-                    proposal_id: id,
-                    result: ProposalResult::Committed { index: entry.index },
-                }),
-            ),
-            Some((id, _)) => (
+            Some(tracked) if tracked.term == entry.term => {
+                self.commit_latency.observe(tracked.appended_at.elapsed());
+                (
+                    tracked.id,
+                    Some(ProposalOutcome {
+                        proposal_id: tracked.id,
+                        result: ProposalResult::Committed { index: entry.index },
+                    }),
+                )
+            }
+            Some(tracked) => (
                 0,
                 Some(ProposalOutcome {
-                    proposal_id: id,
+                    proposal_id: tracked.id,
                     result: ProposalResult::Dropped(DropReason::Superseded),
                 }),
             ),
@@ -71,11 +90,11 @@ impl ProposalTracker {
         Self::unknown(self.by_index.split_off(&(committed + 1)))
     }
 
-    fn unknown(settled: BTreeMap<Index, (u64, Term)>) -> Vec<ProposalOutcome> {
+    fn unknown(settled: BTreeMap<Index, Tracked>) -> Vec<ProposalOutcome> {
         settled
             .into_iter()
-            .map(|(at, (id, _))| ProposalOutcome {
-                proposal_id: id,
+            .map(|(at, tracked)| ProposalOutcome {
+                proposal_id: tracked.id,
                 result: ProposalResult::Unknown { index: at },
             })
             .collect()

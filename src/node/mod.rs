@@ -34,6 +34,7 @@ pub use crate::group::{
 pub(crate) use crate::threads::panic_message;
 
 use crate::core::{ConfChange, Config, Index, NodeId, Status};
+use crate::metrics::Metrics;
 use crate::runtime::{
     GroupStart, Layout, Runtime, RuntimeConfig, DEFAULT_CACHE_BYTES,
     DEFAULT_WAL_SEGMENTS_SOFT_LIMIT, MAX_MAILBOX_CAPACITY,
@@ -269,6 +270,12 @@ impl Node {
     /// The node's state as of its last round.
     pub fn status(&self) -> Status {
         self.status.lock().clone()
+    }
+
+    /// What the node measured since it started (see `crate::metrics`).
+    pub fn metrics(&self) -> Metrics {
+        // The group runs as long as the node does.
+        self.runtime.metrics(GROUP).unwrap_or_default()
     }
 
     pub fn set_log_level(&self, level: LogLevel) {

@@ -39,6 +39,7 @@ use crate::group::{
     LogLevel, LogLine, NodeState, Pending, ReadyBatch, SnapshotOptions, SnapshotWriter, StartError,
     Verified, MAX_SNAPSHOT_CHUNK_BYTES, SEGMENT_MEMBERSHIP_IDS,
 };
+use crate::metrics::{GroupMetrics, Metrics};
 use crate::snapshot::SnapshotStore;
 use crate::wal::{
     segment_bytes_for_entry, AdvancedOptions, FileLayer, Recovered, SyncMode, Wal, WalError,
@@ -263,6 +264,8 @@ struct Slot {
     outbox: Mutex<Outbox>,
     /// Shared with a node, which reads it without a map lookup.
     status: Arc<Mutex<Status>>,
+    /// The group's measures as of its last round.
+    metrics: Mutex<GroupMetrics>,
     /// Highest committed index handed to the host: the bound for acks.
     delivered: AtomicU64,
     /// Highest index the host acknowledged applying, not yet told to the
@@ -636,6 +639,7 @@ impl Runtime {
                 listed: false,
             }),
             status: Arc::new(Mutex::new(status)),
+            metrics: Mutex::new(GroupMetrics::default()),
             delivered: AtomicU64::new(applied),
             acked: AtomicU64::new(0),
             next_proposal_id: AtomicU64::new(1),
@@ -899,6 +903,27 @@ impl Runtime {
         let slot = groups.get(&group).ok_or(NodeError::UnknownGroup(group))?;
         let status = slot.status.lock().clone();
         Ok(status)
+    }
+
+    /// What `group` and the shared WAL measured (see `crate::metrics`);
+    /// still answered after the runtime has failed.
+    pub fn metrics(&self, group: GroupId) -> Result<Metrics, NodeError> {
+        let groups = self.shared.groups.read();
+        let slot = groups.get(&group).ok_or(NodeError::UnknownGroup(group))?;
+        let (apply_lag, cached_entry_bytes) = {
+            let status = slot.status.lock();
+            (
+                status.commit.saturating_sub(status.applied),
+                status.cached_entry_bytes,
+            )
+        };
+        let metrics = Metrics {
+            wal: self.shared.wal.metrics(),
+            group: *slot.metrics.lock(),
+            apply_lag,
+            cached_entry_bytes,
+        };
+        Ok(metrics)
     }
 
     /// Where `group`'s status is published after each round.

@@ -247,6 +247,7 @@ pub(super) fn run_syncs(shared: &Arc<Shared>, waits: &Receiver<Written>) {
 fn publish(shared: &Shared, slot: &Arc<Slot>, cell: &mut Cell) {
     account_cache(shared, slot, cell);
     cell.group.fill_status(&mut slot.status.lock());
+    *slot.metrics.lock() = cell.group.metrics();
     slot.quiescent
         .store(cell.group.is_quiescent(), Ordering::Relaxed);
     cell.group.flush_output(&mut slot.outbox.lock().pending);

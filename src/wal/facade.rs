@@ -14,6 +14,7 @@ use super::{
     WalOptions, WriteTicket, DEFAULT_GROUP,
 };
 use crate::core::{Entry, HardState, Index, SnapshotMeta, Term};
+use crate::metrics::WalMetrics;
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -232,6 +233,12 @@ impl Wal {
         }
         let mut w = self.writer.lock();
         self.write_locked(&mut w, &ops)
+    }
+
+    /// What the WAL measured since it opened: its syncs' durations, bytes
+    /// and batches written.
+    pub fn metrics(&self) -> WalMetrics {
+        self.commit.metrics()
     }
 
     /// [`Wal::write_groups`], then waits until the batch is durable.

@@ -18,6 +18,7 @@
 use super::file::FileLayer;
 use super::segment::Segment;
 use super::{WalError, WriteMethod};
+use crate::metrics::{AtomicHistogram, WalMetrics};
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,6 +63,9 @@ pub(crate) struct GroupCommit {
     durable_mark: AtomicU64,
     files: Arc<dyn FileLayer>,
     method: WriteMethod,
+    sync_duration: AtomicHistogram,
+    bytes_written: AtomicU64,
+    batches_written: AtomicU64,
 }
 
 impl GroupCommit {
@@ -91,6 +95,24 @@ impl GroupCommit {
             durable_mark: AtomicU64::new(end as u64),
             files,
             method,
+            sync_duration: AtomicHistogram::default(),
+            bytes_written: AtomicU64::new(0),
+            batches_written: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a batch of `bytes` written.
+    pub(crate) fn count_written(&self, bytes: usize) {
+        self.bytes_written
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.batches_written.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn metrics(&self) -> WalMetrics {
+        WalMetrics {
+            sync_duration: self.sync_duration.snapshot(),
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            batches_written: self.batches_written.load(Ordering::Relaxed),
         }
     }
 
@@ -198,6 +220,7 @@ impl GroupCommit {
             let started = Instant::now();
             let outcome = segment.sync(self.files.as_ref(), self.method, from, to);
             let took = started.elapsed();
+            self.sync_duration.observe(took);
             s = self.state.lock();
             s.sync_running = false;
             s.last_sync = took;

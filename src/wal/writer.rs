@@ -276,6 +276,7 @@ impl Wal {
             self.commit.poison(format!("write failed: {e}"));
             return Err(e);
         }
+        self.commit.count_written(w.records.len());
         let (seq, start) = (w.active.seq, w.end);
         let mut offsets = w.entry_offsets.iter();
         let mut log = self.log.write();

@@ -70,6 +70,7 @@ BY_TYPE = {
     "const embraft_rt_snapshot_wanted **": "&o.rt_snapshot_wanted",
     "const embraft_rt_log **": "&o.rt_log",
     "embraft_rt_frame_report *": "&o.rt_frame_report",
+    "embraft_metrics *": "&o.metrics",
     "const uint64_t **": "&o.id_view",
     "char *": "o.buf",
     "const char **": "&o.text",
@@ -186,6 +187,7 @@ VALUE_CASES = {
         ("0", "EMBRAFT_ERR_STALE_SNAPSHOT", None, "snapshot"),
         ("UINT64_MAX", "EMBRAFT_ERR_NOT_APPLIED", None, "acknowledged")],
     ("embraft_runtime_status", "group"): UNKNOWN_GROUP,
+    ("embraft_runtime_metrics", "group"): UNKNOWN_GROUP,
     # Any code, known or not, has a description: checked by a special case.
     ("embraft_status_str", "status"): [],
 }
@@ -229,8 +231,15 @@ def c_string(text):
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# Functions naming the positions of a table: a name for index 0, NULL
+# past the end.
+NAME_TABLES = {"embraft_metrics_message_kind", "embraft_metrics_drop_reason"}
+
+
 def cases_for(ret, name, args):
     """The C statements of one function's test, or the reason it has none."""
+    if name in NAME_TABLES:
+        return [f"    CHECK({name}(0) != NULL);", f"    CHECK({name}(SIZE_MAX) == NULL);"], None
     missing = []
     values = []
     for ctype, arg in args:

@@ -287,6 +287,24 @@ static void node_lifecycle_status_readiness_fd_and_logs(void) {
                      EMBRAFT_ERR_INVALID_ARGUMENT);
     }
 
+    /* The node measured its election and its WAL's syncs; the histogram's
+     * buckets add up to its count. */
+    embraft_metrics metrics;
+    CHECK_STATUS(embraft_node_metrics(node, NULL), EMBRAFT_ERR_NULL_ARGUMENT);
+    CHECK_OK(embraft_node_metrics(node, &metrics));
+    CHECK(metrics.elections_started >= 1 && metrics.leader_changes >= 1);
+    CHECK(metrics.wal_sync_duration.count >= 1 && metrics.wal_bytes_written > 0);
+    uint64_t in_buckets = 0;
+    for (size_t i = 0; i < EMBRAFT_HISTOGRAM_BUCKETS; i++) {
+        in_buckets += metrics.wal_sync_duration.buckets[i];
+    }
+    CHECK(in_buckets == metrics.wal_sync_duration.count);
+    CHECK(strcmp(embraft_metrics_message_kind(4), "Append") == 0);
+    CHECK(embraft_metrics_message_kind(EMBRAFT_MESSAGE_KINDS) == NULL);
+    CHECK(strcmp(embraft_metrics_drop_reason(0), "not_leader") == 0);
+    CHECK(strcmp(embraft_metrics_drop_reason(EMBRAFT_DROP_REASONS - 1), "unknown") == 0);
+    CHECK(embraft_metrics_drop_reason(EMBRAFT_DROP_REASONS) == NULL);
+
     CHECK_OK(embraft_node_set_log_level(node, EMBRAFT_LOG_TRACE));
     CHECK_STATUS(embraft_node_set_log_level(node, 17), EMBRAFT_ERR_INVALID_ARGUMENT);
     char message[64];

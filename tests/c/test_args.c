@@ -72,6 +72,7 @@ struct args_outs {
     const embraft_rt_snapshot_wanted *rt_snapshot_wanted;
     const embraft_rt_log *rt_log;
     embraft_rt_frame_report rt_frame_report;
+    embraft_metrics metrics;
     const uint64_t *id_view;
 };
 

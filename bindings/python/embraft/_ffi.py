@@ -96,6 +96,12 @@ WAL_WRITE_PWRITE = 1
 THREADING_NODE = 0
 THREADING_INLINE = 1
 
+# Sizes of the metrics struct's arrays (embraft_metrics).
+HISTOGRAM_BUCKETS = 20
+HISTOGRAM_FIRST_BOUND_US = 32
+MESSAGE_KINDS = 15
+DROP_REASONS = 8
+
 FIELD_ID = 0
 FIELD_ROLE = 1
 FIELD_TERM = 2
@@ -211,6 +217,26 @@ class RtLog(Structure):
 class RtFrameReport(Structure):
     _fields_ = [("stepped", c_size_t), ("unknown_group", c_size_t), ("busy", c_size_t),
                 ("refused", c_size_t)]
+
+
+# Filled by embraft_node_metrics / embraft_runtime_metrics.
+class Histogram(Structure):
+    _fields_ = [("buckets", c_uint64 * HISTOGRAM_BUCKETS), ("count", c_uint64),
+                ("sum_us", c_uint64)]
+
+
+class Metrics(Structure):
+    _fields_ = [("wal_sync_duration", Histogram), ("wal_bytes_written", c_uint64),
+                ("wal_batches_written", c_uint64), ("proposals_committed", c_uint64),
+                ("proposals_dropped", c_uint64 * DROP_REASONS),
+                ("proposal_commit_latency", Histogram), ("leader_changes", c_uint64),
+                ("elections_started", c_uint64), ("pre_votes_started", c_uint64),
+                ("messages_sent", c_uint64 * MESSAGE_KINDS),
+                ("messages_received", c_uint64 * MESSAGE_KINDS),
+                ("snapshots_sent", c_uint64), ("snapshot_bytes_sent", c_uint64),
+                ("snapshots_received", c_uint64), ("snapshot_bytes_received", c_uint64),
+                ("cache_hit_entries", c_uint64), ("cache_miss_entries", c_uint64),
+                ("cached_entry_bytes", c_uint64), ("apply_lag", c_uint64)]
 
 
 # C types of the header, spelled as ctypes. Byte inputs are c_char_p so that
@@ -339,6 +365,10 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
     "embraft_runtime_poll": (status, [runtime, u32, POINTER(rt_ready)]),
     "embraft_runtime_stats": (status, [runtime, u64_out, u64_out, u64_out]),
     "embraft_runtime_readiness_fd": (status, [runtime, int_out]),
+    "embraft_runtime_metrics": (status, [runtime, u64, POINTER(Metrics)]),
+    "embraft_node_metrics": (status, [node, POINTER(Metrics)]),
+    "embraft_metrics_message_kind": (c_char_p, [c_size_t]),
+    "embraft_metrics_drop_reason": (c_char_p, [c_size_t]),
     "embraft_runtime_ready_free": (None, [rt_ready]),
     "embraft_runtime_ready_messages": (status, [rt_ready, items_out(RtMessage), size_out]),
     "embraft_runtime_ready_peers": (status, [rt_ready, POINTER(ids_view), size_out]),

@@ -49,6 +49,7 @@ EXPECTED_CTYPES = {
     "const char**": POINTER(c_void_p),
     "const uint64_t**": POINTER(POINTER(c_uint64)),
     "embraft_rt_frame_report*": POINTER(_ffi.RtFrameReport),
+    "embraft_metrics*": POINTER(_ffi.Metrics),
 }
 for _handle, _ctype in HANDLE_TYPES.items():
     EXPECTED_CTYPES[f"{_handle}*"] = _ctype
