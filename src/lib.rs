@@ -8,8 +8,9 @@
 //! - [`snapshot`]: snapshot files (beside the WAL: files, not roles).
 //! - `group`: one thread-free Raft group: a core, its proposals and
 //!   snapshot transfers, writes out and durability reports in.
-//! - [`node`]: the thread-based runtime that owns one group and one WAL.
-//! - [`runtime`]: many groups on one worker pool and one shared WAL.
+//! - [`runtime`]: many groups on one worker pool (or inline) and one
+//!   shared WAL.
+//! - [`node`]: the single-group API: a runtime running one group.
 //! - [`metrics`] (beside all of them): counters and histograms.
 //! - [`ffi`]: the `extern "C"` surface (see include/embraft.h, docs/FFI.md).
 

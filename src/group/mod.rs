@@ -5,9 +5,9 @@
 //! back in as [`Group::durable`]; what the host must see accumulates in
 //! the group's [`Pending`] batch until the owner moves it out
 //! ([`Group::flush_output`]). No threads, locks or channels inside: the
-//! node's driver (or a runtime's worker) owns the group and decides where
-//! the writes go and when the outputs are published, and a simulator or a
-//! unit test can drive it directly.
+//! runtime (a worker, or an inline caller) owns the group and decides
+//! where the writes go and when the outputs are published, and a
+//! simulator or a unit test can drive it directly.
 //!
 //! Persist-before-send holds within the group: vote and append responses
 //! of a core `Ready` leave only once the group is told that the writes of
