@@ -3,6 +3,7 @@
 
 use crate::rng::SplitMix64;
 use embraft::core::{Message, MessageBody, NodeId};
+use embraft::metrics::MESSAGE_KINDS;
 use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -64,11 +65,11 @@ pub struct MessageStats {
     pub rejected_appends: u64,
 }
 
-const KINDS: usize = 15;
+const KINDS: usize = MESSAGE_KINDS.len();
 
 impl MessageStats {
     pub fn count(&self, kinds: &[&str]) -> u64 {
-        KIND_NAMES
+        MESSAGE_KINDS
             .iter()
             .zip(self.sent.iter())
             .filter(|(name, _)| kinds.contains(name))
@@ -81,30 +82,12 @@ impl MessageStats {
     }
 }
 
-const KIND_NAMES: [&str; KINDS] = [
-    "PreVote",
-    "PreVoteResponse",
-    "Vote",
-    "VoteResponse",
-    "Append",
-    "AppendResponse",
-    "Heartbeat",
-    "HeartbeatResponse",
-    "TimeoutNow",
-    "ReadIndex",
-    "ReadIndexResponse",
-    "InstallSnapshot",
-    "InstallSnapshotResponse",
-    "Quiesce",
-    "WakeUp",
-];
-
 fn kind_index(body: &MessageBody) -> usize {
-    let name = body.name();
-    KIND_NAMES
-        .iter()
-        .position(|k| *k == name)
-        .expect("every message kind is listed in KIND_NAMES")
+    let index = body.kind_index();
+    // The library's metrics name kinds by this index: every kind the
+    // simulation sends checks that the two agree.
+    assert_eq!(MESSAGE_KINDS[index], body.name(), "kind {index}");
+    index
 }
 
 /// A message on the wire, as bytes: every message goes through the real
