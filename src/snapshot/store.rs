@@ -169,11 +169,12 @@ impl State {
 
 impl SnapshotStore {
     /// Opens the snapshot folder of `data_dir` (created with the first
-    /// snapshot, see [`SnapshotStore::open_in`]) and recovers it. `expected` is the (index, term) of the latest snapshot metadata
-    /// the WAL holds: its file must be there with the length and CRC its
-    /// name gives, or the store refuses to open
-    /// ([`SnapshotError::Corrupt`], nothing deleted). Once it is verified,
-    /// every other file in the folder is deleted.
+    /// snapshot, see [`SnapshotStore::open_in`]) and recovers it.
+    /// `expected` is the (index, term) of the latest snapshot metadata the
+    /// WAL holds: its file must be there with the length and CRC its name
+    /// gives, or the store refuses to open ([`SnapshotError::Corrupt`],
+    /// nothing deleted). Once it is verified, every other file in the
+    /// folder is deleted.
     pub fn open(
         data_dir: &Path,
         expected: Option<(u64, u64)>,
@@ -269,8 +270,9 @@ impl SnapshotStore {
     /// Creates the folder and its missing parents below the root, each
     /// one's entry made durable by syncing its parent: a snapshot the WAL
     /// records must not vanish with a folder a crash forgot. A crash
-    /// between a creation and its sync leaves at worst an empty folder,
-    /// which the next open takes as it is.
+    /// before the WAL records a snapshot leaves at worst a folder holding
+    /// files it does not name, which the next open deletes. A folder that
+    /// is already there is taken as durable, as a store found at open is.
     fn create_dir(&self) -> Result<(), SnapshotError> {
         let mut created = self.inner.created.lock();
         if *created {
