@@ -16,13 +16,15 @@
 //!    per second of each, their ratio, and WAL syncs per second per
 //!    runtime.
 //! 4. Restart: runtime 1 is filled to `--restart-wal-mib` of WAL (default
-//!    1,024) across the groups, stopped, and reopened with every group
-//!    started; the time that takes.
+//!    1,024) across the groups, stopped (after 2 s, or once its host
+//!    stops applying, up to `--settle-seconds`), and reopened with every
+//!    group started; the time that takes, its CPU time, and the entries
+//!    not yet applied that the groups load.
 //!
 //! Usage: `cargo run --release --example bench_groups -- [--json]
 //! [--groups N] [--active-groups N] [--proposers N] [--idle-seconds S]
 //! [--load-seconds S] [--restart-wal-mib M] [--payload BYTES] [--workers N]
-//! [--start-threads N]`. With
+//! [--start-threads N] [--settle-seconds S]`. With
 //! `--json`, standard output is exactly one JSON object; progress goes to
 //! standard error. See docs/BENCHMARKS.md.
 
@@ -55,6 +57,9 @@ struct Options {
     payload: usize,
     /// Worker threads per runtime (0: one per core).
     workers: usize,
+    /// Seconds to wait, at most, after the fill for runtime 1's host to
+    /// stop applying before the restart (0: a fixed 2 s).
+    settle_seconds: u64,
 }
 
 fn parse_options() -> Options {
@@ -68,6 +73,7 @@ fn parse_options() -> Options {
         restart_wal_mib: 1024,
         payload: 16,
         workers: 0,
+        settle_seconds: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -87,6 +93,7 @@ fn parse_options() -> Options {
             "--payload" => options.payload = value() as usize,
             "--workers" => options.workers = value() as usize,
             "--start-threads" => START_THREADS.store(value(), Ordering::Relaxed),
+            "--settle-seconds" => options.settle_seconds = value(),
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -98,7 +105,7 @@ fn usage(why: &str) -> ! {
     eprintln!(
         "{why}\nusage: bench_groups [--json] [--groups N] [--active-groups N] [--proposers N] \
          [--idle-seconds S] [--load-seconds S] [--restart-wal-mib M] [--payload BYTES] \
-         [--workers N] [--start-threads N]"
+         [--workers N] [--start-threads N] [--settle-seconds S]"
     );
     std::process::exit(2)
 }
@@ -348,32 +355,49 @@ fn progress(json: bool, text: String) {
     }
 }
 
+/// CPU seconds the calling thread has run (user and system): what a step
+/// of the restart costs, apart from the time it waits for a core.
+fn this_thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 /// Threads starting the groups (`--start-threads`).
 static START_THREADS: AtomicU64 = AtomicU64::new(1);
 
 /// Starts every group: founded, or restarted with what the host applied;
-/// from `--start-threads` threads at once.
-fn start_all(runtime: &Runtime, groups: u64, applied: Option<&[AtomicU64]>) {
+/// from `--start-threads` threads at once. Returns the CPU seconds those
+/// threads ran.
+fn start_all(runtime: &Runtime, groups: u64, applied: Option<&[AtomicU64]>) -> f64 {
     let threads = START_THREADS.load(Ordering::Relaxed).max(1);
     thread::scope(|scope| {
-        for t in 0..threads {
-            scope.spawn(move || {
-                for group in (1..=groups).filter(|g| g % threads == t) {
-                    let start = match applied {
-                        None => GroupStart {
-                            peers: (1..=RUNTIMES).collect(),
-                            applied: 0,
-                        },
-                        Some(applied) => GroupStart {
-                            peers: Vec::new(),
-                            applied: applied[group as usize].load(Ordering::Relaxed),
-                        },
-                    };
-                    runtime.start_group(group, start).unwrap();
-                }
-            });
-        }
-    });
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    for group in (1..=groups).filter(|g| g % threads == t) {
+                        let start = match applied {
+                            None => GroupStart {
+                                peers: (1..=RUNTIMES).collect(),
+                                applied: 0,
+                            },
+                            Some(applied) => GroupStart {
+                                peers: Vec::new(),
+                                applied: applied[group as usize].load(Ordering::Relaxed),
+                            },
+                        };
+                        runtime.start_group(group, start).unwrap();
+                    }
+                    this_thread_cpu_seconds()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    })
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> f64 {
@@ -571,6 +595,28 @@ fn main() {
             }
         }
         thread::sleep(Duration::from_secs(2));
+        // The fill outruns what the cluster commits and runtime 1's host
+        // applies; whatever is left unapplied at the restart is loaded
+        // into memory by the groups' starts. Waiting until runtime 1's
+        // host has applied every entry in its log measures the restart
+        // of a host that has caught up.
+        let behind = || -> u64 {
+            let Some(runtime) = runtimes.read()[0].clone() else {
+                return 0;
+            };
+            (1..=groups)
+                .map(|g| {
+                    let applied = cluster.applied[g as usize].load(Ordering::Relaxed);
+                    runtime
+                        .status(g)
+                        .map_or(0, |s| s.last_index.saturating_sub(applied))
+                })
+                .sum()
+        };
+        let settle_until = Instant::now() + Duration::from_secs(options.settle_seconds);
+        while Instant::now() < settle_until && behind() > 0 {
+            thread::sleep(Duration::from_millis(500));
+        }
         progress(
             json,
             format!(
@@ -586,17 +632,37 @@ fn main() {
     drop(runtime);
     let restart_wal_bytes = wal_bytes(&dirs[0].0);
     let restart_start = Instant::now();
+    let open_cpu_before = this_thread_cpu_seconds();
     let runtime = Runtime::open(runtime_config(1, &dirs[0].0, options.workers)).unwrap();
     let open_seconds = restart_start.elapsed().as_secs_f64();
-    start_all(&runtime, groups, Some(&cluster.applied));
+    let open_cpu = this_thread_cpu_seconds() - open_cpu_before;
+    let start_cpu = start_all(&runtime, groups, Some(&cluster.applied));
     let restart_seconds = restart_start.elapsed().as_secs_f64();
+    // On a machine shared with the two other runtimes, the restart waits
+    // for a core much of the time: its own CPU time tells the code's cost
+    // apart from that wait. The reopened runtime's workers run each
+    // group's first round meanwhile.
+    let restart_worker_cpu = thread_cpu_seconds("embraft-rt1-");
+    // Entries the host had not applied are loaded into memory at start
+    // (they are handed out next): part of the restart's work.
+    let (mut restart_cached_bytes, mut uncommitted, mut unapplied) = (0u64, 0u64, 0u64);
+    for g in 1..=groups {
+        if let Ok(status) = runtime.status(g) {
+            restart_cached_bytes += status.cached_entry_bytes;
+            uncommitted += status.last_index - status.commit;
+            unapplied += status.commit - status.applied;
+        }
+    }
     progress(
         json,
         format!(
             "runtime 1 reopened with {groups} groups and {:.0} MiB of WAL in {restart_seconds:.2} s \
-             (WAL recovery {open_seconds:.2} s, starting the groups {:.2} s)",
+             (WAL recovery {open_seconds:.2} s, starting the groups {:.2} s; CPU {open_cpu:.2} + \
+             {start_cpu:.2} s, workers {restart_worker_cpu:.2} s; {:.0} MiB of entries not yet \
+             applied loaded: {unapplied} entries committed, {uncommitted} not known committed)",
             restart_wal_bytes as f64 / (1 << 20) as f64,
-            restart_seconds - open_seconds
+            restart_seconds - open_seconds,
+            restart_cached_bytes as f64 / (1 << 20) as f64,
         ),
     );
     cluster.attach(Arc::new(runtime));
@@ -612,6 +678,8 @@ fn main() {
              \"single_group_wal_syncs_per_sec_per_runtime\": {single_syncs:.1}, \
              \"group_steps_per_proposal\": {steps:.3}, \"single_group_steps_per_proposal\": {single_steps:.4}, \
              \"restart_seconds\": {restart_seconds:.3}, \"restart_wal_recovery_seconds\": {open_seconds:.3}, \
+             \"restart_wal_recovery_cpu_seconds\": {open_cpu:.3}, \"restart_group_start_cpu_seconds\": {start_cpu:.3}, \
+             \"restart_worker_cpu_seconds\": {restart_worker_cpu:.3}, \"restart_cached_entry_bytes\": {restart_cached_bytes}, \
              \"restart_wal_bytes\": {restart_wal_bytes}}}",
             idle_cpu_percent
                 .iter()

@@ -546,6 +546,11 @@ fn a_group_snapshots_compacts_and_restores_after_a_restart() {
     config.raft.compact_keep_entries = 0;
     let runtime = Runtime::open(config.clone()).unwrap();
     start_solo_groups(&runtime, &[5, 6], 5);
+    let groups = dir.path().join("groups");
+    assert!(
+        !groups.exists(),
+        "a group makes its snapshot folder only with its first snapshot"
+    );
     for n in 0..30 {
         runtime.propose(5, format!("v{n}").as_bytes()).unwrap();
     }
@@ -564,6 +569,8 @@ fn a_group_snapshots_compacts_and_restores_after_a_restart() {
     poll_until(&runtime, "the snapshot is recorded", |_| {
         runtime.status(5).unwrap().snapshot_index == index
     });
+    assert!(groups.join("5").join("snapshots").is_dir());
+    assert!(!groups.join("6").exists());
     // An index at or below the snapshot is refused, for this group only.
     let stale = runtime.begin_snapshot(5, index).err().unwrap();
     assert!(
@@ -578,7 +585,7 @@ fn a_group_snapshots_compacts_and_restores_after_a_restart() {
 
     // Restarted with nothing applied: the host restores from the snapshot
     // file, then applies what follows it.
-    let runtime = Runtime::open(config).unwrap();
+    let runtime = Runtime::open(config.clone()).unwrap();
     runtime.start_group(5, GroupStart::default()).unwrap();
     runtime.start_group(6, GroupStart::default()).unwrap();
     let mut restored = None;
@@ -600,10 +607,18 @@ fn a_group_snapshots_compacts_and_restores_after_a_restart() {
         std::fs::read(&path).unwrap(),
         b"state machine at the snapshot"
     );
+    assert!(path.starts_with(groups.join("5")), "{}", path.display());
     assert!(
-        path.starts_with(dir.path().join("groups").join("5")),
-        "{}",
-        path.display()
+        !groups.join("6").exists(),
+        "a restart makes no folder either"
+    );
+    drop(runtime);
+    let runtime = Runtime::open(config).unwrap();
+    runtime.start_group(5, GroupStart::default()).unwrap();
+    runtime.remove_group(5).unwrap();
+    assert!(
+        !groups.join("5").exists(),
+        "removing a group deletes its folder"
     );
 }
 

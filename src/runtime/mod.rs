@@ -33,14 +33,13 @@ use crate::core::{
     Status,
 };
 use crate::error::NodeError;
-use crate::fs_util::sync_dir;
 use crate::group::{
     initial_state, random_seed, restore_at_start, sync_everything_written, wire, Group, Input,
     LogLevel, LogLine, NodeState, Pending, ReadyBatch, SnapshotOptions, SnapshotWriter, StartError,
     Verified, MAX_SNAPSHOT_CHUNK_BYTES, SEGMENT_MEMBERSHIP_IDS,
 };
 use crate::metrics::{GroupMetrics, Metrics};
-use crate::snapshot::SnapshotStore;
+use crate::snapshot::{SnapshotStore, SNAPSHOT_DIR};
 use crate::wal::{
     segment_bytes_for_entry, AdvancedOptions, FileLayer, Recovered, SyncMode, Wal, WalError,
     WalOptions,
@@ -131,6 +130,10 @@ pub const DEFAULT_WAL_SEGMENTS_SOFT_LIMIT: usize = 16;
 
 /// Ticks between two looks at the shared WAL's size.
 const PURGE_CHECK_TICKS: u64 = 10;
+
+/// The folder of the groups' own folders (each holding its snapshot
+/// folder), inside the data directory.
+const GROUPS_DIR: &str = "groups";
 
 /// Groups asked for a snapshot per look: those holding the oldest
 /// segments; the next look asks the next ones if the WAL is still large.
@@ -578,9 +581,13 @@ impl Runtime {
         // start of this one is refused.
         let _reserved = Reservation::take(shared, group)?;
         let recovered = shared.recovered(group).map_err(NodeError::Storage)?;
-        let dir = shared.group_dir(group)?;
         let expected = recovered.snapshot.as_ref().map(|m| (m.index, m.term));
-        let (store, found) = SnapshotStore::open(&dir, expected).map_err(NodeError::Snapshot)?;
+        let (store, found) = SnapshotStore::open_in(
+            &shared.config.data_dir,
+            &shared.snapshot_dir(group),
+            expected,
+        )
+        .map_err(NodeError::Snapshot)?;
         let initial = initial_state(
             shared.id,
             &start.peers,
@@ -692,7 +699,14 @@ impl Runtime {
             .wal
             .remove_group(group)
             .map_err(NodeError::Storage)?;
-        let dir = self.shared.groups_dir().join(group.to_string());
+        // The group's own folder, above its snapshot folder (the store
+        // creates both).
+        let dir = self
+            .shared
+            .config
+            .data_dir
+            .join(GROUPS_DIR)
+            .join(group.to_string());
         if let Err(err) = std::fs::remove_dir_all(&dir) {
             if err.kind() != std::io::ErrorKind::NotFound {
                 return Err(NodeError::Resource(format!(
@@ -1074,10 +1088,6 @@ impl Shared {
             .ok_or(NodeError::UnknownGroup(group))
     }
 
-    fn groups_dir(&self) -> PathBuf {
-        self.config.data_dir.join("groups")
-    }
-
     /// Starts a thread of the runtime; a panic in it stops the runtime.
     fn spawn(
         self: &Arc<Self>,
@@ -1107,26 +1117,15 @@ impl Shared {
         }
     }
 
-    /// The folder of `group`'s snapshot files, created durably: a snapshot
-    /// the WAL records must not vanish with a folder a crash forgot.
-    fn group_dir(&self, group: GroupId) -> Result<PathBuf, NodeError> {
+    /// The folder of `group`'s snapshot files, relative to the data
+    /// directory. The store creates it with the group's first snapshot.
+    fn snapshot_dir(&self, group: GroupId) -> PathBuf {
         if self.layout == Layout::SingleGroup {
-            return Ok(self.config.data_dir.clone());
+            return PathBuf::from(SNAPSHOT_DIR);
         }
-        let groups = self.groups_dir();
-        let dir = groups.join(group.to_string());
-        let create = |dir: &Path, parent: &Path| {
-            std::fs::create_dir_all(dir)
-                .and_then(|()| sync_dir(parent))
-                .map_err(|err| NodeError::Resource(format!("creating {}: {err}", dir.display())))
-        };
-        if !groups.is_dir() {
-            create(&groups, &self.config.data_dir)?;
-        }
-        if !dir.is_dir() {
-            create(&dir, &groups)?;
-        }
-        Ok(dir)
+        Path::new(GROUPS_DIR)
+            .join(group.to_string())
+            .join(SNAPSHOT_DIR)
     }
 
     /// What the WAL holds of `group` (nothing for a new group): its hard

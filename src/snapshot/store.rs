@@ -122,7 +122,12 @@ pub struct SnapshotStore {
 
 #[derive(Debug)]
 struct Inner {
+    /// The durable directory the folder's missing parents are created in.
+    root: PathBuf,
     dir: PathBuf,
+    /// Whether the folder is known to exist durably. Held while it is
+    /// created, so a second writer waits until the folder is synced.
+    created: Mutex<bool>,
     state: Mutex<State>,
     next_temp: AtomicU64,
 }
@@ -163,24 +168,41 @@ impl State {
 }
 
 impl SnapshotStore {
-    /// Opens the snapshot folder of `data_dir` (creating it) and recovers
-    /// it. `expected` is the (index, term) of the latest snapshot metadata
-    /// the WAL holds: its file must be there with the length and CRC its
-    /// name gives, or the store refuses to open
-    /// ([`SnapshotError::Corrupt`], nothing deleted). Once it is verified,
-    /// every other file in the folder is deleted.
+    /// Opens the snapshot folder of `data_dir` (created with the first
+    /// snapshot, see [`SnapshotStore::open_in`]) and recovers it.
+    /// `expected` is the (index, term) of the latest snapshot metadata the
+    /// WAL holds: its file must be there with the length and CRC its name
+    /// gives, or the store refuses to open ([`SnapshotError::Corrupt`],
+    /// nothing deleted). Once it is verified, every other file in the
+    /// folder is deleted.
     pub fn open(
         data_dir: &Path,
         expected: Option<(u64, u64)>,
     ) -> Result<(SnapshotStore, StoreRecovery), SnapshotError> {
-        let dir = data_dir.join(SNAPSHOT_DIR);
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(|e| io_error("mkdir", &dir, e))?;
-            // The folder's own entry must be durable before a snapshot in
-            // it is recorded in the WAL.
-            sync_dir(data_dir)?;
-        }
-        let names = list_files(&dir)?;
+        SnapshotStore::open_in(data_dir, Path::new(SNAPSHOT_DIR), expected)
+    }
+
+    /// [`SnapshotStore::open`] for the folder `root/folder`, where `root`
+    /// is a directory that exists durably and `folder` a relative path.
+    /// A missing folder is not created here: it and its missing parents
+    /// are created (durably) before the first snapshot file is written,
+    /// so a store that never holds a snapshot costs no directories and no
+    /// directory syncs (a runtime opens one per group).
+    pub fn open_in(
+        root: &Path,
+        folder: &Path,
+        expected: Option<(u64, u64)>,
+    ) -> Result<(SnapshotStore, StoreRecovery), SnapshotError> {
+        let dir = root.join(folder);
+        let names = match list_files(&dir) {
+            Ok(names) => Some(names),
+            Err(SnapshotError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                None
+            }
+            Err(err) => return Err(err),
+        };
+        let exists = names.is_some();
+        let names = names.unwrap_or_default();
         let mut current = None;
         if let Some((index, term)) = expected {
             let mut failure = None;
@@ -225,7 +247,9 @@ impl SnapshotStore {
         }
         let store = SnapshotStore {
             inner: Arc::new(Inner {
+                root: root.to_path_buf(),
                 dir,
+                created: Mutex::new(exists),
                 state: Mutex::new(State {
                     current: current.as_ref().map(|f| f.id),
                     pins: HashMap::new(),
@@ -237,9 +261,40 @@ impl SnapshotStore {
         Ok((store, StoreRecovery { current, removed }))
     }
 
-    /// The snapshot folder.
+    /// The snapshot folder (missing until the first snapshot file is
+    /// written in it).
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Creates the folder and its missing parents below the root, each
+    /// one's entry made durable by syncing its parent: a snapshot the WAL
+    /// records must not vanish with a folder a crash forgot. A crash
+    /// before the WAL records a snapshot leaves at worst a folder holding
+    /// files it does not name, which the next open deletes. A folder that
+    /// is already there is taken as durable, as a store found at open is.
+    fn create_dir(&self) -> Result<(), SnapshotError> {
+        let mut created = self.inner.created.lock();
+        if *created {
+            return Ok(());
+        }
+        let relative = self
+            .inner
+            .dir
+            .strip_prefix(&self.inner.root)
+            .expect("the folder lies below the root");
+        let mut parent = self.inner.root.clone();
+        for component in relative.components() {
+            let dir = parent.join(component);
+            match fs::create_dir(&dir) {
+                Ok(()) => sync_dir(&parent)?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_error("mkdir", &dir, e)),
+            }
+            parent = dir;
+        }
+        *created = true;
+        Ok(())
     }
 
     /// The snapshot recorded as the latest, if any.
@@ -257,6 +312,7 @@ impl SnapshotStore {
     /// Starts taking a snapshot at `(index, term)`: a new temporary file
     /// for the host to fill.
     pub fn create(&self, index: u64, term: u64) -> Result<SnapshotTemp, SnapshotError> {
+        self.create_dir()?;
         let n = self.inner.next_temp.fetch_add(1, Ordering::Relaxed);
         let path = self
             .inner
@@ -279,6 +335,7 @@ impl SnapshotStore {
     /// Starts receiving snapshot `id` into a new, empty partial file (an
     /// earlier partial file of the same snapshot is replaced).
     pub fn receive(&self, id: SnapshotId) -> Result<PartialSnapshot, SnapshotError> {
+        self.create_dir()?;
         let path = self.inner.dir.join(id.partial_name());
         let file = OpenOptions::new()
             .read(true)

@@ -264,3 +264,43 @@ fn two_writers_of_one_snapshot_share_its_file() {
     assert!(store.discard(&second).unwrap());
     assert!(names(&store).is_empty());
 }
+
+#[test]
+fn the_folder_and_its_parents_are_created_with_the_first_snapshot() {
+    let scratch = Scratch::new("lazy");
+    let folder = Path::new("groups").join("7").join(SNAPSHOT_DIR);
+    let (store, recovery) = SnapshotStore::open_in(&scratch.0, &folder, None).unwrap();
+    assert!(recovery.current.is_none() && recovery.removed.is_empty());
+    assert!(
+        !scratch.0.join("groups").exists(),
+        "opening creates no folder"
+    );
+    let received = SnapshotId {
+        index: 3,
+        term: 1,
+        len: 2,
+        crc: crc32fast::hash(b"ok"),
+    };
+    let mut partial = store.receive(received).unwrap();
+    partial.write_chunk(0, b"ok").unwrap();
+    let file = partial.finish().unwrap();
+    store.record(&file).unwrap();
+    assert_eq!(
+        file.path,
+        scratch.0.join(&folder).join(received.file_name())
+    );
+    let taken = take(&store, 5, 1, b"taken too");
+    store.record(&taken).unwrap();
+    assert_eq!(names(&store), vec![taken.id.file_name()]);
+    drop(store);
+    let (_, recovery) = SnapshotStore::open_in(&scratch.0, &folder, Some((5, 1))).unwrap();
+    assert_eq!(recovery.current, Some(taken));
+}
+
+#[test]
+fn a_recorded_snapshot_without_its_folder_is_refused() {
+    let scratch = Scratch::new("nofolder");
+    let err = SnapshotStore::open_in(&scratch.0, Path::new("gone"), Some((4, 1))).unwrap_err();
+    assert!(matches!(err, SnapshotError::Corrupt { .. }), "{err}");
+    assert!(!scratch.0.join("gone").exists());
+}

@@ -348,11 +348,15 @@ fn read_whole(
     size: usize,
     buf: &mut Vec<u8>,
 ) -> Result<usize, WalError> {
-    buf.clear();
+    // Zeroed only where the read leaves it untouched: clearing the whole
+    // buffer first would write every segment's bytes twice (1 GiB of
+    // memset on a restart with 1 GiB of WAL).
     buf.resize(size, 0);
-    files
+    let read = files
         .read_at(&f.file, &f.path, buf, 0)
-        .map_err(|e| io_error("pread", &f.path, e))
+        .map_err(|e| io_error("pread", &f.path, e))?;
+    buf[read..].fill(0);
+    Ok(read)
 }
 
 /// How far the records of a segment replayed.
@@ -622,4 +626,28 @@ fn zero_from(files: &dyn FileLayer, f: &Found, buf: &[u8], from: usize) -> Resul
         .sync_file(&f.file, &f.path)
         .map_err(|e| io_error("fsync", &f.path, e))?;
     Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs_util::Scratch;
+    use crate::wal::file::OsFiles;
+
+    #[test]
+    fn a_short_file_reads_as_zeros_past_its_end_whatever_the_buffer_held() {
+        let scratch = Scratch::new("read-whole");
+        let path = scratch.0.join("short");
+        std::fs::write(&path, b"abc").unwrap();
+        let found = Found {
+            seq: 1,
+            file: File::open(&path).unwrap(),
+            path,
+            header: None,
+        };
+        // As a previous, longer segment leaves it.
+        let mut buf = vec![0xff; 16];
+        assert_eq!(read_whole(&OsFiles, &found, 8, &mut buf).unwrap(), 3);
+        assert_eq!(buf, b"abc\0\0\0\0\0");
+    }
 }
