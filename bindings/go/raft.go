@@ -384,6 +384,9 @@ func (r *Raft) Applied() uint64 {
 // Status returns the node's status report.
 func (r *Raft) Status() (Status, error) { return r.node.Status() }
 
+// Metrics returns what the node measured since it started (Node.Metrics).
+func (r *Raft) Metrics() (Metrics, error) { return r.node.Metrics() }
+
 // Snapshot takes a snapshot of the state machine at the applied index and
 // returns that index once the snapshot's file is durable and queued for
 // the node, which then records it in its WAL and compacts the log

@@ -6,7 +6,7 @@
 #   4. the same under the embraftdebug tag (a collection before every
 #      access to a C handle, to catch use after free);
 #   5. the raftd walkthrough, a mixed cluster with the C raftd (when
-#      examples/c/raftd builds), and the Porcupine linearizability runs,
+#      examples/c/raftd builds), the metrics scrape, and the Porcupine linearizability runs,
 #      with the test and every Go raftd under the race detector
 #      (3 and 5 nodes, 60 s each; EMBRAFT_SOAK=1 for 10 minutes each,
 #      EMBRAFT_LIN_SECONDS=N for N seconds).
@@ -70,7 +70,7 @@ fi
 multi_process() {
     local out status
     out="$(mktemp)"
-    EMBRAFT_RAFTD_RACE=1 go test -race -count=1 -v -timeout 30m -run 'Walkthrough|Interop|Linearizable|RegisterModel' ./cmd/raftd 2>&1 | tee "$out" \
+    EMBRAFT_RAFTD_RACE=1 go test -race -count=1 -v -timeout 30m -run 'Walkthrough|Interop|Metrics|Linearizable|RegisterModel' ./cmd/raftd 2>&1 | tee "$out" \
         | grep -E '^(--- |ok|FAIL|panic)|linearizability:|visualization:'
     status=${PIPESTATUS[0]}
     if [ "$status" -ne 0 ]; then
@@ -80,6 +80,6 @@ multi_process() {
     rm -f "$out"
     return "$status"
 }
-step "raftd walkthrough, interop and linearizability" multi_process
+step "raftd walkthrough, interop, metrics and linearizability" multi_process
 
 summary

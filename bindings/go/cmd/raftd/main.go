@@ -146,8 +146,7 @@ func start(cfg config) (*server, error) {
 	}
 
 	s := &server{id: id, clusterID: clusterID, advertise: cfg.advertise, log: cfg.logger,
-		client: &http.Client{Timeout: forwardTimeout}, requests: map[requestKey]uint64{},
-		fatal: make(chan struct{})}
+		client: &http.Client{Timeout: forwardTimeout}, fatal: make(chan struct{})}
 	s.transport = embraft.NewStreamTransport(clusterID, id, 0, cfg.logger)
 	s.store = newStore(func(peer uint64, addr string, removed bool) {
 		if peer == id {

@@ -5,12 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	embraft "github.com/embraft/embraft/bindings/go"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Limits and timeouts of docs/RAFTD.md.
@@ -54,13 +53,9 @@ type server struct {
 	fatal     chan struct{}
 	fatalOnce sync.Once
 
-	reqMu    sync.Mutex
-	requests map[requestKey]uint64
-}
-
-type requestKey struct {
-	method string
-	code   int
+	// requests counts the requests served, by method and status code
+	// (raftd_requests_total).
+	requests *prometheus.CounterVec
 }
 
 func (s *server) closing() chan struct{} {
@@ -82,7 +77,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST /join", s.handleJoin)
 	mux.HandleFunc("POST /leave", s.handleLeave)
 	mux.HandleFunc("GET /status", s.handleStatus)
-	mux.HandleFunc("GET /metrics", s.handleMetrics)
+	mux.Handle("GET /metrics", s.newMetrics())
 	if os.Getenv("RAFTD_FAULTS") == "1" {
 		// Test-only fault injection: drop all transport traffic to and from
 		// the listed node ids (comma-separated; empty heals).
@@ -106,9 +101,7 @@ func (s *server) countRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(rec, req)
-		s.reqMu.Lock()
-		s.requests[requestKey{req.Method, rec.code}]++
-		s.reqMu.Unlock()
+		s.countRequest(req.Method, rec.code)
 	})
 }
 
@@ -425,42 +418,6 @@ func (s *server) handleStatus(w http.ResponseWriter, req *http.Request) {
 		"commit": st.Commit, "applied": s.raft.Applied(), "last_index": st.LastIndex,
 		"voters": idStrings(st.Voters), "learners": idStrings(st.Learners), "peers": peers,
 	}))
-}
-
-func (s *server) handleMetrics(w http.ResponseWriter, req *http.Request) {
-	st, err := s.raft.Status()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	isLeader := 0
-	if st.Role == embraft.Leader {
-		isLeader = 1
-	}
-	var b strings.Builder
-	gauge := func(name, help string, v uint64) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
-	}
-	gauge("embraft_term", "Current Raft term.", st.Term)
-	gauge("embraft_commit_index", "Highest committed log index.", st.Commit)
-	gauge("embraft_applied_index", "Highest log index applied to the key/value store.", s.raft.Applied())
-	gauge("embraft_last_index", "Last index in the log.", st.LastIndex)
-	gauge("embraft_is_leader", "1 if this node leads.", uint64(isLeader))
-	b.WriteString("# HELP raftd_requests_total HTTP requests served.\n# TYPE raftd_requests_total counter\n")
-	s.reqMu.Lock()
-	keys := make([]requestKey, 0, len(s.requests))
-	for k := range s.requests {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		return keys[i].method < keys[j].method || keys[i].method == keys[j].method && keys[i].code < keys[j].code
-	})
-	for _, k := range keys {
-		fmt.Fprintf(&b, "raftd_requests_total{method=%q,code=\"%d\"} %d\n", k.method, k.code, s.requests[k])
-	}
-	s.reqMu.Unlock()
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	io.WriteString(w, b.String())
 }
 
 func (s *server) handlePartition(w http.ResponseWriter, req *http.Request) {

@@ -82,11 +82,17 @@ func TestWalkthrough(t *testing.T) {
 	expect("POST", n1, "/db/two", "nodes", 200, "")
 	expect("GET", n2, "/db/two", "", 200, "nodes")
 
-	code, metrics := do("GET", n1.url("/metrics"), "")
+	families, metrics, err := scrape(n1)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, name := range []string{"embraft_term", "embraft_commit_index", "embraft_applied_index",
-		"embraft_last_index", "embraft_is_leader", `raftd_requests_total{method="POST",code="200"}`} {
-		if code != 200 || !strings.Contains(metrics, name) {
+		"embraft_last_index", "embraft_is_leader"} {
+		if _, ok := sample(families, name); !ok {
 			t.Fatalf("metrics lack %s:\n%s", name, metrics)
 		}
+	}
+	if v, _ := sample(families, "raftd_requests_total", "method", "POST", "code", "200"); v == 0 {
+		t.Fatalf(`metrics lack raftd_requests_total{method="POST",code="200"}:\n%s`, metrics)
 	}
 }
