@@ -22,11 +22,13 @@
 //! Usage: `cargo run --release --example bench_groups -- [--json]
 //! [--groups N] [--active-groups N] [--proposers N] [--idle-seconds S]
 //! [--load-seconds S] [--restart-wal-mib M] [--payload BYTES] [--workers N]
-//! [--start-threads N]`. With
+//! [--start-threads N] [--commit-broadcast]`. `--commit-broadcast` runs
+//! the groups with the core's default of broadcasting each new commit
+//! index instead of the runtime's (`skip_commit_broadcast`). With
 //! `--json`, standard output is exactly one JSON object; progress goes to
 //! standard error. See docs/BENCHMARKS.md.
 
-use embraft::core::{Config, Role};
+use embraft::core::Role;
 use embraft::node::{LogLevel, ProposalResult};
 use embraft::runtime::{frames_per_peer, GroupId, GroupStart, Runtime, RuntimeConfig};
 use embraft::wal::WalOptions;
@@ -55,6 +57,9 @@ struct Options {
     payload: usize,
     /// Worker threads per runtime (0: one per core).
     workers: usize,
+    /// Broadcast each new commit index (the core's default) rather than
+    /// skip it (the runtime's).
+    commit_broadcast: bool,
 }
 
 fn parse_options() -> Options {
@@ -68,6 +73,7 @@ fn parse_options() -> Options {
         restart_wal_mib: 1024,
         payload: 16,
         workers: 0,
+        commit_broadcast: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -78,6 +84,7 @@ fn parse_options() -> Options {
         };
         match arg.as_str() {
             "--json" => options.json = true,
+            "--commit-broadcast" => options.commit_broadcast = true,
             "--groups" => options.groups = value(),
             "--active-groups" => options.active_groups = value(),
             "--proposers" => options.proposers = value(),
@@ -98,7 +105,7 @@ fn usage(why: &str) -> ! {
     eprintln!(
         "{why}\nusage: bench_groups [--json] [--groups N] [--active-groups N] [--proposers N] \
          [--idle-seconds S] [--load-seconds S] [--restart-wal-mib M] [--payload BYTES] \
-         [--workers N] [--start-threads N]"
+         [--workers N] [--start-threads N] [--commit-broadcast]"
     );
     std::process::exit(2)
 }
@@ -124,19 +131,20 @@ impl Drop for Scratch {
     }
 }
 
-fn runtime_config(id: u64, dir: &Path, workers: usize) -> RuntimeConfig {
+fn runtime_config(id: u64, dir: &Path, options: &Options) -> RuntimeConfig {
     let mut config = RuntimeConfig::new(id, dir);
-    config.workers = workers;
+    config.workers = options.workers;
     config.wal = WalOptions {
         segment_size: 64 << 20,
         ..WalOptions::default()
     };
-    config.raft = Config {
-        election_tick: ELECTION_TICK,
-        heartbeat_tick: 1,
-        quiesce_tick: QUIESCE_TICK,
-        ..Config::default()
-    };
+    // The runtime's raft defaults, not the core's.
+    config.raft.election_tick = ELECTION_TICK;
+    config.raft.heartbeat_tick = 1;
+    config.raft.quiesce_tick = QUIESCE_TICK;
+    if options.commit_broadcast {
+        config.raft.skip_commit_broadcast = false;
+    }
     config.log_level = LogLevel::Off;
     config
 }
@@ -460,12 +468,7 @@ fn main() {
     let start = Instant::now();
     for id in 1..=RUNTIMES {
         let runtime = Arc::new(
-            Runtime::open(runtime_config(
-                id,
-                &dirs[(id - 1) as usize].0,
-                options.workers,
-            ))
-            .unwrap(),
+            Runtime::open(runtime_config(id, &dirs[(id - 1) as usize].0, &options)).unwrap(),
         );
         start_all(&runtime, groups, None);
         cluster.attach(runtime);
@@ -586,7 +589,7 @@ fn main() {
     drop(runtime);
     let restart_wal_bytes = wal_bytes(&dirs[0].0);
     let restart_start = Instant::now();
-    let runtime = Runtime::open(runtime_config(1, &dirs[0].0, options.workers)).unwrap();
+    let runtime = Runtime::open(runtime_config(1, &dirs[0].0, &options)).unwrap();
     let open_seconds = restart_start.elapsed().as_secs_f64();
     start_all(&runtime, groups, Some(&cluster.applied));
     let restart_seconds = restart_start.elapsed().as_secs_f64();
@@ -612,7 +615,7 @@ fn main() {
              \"single_group_wal_syncs_per_sec_per_runtime\": {single_syncs:.1}, \
              \"group_steps_per_proposal\": {steps:.3}, \"single_group_steps_per_proposal\": {single_steps:.4}, \
              \"restart_seconds\": {restart_seconds:.3}, \"restart_wal_recovery_seconds\": {open_seconds:.3}, \
-             \"restart_wal_bytes\": {restart_wal_bytes}}}",
+             \"restart_wal_bytes\": {restart_wal_bytes}, \"commit_broadcast\": {}}}",
             idle_cpu_percent
                 .iter()
                 .map(|c| format!("{c:.3}"))
@@ -621,6 +624,9 @@ fn main() {
             options.active_groups,
             options.proposers,
             options.payload,
+            !runtime_config(1, &dirs[0].0, &options)
+                .raft
+                .skip_commit_broadcast,
         );
     } else {
         println!("aggregate / single-group ratio: {ratio:.2}");
