@@ -324,9 +324,27 @@ fn resident_bytes() -> u64 {
 }
 
 /// CPU seconds of this process's threads whose name starts with `prefix`.
-fn thread_cpu_seconds(prefix: &str) -> f64 {
+/// CPU time (user + system) of the whole process: the runtimes, the
+/// pollers that carry their messages, and the proposers.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of_stat(&stat)
+}
+
+/// utime + stime of a `/proc/.../stat` line, in seconds.
+fn cpu_seconds_of_stat(stat: &str) -> f64 {
     let ticks_per_second = 100.0;
-    let mut total = 0u64;
+    // Fields after the parenthesised name: utime and stime are the 14th
+    // and 15th of the line.
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (utime + stime) as f64 / ticks_per_second
+}
+
+fn thread_cpu_seconds(prefix: &str) -> f64 {
+    let mut total = 0.0;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
@@ -337,15 +355,9 @@ fn thread_cpu_seconds(prefix: &str) -> f64 {
             continue;
         }
         let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: utime and stime are the
-        // 14th and 15th of the line.
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-        total += utime + stime;
+        total += cpu_seconds_of_stat(&stat);
     }
-    total as f64 / ticks_per_second
+    total
 }
 
 fn progress(json: bool, text: String) {
@@ -407,14 +419,16 @@ fn all_led(cluster: &Cluster, groups: u64) -> bool {
 }
 
 /// Committed proposals per second with the load spread over
-/// `first..first + count`, WAL syncs per second per runtime, and group
-/// steps per committed proposal (all runtimes).
+/// `first..first + count`, WAL syncs per second per runtime, group steps
+/// per committed proposal (all runtimes), and the process's CPU time per
+/// committed proposal in microseconds (which other work on the machine
+/// disturbs less than the rate).
 fn measure_load(
     cluster: &Cluster,
     options: &Options,
     first: GroupId,
     count: u64,
-) -> (f64, f64, f64) {
+) -> (f64, f64, f64, f64) {
     let load = &cluster.load;
     load.first.store(first, Ordering::Relaxed);
     load.count.store(count, Ordering::Relaxed);
@@ -437,10 +451,12 @@ fn measure_load(
     };
     let (syncs_before, steps_before) = totals();
     let before = load.committed.load(Ordering::Relaxed);
+    let cpu_before = process_cpu_seconds();
     let start = Instant::now();
     thread::sleep(Duration::from_secs(options.load_seconds));
     let committed = load.committed.load(Ordering::Relaxed) - before;
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds() - cpu_before;
     let (syncs_after, steps_after) = totals();
     let syncs = syncs_after - syncs_before;
     let steps = steps_after - steps_before;
@@ -451,6 +467,7 @@ fn measure_load(
         committed as f64 / elapsed,
         syncs as f64 / elapsed / RUNTIMES as f64,
         steps as f64 / committed.max(1) as f64,
+        cpu * 1e6 / committed.max(1) as f64,
     )
 }
 
@@ -519,22 +536,25 @@ fn main() {
     );
 
     // 3. Load.
-    let (aggregate, syncs_per_sec, steps) =
+    let (aggregate, syncs_per_sec, steps, cpu_us) =
         measure_load(&cluster, &options, 1, options.active_groups);
     progress(
         json,
         format!(
             "{} proposers over {} groups: {aggregate:.0} committed proposals/s, \
-             {syncs_per_sec:.0} WAL syncs/s per runtime, {steps:.2} group steps per proposal",
+             {syncs_per_sec:.0} WAL syncs/s per runtime, {steps:.2} group steps and \
+             {cpu_us:.1} µs of CPU per proposal",
             options.proposers, options.active_groups
         ),
     );
-    let (single, single_syncs, single_steps) = measure_load(&cluster, &options, 1, 1);
+    let (single, single_syncs, single_steps, single_cpu_us) =
+        measure_load(&cluster, &options, 1, 1);
     progress(
         json,
         format!(
             "{} proposers on one group: {single:.0} committed proposals/s, \
-             {single_syncs:.0} WAL syncs/s per runtime, {single_steps:.3} group steps per proposal",
+             {single_syncs:.0} WAL syncs/s per runtime, {single_steps:.3} group steps and \
+             {single_cpu_us:.1} µs of CPU per proposal",
             options.proposers
         ),
     );
@@ -614,6 +634,7 @@ fn main() {
              \"aggregate_vs_single_ratio\": {ratio:.3}, \"wal_syncs_per_sec_per_runtime\": {syncs_per_sec:.1}, \
              \"single_group_wal_syncs_per_sec_per_runtime\": {single_syncs:.1}, \
              \"group_steps_per_proposal\": {steps:.3}, \"single_group_steps_per_proposal\": {single_steps:.4}, \
+             \"cpu_us_per_proposal\": {cpu_us:.2}, \"single_group_cpu_us_per_proposal\": {single_cpu_us:.3}, \
              \"restart_seconds\": {restart_seconds:.3}, \"restart_wal_recovery_seconds\": {open_seconds:.3}, \
              \"restart_wal_bytes\": {restart_wal_bytes}, \"commit_broadcast\": {}}}",
             idle_cpu_percent
