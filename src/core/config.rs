@@ -72,11 +72,13 @@ pub struct Config {
     /// work when proposals arrive one at a time. The cost: followers learn
     /// the commit index from the next append carrying entries or the next
     /// heartbeat, so their applies, and reads served by a follower, may lag
-    /// by up to one heartbeat interval. The leader still broadcasts while a
-    /// membership change is not in force (followers must put it in force
-    /// promptly) and while it votes in no configuration (it steps down
-    /// once its commit is made); the `Quiesce` message carries the commit
-    /// index, so a group never goes quiet with a follower untold.
+    /// by up to one heartbeat interval. The leader still tells followers a
+    /// commit of a membership change at once (they must put it in force
+    /// promptly), and broadcasts while it votes in no configuration (it
+    /// steps down once its commit is made); the `Quiesce` message carries
+    /// the commit index, so a group never goes quiet with a follower
+    /// untold. `RuntimeConfig::new` turns it on; the C API does not expose
+    /// it, so C nodes and runtimes keep the default.
     pub skip_commit_broadcast: bool,
 }
 
