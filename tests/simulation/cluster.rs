@@ -21,8 +21,8 @@ use crate::network::{Links, NetFaults, Network};
 use crate::rng::SplitMix64;
 use crate::snapshot::{self, Machine, Receiving};
 use embraft::core::{
-    ConfChange, Config, ConfigError, Entry, Index, NodeId, ProposeError, Raft, Role, StepError,
-    Term, TransferError, QUIESCENT_CHECK_TIMEOUTS,
+    ConfChange, Config, ConfigError, Entry, EntryKind, Index, NodeId, ProposeError, Raft, Role,
+    StepError, Term, TransferError, QUIESCENT_CHECK_TIMEOUTS,
 };
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -373,10 +373,38 @@ impl Cluster {
     }
 
     /// Whether node `id` counts in no membership any node may still decide
-    /// by (neither the one in force nor the one before it), so that its
-    /// data may go.
+    /// by (neither the one in force nor the one before it), nor in one a
+    /// change not yet committed would put in force, so that its data may
+    /// go.
     pub fn is_forgotten(&self, id: NodeId) -> bool {
-        !self.checker.may_count(id)
+        !self.checker.may_count(id) && !self.named_by_uncommitted_change(id)
+    }
+
+    /// Whether a membership change beyond the committed log, in any node's
+    /// log (durable or not), makes `id` a member: a removed node whose
+    /// disk stayed blank is a joiner again, and a leader may add it back
+    /// with a change that commits only after the node would be retired.
+    fn named_by_uncommitted_change(&self, id: NodeId) -> bool {
+        let committed = self.checker.committed_len();
+        let adds = |e: &Entry| {
+            e.index > committed
+                && e.kind == EntryKind::ConfChange
+                && ConfChange::decode(&e.data).is_some_and(|change| match change {
+                    ConfChange::AddVoter(x)
+                    | ConfChange::PromoteLearner(x)
+                    | ConfChange::AddLearner(x) => x == id,
+                    ConfChange::EnterJoint { voters, learners } => {
+                        voters.contains(&id) || learners.contains(&id)
+                    }
+                    ConfChange::RemoveNode(_) | ConfChange::LeaveJoint => false,
+                })
+        };
+        self.disks.iter().any(|d| d.log().iter().any(adds))
+            || self
+                .rafts
+                .iter()
+                .flatten()
+                .any(|r| r.log_entries().iter().any(adds))
     }
 
     /// A removed node leaves for good: it stops, its data is deleted, and a
