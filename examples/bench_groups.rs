@@ -24,11 +24,14 @@
 //! Usage: `cargo run --release --example bench_groups -- [--json]
 //! [--groups N] [--active-groups N] [--proposers N] [--idle-seconds S]
 //! [--load-seconds S] [--restart-wal-mib M] [--payload BYTES] [--workers N]
-//! [--start-threads N] [--settle-seconds S]`. With
+//! [--start-threads N] [--settle-seconds S] [--commit-broadcast]`.
+//! `--commit-broadcast` runs the groups with the core's default of
+//! broadcasting each new commit index instead of the runtime's
+//! (`skip_commit_broadcast`). With
 //! `--json`, standard output is exactly one JSON object; progress goes to
 //! standard error. See docs/BENCHMARKS.md.
 
-use embraft::core::{Config, Role};
+use embraft::core::Role;
 use embraft::node::{LogLevel, ProposalResult};
 use embraft::runtime::{frames_per_peer, GroupId, GroupStart, Runtime, RuntimeConfig};
 use embraft::wal::WalOptions;
@@ -60,6 +63,9 @@ struct Options {
     /// Seconds to wait, at most, after the fill for runtime 1's host to
     /// stop applying before the restart (0: a fixed 2 s).
     settle_seconds: u64,
+    /// Broadcast each new commit index (the core's default) rather than
+    /// skip it (the runtime's).
+    commit_broadcast: bool,
 }
 
 fn parse_options() -> Options {
@@ -74,6 +80,7 @@ fn parse_options() -> Options {
         payload: 16,
         workers: 0,
         settle_seconds: 0,
+        commit_broadcast: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -84,6 +91,7 @@ fn parse_options() -> Options {
         };
         match arg.as_str() {
             "--json" => options.json = true,
+            "--commit-broadcast" => options.commit_broadcast = true,
             "--groups" => options.groups = value(),
             "--active-groups" => options.active_groups = value(),
             "--proposers" => options.proposers = value(),
@@ -105,7 +113,7 @@ fn usage(why: &str) -> ! {
     eprintln!(
         "{why}\nusage: bench_groups [--json] [--groups N] [--active-groups N] [--proposers N] \
          [--idle-seconds S] [--load-seconds S] [--restart-wal-mib M] [--payload BYTES] \
-         [--workers N] [--start-threads N] [--settle-seconds S]"
+         [--workers N] [--start-threads N] [--settle-seconds S] [--commit-broadcast]"
     );
     std::process::exit(2)
 }
@@ -131,19 +139,20 @@ impl Drop for Scratch {
     }
 }
 
-fn runtime_config(id: u64, dir: &Path, workers: usize) -> RuntimeConfig {
+fn runtime_config(id: u64, dir: &Path, options: &Options) -> RuntimeConfig {
     let mut config = RuntimeConfig::new(id, dir);
-    config.workers = workers;
+    config.workers = options.workers;
     config.wal = WalOptions {
         segment_size: 64 << 20,
         ..WalOptions::default()
     };
-    config.raft = Config {
-        election_tick: ELECTION_TICK,
-        heartbeat_tick: 1,
-        quiesce_tick: QUIESCE_TICK,
-        ..Config::default()
-    };
+    // The runtime's raft defaults, not the core's.
+    config.raft.election_tick = ELECTION_TICK;
+    config.raft.heartbeat_tick = 1;
+    config.raft.quiesce_tick = QUIESCE_TICK;
+    if options.commit_broadcast {
+        config.raft.skip_commit_broadcast = false;
+    }
     config.log_level = LogLevel::Off;
     config
 }
@@ -323,9 +332,27 @@ fn resident_bytes() -> u64 {
 }
 
 /// CPU seconds of this process's threads whose name starts with `prefix`.
-fn thread_cpu_seconds(prefix: &str) -> f64 {
+/// CPU time (user + system) of the whole process: the runtimes, the
+/// pollers that carry their messages, and the proposers.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of_stat(&stat)
+}
+
+/// utime + stime of a `/proc/.../stat` line, in seconds.
+fn cpu_seconds_of_stat(stat: &str) -> f64 {
     let ticks_per_second = 100.0;
-    let mut total = 0u64;
+    // Fields after the parenthesised name: utime and stime are the 14th
+    // and 15th of the line.
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (utime + stime) as f64 / ticks_per_second
+}
+
+fn thread_cpu_seconds(prefix: &str) -> f64 {
+    let mut total = 0.0;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
@@ -336,15 +363,9 @@ fn thread_cpu_seconds(prefix: &str) -> f64 {
             continue;
         }
         let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: utime and stime are the
-        // 14th and 15th of the line.
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-        total += utime + stime;
+        total += cpu_seconds_of_stat(&stat);
     }
-    total as f64 / ticks_per_second
+    total
 }
 
 fn progress(json: bool, text: String) {
@@ -423,14 +444,16 @@ fn all_led(cluster: &Cluster, groups: u64) -> bool {
 }
 
 /// Committed proposals per second with the load spread over
-/// `first..first + count`, WAL syncs per second per runtime, and group
-/// steps per committed proposal (all runtimes).
+/// `first..first + count`, WAL syncs per second per runtime, group steps
+/// per committed proposal (all runtimes), and the process's CPU time per
+/// committed proposal in microseconds (which other work on the machine
+/// disturbs less than the rate).
 fn measure_load(
     cluster: &Cluster,
     options: &Options,
     first: GroupId,
     count: u64,
-) -> (f64, f64, f64) {
+) -> (f64, f64, f64, f64) {
     let load = &cluster.load;
     load.first.store(first, Ordering::Relaxed);
     load.count.store(count, Ordering::Relaxed);
@@ -453,10 +476,12 @@ fn measure_load(
     };
     let (syncs_before, steps_before) = totals();
     let before = load.committed.load(Ordering::Relaxed);
+    let cpu_before = process_cpu_seconds();
     let start = Instant::now();
     thread::sleep(Duration::from_secs(options.load_seconds));
     let committed = load.committed.load(Ordering::Relaxed) - before;
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds() - cpu_before;
     let (syncs_after, steps_after) = totals();
     let syncs = syncs_after - syncs_before;
     let steps = steps_after - steps_before;
@@ -467,6 +492,7 @@ fn measure_load(
         committed as f64 / elapsed,
         syncs as f64 / elapsed / RUNTIMES as f64,
         steps as f64 / committed.max(1) as f64,
+        cpu * 1e6 / committed.max(1) as f64,
     )
 }
 
@@ -484,12 +510,7 @@ fn main() {
     let start = Instant::now();
     for id in 1..=RUNTIMES {
         let runtime = Arc::new(
-            Runtime::open(runtime_config(
-                id,
-                &dirs[(id - 1) as usize].0,
-                options.workers,
-            ))
-            .unwrap(),
+            Runtime::open(runtime_config(id, &dirs[(id - 1) as usize].0, &options)).unwrap(),
         );
         start_all(&runtime, groups, None);
         cluster.attach(runtime);
@@ -540,22 +561,25 @@ fn main() {
     );
 
     // 3. Load.
-    let (aggregate, syncs_per_sec, steps) =
+    let (aggregate, syncs_per_sec, steps, cpu_us) =
         measure_load(&cluster, &options, 1, options.active_groups);
     progress(
         json,
         format!(
             "{} proposers over {} groups: {aggregate:.0} committed proposals/s, \
-             {syncs_per_sec:.0} WAL syncs/s per runtime, {steps:.2} group steps per proposal",
+             {syncs_per_sec:.0} WAL syncs/s per runtime, {steps:.2} group steps and \
+             {cpu_us:.1} µs of CPU per proposal",
             options.proposers, options.active_groups
         ),
     );
-    let (single, single_syncs, single_steps) = measure_load(&cluster, &options, 1, 1);
+    let (single, single_syncs, single_steps, single_cpu_us) =
+        measure_load(&cluster, &options, 1, 1);
     progress(
         json,
         format!(
             "{} proposers on one group: {single:.0} committed proposals/s, \
-             {single_syncs:.0} WAL syncs/s per runtime, {single_steps:.3} group steps per proposal",
+             {single_syncs:.0} WAL syncs/s per runtime, {single_steps:.3} group steps and \
+             {single_cpu_us:.1} µs of CPU per proposal",
             options.proposers
         ),
     );
@@ -633,7 +657,7 @@ fn main() {
     let restart_wal_bytes = wal_bytes(&dirs[0].0);
     let restart_start = Instant::now();
     let open_cpu_before = this_thread_cpu_seconds();
-    let runtime = Runtime::open(runtime_config(1, &dirs[0].0, options.workers)).unwrap();
+    let runtime = Runtime::open(runtime_config(1, &dirs[0].0, &options)).unwrap();
     let open_seconds = restart_start.elapsed().as_secs_f64();
     let open_cpu = this_thread_cpu_seconds() - open_cpu_before;
     let start_cpu = start_all(&runtime, groups, Some(&cluster.applied));
@@ -677,10 +701,11 @@ fn main() {
              \"aggregate_vs_single_ratio\": {ratio:.3}, \"wal_syncs_per_sec_per_runtime\": {syncs_per_sec:.1}, \
              \"single_group_wal_syncs_per_sec_per_runtime\": {single_syncs:.1}, \
              \"group_steps_per_proposal\": {steps:.3}, \"single_group_steps_per_proposal\": {single_steps:.4}, \
+             \"cpu_us_per_proposal\": {cpu_us:.2}, \"single_group_cpu_us_per_proposal\": {single_cpu_us:.3}, \
              \"restart_seconds\": {restart_seconds:.3}, \"restart_wal_recovery_seconds\": {open_seconds:.3}, \
              \"restart_wal_recovery_cpu_seconds\": {open_cpu:.3}, \"restart_group_start_cpu_seconds\": {start_cpu:.3}, \
              \"restart_worker_cpu_seconds\": {restart_worker_cpu:.3}, \"restart_cached_entry_bytes\": {restart_cached_bytes}, \
-             \"restart_wal_bytes\": {restart_wal_bytes}}}",
+             \"restart_wal_bytes\": {restart_wal_bytes}, \"commit_broadcast\": {}}}",
             idle_cpu_percent
                 .iter()
                 .map(|c| format!("{c:.3}"))
@@ -689,6 +714,9 @@ fn main() {
             options.active_groups,
             options.proposers,
             options.payload,
+            !runtime_config(1, &dirs[0].0, &options)
+                .raft
+                .skip_commit_broadcast,
         );
     } else {
         println!("aggregate / single-group ratio: {ratio:.2}");

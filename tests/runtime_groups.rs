@@ -8,7 +8,7 @@
 #[path = "common/temp_dir.rs"]
 mod temp_dir;
 
-use embraft::core::{Config, Role};
+use embraft::core::Role;
 use embraft::node::{LogLevel, ProposalResult};
 use embraft::runtime::{frames_per_peer, GroupId, GroupStart, Runtime, RuntimeConfig};
 use embraft::wal::WalOptions;
@@ -57,11 +57,10 @@ fn runtime_config(id: u64, dir: &TempDir) -> RuntimeConfig {
         segment_size: 8 << 20,
         ..WalOptions::default()
     };
-    config.raft = Config {
-        election_tick: 10,
-        heartbeat_tick: 2,
-        ..Config::default()
-    };
+    // The runtime's raft defaults (commit broadcasts skipped), not the
+    // core's.
+    config.raft.election_tick = 10;
+    config.raft.heartbeat_tick = 2;
     config.log_level = LogLevel::Off;
     config
 }

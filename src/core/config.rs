@@ -64,6 +64,22 @@ pub struct Config {
     /// exceed this while they wait. See docs/ARCHITECTURE.md, "Entry cache
     /// and log view".
     pub max_cached_bytes: u64,
+    /// A leader whose commit index advances does not send appends that
+    /// carry nothing but the new commit index (false, the default: it
+    /// sends one to every follower that could use it, as etcd's
+    /// `bcastAppend` does). That saves a step on each follower per commit,
+    /// and the leader's step for each answer, which is most of a group's
+    /// work when proposals arrive one at a time. The cost: followers learn
+    /// the commit index from the next append carrying entries or the next
+    /// heartbeat, so their applies, and reads served by a follower, may lag
+    /// by up to one heartbeat interval. The leader still tells followers a
+    /// commit of a membership change at once (they must put it in force
+    /// promptly), and broadcasts while it votes in no configuration (it
+    /// steps down once its commit is made); the `Quiesce` message carries
+    /// the commit index, so a group never goes quiet with a follower
+    /// untold. `RuntimeConfig::new` turns it on; the C API does not expose
+    /// it, so C nodes and runtimes keep the default.
+    pub skip_commit_broadcast: bool,
 }
 
 impl Default for Config {
@@ -84,6 +100,7 @@ impl Default for Config {
             seed: 0,
             quiesce_tick: 0,
             max_cached_bytes: 0,
+            skip_commit_broadcast: false,
         }
     }
 }

@@ -936,6 +936,8 @@ impl Raft {
         self.quiescent = true;
         self.idle_ticks = 0;
         self.drop_lease();
+        // The last commit index goes with it: a follower may not have
+        // heard it (`skip_commit_broadcast`), and no heartbeat follows.
         let commit = self.log.committed;
         let followers: Vec<NodeId> = self.progress.keys().copied().collect();
         for to in followers {
@@ -1715,11 +1717,12 @@ impl Raft {
 
     /// Sends `to` the next append its progress allows. An append without
     /// entries goes out only to probe for the match point, to carry a commit
-    /// index the follower can use, or when `send_if_empty`. Returns true
-    /// when a message with entries was sent.
+    /// index the follower can use (see `commit_broadcast_bound`), or when
+    /// `send_if_empty`. Returns true when a message with entries was sent.
     fn send_append(&mut self, to: NodeId, send_if_empty: bool) -> bool {
         let last_index = self.log.last_index();
         let committed = self.log.committed;
+        let commit_bound = self.commit_broadcast_bound();
         let Some(pr) = self.progress.get_mut(&to) else {
             return false;
         };
@@ -1755,7 +1758,7 @@ impl Raft {
         let worth_sending = !entries.is_empty()
             || send_if_empty
             || pr.state == ProgressState::Probe
-            || pr.can_bump_commit(committed);
+            || (pr.sent_commit < commit_bound && pr.can_bump_commit(committed));
         if !worth_sending {
             return false;
         }
@@ -1777,6 +1780,29 @@ impl Raft {
             },
         });
         has_entries
+    }
+
+    /// A follower last told a commit index below this one is sent a new
+    /// one in an append of its own: every follower, unless the config
+    /// skips commit broadcasts (`Config::skip_commit_broadcast`). Even
+    /// then, followers must learn promptly that a membership change
+    /// committed, to put it in force too: all of them while a change is
+    /// not in force here (a leader removing itself steps down once it is,
+    /// and heartbeats no more), and afterwards those told less than the
+    /// latest change in force (or the snapshot, which may hold one), such
+    /// as a follower that received the change only after it committed.
+    /// And a leader that votes in no configuration steps down as soon as
+    /// an entry of its term commits, so its appends are the voters' only
+    /// news of the commit it was elected to make (see
+    /// `holds_what_voters_lack`).
+    fn commit_broadcast_bound(&self) -> Index {
+        if !self.config.skip_commit_broadcast
+            || self.pending_conf_index > self.conf_applied
+            || !self.membership.is_voter(self.id)
+        {
+            return Index::MAX;
+        }
+        self.conf_history.last().map_or(0, |&(at, _)| at)
     }
 
     fn broadcast_append(&mut self) {

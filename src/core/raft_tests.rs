@@ -2248,3 +2248,232 @@ fn a_host_that_applied_beyond_the_commit_index_restarts_from_storage() {
     assert_eq!(indexes, (2..=11).collect::<Vec<_>>());
     assert_eq!(c.applied[&1][..9], entries[1..]);
 }
+
+// ---- skipped commit broadcasts ----
+
+/// A cluster whose leaders send no append just to carry a commit index.
+fn skipping_commit_broadcasts(n: u64, quiesce_tick: u32) -> Cluster {
+    Cluster::with_config(n, |cfg| Config {
+        skip_commit_broadcast: true,
+        quiesce_tick,
+        ..cfg
+    })
+}
+
+/// Appends without entries among a ready batch's messages, by recipient.
+fn empty_appends(rd: &Ready) -> Vec<NodeId> {
+    rd.messages
+        .iter()
+        .chain(&rd.persisted_messages)
+        .filter(|m| matches!(&m.body, MessageBody::Append { entries, .. } if entries.is_empty()))
+        .map(|m| m.to)
+        .collect()
+}
+
+/// Proposal `data` on `leader`, hopped until the followers' answers have
+/// committed it; returns its index and the leader's next batch, handled
+/// as `hop` does (its messages delivered).
+fn commit_by_hops(c: &mut Cluster, leader: NodeId, data: &[u8]) -> (Index, Ready) {
+    let (index, _) = c.node(leader).propose(data.to_vec()).unwrap();
+    hop(c, leader);
+    let followers: Vec<NodeId> = c.nodes.keys().copied().filter(|&id| id != leader).collect();
+    for &id in &followers {
+        hop(c, id);
+    }
+    assert_eq!(c.node(leader).commit_index(), index);
+    let rd = c.node(leader).ready();
+    c.node(leader).on_persisted(rd.number);
+    for m in rd.messages.iter().chain(&rd.persisted_messages) {
+        let to = m.to;
+        let _ = c.node(to).step(m.clone());
+    }
+    (index, rd)
+}
+
+#[test]
+fn a_commit_is_broadcast_in_empty_appends_unless_skipped() {
+    let mut c = Cluster::new(3);
+    let leader = c.elected();
+    let (_, rd) = commit_by_hops(&mut c, leader, b"x");
+    assert_eq!(empty_appends(&rd).len(), 2, "the default broadcasts it");
+
+    let mut c = skipping_commit_broadcasts(3, 0);
+    let leader = c.elected();
+    let (index, rd) = commit_by_hops(&mut c, leader, b"x");
+    assert_eq!(empty_appends(&rd), Vec::<NodeId>::new());
+    c.settle();
+    let followers: Vec<NodeId> = (1..=3).filter(|&id| id != leader).collect();
+    for &id in &followers {
+        assert_eq!(c.node(id).commit_index(), index - 1, "node {id}");
+    }
+    // The next heartbeat carries it.
+    c.node(leader).tick();
+    c.settle();
+    for &id in &followers {
+        assert_eq!(c.node(id).commit_index(), index, "node {id}");
+    }
+    // So does an append carrying entries.
+    let (next, _) = commit_by_hops(&mut c, leader, b"y");
+    c.node(leader).propose(b"z".to_vec()).unwrap();
+    c.settle();
+    for &id in &followers {
+        assert_eq!(c.node(id).commit_index(), next, "node {id}");
+    }
+}
+
+#[test]
+fn a_follower_read_does_not_wait_for_a_skipped_commit() {
+    let mut c = skipping_commit_broadcasts(3, 0);
+    let leader = c.elected();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let (index, _) = commit_by_hops(&mut c, leader, b"x");
+    c.settle();
+    assert_eq!(c.node(follower).commit_index(), index - 1);
+    // The leader's heartbeat round for the read carries the commit.
+    c.node(follower).read_index(7).unwrap();
+    c.settle();
+    assert_eq!(c.read_outcome(follower, 7), Some(Ok(index)));
+    assert_eq!(c.node(follower).commit_index(), index);
+    assert_eq!(c.applied[&follower].last().map(|e| e.index), Some(index));
+}
+
+#[test]
+fn a_membership_change_commit_is_broadcast_even_when_skipped() {
+    let mut c = skipping_commit_broadcasts(3, 0);
+    let leader = c.elected();
+    let followers: Vec<NodeId> = (1..=3).filter(|&id| id != leader).collect();
+    c.add_blank_node(4);
+    c.node(leader)
+        .propose_conf_change(&ConfChange::AddLearner(4))
+        .unwrap();
+    hop(&mut c, leader);
+    for &id in &followers {
+        hop(&mut c, id);
+    }
+    let rd = c.node(leader).ready();
+    // Node 4, a learner in force by now, is probed besides.
+    let told: Vec<NodeId> = empty_appends(&rd)
+        .into_iter()
+        .filter(|&to| to != 4)
+        .collect();
+    assert_eq!(told, followers);
+
+    // A leader that removes itself steps down once the removal is in
+    // force and heartbeats no more: the broadcast is the followers' only
+    // news of it, with no tick.
+    let mut c = skipping_commit_broadcasts(3, 0);
+    let old = c.elected();
+    let (removal, _) = c
+        .node(old)
+        .propose_conf_change(&ConfChange::RemoveNode(old))
+        .unwrap();
+    c.settle();
+    assert_ne!(c.node(old).role(), Role::Leader);
+    for id in (1..=3).filter(|&id| id != old) {
+        assert_eq!(c.node(id).commit_index(), removal, "node {id}");
+        assert!(!c.node(id).status().conf_state.voters.contains(&old));
+    }
+}
+
+#[test]
+fn a_follower_that_holds_a_membership_change_only_once_in_force_is_told_at_once() {
+    let mut c = skipping_commit_broadcasts(3, 0);
+    let leader = c.elected();
+    let (f1, f2) = {
+        let others: Vec<NodeId> = (1..=3).filter(|&id| id != leader).collect();
+        (others[0], others[1])
+    };
+    c.add_blank_node(4);
+    // Probed, `f2` gets the change in a probe and nothing more until it
+    // answers: the change commits with `f1` and goes into force meanwhile.
+    c.node(leader).report_unreachable(f2);
+    let (change, _) = c
+        .node(leader)
+        .propose_conf_change(&ConfChange::AddLearner(4))
+        .unwrap();
+    hop(&mut c, leader);
+    hop(&mut c, f1);
+    hop(&mut c, leader);
+    assert_eq!(c.node(leader).status().conf_state.learners, vec![4]);
+    assert!(c.node(f2).commit_index() < change);
+    hop(&mut c, f2);
+    let rd = c.node(leader).ready();
+    assert!(empty_appends(&rd).contains(&f2), "{:?}", rd.messages);
+}
+
+#[test]
+fn a_removed_node_that_led_for_the_voters_tells_them_its_commit_even_when_skipping() {
+    // As in `a_removed_node_holding_what_the_voters_lack_campaigns_for_it`:
+    // node 1 leads only until its no-op (5) commits, then steps down and
+    // sends nothing more, so node 2 hears of that commit by a broadcast or
+    // not at all. Node 1 has applied all it holds here, so no entry it
+    // took over counts as a pending membership change.
+    let mut c = Cluster::new(2);
+    let (mut removed, voter) = removal_unknown_to_the_voter();
+    removed.hard_state.commit = 4;
+    let skipping = |id| Config {
+        skip_commit_broadcast: true,
+        ..config(id)
+    };
+    c.nodes.insert(1, Raft::new(skipping(1), removed).unwrap());
+    c.nodes.insert(2, Raft::new(skipping(2), voter).unwrap());
+    for _ in 0..100 {
+        c.tick_all(1);
+        if c.node(1).log_term(5).is_some() {
+            break;
+        }
+    }
+    assert!(c.node(1).log_term(5) > Some(3), "node 1 never led");
+    assert_eq!(c.node(1).role(), Role::Follower);
+    assert_eq!(c.node(2).commit_index(), 5);
+}
+
+#[test]
+fn a_leader_skipping_commit_broadcasts_goes_quiet_with_every_follower_told() {
+    // Heartbeats are rarer than the leader's quiescence: its `Quiesce`
+    // carries the last commit.
+    let mut c = Cluster::with_config(3, |cfg| Config {
+        skip_commit_broadcast: true,
+        quiesce_tick: 2,
+        heartbeat_tick: 5,
+        ..cfg
+    });
+    let leader = c.elected();
+    c.tick_all(10);
+    assert!(c.node(leader).status().quiescent);
+    let (index, _) = commit_by_hops(&mut c, leader, b"x");
+    c.settle();
+    let mut heartbeats = 0;
+    while !c.node(leader).status().quiescent {
+        c.node(leader).tick();
+        let rd = c.node(leader).ready();
+        c.node(leader).on_persisted(rd.number);
+        for m in rd.messages {
+            heartbeats += usize::from(matches!(m.body, MessageBody::Heartbeat { .. }));
+            let to = m.to;
+            let _ = c.node(to).step(m);
+        }
+        c.settle();
+    }
+    assert_eq!(heartbeats, 0, "a heartbeat told the followers first");
+    for id in 1..=3 {
+        assert_eq!(c.node(id).commit_index(), index, "node {id}");
+        assert!(c.node(id).status().quiescent, "node {id}");
+    }
+}
+
+#[test]
+fn a_transfer_completes_when_commits_are_not_broadcast() {
+    let mut c = skipping_commit_broadcasts(3, 0);
+    let leader = c.elected();
+    let target = (1..=3).find(|&id| id != leader).unwrap();
+    let (index, _) = commit_by_hops(&mut c, leader, b"x");
+    c.node(leader).transfer_leader(target).unwrap();
+    c.settle();
+    assert_eq!(c.leader(), Some(target));
+    // The new leader's first commit reaches everyone at once: it broadcasts
+    // until the entries it inherited are applied.
+    for id in 1..=3 {
+        assert!(c.node(id).commit_index() > index, "node {id}");
+    }
+}

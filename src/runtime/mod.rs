@@ -100,6 +100,12 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
+    /// The defaults: the core's, except that leaders skip commit
+    /// broadcasts (`Config::skip_commit_broadcast`). A runtime's groups
+    /// mostly take proposals one at a time, and each broadcast costs every
+    /// follower a step and the leader one per answer; as in many-group
+    /// hosts such as TiKV, followers' applies (and reads served by a
+    /// follower) may then lag by up to a heartbeat interval.
     pub fn new(id: NodeId, data_dir: impl Into<PathBuf>) -> RuntimeConfig {
         RuntimeConfig {
             id,
@@ -108,7 +114,10 @@ impl RuntimeConfig {
             inline: false,
             wal: WalOptions::default(),
             wal_files: AdvancedOptions::default().files,
-            raft: Config::default(),
+            raft: Config {
+                skip_commit_broadcast: true,
+                ..Config::default()
+            },
             snapshot: SnapshotOptions::default(),
             log_level: LogLevel::Off,
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,

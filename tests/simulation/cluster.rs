@@ -21,8 +21,8 @@ use crate::network::{Links, NetFaults, Network};
 use crate::rng::SplitMix64;
 use crate::snapshot::{self, Machine, Receiving};
 use embraft::core::{
-    ConfChange, Config, ConfigError, Entry, Index, NodeId, ProposeError, Raft, Role, StepError,
-    Term, TransferError, QUIESCENT_CHECK_TIMEOUTS,
+    ConfChange, Config, ConfigError, Entry, EntryKind, Index, NodeId, ProposeError, Raft, Role,
+    StepError, Term, TransferError, QUIESCENT_CHECK_TIMEOUTS,
 };
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -69,6 +69,12 @@ pub struct Options {
     pub max_cached_bytes: u64,
     /// Reads of evicted entries in a thousand that fail.
     pub log_read_failures_per_mille: u64,
+    /// The core's `skip_commit_broadcast` for every node, or `None`: each
+    /// node start draws it from the node's seed, so every scenario runs
+    /// leaders of both kinds, and clusters that mix them, at no extra
+    /// cost. `EMBRAFT_SIM_SKIP_COMMIT_BROADCAST=0|1` sets it for every
+    /// scenario.
+    pub skip_commit_broadcast: Option<bool>,
 }
 
 /// The cache bound every scenario runs with unless it sets its own: the
@@ -81,6 +87,17 @@ fn max_cached_bytes_from_env() -> u64 {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("EMBRAFT_SIM_MAX_CACHED_BYTES must be a number, not {value:?}"))
+}
+
+/// `EMBRAFT_SIM_SKIP_COMMIT_BROADCAST`, if set (see
+/// [`Options::skip_commit_broadcast`]).
+fn skip_commit_broadcast_from_env() -> Option<bool> {
+    let value = std::env::var("EMBRAFT_SIM_SKIP_COMMIT_BROADCAST").ok()?;
+    match value.trim() {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => panic!("EMBRAFT_SIM_SKIP_COMMIT_BROADCAST must be 0 or 1, not {value:?}"),
+    }
 }
 
 impl Options {
@@ -102,6 +119,7 @@ impl Options {
             quiesce_tick: 0,
             max_cached_bytes: max_cached_bytes_from_env(),
             log_read_failures_per_mille: 0,
+            skip_commit_broadcast: skip_commit_broadcast_from_env(),
         }
     }
 
@@ -355,10 +373,38 @@ impl Cluster {
     }
 
     /// Whether node `id` counts in no membership any node may still decide
-    /// by (neither the one in force nor the one before it), so that its
-    /// data may go.
+    /// by (neither the one in force nor the one before it), nor in one a
+    /// change not yet committed would put in force, so that its data may
+    /// go.
     pub fn is_forgotten(&self, id: NodeId) -> bool {
-        !self.checker.may_count(id)
+        !self.checker.may_count(id) && !self.named_by_uncommitted_change(id)
+    }
+
+    /// Whether a membership change beyond the committed log, in any node's
+    /// log (durable or not), makes `id` a member: a removed node whose
+    /// disk stayed blank is a joiner again, and a leader may add it back
+    /// with a change that commits only after the node would be retired.
+    fn named_by_uncommitted_change(&self, id: NodeId) -> bool {
+        let committed = self.checker.committed_len();
+        let adds = |e: &Entry| {
+            e.index > committed
+                && e.kind == EntryKind::ConfChange
+                && ConfChange::decode(&e.data).is_some_and(|change| match change {
+                    ConfChange::AddVoter(x)
+                    | ConfChange::PromoteLearner(x)
+                    | ConfChange::AddLearner(x) => x == id,
+                    ConfChange::EnterJoint { voters, learners } => {
+                        voters.contains(&id) || learners.contains(&id)
+                    }
+                    ConfChange::RemoveNode(_) | ConfChange::LeaveJoint => false,
+                })
+        };
+        self.disks.iter().any(|d| d.log().iter().any(adds))
+            || self
+                .rafts
+                .iter()
+                .flatten()
+                .any(|r| r.log_entries().iter().any(adds))
     }
 
     /// A removed node leaves for good: it stops, its data is deleted, and a
@@ -388,6 +434,7 @@ impl Cluster {
 
     /// Starts a node from whatever its disk holds, with a fresh seed.
     fn start(&mut self, id: NodeId) {
+        let seed = self.rng.next_u64();
         let config = Config {
             id,
             election_tick: self.opts.election_tick,
@@ -398,7 +445,10 @@ impl Cluster {
             compact_keep_entries: self.opts.compact_keep_entries,
             quiesce_tick: self.opts.quiesce_tick,
             max_cached_bytes: self.opts.max_cached_bytes,
-            seed: self.rng.next_u64(),
+            // A bit of the seed rather than a draw of its own: the random
+            // stream, and so every seed's faults, stay as they were.
+            skip_commit_broadcast: self.opts.skip_commit_broadcast.unwrap_or(seed >> 63 == 1),
+            seed,
             ..Config::default()
         };
         let mut initial = self.disks[slot(id)].recover();

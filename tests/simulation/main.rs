@@ -28,6 +28,14 @@
 //! fail (see `cache_scenarios.rs`); `EMBRAFT_SIM_MAX_CACHED_BYTES=<n>` runs
 //! every scenario so.
 //!
+//! Leaders that send no append just to carry a commit index (the core's
+//! `skip_commit_broadcast`, which the multi-group runtime turns on) are
+//! simulated: each node start draws the option from the node's seed, so
+//! every scenario runs leaders of both kinds; followers then learn commits
+//! from heartbeats, later appends and `Quiesce`, and the liveness checks
+//! hold them to it. `EMBRAFT_SIM_SKIP_COMMIT_BROADCAST=0|1` sets it for
+//! every node.
+//!
 //! Many groups per process are simulated, as embraft's runtime runs them:
 //! 3 or 5 processes host 4 to 16 groups, each group on every process or on
 //! a seeded subset of at least three; each process has one write-ahead log
