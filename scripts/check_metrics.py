@@ -2,7 +2,7 @@
 """Checks a raftd's /metrics against docs/RAFTD.md "Metrics", parsing the
 text with prometheus_client's parser (the Prometheus text format):
 
-    check_metrics.py RAFTD.md BEFORE AFTER
+    check_metrics.py [-v] RAFTD.md BEFORE AFTER
 
 BEFORE and AFTER are two scrapes of the leader, with writes between them.
 Every scrape must export every metric of the table with its type and help
@@ -12,7 +12,8 @@ equal to _count. Between the scrapes the WAL's sync and proposal-commit
 histograms must have grown, so must the committed proposals, and the
 leader must have sent Append messages; no counter may go down.
 
-Prints one line per check; exits 1 when any failed. The raftd tests of
+Prints the checks that failed (every check with -v) and a summary line;
+exits 1 when any failed. The raftd tests of
 each binding use it (the Python ones import it).
 """
 
@@ -62,14 +63,18 @@ def drop_reasons(rows: Dict[str, Row]) -> List[str]:
 
 
 class Checker:
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool = False) -> None:
+        self.verbose = verbose
+        self.count = 0
         self.failures: List[str] = []
 
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
-        print(f"{'ok  ' if ok else 'FAIL'} metrics: {name}" + (f" ({detail})" if detail and not ok
-                                                                 else ""))
+        self.count += 1
         if not ok:
-            self.failures.append(name)
+            self.failures.append(f"{name} ({detail})" if detail else name)
+            print(f"FAIL metrics: {self.failures[-1]}")
+        elif self.verbose:
+            print(f"ok   metrics: {name}")
         return ok
 
 
@@ -98,7 +103,11 @@ def parse(text: str) -> Scrape:
 
 
 def check_scrape(checker: Checker, which: str, text: str, rows: Dict[str, Row]) -> Scrape:
-    scrape = parse(text)
+    try:
+        scrape = parse(text)
+    except ValueError as error:
+        checker.check(f"{which}: the text parses", False, str(error))
+        return Scrape({}, {})
     for row in rows.values():
         exported = scrape.families.get(row.name)
         checker.check(f"{which}: {row.name} is a {row.type} with the table's help",
@@ -155,29 +164,30 @@ def check_growth(checker: Checker, before: Scrape, after: Scrape) -> None:
     checker.check("no counter went down", not went_down, ", ".join(went_down))
 
 
-def check(raftd_md: str, before_text: str, after_text: str) -> List[str]:
+def check(raftd_md: str, before_text: str, after_text: str, verbose: bool = False) -> List[str]:
     """Every check of the module docstring; the names of those that failed."""
     rows = table(raftd_md)
-    checker = Checker()
+    checker = Checker(verbose)
     if checker.check("the table of RAFTD.md lists the metrics", len(rows) >= 20, str(len(rows))):
         before = check_scrape(checker, "before", before_text, rows)
         after = check_scrape(checker, "after", after_text, rows)
         check_growth(checker, before, after)
+    print(f"metrics: {checker.count - len(checker.failures)} checks passed, "
+          f"{len(checker.failures)} failed")
     return checker.failures
 
 
 def main(argv: List[str]) -> int:
-    if len(argv) != 4:
+    verbose = "-v" in argv[1:2]
+    args = argv[2:] if verbose else argv[1:]
+    if len(args) != 3:
         print(__doc__, file=sys.stderr)
         return 2
     texts = []
-    for path in argv[2:]:
+    for path in args[1:]:
         with open(path, encoding="utf-8") as file:
             texts.append(file.read())
-    failures = check(argv[1], texts[0], texts[1])
-    if failures:
-        print(f"metrics: {len(failures)} check(s) failed", file=sys.stderr)
-    return 1 if failures else 0
+    return 1 if check(args[0], texts[0], texts[1], verbose) else 0
 
 
 if __name__ == "__main__":

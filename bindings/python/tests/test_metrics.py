@@ -97,3 +97,35 @@ def test_the_table_matches_raftd_md():
     assert [(f.name, f.type, f.labels, f.help) for f in raftd_metrics.FAMILIES] == \
         [(r.name, r.type, r.labels, r.help) for r in rows.values()]
     assert check_metrics.drop_reasons(rows) == list(DROP_REASONS)
+
+
+def _mutated(text, old, new):
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+def test_the_checker_finds_what_breaks_the_contract(single_node):
+    """check_metrics, which the C raftd's tests use too, fails a scrape that
+    lacks a series, mistypes a family, changes a help text or has buckets
+    that are not cumulative."""
+    node, _ = single_node
+    node.propose(b"x").result(timeout=10)
+    good = raftd_metrics.render(_scrape_of(node), use_client=False)
+    rows = check_metrics.table(RAFTD_MD)
+    bucket = 'embraft_disk_wal_fsync_duration_seconds_bucket{le="+Inf"} '
+    broken = [
+        _mutated(good, 'embraft_server_proposals_failed_total{reason="superseded"} 0.0\n', ""),
+        _mutated(good, "embraft_entry_cache_bytes gauge", "embraft_entry_cache_bytes counter"),
+        _mutated(good, "Times the known leader changed.", "Leader changes."),
+        _mutated(good, bucket, bucket + "1000"),
+        _mutated(good, 'le="8.388608"', 'le="10.0"'),
+    ]
+    for text in broken:
+        checker = check_metrics.Checker()
+        check_metrics.check_scrape(checker, "broken", text, rows)
+        assert checker.failures
+    checker = check_metrics.Checker()
+    check_metrics.check_scrape(checker, "good", good, rows)
+    assert not checker.failures
+    # No growth between two equal scrapes.
+    assert check_metrics.check(RAFTD_MD, good, good)
