@@ -145,8 +145,9 @@ def go_float(value: float) -> str:
         return "NaN"
     text = repr(value)
     dot = text.find(".")
-    # Go switches to an exponent from 1e21 on, Python from 1e16; Go's
-    # shortest form does so sooner for positive values with many digits.
+    # Go writes an exponent from 1e+06 on, Python's repr from 1e+16: the
+    # same rewriting as prometheus_client's floatToGoString, so that both
+    # renderings agree byte for byte.
     if value > 0 and dot > 6:
         mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.")
         return f"{mantissa}e+0{dot - 1}"
