@@ -129,3 +129,11 @@ def test_the_checker_finds_what_breaks_the_contract(single_node):
     assert not checker.failures
     # No growth between two equal scrapes.
     assert check_metrics.check(RAFTD_MD, good, good)
+
+
+@pytest.mark.parametrize("value", [0, 1, 3, 0.000032, 0.000128, 8.388608, 0.033888, 1e6, 1234567,
+                                   12345678901, 123456789012345, 2**63, 2**64 - 1, math.inf])
+def test_numbers_are_written_as_prometheus_client_writes_them(value):
+    from prometheus_client.utils import floatToGoString
+
+    assert raftd_metrics.go_float(value) == floatToGoString(value)

@@ -150,7 +150,7 @@ def go_float(value: float) -> str:
     # renderings agree byte for byte.
     if value > 0 and dot > 6:
         mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.")
-        return f"{mantissa}e+0{dot - 1}"
+        return f"{mantissa}e+{dot - 1:02d}"
     return text
 
 
