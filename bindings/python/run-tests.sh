@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tests the Python binding the way a user installs it: a virtualenv, then
-# `pip install ./bindings/python` (setuptools-rust builds the Rust library
-# with cargo and puts libembraft.so in the package), then ruff and mypy on
-# the package, then pytest. Any of them failing fails the script.
+# `pip install ./bindings/python[metrics]` (setuptools-rust builds the Rust
+# library with cargo and puts libembraft.so in the package; the extra brings
+# prometheus_client, which the raftd's /metrics and its tests use), then
+# ruff and mypy on the package, then pytest. Any of them failing fails the script.
 #
 # Environment:
 #   EMBRAFT_PY_VENV   where to keep the virtualenv (default target/python-venv)
@@ -51,8 +52,8 @@ venv=$(cd "$venv" && pwd)
 # setuptools copies the package into build/ and never prunes it: a module
 # moved or deleted since the last build would still land in the wheel.
 rm -rf bindings/python/build
-echo "installing ./bindings/python (cargo build --release), pytest, ruff and mypy into $venv"
-pip_install ./bindings/python pytest pytest-timeout ruff mypy
+echo "installing ./bindings/python[metrics] (cargo build --release), pytest, ruff and mypy into $venv"
+pip_install "./bindings/python[metrics]" pytest pytest-timeout ruff mypy
 
 start=$SECONDS
 set +e

@@ -42,6 +42,7 @@ from .errors import (
     UnknownGroupError,
     WrongRecipientError,
 )
+from .metrics import Histogram, Metrics
 from .node import Config, Node, PeerProgress, StateMachine, Status, Transport
 from .snapshot import SnapshotWriter
 
@@ -62,10 +63,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ABI_VERSION", "BusyError", "ClosedError", "Config", "ConfigError", "CorruptError",
-    "DirectoryLockedError", "EmbraftError", "GroupExistsError", "InternalError",
+    "DirectoryLockedError", "EmbraftError", "GroupExistsError", "Histogram", "InternalError",
     "InvalidArgumentError",
     "LOG_DEBUG", "LOG_INFO", "LOG_OFF", "LOG_TRACE", "LibraryError",
-    "MalformedMessageError", "MembershipChangeError", "MessageError", "Node",
+    "MalformedMessageError", "MembershipChangeError", "MessageError", "Metrics", "Node",
     "NodeFailedError", "NotAppliedError", "NotDeliveredError", "NotLeaderError",
     "OutcomeUnknownError", "PeerProgress", "ProposalDroppedError", "ProposalTooLargeError",
     "ReadIndexError", "ResourceError", "SnapshotError", "SnapshotWriter", "StaleSnapshotError",

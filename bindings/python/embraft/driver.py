@@ -35,6 +35,7 @@ from .errors import (
     error_for_status,
 )
 from .host import StateMachine, Transport
+from .metrics import Metrics, decode_metrics
 from .ready import Entry, Outcome, ReadResult, Ready, ReadyHandle, StateChange
 from .snapshot import SnapshotWriter, SnapshotWriterHandle
 from .status import ROLE_NAMES, Status, StatusReportHandle
@@ -209,6 +210,11 @@ class Driver:
         self.call(lib.embraft_node_status, byref(report))
         with StatusReportHandle(report) as handle:
             return handle.decode()
+
+    def metrics(self) -> Metrics:
+        raw = _ffi.Metrics()
+        self.call(lib.embraft_node_metrics, byref(raw))
+        return decode_metrics(raw)
 
     def deliver(self, data: bytes) -> None:
         """A message from the transport. Busy means the node is behind:

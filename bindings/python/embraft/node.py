@@ -19,11 +19,13 @@ from ._log import TRACE
 from .config import Config
 from .driver import Driver, shutdown_driver
 from .host import StateMachine, Transport
+from .metrics import Histogram, Metrics
 from .snapshot import SnapshotWriter
 from .status import ROLE_NAMES, PeerProgress, Status
 
 # Imported from here before the split; still offered here.
-__all__ = ["TRACE", "Config", "Node", "PeerProgress", "StateMachine", "Status", "Transport"]
+__all__ = ["TRACE", "Config", "Histogram", "Metrics", "Node", "PeerProgress", "StateMachine",
+           "Status", "Transport"]
 
 
 class Node:
@@ -193,3 +195,9 @@ class Node:
     def status(self) -> Status:
         """A snapshot of the node's Raft state and its view of its peers."""
         return self._driver.status()
+
+    def metrics(self) -> Metrics:
+        """What the node and its WAL measured since it started (counters,
+        latency histograms, the entry cache): one cheap copy, fine to call
+        every second."""
+        return self._driver.metrics()

@@ -179,6 +179,27 @@ def test_status_and_metrics(three_nodes):
         assert name.encode() in text
 
 
+def test_metrics_follow_raftd_md(three_nodes):
+    """The leader's /metrics before and after writes, parsed with
+    prometheus_client's parser: every metric of RAFTD.md's table with its
+    type and help, zero series, cumulative buckets, and growth."""
+    sys.path.insert(0, str(REPOSITORY / "scripts"))
+    import check_metrics
+
+    leader = three_nodes.leader()
+    assert leader is not None
+    port = three_nodes.ports[leader]
+    code, before = request(port, "GET", "/metrics")
+    assert code == 200
+    for i in range(10):
+        assert request(port, "POST", f"/db/metrics{i}", b"v%d" % i)[0] == 200
+    code, after = request(port, "GET", "/metrics")
+    assert code == 200
+    assert not check_metrics.check(str(REPOSITORY / "docs" / "RAFTD.md"), before.decode(),
+                                   after.decode())
+    assert b'raftd_requests_total{code="200",method="POST"}' in after
+
+
 def test_unknown_endpoint_is_404(three_nodes):
     assert request(three_nodes.ports[1], "GET", "/nothing")[0] == 404
 

@@ -542,37 +542,227 @@ static void handle_status(struct raftd *r, struct conn *c) {
     respond_buffer(r, c, 200, "application/json", &body);
 }
 
+/* ---- /metrics (RAFTD.md "Metrics"), in the Prometheus text format 0.0.4 ---- */
+
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+/* The `le` of each histogram bucket, in seconds, written as Go writes
+ * floats: bucket i holds observations of at most 32 us << i; the last one
+ * everything beyond. */
+_Static_assert(EMBRAFT_HISTOGRAM_BUCKETS == 20 && EMBRAFT_HISTOGRAM_FIRST_BOUND_US == 32,
+               "the bucket bounds below are 32 us doubling, 20 buckets");
+static const char *const bucket_bounds[EMBRAFT_HISTOGRAM_BUCKETS] = {
+    "3.2e-05",  "6.4e-05",  "0.000128", "0.000256", "0.000512", "0.001024", "0.002048",
+    "0.004096", "0.008192", "0.016384", "0.032768", "0.065536", "0.131072", "0.262144",
+    "0.524288", "1.048576", "2.097152", "4.194304", "8.388608", "+Inf"};
+
+/* The text being written; `failed` sticks once the buffer refused data. */
+struct exposition {
+    struct buffer out;
+    int failed;
+};
+
+static void emit(struct exposition *e, const char *text, size_t len) {
+    if (!e->failed && buffer_append(&e->out, text, len) != 0) {
+        e->failed = 1;
+    }
+}
+
+static void emit_str(struct exposition *e, const char *text) {
+    emit(e, text, strlen(text));
+}
+
+static void emit_u64(struct exposition *e, uint64_t value) {
+    char digits[24];
+    int len = snprintf(digits, sizeof digits, "%llu", (unsigned long long)value);
+    emit(e, digits, (size_t)len);
+}
+
+/* Escapes backslash and newline (in help texts), and double quote too (in
+ * label values). */
+static void emit_escaped(struct exposition *e, const char *text, int is_label_value) {
+    for (const char *p = text; *p != '\0'; p++) {
+        if (*p == '\\') {
+            emit_str(e, "\\\\");
+        } else if (*p == '\n') {
+            emit_str(e, "\\n");
+        } else if (*p == '"' && is_label_value) {
+            emit_str(e, "\\\"");
+        } else {
+            emit(e, p, 1);
+        }
+    }
+}
+
+static void family(struct exposition *e, const char *name, const char *type, const char *help) {
+    emit_str(e, "# HELP ");
+    emit_str(e, name);
+    emit_str(e, " ");
+    emit_escaped(e, help, 0);
+    emit_str(e, "\n# TYPE ");
+    emit_str(e, name);
+    emit_str(e, " ");
+    emit_str(e, type);
+    emit_str(e, "\n");
+}
+
+/* NAME{LABEL="VALUE",...} COUNT: `labels` holds `pairs` names and values,
+ * alternating. */
+static void sample(struct exposition *e, const char *name, const char *const *labels,
+                   size_t pairs, uint64_t value) {
+    emit_str(e, name);
+    for (size_t i = 0; i < pairs; i++) {
+        emit_str(e, i == 0 ? "{" : ",");
+        emit_str(e, labels[2 * i]);
+        emit_str(e, "=\"");
+        emit_escaped(e, labels[2 * i + 1], 1);
+        emit_str(e, "\"");
+    }
+    emit_str(e, pairs > 0 ? "} " : " ");
+    emit_u64(e, value);
+    emit_str(e, "\n");
+}
+
+static void scalar(struct exposition *e, const char *name, const char *type, const char *help,
+                   uint64_t value) {
+    family(e, name, type, help);
+    sample(e, name, NULL, 0, value);
+}
+
+/* A counter with one label, a series for each of `count` values, zeros
+ * included, named by `label_value(i)`. */
+static void labelled_counter(struct exposition *e, const char *name, const char *help,
+                             const char *label, const uint64_t *values, size_t count,
+                             const char *(*label_value)(size_t)) {
+    family(e, name, "counter", help);
+    for (size_t i = 0; i < count; i++) {
+        const char *value_name = label_value(i);
+        const char *labels[2] = {label, value_name != NULL ? value_name : "unknown"};
+        sample(e, name, labels, 1, values[i]);
+    }
+}
+
+/* NAME_bucket{le=...} cumulative, NAME_sum in seconds, NAME_count. */
+static void histogram(struct exposition *e, const char *name, const char *help,
+                      const embraft_histogram *h) {
+    char series[128];
+    family(e, name, "histogram", help);
+    snprintf(series, sizeof series, "%s_bucket", name);
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < EMBRAFT_HISTOGRAM_BUCKETS; i++) {
+        cumulative += h->buckets[i];
+        const char *labels[2] = {"le", bucket_bounds[i]};
+        sample(e, series, labels, 1, cumulative);
+    }
+    /* Microseconds as exact decimal seconds. */
+    char sum[192];
+    int len = snprintf(sum, sizeof sum, "%s_sum %llu.%06llu\n", name,
+                       (unsigned long long)(h->sum_us / 1000000),
+                       (unsigned long long)(h->sum_us % 1000000));
+    emit(e, sum, len < 0 ? 0 : (size_t)len >= sizeof sum ? sizeof sum - 1 : (size_t)len);
+    snprintf(series, sizeof series, "%s_count", name);
+    sample(e, series, NULL, 0, h->count);
+}
+
 static void handle_metrics(struct raftd *r, struct conn *c) {
-    struct buffer body;
-    buffer_init(&body, 1024 * 1024);
-    uint64_t commit = node_status_field(r, EMBRAFT_FIELD_COMMIT);
-    uint64_t last = node_status_field(r, EMBRAFT_FIELD_LAST_INDEX);
-    buffer_printf(&body,
-                  "# HELP embraft_term Current Raft term.\n# TYPE embraft_term gauge\n"
-                  "embraft_term %llu\n"
-                  "# HELP embraft_commit_index Highest committed log index.\n"
-                  "# TYPE embraft_commit_index gauge\nembraft_commit_index %llu\n"
-                  "# HELP embraft_applied_index Highest log index applied here.\n"
-                  "# TYPE embraft_applied_index gauge\nembraft_applied_index %llu\n"
-                  "# HELP embraft_last_index Last log index.\n"
-                  "# TYPE embraft_last_index gauge\nembraft_last_index %llu\n"
-                  "# HELP embraft_is_leader 1 if this node leads.\n"
-                  "# TYPE embraft_is_leader gauge\nembraft_is_leader %d\n"
-                  "# HELP raftd_requests_total HTTP requests answered.\n"
-                  "# TYPE raftd_requests_total counter\n",
-                  (unsigned long long)r->term, (unsigned long long)commit,
-                  (unsigned long long)r->applied, (unsigned long long)last,
-                  r->role == EMBRAFT_ROLE_LEADER);
+    embraft_metrics m;
+    embraft_status_report *report = NULL;
+    embraft_status status = embraft_node_metrics(r->node, &m);
+    if (status == EMBRAFT_OK) {
+        status = embraft_node_status(r->node, &report);
+    }
+    if (status != EMBRAFT_OK) {
+        log_embraft_error(r, "reading the node's metrics", status);
+        respond_text(r, c, 500, NULL, "metrics unavailable");
+        return;
+    }
+    uint64_t term = 0, commit = 0, last = 0;
+    embraft_status_report_get(report, EMBRAFT_FIELD_TERM, &term);
+    embraft_status_report_get(report, EMBRAFT_FIELD_COMMIT, &commit);
+    embraft_status_report_get(report, EMBRAFT_FIELD_LAST_INDEX, &last);
+    embraft_status_report_free(report);
+
+    struct exposition e = {.failed = 0};
+    buffer_init(&e.out, 1024 * 1024);
+    scalar(&e, "embraft_term", "gauge", "The node's current term.", term);
+    scalar(&e, "embraft_commit_index", "gauge", "The highest log index known committed.",
+           commit);
+    scalar(&e, "embraft_applied_index", "gauge",
+           "The highest log index applied to the key/value store.", r->applied);
+    scalar(&e, "embraft_last_index", "gauge", "The index of the last entry in the node's log.",
+           last);
+    scalar(&e, "embraft_is_leader", "gauge", "1 if this node is the leader, else 0.",
+           r->role == EMBRAFT_ROLE_LEADER);
+    histogram(&e, "embraft_disk_wal_fsync_duration_seconds",
+              "The latency distributions of the WAL's syncs (fdatasync or msync).",
+              &m.wal_sync_duration);
+    scalar(&e, "embraft_disk_wal_write_bytes_total", "counter",
+           "Bytes of records written to the WAL.", m.wal_bytes_written);
+    scalar(&e, "embraft_disk_wal_write_batches_total", "counter", "Batches written to the WAL.",
+           m.wal_batches_written);
+    scalar(&e, "embraft_server_proposals_committed_total", "counter",
+           "Proposals made on this node that committed.", m.proposals_committed);
+    labelled_counter(&e, "embraft_server_proposals_failed_total",
+                     "Proposals made on this node that were dropped, by reason (not_leader, "
+                     "transfer_in_progress, too_large, superseded, conf_change_pending, "
+                     "conf_change_invalid, learner_behind, unknown).",
+                     "reason", m.proposals_dropped, EMBRAFT_DROP_REASONS,
+                     embraft_metrics_drop_reason);
+    histogram(&e, "embraft_server_proposal_commit_duration_seconds",
+              "The latency distributions from a proposal's append on the leader to its commit.",
+              &m.proposal_commit_latency);
+    scalar(&e, "embraft_server_leader_changes_seen_total", "counter",
+           "Times the known leader changed.", m.leader_changes);
+    scalar(&e, "embraft_server_elections_started_total", "counter",
+           "Elections this node started as a candidate.", m.elections_started);
+    scalar(&e, "embraft_server_pre_votes_started_total", "counter",
+           "Pre-vote rounds this node started.", m.pre_votes_started);
+    /* U+2212 MINUS SIGN, as in RAFTD.md. */
+    scalar(&e, "embraft_server_apply_lag_entries", "gauge",
+           "Committed entries not yet applied (commit index \xe2\x88\x92 applied index).",
+           m.apply_lag);
+    labelled_counter(&e, "embraft_network_messages_sent_total",
+                     "Raft messages sent, by type (PreVote, Append, Heartbeat, ...: "
+                     "embraft_metrics_message_kind).",
+                     "type", m.messages_sent, EMBRAFT_MESSAGE_KINDS,
+                     embraft_metrics_message_kind);
+    labelled_counter(&e, "embraft_network_messages_received_total",
+                     "Raft messages received, by type.", "type", m.messages_received,
+                     EMBRAFT_MESSAGE_KINDS, embraft_metrics_message_kind);
+    scalar(&e, "embraft_snapshot_sends_total", "counter",
+           "Snapshot transfers completed to followers.", m.snapshots_sent);
+    scalar(&e, "embraft_snapshot_sent_bytes_total", "counter",
+           "Snapshot chunk bytes sent (resends included).", m.snapshot_bytes_sent);
+    scalar(&e, "embraft_snapshot_receives_total", "counter", "Snapshots received and installed.",
+           m.snapshots_received);
+    scalar(&e, "embraft_snapshot_received_bytes_total", "counter",
+           "Snapshot chunk bytes received.", m.snapshot_bytes_received);
+    scalar(&e, "embraft_entry_cache_hits_total", "counter",
+           "Log entries read from the entry cache.", m.cache_hit_entries);
+    scalar(&e, "embraft_entry_cache_misses_total", "counter",
+           "Log entries read back from the WAL because they had left the cache.",
+           m.cache_miss_entries);
+    scalar(&e, "embraft_entry_cache_bytes", "gauge", "Bytes of log entries in the entry cache.",
+           m.cached_entry_bytes);
+    family(&e, "raftd_requests_total", "counter",
+           "HTTP requests served, by method and status code.");
     /* This request is counted once answered, so it shows up next time. */
-    for (int m = 0; m < METRIC_METHODS; m++) {
+    for (int method = 0; method < METRIC_METHODS; method++) {
         for (int code = 0; code < METRIC_CODES; code++) {
-            if (r->requests[m][code] != 0) {
-                buffer_printf(&body, "raftd_requests_total{method=\"%s\",code=\"%d\"} %llu\n",
-                              method_names[m], code, (unsigned long long)r->requests[m][code]);
+            if (r->requests[method][code] != 0) {
+                char code_text[8];
+                snprintf(code_text, sizeof code_text, "%d", code);
+                const char *labels[4] = {"method", method_names[method], "code", code_text};
+                sample(&e, "raftd_requests_total", labels, 2, r->requests[method][code]);
             }
         }
     }
-    respond_buffer(r, c, 200, "text/plain; version=0.0.4", &body);
+    if (e.failed) {
+        buffer_free(&e.out);
+        respond_text(r, c, 500, NULL, "metrics too large");
+        return;
+    }
+    respond_buffer(r, c, 200, METRICS_CONTENT_TYPE, &e.out);
 }
 
 static void dispatch(struct raftd *r, struct conn *c, const struct http_request *req,

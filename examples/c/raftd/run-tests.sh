@@ -6,6 +6,10 @@
 #                 takes writes, the killed node restarts without -join and
 #                 catches up
 #   forwarding    followers forward writes, deletes and joins to the leader
+#   metrics       the leader's /metrics before and after writes, parsed by
+#                 prometheus_client's parser (in a virtualenv of this
+#                 script's own) and checked against docs/RAFTD.md "Metrics"
+#                 by scripts/check_metrics.py
 #   bad input     404, 413, 400s, 405, 411, malformed HTTP and peer frames;
 #                 the node keeps serving
 #   identity      node.json, restart ignores -join, /metrics, /leave
@@ -163,6 +167,45 @@ check "binary values round-trip through a follower" \
     eval 'write "$follower_n" bin "$(printf "a\tb c%%d")" && reads "$leader_n" bin "$(printf "a\tb c%%d")"'
 check "percent-encoded keys are decoded" \
     eval 'write "$follower_n" "sp%20ace" x && http GET "127.0.0.1:${port[$leader_n]}" "/db/sp%20ace" && [ "$body" = x ]'
+
+# ---- metrics -------------------------------------------------------------------
+
+echo "--- metrics"
+# prometheus_client, for its parser of the text format, in a virtualenv of
+# this script's own (RAFTD_METRICS_VENV; PYTHON builds it, default python3).
+metrics_venv=${RAFTD_METRICS_VENV:-$target_dir/raftd-c/venv}
+metrics_python() {
+    local python=${PYTHON:-python3}
+    if [ ! -x "$metrics_venv/bin/python" ] &&
+        ! "$python" -m venv "$metrics_venv" >/dev/null 2>&1; then
+        # No ensurepip: a venv without pip, filled by the interpreter's pip.
+        rm -rf "$metrics_venv"
+        "$python" -m venv --without-pip "$metrics_venv" || return 1
+    fi
+    "$metrics_venv/bin/python" -c 'import prometheus_client' 2>/dev/null && return 0
+    if [ -x "$metrics_venv/bin/pip" ]; then
+        "$metrics_venv/bin/pip" install --quiet --disable-pip-version-check prometheus_client
+    else
+        "$python" -m pip --python "$metrics_venv/bin/python" install --quiet \
+            --disable-pip-version-check prometheus_client
+    fi
+}
+scrape() { # scrape N FILE: node N's /metrics into FILE
+    http GET "127.0.0.1:${port[$1]}" /metrics
+    [ "$code" = 200 ] && printf '%s\n' "$body" >"$2"
+}
+leader_n=$(leader_among 1 2 3) || abort "no leader"
+check "prometheus_client for the checks (own virtualenv)" metrics_python
+check "the leader answers /metrics" scrape "$leader_n" "$workdir/metrics-before.txt"
+writes_ok=1
+for i in $(seq 1 10); do write "$leader_n" "metrics$i" "v$i" || writes_ok=0; done
+check "10 writes on the leader" [ "$writes_ok" = 1 ]
+check "the leader answers /metrics after them" scrape "$leader_n" "$workdir/metrics-after.txt"
+check "/metrics follows docs/RAFTD.md (scripts/check_metrics.py)" \
+    "$metrics_venv/bin/python" "$root/scripts/check_metrics.py" "$root/docs/RAFTD.md" \
+    "$workdir/metrics-before.txt" "$workdir/metrics-after.txt"
+check "the scrape counts the requests" \
+    grep -q '^raftd_requests_total{method="POST",code="200"} [1-9]' "$workdir/metrics-after.txt"
 
 # ---- bad input -----------------------------------------------------------------
 

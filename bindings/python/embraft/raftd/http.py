@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..transport import MAGIC, parse_address
 from .codec import MAX_KEY_BYTES, MAX_VALUE_BYTES, encode_delete, encode_set
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .service import FORWARD_TIMEOUT, HttpError, Raftd, http_request
 
 logger = logging.getLogger("raftd")
@@ -122,7 +123,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         elif path == "/status":
             self._reply(200, json.dumps(raftd.status_json()).encode(), "application/json")
         elif path == "/metrics":
-            self._reply(200, raftd.metrics_text().encode(), "text/plain; version=0.0.4")
+            self._reply(200, raftd.metrics_text().encode(), METRICS_CONTENT_TYPE)
         else:
             raise HttpError(404, "no such endpoint\n")
 

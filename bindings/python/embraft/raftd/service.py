@@ -26,6 +26,8 @@ from ..errors import (
 from ..node import Config, Node
 from ..transport import StreamTransport, parse_address
 from .codec import MalformedSnapshotError, encode_peer, encode_remove_peer
+from .metrics import Scrape, scrape
+from .metrics import render as render_metrics
 from .store import KeyValueStore
 
 logger = logging.getLogger("raftd")
@@ -265,24 +267,19 @@ class Raftd:
                 "learners": [str(v) for v in status.learners],
                 "peers": self.store.peer_map()}
 
-    def metrics_text(self) -> str:
+    def metrics_scrape(self) -> Scrape:
+        """Every metric of RAFTD.md's table, read from the node now."""
         assert self.node is not None
         status = self.node.status()
-        lines = []
-        gauges = [("embraft_term", "Current Raft term.", status.term),
-                  ("embraft_commit_index", "Highest committed log index.", status.commit),
-                  ("embraft_applied_index", "Highest applied log index.", status.applied),
-                  ("embraft_last_index", "Last index in the log.", status.last_index),
-                  ("embraft_is_leader", "1 if this node leads.", int(status.role == "leader"))]
-        for name, help_text, value in gauges:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
-        lines += ["# HELP raftd_requests_total HTTP requests served.",
-                  "# TYPE raftd_requests_total counter"]
+        node_metrics = self.node.metrics()
         with self.metrics_lock:
-            counts = sorted(self.request_counts.items())
-        for (method, code), count in counts:
-            lines.append(f'raftd_requests_total{{method="{method}",code="{code}"}} {count}')
-        return "\n".join(lines) + "\n"
+            requests = sorted(self.request_counts.items())
+        return scrape(status, node_metrics, requests)
+
+    def metrics_text(self, use_client: Optional[bool] = None) -> str:
+        """The /metrics text, through prometheus_client when it is
+        installed, else written by hand (`use_client` forces either)."""
+        return render_metrics(self.metrics_scrape, use_client)
 
     def count_request(self, method: str, code: int) -> None:
         with self.metrics_lock:
