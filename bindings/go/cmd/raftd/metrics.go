@@ -37,8 +37,8 @@ var (
 	descProposalsCommitted = prometheus.NewDesc("embraft_server_proposals_committed_total",
 		"Proposals made on this node that committed.", nil, nil)
 	descProposalsFailed = prometheus.NewDesc("embraft_server_proposals_failed_total",
-		"Proposals made on this node that were dropped, by reason (`not_leader`, `transfer_in_progress`, "+
-			"`too_large`, `superseded`, `conf_change_pending`, `conf_change_invalid`, `learner_behind`, `unknown`).",
+		"Proposals made on this node that were dropped, by reason (not_leader, transfer_in_progress, "+
+			"too_large, superseded, conf_change_pending, conf_change_invalid, learner_behind, unknown).",
 		[]string{"reason"}, nil)
 	descProposalCommit = prometheus.NewDesc("embraft_server_proposal_commit_duration_seconds",
 		"The latency distributions from a proposal's append on the leader to its commit.", nil, nil)
@@ -51,7 +51,7 @@ var (
 	descApplyLag = prometheus.NewDesc("embraft_server_apply_lag_entries",
 		"Committed entries not yet applied (commit index − applied index).", nil, nil)
 	descMessagesSent = prometheus.NewDesc("embraft_network_messages_sent_total",
-		"Raft messages sent, by type (`PreVote`, `Append`, `Heartbeat`, ...: `embraft_metrics_message_kind`).",
+		"Raft messages sent, by type (PreVote, Append, Heartbeat, ...: embraft_metrics_message_kind).",
 		[]string{"type"}, nil)
 	descMessagesReceived = prometheus.NewDesc("embraft_network_messages_received_total",
 		"Raft messages received, by type.", []string{"type"}, nil)
