@@ -193,8 +193,11 @@ impl RaftLog {
     /// A log recovered from durable storage of which the host hands over
     /// only `tail`, the newest entries (none when the log ends at the
     /// snapshot): the entries from the snapshot on up to it are read
-    /// through `storage`, `read_bytes` at a time, and those already applied
-    /// (and committed) leave the cache at once. `visit` sees every entry read, in order,
+    /// through `storage`, `read_bytes` at a time. Those committed (applied
+    /// or not) are read by their headers and leave the cache at once: a
+    /// restart holds in memory only what is not known committed, whatever
+    /// backlog the host has yet to apply, which is read back from storage
+    /// as it is handed out. `visit` sees every entry read, in order,
     /// before it is taken; an error from it stops the recovery.
     pub(crate) fn recover(
         (snapshot_index, snapshot_term): (Index, Term),
@@ -222,18 +225,17 @@ impl RaftLog {
         let mut next = log.first_held;
         let mut tail = Some(tail);
         // What is handed out for applying once recovered is at least this
-        // much (the commit index only rises below), and no entry beyond
-        // it may leave: membership changes not in force are read from the
-        // cache.
+        // much (the commit index only rises below).
         let applying = applied.min(committed);
         loop {
-            // Entries the host applied leave the cache as they pass: of
-            // those, only terms and membership changes are needed.
-            let headers_only = next <= applying && next < end;
+            // Committed entries leave the cache as they pass: of those,
+            // only terms and membership changes are needed now; the rest
+            // is read back when handed out.
+            let headers_only = next <= committed && next < end;
             let chunk = if next < end {
                 let storage = log.storage.as_ref().expect("installed above");
                 let hi = if headers_only {
-                    end.min(applying + 1)
+                    end.min(committed + 1)
                 } else {
                     end
                 };
@@ -266,7 +268,7 @@ impl RaftLog {
             // most a read's worth beyond what is still to apply.
             log.persisted = log.last_index();
             log.applying = applying.min(log.persisted);
-            log.evict(applying);
+            log.evict_committed(committed);
             // An entry read without its data must never stay: it would be
             // sent to a follower or handed out as it is.
             if headers_only && log.cached_from < next {
@@ -338,9 +340,10 @@ impl RaftLog {
         (index == self.snapshot_index).then_some(self.snapshot_term)
     }
 
-    /// The entry at `index` if it is cached. Evicted entries are all handed
-    /// out for applying, so any entry whose membership change is not in
-    /// force yet is cached.
+    /// The entry at `index` if it is cached. Entries leave the cache once
+    /// handed out for applying, or at a restart once committed (every
+    /// committed change is in force from a restart on), so any entry whose
+    /// membership change is not in force yet is cached.
     pub(crate) fn entry(&self, index: Index) -> Option<&Entry> {
         if index < self.cached_from {
             return None;
@@ -656,6 +659,21 @@ impl RaftLog {
     /// returns the bytes freed.
     pub(crate) fn evict(&mut self, through: Index) -> u64 {
         let through = through.min(self.evictable_through());
+        self.drop_cached_through(through)
+    }
+
+    /// Recovery: drops the entries through `through`, which are durable
+    /// and committed, whether handed out for applying or not. Their
+    /// membership changes are in force from the restart on (see
+    /// `Raft::recover`), so none is looked up again.
+    fn evict_committed(&mut self, through: Index) {
+        let through = through.min(self.persisted);
+        if self.storage.is_some() {
+            self.drop_cached_through(through);
+        }
+    }
+
+    fn drop_cached_through(&mut self, through: Index) -> u64 {
         if through < self.cached_from {
             return 0;
         }

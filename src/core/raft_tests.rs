@@ -2119,9 +2119,11 @@ fn a_node_restarts_from_the_tail_of_its_log_and_its_storage() {
         assert!(storage.reads() > reads);
         assert_eq!(restart_view(&node), restart_view(&whole), "tail {tail}");
         assert_eq!(node.status().conf_state.voters, vec![1, 2, 3, 4]);
-        // Only what is still to apply is cached.
-        let unapplied = durable.iter().filter(|e| e.index > applied);
-        let size: u64 = unapplied.map(Entry::size).sum();
+        // Only what is not known committed is cached: the backlog still to
+        // apply is read back as it is handed out.
+        let commit = c.nodes[&follower].hard_state().commit;
+        let uncommitted = durable.iter().filter(|e| e.index > commit);
+        let size: u64 = uncommitted.map(Entry::size).sum();
         assert_eq!(
             node.cached_entry_bytes(),
             size,
@@ -2188,23 +2190,79 @@ fn a_restart_scans_applied_entries_by_their_headers_and_hands_out_the_rest_whole
     assert_eq!(restart_view(&node), restart_view(&whole));
     // The membership changes among the applied entries were replayed.
     assert_eq!(node.status().conf_state.voters, vec![1, 2, 3, 4]);
-    // Only unapplied entries are cached, whole; those handed out are the
-    // durable ones, data and all.
-    let unapplied: Vec<Entry> = durable
+    // Only entries not known committed are cached, whole; those handed
+    // out are the durable ones, data and all, read back from storage.
+    let commit = c.nodes[&follower].hard_state().commit;
+    let uncommitted: Vec<Entry> = durable
         .iter()
-        .filter(|e| e.index > applied)
+        .filter(|e| e.index > commit)
         .cloned()
         .collect();
     assert_eq!(
         node.cached_entry_bytes(),
-        unapplied.iter().map(Entry::size).sum::<u64>()
+        uncommitted.iter().map(Entry::size).sum::<u64>()
     );
+    storage.strip_headers.store(false, Ordering::Relaxed);
     let handed_out = node.ready().committed_entries;
-    assert!(!handed_out.is_empty());
+    assert_eq!(handed_out.len() as u64, commit - applied);
     for entry in &handed_out {
         assert!(entry.index > applied);
         assert_eq!(Some(entry), durable.iter().find(|e| e.index == entry.index));
     }
+}
+
+/// A restart leaves its committed backlog in storage, a membership change
+/// among it too (in force from the restart on, like every committed
+/// change): nothing is cached, and the backlog is handed out whole, read
+/// back from storage.
+#[test]
+fn a_restart_leaves_its_committed_backlog_in_storage() {
+    let mut c = Cluster::with_log_storage(3, 0);
+    let leader = c.elected();
+    c.add_blank_node(4);
+    c.change(leader, ConfChange::AddLearner(4)).unwrap();
+    c.settle();
+    c.change(leader, ConfChange::AddVoter(4)).unwrap();
+    c.node(leader).propose(vec![7; 3]).unwrap();
+    c.settle();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let durable: Vec<Entry> = c.storage[&follower]
+        .log
+        .lock()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect();
+    let add_voter = durable
+        .iter()
+        .rev()
+        .find(|e| e.kind == EntryKind::ConfChange)
+        .unwrap()
+        .index;
+    let hard_state = c.nodes[&follower].hard_state();
+    assert!(hard_state.commit > add_voter, "the change is committed");
+    let state = InitialState {
+        hard_state,
+        entries: durable[durable.len() - 1..].to_vec(),
+        // The host applied everything before the change.
+        applied: add_voter - 1,
+        ..InitialState::default()
+    };
+    let storage = c.storage[&follower].clone();
+    let mut node =
+        Raft::with_log_storage(config(follower), state, Box::new(storage.clone())).unwrap();
+    assert_eq!(node.cached_entry_bytes(), 0, "the whole log is committed");
+    assert_eq!(node.status().conf_state.voters, vec![1, 2, 3, 4]);
+    let reads = storage.reads();
+    let handed_out = node.ready().committed_entries;
+    assert!(storage.reads() > reads, "the backlog is read back");
+    let backlog: Vec<Entry> = durable
+        .iter()
+        .filter(|e| e.index >= add_voter && e.index <= hard_state.commit)
+        .cloned()
+        .collect();
+    assert_eq!(handed_out, backlog);
+    assert_eq!(node.cached_entry_bytes(), 0);
 }
 
 #[test]
