@@ -7,7 +7,8 @@ mod temp_dir;
 
 use embraft::core::{ConfState, Entry, EntryKind, HardState, Role, SnapshotMeta};
 use embraft::node::{
-    Node, NodeConfig, NodeError, ProposalResult, MAX_INPUT_CAPACITY, SEGMENT_MEMBERSHIP_IDS,
+    LogLevel, Node, NodeConfig, NodeError, ProposalResult, MAX_INPUT_CAPACITY,
+    SEGMENT_MEMBERSHIP_IDS,
 };
 use embraft::wal::{segment_bytes_for_entry, SyncMode, Wal, WalOptions};
 use std::collections::HashSet;
@@ -183,5 +184,28 @@ fn the_segment_bound_is_exactly_what_the_wal_needs() {
                 break;
             }
         }
+    }
+}
+
+/// What a node's start hands out (its start-up line, the entries its log
+/// already commits) comes as one batch, and nothing more until something
+/// happens: a host that polls once after the start is not surprised by a
+/// second batch from the same start.
+#[test]
+fn a_start_hands_out_one_batch() {
+    for round in 0..20 {
+        let dir = TempDir::new(&format!("one-batch-{round}"));
+        let mut config = config(&dir);
+        config.peers = vec![1];
+        config.log_level = LogLevel::Info;
+        let node = Node::new(config).unwrap();
+        let first = node
+            .poll_ready(Duration::from_secs(5))
+            .unwrap()
+            .expect("a first batch");
+        assert_eq!(first.logs.len(), 1, "the start-up line");
+        assert_eq!(first.committed.len(), 1, "the founding membership");
+        let second = node.poll_ready(Duration::from_millis(20)).unwrap();
+        assert!(second.is_none(), "round {round}: a second batch {second:?}");
     }
 }

@@ -172,21 +172,17 @@ impl Node {
             .map_err(|err| NodeError::InvalidConfig(err.to_string()))?;
         let runtime =
             Runtime::open_with_layout(config.runtime_config(NODE_WORKERS), Layout::SingleGroup)?;
-        runtime.start_group(
-            GROUP,
-            GroupStart {
-                peers: config.peers.clone(),
-                applied: config.applied,
-            },
-        )?;
-        runtime.log(GROUP, LogLevel::Info, || {
-            format!(
-                "node {id} started on {} (applied {}, {:?} threading)",
-                config.data_dir.display(),
-                config.applied,
-                config.threading
-            )
-        });
+        let start = GroupStart {
+            peers: config.peers.clone(),
+            applied: config.applied,
+        };
+        let note = format!(
+            "node {id} started on {} (applied {}, {:?} threading)",
+            config.data_dir.display(),
+            config.applied,
+            config.threading
+        );
+        runtime.start_group_noting(GROUP, start, Some(note))?;
         let status = runtime.status_cell(GROUP)?;
         Ok(Node { runtime, status })
     }

@@ -583,6 +583,17 @@ impl Runtime {
     /// Starts a group: restarted from the WAL when it holds the group,
     /// else founded with `start.peers`, or empty to join.
     pub fn start_group(&self, group: GroupId, start: GroupStart) -> Result<(), NodeError> {
+        self.start_group_noting(group, start, None)
+    }
+
+    /// [`Runtime::start_group`], with a log line (at info level) in the
+    /// group's first batch.
+    pub(crate) fn start_group_noting(
+        &self,
+        group: GroupId,
+        start: GroupStart,
+        note: Option<String>,
+    ) -> Result<(), NodeError> {
         self.shared.check_alive()?;
         let shared = &self.shared;
         // Reserved while it starts, without holding the map: other groups
@@ -642,6 +653,18 @@ impl Runtime {
         if let Some(restore) = restore {
             pending.set_restore(restore);
         }
+        if shared.log_level() >= LogLevel::Info {
+            let removed = found
+                .removed
+                .iter()
+                .map(|path| format!("removed leftover snapshot file {}", path.display()));
+            for text in note.into_iter().chain(removed) {
+                pending.push_log(LogLine {
+                    level: LogLevel::Info,
+                    text,
+                });
+            }
+        }
         let slot = Arc::new(Slot {
             id: group,
             mailbox: Mutex::new(Vec::new()),
@@ -668,14 +691,9 @@ impl Runtime {
             max_entry_bytes,
         });
         shared.groups.write().insert(group, slot.clone());
-        shared.list_if_pending(&slot);
         // A first round hands out what the log already commits, and the
-        // first status, without waiting for input.
-        for path in &found.removed {
-            shared.log(&slot, LogLevel::Info, || {
-                format!("removed leftover snapshot file {}", path.display())
-            });
-        }
+        // first status, without waiting for input; it lists the group for
+        // the host, so what the start found comes in the same batch.
         shared.schedule(&slot, Busy::HandOff);
         Ok(())
     }
@@ -954,13 +972,6 @@ impl Runtime {
         let groups = self.shared.groups.read();
         let slot = groups.get(&group).ok_or(NodeError::UnknownGroup(group))?;
         Ok(slot.status.clone())
-    }
-
-    /// Adds a line to `group`'s output when `level` is enabled.
-    pub(crate) fn log(&self, group: GroupId, level: LogLevel, text: impl FnOnce() -> String) {
-        if let Some(slot) = self.shared.groups.read().get(&group) {
-            self.shared.log(slot, level, text);
-        }
     }
 
     /// Waits up to `timeout` for output of any group and takes all there
