@@ -24,7 +24,8 @@
 //! Usage: `cargo run --release --example bench_groups -- [--json]
 //! [--groups N] [--active-groups N] [--proposers N] [--idle-seconds S]
 //! [--load-seconds S] [--restart-wal-mib M] [--payload BYTES] [--workers N]
-//! [--start-threads N] [--settle-seconds S] [--commit-broadcast]`.
+//! [--start-threads N] [--settle-seconds S] [--commit-broadcast]
+//! [--wal-segments-soft-limit N]`.
 //! `--commit-broadcast` runs the groups with the core's default of
 //! broadcasting each new commit index instead of the runtime's
 //! (`skip_commit_broadcast`). With
@@ -63,6 +64,9 @@ struct Options {
     /// Seconds to wait, at most, after the fill for runtime 1's host to
     /// stop applying before the restart (0: a fixed 2 s).
     settle_seconds: u64,
+    /// The shared WAL's segment soft limit (see
+    /// `RuntimeConfig::wal_segments_soft_limit`; 0: no purge feedback).
+    wal_segments_soft_limit: usize,
     /// Broadcast each new commit index (the core's default) rather than
     /// skip it (the runtime's).
     commit_broadcast: bool,
@@ -80,6 +84,7 @@ fn parse_options() -> Options {
         payload: 16,
         workers: 0,
         settle_seconds: 0,
+        wal_segments_soft_limit: embraft::runtime::DEFAULT_WAL_SEGMENTS_SOFT_LIMIT,
         commit_broadcast: false,
     };
     let mut args = std::env::args().skip(1);
@@ -102,6 +107,7 @@ fn parse_options() -> Options {
             "--workers" => options.workers = value() as usize,
             "--start-threads" => START_THREADS.store(value(), Ordering::Relaxed),
             "--settle-seconds" => options.settle_seconds = value(),
+            "--wal-segments-soft-limit" => options.wal_segments_soft_limit = value() as usize,
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -113,7 +119,8 @@ fn usage(why: &str) -> ! {
     eprintln!(
         "{why}\nusage: bench_groups [--json] [--groups N] [--active-groups N] [--proposers N] \
          [--idle-seconds S] [--load-seconds S] [--restart-wal-mib M] [--payload BYTES] \
-         [--workers N] [--start-threads N] [--settle-seconds S] [--commit-broadcast]"
+         [--workers N] [--start-threads N] [--settle-seconds S] [--commit-broadcast] \
+         [--wal-segments-soft-limit N]"
     );
     std::process::exit(2)
 }
@@ -154,6 +161,7 @@ fn runtime_config(id: u64, dir: &Path, options: &Options) -> RuntimeConfig {
         config.raft.skip_commit_broadcast = false;
     }
     config.log_level = LogLevel::Off;
+    config.wal_segments_soft_limit = options.wal_segments_soft_limit;
     config
 }
 

@@ -38,7 +38,7 @@ use crate::group::{
     LogLevel, LogLine, NodeState, Pending, ReadyBatch, SnapshotOptions, SnapshotWriter, StartError,
     Verified, MAX_SNAPSHOT_CHUNK_BYTES, SEGMENT_MEMBERSHIP_IDS,
 };
-use crate::metrics::{GroupMetrics, Metrics};
+use crate::metrics::Metrics;
 use crate::snapshot::{SnapshotStore, SNAPSHOT_DIR};
 use crate::wal::{
     segment_bytes_for_entry, AdvancedOptions, FileLayer, Recovered, SyncMode, Wal, WalError,
@@ -276,8 +276,6 @@ struct Slot {
     outbox: Mutex<Outbox>,
     /// Shared with a node, which reads it without a map lookup.
     status: Arc<Mutex<Status>>,
-    /// The group's measures as of its last round.
-    metrics: Mutex<GroupMetrics>,
     /// Highest committed index handed to the host: the bound for acks.
     delivered: AtomicU64,
     /// Highest index the host acknowledged applying, not yet told to the
@@ -678,7 +676,6 @@ impl Runtime {
                 listed: false,
             }),
             status: Arc::new(Mutex::new(status)),
-            metrics: Mutex::new(GroupMetrics::default()),
             delivered: AtomicU64::new(applied),
             acked: AtomicU64::new(0),
             next_proposal_id: AtomicU64::new(1),
@@ -958,9 +955,13 @@ impl Runtime {
                 status.cached_entry_bytes,
             )
         };
+        // Read from the group itself, waiting at most for a round that
+        // holds it: a copy after every round would cost idle groups more
+        // than the scrapes it serves.
+        let group_metrics = slot.cell.lock().group.metrics();
         let metrics = Metrics {
             wal: self.shared.wal.metrics(),
-            group: *slot.metrics.lock(),
+            group: group_metrics,
             apply_lag,
             cached_entry_bytes,
         };

@@ -102,16 +102,19 @@ fn step_and_write(shared: &Arc<Shared>, round: &[Arc<Slot>]) -> Result<Option<Wr
         .group_steps
         .fetch_add(round.len() as u64, Ordering::Relaxed);
     let mut stepped: Vec<Stepped<'_>> = Vec::with_capacity(round.len());
+    let mut spare: Vec<Work> = Vec::new();
     let mut failure = None;
     for slot in round {
         let mut cell = slot.cell.lock();
-        let work = std::mem::take(&mut *slot.mailbox.lock());
+        // The mailbox gets the buffer the previous group's work came in:
+        // buffers circulate instead of one allocation per group and round.
+        let mut work = std::mem::replace(&mut *slot.mailbox.lock(), std::mem::take(&mut spare));
         if slot.stopped.load(Ordering::Acquire) {
             continue;
         }
         slot.take_acked(&mut cell.group);
         cell.group.set_log_level(shared.log_level());
-        for item in work {
+        for item in work.drain(..) {
             match item {
                 Work::Input(input) => cell.group.handle(input),
                 Work::Ticks => slot.take_ticks(&mut cell.group),
@@ -120,6 +123,7 @@ fn step_and_write(shared: &Arc<Shared>, round: &[Arc<Slot>]) -> Result<Option<Wr
                 Work::Wake => {}
             }
         }
+        spare = work;
         cell.group.process();
         for verification in cell.group.take_verifications() {
             verify(shared, slot, verification);
@@ -247,7 +251,6 @@ pub(super) fn run_syncs(shared: &Arc<Shared>, waits: &Receiver<Written>) {
 fn publish(shared: &Shared, slot: &Arc<Slot>, cell: &mut Cell) {
     account_cache(shared, slot, cell);
     cell.group.fill_status(&mut slot.status.lock());
-    *slot.metrics.lock() = cell.group.metrics();
     slot.quiescent
         .store(cell.group.is_quiescent(), Ordering::Relaxed);
     cell.group.flush_output(&mut slot.outbox.lock().pending);
