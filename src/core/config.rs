@@ -77,8 +77,8 @@ pub struct Config {
     /// promptly), and broadcasts while it votes in no configuration (it
     /// steps down once its commit is made); the `Quiesce` message carries
     /// the commit index, so a group never goes quiet with a follower
-    /// untold. `RuntimeConfig::new` turns it on; the C API does not expose
-    /// it, so C nodes and runtimes keep the default.
+    /// untold. `RuntimeConfig::new` turns it on; through the C API it is
+    /// off unless `embraft_config_set_skip_commit_broadcast` turns it on.
     pub skip_commit_broadcast: bool,
 }
 

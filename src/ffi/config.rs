@@ -580,6 +580,25 @@ pub unsafe extern "C" fn embraft_config_set_lease_reads(
     unsafe { set(config, |c| c.config.raft.lease_reads = enabled) }
 }
 
+/// Makes leaders skip the appends that would only carry a new commit
+/// index (default off): followers learn it from the next append with
+/// entries or the next heartbeat, so their applies and follower reads may
+/// lag by up to a heartbeat interval, for fewer messages and rounds per
+/// proposal, which matters with many groups. Membership changes are still
+/// told at once. (A runtime made in Rust with `RuntimeConfig::new` has it
+/// on; one made here takes this setting.)
+///
+/// Thread safety: must not run concurrently with any other call on the
+/// same configuration.
+#[no_mangle]
+pub unsafe extern "C" fn embraft_config_set_skip_commit_broadcast(
+    config: *mut embraft_config,
+    enabled: bool,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { set(config, |c| c.config.raft.skip_commit_broadcast = enabled) }
+}
+
 /// Sets the bytes of log entries a node, or all groups of a runtime
 /// together, keep in memory (default 256 MiB; 0: no bound). Beyond it,
 /// older entries are read back from the WAL when needed

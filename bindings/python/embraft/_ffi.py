@@ -297,6 +297,7 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
     "embraft_config_set_input_queue_capacity": (status, [config, c_size_t]),
     "embraft_config_set_log_level": (status, [config, u32]),
     "embraft_config_set_lease_reads": (status, [config, c_bool]),
+    "embraft_config_set_skip_commit_broadcast": (status, [config, c_bool]),
     "embraft_config_set_quiesce_ticks": (status, [config, u32]),
     "embraft_config_set_cache_bytes": (status, [config, u64]),
     "embraft_config_set_wal_segments_soft_limit": (status, [config, u32]),
