@@ -2061,6 +2061,17 @@ fn the_cache_stays_under_its_cap_while_a_follower_catches_up_10000_entries() {
 
 /// What a restarted node knows of its log and state, to compare two ways
 /// of restarting it.
+/// Every entry node `id` has in its storage, in order.
+fn durable_entries(c: &Cluster, id: NodeId) -> Vec<Entry> {
+    c.storage[&id]
+        .log
+        .lock()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect()
+}
+
 fn restart_view(node: &Raft) -> (HardState, Status, Vec<Option<Term>>) {
     let mut status = node.status();
     status.cached_entry_bytes = 0;
@@ -2084,13 +2095,7 @@ fn a_node_restarts_from_the_tail_of_its_log_and_its_storage() {
     c.node(leader).propose(vec![50]).unwrap();
     c.settle();
     let follower = (1..=3).find(|&id| id != leader).unwrap();
-    let durable: Vec<Entry> = c.storage[&follower]
-        .log
-        .lock()
-        .unwrap()
-        .values()
-        .cloned()
-        .collect();
+    let durable = durable_entries(&c, follower);
     let last = durable.last().unwrap().index;
     let state = |entries: Vec<Entry>, applied: Index| InitialState {
         hard_state: c.nodes[&follower].hard_state(),
@@ -2162,13 +2167,7 @@ fn a_restart_scans_applied_entries_by_their_headers_and_hands_out_the_rest_whole
     c.change(leader, ConfChange::AddVoter(4)).unwrap();
     c.settle();
     let follower = (1..=3).find(|&id| id != leader).unwrap();
-    let durable: Vec<Entry> = c.storage[&follower]
-        .log
-        .lock()
-        .unwrap()
-        .values()
-        .cloned()
-        .collect();
+    let durable = durable_entries(&c, follower);
     let last = durable.last().unwrap().index;
     let applied = last - 10;
     let state = |entries: Vec<Entry>| InitialState {
@@ -2226,13 +2225,7 @@ fn a_restart_leaves_its_committed_backlog_in_storage() {
     c.node(leader).propose(vec![7; 3]).unwrap();
     c.settle();
     let follower = (1..=3).find(|&id| id != leader).unwrap();
-    let durable: Vec<Entry> = c.storage[&follower]
-        .log
-        .lock()
-        .unwrap()
-        .values()
-        .cloned()
-        .collect();
+    let durable = durable_entries(&c, follower);
     let add_voter = durable
         .iter()
         .rev()
