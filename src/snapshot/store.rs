@@ -125,8 +125,9 @@ struct Inner {
     /// The durable directory the folder's missing parents are created in.
     root: PathBuf,
     dir: PathBuf,
-    /// Whether the folder is known to exist durably. Held while it is
-    /// created, so a second writer waits until the folder is synced.
+    /// Whether this store made the folder durable (created or found, its
+    /// parents synced). Held while it is created, so a second writer waits
+    /// until the folder is synced.
     created: Mutex<bool>,
     state: Mutex<State>,
     next_temp: AtomicU64,
@@ -201,7 +202,6 @@ impl SnapshotStore {
             }
             Err(err) => return Err(err),
         };
-        let exists = names.is_some();
         let names = names.unwrap_or_default();
         let mut current = None;
         if let Some((index, term)) = expected {
@@ -249,7 +249,7 @@ impl SnapshotStore {
             inner: Arc::new(Inner {
                 root: root.to_path_buf(),
                 dir,
-                created: Mutex::new(exists),
+                created: Mutex::new(false),
                 state: Mutex::new(State {
                     current: current.as_ref().map(|f| f.id),
                     pins: HashMap::new(),
@@ -271,8 +271,10 @@ impl SnapshotStore {
     /// one's entry made durable by syncing its parent: a snapshot the WAL
     /// records must not vanish with a folder a crash forgot. A crash
     /// before the WAL records a snapshot leaves at worst a folder holding
-    /// files it does not name, which the next open deletes. A folder that
-    /// is already there is taken as durable, as a store found at open is.
+    /// files it does not name, which the next open deletes. A folder found
+    /// already there gets its parent synced too, once per store: an
+    /// earlier process may have crashed between creating it and syncing
+    /// its parent.
     fn create_dir(&self) -> Result<(), SnapshotError> {
         let mut created = self.inner.created.lock();
         if *created {
@@ -287,10 +289,11 @@ impl SnapshotStore {
         for component in relative.components() {
             let dir = parent.join(component);
             match fs::create_dir(&dir) {
-                Ok(()) => sync_dir(&parent)?,
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io_error("mkdir", &dir, e)),
             }
+            sync_dir(&parent)?;
             parent = dir;
         }
         *created = true;
