@@ -977,7 +977,7 @@ embraft_status embraft_config_set_wal_write_method(embraft_config *config, uint3
  * readiness descriptor still signals. The persistence rules are those of
  * a threaded node: a vote or append response is in the batch only once
  * what it promises is durable. Calls may still come from any thread; they
- * serialize on the node's lock, one call may serve inputs queued by
+ * take turns on the node, one call may serve inputs queued by
  * others meanwhile (they share its WAL write), and a call can take as
  * long as a WAL write. The host must keep calling `embraft_node_tick`:
  * timers advance only with it.
@@ -1162,26 +1162,6 @@ embraft_status embraft_config_set_snapshot_chunk_size(embraft_config *config, ui
 embraft_status embraft_config_set_random_seed(embraft_config *config, uint64_t seed);
 
 /**
- * Fills `*metrics_out` with what the node measured since it started.
- * Cheap (a copy): fine to call every second.
- *
- * Thread safety: may be called from any thread, concurrently with other
- * calls on the same node (except `embraft_node_free`).
- */
-embraft_status embraft_node_metrics(const embraft_node *node, embraft_metrics *metrics_out);
-
-/**
- * Fills `*metrics_out` with what `group` and the runtime's shared WAL
- * measured; `EMBRAFT_ERR_UNKNOWN_GROUP` when the group does not run here.
- *
- * Thread safety: may be called from any thread, concurrently with other
- * calls on the same runtime (except `embraft_runtime_free`).
- */
-embraft_status embraft_runtime_metrics(const embraft_runtime *runtime,
-                                       uint64_t group,
-                                       embraft_metrics *metrics_out);
-
-/**
  * The name of message kind `index` (`PreVote`, `Append`, ...; the
  * positions of `messages_sent` and `messages_received`), or NULL when
  * `index >= EMBRAFT_MESSAGE_KINDS`. The string is static.
@@ -1235,8 +1215,8 @@ void embraft_node_free(embraft_node *node);
  * Thread safety: may be called from any thread, concurrently with other
  * calls on the same node (except `embraft_node_free`). On an inline node
  * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
- * serialized with other calls on the node's lock, and may take as long as
- * a WAL write and sync.
+ * taking turns with other calls on the node, and may take as long as a
+ * WAL write.
  */
 embraft_status embraft_node_tick(const embraft_node *node);
 
@@ -1253,8 +1233,8 @@ embraft_status embraft_node_tick(const embraft_node *node);
  * Thread safety: may be called from any thread, concurrently with other
  * calls on the same node (except `embraft_node_free`). On an inline node
  * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
- * serialized with other calls on the node's lock, and may take as long as
- * a WAL write and sync.
+ * taking turns with other calls on the node, and may take as long as a
+ * WAL write.
  */
 embraft_status embraft_node_step(const embraft_node *node, const uint8_t *data, size_t len);
 
@@ -1272,8 +1252,8 @@ embraft_status embraft_node_step(const embraft_node *node, const uint8_t *data, 
  * Thread safety: may be called from any thread, concurrently with other
  * calls on the same node (except `embraft_node_free`). On an inline node
  * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
- * serialized with other calls on the node's lock, and may take as long as
- * a WAL write and sync.
+ * taking turns with other calls on the node, and may take as long as a
+ * WAL write.
  */
 embraft_status embraft_node_propose(const embraft_node *node,
                                     const uint8_t *data,
@@ -1292,8 +1272,8 @@ embraft_status embraft_node_propose(const embraft_node *node,
  * Thread safety: may be called from any thread, concurrently with other
  * calls on the same node (except `embraft_node_free`). On an inline node
  * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
- * serialized with other calls on the node's lock, and may take as long as
- * a WAL write and sync.
+ * taking turns with other calls on the node, and may take as long as a
+ * WAL write.
  */
 embraft_status embraft_node_propose_conf_change(const embraft_node *node,
                                                 uint32_t change,
@@ -1312,8 +1292,8 @@ embraft_status embraft_node_propose_conf_change(const embraft_node *node,
  * Thread safety: may be called from any thread, concurrently with other
  * calls on the same node (except `embraft_node_free`). On an inline node
  * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
- * serialized with other calls on the node's lock, and may take as long as
- * a WAL write and sync.
+ * taking turns with other calls on the node, and may take as long as a
+ * WAL write.
  */
 embraft_status embraft_node_propose_membership(const embraft_node *node,
                                                const uint64_t *voters,
@@ -1331,8 +1311,8 @@ embraft_status embraft_node_propose_membership(const embraft_node *node,
  * Thread safety: may be called from any thread, concurrently with other
  * calls on the same node (except `embraft_node_free`). On an inline node
  * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
- * serialized with other calls on the node's lock, and may take as long as
- * a WAL write and sync.
+ * taking turns with other calls on the node, and may take as long as a
+ * WAL write.
  */
 embraft_status embraft_node_read_index(const embraft_node *node, uint64_t context);
 
@@ -1346,8 +1326,8 @@ embraft_status embraft_node_read_index(const embraft_node *node, uint64_t contex
  * Thread safety: may be called from any thread, concurrently with other
  * calls on the same node (except `embraft_node_free`). On an inline node
  * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
- * serialized with other calls on the node's lock, and may take as long as
- * a WAL write and sync.
+ * taking turns with other calls on the node, and may take as long as a
+ * WAL write.
  */
 embraft_status embraft_node_transfer_leader(const embraft_node *node, uint64_t to);
 
@@ -1359,8 +1339,8 @@ embraft_status embraft_node_transfer_leader(const embraft_node *node, uint64_t t
  * Thread safety: may be called from any thread, concurrently with other
  * calls on the same node (except `embraft_node_free`). On an inline node
  * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
- * serialized with other calls on the node's lock, and may take as long as
- * a WAL write and sync.
+ * taking turns with other calls on the node, and may take as long as a
+ * WAL write.
  */
 embraft_status embraft_node_report_unreachable(const embraft_node *node, uint64_t peer);
 
@@ -1418,8 +1398,8 @@ embraft_status embraft_node_poll_ready(const embraft_node *node,
  * Thread safety: may be called from any thread, concurrently with other
  * calls on the same node (except `embraft_node_free`). On an inline node
  * (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
- * serialized with other calls on the node's lock, and may take as long as
- * a WAL write and sync.
+ * taking turns with other calls on the node, and may take as long as a
+ * WAL write.
  */
 embraft_status embraft_node_ack_applied(const embraft_node *node, uint64_t index);
 
@@ -1473,6 +1453,15 @@ embraft_status embraft_node_last_error(const embraft_node *node,
                                        char *buf,
                                        size_t buf_len,
                                        size_t *message_len);
+
+/**
+ * Fills `*metrics_out` with what the node measured since it started
+ * (docs/FFI.md, "Metrics"). Cheap (a copy): fine to call every second.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same node (except `embraft_node_free`).
+ */
+embraft_status embraft_node_metrics(const embraft_node *node, embraft_metrics *metrics_out);
 
 /**
  * Frees a batch and every view taken from it. NULL is a no-op.
@@ -2043,6 +2032,18 @@ embraft_status embraft_runtime_stats(const embraft_runtime *runtime,
  * calls on the same runtime (except `embraft_runtime_free`).
  */
 embraft_status embraft_runtime_readiness_fd(const embraft_runtime *runtime, int *fd_out);
+
+/**
+ * Fills `*metrics_out` with what `group` and the runtime's shared WAL
+ * measured (docs/FFI.md, "Metrics"); `EMBRAFT_ERR_UNKNOWN_GROUP` when the
+ * group does not run here.
+ *
+ * Thread safety: may be called from any thread, concurrently with other
+ * calls on the same runtime (except `embraft_runtime_free`).
+ */
+embraft_status embraft_runtime_metrics(const embraft_runtime *runtime,
+                                       uint64_t group,
+                                       embraft_metrics *metrics_out);
 
 /**
  * Frees a runtime batch and everything its arrays point to. NULL is a

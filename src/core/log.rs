@@ -5,9 +5,10 @@
 //! The log after the snapshot is held, plus up to a configured number of
 //! entries before it (kept so that slightly lagging followers can catch up
 //! without a snapshot); compaction keeps it bounded. Held entries are in
-//! memory (the cache), except a prefix that the host evicted once it was
-//! durable and handed out for applying: those are read back through the
-//! host's [`LogStorage`] when a follower needs them, and only their terms
+//! memory (the cache), except a prefix that left it once durable and
+//! handed out for applying (or, at a restart, once committed): those are
+//! read back through the host's [`LogStorage`] when a follower or the
+//! host needs them, and only their terms
 //! stay, as runs, so that matching and commit checks never wait for a read.
 //! Persistence is tracked by the core, not by a storage callback, which
 //! keeps the core free of I/O.
@@ -31,9 +32,9 @@ pub trait LogStorage: Send {
 
     /// [`LogStorage::entries`] where only the terms, kinds and the data of
     /// membership changes are needed: the data of other entries may come
-    /// back empty. A restart scans entries its host already applied this
-    /// way (to check their terms and replay memberships), so a storage
-    /// that can answer without reading payloads spares reading the log.
+    /// back empty. A restart scans the committed entries this way (to
+    /// check their terms and replay memberships), so a storage that can
+    /// answer without reading payloads spares reading the log.
     fn entry_headers(
         &self,
         lo: Index,

@@ -531,10 +531,9 @@ impl Raft {
     /// the log ends at the snapshot). The core reads the entries from the
     /// snapshot on up to them through `storage`, `max_apply_bytes` at a
     /// time, to recover terms and memberships, and caches only those after
-    /// `initial.applied` (or after the recovered commit index, if that is
-    /// lower: such entries are handed out again), whatever
-    /// `max_cached_bytes` says. A failed read fails the start
-    /// ([`ConfigError::LogRead`]).
+    /// the recovered commit index, whatever `max_cached_bytes` says: the
+    /// committed ones still to hand out are read back as they go. A failed
+    /// read fails the start ([`ConfigError::LogRead`]).
     pub fn with_log_storage(
         config: Config,
         initial: InitialState,

@@ -457,7 +457,7 @@ pub unsafe extern "C" fn embraft_config_set_wal_write_method(
 /// readiness descriptor still signals. The persistence rules are those of
 /// a threaded node: a vote or append response is in the batch only once
 /// what it promises is durable. Calls may still come from any thread; they
-/// serialize on the node's lock, one call may serve inputs queued by
+/// take turns on the node, one call may serve inputs queued by
 /// others meanwhile (they share its WAL write), and a call can take as
 /// long as a WAL write. The host must keep calling `embraft_node_tick`:
 /// timers advance only with it.

@@ -2,9 +2,6 @@
 //! the host passes in and the call fills (no allocation, one call per
 //! scrape), with the names of its per-kind counters.
 
-use super::guard::{require_output, write_output};
-use super::node::{embraft_node, with_node};
-use super::runtime::{embraft_runtime, with_runtime};
 use super::*;
 use crate::metrics::{
     Histogram, Metrics, DROP_REASONS, HISTOGRAM_BUCKETS, HISTOGRAM_FIRST_BOUND_MICROS,
@@ -106,50 +103,6 @@ impl From<Metrics> for embraft_metrics {
             cached_entry_bytes: m.cached_entry_bytes,
             apply_lag: m.apply_lag,
         }
-    }
-}
-
-/// Fills `*metrics_out` with what the node measured since it started.
-/// Cheap (a copy): fine to call every second.
-///
-/// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same node (except `embraft_node_free`).
-#[no_mangle]
-pub unsafe extern "C" fn embraft_node_metrics(
-    node: *const embraft_node,
-    metrics_out: *mut embraft_metrics,
-) -> embraft_status {
-    // SAFETY: forwarded from this function's contract.
-    unsafe {
-        with_node(node, |handle| {
-            require_output(metrics_out, "metrics_out")?;
-            // SAFETY: checked non-NULL above; writable by contract.
-            write_output(metrics_out, handle.node.metrics().into());
-            Ok(())
-        })
-    }
-}
-
-/// Fills `*metrics_out` with what `group` and the runtime's shared WAL
-/// measured; `EMBRAFT_ERR_UNKNOWN_GROUP` when the group does not run here.
-///
-/// Thread safety: may be called from any thread, concurrently with other
-/// calls on the same runtime (except `embraft_runtime_free`).
-#[no_mangle]
-pub unsafe extern "C" fn embraft_runtime_metrics(
-    runtime: *const embraft_runtime,
-    group: u64,
-    metrics_out: *mut embraft_metrics,
-) -> embraft_status {
-    // SAFETY: forwarded from this function's contract.
-    unsafe {
-        with_runtime(runtime, |runtime| {
-            require_output(metrics_out, "metrics_out")?;
-            let metrics = runtime.metrics(group)?;
-            // SAFETY: checked non-NULL above; writable by contract.
-            write_output(metrics_out, metrics.into());
-            Ok(())
-        })
     }
 }
 

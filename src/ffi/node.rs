@@ -6,6 +6,7 @@ use super::guard::{
     require_output, with_handle, with_output, write_output, Failure, KeepsErrors,
 };
 use super::last_error::LastError;
+use super::metrics::embraft_metrics;
 use super::ready::embraft_ready;
 use super::snapshot_writer::embraft_snapshot_writer;
 use super::status_report::embraft_status_report;
@@ -21,7 +22,7 @@ use std::time::Duration;
 /// An opaque running node. Create with `embraft_node_new`, free with
 /// `embraft_node_free`.
 pub struct embraft_node {
-    pub(crate) node: Node,
+    node: Node,
     /// Shared with the node's snapshot writers, which record their
     /// failures here (a finished writer is gone, its error must not be).
     errors: Arc<LastError>,
@@ -105,7 +106,7 @@ impl KeepsErrors for embraft_node {
 ///
 /// # Safety
 /// `node` is NULL or a live handle from `embraft_node_new`.
-pub(crate) unsafe fn with_node(
+unsafe fn with_node(
     node: *const embraft_node,
     body: impl FnOnce(&embraft_node) -> Result<(), Failure>,
 ) -> embraft_status {
@@ -190,8 +191,8 @@ pub unsafe extern "C" fn embraft_node_free(node: *mut embraft_node) {
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`). On an inline node
 /// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
-/// serialized with other calls on the node's lock, and may take as long as
-/// a WAL write and sync.
+/// taking turns with other calls on the node, and may take as long as a
+/// WAL write.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_tick(node: *const embraft_node) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
@@ -210,8 +211,8 @@ pub unsafe extern "C" fn embraft_node_tick(node: *const embraft_node) -> embraft
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`). On an inline node
 /// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
-/// serialized with other calls on the node's lock, and may take as long as
-/// a WAL write and sync.
+/// taking turns with other calls on the node, and may take as long as a
+/// WAL write.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_step(
     node: *const embraft_node,
@@ -241,8 +242,8 @@ pub unsafe extern "C" fn embraft_node_step(
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`). On an inline node
 /// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
-/// serialized with other calls on the node's lock, and may take as long as
-/// a WAL write and sync.
+/// taking turns with other calls on the node, and may take as long as a
+/// WAL write.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_propose(
     node: *const embraft_node,
@@ -271,8 +272,8 @@ pub unsafe extern "C" fn embraft_node_propose(
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`). On an inline node
 /// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
-/// serialized with other calls on the node's lock, and may take as long as
-/// a WAL write and sync.
+/// taking turns with other calls on the node, and may take as long as a
+/// WAL write.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_propose_conf_change(
     node: *const embraft_node,
@@ -300,8 +301,8 @@ pub unsafe extern "C" fn embraft_node_propose_conf_change(
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`). On an inline node
 /// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
-/// serialized with other calls on the node's lock, and may take as long as
-/// a WAL write and sync.
+/// taking turns with other calls on the node, and may take as long as a
+/// WAL write.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_propose_membership(
     node: *const embraft_node,
@@ -329,8 +330,8 @@ pub unsafe extern "C" fn embraft_node_propose_membership(
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`). On an inline node
 /// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
-/// serialized with other calls on the node's lock, and may take as long as
-/// a WAL write and sync.
+/// taking turns with other calls on the node, and may take as long as a
+/// WAL write.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_read_index(
     node: *const embraft_node,
@@ -349,8 +350,8 @@ pub unsafe extern "C" fn embraft_node_read_index(
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`). On an inline node
 /// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
-/// serialized with other calls on the node's lock, and may take as long as
-/// a WAL write and sync.
+/// taking turns with other calls on the node, and may take as long as a
+/// WAL write.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_transfer_leader(
     node: *const embraft_node,
@@ -372,8 +373,8 @@ pub unsafe extern "C" fn embraft_node_transfer_leader(
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`). On an inline node
 /// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
-/// serialized with other calls on the node's lock, and may take as long as
-/// a WAL write and sync.
+/// taking turns with other calls on the node, and may take as long as a
+/// WAL write.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_report_unreachable(
     node: *const embraft_node,
@@ -480,8 +481,8 @@ pub unsafe extern "C" fn embraft_node_poll_ready(
 /// Thread safety: may be called from any thread, concurrently with other
 /// calls on the same node (except `embraft_node_free`). On an inline node
 /// (`EMBRAFT_THREADING_INLINE`) the call does the node's work itself,
-/// serialized with other calls on the node's lock, and may take as long as
-/// a WAL write and sync.
+/// taking turns with other calls on the node, and may take as long as a
+/// WAL write.
 #[no_mangle]
 pub unsafe extern "C" fn embraft_node_ack_applied(
     node: *const embraft_node,
@@ -584,4 +585,22 @@ pub unsafe extern "C" fn embraft_node_last_error(
         // SAFETY: buffer validity is the caller's contract (see above).
         unsafe { handle.errors.copy_out(buf, buf_len, message_len) }
     })
+}
+
+/// Fills `*metrics_out` with what the node measured since it started
+/// (docs/FFI.md, "Metrics"). Cheap (a copy): fine to call every second.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same node (except `embraft_node_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_node_metrics(
+    node: *const embraft_node,
+    metrics_out: *mut embraft_metrics,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_output(node, metrics_out, "metrics_out", |handle| {
+            Ok(handle.node.metrics().into())
+        })
+    }
 }

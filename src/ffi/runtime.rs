@@ -8,6 +8,7 @@ use super::guard::{
     require_output, with_handle, with_output, write_output, Failure, KeepsErrors,
 };
 use super::last_error::LastError;
+use super::metrics::embraft_metrics;
 use super::node::{conf_change, membership_change};
 use super::runtime_ready::embraft_runtime_ready;
 use super::snapshot_writer::embraft_snapshot_writer;
@@ -37,7 +38,7 @@ impl KeepsErrors for embraft_runtime {
 ///
 /// # Safety
 /// `runtime` is NULL or a live handle from `embraft_runtime_new`.
-pub(crate) unsafe fn with_runtime(
+unsafe fn with_runtime(
     runtime: *const embraft_runtime,
     body: impl FnOnce(&Runtime) -> Result<(), Failure>,
 ) -> embraft_status {
@@ -678,11 +679,28 @@ pub unsafe extern "C" fn embraft_runtime_readiness_fd(
 ) -> embraft_status {
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        with_runtime(runtime, |runtime| {
-            require_output(fd_out, "fd_out")?;
-            // SAFETY: checked non-NULL above; writable by contract.
-            write_output(fd_out, runtime.readiness_fd());
-            Ok(())
+        with_output(runtime, fd_out, "fd_out", |handle| {
+            Ok(handle.runtime.readiness_fd())
+        })
+    }
+}
+
+/// Fills `*metrics_out` with what `group` and the runtime's shared WAL
+/// measured (docs/FFI.md, "Metrics"); `EMBRAFT_ERR_UNKNOWN_GROUP` when the
+/// group does not run here.
+///
+/// Thread safety: may be called from any thread, concurrently with other
+/// calls on the same runtime (except `embraft_runtime_free`).
+#[no_mangle]
+pub unsafe extern "C" fn embraft_runtime_metrics(
+    runtime: *const embraft_runtime,
+    group: u64,
+    metrics_out: *mut embraft_metrics,
+) -> embraft_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        with_output(runtime, metrics_out, "metrics_out", |handle| {
+            Ok(handle.runtime.metrics(group)?.into())
         })
     }
 }
