@@ -4,8 +4,8 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"slices"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -28,7 +28,7 @@ type testRuntime struct {
 // runtimeCluster is a set of runtimes listening on fixed loopback
 // addresses, so that a runtime restarts on its address.
 type runtimeCluster struct {
-	t     *testing.T
+	t *testing.T
 	// cfg is every runtime's configuration but its id and directory.
 	cfg   Config
 	tick  time.Duration
