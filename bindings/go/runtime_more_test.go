@@ -344,3 +344,27 @@ func TestGroupHTTPTransport(t *testing.T) {
 		t.Fatalf("truncated body: %d", code)
 	}
 }
+
+// A runtime handle nobody closed is freed by its finalizer, which
+// releases the data directory's lock.
+func TestFinalizerFreesForgottenRuntime(t *testing.T) {
+	cfg := Config{SegmentSize: testSegmentSize, ID: 1, DataDir: t.TempDir(), Sync: SyncNever}
+	func() {
+		if _, err := newRuntimeHandle(cfg, 1); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		runtimeGC()
+		rt, err := StartRuntime(RuntimeOptions{Config: cfg, Workers: 1})
+		if err == nil {
+			rt.Close()
+			return
+		}
+		if !errors.Is(err, ErrDirectoryLocked) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
