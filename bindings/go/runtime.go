@@ -56,6 +56,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -149,6 +150,8 @@ type Runtime struct {
 	mu     sync.RWMutex
 	groups map[uint64]*Group
 	failed error
+	// warnedNoTransport: the lack of a transport is logged once.
+	warnedNoTransport atomic.Bool
 }
 
 // runtimeHandle is the C runtime, a separate object from Runtime so that
@@ -408,6 +411,12 @@ func (rt *Runtime) ReportUnreachable(peer uint64) {
 // Idempotent.
 func (rt *Runtime) Close() error {
 	rt.closeOnce.Do(func() {
+		rt.mu.Lock()
+		if rt.failed == nil {
+			// No group starts from now on.
+			rt.failed = ErrClosed
+		}
+		rt.mu.Unlock()
 		close(rt.closing)
 		rt.done.Wait()
 		groups := rt.Groups()
@@ -420,9 +429,6 @@ func (rt *Runtime) Close() error {
 		rt.h.close()
 		rt.mu.Lock()
 		rt.groups = map[uint64]*Group{}
-		if rt.failed == nil {
-			rt.failed = ErrClosed
-		}
 		rt.mu.Unlock()
 		for _, g := range groups {
 			g.fail(ErrClosed)
@@ -583,7 +589,9 @@ func (rt *Runtime) sendFrames(ready *C.embraft_runtime_ready, peers []C.uint64_t
 		return
 	}
 	if rt.opts.Transport == nil {
-		rt.log.Warn("embraft: a group has members elsewhere but the runtime has no transport", "peers", len(peers))
+		if rt.warnedNoTransport.CompareAndSwap(false, true) {
+			rt.log.Warn("embraft: groups have members on other runtimes but the runtime has no transport; their messages are dropped")
+		}
 		return
 	}
 	for _, peer := range peers {

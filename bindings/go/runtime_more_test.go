@@ -368,3 +368,75 @@ func TestFinalizerFreesForgottenRuntime(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// blockingSM blocks in Apply until released.
+type blockingSM struct {
+	counterSM
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *blockingSM) Apply(e Entry) {
+	s.entered <- struct{}{}
+	<-s.release
+	s.counterSM.Apply(e)
+}
+
+// A snapshot request queued behind a busy Apply fails with ErrClosed when
+// the group stops, instead of waiting for its context; other groups
+// apply meanwhile.
+func TestGroupStopFailsQueuedSnapshot(t *testing.T) {
+	rt := startLoneRuntime(t, t.TempDir(), Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	sm := &blockingSM{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	g, err := rt.StartGroup(1, GroupOptions{Members: []uint64{1}, StateMachine: sm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := rt.StartGroup(2, GroupOptions{Members: []uint64{1}, StateMachine: &counterSM{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	proposed := make(chan error, 1)
+	go func() {
+		_, err := g.Propose(ctx, []byte("x"))
+		proposed <- err
+	}()
+	<-sm.entered
+	// Group 1's Apply is blocked; group 2 still applies.
+	proposeToGroup(ctx, t, other, "y", 2)
+
+	snapshot := make(chan error, 1)
+	go func() {
+		_, err := g.Snapshot(ctx)
+		snapshot <- err
+	}()
+	waitFor(t, "snapshot request queued", func() bool {
+		g.qmu.Lock()
+		defer g.qmu.Unlock()
+		return len(g.queue) > 0
+	})
+	stopped := make(chan error, 1)
+	go func() { stopped <- rt.StopGroup(1) }()
+	waitFor(t, "group stopping", func() bool {
+		g.qmu.Lock()
+		defer g.qmu.Unlock()
+		return g.stopped
+	})
+	close(sm.release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-snapshot; !errors.Is(err, ErrClosed) {
+		t.Fatalf("queued snapshot: %v", err)
+	}
+	// The proposal's outcome came in the batch that holds its entry: the
+	// part being applied when the group stopped completes.
+	if err := <-proposed; err != nil {
+		t.Fatalf("proposal: %v", err)
+	}
+}
