@@ -231,9 +231,19 @@ func (c *runtimeCluster) balanceLeaders(ctx context.Context, groups uint64) map[
 	return nil
 }
 
+// A few groups on 3 runtimes, threaded and inline (the runtime's work
+// done on the goroutines that call it).
 func TestRuntimeBasicGroups(t *testing.T) {
+	for _, inline := range []bool{false, true} {
+		t.Run(fmt.Sprintf("inline=%v", inline), func(t *testing.T) {
+			testRuntimeBasicGroups(t, inline)
+		})
+	}
+}
+
+func testRuntimeBasicGroups(t *testing.T, inline bool) {
 	const groups = 4
-	c := newRuntimeCluster(t, 1, 2, 3)
+	c := newRuntimeClusterWith(t, Config{SegmentSize: testSegmentSize, Sync: SyncNever, LogLevel: LogInfo, Inline: inline}, testTick, 1, 2, 3)
 	members := []uint64{1, 2, 3}
 	for _, n := range c.nodes {
 		for g := uint64(1); g <= groups; g++ {
