@@ -527,7 +527,7 @@ func (rt *Runtime) pollAndDispatch(timeout time.Duration) (got bool, err error) 
 		rt.log.Log(context.Background(), slogLevel(LogLevel(l.level)), C.GoString(l.text), "group", uint64(l.group))
 	}
 
-	// Each list is grouped by group: a group's part is built from runs.
+	// Each group's items, from every list, make its part of the batch.
 	parts := map[uint64]*groupPart{}
 	part := func(group C.uint64_t) *groupPart {
 		p := parts[uint64(group)]
