@@ -64,14 +64,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ABI_VERSION", "BusyError", "ClosedError", "Config", "ConfigError", "CorruptError",
-    "DirectoryLockedError", "EmbraftError", "FrameReport", "Group", "GroupExistsError", "Histogram", "InternalError",
-    "InvalidArgumentError",
-    "LOG_DEBUG", "LOG_INFO", "LOG_OFF", "LOG_TRACE", "LibraryError",
-    "MalformedMessageError", "MembershipChangeError", "MessageError", "Metrics", "Node",
-    "NodeFailedError", "NotAppliedError", "NotDeliveredError", "NotLeaderError",
+    "DirectoryLockedError", "EmbraftError", "FrameReport", "Group", "GroupExistsError",
+    "Histogram", "InternalError", "InvalidArgumentError", "LOG_DEBUG", "LOG_INFO", "LOG_OFF",
+    "LOG_TRACE", "LibraryError", "MalformedMessageError", "MembershipChangeError", "MessageError",
+    "Metrics", "Node", "NodeFailedError", "NotAppliedError", "NotDeliveredError", "NotLeaderError",
     "OutcomeUnknownError", "PeerProgress", "ProposalDroppedError", "ProposalTooLargeError",
-    "ReadIndexError", "Replicated", "ResourceError", "Runtime", "SnapshotError", "SnapshotWriter", "StaleSnapshotError",
-    "StateMachine", "Status", "StorageError", "SupersededError", "TooLargeError",
-    "TransferInProgressError", "Transport", "UnknownGroupError", "WrongRecipientError",
-    "library_version",
+    "ReadIndexError", "Replicated", "ResourceError", "Runtime", "SnapshotError", "SnapshotWriter",
+    "StaleSnapshotError", "StateMachine", "Status", "StorageError", "SupersededError",
+    "TooLargeError", "TransferInProgressError", "Transport", "UnknownGroupError",
+    "WrongRecipientError", "library_version",
 ]

@@ -19,8 +19,8 @@ from ._log import TRACE
 from .config import Config
 from .driver import Driver, DriverBase, shutdown_driver
 from .host import StateMachine, Transport
-from .replica import Replica
 from .metrics import Histogram, Metrics
+from .replica import Replica
 from .snapshot import SnapshotWriter
 from .status import ROLE_NAMES, PeerProgress, Status
 

@@ -32,7 +32,7 @@ from .errors import (
 )
 from .host import StateMachine
 from .metrics import Metrics, decode_metrics
-from .ready import Entry, Outcome, Ready, ReadResult, StateChange
+from .ready import Entry, Outcome, ReadResult, Ready, StateChange
 from .snapshot import SnapshotWriter, SnapshotWriterHandle
 from .status import ROLE_NAMES, Status, StatusReportHandle
 

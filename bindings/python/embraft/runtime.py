@@ -32,7 +32,7 @@ from .driver import DriverBase, shutdown_driver
 from .errors import ClosedError, EmbraftError, UnknownGroupError, error_for_status
 from .host import StateMachine, Transport
 from .node import Replicated
-from .ready import Entry, LogLine, Outcome, Ready, ReadResult, SnapshotToRestore, StateChange
+from .ready import Entry, LogLine, Outcome, ReadResult, Ready, SnapshotToRestore, StateChange
 from .replica import Replica, resolve
 
 __all__ = ["FrameReport", "Group", "Runtime"]
