@@ -129,6 +129,12 @@ class Raftd:
                 identity = json.load(file)
             self.node_id, self.cluster_id = int(identity["id"]), int(identity["cluster_id"])
             self.shards = _shard_count(identity.get("shards", 1))
+            # A sharded node that joined keeps its join answer's address
+            # book until its log's replaces it: it may have crashed before
+            # it received group 1's log, and it needs some address to
+            # answer group 1's leader and to finish joining the others.
+            self.bootstrap_peers = {int(i): str(a)
+                                    for i, a in identity.get("peers", {}).items()}
             logger.info("restarting node %d of cluster %d (%d group%s)", self.node_id,
                         self.cluster_id, self.shards, "s" if self.sharded else "")
             self._start_groups(peers=[])
@@ -177,6 +183,8 @@ class Raftd:
                                        "cluster_id": str(self.cluster_id)}
         if self.sharded:
             identity["shards"] = self.shards
+            if self.bootstrap_peers:
+                identity["peers"] = {str(i): a for i, a in self.bootstrap_peers.items()}
         temporary = self.identity_path() + ".tmp"
         with open(temporary, "w") as file:
             json.dump(identity, file)
