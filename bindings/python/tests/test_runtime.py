@@ -261,13 +261,24 @@ def test_bad_input_gives_clear_exceptions(tmp_path):
 
 
 def test_pending_futures_fail_when_the_runtime_closes(tmp_path):
-    # Runtime 1 founds a group with runtime 2, which never starts: nothing
-    # can commit, so the proposal is pending until the close.
-    runtime = embraft.Runtime(runtime_config(tmp_path, 1, tick_interval=0.02))
-    group = runtime.start_group(1, [1, 2], MemoryStateMachine())
-    future = group.read_index()
-    runtime.close()
-    with pytest.raises(embraft.ClosedError):
-        future.result(5)
-    with pytest.raises(TimeoutError):
-        group.wait_for_leader(0.5)
+    # The leader of a group whose other members are gone (and which keeps
+    # leading: no check-quorum) cannot commit: its proposal and read wait
+    # until the close fails them.
+    cluster = RuntimeCluster(tmp_path, groups=[1], check_quorum=False)
+    try:
+        for runtime_id in RUNTIMES:
+            cluster.start(runtime_id)
+        leader = cluster.runtimes[1].group(1).wait_for_leader(20)
+        for runtime_id in RUNTIMES:
+            if runtime_id != leader:
+                cluster.stop(runtime_id)
+        group = cluster.runtimes[leader].group(1)
+        proposal, read = group.propose(b"never"), group.read_index()
+        cluster.stop(leader)
+        for future in (proposal, read):
+            with pytest.raises(embraft.ClosedError):
+                future.result(5)
+        with pytest.raises(TimeoutError):
+            group.wait_for_leader(0.5, leader=99)
+    finally:
+        cluster.close()

@@ -167,7 +167,8 @@ class Raftd:
             if group == 1:
                 # The address book is now exactly the snapshot's.
                 self.bootstrap_peers = {}
-            logger.info("restored group %d's key/value state from snapshot %s", group, name)
+            logger.info("%srestored the key/value state from snapshot %s",
+                        f"group {group}: " if self.sharded else "", name)
             return
         logger.error("refusing snapshot %s: %s; stopping (the node applies nothing on top "
                      "of a state it cannot restore)", name, error)
