@@ -44,7 +44,7 @@ from .errors import (
 )
 from .metrics import Histogram, Metrics
 from .node import Config, Node, PeerProgress, Replicated, StateMachine, Status, Transport
-from .runtime import FrameReport, Group, Runtime
+from .runtime import FrameReport, Group, Runtime, RuntimeStats
 from .snapshot import SnapshotWriter
 
 LOG_OFF = _ffi.LOG_OFF
@@ -69,8 +69,8 @@ __all__ = [
     "LOG_TRACE", "LibraryError", "MalformedMessageError", "MembershipChangeError", "MessageError",
     "Metrics", "Node", "NodeFailedError", "NotAppliedError", "NotDeliveredError", "NotLeaderError",
     "OutcomeUnknownError", "PeerProgress", "ProposalDroppedError", "ProposalTooLargeError",
-    "ReadIndexError", "Replicated", "ResourceError", "Runtime", "SnapshotError", "SnapshotWriter",
-    "StaleSnapshotError", "StateMachine", "Status", "StorageError", "SupersededError",
-    "TooLargeError", "TransferInProgressError", "Transport", "UnknownGroupError",
-    "WrongRecipientError", "library_version",
+    "ReadIndexError", "Replicated", "ResourceError", "Runtime", "RuntimeStats", "SnapshotError",
+    "SnapshotWriter", "StaleSnapshotError", "StateMachine", "Status", "StorageError",
+    "SupersededError", "TooLargeError", "TransferInProgressError", "Transport",
+    "UnknownGroupError", "WrongRecipientError", "library_version",
 ]

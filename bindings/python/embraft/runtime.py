@@ -35,7 +35,7 @@ from .node import Replicated
 from .ready import Entry, LogLine, Outcome, ReadResult, Ready, SnapshotToRestore, StateChange
 from .replica import Replica, resolve
 
-__all__ = ["FrameReport", "Group", "Runtime"]
+__all__ = ["FrameReport", "Group", "Runtime", "RuntimeStats"]
 
 _Item = TypeVar("_Item", bound=ctypes.Structure)
 
@@ -141,6 +141,17 @@ class FrameReport:
     unknown_group: int
     busy: int
     refused: int
+
+
+@dataclasses.dataclass
+class RuntimeStats:
+    """The runtime's work since it opened: worker rounds, group steps
+    across them, and WAL syncs (one per round that wrote something a
+    group waits on, however many groups it served)."""
+
+    rounds: int
+    group_steps: int
+    syncs: int
 
 
 def _id_list(getter: Callable[..., int], handle: RuntimeHandle) -> List[int]:
@@ -254,6 +265,11 @@ class RuntimeDriver(DriverBase):
         with self.lock:
             self._check_open()
             return _id_list(lib.embraft_runtime_running_groups, self.handle)
+
+    def stats(self) -> RuntimeStats:
+        rounds, steps, syncs = c_uint64(), c_uint64(), c_uint64()
+        self._call(lib.embraft_runtime_stats, byref(rounds), byref(steps), byref(syncs))
+        return RuntimeStats(rounds.value, steps.value, syncs.value)
 
     # ----- the transport's side ----------------------------------------------------
 
@@ -404,6 +420,10 @@ class Runtime:
 
     def running_groups(self) -> List[int]:
         return self._driver.running_groups()
+
+    def stats(self) -> RuntimeStats:
+        """What the runtime's workers did since it opened."""
+        return self._driver.stats()
 
     def step_frame(self, frame: bytes) -> FrameReport:
         """Hands the runtime a group frame from a peer (a transport normally

@@ -183,6 +183,9 @@ def test_group_api_on_one_runtime(tmp_path):
         metrics = groups[2].metrics()
         assert metrics.proposals_committed == 5
         assert metrics.wal_batches_written > 0
+        # One WAL for the three groups: fewer syncs than group steps.
+        stats = runtime.stats()
+        assert 0 < stats.syncs <= stats.rounds and stats.group_steps >= stats.rounds
         assert groups[2].snapshot().result(10) == status.applied
         with pytest.raises(embraft.StaleSnapshotError):
             groups[2].snapshot().result(10)
