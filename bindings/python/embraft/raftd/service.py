@@ -42,6 +42,9 @@ TICK_INTERVAL = 0.1
 SNAPSHOT_EVERY_DEFAULT = 10000
 # How long a joining node keeps asking to join one group (RAFTD.md "Shards").
 JOIN_PATIENCE = 60.0
+# Answers to a /join that may change on their own: no leader yet, not
+# committed in time, another membership change of the group in progress.
+JOIN_RETRY_STATUSES = (409, 503, 504)
 RUNTIME_WORKERS = 2
 FORWARDED_HEADER = "X-Raftd-Forwarded"
 
@@ -257,6 +260,10 @@ class Raftd:
                     if status == 200:
                         return answer
                     reason = f"{address}: {status} {answer.decode(errors='replace').strip()}"
+                    # Group 1's join keeps the one-group server's patience
+                    # with every answer.
+                    if group != 1 and status not in JOIN_RETRY_STATUSES:
+                        break
                 except OSError as exc:
                     reason = f"{address}: {exc}"
             if time.monotonic() > deadline:
@@ -404,9 +411,9 @@ class Raftd:
         body = json.dumps({"id": str(node_id), "group": group}).encode()
         status, _, answer = self.forward_to_leader(group, "POST", "/leave", body)
         if status != 200:
-            raise HttpError(503 if status < 500 else status,
-                            f"leaving group {group}: {status} "
-                            f"{answer.decode(errors='replace').strip()}\n", {"Retry-After": "1"})
+            raise HttpError(status, f"leaving group {group}: "
+                            f"{answer.decode(errors='replace').strip()}\n",
+                            {"Retry-After": "1"} if status == 503 else {})
 
     def cluster_description(self) -> Dict:
         description: Dict[str, object] = {
