@@ -114,11 +114,12 @@ def test_three_runtimes_hundred_groups_restart_and_balance(cluster):
 
     counts = balance(cluster)
     assert sorted(counts[r] for r in RUNTIMES) == [33, 33, 34]
-    # Every runtime's view agrees with the leaders' own.
+    # Every runtime learns the leaders (a follower hears of a transfer at
+    # the new leader's first heartbeat).
     leaders = cluster.leaders()
-    for group, leader in leaders.items():
-        for runtime in cluster.runtimes.values():
-            assert runtime.group(group).leader == leader
+    assert wait_until(lambda: all(runtime.group(group).leader == leader
+                                  for group, leader in leaders.items()
+                                  for runtime in cluster.runtimes.values()), 10)
 
     # Proposals to every group at once, through their leaders.
     expected = {group: [] for group in cluster.groups}
