@@ -3,6 +3,7 @@ three runtimes joined by the real GroupStreamTransport on loopback."""
 
 import collections
 import concurrent.futures
+import gc
 import os
 import time
 
@@ -286,3 +287,17 @@ def test_pending_futures_fail_when_the_runtime_closes(tmp_path):
             group.wait_for_leader(0.5, leader=99)
     finally:
         cluster.close()
+
+
+def test_a_forgotten_runtime_is_closed_by_its_finalizer(tmp_path):
+    config = runtime_config(tmp_path, 1, tick_interval=0.02)
+    group = embraft.Runtime(config).start_group(1, [1], MemoryStateMachine())
+    group.wait_for_leader(10)
+    # The group keeps its runtime open; once both are garbage the data
+    # directory is released.
+    with pytest.raises(embraft.DirectoryLockedError):
+        embraft.Runtime(config)
+    del group
+    gc.collect()
+    with embraft.Runtime(config) as runtime:
+        assert runtime.stored_groups() == [1]
