@@ -34,7 +34,10 @@ class RuntimeCluster:
         self.runtimes = {}
         self.machines = {}
 
-    def start(self, runtime_id):
+    def start(self, runtime_id, joining=()):
+        """Starts a runtime with every group: founded with the three
+        runtimes, or restarted from its WAL; those in `joining` join with
+        no members. Returns the runtime and the groups its WAL held."""
         transport = GroupStreamTransport(runtime_id, CLUSTER, self.addresses.get,
                                          listen=("127.0.0.1", 0))
         # Peers look the address up at each connection attempt.
@@ -42,11 +45,13 @@ class RuntimeCluster:
         runtime = embraft.Runtime(runtime_config(self.directory, runtime_id, **self.options),
                                   transport=transport, workers=1, tick_interval=0.05)
         self.runtimes[runtime_id] = runtime
+        stored = runtime.stored_groups()
         for group in self.groups:
             machine = self.machines[runtime_id, group] = MemoryStateMachine()
             # Ignored for a group the WAL holds: a restart takes its own.
-            runtime.start_group(group, members=list(RUNTIMES), state_machine=machine)
-        return runtime
+            members = [] if group in joining else list(RUNTIMES)
+            runtime.start_group(group, members=members, state_machine=machine)
+        return runtime, stored
 
     def stop(self, runtime_id):
         self.runtimes.pop(runtime_id).close()
@@ -109,7 +114,7 @@ def balance(cluster, timeout=30.0):
 
 def test_three_runtimes_hundred_groups_restart_and_balance(cluster):
     for runtime_id in RUNTIMES:
-        cluster.start(runtime_id)
+        assert cluster.start(runtime_id)[1] == []
     for group in cluster.groups:
         cluster.runtimes[1].group(group).wait_for_leader(20)
 
@@ -133,20 +138,24 @@ def test_three_runtimes_hundred_groups_restart_and_balance(cluster):
     indexes = [future.result(20) for future in futures]
     assert all(index > 0 for index in indexes)
 
-    # Runtime 3 goes away; the groups it led elect another leader and
-    # keep committing; ten groups also compact their log behind a
-    # snapshot, so runtime 3 gets those back as snapshots.
+    # Runtime 3 goes away; the groups it led elect another leader and keep
+    # committing. It also loses its state of ten groups (a replaced disk,
+    # as it were), which their leaders compact behind a snapshot: it gets
+    # them back as snapshots, the other ninety from its own WAL and log.
+    lost = cluster.groups[:10]
+    for group in lost:
+        cluster.runtimes[3].remove_group(group)
     cluster.stop(3)
     for group in cluster.groups:
         data = f"g{group}-while-down".encode()
         cluster.propose(group, data)
         expected[group].append(data)
-    for group in cluster.groups[:10]:
+    for group in lost:
         for runtime in cluster.runtimes.values():
             assert runtime.group(group).snapshot().result(20) > 0
 
-    restarted = cluster.start(3)
-    assert restarted.stored_groups() == cluster.groups
+    restarted, stored = cluster.start(3, joining=lost)
+    assert stored == cluster.groups[10:]
     assert restarted.running_groups() == cluster.groups
     for group in cluster.groups:
         data = f"g{group}-after".encode()
@@ -160,8 +169,9 @@ def test_three_runtimes_hundred_groups_restart_and_balance(cluster):
     assert wait_until(caught_up, 30), {
         (r, g): cluster.machines[r, g].values() for r in RUNTIMES for g in cluster.groups
         if cluster.machines[r, g].values() != expected[g]}
-    assert all(cluster.machines[3, g].restored for g in cluster.groups[:10])
+    assert all(cluster.machines[3, g].restored for g in lost)
     assert not any(cluster.machines[3, g].restored for g in cluster.groups[10:])
+    assert restarted.stored_groups() == cluster.groups
     # Leadership is spread again after the restart.
     counts = balance(cluster)
     assert sorted(counts[r] for r in RUNTIMES) == [33, 33, 34]
