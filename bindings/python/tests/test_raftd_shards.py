@@ -156,3 +156,54 @@ def test_sharded_request_checks(tmp_path):
         assert all(len(g["voters"]) == 1 for g in groups_of(port))
     finally:
         cluster.close()
+
+
+SNAPSHOT_ENV = {"RAFTD_SNAPSHOT_EVERY": "20", "RAFTD_COMPACT_KEEP": "5"}
+
+
+def _group_snapshots(cluster, name, group):
+    folder = cluster.directory / f"node{name}" / "wal" / "groups" / str(group) / "snapshots"
+    return sorted(folder.glob("snap-*.snap")) if folder.exists() else []
+
+
+def test_sharded_groups_snapshot_and_a_stopped_node_catches_up(tmp_path):
+    """Each group snapshots on its own (RAFTD_SNAPSHOT_EVERY per group),
+    in the format of RAFTD.md with the address book in group 1's only; a
+    node that was down catches up through the groups' snapshots."""
+    from embraft.raftd import decode_snapshot
+
+    shards = 4
+    cluster = RaftdCluster(tmp_path, SNAPSHOT_ENV)
+    try:
+        cluster.start(1, args=["-shards", str(shards)])
+        port1 = cluster.ports[1]
+        assert wait_until(lambda: all(g["role"] == "leader" for g in groups_of(port1)), 30)
+        cluster.start(2, join=1)
+        cluster.start(3, join=1)
+        assert wait_until(lambda: all(len(g["voters"]) == 3 for n in (1, 2, 3)
+                                      for g in groups_of(cluster.ports[n])), 60)
+        cluster.kill(3)
+        for i in range(40 * shards):
+            assert request(port1, "POST", f"/db/s{i}", b"v%d" % i)[0] == 200
+        assert wait_until(lambda: all(_group_snapshots(cluster, 1, g)
+                                      for g in range(1, shards + 1)), 10)
+        with open(_group_snapshots(cluster, 1, 1)[-1], "rb") as file:
+            values, peers = decode_snapshot(file)
+        assert len(peers) == 3 and values
+        with open(_group_snapshots(cluster, 1, 2)[-1], "rb") as file:
+            values, peers = decode_snapshot(file)
+        assert peers == {} and all(key_group(k, shards) == 2 for k in values)
+
+        cluster.start(3)
+        port3 = cluster.ports[3]
+        last = 40 * shards - 1
+        assert wait_until(lambda: request(port3, "GET", f"/db/s{last}?stale=true")
+                          == (200, b"v%d" % last), 30), cluster.log(3)
+        for i in range(40 * shards):
+            assert wait_until(lambda i=i: request(port3, "GET", f"/db/s{i}?stale=true")
+                              == (200, b"v%d" % i), 10), i
+        restored = re.findall(r"group (\d+): restored the key/value state from snapshot",
+                              cluster.log(3))
+        assert len(set(restored)) == shards, cluster.log(3)
+    finally:
+        cluster.close()
