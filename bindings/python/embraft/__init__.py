@@ -43,7 +43,8 @@ from .errors import (
     WrongRecipientError,
 )
 from .metrics import Histogram, Metrics
-from .node import Config, Node, PeerProgress, StateMachine, Status, Transport
+from .node import Config, Node, PeerProgress, Replicated, StateMachine, Status, Transport
+from .runtime import FrameReport, Group, Runtime, RuntimeStats
 from .snapshot import SnapshotWriter
 
 LOG_OFF = _ffi.LOG_OFF
@@ -63,14 +64,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ABI_VERSION", "BusyError", "ClosedError", "Config", "ConfigError", "CorruptError",
-    "DirectoryLockedError", "EmbraftError", "GroupExistsError", "Histogram", "InternalError",
-    "InvalidArgumentError",
-    "LOG_DEBUG", "LOG_INFO", "LOG_OFF", "LOG_TRACE", "LibraryError",
-    "MalformedMessageError", "MembershipChangeError", "MessageError", "Metrics", "Node",
-    "NodeFailedError", "NotAppliedError", "NotDeliveredError", "NotLeaderError",
+    "DirectoryLockedError", "EmbraftError", "FrameReport", "Group", "GroupExistsError",
+    "Histogram", "InternalError", "InvalidArgumentError", "LOG_DEBUG", "LOG_INFO", "LOG_OFF",
+    "LOG_TRACE", "LibraryError", "MalformedMessageError", "MembershipChangeError", "MessageError",
+    "Metrics", "Node", "NodeFailedError", "NotAppliedError", "NotDeliveredError", "NotLeaderError",
     "OutcomeUnknownError", "PeerProgress", "ProposalDroppedError", "ProposalTooLargeError",
-    "ReadIndexError", "ResourceError", "SnapshotError", "SnapshotWriter", "StaleSnapshotError",
-    "StateMachine", "Status", "StorageError", "SupersededError", "TooLargeError",
-    "TransferInProgressError", "Transport", "UnknownGroupError", "WrongRecipientError",
-    "library_version",
+    "ReadIndexError", "Replicated", "ResourceError", "Runtime", "RuntimeStats", "SnapshotError",
+    "SnapshotWriter", "StaleSnapshotError", "StateMachine", "Status", "StorageError",
+    "SupersededError", "TooLargeError", "TransferInProgressError", "Transport",
+    "UnknownGroupError", "WrongRecipientError", "library_version",
 ]

@@ -1,7 +1,9 @@
 """The stream transport of docs/WIRE.md over TCP: a 32-byte hello and a
-16-byte reply, then length-prefixed frames each carrying one encoded
-message; one outbound connection per peer, used only for sending;
-reconnection with backoff; unreachable peers reported to the node."""
+16-byte reply, then length-prefixed frames; one outbound connection per
+peer, used only for sending; reconnection with backoff; unreachable peers
+reported to the node. `StreamTransport` carries one encoded message per
+frame (a one-group node); `GroupStreamTransport` one group frame per frame
+(a runtime, with the hello's group-frames flag set)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ STATUS_BAD_VERSION = 1
 STATUS_WRONG_CLUSTER = 2
 STATUS_WRONG_RECIPIENT = 3
 STATUS_SENDER_REFUSED = 4
+STATUS_FRAME_KIND = 5
+
+# Bit 0 of the hello's flags: the dialer sends group frames.
+FLAG_GROUP_FRAMES = 0x0001
 
 HANDSHAKE_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
@@ -127,8 +133,9 @@ class _Outbound:
         sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(HELLO.pack(MAGIC, PROTOCOL_VERSION, 0, self.transport.cluster_id,
-                                    self.transport.node_id, self.peer))
+            sock.sendall(HELLO.pack(MAGIC, PROTOCOL_VERSION, self.transport.hello_flags,
+                                    self.transport.cluster_id, self.transport.node_id,
+                                    self.peer))
             sock.settimeout(HANDSHAKE_TIMEOUT)
             magic, _version, status, _listener = REPLY.unpack(
                 _receive_exactly(sock, REPLY.size))
@@ -192,7 +199,7 @@ class _Outbound:
 
 
 class StreamTransport:
-    """The TCP stream transport for one node.
+    """The TCP stream transport for one node: each frame one message.
 
     `resolve(peer_id)` returns a peer's (host, port), or None while it is
     unknown; it is asked at every connection attempt, so addresses may
@@ -201,12 +208,16 @@ class StreamTransport:
     connections to `serve_connection`.
     """
 
+    # What the frames carry, for the hello's flag: single messages here.
+    group_frames = False
+
     def __init__(self, node_id: int, cluster_id: int,
                  resolve: Callable[[int], Optional[Address]],
                  listen: Optional[Address] = None,
                  queue_limit: int = DEFAULT_QUEUE_LIMIT):
         self.node_id = node_id
         self.cluster_id = cluster_id
+        self.hello_flags = FLAG_GROUP_FRAMES if self.group_frames else 0
         self.resolve = resolve
         self.queue_limit = queue_limit
         self.closed = False
@@ -260,7 +271,7 @@ class StreamTransport:
     def _handshake(self, sock: socket.socket) -> Optional[int]:
         """Reads the hello and answers it; the sender's id if accepted."""
         sock.settimeout(HANDSHAKE_TIMEOUT)
-        magic, version, _flags, cluster, sender, recipient = HELLO.unpack(
+        magic, version, flags, cluster, sender, recipient = HELLO.unpack(
             _receive_exactly(sock, HELLO.size))
         if magic != MAGIC:
             return None
@@ -272,6 +283,8 @@ class StreamTransport:
             status = STATUS_WRONG_RECIPIENT
         elif sender == 0:
             status = STATUS_SENDER_REFUSED
+        elif bool(flags & FLAG_GROUP_FRAMES) != self.group_frames:
+            status = STATUS_FRAME_KIND
         else:
             status = STATUS_ACCEPTED
         sock.sendall(REPLY.pack(MAGIC, PROTOCOL_VERSION, status, self.node_id))
@@ -359,3 +372,16 @@ class StreamTransport:
         for thread in threads:
             if thread is not None and thread is not current:
                 thread.join(timeout=5)
+
+
+class GroupStreamTransport(StreamTransport):
+    """The TCP stream transport for a runtime (embraft.runtime.Runtime):
+    each frame one group frame (WIRE.md "Group frames"), built by the
+    library with every group's messages of one poll for that peer and
+    handed whole to the peer runtime's `step_frame`. Ids are runtime ids;
+    one connection per peer runtime; a peer that cannot be reached is
+    reported once, for all groups. Its listener refuses a dialer that
+    sends single messages (status 5), as a `StreamTransport` refuses one
+    that sends group frames."""
+
+    group_frames = True

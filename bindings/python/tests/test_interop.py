@@ -112,3 +112,51 @@ def test_snapshots_cross_between_languages(tmp_path):
         _reads_all(port1, 2 * KEYS)
     finally:
         cluster.close()
+
+
+INTEROP_SHARDS = os.environ.get("EMBRAFT_INTEROP_SHARDS")
+
+
+@pytest.mark.skipif(not INTEROP_SHARDS, reason="EMBRAFT_INTEROP_SHARDS not set")
+def test_mixed_sharded_cluster(tmp_path):
+    """RAFTD.md "Shards" across implementations: with
+    EMBRAFT_INTEROP_SHARDS=N as well, a Python node founds a cluster of N
+    groups, the other raftd joins through it (taking N from the answer),
+    a Python node joins through the other; keys of every group are written
+    and read through every node; the founder is killed and restarted."""
+    shards = int(INTEROP_SHARDS or "0")
+    other = [os.path.abspath(OTHER_RAFTD or "")]
+    cluster = RaftdCluster(tmp_path)
+
+    def members_everywhere():
+        reports = [status(cluster.ports[n]) for n in (1, 2, 3)]
+        return all(r and len(r.get("groups", [])) == shards
+                   and all(len(g["voters"]) == 3 for g in r["groups"]) for r in reports)
+
+    try:
+        cluster.start(1, args=["-shards", str(shards)])
+        assert wait_until(lambda: all(g["role"] == "leader"
+                                      for g in status(cluster.ports[1])["groups"]), 30)
+        cluster.start(2, join=1, program=other)
+        cluster.start(3, join=2)
+        assert wait_until(members_everywhere, 60), cluster.log(2)
+        values = {f"mixed{i}": b"v%d" % i for i in range(8 * shards)}
+        for i, (key, value) in enumerate(values.items()):
+            assert request(cluster.ports[1 + i % 3], "POST", f"/db/{key}", value)[0] == 200
+        cluster.kill(1)
+        def answers(port, method, key, body, expected):
+            return wait_until(lambda: request(port, method, f"/db/{key}", body) == expected,
+                              30, interval=0.2)
+
+        for i in range(4 * shards):
+            key = f"after{i}"
+            values[key] = b"a%d" % i
+            # 503 until the groups node 1 led have elected a new leader.
+            assert answers(cluster.ports[2 + i % 2], "POST", key, values[key], (200, b""))
+        cluster.start(1)
+        assert wait_until(members_everywhere, 30)
+        for key, value in values.items():
+            for name in (1, 2, 3):
+                assert answers(cluster.ports[name], "GET", key, None, (200, value)), (name, key)
+    finally:
+        cluster.close()

@@ -137,3 +137,37 @@ def test_numbers_are_written_as_prometheus_client_writes_them(value):
     from prometheus_client.utils import floatToGoString
 
     assert raftd_metrics.go_float(value) == floatToGoString(value)
+
+
+def test_sharded_scrape_labels_groups_and_the_checker_knows(single_node):
+    """A sharded raftd's text (RAFTD.md "Shards"): group labels on every
+    embraft_* series but the WAL's, both renderings alike, and
+    check_metrics -shards N finds a missing or misplaced group label."""
+    node, _ = single_node
+    node.propose(b"x").result(timeout=10)
+    status, metrics = node.status(), node.metrics()
+    frozen = raftd_metrics.scrape_groups([(1, status, metrics), (2, status, metrics)],
+                                         [(("GET", 200), 1)])
+    by_hand = raftd_metrics.render(lambda: frozen, use_client=False)
+    assert raftd_metrics.render(lambda: frozen, use_client=True) == by_hand
+    assert 'embraft_is_leader{group="2"} 1.0' in by_hand
+    assert ('embraft_server_proposal_commit_duration_seconds_bucket{group="1",le="+Inf"}'
+            in by_hand)
+    assert 'embraft_disk_wal_write_batches_total ' in by_hand
+    assert 'raftd_requests_total{code="200",method="GET"} 1.0' in by_hand
+    rows = check_metrics.table(RAFTD_MD)
+
+    def failures(text, shards):
+        checker = check_metrics.Checker()
+        check_metrics.check_scrape(checker, "sharded", text, rows, shards)
+        return checker.failures
+
+    assert not failures(by_hand, 2)
+    assert failures(by_hand, 3)  # group 3 has no series
+    unsharded = raftd_metrics.render(_scrape_of(node), use_client=False)
+    assert failures(unsharded, 2)
+    assert failures(_mutated(by_hand, 'embraft_term{group="2"}', "embraft_term"), 2)
+    assert failures(_mutated(by_hand, "embraft_disk_wal_write_bytes_total ",
+                             'embraft_disk_wal_write_bytes_total{group="1"} '), 2)
+    assert failures(_mutated(by_hand, 'embraft_entry_cache_bytes{group="2"}',
+                             'embraft_entry_cache_bytes{group="9"}'), 2)

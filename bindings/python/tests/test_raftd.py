@@ -43,9 +43,9 @@ class RaftdCluster:
         # Extra environment of every node (RAFTD_SNAPSHOT_EVERY, ...).
         self.env = dict(os.environ, **(env or {}))
 
-    def start(self, name, join=None, program=PYTHON_RAFTD, wait=True):
+    def start(self, name, join=None, program=PYTHON_RAFTD, wait=True, args=()):
         port = self.ports.setdefault(name, free_port())
-        command = program + ["-v", "-h", HOST, "-p", str(port)]
+        command = program + ["-v", "-h", HOST, "-p", str(port), *args]
         if join is not None:
             command += ["-join", f"{HOST}:{self.ports[join]}"]
         command.append(str(self.directory / f"node{name}"))

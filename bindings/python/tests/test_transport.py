@@ -9,7 +9,7 @@ import pytest
 from conftest import wait_until
 
 from embraft.errors import MalformedMessageError
-from embraft.transport import StreamTransport
+from embraft.transport import GroupStreamTransport, StreamTransport
 
 CLUSTER = 0x1122334455667788
 
@@ -59,7 +59,9 @@ def connect(transport):
     (hello(cluster=5), 2),
     (hello(recipient=9), 3),
     (hello(sender=0), 4),
-    (hello(flags=0xFFFF), 0),
+    (hello(flags=0xFFFE), 0),  # unknown flags are ignored
+    (hello(flags=0x0001), 5),  # group frames: not what a one-group node takes
+    (hello(flags=0xFFFF), 5),
 ])
 def test_listener_answers_the_hello(listening, request_bytes, status):
     transport, _ = listening
@@ -161,3 +163,67 @@ def test_full_outbound_queue_reports_the_peer_unreachable():
     finally:
         blocker.set()
         transport.close()
+
+
+@pytest.mark.parametrize("request_bytes,status", [
+    (hello(flags=0x0001), 0),
+    (hello(flags=0xFFFF), 0),
+    (hello(flags=0x0000), 5),  # single messages: not what a runtime takes
+    (hello(flags=0xFFFE), 5),
+    (hello(flags=0x0001, cluster=5), 2),
+])
+def test_group_listener_expects_the_group_frames_flag(request_bytes, status):
+    received = Received()
+    transport = GroupStreamTransport(1, CLUSTER, lambda peer: None, listen=("127.0.0.1", 0))
+    transport.start(received.deliver, received.unreachable.append)
+    try:
+        with connect(transport) as sock:
+            sock.sendall(request_bytes)
+            assert receive_exactly(sock, 16) == b"EMRF" + struct.pack("<HHQ", 1, status, 1)
+            if status != 0:
+                assert sock.recv(1) == b""
+            else:
+                # A group frame goes to deliver whole, length prefix removed.
+                frame = struct.pack("<I", 1) + struct.pack("<QI", 7, 3) + b"abc"
+                sock.sendall(struct.pack("<I", len(frame)) + frame)
+                assert wait_until(lambda: received.messages == [frame], 10)
+    finally:
+        transport.close()
+
+
+def test_group_dialer_sets_the_flag_and_each_kind_refuses_the_other():
+    """A runtime's transport dialing a one-group node's listener (and the
+    reverse) is refused with status 5 and reports the peer unreachable."""
+    node_side, runtime_side = Received(), Received()
+    node = StreamTransport(1, CLUSTER, lambda peer: None, listen=("127.0.0.1", 0))
+    addresses = {1: node.address}
+    runtime = GroupStreamTransport(2, CLUSTER, addresses.get, listen=("127.0.0.1", 0))
+    addresses[2] = runtime.address
+    dialer = StreamTransport(1, CLUSTER, addresses.get)
+    node.start(node_side.deliver, node_side.unreachable.append)
+    runtime.start(runtime_side.deliver, runtime_side.unreachable.append)
+    dialer.start(node_side.deliver, node_side.unreachable.append)
+    try:
+        runtime.send(1, b"frame")
+        dialer.send(2, b"message")
+        assert wait_until(lambda: 1 in runtime_side.unreachable
+                          and 2 in node_side.unreachable, 10)
+        assert node_side.messages == [] and runtime_side.messages == []
+    finally:
+        for transport in (node, runtime, dialer):
+            transport.close()
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    port = server.getsockname()[1]
+    transport = GroupStreamTransport(2, CLUSTER, lambda peer: ("127.0.0.1", port))
+    transport.start(runtime_side.deliver, runtime_side.unreachable.append)
+    try:
+        transport.send(1, b"frame")
+        connection, _ = server.accept()
+        with connection:
+            connection.settimeout(10)
+            assert receive_exactly(connection, 32) == hello(sender=2, recipient=1, flags=1)
+    finally:
+        transport.close()
+        server.close()

@@ -18,6 +18,7 @@ from .codec import (
     COMMAND_SET,
     MAX_ADDRESS_BYTES,
     MAX_KEY_BYTES,
+    MAX_SHARDS,
     MAX_VALUE_BYTES,
     SNAPSHOT_MAGIC,
     SNAPSHOT_VERSION,
@@ -29,13 +30,15 @@ from .codec import (
     encode_remove_peer,
     encode_set,
     encode_snapshot,
+    fnv1a64,
+    key_group,
 )
 from .store import KeyValueStore
 
 __all__ = [
     "COMMAND_DELETE", "COMMAND_PEER", "COMMAND_REMOVE_PEER", "COMMAND_SET",
-    "MAX_ADDRESS_BYTES", "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "SNAPSHOT_MAGIC",
+    "MAX_ADDRESS_BYTES", "MAX_KEY_BYTES", "MAX_SHARDS", "MAX_VALUE_BYTES", "SNAPSHOT_MAGIC",
     "SNAPSHOT_VERSION", "KeyValueStore", "MalformedSnapshotError", "decode_command",
     "decode_snapshot", "encode_delete", "encode_peer", "encode_remove_peer", "encode_set",
-    "encode_snapshot",
+    "encode_snapshot", "fnv1a64", "key_group",
 ]

@@ -27,6 +27,25 @@ _U64 = struct.Struct("<Q")
 SNAPSHOT_MAGIC = b"RDKV"
 SNAPSHOT_VERSION = 1
 
+MAX_SHARDS = 65536
+_FNV_OFFSET_BASIS = 0xCBF29CE484222325
+_FNV_PRIME = 0x100000001B3
+_U64_MASK = (1 << 64) - 1
+
+
+# ----- shards (RAFTD.md "Shards") ----------------------------------------------------
+
+def fnv1a64(data: bytes) -> int:
+    """FNV-1a, 64 bits: the hash every raftd spreads keys with."""
+    h = _FNV_OFFSET_BASIS
+    for byte in data:
+        h = ((h ^ byte) * _FNV_PRIME) & _U64_MASK
+    return h
+
+
+def key_group(key: bytes, shards: int) -> int:
+    """The group (1 ... shards) that holds `key`."""
+    return 1 + fnv1a64(key) % shards
 
 
 # ----- replicated commands ------------------------------------------------------

@@ -13,12 +13,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..transport import MAGIC, parse_address
 from .codec import MAX_KEY_BYTES, MAX_VALUE_BYTES, encode_delete, encode_set
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .service import FORWARD_TIMEOUT, HttpError, Raftd, http_request
+from .service import FORWARDED_HEADER, HttpError, Raftd
 
 logger = logging.getLogger("raftd")
 
 MAX_DRAINED_BODY = 16 << 20
-FORWARDED_HEADER = "X-Raftd-Forwarded"
 
 
 class RequestHandler(BaseHTTPRequestHandler):
@@ -80,23 +79,15 @@ class RequestHandler(BaseHTTPRequestHandler):
             logger.exception("request %s %s failed", self.command, self.path)
             self._reply(500, f"internal error: {exc}\n".encode())
 
-    def _forward_if_follower(self, body: Optional[bytes]) -> bool:
-        """Relays a write to the leader; False when this node leads."""
+    def _forward_if_follower(self, body: Optional[bytes], group: int = 1) -> bool:
+        """Relays a write to `group`'s leader; False when this node leads it."""
         raftd = self.server.raftd
-        assert raftd.node is not None
-        if raftd.node.is_leader:
+        if raftd.group(group).is_leader:
             return False
         if self.headers.get(FORWARDED_HEADER):
             raise HttpError(503, "not the leader\n", {"Retry-After": "1"})
-        address = raftd.leader_address()
-        headers = {FORWARDED_HEADER: "1"}
-        if body is not None:
-            headers["Content-Length"] = str(len(body))
-        try:
-            status, answer_headers, answer = http_request(
-                address, self.command, self.path, body, headers, FORWARD_TIMEOUT)
-        except OSError as exc:
-            raise HttpError(503, f"leader unreachable: {exc}\n", {"Retry-After": "1"}) from None
+        status, answer_headers, answer = raftd.forward_to_leader(group, self.command,
+                                                                 self.path, body)
         relayed = {k: v for k, v in answer_headers.items() if k.lower() == "retry-after"}
         self._reply(status, answer, answer_headers.get("Content-Type", "text/plain"), relayed)
         return True
@@ -114,9 +105,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         raftd = self.server.raftd
         if path.startswith("/db/"):
             key = self._key(path)
+            group = raftd.key_group(key)
             if query.get("stale", [""])[0] != "true":
-                raftd.wait_read_point()
-            value = raftd.store.get(key)
+                raftd.wait_read_point(group)
+            value = raftd.stores[group].get(key)
             if value is None:
                 raise HttpError(404, "key not found\n")
             self._reply(200, value, "application/octet-stream")
@@ -132,21 +124,27 @@ class RequestHandler(BaseHTTPRequestHandler):
         if path.startswith("/db/"):
             key = self._key(path)
             value = self._body(MAX_VALUE_BYTES)
-            if not self._forward_if_follower(value):
-                raftd.propose_and_wait(encode_set(key, value))
+            group = raftd.key_group(key)
+            if not self._forward_if_follower(value, group):
+                raftd.propose_and_wait(encode_set(key, value), group)
                 self._reply(200)
         elif path == "/join":
             body = self._body(64 * 1024)
-            node_id, address = _parse_join(body)
-            if not self._forward_if_follower(body):
-                description = raftd.join_member(node_id, address)
+            node_id, address, group = _parse_join(body, raftd.shards)
+            if not self._forward_if_follower(body, group):
+                description = raftd.join_member(node_id, address, group)
                 self._reply(200, json.dumps(description).encode(), "application/json")
         elif path == "/leave":
             body = self._body(64 * 1024)
-            node_id = _parse_leave(body, raftd.node_id)
-            forwarded = json.dumps({"id": str(node_id)}).encode()
-            if not self._forward_if_follower(forwarded):
-                raftd.leave_member(node_id)
+            node_id, only = _parse_leave(body, raftd.node_id, raftd.shards)
+            forwarded: Dict[str, object] = {"id": str(node_id)}
+            if only is not None:
+                forwarded["group"] = only
+            if not self._forward_if_follower(json.dumps(forwarded).encode(), only or 1):
+                if only is None:
+                    raftd.leave_member(node_id)
+                else:
+                    raftd.leave_group(node_id, only)
                 self._reply(200)
         else:
             raise HttpError(404, "no such endpoint\n")
@@ -156,8 +154,10 @@ class RequestHandler(BaseHTTPRequestHandler):
             raise HttpError(404, "no such endpoint\n")
         key = self._key(path)
         self._body(0)
-        if not self._forward_if_follower(None):
-            self.server.raftd.propose_and_wait(encode_delete(key))
+        raftd = self.server.raftd
+        group = raftd.key_group(key)
+        if not self._forward_if_follower(None, group):
+            raftd.propose_and_wait(encode_delete(key), group)
             self._reply(200)
 
 
@@ -168,26 +168,38 @@ def _parse_node_id(value: object) -> int:
     return node_id
 
 
-def _parse_join(body: bytes) -> Tuple[int, str]:
+def _parse_group(request: Dict, shards: int) -> Optional[int]:
+    """The optional "group" of a /join or /leave body: 1 ... shards."""
+    if "group" not in request:
+        return None
+    group = request["group"]
+    if isinstance(group, bool) or not isinstance(group, int) or not 1 <= group <= shards:
+        raise HttpError(400, f"group must be a number from 1 to {shards}\n")
+    return group
+
+
+def _parse_join(body: bytes, shards: int) -> Tuple[int, str, int]:
     try:
         request = json.loads(body)
         node_id = _parse_node_id(request["id"])
         address = request["addr"]
-        parse_address(address)
         if not isinstance(address, str):
             raise ValueError("addr")
+        parse_address(address)
     except (ValueError, KeyError, TypeError, AttributeError):
         raise HttpError(400, 'expected {"id": "<id>", "addr": "host:port"}\n') from None
-    return node_id, address
+    return node_id, address, _parse_group(request, shards) or 1
 
 
-def _parse_leave(body: bytes, own_id: int) -> int:
+def _parse_leave(body: bytes, own_id: int, shards: int) -> Tuple[int, Optional[int]]:
     if not body.strip():
-        return own_id
+        return own_id, None
     try:
-        return _parse_node_id(json.loads(body)["id"])
+        request = json.loads(body)
+        node_id = _parse_node_id(request["id"])
     except (ValueError, KeyError, TypeError):
         raise HttpError(400, 'expected {"id": "<id>"} or no body\n') from None
+    return node_id, _parse_group(request, shards)
 
 
 class RaftdServer(ThreadingHTTPServer):

@@ -77,12 +77,16 @@ FAMILIES: Tuple[Family, ...] = (
            "HTTP requests served, by method and status code.", ("method", "code")),
 )
 
-LabeledValues = List[Tuple[Tuple[str, ...], float]]
-"""The samples of a gauge or counter: label values (in the family's label
-order) and value."""
+Series = List[Tuple[Tuple[str, ...], Union[float, Histogram]]]
+"""The series of a family: label values (in the family's label order) and
+the value, a Histogram for a histogram family."""
 
-Scrape = List[Tuple[Family, Union[LabeledValues, Histogram]]]
+Scrape = List[Tuple[Family, Series]]
 """Every family with what it measured at one scrape."""
+
+GROUP_LABEL = "group"
+# The runtime's shared WAL: one series per node even when sharded.
+WAL_PREFIX = "embraft_disk_wal_"
 
 
 def scrape(status: Status, metrics: Metrics,
@@ -90,22 +94,57 @@ def scrape(status: Status, metrics: Metrics,
     """The values of every family of FAMILIES, in its order, from the
     node's status and metrics and raftd's request counts ((method, code),
     count). Every drop reason and message type has a series, zero or not."""
-    def one(value: float) -> LabeledValues:
+    values = _measured(status, metrics)
+    values["raftd_requests_total"] = _requests(requests)
+    return [(family, values[family.name]) for family in FAMILIES]
+
+
+def _requests(requests: Sequence[Tuple[Tuple[str, int], int]]) -> Series:
+    return [((method, str(code)), count)
+            for (method, code), count in requests]
+
+
+def scrape_groups(groups: Sequence[Tuple[int, Status, Metrics]],
+                  requests: Sequence[Tuple[Tuple[str, int], int]]) -> Scrape:
+    """A sharded node's scrape (RAFTD.md "Shards"): every embraft_* family
+    with a `group` label first and one series per group, except the
+    shared WAL's (from any group's metrics, which all carry the runtime's);
+    the request counts per node."""
+    per_group = [(str(group), _measured(status, metrics)) for group, status, metrics in groups]
+    result: Scrape = []
+    for family in FAMILIES:
+        if family.name == "raftd_requests_total":
+            result.append((family, _requests(requests)))
+        elif family.name.startswith(WAL_PREFIX):
+            result.append((family, per_group[0][1][family.name]))
+        else:
+            labelled = dataclasses.replace(family, labels=(GROUP_LABEL,) + family.labels)
+            series: Series = []
+            for group, values in per_group:
+                series += [((group,) + labels, value) for labels, value in values[family.name]]
+            result.append((labelled, series))
+    return result
+
+
+def _measured(status: Status, metrics: Metrics) -> Dict[str, Series]:
+    """The series of every embraft_* family of one group or node."""
+    def one(value: float) -> Series:
         return [((), value)]
 
-    values: Dict[str, Union[LabeledValues, Histogram]] = {
+    return {
         "embraft_term": one(status.term),
         "embraft_commit_index": one(status.commit),
         "embraft_applied_index": one(status.applied),
         "embraft_last_index": one(status.last_index),
         "embraft_is_leader": one(1 if status.role == "leader" else 0),
-        "embraft_disk_wal_fsync_duration_seconds": metrics.wal_sync_duration,
+        "embraft_disk_wal_fsync_duration_seconds": [((), metrics.wal_sync_duration)],
         "embraft_disk_wal_write_bytes_total": one(metrics.wal_bytes_written),
         "embraft_disk_wal_write_batches_total": one(metrics.wal_batches_written),
         "embraft_server_proposals_committed_total": one(metrics.proposals_committed),
         "embraft_server_proposals_failed_total":
             [((reason,), metrics.proposals_dropped[reason]) for reason in DROP_REASONS],
-        "embraft_server_proposal_commit_duration_seconds": metrics.proposal_commit_latency,
+        "embraft_server_proposal_commit_duration_seconds":
+            [((), metrics.proposal_commit_latency)],
         "embraft_server_leader_changes_seen_total": one(metrics.leader_changes),
         "embraft_server_elections_started_total": one(metrics.elections_started),
         "embraft_server_pre_votes_started_total": one(metrics.pre_votes_started),
@@ -121,10 +160,7 @@ def scrape(status: Status, metrics: Metrics,
         "embraft_entry_cache_hits_total": one(metrics.cache_hit_entries),
         "embraft_entry_cache_misses_total": one(metrics.cache_miss_entries),
         "embraft_entry_cache_bytes": one(metrics.cached_entry_bytes),
-        "raftd_requests_total":
-            [((method, str(code)), count) for (method, code), count in requests],
     }
-    return [(family, values[family.name]) for family in FAMILIES]
 
 
 def bucket_bounds() -> List[str]:
@@ -175,14 +211,15 @@ def render_text(data: Scrape) -> str:
     for family, values in data:
         out.append(f"# HELP {family.name} {_escape_help(family.help)}\n")
         out.append(f"# TYPE {family.name} {family.type}\n")
-        if isinstance(values, Histogram):
-            for le, count in zip(bounds, values.cumulative()):
-                out.append(_sample(f"{family.name}_bucket", {"le": le}, count))
-            out.append(_sample(f"{family.name}_count", {}, values.count))
-            out.append(_sample(f"{family.name}_sum", {}, values.sum_seconds))
-        else:
-            for label_values, value in values:
-                out.append(_sample(family.name, dict(zip(family.labels, label_values)), value))
+        for label_values, value in values:
+            labels = dict(zip(family.labels, label_values))
+            if isinstance(value, Histogram):
+                for le, count in zip(bounds, value.cumulative()):
+                    out.append(_sample(f"{family.name}_bucket", {**labels, "le": le}, count))
+                out.append(_sample(f"{family.name}_count", labels, value.count))
+                out.append(_sample(f"{family.name}_sum", labels, value.sum_seconds))
+            else:
+                out.append(_sample(family.name, labels, value))
     return "".join(out)
 
 
@@ -213,14 +250,18 @@ def render_with_client(source: Callable[[], Scrape]) -> str:
         def collect(self) -> Iterable[Metric]:
             bounds = bucket_bounds()
             for family, values in source():
-                if isinstance(values, Histogram):
-                    # Buckets cumulative, the last (+Inf) being the count.
-                    yield HistogramMetricFamily(
-                        family.name, family.help,
-                        buckets=list(zip(bounds, values.cumulative())),
-                        sum_value=values.sum_seconds)
+                metric: Union[GaugeMetricFamily, CounterMetricFamily, HistogramMetricFamily]
+                if family.type == HISTOGRAM:
+                    metric = HistogramMetricFamily(family.name, family.help,
+                                                   labels=family.labels)
+                    for label_values, histogram in values:
+                        assert isinstance(histogram, Histogram)
+                        # Buckets cumulative, the last (+Inf) being the count.
+                        metric.add_metric(list(label_values),
+                                          list(zip(bounds, histogram.cumulative())),
+                                          histogram.sum_seconds)
+                    yield metric
                     continue
-                metric: Union[GaugeMetricFamily, CounterMetricFamily]
                 if family.type == GAUGE:
                     metric = GaugeMetricFamily(family.name, family.help, labels=family.labels)
                 else:
@@ -228,6 +269,7 @@ def render_with_client(source: Callable[[], Scrape]) -> str:
                     metric = CounterMetricFamily(family.name, family.help,
                                                  labels=family.labels)
                 for label_values, value in values:
+                    assert not isinstance(value, Histogram)
                     metric.add_metric(list(label_values), value)
                 yield metric
 
