@@ -26,6 +26,8 @@ HELLO = struct.Struct("<4sHHQQQ")   # magic, version, flags, cluster, sender, re
 REPLY = struct.Struct("<4sHHQ")     # magic, version, status, listener id
 FRAME_HEADER = struct.Struct("<I")
 MAX_FRAME_BYTES = 64 << 20
+GROUP_FRAME_COUNT = struct.Struct("<I")        # messages in a group frame
+GROUP_MESSAGE_HEADER = struct.Struct("<QI")    # group id, message length
 
 STATUS_ACCEPTED = 0
 STATUS_BAD_VERSION = 1
@@ -385,3 +387,50 @@ class GroupStreamTransport(StreamTransport):
     that sends group frames."""
 
     group_frames = True
+
+    def send(self, to: int, data: bytes) -> None:
+        for frame in split_group_frame(data, MAX_FRAME_BYTES):
+            super().send(to, frame)
+
+
+def split_group_frame(frame: bytes, limit: int) -> list:
+    """`frame` as group frames of at most `limit` bytes each, cut between
+    messages and in order (WIRE.md "Group frames"): one poll of many groups
+    can hold more for one peer than a stream frame may carry. A message
+    too large for any frame is left out (Raft retransmits); a frame that
+    does not parse is returned whole, for the receiver to refuse."""
+    if len(frame) <= limit or len(frame) < GROUP_FRAME_COUNT.size:
+        return [frame]
+    (count,) = GROUP_FRAME_COUNT.unpack_from(frame)
+    frames: list = []
+    messages: list = []
+    size = GROUP_FRAME_COUNT.size
+    at = GROUP_FRAME_COUNT.size
+
+    def flush() -> None:
+        if messages:
+            frames.append(GROUP_FRAME_COUNT.pack(len(messages)) + b"".join(messages))
+            messages.clear()
+
+    for _ in range(count):
+        if len(frame) - at < GROUP_MESSAGE_HEADER.size:
+            return [frame]
+        _group, length = GROUP_MESSAGE_HEADER.unpack_from(frame, at)
+        end = at + GROUP_MESSAGE_HEADER.size + length
+        if end > len(frame):
+            return [frame]
+        message = frame[at:end]
+        at = end
+        if GROUP_FRAME_COUNT.size + len(message) > limit:
+            logger.warning("dropping a message of %d bytes: no stream frame can carry it",
+                           len(message))
+            continue
+        if size + len(message) > limit:
+            flush()
+            size = GROUP_FRAME_COUNT.size
+        messages.append(message)
+        size += len(message)
+    if at != len(frame):
+        return [frame]
+    flush()
+    return frames

@@ -9,7 +9,7 @@ import pytest
 from conftest import wait_until
 
 from embraft.errors import MalformedMessageError
-from embraft.transport import GroupStreamTransport, StreamTransport
+from embraft.transport import GroupStreamTransport, StreamTransport, split_group_frame
 
 CLUSTER = 0x1122334455667788
 
@@ -227,3 +227,29 @@ def test_group_dialer_sets_the_flag_and_each_kind_refuses_the_other():
     finally:
         transport.close()
         server.close()
+
+
+def _group_frame(messages):
+    body = b"".join(struct.pack("<QI", group, len(m)) + m for group, m in messages)
+    return struct.pack("<I", len(messages)) + body
+
+
+def test_a_group_frame_over_the_limit_is_cut_between_messages_in_order():
+    messages = [(7, b"\x01" * 10), (9, b"\x02" * 30), (7, b"\x03" * 5), (8, b"\x04" * 20)]
+    frame = _group_frame(messages)
+    assert split_group_frame(frame, len(frame)) == [frame]
+    # 4 + 12 + 30 = 46 bytes is the largest single-message frame here.
+    parts = split_group_frame(frame, 50)
+    assert parts == [_group_frame(messages[:1]), _group_frame(messages[1:2]),
+                     _group_frame(messages[2:3]), _group_frame(messages[3:])]
+    assert all(len(p) <= 50 for p in parts)
+    parts = split_group_frame(frame, 64)
+    assert parts == [_group_frame(messages[:1]), _group_frame(messages[1:3]),
+                     _group_frame(messages[3:])]
+
+
+def test_a_message_no_frame_can_carry_is_left_out_and_garbage_stays_whole():
+    messages = [(1, b"a" * 40), (2, b"b")]
+    assert split_group_frame(_group_frame(messages), 30) == [_group_frame(messages[1:])]
+    garbage = struct.pack("<I", 3) + b"\xff" * 60
+    assert split_group_frame(garbage, 30) == [garbage]
