@@ -158,6 +158,12 @@ static struct kv_peer *find_peer(const struct kv_store *kv, uint64_t id) {
     return NULL;
 }
 
+void kv_forget_peers(struct kv_store *kv) {
+    free(kv->peers);
+    kv->peers = NULL;
+    kv->peer_count = 0;
+}
+
 const char *kv_peer_addr(const struct kv_store *kv, uint64_t id) {
     struct kv_peer *peer = find_peer(kv, id);
     return peer ? peer->addr : NULL;

@@ -50,6 +50,9 @@ int kv_apply(struct kv_store *kv, const uint8_t *data, size_t len);
 int kv_get(const struct kv_store *kv, const char *key, size_t key_len, const uint8_t **value,
            size_t *value_len);
 
+/* Empties the address book (the keys stay). */
+void kv_forget_peers(struct kv_store *kv);
+
 /* The address of a peer, or NULL. */
 const char *kv_peer_addr(const struct kv_store *kv, uint64_t id);
 /* Records an address outside the log (from a join answer), so a new node
