@@ -167,24 +167,43 @@ static int call_start(struct raftd *r, struct pending *p, const char *addr, cons
     return 0;
 }
 
-/* Joining step 3 for group p->group: to the -join address or any peer of
- * the address book, another one after each failure. */
-static void ask_to_join_group(struct raftd *r, struct pending *p) {
+/* Another node to ask, for requests any node forwards where they belong:
+ * the -join address or a peer of the address book, another one at each
+ * attempt of `p`; NULL when none is known. */
+static const char *any_other_node(struct raftd *r, struct pending *p) {
     const struct kv_store *book = address_book(r);
-    const char *candidates[64];
-    size_t count = 0;
-    if (r->join_addr != NULL) {
-        candidates[count++] = r->join_addr;
-    }
-    for (size_t i = 0; i < book->peer_count && count < 64; i++) {
-        if (book->peers[i].id != r->id) {
-            candidates[count++] = book->peers[i].addr;
+    size_t count = (r->join_addr != NULL) + book->peer_count;
+    for (size_t tries = 0; tries < count; tries++) {
+        size_t pick = p->attempt++ % count;
+        if (r->join_addr != NULL && pick-- == 0) {
+            return r->join_addr;
+        }
+        if (book->peers[pick].id != r->id && book->peers[pick].id != p->target) {
+            return book->peers[pick].addr;
         }
     }
+    return NULL;
+}
+
+/* Joining step 3 for group p->group, through any other node. */
+static void ask_to_join_group(struct raftd *r, struct pending *p) {
+    const char *addr = any_other_node(r, p);
     char body[KV_MAX_ADDR + 128];
     snprintf(body, sizeof body, "{\"id\": \"%llu\", \"addr\": \"%s\", \"group\": %llu}",
              (unsigned long long)r->id, r->advertise, (unsigned long long)p->group);
-    if (count == 0 || call_start(r, p, candidates[p->attempt++ % count], "/join", body, 0) != 0) {
+    if (addr == NULL || call_start(r, p, addr, "/join", body, 0) != 0) {
+        p->retry_at = now_ms() + CALL_RETRY_MS;
+    }
+}
+
+/* A leader that removed itself from group 1 can no longer propose the
+ * address's removal: it asks another node to run the whole /leave again,
+ * which finds the node in no group and removes the address. */
+static void leave_through_other_node(struct raftd *r, struct pending *p) {
+    const char *addr = any_other_node(r, p);
+    char body[64];
+    snprintf(body, sizeof body, "{\"id\": \"%llu\"}", (unsigned long long)p->target);
+    if (addr == NULL || call_start(r, p, addr, "/leave", body, 0) != 0) {
         p->retry_at = now_ms() + CALL_RETRY_MS;
     }
 }
@@ -220,6 +239,10 @@ static void pending_issue(struct raftd *r, struct pending *p) {
         propose_command(r, p, &command);
         break;
     case PENDING_LEAVE_PEER:
+        if (p->elsewhere) {
+            leave_through_other_node(r, p);
+            break;
+        }
         kv_encode_remove_peer(&command, p->target);
         propose_command(r, p, &command);
         break;
@@ -336,8 +359,9 @@ void api_on_outcome(struct raftd *r, const struct shard *s, uint64_t proposal, u
             break;
         case EMBRAFT_PROPOSAL_DROPPED_NOT_LEADER:
         case EMBRAFT_PROPOSAL_DROPPED_TRANSFER:
-            if (p->kind == PENDING_LEAVE_PEER) {
-                pending_finish(r, p, 200, "removed"); /* a leader that removed itself */
+            if (p->kind == PENDING_LEAVE_PEER && !p->elsewhere) {
+                p->elsewhere = 1; /* a leader that removed itself */
+                pending_issue(r, p);
             } else if (p->kind == PENDING_LEAVE_REMOVE && p->all_groups && p->group > 1) {
                 p->retry_at = now_ms() + CONF_RETRY_MS; /* asks the group's new leader */
             } else {

@@ -78,6 +78,7 @@ struct pending {
     uint64_t group;  /* the Raft group the request concerns */
     int all_groups;  /* /leave without a group: every group, N down to 1 */
     int calling;     /* waiting for the answer of a request to another node */
+    int elsewhere;   /* PENDING_LEAVE_PEER: asked of another node */
     unsigned attempt;
     int conn; /* -1: nobody waits for an answer */
     uint64_t conn_serial;
