@@ -478,6 +478,7 @@ static void on_call_answer(struct raftd *r, struct pending *p, int code) {
     p->calling = 0;
     if (code == 200 && p->kind == PENDING_JOIN_GROUP) {
         pending_shard(r, p)->needs_join = 0;
+        r->groups_to_join--;
         log_verbose_line("joined group %llu", (unsigned long long)p->group);
         p->kind = PENDING_FREE;
         api_join_groups(r); /* the next one, if any */
@@ -1046,7 +1047,7 @@ static void handle_metrics(struct raftd *r, struct conn *c) {
     for (int method = 0; method < METRIC_METHODS; method++) {
         for (int code = 0; code < METRIC_CODES; code++) {
             if (r->requests[method][code] != 0) {
-                char code_text[8];
+                char code_text[12];
                 snprintf(code_text, sizeof code_text, "%d", code);
                 const char *labels[4] = {"method", method_names[method], "code", code_text};
                 sample(&e, "raftd_requests_total", labels, 2, r->requests[method][code]);

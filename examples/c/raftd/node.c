@@ -138,6 +138,21 @@ static embraft_status engine_snapshot_begin(struct raftd *r, const struct shard 
                       : embraft_node_snapshot_begin(r->node, index, writer);
 }
 
+/* Whether a group started here has no voter and no learner: a group's
+ * status holds the membership it restarted with from the WAL as soon as it
+ * runs. */
+static int group_is_empty(struct raftd *r, const struct shard *s) {
+    embraft_status_report *report = NULL;
+    size_t voters = 0, learners = 0;
+    if (engine_status(r, s, &report) != EMBRAFT_OK) {
+        return 0;
+    }
+    embraft_status_report_member_count(report, EMBRAFT_MEMBERS_VOTERS, &voters);
+    embraft_status_report_member_count(report, EMBRAFT_MEMBERS_LEARNERS, &learners);
+    embraft_status_report_free(report);
+    return voters + learners == 0;
+}
+
 static int start_runtime_groups(struct raftd *r, int founding) {
     for (uint64_t g = 1; g <= r->shard_count; g++) {
         embraft_status status =
@@ -206,10 +221,14 @@ int node_start(struct raftd *r, int founding, int joining) {
     }
     for (uint64_t g = 2; g <= r->shard_count; g++) {
         /* A joiner asks for every group after the first (RAFTD.md
-         * "Shards", step 3); a restarted node checks each group's
-         * membership once the group reported its state. */
-        r->shards[g - 1].needs_join = joining;
-        r->shards[g - 1].membership_checked = founding || joining;
+         * "Shards", step 3); a restarted node for those it finds with an
+         * empty membership (it crashed during step 3). */
+        struct shard *s = &r->shards[g - 1];
+        s->needs_join = joining || (!founding && group_is_empty(r, s));
+        r->groups_to_join += s->needs_join;
+        if (s->needs_join && !joining) {
+            log_line("group %llu has no members here: joining it again", (unsigned long long)g);
+        }
     }
     embraft_runtime_readiness_fd(r->runtime, &r->readiness_fd);
     return 0;
@@ -244,7 +263,6 @@ static void note_state(struct raftd *r, struct shard *s, uint32_t role, uint64_t
     s->role = role;
     s->leader = leader;
     s->term = term;
-    s->state_seen = 1;
 }
 
 static void describe_conf_change(struct raftd *r, const struct shard *s, const uint8_t *data,
@@ -390,40 +408,6 @@ static void record_own_address(struct raftd *r) {
     }
     r->self_addr_checked_at = now;
     api_record_self_address(r);
-}
-
-static size_t member_count(const embraft_status_report *report) {
-    size_t voters = 0, learners = 0;
-    embraft_status_report_member_count(report, EMBRAFT_MEMBERS_VOTERS, &voters);
-    embraft_status_report_member_count(report, EMBRAFT_MEMBERS_LEARNERS, &learners);
-    return voters + learners;
-}
-
-/* RAFTD.md "Shards": a restarted node that finds a group other than 1 with
- * an empty membership crashed while joining it, and asks again. A group's
- * status describes its membership once it has run a round, which its
- * first state report shows. */
-static void check_memberships(struct raftd *r) {
-    int joins_due = 0;
-    for (uint64_t g = 2; g <= r->shard_count; g++) {
-        struct shard *s = &r->shards[g - 1];
-        if (!s->membership_checked && s->state_seen) {
-            embraft_status_report *report = NULL;
-            if (engine_status(r, s, &report) == EMBRAFT_OK) {
-                s->membership_checked = 1;
-                s->needs_join = member_count(report) == 0;
-                embraft_status_report_free(report);
-                if (s->needs_join) {
-                    log_line("group %llu has no members here: joining it again",
-                             (unsigned long long)g);
-                }
-            }
-        }
-        joins_due |= s->needs_join;
-    }
-    if (joins_due) {
-        api_join_groups(r);
-    }
 }
 
 /* One batch of a one-group node; 1 if it was handled, 0 when none waits,
@@ -613,8 +597,8 @@ int node_drain(struct raftd *r) {
         take_snapshot(r, &r->shards[g - 1]);
     }
     record_own_address(r);
-    if (r->runtime) {
-        check_memberships(r);
+    if (r->groups_to_join > 0) {
+        api_join_groups(r);
     }
     return r->fatal ? -1 : 0;
 }

@@ -121,9 +121,7 @@ struct shard {
      * still to be taken, not before snapshot_retry_at. */
     int snapshot_due;
     uint64_t snapshot_retry_at;
-    int state_seen;         /* a batch reported the group's state */
-    int membership_checked; /* after a restart: whether it must join again */
-    int needs_join;         /* RAFTD.md "Shards", joining step 3 is due */
+    int needs_join; /* RAFTD.md "Shards", joining step 3 is due */
     struct kv_store kv;
 };
 
@@ -147,6 +145,7 @@ struct raftd {
     int readiness_fd;
     uint64_t shard_count;
     struct shard *shards; /* shards[g - 1] is group g */
+    uint64_t groups_to_join; /* how many have needs_join set */
     const char *join_addr; /* -join, for the joining steps after the first */
     int fatal;             /* stop the loop and exit with status 1 */
     uint64_t next_read_context;
