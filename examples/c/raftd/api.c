@@ -771,7 +771,8 @@ static void handle_leave(struct raftd *r, struct conn *c, const struct http_requ
 
 static void handle_status(struct raftd *r, struct conn *c) {
     struct buffer body;
-    buffer_init(&body, 1024 * 1024);
+    /* Room for every group's object too. */
+    buffer_init(&body, 1024 * 1024 + r->shard_count * 4096);
     if (node_status_json(r, &body) != 0) {
         buffer_free(&body);
         respond_text(r, c, 500, NULL, "status unavailable");
