@@ -29,6 +29,8 @@
 #define JOIN_TIMEOUT_MS 15000
 /* RAFTD.md "Shards": N from 1 to 65536. */
 #define MAX_SHARDS 65536
+/* node.json: an identity and at most a join answer's addresses. */
+#define IDENTITY_MAX (1024 * 1024)
 
 static volatile sig_atomic_t stop_requested = 0;
 
@@ -132,23 +134,33 @@ static int read_file(const char *path, char *out, size_t cap, size_t *len) {
 
 /* Writes node.json atomically (temporary file, fsync, rename, directory
  * fsync), so a crash never leaves half an identity. */
-static int write_identity(const struct raftd *r) {
-    char path[4096], temporary[4200], text[128];
+static int write_identity(const struct raftd *r, const struct kv_store *join_book) {
+    char path[4096], temporary[4200];
     snprintf(path, sizeof path, "%s/node.json", r->data_dir);
     snprintf(temporary, sizeof temporary, "%s.tmp", path);
-    /* A one-group node's node.json stays as it always was. */
-    int len = r->shard_count > 1
-                  ? snprintf(text, sizeof text,
-                             "{\"id\": \"%llu\", \"cluster_id\": \"%llu\", \"shards\": %llu}\n",
-                             (unsigned long long)r->id, (unsigned long long)r->cluster_id,
-                             (unsigned long long)r->shard_count)
-                  : snprintf(text, sizeof text, "{\"id\": \"%llu\", \"cluster_id\": \"%llu\"}\n",
-                             (unsigned long long)r->id, (unsigned long long)r->cluster_id);
-    int fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    struct buffer text;
+    buffer_init(&text, IDENTITY_MAX);
+    int failed = buffer_printf(&text, "{\"id\": \"%llu\", \"cluster_id\": \"%llu\"",
+                               (unsigned long long)r->id, (unsigned long long)r->cluster_id);
+    /* A one-group node's node.json stays as it always was. A sharded
+     * joiner keeps its join answer's addresses: restarted before group 1's
+     * log reached it, it still knows whom to answer and whom to ask for
+     * the groups it has not joined. */
+    if (r->shard_count > 1) {
+        failed = failed ||
+                 buffer_printf(&text, ", \"shards\": %llu", (unsigned long long)r->shard_count);
+        if (join_book->peer_count > 0) {
+            failed = failed || buffer_printf(&text, ", \"peers\": ") || peers_json(&text, join_book);
+        }
+    }
+    failed = failed || buffer_printf(&text, "}\n");
+    int fd = failed ? -1 : open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
+        buffer_free(&text);
         return -1;
     }
-    int ok = write(fd, text, (size_t)len) == len && fsync(fd) == 0;
+    int ok = write(fd, text.data, text.len) == (ssize_t)text.len && fsync(fd) == 0;
+    buffer_free(&text);
     close(fd);
     if (!ok || rename(temporary, path) != 0) {
         return -1;
@@ -171,9 +183,18 @@ static int get_shard_count(const char *text, size_t len, uint64_t *count) {
     return json_get_id(text, len, "shards", count) == 0 && *count <= MAX_SHARDS ? 0 : -1;
 }
 
-/* 1 if node.json was read, 0 if absent, -1 if unreadable or malformed. */
-static int read_identity(struct raftd *r) {
-    char path[4096], text[1024];
+static void remember_peer(void *context, const char *name, const char *value) {
+    uint64_t id = 0;
+    if (parse_u64(name, &id) == 0) {
+        kv_hint_peer(context, id, value);
+    }
+}
+
+/* 1 if node.json was read (its "peers", if any, into `book`), 0 if absent,
+ * -1 if unreadable or malformed. */
+static int read_identity(struct raftd *r, struct kv_store *book) {
+    static char text[IDENTITY_MAX + 1];
+    char path[4096];
     size_t len = 0;
     snprintf(path, sizeof path, "%s/node.json", r->data_dir);
     if (read_file(path, text, sizeof text, &len) != 0) {
@@ -181,18 +202,13 @@ static int read_identity(struct raftd *r) {
     }
     if (json_get_id(text, len, "id", &r->id) != 0 ||
         json_get_id(text, len, "cluster_id", &r->cluster_id) != 0 ||
-        get_shard_count(text, len, &r->shard_count) != 0) {
+        get_shard_count(text, len, &r->shard_count) != 0 ||
+        (json_has_member(text, len, "peers") &&
+         json_each_member(text, len, "peers", remember_peer, book) != 0)) {
         fprintf(stderr, "raftd: %s is malformed\n", path);
         return -1;
     }
     return 1;
-}
-
-static void remember_peer(void *context, const char *name, const char *value) {
-    uint64_t id = 0;
-    if (parse_u64(name, &id) == 0) {
-        kv_hint_peer(context, id, value);
-    }
 }
 
 /* One POST /join for group 1; returns 0 with the cluster id, the number of
@@ -288,9 +304,10 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    int known = read_identity(r);
+    int known = read_identity(r, &join_book);
     int founding = 0, joining = 0;
     if (known < 0) {
+        kv_free(&join_book);
         return 1;
     }
     if (known == 1) {
@@ -315,7 +332,7 @@ int main(int argc, char **argv) {
             r->shard_count = options.shards;
             founding = 1;
         }
-        if (write_identity(r) != 0) {
+        if (write_identity(r, &join_book) != 0) {
             fprintf(stderr, "raftd: cannot write node.json in %s: %s\n", options.data_dir,
                     strerror(errno));
             return 1;
