@@ -521,11 +521,9 @@ static int drain_runtime_batch(struct raftd *r) {
     embraft_runtime_ready_reads(ready, &reads, &n_reads);
     embraft_runtime_ready_snapshots_wanted(ready, &wanted, &n_wanted);
     embraft_runtime_ready_logs(ready, &logs, &n_logs);
-    int result = n_states + n_peers + n_restores + n_entries + n_outcomes + n_reads + n_wanted +
-                             n_logs >
-                         0
-                     ? 1
-                     : 0;
+    size_t items = n_states + n_peers + n_restores + n_entries + n_outcomes + n_reads + n_wanted +
+                   n_logs;
+    int result = items > 0 ? 1 : 0; /* an empty batch: nothing was waiting */
     for (size_t i = 0; i < n_states; i++) {
         struct shard *s = shard_of(r, states[i].group);
         if (s != NULL) {

@@ -96,6 +96,10 @@ check "usage: no data directory is an error (exit 2)" \
     bash -c '"$1" >/dev/null 2>&1; [ $? -eq 2 ]' _ "$raftd"
 check "usage: an unknown option is an error (exit 2)" \
     bash -c '"$1" -bogus dir >/dev/null 2>&1; [ $? -eq 2 ]' _ "$raftd"
+for bad in 0 65537 x; do
+    check "usage: -shards $bad is an error (exit 2)" \
+        bash -c '"$1" -shards "$2" dir >/dev/null 2>&1; [ $? -eq 2 ]' _ "$raftd" "$bad"
+done
 
 # ---- walkthrough -------------------------------------------------------------
 
