@@ -482,6 +482,7 @@ cluster_hex=$(printf '%016x' "$(sed -n 's/.*"cluster_id": "\([0-9]*\)".*/\1/p' "
 check "a hello without the group-frames flag is refused by a sharded node (status 5)" \
     answered_and_closed_by 7 "EMRF\x01\x00\x00\x00$(le "$cluster_hex")\x07\x00\x00\x00\x00\x00\x00\x00$(le "$(printf '%016x' "${id[7]}")")" \
     454d524601000500
+scrape 7 "$workdir/metrics-sharded-before.txt"
 check "64 writes through all three nodes (followers forward to the key's leader)" \
     write_keys 0 64 7 8 9
 for n in 7 8 9; do
@@ -519,6 +520,13 @@ for name, family in families.items():
         assert grouped != per_node, (name, s.labels)
 assert len(families["embraft_term"].samples) == 8
 ' "$workdir/metrics-sharded.txt"
+# The checker's sharded mode (-shards N), where this tree's checker has it.
+if grep -q -- "-shards N" "$root/scripts/check_metrics.py"; then
+    scrape 7 "$workdir/metrics-sharded-after.txt"
+    check "sharded /metrics follows docs/RAFTD.md (scripts/check_metrics.py -shards 8)" \
+        "$metrics_venv/bin/python" "$root/scripts/check_metrics.py" -shards 8 "$root/docs/RAFTD.md" \
+        "$workdir/metrics-sharded-before.txt" "$workdir/metrics-sharded-after.txt"
+fi
 
 kill_node 7
 check "after node 7 is killed, every group has a leader among 8 and 9" \
