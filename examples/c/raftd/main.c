@@ -60,6 +60,7 @@ struct options {
     unsigned port;
     const char *join;
     uint64_t shards;
+    int shards_given;
     const char *data_dir;
     int verbose;
     uint32_t log_level;
@@ -70,6 +71,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     o->port = 4001;
     o->join = NULL;
     o->shards = 1;
+    o->shards_given = 0;
     o->data_dir = NULL;
     o->verbose = 0;
     o->log_level = EMBRAFT_LOG_OFF;
@@ -93,6 +95,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
                 fprintf(stderr, "raftd: bad number of shards %s (1 to %d)\n", argv[i], MAX_SHARDS);
                 return -1;
             }
+            o->shards_given = 1;
         } else if (strcmp(arg, "-v") == 0) {
             o->verbose = 1;
             if (o->log_level < EMBRAFT_LOG_INFO) o->log_level = EMBRAFT_LOG_INFO;
@@ -335,10 +338,15 @@ int main(int argc, char **argv) {
         if (write_identity(r, &join_book) != 0) {
             fprintf(stderr, "raftd: cannot write node.json in %s: %s\n", options.data_dir,
                     strerror(errno));
+            kv_free(&join_book);
             return 1;
         }
     }
     log_node_id = r->id;
+    if (!founding && options.shards_given && options.shards != r->shard_count) {
+        log_line("-shards %llu is ignored: the cluster runs %llu", (unsigned long long)options.shards,
+                 (unsigned long long)r->shard_count);
+    }
     if (shards_init(r) != 0) {
         log_line("out of memory for %llu shards", (unsigned long long)r->shard_count);
         kv_free(&join_book);

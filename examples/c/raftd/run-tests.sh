@@ -475,6 +475,7 @@ check "node 8 joins every group" wait_until 20 every_group_has 7 2
 start 9 -join "127.0.0.1:${port[8]}" -shards 3
 check "node 9 joins every group through a follower" wait_until 20 every_group_has 7 3
 check "node 9 took the cluster's number of shards" grep -q '"shards": 8[,}]' "$workdir/node9/node.json"
+check "and said its -shards 3 was ignored" grep -q -- "-shards 3 is ignored" "$workdir/node9.log"
 check "and keeps its join answer's addresses in node.json" \
     grep -q "\"peers\": {.*\"127.0.0.1:${port[7]}\"" "$workdir/node9/node.json"
 id[9]=$(sed -n 's/.*"id": "\([0-9]*\)".*/\1/p' "$workdir/node9/node.json")
