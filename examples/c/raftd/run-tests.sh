@@ -26,7 +26,9 @@
 #                 group-frames flag (status 5 both ways), a node killed and
 #                 restarted from disk (per-group snapshots, only group 1's
 #                 with peers), every key read back from every node, /leave
-#                 from every group
+#                 from every group, a joiner killed amid its joins; these
+#                 nodes are built with -fsanitize=address,undefined and
+#                 must exit cleanly (no error, no leak)
 #   demo          scripts/demo.sh, with curl and with bash's /dev/tcp
 # Every wait is bounded; processes and directories are removed on exit. The
 # last line reads "N passed, M failed"; the exit status is non-zero on any
