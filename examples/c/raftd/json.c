@@ -172,6 +172,11 @@ int json_get_string(const char *text, size_t len, const char *key, char *out, si
     return read_string(&c, out, out_cap);
 }
 
+int json_has_member(const char *text, size_t len, const char *key) {
+    struct cursor c;
+    return find_member(text, len, key, &c) == 0;
+}
+
 int parse_u64(const char *text, uint64_t *value) {
     uint64_t result = 0;
     if (*text == '\0') {

@@ -15,6 +15,9 @@
  * string, or it does not fit. */
 int json_get_string(const char *text, size_t len, const char *key, char *out, size_t out_cap);
 
+/* 1 if the object has top-level member `key`, else 0. */
+int json_has_member(const char *text, size_t len, const char *key);
+
 /* Like json_get_string for a decimal id ("123" or 123); 0 is refused. */
 int json_get_id(const char *text, size_t len, const char *key, uint64_t *id);
 

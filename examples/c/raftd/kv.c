@@ -31,13 +31,21 @@ void kv_free(struct kv_store *kv) {
     kv_init(kv);
 }
 
-/* FNV-1a. */
-static size_t hash_key(const char *key, size_t len) {
-    uint64_t hash = 1469598103934665603ull;
+uint64_t kv_fnv1a64(const void *data, size_t len) {
+    const uint8_t *bytes = data;
+    uint64_t hash = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < len; i++) {
-        hash = (hash ^ (uint8_t)key[i]) * 1099511628211ull;
+        hash = (hash ^ bytes[i]) * 0x100000001b3ull;
     }
-    return (size_t)hash;
+    return hash;
+}
+
+uint64_t kv_group_of(const char *key, size_t len, uint64_t shard_count) {
+    return shard_count <= 1 ? 1 : 1 + kv_fnv1a64(key, len) % shard_count;
+}
+
+static size_t hash_key(const char *key, size_t len) {
+    return (size_t)kv_fnv1a64(key, len);
 }
 
 static struct kv_entry **find_slot(const struct kv_store *kv, const char *key, size_t len) {
@@ -148,6 +156,12 @@ static struct kv_peer *find_peer(const struct kv_store *kv, uint64_t id) {
         }
     }
     return NULL;
+}
+
+void kv_forget_peers(struct kv_store *kv) {
+    free(kv->peers);
+    kv->peers = NULL;
+    kv->peer_count = 0;
 }
 
 const char *kv_peer_addr(const struct kv_store *kv, uint64_t id) {

@@ -50,11 +50,19 @@ int kv_apply(struct kv_store *kv, const uint8_t *data, size_t len);
 int kv_get(const struct kv_store *kv, const char *key, size_t key_len, const uint8_t **value,
            size_t *value_len);
 
+/* Empties the address book (the keys stay). */
+void kv_forget_peers(struct kv_store *kv);
+
 /* The address of a peer, or NULL. */
 const char *kv_peer_addr(const struct kv_store *kv, uint64_t id);
 /* Records an address outside the log (from a join answer), so a new node
  * can answer its leader before it has applied the peer commands. */
 void kv_hint_peer(struct kv_store *kv, uint64_t id, const char *addr);
+
+/* FNV-1a-64 of the bytes (RAFTD.md "Shards"). */
+uint64_t kv_fnv1a64(const void *data, size_t len);
+/* The group 1..shard_count that holds a key: 1 + FNV-1a-64(key) mod N. */
+uint64_t kv_group_of(const char *key, size_t len, uint64_t shard_count);
 
 /* Snapshots (RAFTD.md "Snapshots", format version 1): the peers by id,
  * then the keys by their bytes, so equal states give equal bytes on every

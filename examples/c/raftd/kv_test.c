@@ -245,6 +245,36 @@ static void test_round_trip(void) {
     buffer_free(&second);
 }
 
+/* RAFTD.md "Shards": the key hash and the group of a key, which every
+ * raftd of a sharded cluster must compute alike. */
+static void test_key_groups(void) {
+    check(kv_fnv1a64("", 0) == 0xcbf29ce484222325ull, "FNV-1a-64 of nothing is the offset basis");
+    check(kv_fnv1a64("a", 1) == 0xaf63dc4c8601ec8cull, "FNV-1a-64 of \"a\"");
+    check(kv_fnv1a64("foo", 3) == 0xdcb27518fed9d577ull, "FNV-1a-64 of \"foo\"");
+    check(kv_group_of("foo", 3, 8) == 8, "with 8 shards, foo is in group 8");
+    check(kv_group_of("a", 1, 8) == 5, "with 8 shards, a is in group 5");
+    check(kv_group_of("foo", 3, 1) == 1 && kv_group_of("a", 1, 1) == 1, "one shard: group 1");
+    /* Bytes above 0x7f hash as unsigned bytes: "\xc3\xa9" (é) by hand. */
+    uint64_t h = 0xcbf29ce484222325ull;
+    h = (h ^ 0xc3) * 0x100000001b3ull;
+    h = (h ^ 0xa9) * 0x100000001b3ull;
+    check(kv_fnv1a64("\xc3\xa9", 2) == h, "FNV-1a-64 takes bytes as unsigned");
+    int seen[9] = {0};
+    char key[16];
+    for (int i = 0; i < 200; i++) {
+        int len = snprintf(key, sizeof key, "k%d", i);
+        uint64_t g = kv_group_of(key, (size_t)len, 8);
+        if (g >= 1 && g <= 8) {
+            seen[g] = 1;
+        } else {
+            seen[0] = 1;
+        }
+    }
+    check(!seen[0] && seen[1] && seen[2] && seen[3] && seen[4] && seen[5] && seen[6] && seen[7] &&
+              seen[8],
+          "200 keys land in every one of 8 groups, and in no other");
+}
+
 int main(int argc, char **argv) {
     size_t len = 0;
     uint8_t *vector = argc == 2 ? read_whole(argv[1], &len) : NULL;
@@ -256,6 +286,7 @@ int main(int argc, char **argv) {
     test_damaged(vector, len);
     test_limits();
     test_round_trip();
+    test_key_groups();
     free(vector);
     printf("kv_test: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -1,6 +1,6 @@
 /* raftd: a replicated key/value server on embraft (docs/RAFTD.md).
  *
- *   raftd [-h HOST] [-p PORT] [-join HOST:PORT] [-v] [-debug] [-trace] DATA-DIR
+ *   raftd [-h HOST] [-p PORT] [-join HOST:PORT] [-shards N] [-v] [-debug] [-trace] DATA-DIR
  *
  * main.c handles the command line, the node's identity (node.json), the
  * start-up cases (restart, join, found) and signals; server.c runs the
@@ -27,6 +27,10 @@
 
 #define JOIN_ATTEMPTS 30
 #define JOIN_TIMEOUT_MS 15000
+/* RAFTD.md "Shards": N from 1 to 65536. */
+#define MAX_SHARDS 65536
+/* node.json: an identity and at most a join answer's addresses. */
+#define IDENTITY_MAX (1024 * 1024)
 
 static volatile sig_atomic_t stop_requested = 0;
 
@@ -39,10 +43,13 @@ static void on_signal(int signal_number) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: raftd [-h HOST] [-p PORT] [-join HOST:PORT] [-v] [-debug] [-trace] DATA-DIR\n"
+            "usage: raftd [-h HOST] [-p PORT] [-join HOST:PORT] [-shards N] [-v] [-debug] [-trace]\n"
+            "             DATA-DIR\n"
             "  -h HOST        host name to advertise and listen on (default localhost)\n"
             "  -p PORT        port for HTTP and the Raft transport (default 4001)\n"
             "  -join ADDR     join the cluster of the node at HOST:PORT\n"
+            "  -shards N      spread the keys over N Raft groups, 1 to 65536 (default 1); a\n"
+            "                 joining or restarting node takes the cluster's number\n"
             "  -v             log role and membership changes\n"
             "  -debug         also log embraft's debug lines\n"
             "  -trace         also log embraft's trace lines\n");
@@ -52,6 +59,8 @@ struct options {
     const char *host;
     unsigned port;
     const char *join;
+    uint64_t shards;
+    int shards_given;
     const char *data_dir;
     int verbose;
     uint32_t log_level;
@@ -61,6 +70,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
     o->host = "localhost";
     o->port = 4001;
     o->join = NULL;
+    o->shards = 1;
+    o->shards_given = 0;
     o->data_dir = NULL;
     o->verbose = 0;
     o->log_level = EMBRAFT_LOG_OFF;
@@ -79,6 +90,12 @@ static int parse_options(int argc, char **argv, struct options *o) {
             o->port = (unsigned)port;
         } else if (strcmp(arg, "-join") == 0 && has_value) {
             o->join = argv[++i];
+        } else if (strcmp(arg, "-shards") == 0 && has_value) {
+            if (parse_u64(argv[++i], &o->shards) != 0 || o->shards < 1 || o->shards > MAX_SHARDS) {
+                fprintf(stderr, "raftd: bad number of shards %s (1 to %d)\n", argv[i], MAX_SHARDS);
+                return -1;
+            }
+            o->shards_given = 1;
         } else if (strcmp(arg, "-v") == 0) {
             o->verbose = 1;
             if (o->log_level < EMBRAFT_LOG_INFO) o->log_level = EMBRAFT_LOG_INFO;
@@ -120,17 +137,33 @@ static int read_file(const char *path, char *out, size_t cap, size_t *len) {
 
 /* Writes node.json atomically (temporary file, fsync, rename, directory
  * fsync), so a crash never leaves half an identity. */
-static int write_identity(const struct raftd *r) {
-    char path[4096], temporary[4200], text[128];
+static int write_identity(const struct raftd *r, const struct kv_store *join_book) {
+    char path[4096], temporary[4200];
     snprintf(path, sizeof path, "%s/node.json", r->data_dir);
     snprintf(temporary, sizeof temporary, "%s.tmp", path);
-    int len = snprintf(text, sizeof text, "{\"id\": \"%llu\", \"cluster_id\": \"%llu\"}\n",
-                       (unsigned long long)r->id, (unsigned long long)r->cluster_id);
-    int fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    struct buffer text;
+    buffer_init(&text, IDENTITY_MAX);
+    int failed = buffer_printf(&text, "{\"id\": \"%llu\", \"cluster_id\": \"%llu\"",
+                               (unsigned long long)r->id, (unsigned long long)r->cluster_id);
+    /* A one-group node's node.json stays as it always was. A sharded
+     * joiner keeps its join answer's addresses: restarted before group 1's
+     * log reached it, it still knows whom to answer and whom to ask for
+     * the groups it has not joined. */
+    if (r->shard_count > 1) {
+        failed = failed ||
+                 buffer_printf(&text, ", \"shards\": %llu", (unsigned long long)r->shard_count);
+        if (join_book->peer_count > 0) {
+            failed = failed || buffer_printf(&text, ", \"peers\": ") || peers_json(&text, join_book);
+        }
+    }
+    failed = failed || buffer_printf(&text, "}\n");
+    int fd = failed ? -1 : open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
+        buffer_free(&text);
         return -1;
     }
-    int ok = write(fd, text, (size_t)len) == len && fsync(fd) == 0;
+    int ok = write(fd, text.data, text.len) == (ssize_t)text.len && fsync(fd) == 0;
+    buffer_free(&text);
     close(fd);
     if (!ok || rename(temporary, path) != 0) {
         return -1;
@@ -143,33 +176,48 @@ static int write_identity(const struct raftd *r) {
     return 0;
 }
 
-/* 1 if node.json was read, 0 if absent, -1 if unreadable or malformed. */
-static int read_identity(struct raftd *r) {
-    char path[4096], text[1024];
+/* The "shards" of node.json or a join answer: 1 when absent (RAFTD.md
+ * "Shards"); -1 unless a number from 1 to MAX_SHARDS. */
+static int get_shard_count(const char *text, size_t len, uint64_t *count) {
+    *count = 1;
+    if (!json_has_member(text, len, "shards")) {
+        return 0;
+    }
+    return json_get_id(text, len, "shards", count) == 0 && *count <= MAX_SHARDS ? 0 : -1;
+}
+
+static void remember_peer(void *context, const char *name, const char *value) {
+    uint64_t id = 0;
+    if (parse_u64(name, &id) == 0) {
+        kv_hint_peer(context, id, value);
+    }
+}
+
+/* 1 if node.json was read (its "peers", if any, into `book`), 0 if absent,
+ * -1 if unreadable or malformed. */
+static int read_identity(struct raftd *r, struct kv_store *book) {
+    static char text[IDENTITY_MAX + 1];
+    char path[4096];
     size_t len = 0;
     snprintf(path, sizeof path, "%s/node.json", r->data_dir);
     if (read_file(path, text, sizeof text, &len) != 0) {
         return errno == ENOENT ? 0 : -1;
     }
     if (json_get_id(text, len, "id", &r->id) != 0 ||
-        json_get_id(text, len, "cluster_id", &r->cluster_id) != 0) {
+        json_get_id(text, len, "cluster_id", &r->cluster_id) != 0 ||
+        get_shard_count(text, len, &r->shard_count) != 0 ||
+        (json_has_member(text, len, "peers") &&
+         json_each_member(text, len, "peers", remember_peer, book) != 0)) {
         fprintf(stderr, "raftd: %s is malformed\n", path);
         return -1;
     }
     return 1;
 }
 
-static void remember_peer(void *context, const char *name, const char *value) {
-    struct raftd *r = context;
-    uint64_t id = 0;
-    if (parse_u64(name, &id) == 0) {
-        kv_hint_peer(&r->kv, id, value);
-    }
-}
-
-/* One POST /join; returns 0 with the cluster id and peers learned, 1 to
- * retry, -1 on a definite refusal. */
-static int try_join(struct raftd *r, const char *addr) {
+/* One POST /join for group 1; returns 0 with the cluster id, the number of
+ * shards and the peers (into `book`) learned, 1 to retry, -1 on a definite
+ * refusal. */
+static int try_join(struct raftd *r, const char *addr, struct kv_store *book) {
     char body[512];
     int body_len = snprintf(body, sizeof body, "{\"id\": \"%llu\", \"addr\": \"%s\"}",
                             (unsigned long long)r->id, r->advertise);
@@ -208,7 +256,8 @@ static int try_join(struct raftd *r, const char *addr) {
         result = code >= 500 ? 1 : -1;
     }
     if (result == 0 && (json_get_id(json, json_len, "cluster_id", &r->cluster_id) != 0 ||
-                        json_each_member(json, json_len, "peers", remember_peer, r) != 0)) {
+                        get_shard_count(json, json_len, &r->shard_count) != 0 ||
+                        json_each_member(json, json_len, "peers", remember_peer, book) != 0)) {
         fprintf(stderr, "raftd: the join answer is malformed\n");
         result = -1;
     }
@@ -216,9 +265,9 @@ static int try_join(struct raftd *r, const char *addr) {
     return result;
 }
 
-static int join_cluster(struct raftd *r, const char *addr) {
+static int join_cluster(struct raftd *r, const char *addr, struct kv_store *book) {
     for (int attempt = 0; attempt < JOIN_ATTEMPTS && !stop_requested; attempt++) {
-        int result = try_join(r, addr);
+        int result = try_join(r, addr, book);
         if (result <= 0) {
             return result;
         }
@@ -243,7 +292,8 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &action, NULL);
     sigaction(SIGTERM, &action, NULL);
 
-    kv_init(&r->kv);
+    struct kv_store join_book;
+    kv_init(&join_book);
     r->listen_fd = -1;
     r->readiness_fd = -1;
     r->data_dir = options.data_dir;
@@ -257,9 +307,10 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    int known = read_identity(r);
-    int founding = 0;
+    int known = read_identity(r, &join_book);
+    int founding = 0, joining = 0;
     if (known < 0) {
+        kv_free(&join_book);
         return 1;
     }
     if (known == 1) {
@@ -272,33 +323,59 @@ int main(int argc, char **argv) {
         log_node_id = r->id;
         if (options.join != NULL) {
             log_line("joining the cluster through %s as %s", options.join, r->advertise);
-            if (join_cluster(r, options.join) != 0) {
+            if (join_cluster(r, options.join, &join_book) != 0) {
                 log_line("could not join through %s", options.join);
+                kv_free(&join_book);
                 return 1;
             }
+            joining = 1;
+            r->join_addr = options.join;
         } else {
             r->cluster_id = random_id();
+            r->shard_count = options.shards;
             founding = 1;
         }
-        if (write_identity(r) != 0) {
+        if (write_identity(r, &join_book) != 0) {
             fprintf(stderr, "raftd: cannot write node.json in %s: %s\n", options.data_dir,
                     strerror(errno));
+            kv_free(&join_book);
             return 1;
         }
     }
     log_node_id = r->id;
-    if (node_start(r, founding) != 0) {
+    if (!founding && options.shards_given && options.shards != r->shard_count) {
+        log_line("-shards %llu is ignored: the cluster runs %llu", (unsigned long long)options.shards,
+                 (unsigned long long)r->shard_count);
+    }
+    if (shards_init(r) != 0) {
+        log_line("out of memory for %llu shards", (unsigned long long)r->shard_count);
+        kv_free(&join_book);
+        return 1;
+    }
+    /* The join answer's addresses, until group 1's log replaces them. */
+    address_book(r)->peers = join_book.peers;
+    address_book(r)->peer_count = join_book.peer_count;
+    join_book.peers = NULL;
+    join_book.peer_count = 0;
+    kv_free(&join_book);
+    if (node_start(r, founding, joining) != 0) {
+        shards_free(r);
         return 1;
     }
     r->listen_fd = net_listen(options.host, options.port);
     if (r->listen_fd < 0) {
         log_line("cannot listen on %s: %s", r->advertise, strerror(errno));
         node_stop(r);
+        shards_free(r);
         return 1;
     }
-    log_line("raftd %s serving on %s (cluster %llu, %s)", embraft_version(), r->advertise,
+    char shards[32] = "";
+    if (r->shard_count > 1) {
+        snprintf(shards, sizeof shards, ", %llu shards", (unsigned long long)r->shard_count);
+    }
+    log_line("raftd %s serving on %s (cluster %llu, %s%s)", embraft_version(), r->advertise,
              (unsigned long long)r->cluster_id,
-             founding ? "founded" : known == 1 ? "restarted" : "joined");
+             founding ? "founded" : known == 1 ? "restarted" : "joined", shards);
 
     int status = server_run(r, &stop_requested);
 
@@ -308,7 +385,7 @@ int main(int argc, char **argv) {
     close(r->listen_fd);
     node_stop(r);
     transport_free(r);
-    kv_free(&r->kv);
+    shards_free(r);
     log_line("stopped");
     return status == 0 ? 0 : 1;
 }

@@ -112,6 +112,7 @@ int conn_open(struct raftd *r, int fd, enum conn_kind kind, int connecting) {
         c->serial = ++r->next_serial;
         c->connecting = connecting;
         c->client = -1;
+        c->caller = -1;
         buffer_init(&c->in, kind == CONN_PEER_OUT ? 64 : HTTP_IN_LIMIT);
         buffer_init(&c->out, OUT_LIMIT);
         set_nonblocking(fd);

@@ -49,9 +49,13 @@ struct conn {
     /* CONN_PEER_IN: handshake done; CONN_PEER_OUT: reply received. */
     int handshaken;
     uint64_t peer_id;
-    /* CONN_PROXY: the client waiting for the relayed answer. */
+    /* CONN_PROXY: the client waiting for the relayed answer (-1: none),
+     * or, for a request of this node's own, the pending request that
+     * waits for the answer. */
     int client;
     uint64_t client_serial;
+    int caller; /* -1: none */
+    uint64_t caller_serial;
 };
 
 /* The requests waiting for the node: proposals, read indexes, and the
@@ -65,10 +69,17 @@ enum pending_kind {
     PENDING_LEAVE_REMOVE, /* "remove node" */
     PENDING_LEAVE_PEER,   /* then the remove peer command */
     PENDING_SELF_ADDR,    /* the leader records its own address */
+    PENDING_JOIN_GROUP,   /* this node asks to join a group (RAFTD.md "Shards", step 3) */
 };
 
 struct pending {
     enum pending_kind kind;
+    uint64_t serial; /* tells this use of the slot from earlier ones */
+    uint64_t group;  /* the Raft group the request concerns */
+    int all_groups;  /* /leave without a group: every group, N down to 1 */
+    int calling;     /* waiting for the answer of a request to another node */
+    int elsewhere;   /* PENDING_LEAVE_PEER: asked of another node */
+    unsigned attempt;
     int conn; /* -1: nobody waits for an answer */
     uint64_t conn_serial;
     uint64_t proposal;     /* the proposal whose outcome we wait for */
@@ -96,6 +107,24 @@ struct peer_link {
     int reported; /* unreachable already reported for this outage */
 };
 
+/* One Raft group of this node and its replicated state: the single group
+ * of a one-group node (embraft_node), or one of the groups of a sharded
+ * node's runtime (RAFTD.md "Shards"). Group 1's state holds the address
+ * book. */
+struct shard {
+    uint64_t group; /* 1..N */
+    uint32_t role;
+    uint64_t leader;
+    uint64_t term;
+    uint64_t applied;
+    /* Snapshots (RAFTD.md "Snapshots"): the group asked for one and it is
+     * still to be taken, not before snapshot_retry_at. */
+    int snapshot_due;
+    uint64_t snapshot_retry_at;
+    int needs_join; /* RAFTD.md "Shards", joining step 3 is due */
+    struct kv_store kv;
+};
+
 #define METRIC_METHODS 4
 #define METRIC_CODES 600 /* status codes 0..599 */
 
@@ -109,20 +138,19 @@ struct raftd {
     const char *data_dir;
     uint32_t log_level;
 
+    /* Exactly one of them: a one-group node, or the runtime of a node
+     * with more than one shard. */
     embraft_node *node;
+    embraft_runtime *runtime;
     int readiness_fd;
-    uint32_t role;
-    uint64_t leader;
-    uint64_t term;
-    uint64_t applied;
+    uint64_t shard_count;
+    struct shard *shards; /* shards[g - 1] is group g */
+    uint64_t groups_to_join; /* how many have needs_join set */
+    const char *join_addr; /* -join, for the joining steps after the first */
+    int fatal;             /* stop the loop and exit with status 1 */
     uint64_t next_read_context;
+    uint64_t next_pending_serial;
     uint64_t self_addr_checked_at;
-    /* Snapshots (RAFTD.md "Snapshots"): the node asked for one and it is
-     * still to be taken, not before snapshot_retry_at. */
-    int snapshot_due;
-    uint64_t snapshot_retry_at;
-
-    struct kv_store kv;
 
     int listen_fd;
     struct conn conns[MAX_CONNS];
@@ -133,5 +161,14 @@ struct raftd {
 
     uint64_t requests[METRIC_METHODS][METRIC_CODES];
 };
+
+/* The address book lives in group 1's state. */
+static inline struct kv_store *address_book(struct raftd *r) {
+    return &r->shards[0].kv;
+}
+
+static inline struct shard *shard_of(struct raftd *r, uint64_t group) {
+    return group >= 1 && group <= r->shard_count ? &r->shards[group - 1] : NULL;
+}
 
 #endif

@@ -19,6 +19,16 @@
 #                 follower catches up through the leader's snapshot and a
 #                 restarted leader restores its own; a snapshot that is not
 #                 raftd's stops the node (exit 1, "refusing snapshot")
+#   shards        -shards 8 (RAFTD.md "Shards"): three nodes join every group,
+#                 keys land in their FNV-1a-64 group, writes and linearizable
+#                 reads of many keys through every node (forwarding to each
+#                 key's group leader), per-group /metrics, the hello's
+#                 group-frames flag (status 5 both ways), a node killed and
+#                 restarted from disk (per-group snapshots, only group 1's
+#                 with peers), every key read back from every node, /leave
+#                 from every group, a joiner killed amid its joins; these
+#                 nodes are built with -fsanitize=address,undefined and
+#                 must exit cleanly (no error, no leak)
 #   demo          scripts/demo.sh, with curl and with bash's /dev/tcp
 # Every wait is bounded; processes and directories are removed on exit. The
 # last line reads "N passed, M failed"; the exit status is non-zero on any
@@ -88,6 +98,10 @@ check "usage: no data directory is an error (exit 2)" \
     bash -c '"$1" >/dev/null 2>&1; [ $? -eq 2 ]' _ "$raftd"
 check "usage: an unknown option is an error (exit 2)" \
     bash -c '"$1" -bogus dir >/dev/null 2>&1; [ $? -eq 2 ]' _ "$raftd"
+for bad in 0 65537 x; do
+    check "usage: -shards $bad is an error (exit 2)" \
+        bash -c '"$1" -shards "$2" dir >/dev/null 2>&1; [ $? -eq 2 ]' _ "$raftd" "$bad"
+done
 
 # ---- walkthrough -------------------------------------------------------------
 
@@ -239,15 +253,16 @@ raw() { # raw BYTES: sends them on a fresh connection, prints the answer
     timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; printf "$2" >&3; cat <&3' \
         _ "${port[$follower_n]}" "$1" 2>/dev/null
 }
-# answered_and_closed BYTES HEX: the answer starts with the bytes HEX and the
-# server closed the connection by itself (within 3 s).
-answered_and_closed() {
+# answered_and_closed_by N BYTES HEX: node N's answer to BYTES starts with
+# the bytes HEX and it closed the connection by itself (within 3 s).
+answered_and_closed_by() {
     local answer
     answer=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; printf "$2" >&3; od -An -tx1 <&3' \
-        _ "${port[$follower_n]}" "$1" 2>/dev/null) || return 1
+        _ "${port[$1]}" "$2" 2>/dev/null) || return 1
     answer=${answer//[$' \n']/}
-    [[ $answer == "$2"* ]]
+    [[ $answer == "$3"* ]]
 }
+answered_and_closed() { answered_and_closed_by "$follower_n" "$@"; }
 check "malformed request line: 400" eval '[[ $(raw "GARBAGE\r\n\r\n") == "HTTP/1.1 400"* ]]'
 check "HTTP/2.0: 505" eval '[[ $(raw "GET / HTTP/2.0\r\n\r\n") == "HTTP/1.1 505"* ]]'
 check "bad Content-Length: 400" \
@@ -274,6 +289,11 @@ check "a peer frame that is not a message closes the stream" \
 check "a peer frame over 64 MiB closes the stream" \
     answered_and_closed "${hello}\xff\xff\xff\xff" 454d524601000000
 check "the node logged the bad frames" grep -q "bad frame\|64 MiB" "$workdir/node$follower_n.log"
+# WIRE.md "Group frames": bit 0 of the flags says the dialer sends group
+# frames, which a one-group node does not take.
+check "a hello with the group-frames flag is refused by a one-group node (status 5)" \
+    answered_and_closed "EMRF\x01\x00\x01\x00$(le "$cluster_hex")\x07\x00\x00\x00\x00\x00\x00\x00$(le "$follower_hex")" \
+    454d524601000500
 check "after all that, every node still serves reads" \
     eval 'reads 1 alpha two && reads 2 alpha two && reads 3 alpha two'
 
@@ -382,6 +402,198 @@ check "it said why" grep -q "refusing snapshot .*truncated" "$workdir/node6.log"
 check "the rest of the cluster still serves" reads 5 s69 v69
 for n in 4 5 6; do kill_node "$n"; done
 unset RAFTD_SNAPSHOT_EVERY RAFTD_COMPACT_KEEP
+
+# ---- shards ----------------------------------------------------------------------
+
+echo "--- shards"
+# RAFTD.md "Shards": 8 groups on each node's runtime; snapshots every 10
+# entries per group, so the restarted node meets its own and its peers'.
+export RAFTD_SNAPSHOT_EVERY=10 RAFTD_COMPACT_KEEP=5
+# The sharded nodes run a build with AddressSanitizer and
+# UndefinedBehaviorSanitizer: a memory error, undefined behaviour or a leak
+# (checked when they exit on SIGTERM) fails the run.
+asan_out=$target_dir/raftd-c-asan
+check "build: raftd with -fsanitize=address,undefined" \
+    make -s -C "$here" OUT="$asan_out" CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer"
+plain_raftd=$raftd
+[ -x "$asan_out/raftd" ] && raftd=$asan_out/raftd
+export UBSAN_OPTIONS=print_stacktrace=1
+for n in 7 8 9; do
+    port[n]=$(free_port) || abort "no free port"
+done
+# voter_counts N: how many voters node N lists at the top level (group 1),
+# then in each group, one number a line.
+voter_counts() {
+    local list
+    status "$1" || return 1
+    grep -o '"voters": \[[^]]*\]' <<<"$body" | while read -r list; do
+        grep -o '"[0-9]*"' <<<"$list" | wc -l
+    done
+}
+# every_group_has N COUNT: node N lists COUNT voters in group 1 and in each
+# of the 8 groups.
+every_group_has() {
+    local counts
+    counts=$(voter_counts "$1") || return 1
+    [ "$(grep -cx "$2" <<<"$counts")" -eq 9 ]
+}
+# leaders_of N: the leader ids node N knows, top level then each group.
+leaders_of() { status "$1" && grep -o '"leader": "[0-9]*"' <<<"$body" | grep -o '[0-9]*'; }
+# every_group_led_without N ID: each of node N's groups knows a leader, and
+# it is not ID.
+every_group_led_without() {
+    local leaders
+    leaders=$(leaders_of "$1") || return 1
+    [ "$(wc -l <<<"$leaders")" -eq 9 ] && ! grep -qx "0\|$2" <<<"$leaders"
+}
+# keys_read N FROM TO: linearizable reads of keyFROM .. key(TO-1) on node N.
+keys_read() {
+    local i
+    for ((i = $2; i < $3; i++)); do
+        reads "$1" "key$i" "value$i" || return 1
+    done
+}
+# write_keys FROM TO NODE...: writes keyFROM .. key(TO-1) through the nodes
+# in turn; true if all were 200.
+write_keys() {
+    local from=$1 to=$2 i ok=0
+    shift 2
+    local nodes=("$@")
+    for ((i = from; i < to; i++)); do
+        write "${nodes[$((i % ${#nodes[@]}))]}" "key$i" "value$i" || ok=1
+    done
+    return $ok
+}
+start 7 -shards 8
+check "node 7 founds a cluster of 8 groups and leads each" \
+    wait_until 15 eval 'status 7 && [ "$(grep -o "\"role\": \"leader\"" <<<"$body" | wc -l)" -eq 9 ]'
+id[7]=$node_id
+check "its status says 8 shards and lists the groups 1 to 8" \
+    eval 'status 7 && grep -q "\"shards\": 8, \"groups\": \[{\"group\": 1, " <<<"$body" && grep -q "{\"group\": 8, " <<<"$body"'
+check "node.json records the shards" grep -q '"shards": 8}' "$workdir/node7/node.json"
+start 8 -join "127.0.0.1:${port[7]}"
+# Through a follower, and with a -shards the cluster's number overrides.
+check "node 8 joins every group" wait_until 20 every_group_has 7 2
+start 9 -join "127.0.0.1:${port[8]}" -shards 3
+check "node 9 joins every group through a follower" wait_until 20 every_group_has 7 3
+check "node 9 took the cluster's number of shards" grep -q '"shards": 8[,}]' "$workdir/node9/node.json"
+check "and said its -shards 3 was ignored" grep -q -- "-shards 3 is ignored" "$workdir/node9.log"
+check "and keeps its join answer's addresses in node.json" \
+    grep -q "\"peers\": {.*\"127.0.0.1:${port[7]}\"" "$workdir/node9/node.json"
+id[9]=$(sed -n 's/.*"id": "\([0-9]*\)".*/\1/p' "$workdir/node9/node.json")
+cluster_hex=$(printf '%016x' "$(sed -n 's/.*"cluster_id": "\([0-9]*\)".*/\1/p' "$workdir/node7/node.json")")
+check "a hello without the group-frames flag is refused by a sharded node (status 5)" \
+    answered_and_closed_by 7 "EMRF\x01\x00\x00\x00$(le "$cluster_hex")\x07\x00\x00\x00\x00\x00\x00\x00$(le "$(printf '%016x' "${id[7]}")")" \
+    454d524601000500
+scrape 7 "$workdir/metrics-sharded-before.txt"
+check "64 writes through all three nodes (followers forward to the key's leader)" \
+    write_keys 0 64 7 8 9
+for n in 7 8 9; do
+    check "node $n reads the 64 keys (linearizable)" keys_read "$n" 0 64
+done
+# group_commits N: "GROUP COMMIT" lines of node N's groups.
+group_commits() {
+    status "$1" && grep -o '"group": [0-9]*, [^}]*' <<<"$body" |
+        sed 's/"group": \([0-9]*\),.*"commit": \([0-9]*\),.*/\1 \2/'
+}
+# lands_in KEY GROUP: a write of KEY through node 8 commits in GROUP alone
+# (node 7 leads every group and has applied it when node 8 answers).
+lands_in() {
+    local before after
+    before=$(group_commits 7) && write 8 "$1" x && after=$(group_commits 7) || return 1
+    [ "$(diff <(echo "$before") <(echo "$after") | sed -n 's/^> \([0-9]*\) .*/\1/p')" = "$2" ]
+}
+check "key foo goes to group 8 (RAFTD.md's example)" lands_in foo 8
+check "key a goes to group 5 (RAFTD.md's example)" lands_in a 5
+scrape 8 "$workdir/metrics-sharded.txt"
+check "sharded /metrics: per-group series carry a group label, the WAL's none" \
+    eval 'grep -q "^embraft_term{group=\"8\"} [1-9]" "$workdir/metrics-sharded.txt" &&
+        grep -q "^embraft_network_messages_sent_total{group=\"1\",type=\"Append\"} " "$workdir/metrics-sharded.txt" &&
+        grep -q "^embraft_disk_wal_write_bytes_total [1-9]" "$workdir/metrics-sharded.txt" &&
+        ! grep -q "^embraft_disk_wal_.*{group=" "$workdir/metrics-sharded.txt" &&
+        [ "$(grep -c "^embraft_is_leader{group=" "$workdir/metrics-sharded.txt")" -eq 8 ]'
+check "sharded /metrics parses as Prometheus text" "$metrics_venv/bin/python" -c '
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+families = {f.name: f for f in text_string_to_metric_families(open(sys.argv[1]).read())}
+for name, family in families.items():
+    for s in family.samples:
+        grouped = "group" in s.labels
+        per_node = name.startswith("embraft_disk_wal_") or name.startswith("raftd_")
+        assert grouped != per_node, (name, s.labels)
+assert len(families["embraft_term"].samples) == 8
+' "$workdir/metrics-sharded.txt"
+# The checker's sharded mode (-shards N), where this tree's checker has it.
+if grep -q -- "-shards N" "$root/scripts/check_metrics.py"; then
+    scrape 7 "$workdir/metrics-sharded-after.txt"
+    check "sharded /metrics follows docs/RAFTD.md (scripts/check_metrics.py -shards 8)" \
+        "$metrics_venv/bin/python" "$root/scripts/check_metrics.py" -shards 8 "$root/docs/RAFTD.md" \
+        "$workdir/metrics-sharded-before.txt" "$workdir/metrics-sharded-after.txt"
+fi
+
+kill_node 7
+check "after node 7 is killed, every group has a leader among 8 and 9" \
+    wait_until 20 every_group_led_without 8 "${id[7]}"
+check "96 more writes through nodes 8 and 9 while node 7 is down" write_keys 64 160 8 9
+group_snapshots() { compgen -G "$workdir/node$1/wal/groups/*/snapshots/snap-*.snap" >/dev/null; }
+check "the groups took snapshots" wait_until 10 group_snapshots 8
+# Restarts ignore -shards: the node runs the groups of its node.json.
+start 7 -shards 2
+check "node 7 restarts from disk and reads all 160 keys" wait_until 30 keys_read 7 0 160
+check "it restored groups from snapshots" grep -q "group [0-9]*: restored the key/value state from snapshot" "$workdir/node7.log"
+check "it still runs 8 groups" eval 'status 7 && grep -q "\"shards\": 8" <<<"$body"'
+for n in 8 9; do
+    check "node $n reads all 160 keys" keys_read "$n" 0 160
+done
+# peer_count FILE: the peer count of an RDKV snapshot file.
+peer_count() { od -An -tu4 -j8 -N4 "$1" | tr -d ' '; }
+snapshot_peers_ok() {
+    local file group ok=1
+    while read -r file; do
+        group=$(basename "$(dirname "$(dirname "$file")")")
+        if [ "$group" = 1 ]; then
+            [ "$(peer_count "$file")" -eq 3 ] || ok=0
+        else
+            [ "$(peer_count "$file")" -eq 0 ] || ok=0
+        fi
+    done < <(compgen -G "$workdir/node8/wal/groups/*/snapshots/snap-*.snap")
+    [ $ok = 1 ]
+}
+check "only group 1's snapshots list the peers" snapshot_peers_ok
+check "/leave without a body on node 9 removes it from every group" \
+    eval 'http POST "127.0.0.1:${port[9]}" /leave; [ "$code" = 200 ]'
+check "nodes 7 and 8 list two voters in every group" \
+    wait_until 10 eval 'every_group_has 7 2 && every_group_has 8 2'
+check "and node 9's address is forgotten" \
+    wait_until 5 eval 'status 7 && ! grep -q "${id[9]}" <<<"$(grep -o "\"peers\": {[^}]*}" <<<"$body")"'
+# Groups node 9 led elect a new leader (an election timeout, 1 to 2 s).
+check "every group has a leader among nodes 7 and 8" \
+    wait_until 10 every_group_led_without 7 "${id[9]}"
+check "the two remaining nodes take writes in every group" write_keys 160 200 7 8
+# A joiner killed as soon as it wrote node.json, before or amid its joins
+# of groups 2 to 8 (RAFTD.md "Shards", steps 2 and 3): restarted, it takes
+# its join answer's addresses from node.json and asks again for the groups
+# it finds with an empty membership.
+port[10]=$(free_port) || abort "no free port"
+start 10 -join "127.0.0.1:${port[8]}"
+deadline=$((SECONDS + 20))
+while [ ! -e "$workdir/node10/node.json" ] && [ $SECONDS -lt $deadline ]; do :; done
+kill_node 10
+start 10
+check "a joiner killed while joining the groups restarts and joins every group" \
+    wait_until 30 every_group_has 7 3
+if grep -q "joining it again" "$workdir/node10.log"; then
+    echo "     (it was killed amid its joins and asked again)"
+fi
+check "it reads the keys" wait_until 10 keys_read 10 150 200
+for n in 7 8 9 10; do
+    check "SIGTERM stops sharded node $n cleanly (exit 0, no leak)" stop_node "$n"
+done
+check "the sanitizers reported nothing" \
+    bash -c '! grep -l "AddressSanitizer\|LeakSanitizer\|runtime error" "$@"' _ "$workdir"/node{7,8,9,10}.log
+for n in 7 8 9 10; do kill_node "$n"; done
+raftd=$plain_raftd
+unset RAFTD_SNAPSHOT_EVERY RAFTD_COMPACT_KEEP UBSAN_OPTIONS
 
 # ---- the demo --------------------------------------------------------------------
 

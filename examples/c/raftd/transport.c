@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "net.h"
+#include "node.h"
 
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
@@ -15,7 +16,13 @@ enum hello_status {
     HELLO_OTHER_CLUSTER = 2,
     HELLO_NOT_ME = 3,
     HELLO_BAD_SENDER = 4,
+    HELLO_FRAME_KIND = 5,
 };
+
+/* Bit 0 of the hello's flags (WIRE.md, "Group frames"): the dialer sends
+ * group frames. A sharded node sends and expects them; a one-group node
+ * single messages. */
+#define HELLO_GROUP_FRAMES 0x0001
 
 static struct peer_link *find_link(struct raftd *r, uint64_t id, int create) {
     for (size_t i = 0; i < r->link_count; i++) {
@@ -48,7 +55,7 @@ static struct peer_link *find_link(struct raftd *r, uint64_t id, int create) {
 static void report_unreachable(struct raftd *r, struct peer_link *link) {
     if (!link->reported) {
         link->reported = 1;
-        embraft_node_report_unreachable(r->node, link->id);
+        engine_report_unreachable(r, link->id);
     }
 }
 
@@ -78,7 +85,7 @@ static void flush_queue(struct raftd *r, struct peer_link *link) {
 }
 
 static void dial(struct raftd *r, struct peer_link *link, uint64_t now) {
-    const char *addr = kv_peer_addr(&r->kv, link->id);
+    const char *addr = kv_peer_addr(address_book(r), link->id);
     int fd = addr ? net_connect(addr) : -1;
     int index = fd >= 0 ? conn_open(r, fd, CONN_PEER_OUT, 1) : -1;
     if (index < 0) {
@@ -99,7 +106,8 @@ static void dial(struct raftd *r, struct peer_link *link, uint64_t now) {
     memcpy(hello, WIRE_MAGIC, 4);
     hello[4] = WIRE_VERSION;
     hello[5] = 0;
-    hello[6] = hello[7] = 0; /* flags */
+    hello[6] = r->runtime != NULL ? HELLO_GROUP_FRAMES : 0; /* flags, little-endian */
+    hello[7] = 0;
     put_u64(hello + 8, r->cluster_id);
     put_u64(hello + 16, r->id);
     put_u64(hello + 24, link->id);
@@ -185,8 +193,9 @@ void transport_on_outbound_readable(struct raftd *r, int index) {
     if (status != HELLO_ACCEPTED) {
         static const char *const reasons[] = {"accepted", "unsupported protocol version",
                                               "cluster id differs", "recipient id is not that node",
-                                              "sender not allowed"};
-        conn_close(r, index, status < 5 ? reasons[status] : "handshake refused");
+                                              "sender not allowed",
+                                              "frame kind differs (group frames or not)"};
+        conn_close(r, index, status < 6 ? reasons[status] : "handshake refused");
         return;
     }
     buffer_consume(&c->in, WIRE_REPLY_LEN);
@@ -248,10 +257,16 @@ static void read_hello(struct raftd *r, int index) {
     struct conn *c = &r->conns[index];
     const uint8_t *hello = c->in.data;
     uint16_t version = (uint16_t)(hello[4] | hello[5] << 8);
+    uint16_t flags = (uint16_t)(hello[6] | hello[7] << 8);
+    int group_frames = (flags & HELLO_GROUP_FRAMES) != 0;
     uint64_t cluster = get_u64(hello + 8), sender = get_u64(hello + 16), recipient = get_u64(hello + 24);
     buffer_consume(&c->in, WIRE_HELLO_LEN);
     if (version != WIRE_VERSION) {
         refuse_hello(r, index, HELLO_BAD_VERSION, "unsupported protocol version");
+    } else if (group_frames != (r->runtime != NULL)) {
+        refuse_hello(r, index, HELLO_FRAME_KIND,
+                     group_frames ? "the peer sends group frames; this node runs one group"
+                                  : "the peer sends single messages; this node runs groups");
     } else if (cluster != r->cluster_id) {
         refuse_hello(r, index, HELLO_OTHER_CLUSTER, "cluster id differs");
     } else if (recipient != r->id) {
@@ -297,7 +312,7 @@ void transport_on_inbound(struct raftd *r, int index) {
         if (c->in.len - offset - 4 < len) {
             break;
         }
-        embraft_status status = embraft_node_step(r->node, c->in.data + offset + 4, len);
+        embraft_status status = engine_step(r, c->in.data + offset + 4, len);
         offset += 4 + (size_t)len;
         if (status == EMBRAFT_ERR_MALFORMED_MESSAGE || status == EMBRAFT_ERR_WRONG_RECIPIENT) {
             log_line("peer %llu sent a bad frame (%s); closing", (unsigned long long)c->peer_id,

@@ -1,6 +1,8 @@
-/* The Raft stream transport of WIRE.md: one outbound stream per peer
+/* The Raft stream transport of WIRE.md: one outbound stream per peer node
  * (handshake, frames, reconnect with backoff) and the inbound streams of
- * peers, whose frames go to embraft_node_step. */
+ * peers, whose frames go to the node (embraft_node_step) or, on a sharded
+ * node, hold group frames for the runtime (embraft_runtime_step_frame;
+ * the hello's group-frames flag tells them apart). */
 #ifndef RAFTD_TRANSPORT_H
 #define RAFTD_TRANSPORT_H
 
@@ -13,8 +15,8 @@
 #define WIRE_MAX_FRAME (64u * 1024 * 1024)
 #define PEER_QUEUE_CAPACITY 1024
 
-/* Queues one encoded message for `to` (copied) and starts a connection
- * when none is up. */
+/* Queues one frame's payload for `to` (copied): an encoded message, or a
+ * group frame on a sharded node; starts a connection when none is up. */
 void transport_send(struct raftd *r, uint64_t to, const uint8_t *data, size_t len);
 /* Dials peers whose backoff has run out; returns the time of the next
  * retry (0: none). */
