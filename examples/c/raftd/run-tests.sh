@@ -523,13 +523,10 @@ for name, family in families.items():
         assert grouped != per_node, (name, s.labels)
 assert len(families["embraft_term"].samples) == 8
 ' "$workdir/metrics-sharded.txt"
-# The checker's sharded mode (-shards N), where this tree's checker has it.
-if grep -q -- "-shards N" "$root/scripts/check_metrics.py"; then
-    scrape 7 "$workdir/metrics-sharded-after.txt"
-    check "sharded /metrics follows docs/RAFTD.md (scripts/check_metrics.py -shards 8)" \
-        "$metrics_venv/bin/python" "$root/scripts/check_metrics.py" -shards 8 "$root/docs/RAFTD.md" \
-        "$workdir/metrics-sharded-before.txt" "$workdir/metrics-sharded-after.txt"
-fi
+scrape 7 "$workdir/metrics-sharded-after.txt"
+check "sharded /metrics follows docs/RAFTD.md (scripts/check_metrics.py -shards 8)" \
+    "$metrics_venv/bin/python" "$root/scripts/check_metrics.py" -shards 8 "$root/docs/RAFTD.md" \
+    "$workdir/metrics-sharded-before.txt" "$workdir/metrics-sharded-after.txt"
 
 kill_node 7
 check "after node 7 is killed, every group has a leader among 8 and 9" \
