@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -29,11 +28,15 @@ import (
 )
 
 // nodeFile is DATA-DIR/node.json. Shards is left out for one group, so a
-// one-group node's file is the same as before sharding existed.
+// one-group node's file is the same as before sharding existed. Peers are
+// a joined node's first address book (the /join answer's), kept so that
+// a restart before it has applied group 1's peer commands can still
+// answer its leaders and ask for the groups it has not joined yet.
 type nodeFile struct {
-	ID        string `json:"id"`
-	ClusterID string `json:"cluster_id"`
-	Shards    int    `json:"shards,omitempty"`
+	ID        string            `json:"id"`
+	ClusterID string            `json:"cluster_id"`
+	Shards    int               `json:"shards,omitempty"`
+	Peers     map[string]string `json:"peers,omitempty"`
 }
 
 // clusterDescription answers /join; Shards is there when the cluster has
@@ -121,7 +124,7 @@ type identity struct {
 	// founding: this node founds the cluster (it is its groups' only
 	// voter); joined: it was just added to group 1 by /join.
 	founding, joined bool
-	// known is the joined node's first address book, from the answer.
+	// known is a joined node's first address book, from the answer.
 	known map[string]string
 }
 
@@ -135,6 +138,7 @@ func identify(cfg config) (identity, error) {
 		if err := json.Unmarshal(data, &ident); err != nil {
 			return out, fmt.Errorf("%s: %w", identPath, err)
 		}
+		out.known = ident.Peers
 		cfg.logger.Info("restarting", "id", ident.ID, "cluster", ident.ClusterID)
 	} else if cfg.join != "" {
 		id := newID()
@@ -142,7 +146,7 @@ func identify(cfg config) (identity, error) {
 		if err != nil {
 			return out, err
 		}
-		ident = nodeFile{ID: strconv.FormatUint(id, 10), ClusterID: desc.ClusterID, Shards: desc.Shards}
+		ident = nodeFile{ID: strconv.FormatUint(id, 10), ClusterID: desc.ClusterID, Shards: desc.Shards, Peers: desc.Peers}
 		out.joined, out.known = true, desc.Peers
 		cfg.logger.Info("joined", "id", ident.ID, "cluster", ident.ClusterID, "leader", desc.Leader)
 	} else {
@@ -245,6 +249,7 @@ func (s *server) newGroup(id uint64, transport peerTransport) *group {
 // /join answer, so it can answer the leader before it has applied the
 // peer commands itself.
 func (s *server) setKnownPeers(transport peerTransport, known map[string]string) {
+	s.known = known
 	for pid, addr := range known {
 		if p, err := strconv.ParseUint(pid, 10, 64); err == nil && p != s.id {
 			transport.SetPeer(p, addr)
@@ -389,21 +394,24 @@ func requestJoin(addr string, id uint64, advertise string) (clusterDescription, 
 // of: all of them after the node joined group 1, those it had not
 // joined yet when it stopped after a restart. The requests go to join
 // (on a restart, none: -join is ignored) or the other nodes of group 1's
-// address book, which forward them to each group's leader.
+// address book or of the /join answer, which forward them to each
+// group's leader.
 func (s *server) joinGroups(join string) error {
 	targets := func() []string {
-		var addrs []string
-		if join != "" {
-			addrs = append(addrs, join)
-		}
-		peers := s.groups[0].store.peerMap()
-		ids := slices.Sorted(maps.Keys(peers))
-		for _, id := range ids {
-			if id != s.id && peers[id] != join {
-				addrs = append(addrs, peers[id])
+		addrs := []string{join}
+		for id, addr := range s.groups[0].store.peerMap() {
+			if id != s.id {
+				addrs = append(addrs, addr)
 			}
 		}
-		return addrs
+		for id, addr := range s.known {
+			if id != strconv.FormatUint(s.id, 10) {
+				addrs = append(addrs, addr)
+			}
+		}
+		slices.Sort(addrs[1:])
+		addrs = slices.Compact(addrs)
+		return slices.DeleteFunc(addrs, func(a string) bool { return a == "" || a == s.advertise })
 	}
 	for _, g := range s.groups[1:] {
 		st, err := g.raft.Status()

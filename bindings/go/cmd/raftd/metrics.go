@@ -80,7 +80,8 @@ func (d groupDescs) all() []*prometheus.Desc {
 }
 
 // The WAL's metrics: the node's one WAL, shared by all its groups, so
-// never labelled by group.
+// never labelled by group (every group's metrics have them; group 1's are
+// exported).
 var (
 	descWALFsync = prometheus.NewDesc("embraft_disk_wal_fsync_duration_seconds",
 		"The latency distributions of the WAL's syncs (fdatasync or msync).", nil, nil)
@@ -102,8 +103,7 @@ var histogramBounds = func() []float64 {
 }()
 
 // raftCollector is the prometheus.Collector of the embraft_* metrics:
-// per scrape, one Metrics call and one status per group, and the WAL's
-// metrics.
+// one Metrics call and one status per group and scrape.
 type raftCollector struct {
 	s     *server
 	descs groupDescs
@@ -139,14 +139,6 @@ func (c raftCollector) Collect(ch chan<- prometheus.Metric) {
 		if g.id == 1 {
 			wal = m
 		}
-	}
-	if c.s.walMetrics != nil {
-		m, err := c.s.walMetrics()
-		if err != nil {
-			ch <- prometheus.NewInvalidMetric(descWALBytes, err)
-			return
-		}
-		wal = m
 	}
 	ch <- constHistogram(descWALFsync, wal.WALSyncDuration)
 	ch <- prometheus.MustNewConstMetric(descWALBytes, prometheus.CounterValue, float64(wal.WALBytesWritten))

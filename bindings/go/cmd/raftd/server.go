@@ -44,15 +44,15 @@ type server struct {
 	// book.
 	groups    shardTable
 	transport peerTransport
+	// known is a joined node's first address book (from node.json after a
+	// restart), read only.
+	known map[string]string
 	// closeNode stops the node's groups and transport.
 	closeNode func() error
-	// walMetrics reads the metrics of a sharded node's WAL, which its
-	// groups share; nil when group 1's metrics have them.
-	walMetrics func() (embraft.Metrics, error)
-	listener   net.Listener
-	http       *http.Server
-	client     *http.Client
-	log        *slog.Logger
+	listener  net.Listener
+	http      *http.Server
+	client    *http.Client
+	log       *slog.Logger
 
 	closeOnce sync.Once
 	closed    chan struct{}
