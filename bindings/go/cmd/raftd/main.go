@@ -35,7 +35,7 @@ import (
 type nodeFile struct {
 	ID        string            `json:"id"`
 	ClusterID string            `json:"cluster_id"`
-	Shards    int               `json:"shards,omitempty"`
+	Shards    *int              `json:"shards,omitempty"`
 	Peers     map[string]string `json:"peers,omitempty"`
 }
 
@@ -45,7 +45,7 @@ type clusterDescription struct {
 	ClusterID string            `json:"cluster_id"`
 	Leader    string            `json:"leader"`
 	Peers     map[string]string `json:"peers"`
-	Shards    int               `json:"shards,omitempty"`
+	Shards    *int              `json:"shards,omitempty"`
 }
 
 const usage = "usage: raftd [-h HOST] [-p PORT] [-join HOST:PORT] [-shards N] [-v] [-debug] [-trace] DATA-DIR"
@@ -150,24 +150,32 @@ func identify(cfg config) (identity, error) {
 		out.joined, out.known = true, desc.Peers
 		cfg.logger.Info("joined", "id", ident.ID, "cluster", ident.ClusterID, "leader", desc.Leader)
 	} else {
-		ident = nodeFile{ID: strconv.FormatUint(newID(), 10), ClusterID: strconv.FormatUint(newID(), 10), Shards: cfg.shards}
+		ident = nodeFile{ID: strconv.FormatUint(newID(), 10), ClusterID: strconv.FormatUint(newID(), 10), Shards: shardsField(cfg.shards)}
 		out.founding = true
 		cfg.logger.Info("founding a cluster", "id", ident.ID, "cluster", ident.ClusterID, "shards", cfg.shards)
 	}
 	var err1, err2, err3 error
 	out.id, err1 = strconv.ParseUint(ident.ID, 10, 64)
 	out.clusterID, err2 = strconv.ParseUint(ident.ClusterID, 10, 64)
-	if out.shards = ident.Shards; out.shards == 0 {
-		out.shards = 1 // written before sharding, or by a one-group node
+	out.shards = 1 // none: written before sharding, or by a one-group node
+	if ident.Shards != nil {
+		out.shards = *ident.Shards
 	}
 	err3 = checkShards(out.shards, "the cluster's shard count")
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return out, fmt.Errorf("%s: %w", identPath, err)
 	}
-	if ident.Shards == 1 {
-		ident.Shards = 0
-	}
+	ident.Shards = shardsField(out.shards)
 	return out, writeFileAtomic(identPath, mustJSON(ident))
+}
+
+// shardsField is the "shards" of node.json and of the cluster
+// description: absent for one group, as before sharding existed.
+func shardsField(n int) *int {
+	if n == 1 {
+		return nil
+	}
+	return &n
 }
 
 // start brings a node up: restart, join or found (RAFTD.md "Start-up"),

@@ -358,9 +358,7 @@ func (s *server) handleJoin(w http.ResponseWriter, req *http.Request) {
 		for pid, addr := range s.groups[0].store.peerMap() {
 			desc.Peers[strconv.FormatUint(pid, 10)] = addr
 		}
-		if s.groups.sharded() {
-			desc.Shards = len(s.groups)
-		}
+		desc.Shards = shardsField(len(s.groups))
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(mustJSON(desc))
 	})

@@ -1,7 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"hash/fnv"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -57,5 +64,72 @@ func TestShardTableRoutesKeysAndRefusesOtherGroups(t *testing.T) {
 	}
 	if checkShards(1, "-shards") != nil || checkShards(maxShards, "-shards") != nil {
 		t.Fatal("1 and 65536 shards refused")
+	}
+}
+
+// TestNodeFileShards: node.json's "shards" is absent for one group (as
+// before sharding existed) and N otherwise; a restart takes it from
+// there whatever -shards says, and a count out of 1 … 65536 or not a
+// whole number is refused with a message naming the file.
+func TestNodeFileShards(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	write := func(dir, text string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, "node.json"), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(dir string) map[string]any {
+		t.Helper()
+		var out map[string]any
+		data, err := os.ReadFile(filepath.Join(dir, "node.json"))
+		if err == nil {
+			err = json.Unmarshal(data, &out)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		flag int
+		want map[string]any
+	}{
+		{1, map[string]any{}},
+		{8, map[string]any{"shards": 8.0}},
+	} {
+		dir := t.TempDir()
+		ident, err := identify(config{dataDir: dir, shards: c.flag, logger: quiet})
+		if err != nil || !ident.founding || ident.shards != c.flag {
+			t.Fatalf("founding with -shards %d: %+v, %v", c.flag, ident, err)
+		}
+		file := read(dir)
+		delete(file, "id")
+		delete(file, "cluster_id")
+		if !maps.Equal(file, c.want) {
+			t.Fatalf("-shards %d: node.json %v, want %v besides the ids", c.flag, file, c.want)
+		}
+		// A restart ignores -shards.
+		ident, err = identify(config{dataDir: dir, shards: 3, logger: quiet})
+		if err != nil || ident.founding || ident.joined || ident.shards != c.flag {
+			t.Fatalf("restart of a %d-group node with -shards 3: %+v, %v", c.flag, ident, err)
+		}
+	}
+	for text, message := range map[string]string{
+		`{"id": "5", "cluster_id": "7", "shards": 0}`:     "the cluster's shard count: 0 shards (allowed: 1 to 65536)",
+		`{"id": "5", "cluster_id": "7", "shards": 70000}`: "the cluster's shard count: 70000 shards",
+		`{"id": "5", "cluster_id": "7", "shards": "8"}`:   "cannot unmarshal string",
+		`{"id": "5", "cluster_id": "7", "shards": 2.5}`:   "cannot unmarshal number 2.5",
+		`{"id": "five", "cluster_id": "7"}`:               "invalid syntax",
+	} {
+		dir := t.TempDir()
+		write(dir, text)
+		_, err := identify(config{dataDir: dir, shards: 1, logger: quiet})
+		if err == nil || !strings.Contains(err.Error(), message) || !strings.Contains(err.Error(), "node.json") {
+			t.Fatalf("node.json %s: %v, want an error saying %q", text, err, message)
+		}
+		if got, _ := os.ReadFile(filepath.Join(dir, "node.json")); string(got) != text {
+			t.Fatalf("node.json %s rewritten as %s", text, got)
+		}
 	}
 }

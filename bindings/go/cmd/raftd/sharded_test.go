@@ -42,7 +42,7 @@ func TestWalkthroughSharded(t *testing.T) {
 		if err == nil {
 			err = json.Unmarshal(data, &ident)
 		}
-		if err != nil || ident.Shards != shards || ident.ID != p.id {
+		if err != nil || ident.Shards == nil || *ident.Shards != shards || ident.ID != p.id {
 			t.Fatalf("%s: %+v, %v", p.dir, ident, err)
 		}
 	}
