@@ -39,6 +39,13 @@ func (s *server) startRuntime(cfg config, ident identity, listener net.Listener)
 	for _, g := range s.groups {
 		running, err := rt.StartGroup(g.id, embraft.GroupOptions{
 			Members: members, StateMachine: g.store, OnStateChange: s.logState(g.id),
+			// The groups share one WAL, whose oldest segments go only once
+			// every group with entries there has compacted past them: the
+			// runtime asks those groups (an idle one too) for a snapshot
+			// when the WAL outgrows its soft limit. Config.SnapshotEntries
+			// is 0, so it asks for nothing else; RAFTD_SNAPSHOT_EVERY is
+			// snapshotLoop's.
+			AutoSnapshot: true,
 		})
 		if err != nil {
 			rt.Close()
