@@ -133,3 +133,37 @@ func TestNodeFileShards(t *testing.T) {
 		}
 	}
 }
+
+// TestMemberRequests: /join and /leave bodies name a node id and, on a
+// sharded node, maybe one of its groups; anything else is refused with
+// a reason (the handlers answer 400 with it).
+func TestMemberRequests(t *testing.T) {
+	s := &server{}
+	for id := uint64(1); id <= 8; id++ {
+		s.groups = append(s.groups, &group{id: id})
+	}
+	for body, want := range map[string]uint64{
+		`{"id": "12", "addr": "h:1"}`:             0,
+		`{"id": "12", "addr": "h:1", "group": 8}`: 8,
+		`{"id": "12", "group": 1}`:                1,
+		`{"id": "12", "group": 0}`:                0,
+	} {
+		_, id, g, err := s.parseMember([]byte(body))
+		if err != nil || id != 12 || (g == nil) != (want == 0) || g != nil && g.id != want {
+			t.Fatalf("%s: id %d, group %v, %v", body, id, g, err)
+		}
+	}
+	for body, reason := range map[string]string{
+		`{"id": "12", "group": 9}`:   "no group 9 (this cluster has 8)",
+		`{"id": "12", "group": -1}`:  "cannot unmarshal number -1",
+		`{"id": "12", "group": "2"}`: "cannot unmarshal string",
+		`{"id": "0"}`:                "not a node id",
+		`{"id": 12}`:                 "cannot unmarshal number",
+		`{"addr": "h:1"}`:            "not a node id",
+		`not json`:                   "invalid character",
+	} {
+		if _, _, _, err := s.parseMember([]byte(body)); err == nil || !strings.Contains(err.Error(), reason) {
+			t.Fatalf("%s: %v, want an error saying %q", body, err, reason)
+		}
+	}
+}

@@ -81,7 +81,7 @@ func TestWalkthroughSharded(t *testing.T) {
 	checkForwardedOnce(t, c.procs, keys, shards)
 
 	checkShardedMetrics(t, c.procs[0], shards)
-	checkHelloFlag(t, c.procs[0])
+	checkHelloFlag(t, c.procs[0], true)
 
 	// Kill the founder (it led every group first): the others elect
 	// leaders for all groups and keep serving every key.
@@ -294,9 +294,10 @@ func checkShardedMetrics(t *testing.T, p *proc, shards int) {
 	}
 }
 
-// checkHelloFlag dials p's stream port: a hello without the group-frames
-// flag is refused with status 5, one with it accepted.
-func checkHelloFlag(t *testing.T, p *proc) {
+// checkHelloFlag dials p's stream port: a hello with the group-frames
+// flag is accepted by a sharded node and refused with status 5 by a
+// one-group node, and the other way round without it.
+func checkHelloFlag(t *testing.T, p *proc, sharded bool) {
 	t.Helper()
 	var ident nodeFile
 	data, err := os.ReadFile(filepath.Join(p.dir, "node.json"))
@@ -308,7 +309,11 @@ func checkHelloFlag(t *testing.T, p *proc) {
 	}
 	cluster, _ := strconv.ParseUint(ident.ClusterID, 10, 64)
 	self, _ := strconv.ParseUint(ident.ID, 10, 64)
-	for flags, want := range map[uint16]uint16{0: 5, 1: 0} {
+	want := map[uint16]uint16{0: 5, 1: 0}
+	if !sharded {
+		want = map[uint16]uint16{0: 0, 1: 5}
+	}
+	for flags, want := range want {
 		conn, err := net.DialTimeout("tcp", p.addr(), 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
