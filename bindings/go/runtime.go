@@ -527,7 +527,7 @@ func (rt *Runtime) pollAndDispatch(timeout time.Duration) (got bool, err error) 
 		rt.log.Log(context.Background(), slogLevel(LogLevel(l.level)), C.GoString(l.text), "group", uint64(l.group))
 	}
 
-	// Each list is grouped by group: a group's part is built from runs.
+	// Each group's items, from every list, make its part of the batch.
 	parts := map[uint64]*groupPart{}
 	part := func(group C.uint64_t) *groupPart {
 		p := parts[uint64(group)]
@@ -600,7 +600,13 @@ func (rt *Runtime) sendFrames(ready *C.embraft_runtime_ready, peers []C.uint64_t
 		if C.embraft_runtime_ready_frame(ready, peer, &data, &size) != C.EMBRAFT_OK {
 			continue
 		}
-		rt.opts.Transport.Send(uint64(peer), append([]byte(nil), cView(data, size)...))
+		frames, dropped := splitGroupFrame(append([]byte(nil), cView(data, size)...), maxFrame)
+		if dropped > 0 {
+			rt.log.Warn("embraft: messages larger than a frame dropped", "peer", uint64(peer), "dropped", dropped)
+		}
+		for _, f := range frames {
+			rt.opts.Transport.Send(uint64(peer), f)
+		}
 	}
 }
 

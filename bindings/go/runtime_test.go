@@ -11,6 +11,34 @@ import (
 	"time"
 )
 
+// replicaAPI is what a host may code against to serve a Raft or a Group
+// alike: both must keep satisfying it.
+type replicaAPI interface {
+	ID() uint64
+	Propose(ctx context.Context, data []byte) (uint64, error)
+	ProposeConfChange(ctx context.Context, change ConfChange, node uint64) (uint64, error)
+	ProposeMembership(ctx context.Context, voters, learners []uint64) (uint64, error)
+	ReadIndex(ctx context.Context) (uint64, error)
+	TransferLeader(ctx context.Context, to uint64) error
+	State() State
+	WaitLeader(ctx context.Context) (uint64, error)
+	Applied() uint64
+	Status() (Status, error)
+	Metrics() (Metrics, error)
+	Snapshot(ctx context.Context) (uint64, error)
+}
+
+var (
+	_ replicaAPI     = (*Raft)(nil)
+	_ replicaAPI     = (*Group)(nil)
+	_ Transport      = (*StreamTransport)(nil)
+	_ Transport      = (*HTTPTransport)(nil)
+	_ GroupTransport = (*GroupStreamTransport)(nil)
+	_ GroupTransport = (*GroupHTTPTransport)(nil)
+	_ GroupHost      = (*Runtime)(nil)
+	_ ConnServer     = (*GroupStreamTransport)(nil)
+)
+
 // testRuntime is one runtime of an in-process cluster of runtimes on
 // loopback, with a counterSM per group.
 type testRuntime struct {
@@ -443,4 +471,44 @@ func containsAll(got [][]byte, want []string) bool {
 		}
 	}
 	return true
+}
+
+// A runtime joins running groups: it starts them with no members and
+// each group's leader adds it (ProposeConfChange), then it catches up.
+func TestRuntimeJoinsGroups(t *testing.T) {
+	const groups = 3
+	c := newRuntimeCluster(t, 1, 2, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	for _, id := range []uint64{1, 2} {
+		for g := uint64(1); g <= groups; g++ {
+			c.node(id).startGroup(g, []uint64{1, 2})
+		}
+	}
+	for g := uint64(1); g <= groups; g++ {
+		if err := c.proposeToLeader(ctx, g, []byte("before")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	joiner := c.node(3)
+	for g := uint64(1); g <= groups; g++ {
+		joiner.startGroup(g, nil)
+	}
+	for g := uint64(1); g <= groups; g++ {
+		leader := c.leaderOf(g).rt.Group(g)
+		if _, err := leader.ProposeConfChange(ctx, AddVoter, 3); err != nil {
+			t.Fatalf("group %d: %v", g, err)
+		}
+		if err := c.proposeToLeader(ctx, g, []byte("after")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the joiner catches up", func() bool {
+			got := joiner.sm(g).snapshotOf()
+			return len(got) == 2 && string(got[0]) == "before" && string(got[1]) == "after"
+		})
+		st, err := joiner.rt.Group(g).Status()
+		if err != nil || !slices.Equal(st.Voters, []uint64{1, 2, 3}) {
+			t.Fatalf("group %d on the joiner: voters %v, %v", g, st.Voters, err)
+		}
+	}
 }
