@@ -253,9 +253,9 @@ func (s *server) newGroup(id uint64, transport peerTransport) *group {
 	return &group{id: id, store: st}
 }
 
-// setKnownPeers gives a joining node's transport the addresses of its
-// /join answer, so it can answer the leader before it has applied the
-// peer commands itself.
+// setKnownPeers gives a joined node's transport the addresses of its
+// /join answer (kept in node.json for its restarts), so it can answer its
+// leaders before it has applied group 1's peer commands itself.
 func (s *server) setKnownPeers(transport peerTransport, known map[string]string) {
 	s.known = known
 	for pid, addr := range known {
