@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -206,6 +207,49 @@ type statusJSON struct {
 	Voters []string `json:"voters"`
 	Commit uint64   `json:"commit"`
 	Apply  uint64   `json:"applied"`
+	// A sharded node's.
+	Shards int               `json:"shards"`
+	Groups []groupStatusJSON `json:"groups"`
+}
+
+// groupStatusJSON is one group of a sharded node's /status.
+type groupStatusJSON struct {
+	Group    uint64   `json:"group"`
+	Role     string   `json:"role"`
+	Term     uint64   `json:"term"`
+	Leader   string   `json:"leader"`
+	Commit   uint64   `json:"commit"`
+	Applied  uint64   `json:"applied"`
+	Last     uint64   `json:"last_index"`
+	Voters   []string `json:"voters"`
+	Learners []string `json:"learners"`
+}
+
+// member tells whether the node is a voter with a known leader in each
+// of its groups (group 1 of a one-group node, every group of a sharded
+// one).
+func (st statusJSON) member() bool {
+	groups := st.Groups
+	if len(groups) == 0 {
+		groups = []groupStatusJSON{{Leader: st.Leader, Voters: st.Voters}}
+	}
+	for _, g := range groups {
+		if g.Leader == "0" || !slices.Contains(g.Voters, st.ID) {
+			return false
+		}
+	}
+	return true
+}
+
+// leads tells whether the node leads all its groups (a founder does,
+// before anyone joined).
+func (st statusJSON) leads() bool {
+	for _, g := range st.Groups {
+		if g.Role != "leader" {
+			return false
+		}
+	}
+	return st.Role == "leader"
 }
 
 func (p *proc) status() (statusJSON, error) {
@@ -234,16 +278,16 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 type cluster struct {
 	t     *testing.T
 	procs []*proc
+	base  string
+	args  []string
+	env   []string
 }
 
 func newCluster(t *testing.T, size int, args []string, env []string) *cluster {
-	c := &cluster{t: t}
 	// Small WAL segments: many nodes share the disk with other jobs.
-	env = append(env, "RAFTD_SEGMENT_SIZE=4194304")
-	base := t.TempDir()
+	c := &cluster{t: t, base: t.TempDir(), args: args, env: append(env, "RAFTD_SEGMENT_SIZE=4194304")}
 	for i := 0; i < size; i++ {
-		p := &proc{t: t, port: freePort(t), dir: filepath.Join(base, fmt.Sprintf("node.%d", i+1)), args: args, env: env}
-		c.procs = append(c.procs, p)
+		c.addProc()
 	}
 	t.Cleanup(func() {
 		for i, p := range c.procs {
@@ -262,6 +306,14 @@ func newCluster(t *testing.T, size int, args []string, env []string) *cluster {
 	return c
 }
 
+// addProc adds a node that is not started yet.
+func (c *cluster) addProc() *proc {
+	p := &proc{t: c.t, port: freePort(c.t), dir: filepath.Join(c.base, fmt.Sprintf("node.%d", len(c.procs)+1)),
+		args: c.args, env: c.env}
+	c.procs = append(c.procs, p)
+	return p
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
@@ -276,13 +328,13 @@ func (c *cluster) bootstrap() {
 	first.start()
 	waitFor(c.t, 15*time.Second, "the founder to lead", func() bool {
 		st, err := first.status()
-		return err == nil && st.Role == "leader"
+		return err == nil && st.leads()
 	})
 	for _, p := range c.procs[1:] {
 		p.start("-join", first.addr())
 		waitFor(c.t, 30*time.Second, "a node to join", func() bool {
 			st, err := p.status()
-			return err == nil && st.Leader != "0"
+			return err == nil && st.member()
 		})
 	}
 	for _, p := range c.procs {

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -85,20 +86,34 @@ func linearizabilityDuration() time.Duration {
 	return 60 * time.Second
 }
 
-func TestLinearizable3(t *testing.T) { runLinearizability(t, 3) }
-func TestLinearizable5(t *testing.T) { runLinearizability(t, 5) }
+func TestLinearizable3(t *testing.T) { runLinearizability(t, 3, 1) }
+func TestLinearizable5(t *testing.T) { runLinearizability(t, 5, 1) }
 
-// runLinearizability runs concurrent clients against a raftd cluster while
-// a nemesis kills, pauses and partitions nodes, then checks the history
-// with Porcupine.
-func runLinearizability(t *testing.T, size int) {
+// TestLinearizableSharded3 runs the same on three nodes with eight
+// groups each: keys in every group, each group with its own leader,
+// log, snapshots and faults seen through one transport.
+func TestLinearizableSharded3(t *testing.T) { runLinearizability(t, 3, 8) }
+
+// runLinearizability runs concurrent clients against a raftd cluster of
+// size nodes with the given number of shards while a nemesis kills,
+// pauses and partitions nodes, then checks the history with Porcupine.
+func runLinearizability(t *testing.T, size, shards int) {
 	if testing.Short() {
 		t.Skip("multi-process test")
 	}
 	// Snapshots every 500 entries, keeping 100 behind each: a node the
 	// nemesis set back often catches up through a snapshot (the library
-	// streams it; raftd's store restores it), or restarts from one.
-	c := newCluster(t, size, nil, []string{"RAFTD_FAULTS=1", "RAFTD_SNAPSHOT_EVERY=500", "RAFTD_COMPACT_KEEP=100"})
+	// streams it; raftd's store restores it), or restarts from one. Each
+	// of eight groups gets about an eighth of the writes, so it snapshots
+	// more often for the same effect.
+	snapshotEvery, keep := 500, 100
+	keys := []string{"a", "b", "c", "d"}
+	if shards > 1 {
+		snapshotEvery, keep = 100, 20
+		keys = keysInEveryGroup(t, shards)
+	}
+	c := newCluster(t, size, []string{"-shards", strconv.Itoa(shards)}, []string{"RAFTD_FAULTS=1",
+		fmt.Sprintf("RAFTD_SNAPSHOT_EVERY=%d", snapshotEvery), fmt.Sprintf("RAFTD_COMPACT_KEEP=%d", keep)})
 	c.bootstrap()
 	duration := linearizabilityDuration()
 
@@ -114,7 +129,6 @@ func runLinearizability(t *testing.T, size int) {
 		history = append(history, op)
 		histMu.Unlock()
 	}
-	keys := []string{"a", "b", "c", "d"}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	const workers = 6
@@ -185,22 +199,45 @@ func runLinearizability(t *testing.T, size int) {
 	})
 
 	var ok, unknown, reads int
+	okPerKey := map[string]int{}
 	for _, op := range history {
 		if op.Output.(kvOutput).unknown {
 			unknown++
 		} else {
 			ok++
+			okPerKey[op.Input.(kvInput).key]++
 		}
 		if op.Input.(kvInput).op == "get" {
 			reads++
 		}
 	}
+	// Every key (so every group of a sharded cluster) was served, and
+	// after the faults every node reads the same value of it.
+	for _, key := range keys {
+		if okPerKey[key] == 0 {
+			t.Fatalf("no operation on key %s completed", key)
+		}
+		// A write of unknown outcome may still commit meanwhile: agree
+		// eventually.
+		var answers []string
+		waitFor(t, 30*time.Second, "every node to read the same "+key, func() bool {
+			answers = answers[:0]
+			for _, p := range c.procs {
+				code, body := do("GET", p.url("/db/"+key), "")
+				if code != 200 && code != 404 {
+					return false
+				}
+				answers = append(answers, fmt.Sprint(code, " ", body))
+			}
+			return !slices.ContainsFunc(answers, func(a string) bool { return a != answers[0] })
+		})
+	}
 	checkStart := time.Now()
 	result, info := porcupine.CheckOperationsVerbose(registerModel, history, 2*time.Minute)
-	t.Logf("linearizability: %d nodes, %s, %d operations (%d reads, %d writes with unknown outcome), faults: %s; Porcupine: %s in %s",
-		size, duration, len(history), reads, unknown, faults, result, time.Since(checkStart).Round(time.Millisecond))
+	t.Logf("linearizability: %d nodes, %d shards, %s, %d operations (%d reads, %d writes with unknown outcome), faults: %s; Porcupine: %s in %s",
+		size, shards, duration, len(history), reads, unknown, faults, result, time.Since(checkStart).Round(time.Millisecond))
 	if result != porcupine.Ok {
-		path := filepath.Join(os.TempDir(), fmt.Sprintf("raftd-linearizability-%d.html", size))
+		path := filepath.Join(os.TempDir(), fmt.Sprintf("raftd-linearizability-%d-%d.html", size, shards))
 		if err := porcupine.VisualizePath(registerModel, info, path); err == nil {
 			t.Logf("visualization: %s", path)
 		}
@@ -209,6 +246,23 @@ func runLinearizability(t *testing.T, size int) {
 	if ok < 100 {
 		t.Fatalf("only %d operations completed", ok)
 	}
+}
+
+// keysInEveryGroup returns two keys of each of the groups 1 … shards.
+func keysInEveryGroup(t *testing.T, shards int) []string {
+	perGroup := map[uint64]int{}
+	var keys []string
+	for i := 0; len(keys) < 2*shards; i++ {
+		if i > 1000*shards {
+			t.Fatalf("no keys for every one of %d groups", shards)
+		}
+		key := fmt.Sprintf("k%d", i)
+		if g := shardOf(key, shards); perGroup[g] < 2 {
+			perGroup[g]++
+			keys = append(keys, key)
+		}
+	}
+	return keys
 }
 
 // runNemesis injects one fault at a time for duration and returns a

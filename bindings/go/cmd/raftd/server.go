@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -38,13 +40,19 @@ const (
 type server struct {
 	id, clusterID uint64
 	advertise     string
-	raft          *embraft.Raft
-	store         *store
-	transport     *embraft.StreamTransport
-	listener      *embraft.MuxListener
-	http          *http.Server
-	client        *http.Client
-	log           *slog.Logger
+	// groups are the node's groups; group 1 (groups[0]) holds the address
+	// book.
+	groups    shardTable
+	transport peerTransport
+	// known is a joined node's first address book (from node.json after a
+	// restart), read only.
+	known map[string]string
+	// closeNode stops the node's groups and transport.
+	closeNode func() error
+	listener  net.Listener
+	http      *http.Server
+	client    *http.Client
+	log       *slog.Logger
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -67,9 +75,21 @@ func (s *server) close() {
 	s.closeOnce.Do(func() {
 		close(s.closing())
 		s.http.Close()
-		s.raft.Close()
+		s.closeNode()
 	})
 }
+
+// peerTransport is what the server asks of its stream transport, the
+// single-message one or the group-frame one: the address book, and the
+// test-only partition.
+type peerTransport interface {
+	SetPeer(id uint64, addr string)
+	RemovePeer(id uint64)
+	SetPartition(ids []uint64)
+}
+
+// book returns the address of a node, from group 1's address book.
+func (s *server) book(id uint64) (string, bool) { return s.groups[0].store.peerAddr(id) }
 
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
@@ -111,9 +131,10 @@ func (s *server) handleDB(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "key must be a non-empty path segment of at most 1024 bytes", http.StatusBadRequest)
 		return
 	}
+	g := s.groups.forKey(key)
 	switch req.Method {
 	case http.MethodGet:
-		s.handleGet(w, req, key)
+		s.handleGet(w, req, g, key)
 	case http.MethodPost, http.MethodPut:
 		value, err := io.ReadAll(io.LimitReader(req.Body, maxValueBytes+1))
 		if err != nil {
@@ -124,22 +145,22 @@ func (s *server) handleDB(w http.ResponseWriter, req *http.Request) {
 			http.Error(w, "value larger than 1 MiB", http.StatusRequestEntityTooLarge)
 			return
 		}
-		s.write(w, req, value, encodeSet(key, value))
+		s.write(w, req, g, value, encodeSet(key, value))
 	case http.MethodDelete:
-		s.write(w, req, nil, encodeDelete(key))
+		s.write(w, req, g, nil, encodeDelete(key))
 	default:
 		http.Error(w, "GET, POST or DELETE", http.StatusMethodNotAllowed)
 	}
 }
 
-func (s *server) handleGet(w http.ResponseWriter, req *http.Request, key string) {
+func (s *server) handleGet(w http.ResponseWriter, req *http.Request, g *group, key string) {
 	if req.URL.Query().Get("stale") != "true" {
-		if err := s.readBarrier(req.Context()); err != nil {
+		if err := s.readBarrier(req.Context(), g); err != nil {
 			http.Error(w, "no linearizable read point: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 	}
-	value, ok := s.store.get(key)
+	value, ok := g.store.get(key)
 	if !ok {
 		http.Error(w, "key not found", http.StatusNotFound)
 		return
@@ -148,14 +169,14 @@ func (s *server) handleGet(w http.ResponseWriter, req *http.Request, key string)
 	w.Write(value)
 }
 
-// readBarrier waits until local state reflects every write committed
-// before the call (read index, forwarded to the leader by the library),
-// retrying across elections for up to readTimeout.
-func (s *server) readBarrier(parent context.Context) error {
+// readBarrier waits until g's local state reflects every write committed
+// in g before the call (read index, forwarded to the leader by the
+// library), retrying across elections for up to readTimeout.
+func (s *server) readBarrier(parent context.Context, g *group) error {
 	ctx, cancel := context.WithTimeout(parent, readTimeout)
 	defer cancel()
 	for {
-		_, err := s.raft.ReadIndex(ctx)
+		_, err := g.raft.ReadIndex(ctx)
 		if err == nil || ctx.Err() != nil || errors.Is(err, embraft.ErrClosed) {
 			return err
 		}
@@ -167,10 +188,10 @@ func (s *server) readBarrier(parent context.Context) error {
 	}
 }
 
-// atLeader tells whether this node leads and serves req itself. If not,
-// it has answered req: forwarded to the leader, or 503 without one.
-func (s *server) atLeader(ctx context.Context, w http.ResponseWriter, req *http.Request, body []byte) bool {
-	leader, err := s.leader(ctx)
+// atLeader tells whether this node leads g and serves req itself. If
+// not, it has answered req: forwarded to g's leader, or 503 without one.
+func (s *server) atLeader(ctx context.Context, w http.ResponseWriter, req *http.Request, g *group, body []byte) bool {
+	leader, err := s.leader(ctx, g)
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "no leader", http.StatusServiceUnavailable)
@@ -183,16 +204,16 @@ func (s *server) atLeader(ctx context.Context, w http.ResponseWriter, req *http.
 	return true
 }
 
-// write serves a replicated write: the leader proposes it, a follower
-// forwards the request to the leader and relays the answer.
-func (s *server) write(w http.ResponseWriter, req *http.Request, body []byte, cmd []byte) {
+// write serves a replicated write in g: g's leader proposes it, another
+// node forwards the request to that leader and relays the answer.
+func (s *server) write(w http.ResponseWriter, req *http.Request, g *group, body []byte, cmd []byte) {
 	ctx, cancel := context.WithTimeout(req.Context(), writeTimeout)
 	defer cancel()
 	for {
-		if !s.atLeader(ctx, w, req, body) {
+		if !s.atLeader(ctx, w, req, g, body) {
 			return
 		}
-		_, err := s.raft.Propose(ctx, cmd)
+		_, err := g.raft.Propose(ctx, cmd)
 		switch {
 		case err == nil:
 			w.WriteHeader(http.StatusOK)
@@ -218,21 +239,21 @@ func (s *server) write(w http.ResponseWriter, req *http.Request, body []byte, cm
 	}
 }
 
-// leader returns the known leader, waiting up to leaderWait for one.
-func (s *server) leader(ctx context.Context) (uint64, error) {
+// leader returns g's known leader, waiting up to leaderWait for one.
+func (s *server) leader(ctx context.Context, g *group) (uint64, error) {
 	wait, cancel := context.WithTimeout(ctx, leaderWait)
 	defer cancel()
-	return s.raft.WaitLeader(wait)
+	return g.raft.WaitLeader(wait)
 }
 
-// forward relays a write to the leader.
+// forward relays a request to a group's leader.
 func (s *server) forward(w http.ResponseWriter, req *http.Request, leader uint64, body []byte) {
 	if req.Header.Get(forwardedHeader) != "" {
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "forwarded to a node that no longer leads", http.StatusServiceUnavailable)
 		return
 	}
-	addr, ok := s.store.peerAddr(leader)
+	addr, ok := s.book(leader)
 	if !ok {
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "leader address unknown", http.StatusServiceUnavailable)
@@ -263,104 +284,174 @@ func (s *server) forward(w http.ResponseWriter, req *http.Request, leader uint64
 	io.Copy(w, resp.Body)
 }
 
-type joinRequest struct {
-	ID   string `json:"id"`
-	Addr string `json:"addr"`
+// memberRequest is the body of /join ({"id", "addr"}) and /leave
+// ({"id"}); Group names one group of a sharded node (0: group 1 for a
+// join, every group for a leave).
+type memberRequest struct {
+	ID    string `json:"id"`
+	Addr  string `json:"addr,omitempty"`
+	Group uint64 `json:"group,omitempty"`
+}
+
+// parseMember reads a /join or /leave body: the id, and the group it
+// names (nil when it names none).
+func (s *server) parseMember(body []byte) (memberRequest, uint64, *group, error) {
+	var mr memberRequest
+	if err := json.Unmarshal(body, &mr); err != nil {
+		return mr, 0, nil, err
+	}
+	id, err := strconv.ParseUint(mr.ID, 10, 64)
+	if err != nil || id == 0 {
+		return mr, 0, nil, errors.New("the id is not a node id")
+	}
+	if mr.Group == 0 {
+		return mr, id, nil, nil
+	}
+	g := s.groups.group(mr.Group)
+	if g == nil {
+		return mr, 0, nil, fmt.Errorf("no group %d (this cluster has %d)", mr.Group, len(s.groups))
+	}
+	return mr, id, g, nil
 }
 
 func (s *server) handleJoin(w http.ResponseWriter, req *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(req.Body, 64<<10))
-	var jr joinRequest
+	var mr memberRequest
+	var id uint64
+	var g *group
 	if err == nil {
-		err = json.Unmarshal(body, &jr)
+		mr, id, g, err = s.parseMember(body)
 	}
-	id, idErr := strconv.ParseUint(jr.ID, 10, 64)
-	if err != nil || idErr != nil || id == 0 || jr.Addr == "" {
-		http.Error(w, `want {"id": "<id>", "addr": "host:port"}`, http.StatusBadRequest)
+	if err == nil && mr.Addr == "" {
+		err = errors.New("no addr")
+	}
+	if err != nil {
+		http.Error(w, `want {"id": "<id>", "addr": "host:port"} (and "group": <g>): `+err.Error(), http.StatusBadRequest)
 		return
 	}
-	s.membershipChange(w, req, body, func(ctx context.Context) error {
-		// The newcomer must be able to answer this leader before it has
-		// replayed the log: a founder that has not recorded its own address
-		// yet (its announcement may still be in flight) does it first.
-		if _, ok := s.store.peerAddr(s.id); !ok {
-			if _, err := s.raft.Propose(ctx, encodePeer(s.id, s.advertise)); err != nil {
+	if g == nil {
+		g = s.groups[0]
+	}
+	s.membershipChange(w, req, body, g, func(ctx context.Context) error {
+		if g.id == 1 {
+			// The newcomer must be able to answer this leader before it
+			// has replayed the log: a founder that has not recorded its own
+			// address yet (its announcement may still be in flight) does it
+			// first. Other groups' joins come after this one.
+			if _, ok := s.book(s.id); !ok {
+				if _, err := g.raft.Propose(ctx, encodePeer(s.id, s.advertise)); err != nil {
+					return err
+				}
+			}
+			if _, err := g.raft.Propose(ctx, encodePeer(id, mr.Addr)); err != nil {
 				return err
 			}
 		}
-		if _, err := s.raft.Propose(ctx, encodePeer(id, jr.Addr)); err != nil {
-			return err
-		}
-		if st, err := s.raft.Status(); err == nil && contains(st.Voters, id) {
+		if st, err := g.raft.Status(); err == nil && contains(st.Voters, id) {
 			return nil // a retried join: already a voter
 		}
-		_, err := s.raft.ProposeConfChange(ctx, embraft.AddVoter, id)
+		_, err := g.raft.ProposeConfChange(ctx, embraft.AddVoter, id)
 		return err
 	}, func() {
-		peers := map[string]string{}
-		for pid, addr := range s.store.peerMap() {
-			peers[strconv.FormatUint(pid, 10)] = addr
+		desc := clusterDescription{ClusterID: strconv.FormatUint(s.clusterID, 10),
+			Leader: strconv.FormatUint(s.id, 10), Peers: map[string]string{}}
+		for pid, addr := range s.groups[0].store.peerMap() {
+			desc.Peers[strconv.FormatUint(pid, 10)] = addr
 		}
+		desc.Shards = shardsField(len(s.groups))
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(mustJSON(clusterDescription{ClusterID: strconv.FormatUint(s.clusterID, 10),
-			Leader: strconv.FormatUint(s.id, 10), Peers: peers}))
+		w.Write(mustJSON(desc))
 	})
 }
 
+// handleLeave removes a node: from the group the request names, or from
+// every group (N down to 1) and then from the address book.
 func (s *server) handleLeave(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(req.Body, 64<<10))
 	id := s.id
+	var g *group
 	if len(bytes.TrimSpace(body)) > 0 {
-		var lr joinRequest
-		parsed, err := uint64(0), json.Unmarshal(body, &lr)
-		if err == nil {
-			parsed, err = strconv.ParseUint(lr.ID, 10, 64)
-		}
-		if err != nil || parsed == 0 {
-			http.Error(w, `want {"id": "<id>"} or no body`, http.StatusBadRequest)
+		var err error
+		if _, id, g, err = s.parseMember(body); err != nil {
+			http.Error(w, `want {"id": "<id>"} (and "group": <g>) or no body: `+err.Error(), http.StatusBadRequest)
 			return
 		}
-		id = parsed
 	} else {
 		// Name ourselves explicitly, since the request may be forwarded.
-		body = mustJSON(map[string]string{"id": strconv.FormatUint(id, 10)})
+		body = mustJSON(memberRequest{ID: strconv.FormatUint(id, 10)})
 	}
-	s.membershipChange(w, req, body, func(ctx context.Context) error {
-		if id == s.id {
-			// A leader cannot outlive its own removal long enough to record
-			// it: hand leadership over first, then let the new leader do it.
-			st, err := s.raft.Status()
-			if err != nil {
-				return err
-			}
-			for _, v := range st.Voters {
-				if v != s.id {
-					if err := s.raft.TransferLeader(ctx, v); err != nil {
-						return err
-					}
-					return errRetryElsewhere
+	everywhere := g == nil
+	if everywhere {
+		g = s.groups[0]
+	}
+	s.membershipChange(w, req, body, g, func(ctx context.Context) error {
+		if everywhere {
+			// Group 1's leader has the others' leaders remove the node
+			// first: group 1 keeps the address that reaches it until last.
+			for i := len(s.groups); i >= 2; i-- {
+				if err := s.leaveGroup(ctx, uint64(i), id); err != nil {
+					return err
 				}
 			}
-			return errors.New("the only voter cannot leave")
 		}
-		if _, err := s.raft.ProposeConfChange(ctx, embraft.RemoveNode, id); err != nil {
+		if err := s.removeMember(ctx, g, id); err != nil {
 			return err
 		}
-		_, err := s.raft.Propose(ctx, encodeRemovePeer(id))
+		if !everywhere {
+			return nil
+		}
+		_, err := g.raft.Propose(ctx, encodeRemovePeer(id))
 		return err
 	}, func() { w.WriteHeader(http.StatusOK) })
 }
 
+// removeMember removes id from g, which this node leads.
+func (s *server) removeMember(ctx context.Context, g *group, id uint64) error {
+	st, err := g.raft.Status()
+	if err != nil {
+		return err
+	}
+	if !contains(st.Voters, id) && !contains(st.Learners, id) {
+		return nil // a retried leave: already gone
+	}
+	if id == s.id {
+		// A leader cannot outlive its own removal long enough to record
+		// it: hand leadership over first, then let the new leader do it.
+		for _, v := range st.Voters {
+			if v != s.id {
+				if err := g.raft.TransferLeader(ctx, v); err != nil {
+					return err
+				}
+				return errRetryElsewhere
+			}
+		}
+		return errors.New("the only voter cannot leave")
+	}
+	_, err = g.raft.ProposeConfChange(ctx, embraft.RemoveNode, id)
+	return err
+}
+
+// leaveGroup removes id from group g of a sharded node, through this
+// node's own /leave naming the group, which goes to g's leader.
+func (s *server) leaveGroup(ctx context.Context, g, id uint64) error {
+	body := mustJSON(memberRequest{ID: strconv.FormatUint(id, 10), Group: g})
+	self := func() []string { return []string{s.advertise} }
+	if _, err := postRetrying(ctx, s.client, self, "/leave", body); err != nil {
+		return fmt.Errorf("leaving group %d: %w", g, err)
+	}
+	return nil
+}
+
 var errRetryElsewhere = errors.New("leadership moved")
 
-// membershipChange runs change on the leader (forwarding otherwise) and
+// membershipChange runs change on g's leader (forwarding otherwise) and
 // answers with done.
-func (s *server) membershipChange(w http.ResponseWriter, req *http.Request, body []byte,
+func (s *server) membershipChange(w http.ResponseWriter, req *http.Request, body []byte, g *group,
 	change func(context.Context) error, done func()) {
 	ctx, cancel := context.WithTimeout(req.Context(), 3*writeTimeout)
 	defer cancel()
 	for {
-		if !s.atLeader(ctx, w, req, body) {
+		if !s.atLeader(ctx, w, req, g, body) {
 			return
 		}
 		err := change(ctx)
@@ -401,23 +492,51 @@ func idStrings(ids []uint64) []string {
 	return out
 }
 
+// groupStatus is the part of /status that describes one group.
+func groupStatus(g *group) (map[string]any, error) {
+	st, err := g.raft.Status()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"role": st.Role.String(), "term": st.Term, "leader": strconv.FormatUint(st.Leader, 10),
+		"commit": st.Commit, "applied": g.raft.Applied(), "last_index": st.LastIndex,
+		"voters": idStrings(st.Voters), "learners": idStrings(st.Learners),
+	}, nil
+}
+
+// handleStatus describes the node and group 1; a sharded node adds the
+// shard count and every group.
 func (s *server) handleStatus(w http.ResponseWriter, req *http.Request) {
-	st, err := s.raft.Status()
+	out, err := groupStatus(s.groups[0])
+	var groups []map[string]any
+	for _, g := range s.groups {
+		if err != nil || !s.groups.sharded() {
+			break
+		}
+		var gs map[string]any
+		if gs, err = groupStatus(g); err == nil {
+			gs["group"] = g.id
+			groups = append(groups, gs)
+		}
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	peers := map[string]string{}
-	for id, addr := range s.store.peerMap() {
+	for id, addr := range s.groups[0].store.peerMap() {
 		peers[strconv.FormatUint(id, 10)] = addr
 	}
+	out["id"] = strconv.FormatUint(s.id, 10)
+	out["cluster_id"] = strconv.FormatUint(s.clusterID, 10)
+	out["peers"] = peers
+	if s.groups.sharded() {
+		out["shards"] = len(s.groups)
+		out["groups"] = groups
+	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Write(mustJSON(map[string]any{
-		"id": strconv.FormatUint(s.id, 10), "cluster_id": strconv.FormatUint(s.clusterID, 10),
-		"role": st.Role.String(), "term": st.Term, "leader": strconv.FormatUint(st.Leader, 10),
-		"commit": st.Commit, "applied": s.raft.Applied(), "last_index": st.LastIndex,
-		"voters": idStrings(st.Voters), "learners": idStrings(st.Learners), "peers": peers,
-	}))
+	w.Write(mustJSON(out))
 }
 
 func (s *server) handlePartition(w http.ResponseWriter, req *http.Request) {

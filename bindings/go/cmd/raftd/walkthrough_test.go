@@ -39,6 +39,7 @@ func TestWalkthrough(t *testing.T) {
 	expect("GET", n1, "/db/", "", 400, "")
 	expect("POST", n1, "/db/"+strings.Repeat("k", 1025), "v", 400, "")
 	expect("POST", n1, "/db/big", strings.Repeat("v", 1<<20+1), 413, "")
+	checkHelloFlag(t, n1, false)
 
 	// Kill the leader: the other two elect one and keep serving.
 	old := c.leader(5 * time.Second)
