@@ -7,8 +7,11 @@
 # raftd founds a cluster and compacts its log, a new Python node catches up
 # through the other's snapshot; the other node is killed, the Python nodes
 # compact past it, and the restarted node catches up through a Python
-# node's snapshot; every key is read back from each. Run once with the C
-# raftd and once with the Go raftd (bindings/python/tests/test_interop.py).
+# node's snapshot; every key is read back from each. Sharded clusters
+# (docs/RAFTD.md "Shards", -shards 4) of Python and the other raftd, and of
+# all three languages at once, write and read keys of every group through
+# every node and survive the founder's kill and restart. Run once with the
+# C raftd and once with the Go raftd (bindings/python/tests/test_interop.py).
 #
 # Builds what it needs: libembraft (cargo build --release), the C raftd
 # (make -C examples/c/raftd), the Go raftd (target/raftd-go/raftd), and the
@@ -54,9 +57,13 @@ started=$SECONDS
 passed=0
 failed=0
 for other in target/raftd-c/raftd target/raftd-go/raftd; do
-    echo "--- Python raftd with $other"
+    # The third implementation founds the three-language sharded cluster.
+    third=target/raftd-go/raftd
+    [ "$other" = "$third" ] && third=target/raftd-c/raftd
+    echo "--- Python raftd with $other (sharded: with $third as well)"
     run_started=$SECONDS
-    TMPDIR=$scratch EMBRAFT_INTEROP_RAFTD="$other" \
+    TMPDIR=$scratch EMBRAFT_INTEROP_RAFTD="$other" EMBRAFT_INTEROP_SHARDS=4 \
+        EMBRAFT_INTEROP_THIRD_RAFTD="$third" \
         timeout -k 10 "$limit" bindings/python/run-tests.sh \
         -k test_interop &
     run=$!

@@ -160,3 +160,90 @@ def test_mixed_sharded_cluster(tmp_path):
                 assert answers(cluster.ports[name], "GET", key, None, (200, value)), (name, key)
     finally:
         cluster.close()
+
+
+# A sharded cluster of three implementations at once.
+THIRD_RAFTD = os.environ.get("EMBRAFT_INTEROP_THIRD_RAFTD")
+TRIO_SHARDS = 4
+TRIO_KEYS = 48
+
+
+def _groups_led(cluster, names):
+    """Every group has a leader among `names` that all of them agree on."""
+    reports = [status(cluster.ports[n]) for n in names]
+    if any(r is None or len(r.get("groups", [])) != TRIO_SHARDS for r in reports):
+        return False
+    ids = {r["id"] for r in reports}
+    for index in range(TRIO_SHARDS):
+        leaders = {r["groups"][index]["leader"] for r in reports}
+        if len(leaders) != 1 or leaders.pop() not in ids:
+            return False
+    return True
+
+
+def _every_group_has_voters(cluster, names, count):
+    reports = [status(cluster.ports[n]) for n in names]
+    return all(r is not None and len(r.get("groups", [])) == TRIO_SHARDS
+               and all(len(g["voters"]) == count for g in r["groups"]) for r in reports)
+
+
+def _write_until_committed(port, key, value):
+    """POST, again while the key's group has no leader (503)."""
+    answers = []
+
+    def committed():
+        answers.append(request(port, "POST", f"/db/{key}", value))
+        return answers[-1][0] == 200
+    assert wait_until(committed, 30, interval=0.2), (key, answers[-3:])
+
+
+@pytest.mark.skipif(not (THIRD_RAFTD and INTEROP_SHARDS),
+                    reason="EMBRAFT_INTEROP_THIRD_RAFTD or EMBRAFT_INTEROP_SHARDS not set")
+def test_sharded_cluster_of_three_languages(tmp_path):
+    """With EMBRAFT_INTEROP_THIRD_RAFTD naming a third implementation as
+    well: it founds a sharded cluster, a Python node joins through it (and
+    takes N from the answer), the other raftd joins through the Python
+    node (its group joins forwarded across languages); keys of every group
+    are written and read through every node; the founder is killed, the
+    groups it led elect leaders in the other two languages, and it
+    restarts from its data directory (without -shards) and catches up."""
+    founder = [os.path.abspath(THIRD_RAFTD or "")]
+    joiner = [os.path.abspath(OTHER_RAFTD or "")]
+    cluster = RaftdCluster(tmp_path)
+    names = (1, 2, 3)
+    try:
+        cluster.start(1, program=founder, args=["-shards", str(TRIO_SHARDS)])
+        assert wait_until(lambda: _groups_led(cluster, [1]), 30), cluster.log(1)
+        cluster.start(2, join=1)
+        cluster.start(3, join=2, program=joiner)
+        assert wait_until(lambda: _every_group_has_voters(cluster, names, 3), 60), (
+            cluster.log(2), cluster.log(3))
+        assert all(status(cluster.ports[n])["shards"] == TRIO_SHARDS for n in names)
+
+        # Writes through every node, most forwarded to their group's leader.
+        for i in range(TRIO_KEYS):
+            _write_until_committed(cluster.ports[names[i % 3]], f"key{i}", b"value-%d" % i)
+        for name in names:
+            for i in range(TRIO_KEYS):
+                assert request(cluster.ports[name], "GET", f"/db/key{i}") == (
+                    200, b"value-%d" % i), (name, i)
+
+        # The founder dies; the groups it led elect leaders elsewhere.
+        cluster.kill(1)
+        assert wait_until(lambda: _groups_led(cluster, [2, 3]), 60), (
+            status(cluster.ports[2]), status(cluster.ports[3]))
+        for i in range(TRIO_KEYS, 2 * TRIO_KEYS):
+            _write_until_committed(cluster.ports[names[1 + i % 2]], f"key{i}", b"value-%d" % i)
+
+        # Restarted from its data directory, it catches up in every group.
+        cluster.start(1, program=founder)
+        last = 2 * TRIO_KEYS - 1
+        assert wait_until(lambda: request(cluster.ports[1], "GET", f"/db/key{last}?stale=true")
+                          == (200, b"value-%d" % last), 60), cluster.log(1)
+        assert wait_until(lambda: _groups_led(cluster, names), 60)
+        for name in names:
+            for i in range(2 * TRIO_KEYS):
+                assert request(cluster.ports[name], "GET", f"/db/key{i}") == (
+                    200, b"value-%d" % i), (name, i)
+    finally:
+        cluster.close()
