@@ -9,7 +9,7 @@
 mod temp_dir;
 
 use embraft::core::Role;
-use embraft::node::{LogLevel, ProposalResult};
+use embraft::node::{LogLevel, NodeError, ProposalResult};
 use embraft::runtime::{frames_per_peer, GroupId, GroupStart, Runtime, RuntimeConfig};
 use embraft::wal::WalOptions;
 use parking_lot::{Mutex, RwLock};
@@ -705,6 +705,67 @@ fn a_wal_past_its_soft_limit_asks_the_group_pinning_it_for_a_snapshot() {
         asked.iter().any(|&(group, _)| group == 1),
         "group 1 was not asked: {asked:?}"
     );
+}
+
+/// Entries kept behind a snapshot for lagging followers
+/// (`compact_keep_entries`) must not pin the shared WAL's oldest segment
+/// for good: a group asked to free the WAL keeps none behind the snapshot
+/// it takes, and a group whose snapshot already covers everything it
+/// applied drops the entries it kept.
+#[test]
+fn entries_kept_behind_a_snapshot_do_not_pin_the_shared_wal() {
+    let dir = TempDir::new("runtime-purge-kept");
+    let mut config = runtime_config(1, &dir);
+    config.raft.max_entry_bytes = 4096;
+    config.raft.compact_keep_entries = 1000;
+    config.wal.segment_size = 64 << 10;
+    config.wal_segments_soft_limit = 2;
+    let runtime = Runtime::open(config).unwrap();
+    start_solo_groups(&runtime, &[1, 2], 1);
+    poll_until(&runtime, "group 2 leads", |_| {
+        runtime.status(2).unwrap().role == Role::Leader
+    });
+    // Group 1 writes about a segment and a half, and its host snapshots
+    // it unasked: the snapshot keeps all of those entries behind it.
+    for n in 0..100 {
+        runtime.propose(1, &[n as u8; 1024]).unwrap();
+    }
+    poll_until(&runtime, "group 1 applies its entries", |_| {
+        runtime.status(1).unwrap().applied >= 100
+    });
+    let applied = runtime.status(1).unwrap().applied;
+    let mut writer = runtime.begin_snapshot(1, applied).unwrap();
+    writer.write(b"state").unwrap();
+    writer.finish().unwrap();
+    // Then group 2 fills the WAL; group 1 stays idle, so nothing it
+    // applies ever prompts another snapshot.
+    for n in 0..300 {
+        runtime.propose(2, &[n as u8; 1024]).unwrap();
+    }
+    let mut asked = std::collections::BTreeSet::new();
+    let mut grown = 0;
+    poll_until(&runtime, "the old segments go", |seen| {
+        grown = grown.max(runtime.stats().wal_segments);
+        for ready in seen {
+            if let Some(index) = ready.snapshot_wanted {
+                // Group 1 may be asked before its own snapshot at that
+                // index is recorded; the ask is then stale.
+                if asked.insert((ready.group, index)) {
+                    match runtime.begin_snapshot(ready.group, index) {
+                        Ok(mut writer) => {
+                            writer.write(b"state").unwrap();
+                            writer.finish().unwrap();
+                        }
+                        Err(NodeError::StaleSnapshot { .. }) => {}
+                        Err(err) => panic!("snapshot of group {}: {err}", ready.group),
+                    }
+                }
+            }
+        }
+        grown > 2
+            && runtime.stats().wal_segments <= 2
+            && runtime.status(1).unwrap().first_index > applied
+    });
 }
 
 /// Ticks are owed to a group and merged until its next round, so no

@@ -2084,6 +2084,19 @@ impl Raft {
         Ok(meta)
     }
 
+    /// Drops the entries the last compaction kept behind the snapshot
+    /// (`compact_keep_entries`), as if it had kept none; returns how many
+    /// went. A follower that needed them is sent the snapshot instead.
+    pub fn drop_kept_entries(&mut self) -> u64 {
+        let index = self.log.snapshot_index();
+        let first = self.log.first_index();
+        if index == 0 || first > index {
+            return 0;
+        }
+        self.log.compact(index, index + 1);
+        index + 1 - first
+    }
+
     /// The first index the host still needs in its durable log: entries
     /// before it are covered by the snapshot and no longer kept in memory.
     pub fn first_index(&self) -> Index {

@@ -166,6 +166,10 @@ struct SnapshotHint {
     bytes_since: u64,
     /// Asked since the last snapshot: asked once per crossing.
     asked: bool,
+    /// The shared WAL wants this group's oldest records gone: the next
+    /// snapshot recorded keeps no entries behind it, since entries kept
+    /// for lagging followers would pin the oldest segment for good.
+    free_wal: bool,
 }
 
 /// A core `Ready` whose vote and append responses may leave only once its
@@ -278,6 +282,7 @@ impl Group {
                 bytes_threshold: options.bytes_threshold,
                 bytes_since: 0,
                 asked: false,
+                free_wal: false,
             },
             metrics: GroupMetrics::default(),
         }
@@ -358,9 +363,7 @@ impl Group {
             Input::TransferLeader { to } => self.transfer_leader(to),
             Input::Unreachable { peer } => self.unreachable(peer),
             Input::Applied(index) => self.applied(index),
-            Input::CompactionWanted => self.ask_for_snapshot(|| {
-                "its oldest entries hold the oldest segments of the shared WAL".to_string()
-            }),
+            Input::CompactionWanted => self.compaction_wanted(),
         }
     }
 
@@ -534,6 +537,9 @@ impl Group {
                     for peer in self.sender.supersede(index) {
                         self.raft.report_snapshot(peer, false);
                     }
+                    if std::mem::take(&mut self.hint.free_wal) {
+                        self.drop_kept_entries();
+                    }
                     self.snapshot_recorded(index);
                     self.compact_wal_to_core_log();
                 }
@@ -543,6 +549,33 @@ impl Group {
                 }),
             }
         }
+    }
+
+    /// The shared WAL's oldest segments hold this group's oldest records.
+    /// With entries applied since the latest snapshot, a new snapshot
+    /// frees them (and keeps nothing behind it); without, the snapshot is
+    /// there already and only the entries it kept behind it are in the way.
+    fn compaction_wanted(&mut self) {
+        if self.applied > self.snapshot_index {
+            self.hint.free_wal = true;
+            self.ask_for_snapshot(|| {
+                "its oldest entries hold the oldest segments of the shared WAL".to_string()
+            });
+        } else if self.drop_kept_entries() {
+            self.compact_wal_to_core_log();
+        }
+    }
+
+    /// Drops the entries kept behind the latest snapshot; a follower that
+    /// still needs them gets the snapshot instead.
+    fn drop_kept_entries(&mut self) -> bool {
+        let dropped = self.raft.drop_kept_entries();
+        if dropped > 0 {
+            self.out.log(LogLevel::Info, || {
+                format!("dropped the {dropped} entries kept behind the snapshot to free the WAL")
+            });
+        }
+        dropped > 0
     }
 
     /// Deletes the WAL segments holding only entries the core's log no
