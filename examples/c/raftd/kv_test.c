@@ -275,6 +275,39 @@ static void test_key_groups(void) {
           "200 keys land in every one of 8 groups, and in no other");
 }
 
+/* A group frame's messages (after its count), each a u64 group, a u32
+ * length and that many bytes. */
+static size_t group_messages(uint8_t *out, const size_t *sizes, size_t n) {
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        put_u64(out + at, i + 1);
+        put_u32(out + at + 8, (uint32_t)sizes[i]);
+        memset(out + at + 12, (int)i, sizes[i]);
+        at += 12 + sizes[i];
+    }
+    return at;
+}
+
+static void test_group_frame_runs(void) {
+    uint8_t body[256];
+    const size_t sizes[] = {10, 30, 5, 20}; /* 22, 42, 17, 32 bytes with headers */
+    size_t len = group_messages(body, sizes, 4);
+    size_t run = 0;
+    uint32_t n = 0;
+    check(group_frame_run(body, len, 4, 4 + len, &run, &n) == 0 && n == 4 && run == len,
+          "a group frame within the limit is one run");
+    check(group_frame_run(body, len, 4, 64, &run, &n) == 0 && n == 1 && run == 22,
+          "a run stops before the message that would overflow the frame");
+    check(group_frame_run(body + 22, len - 22, 3, 64, &run, &n) == 0 && n == 2 && run == 59,
+          "the next run takes what fits after it");
+    check(group_frame_run(body + 22, len - 22, 3, 40, &run, &n) == 0 && n == 0 && run == 42,
+          "a message no frame can carry is a run of none, its size to skip");
+    check(group_frame_run(body, len - 1, 4, 1000, &run, &n) == -1,
+          "a message cut short is malformed");
+    check(group_frame_run(body, len, 5, 1000, &run, &n) == -1,
+          "a count beyond the messages is malformed");
+}
+
 int main(int argc, char **argv) {
     size_t len = 0;
     uint8_t *vector = argc == 2 ? read_whole(argv[1], &len) : NULL;
@@ -287,6 +320,7 @@ int main(int argc, char **argv) {
     test_limits();
     test_round_trip();
     test_key_groups();
+    test_group_frame_runs();
     free(vector);
     printf("kv_test: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -534,7 +534,7 @@ static int drain_runtime_batch(struct raftd *r) {
         const uint8_t *frame = NULL;
         size_t len = 0;
         if (embraft_runtime_ready_frame(ready, peers[i], &frame, &len) == EMBRAFT_OK) {
-            transport_send(r, peers[i], frame, len);
+            transport_send_group_frame(r, peers[i], frame, len);
         }
     }
     for (size_t i = 0; i < n_restores && result >= 0; i++) {

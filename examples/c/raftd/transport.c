@@ -140,6 +140,42 @@ void transport_send(struct raftd *r, uint64_t to, const uint8_t *data, size_t le
     flush_queue(r, link);
 }
 
+void transport_send_group_frame(struct raftd *r, uint64_t to, const uint8_t *frame, size_t len) {
+    if (len <= WIRE_MAX_FRAME || len < 4) {
+        transport_send(r, to, frame, len);
+        return;
+    }
+    uint32_t left = get_u32(frame);
+    const uint8_t *body = frame + 4;
+    size_t body_len = len - 4;
+    while (left > 0) {
+        size_t run_len = 0;
+        uint32_t run_count = 0;
+        if (group_frame_run(body, body_len, left, WIRE_MAX_FRAME, &run_len, &run_count) != 0) {
+            log_line("dropping a malformed group frame of %zu bytes for %llu", len,
+                     (unsigned long long)to);
+            return;
+        }
+        if (run_count == 0) {
+            log_line("dropping a message of %zu bytes for %llu: no frame can carry it", run_len,
+                     (unsigned long long)to);
+            left--;
+        } else {
+            uint8_t *part = malloc(4 + run_len);
+            if (part == NULL) {
+                return;
+            }
+            put_u32(part, run_count);
+            memcpy(part + 4, body, run_len);
+            transport_send(r, to, part, 4 + run_len);
+            free(part);
+            left -= run_count;
+        }
+        body += run_len;
+        body_len -= run_len;
+    }
+}
+
 uint64_t transport_on_timer(struct raftd *r, uint64_t now) {
     uint64_t next = 0;
     for (size_t i = 0; i < r->link_count; i++) {

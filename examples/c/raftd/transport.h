@@ -18,6 +18,10 @@
 /* Queues one frame's payload for `to` (copied): an encoded message, or a
  * group frame on a sharded node; starts a connection when none is up. */
 void transport_send(struct raftd *r, uint64_t to, const uint8_t *data, size_t len);
+/* Queues a group frame for `to`, cut into several when it is longer than
+ * a stream frame may be (group_frame_run); a message no frame can carry
+ * is dropped, for Raft to send again. */
+void transport_send_group_frame(struct raftd *r, uint64_t to, const uint8_t *frame, size_t len);
 /* Dials peers whose backoff has run out; returns the time of the next
  * retry (0: none). */
 uint64_t transport_on_timer(struct raftd *r, uint64_t now);

@@ -194,3 +194,29 @@ int split_host_port(const char *addr, char *host, size_t host_cap, unsigned *por
     *port = (unsigned)value;
     return 0;
 }
+
+int group_frame_run(const uint8_t *body, size_t len, uint32_t count, size_t limit,
+                    size_t *run_len, uint32_t *run_count) {
+    enum { COUNT = 4, HEADER = 12 }; /* u32 count; u64 group, u32 length */
+    size_t at = 0;
+    uint32_t n = 0;
+    while (n < count) {
+        if (len - at < HEADER || get_u32(body + at + 8) > len - at - HEADER) {
+            return -1;
+        }
+        size_t message = HEADER + (size_t)get_u32(body + at + 8);
+        if (COUNT + at + message > limit) {
+            if (n == 0) {
+                *run_len = message;
+                *run_count = 0;
+                return 0;
+            }
+            break;
+        }
+        at += message;
+        n++;
+    }
+    *run_len = at;
+    *run_count = n;
+    return 0;
+}

@@ -32,6 +32,16 @@ int buffer_append_u16(struct buffer *buf, uint16_t value);
 int buffer_append_u32(struct buffer *buf, uint32_t value);
 int buffer_append_u64(struct buffer *buf, uint64_t value);
 
+/* Group frames (WIRE.md, "Group frames") longer than a stream frame may
+ * be are sent as several, cut between messages. Of the `count` messages
+ * in `body` (`len` bytes, the frame after its count), the longest run at
+ * the start that fits in a group frame of `limit` bytes: its byte length
+ * in *run_len and message count in *run_count. A first message that fits
+ * in no frame gives *run_count 0 and its size in *run_len, to be skipped.
+ * Returns -1 when the bytes are not `count` well-formed messages. */
+int group_frame_run(const uint8_t *body, size_t len, uint32_t count, size_t limit,
+                    size_t *run_len, uint32_t *run_count);
+
 uint64_t now_ms(void);
 /* A random integer in 1..2^63-1 from /dev/urandom (node and cluster ids). */
 uint64_t random_id(void);
