@@ -5,11 +5,13 @@
 #   3. unit and transport tests under the race detector;
 #   4. the same under the embraftdebug tag (a collection before every
 #      access to a C handle, to catch use after free);
-#   5. the raftd walkthrough, a mixed cluster with the C raftd (when
-#      examples/c/raftd builds), the metrics scrape, and the Porcupine linearizability runs,
-#      with the test and every Go raftd under the race detector
-#      (3 and 5 nodes, 60 s each; EMBRAFT_SOAK=1 for 10 minutes each,
-#      EMBRAFT_LIN_SECONDS=N for N seconds).
+#   5. the raftd walkthroughs (one group and -shards 8), mixed clusters
+#      with the C raftd (when examples/c/raftd builds; one group and
+#      sharded), the metrics scrape, and the Porcupine linearizability
+#      runs, with the test and every Go raftd under the race detector
+#      (3 and 5 nodes with one group, 3 nodes with -shards 8, 60 s each;
+#      EMBRAFT_SOAK=1 for 10 minutes each, EMBRAFT_LIN_SECONDS=N for N
+#      seconds).
 # Ends with "go binding: N passed, M failed" and a non-zero exit on failure.
 set -uo pipefail
 cd "$(dirname "$0")"
