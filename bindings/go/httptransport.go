@@ -16,55 +16,91 @@ import (
 // it posts batches of messages to the same path on its peers. A request
 // body is a series of frames as in the stream transport (u32 length, then
 // the message); the sender and cluster travel in headers.
-type HTTPTransport struct {
+type HTTPTransport struct{ httpTransport }
+
+// GroupHTTPTransport is the HTTP transport between runtimes: the same
+// requests, carrying group frames (docs/WIRE.md, "Group frames") instead
+// of single messages, at GroupHTTPTransportPath. Mount it there; peers
+// are runtimes.
+type GroupHTTPTransport struct{ httpTransport }
+
+// httpTransport is the HTTP transport, for single messages or for group
+// frames.
+type httpTransport struct {
 	clusterID, id uint64
+	path          string
 	peers         *peerSet
 	client        *http.Client
 }
 
-// HTTPTransportPath is where peers post messages.
-const HTTPTransportPath = "/embraft/messages"
+// HTTPTransportPath is where peers post messages; GroupHTTPTransportPath
+// is where runtimes post group frames. Distinct paths, so that a node and
+// a runtime never take each other's frames: the post fails with 404.
+const (
+	HTTPTransportPath      = "/embraft/messages"
+	GroupHTTPTransportPath = "/embraft/group-frames"
+)
 
 const (
 	headerCluster = "Embraft-Cluster"
 	headerFrom    = "Embraft-From"
 )
 
+func (t *httpTransport) init(clusterID, id uint64, path string, queueSize int, log *slog.Logger) {
+	t.clusterID, t.id, t.path = clusterID, id, path
+	t.client = &http.Client{Timeout: writeTimeout}
+	t.peers = newPeerSet(queueSize, log, t.dial)
+}
+
 // NewHTTPTransport creates the HTTP transport of node id; peers are
 // registered with SetPeer by their base URL (http://host:port).
 func NewHTTPTransport(clusterID, id uint64, queueSize int, log *slog.Logger) *HTTPTransport {
-	t := &HTTPTransport{clusterID: clusterID, id: id, client: &http.Client{Timeout: writeTimeout}}
-	t.peers = newPeerSet(queueSize, log, t.dial)
+	t := &HTTPTransport{}
+	t.init(clusterID, id, HTTPTransportPath, queueSize, log)
+	return t
+}
+
+// NewGroupHTTPTransport creates the HTTP transport of runtime id; peers
+// are registered with SetPeer by their base URL (http://host:port).
+func NewGroupHTTPTransport(clusterID, id uint64, queueSize int, log *slog.Logger) *GroupHTTPTransport {
+	t := &GroupHTTPTransport{}
+	t.init(clusterID, id, GroupHTTPTransportPath, queueSize, log)
 	return t
 }
 
 // SetPeer records a peer's base URL.
-func (t *HTTPTransport) SetPeer(id uint64, baseURL string) { t.peers.setPeer(id, baseURL) }
+func (t *httpTransport) SetPeer(id uint64, baseURL string) { t.peers.setPeer(id, baseURL) }
 
 // RemovePeer forgets a peer.
-func (t *HTTPTransport) RemovePeer(id uint64) { t.peers.removePeer(id) }
+func (t *httpTransport) RemovePeer(id uint64) { t.peers.removePeer(id) }
 
 // SetPartition drops all traffic to and from ids (tests).
-func (t *HTTPTransport) SetPartition(ids []uint64) { t.peers.setPartition(ids) }
+func (t *httpTransport) SetPartition(ids []uint64) { t.peers.setPartition(ids) }
 
 // Start implements Transport.
 func (t *HTTPTransport) Start(h Host) error {
-	t.peers.setHost(h)
+	t.peers.setHost(hostReceiver{h})
 	return nil
 }
 
-// Send implements Transport.
-func (t *HTTPTransport) Send(to uint64, msg []byte) { t.peers.send(to, msg) }
+// Start implements GroupTransport.
+func (t *GroupHTTPTransport) Start(h GroupHost) error {
+	t.peers.setHost(groupReceiver{h})
+	return nil
+}
 
-// Close implements Transport.
-func (t *HTTPTransport) Close() error {
+// Send implements Transport and GroupTransport.
+func (t *httpTransport) Send(to uint64, msg []byte) { t.peers.send(to, msg) }
+
+// Close implements Transport and GroupTransport.
+func (t *httpTransport) Close() error {
 	t.peers.close()
 	t.peers.setHost(nil)
 	return nil
 }
 
 // ServeHTTP receives a batch of messages from a peer.
-func (t *HTTPTransport) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+func (t *httpTransport) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodPost {
 		http.Error(w, "POST only", http.StatusMethodNotAllowed)
 		return
@@ -104,12 +140,12 @@ func (t *HTTPTransport) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 }
 
 type httpLink struct {
-	t   *HTTPTransport
+	t   *httpTransport
 	url string
 }
 
-func (t *HTTPTransport) dial(peer uint64, baseURL string) (link, error) {
-	return &httpLink{t: t, url: baseURL + HTTPTransportPath}, nil
+func (t *httpTransport) dial(peer uint64, baseURL string) (link, error) {
+	return &httpLink{t: t, url: baseURL + t.path}, nil
 }
 
 func (l *httpLink) send(batch [][]byte) error {

@@ -505,6 +505,12 @@ func (n *Node) ReadinessFile() (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	return dupReadiness(fd)
+}
+
+// dupReadiness duplicates a readiness descriptor the library owns, as a
+// file registered with Go's network poller and owned by the caller.
+func dupReadiness(fd C.int) (*os.File, error) {
 	dup, err := syscall.Dup(int(fd))
 	if err != nil {
 		return nil, err

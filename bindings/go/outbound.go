@@ -19,6 +19,21 @@ const (
 	maxBatch = 256
 )
 
+// receiver is where a transport delivers what it receives: a Raft (Host)
+// takes single messages, a Runtime (GroupHost) group frames.
+type receiver interface {
+	receive(payload []byte) error
+	ReportUnreachable(peer uint64)
+}
+
+type hostReceiver struct{ Host }
+
+func (h hostReceiver) receive(msg []byte) error { return h.Step(msg) }
+
+type groupReceiver struct{ GroupHost }
+
+func (h groupReceiver) receive(frame []byte) error { return h.StepFrame(frame) }
+
 // link is one established path to a peer (a TCP stream after its
 // handshake, or an HTTP client).
 type link interface {
@@ -34,14 +49,14 @@ type outbound struct {
 	peer    uint64
 	queue   chan []byte
 	dial    func() (link, error)
-	host    func() Host
+	host    func() receiver
 	log     *slog.Logger
 	stop    chan struct{}
 	stopped sync.WaitGroup
 	blocked func(uint64) bool
 }
 
-func newOutbound(peer uint64, queueSize int, dial func() (link, error), host func() Host,
+func newOutbound(peer uint64, queueSize int, dial func() (link, error), host func() receiver,
 	blocked func(uint64) bool, log *slog.Logger) *outbound {
 	if queueSize <= 0 {
 		queueSize = DefaultPeerQueue
@@ -161,7 +176,7 @@ type peerSet struct {
 	out       map[uint64]*outbound
 	partition map[uint64]bool
 	hostMu    sync.RWMutex
-	host      Host
+	host      receiver
 	queueSize int
 	log       *slog.Logger
 	dialer    func(peer uint64, addr string) (link, error)
@@ -176,13 +191,13 @@ func newPeerSet(queueSize int, log *slog.Logger, dialer func(uint64, string) (li
 		queueSize: queueSize, log: log, dialer: dialer}
 }
 
-func (p *peerSet) getHost() Host {
+func (p *peerSet) getHost() receiver {
 	p.hostMu.RLock()
 	defer p.hostMu.RUnlock()
 	return p.host
 }
 
-func (p *peerSet) setHost(h Host) {
+func (p *peerSet) setHost(h receiver) {
 	p.hostMu.Lock()
 	p.host = h
 	p.hostMu.Unlock()

@@ -244,10 +244,8 @@ func copyReady(r *C.embraft_ready, sum *C.embraft_go_summary) (out *Ready, resto
 		var path *C.char
 		if code := C.embraft_ready_snapshot_path(r, &path); code != C.EMBRAFT_OK {
 			restoreErr = &CallError{Op: "embraft_ready_snapshot_path", Code: Code(code)}
-		} else if f, err := os.Open(C.GoString(path)); err != nil {
-			restoreErr = fmt.Errorf("embraft: opening the snapshot to restore (index %d): %w", uint64(sum.restore_index), err)
 		} else {
-			out.Restore = &SnapshotRestore{Index: uint64(sum.restore_index), Term: uint64(sum.restore_term), File: f}
+			out.Restore, restoreErr = openRestore(uint64(sum.restore_index), uint64(sum.restore_term), path)
 		}
 	}
 	out.SnapshotWanted, out.SnapshotWantedIndex = bool(sum.wanted), uint64(sum.wanted_index)
@@ -258,6 +256,16 @@ func copyReady(r *C.embraft_ready, sum *C.embraft_go_summary) (out *Ready, resto
 		out.Logs = append(out.Logs, LogLine{LogLevel(level), C.GoString(text)})
 	}
 	return out, restoreErr
+}
+
+// openRestore opens the snapshot file a batch names for a restore, while
+// the batch still pins it.
+func openRestore(index, term uint64, path *C.char) (*SnapshotRestore, error) {
+	f, err := os.Open(C.GoString(path))
+	if err != nil {
+		return nil, fmt.Errorf("embraft: opening the snapshot to restore (index %d): %w", index, err)
+	}
+	return &SnapshotRestore{Index: index, Term: term, File: f}, nil
 }
 
 // cView is a Go view of n library-owned bytes at p, valid while the batch

@@ -31,8 +31,17 @@ type SnapshotWriter struct {
 	// writer concurrently; ptr is nil once the writer ended.
 	mu    sync.Mutex
 	ptr   *C.embraft_snapshot_writer
-	node  *Node
+	owner writerOwner
 	index uint64
+}
+
+// writerOwner is what made a writer (a Node, a Runtime): its failures are
+// recorded as the owner's last error.
+type writerOwner interface {
+	// errorOf builds the error of a failed call on the writer.
+	errorOf(op string, code C.embraft_status) error
+	// notify tells the owner's driver a batch may be ready.
+	notify()
 }
 
 // BeginSnapshot starts a snapshot at log index index, which the state
@@ -47,9 +56,14 @@ func (n *Node) BeginSnapshot(index uint64) (*SnapshotWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &SnapshotWriter{ptr: ptr, node: n, index: index}
+	return newSnapshotWriter(ptr, n, index), nil
+}
+
+// newSnapshotWriter wraps a writer the library handed out.
+func newSnapshotWriter(ptr *C.embraft_snapshot_writer, owner writerOwner, index uint64) *SnapshotWriter {
+	w := &SnapshotWriter{ptr: ptr, owner: owner, index: index}
 	runtime.SetFinalizer(w, (*SnapshotWriter).abort)
-	return w, nil
+	return w
 }
 
 // Index returns the log index the snapshot stands for.
@@ -95,7 +109,7 @@ func (w *SnapshotWriter) Write(p []byte) (int, error) {
 	runtime.KeepAlive(p)
 	runtime.KeepAlive(w)
 	if code != C.EMBRAFT_OK {
-		return 0, w.node.errorOf("embraft_snapshot_writer_write", code)
+		return 0, w.owner.errorOf("embraft_snapshot_writer_write", code)
 	}
 	return len(p), nil
 }
@@ -118,9 +132,9 @@ func (w *SnapshotWriter) Finish() error {
 	runtime.SetFinalizer(w, nil)
 	code := C.embraft_snapshot_writer_finish(ptr)
 	runtime.KeepAlive(w)
-	w.node.notify()
+	w.owner.notify()
 	if code != C.EMBRAFT_OK {
-		return w.node.errorOf("embraft_snapshot_writer_finish", code)
+		return w.owner.errorOf("embraft_snapshot_writer_finish", code)
 	}
 	return nil
 }

@@ -28,13 +28,32 @@ const (
 	replyBadCluster   = 2
 	replyBadRecipient = 3
 	replyBadSender    = 4
+	replyBadFrameKind = 5
+	// helloGroupFrames is bit 0 of the hello's flags: the dialer sends
+	// group frames.
+	helloGroupFrames = 0x0001
 )
 
 // StreamTransport is the TCP transport every binding speaks: one outbound
 // connection per peer for sending, inbound connections for receiving.
-// Feed it accepted connections with Serve or ServeConn.
-type StreamTransport struct {
+// Feed it accepted connections with Serve or ServeConn. It carries single
+// messages between one-group nodes; GroupStreamTransport is its variant
+// for runtimes.
+type StreamTransport struct{ streamTransport }
+
+// GroupStreamTransport is the stream transport between runtimes: the
+// hello has the group-frames flag set (docs/WIRE.md, "Group frames"), one
+// connection per peer runtime carries every group's messages as one group
+// frame per frame, and a listener refuses a dialer without the flag
+// (status 5), as a StreamTransport refuses one with it. Peers are runtime
+// ids.
+type GroupStreamTransport struct{ streamTransport }
+
+// streamTransport is the stream protocol, for single messages or for
+// group frames.
+type streamTransport struct {
 	clusterID, id uint64
+	groupFrames   bool
 	peers         *peerSet
 	log           *slog.Logger
 
@@ -43,39 +62,61 @@ type StreamTransport struct {
 	closed  bool
 }
 
+func (t *streamTransport) init(clusterID, id uint64, groupFrames bool, queueSize int, log *slog.Logger) {
+	t.clusterID, t.id, t.groupFrames = clusterID, id, groupFrames
+	t.inbound = map[net.Conn]struct{}{}
+	t.peers = newPeerSet(queueSize, log, t.dial)
+	t.log = t.peers.log
+}
+
 // NewStreamTransport creates the transport of node id in cluster
 // clusterID. queueSize bounds each peer's outbound queue (0: 1024).
 func NewStreamTransport(clusterID, id uint64, queueSize int, log *slog.Logger) *StreamTransport {
-	t := &StreamTransport{clusterID: clusterID, id: id, inbound: map[net.Conn]struct{}{}, log: log}
-	t.peers = newPeerSet(queueSize, log, t.dial)
-	t.log = t.peers.log
+	t := &StreamTransport{}
+	t.init(clusterID, id, false, queueSize, log)
+	return t
+}
+
+// NewGroupStreamTransport creates the transport of runtime id in cluster
+// clusterID. queueSize bounds each peer's outbound queue of frames (0:
+// 1024).
+func NewGroupStreamTransport(clusterID, id uint64, queueSize int, log *slog.Logger) *GroupStreamTransport {
+	t := &GroupStreamTransport{}
+	t.init(clusterID, id, true, queueSize, log)
 	return t
 }
 
 // SetPeer records the host:port of a peer.
-func (t *StreamTransport) SetPeer(id uint64, addr string) { t.peers.setPeer(id, addr) }
+func (t *streamTransport) SetPeer(id uint64, addr string) { t.peers.setPeer(id, addr) }
 
 // RemovePeer forgets a peer and closes its connection.
-func (t *StreamTransport) RemovePeer(id uint64) { t.peers.removePeer(id) }
+func (t *streamTransport) RemovePeer(id uint64) { t.peers.removePeer(id) }
 
 // PeerAddr returns a peer's recorded address.
-func (t *StreamTransport) PeerAddr(id uint64) (string, bool) { return t.peers.peerAddr(id) }
+func (t *streamTransport) PeerAddr(id uint64) (string, bool) { return t.peers.peerAddr(id) }
 
 // SetPartition drops all traffic to and from the given peers until called
 // again (nil heals). It exists for fault-injection tests.
-func (t *StreamTransport) SetPartition(ids []uint64) { t.peers.setPartition(ids) }
+func (t *streamTransport) SetPartition(ids []uint64) { t.peers.setPartition(ids) }
 
 // Start implements Transport.
 func (t *StreamTransport) Start(h Host) error {
-	t.peers.setHost(h)
+	t.peers.setHost(hostReceiver{h})
 	return nil
 }
 
-// Send implements Transport.
-func (t *StreamTransport) Send(to uint64, msg []byte) { t.peers.send(to, msg) }
+// Start implements GroupTransport.
+func (t *GroupStreamTransport) Start(h GroupHost) error {
+	t.peers.setHost(groupReceiver{h})
+	return nil
+}
+
+// Send implements Transport and GroupTransport: it queues one message
+// (StreamTransport) or group frame (GroupStreamTransport) for peer to.
+func (t *streamTransport) Send(to uint64, msg []byte) { t.peers.send(to, msg) }
 
 // Close stops the outbound connections and closes the inbound ones.
-func (t *StreamTransport) Close() error {
+func (t *streamTransport) Close() error {
 	t.mu.Lock()
 	t.closed = true
 	conns := t.inbound
@@ -90,7 +131,7 @@ func (t *StreamTransport) Close() error {
 }
 
 // Serve accepts connections from l until it fails and serves each.
-func (t *StreamTransport) Serve(l net.Listener) error {
+func (t *streamTransport) Serve(l net.Listener) error {
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -100,10 +141,11 @@ func (t *StreamTransport) Serve(l net.Listener) error {
 	}
 }
 
-func encodeHello(clusterID, from, to uint64) []byte {
+func encodeHello(clusterID, from, to uint64, flags uint16) []byte {
 	b := make([]byte, helloSize)
 	copy(b, streamMagic)
 	binary.LittleEndian.PutUint16(b[4:], streamVersion)
+	binary.LittleEndian.PutUint16(b[6:], flags)
 	binary.LittleEndian.PutUint64(b[8:], clusterID)
 	binary.LittleEndian.PutUint64(b[16:], from)
 	binary.LittleEndian.PutUint64(b[24:], to)
@@ -119,9 +161,17 @@ func encodeReply(status uint16, self uint64) []byte {
 	return b
 }
 
+// flags are the hello flags this side sends and expects.
+func (t *streamTransport) flags() uint16 {
+	if t.groupFrames {
+		return helloGroupFrames
+	}
+	return 0
+}
+
 // ServeConn serves one inbound connection: the handshake, then frames
 // handed unchanged to the node. It returns when the connection ends.
-func (t *StreamTransport) ServeConn(c net.Conn) {
+func (t *streamTransport) ServeConn(c net.Conn) {
 	defer c.Close()
 	t.mu.Lock()
 	if t.closed {
@@ -152,6 +202,8 @@ func (t *StreamTransport) ServeConn(c net.Conn) {
 		status = replyBadRecipient
 	case from == 0 || from == t.id:
 		status = replyBadSender
+	case binary.LittleEndian.Uint16(hello[6:])&helloGroupFrames != t.flags():
+		status = replyBadFrameKind
 	}
 	c.SetWriteDeadline(time.Now().Add(handshakeTimeout))
 	if _, err := c.Write(encodeReply(status, t.id)); err != nil || status != replyAccepted {
@@ -166,7 +218,7 @@ func (t *StreamTransport) ServeConn(c net.Conn) {
 
 // readFrames steps every frame from peer until the stream ends or breaks
 // the protocol.
-func (t *StreamTransport) readFrames(from uint64, r io.Reader) {
+func (t *streamTransport) readFrames(from uint64, r io.Reader) {
 	var header [4]byte
 	for {
 		if _, err := io.ReadFull(r, header[:]); err != nil {
@@ -197,7 +249,7 @@ func deliver(peers *peerSet, from uint64, msg []byte, log *slog.Logger) bool {
 	if h == nil {
 		return true // not started yet, or closed: as if lost
 	}
-	err := h.Step(msg)
+	err := h.receive(msg)
 	if errors.Is(err, ErrMalformed) || errors.Is(err, ErrWrongRecipient) {
 		log.Warn("embraft transport: refused message", "from", from, "err", err)
 		return false
@@ -211,13 +263,13 @@ type streamLink struct {
 	w    *bufio.Writer
 }
 
-func (t *StreamTransport) dial(peer uint64, addr string) (link, error) {
+func (t *streamTransport) dial(peer uint64, addr string) (link, error) {
 	c, err := net.DialTimeout("tcp", addr, dialTimeout)
 	if err != nil {
 		return nil, err
 	}
 	c.SetDeadline(time.Now().Add(handshakeTimeout))
-	if _, err := c.Write(encodeHello(t.clusterID, t.id, peer)); err != nil {
+	if _, err := c.Write(encodeHello(t.clusterID, t.id, peer, t.flags())); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -259,20 +311,26 @@ func (l *streamLink) send(batch [][]byte) error {
 
 func (l *streamLink) close() { l.conn.Close() }
 
+// ConnServer serves accepted stream connections: a StreamTransport or a
+// GroupStreamTransport.
+type ConnServer interface {
+	ServeConn(c net.Conn)
+}
+
 // MuxListener shares one port between the stream transport and another
 // protocol (HTTP): for each accepted connection it peeks at the first four
 // bytes; EMRF goes to the transport, anything else is returned by Accept
 // with the peeked bytes put back.
 type MuxListener struct {
 	net.Listener
-	transport *StreamTransport
+	transport ConnServer
 	conns     chan net.Conn
 	errs      chan error
 	once      sync.Once
 }
 
 // NewMuxListener wraps l; the transport serves the stream connections.
-func NewMuxListener(l net.Listener, t *StreamTransport) *MuxListener {
+func NewMuxListener(l net.Listener, t ConnServer) *MuxListener {
 	m := &MuxListener{Listener: l, transport: t, conns: make(chan net.Conn), errs: make(chan error, 1)}
 	go m.acceptLoop()
 	return m

@@ -13,7 +13,7 @@ import (
 // The hello and reply layouts pinned byte for byte against
 // docs/WIRE.md, so that this binding interoperates with the others.
 func TestHandshakeBytes(t *testing.T) {
-	got := hex.EncodeToString(encodeHello(0x0102030405060708, 2, 3))
+	got := hex.EncodeToString(encodeHello(0x0102030405060708, 2, 3, 0))
 	want := "454d5246" + "0100" + "0000" + "0807060504030201" + "0200000000000000" + "0300000000000000"
 	if got != want {
 		t.Fatalf("hello %s, want %s", got, want)
@@ -46,7 +46,7 @@ func TestStreamListenerSpeaksWire(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Write(encodeHello(cluster, 5, 7))
+		c.Write(encodeHello(cluster, 5, 7, 0))
 		reply := make([]byte, replySize)
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := io.ReadFull(c, reply); err != nil {
