@@ -87,7 +87,7 @@ func mainErr() error {
 	var (
 		jsonOut   = flag.Bool("json", false, "print one JSON object instead of a table")
 		duration  = flag.Duration("duration", 5*time.Second, "measured time per library and configuration")
-		warmup    = flag.Duration("warmup", time.Second, "time with proposers running before each measurement")
+		warmup    = flag.Duration("warmup", 2*time.Second, "time with proposers running before each measurement")
 		groupsArg = flag.String("groups", "1,64,1024", "comma-separated group counts")
 		sizesArg  = flag.String("payloads", "16,1024", "comma-separated proposal sizes in bytes (at least 8: the key)")
 		proposers = flag.Int("proposers", 256, "concurrent proposers, spread over the groups")
