@@ -120,6 +120,9 @@ func startDragonboat(s settings, dir string, groups int) (cluster, error) {
 		// here within seconds. The medium budget keeps 64 MiB buffers:
 		// same storage, same syncs.
 		nhc.Expert.LogDB = dbconfig.GetMediumMemLogDBConfig()
+		if s.DragonboatLogDBShards > 0 {
+			nhc.Expert.LogDB.Shards = s.DragonboatLogDBShards
+		}
 		nh, err := dragonboat.NewNodeHost(nhc)
 		if err != nil {
 			c.close()
@@ -183,27 +186,25 @@ func (c *dragonboatCluster) findLeader(g uint64) bool {
 }
 
 func (c *dragonboatCluster) propose(ctx context.Context, g uint64, data []byte) error {
-	for attempt := 0; ; attempt++ {
+	return retryTransient(ctx, func() (bool, error) {
 		h := c.leaders[g-1].Load()
 		if h == 0 {
 			c.findLeader(g)
-			time.Sleep(time.Millisecond)
-			continue
+			return true, errors.New("no leader known")
 		}
 		_, err := c.hosts[h-1].SyncPropose(ctx, c.sessions[g-1], data)
 		if err == nil {
-			return nil
+			return false, nil
 		}
-		// Leadership moved or the group is catching up: find the leader
-		// again and retry, as an application would.
-		if attempt >= 100 || ctx.Err() != nil ||
-			!(errors.Is(err, dragonboat.ErrSystemBusy) || errors.Is(err, dragonboat.ErrShardNotReady) ||
-				errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, dragonboat.ErrShardNotFound)) {
-			return fmt.Errorf("dragonboat propose: %w", err)
+		// Leadership moved, or the group is busy or catching up: find the
+		// leader again and retry, as an application would.
+		transient := errors.Is(err, dragonboat.ErrSystemBusy) || errors.Is(err, dragonboat.ErrShardNotReady) ||
+			errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, dragonboat.ErrShardNotFound)
+		if transient {
+			c.leaders[g-1].Store(0)
 		}
-		c.leaders[g-1].Store(0)
-		time.Sleep(time.Millisecond)
-	}
+		return transient, fmt.Errorf("dragonboat propose: %w", err)
+	})
 }
 
 func (c *dragonboatCluster) applied(g uint64) uint64 {

@@ -134,25 +134,24 @@ func (c *embraftCluster) findLeader(g uint64) bool {
 }
 
 func (c *embraftCluster) propose(ctx context.Context, g uint64, data []byte) error {
-	for attempt := 0; ; attempt++ {
+	return retryTransient(ctx, func() (bool, error) {
 		id := c.leaders[g-1].Load()
 		if id == 0 {
 			c.findLeader(g)
-			time.Sleep(time.Millisecond)
-			continue
+			return true, errors.New("no leader known")
 		}
 		_, err := c.groups[id-1][g-1].Propose(ctx, data)
 		if err == nil {
-			return nil
+			return false, nil
 		}
 		// Leadership moved: find the leader again and retry, as an
 		// application would.
-		if attempt >= 100 || ctx.Err() != nil || !errors.Is(err, embraft.ErrNotLeader) {
-			return fmt.Errorf("embraft propose: %w", err)
+		transient := errors.Is(err, embraft.ErrNotLeader)
+		if transient {
+			c.leaders[g-1].Store(0)
 		}
-		c.leaders[g-1].Store(0)
-		time.Sleep(time.Millisecond)
-	}
+		return transient, fmt.Errorf("embraft propose: %w", err)
+	})
 }
 
 func (c *embraftCluster) applied(g uint64) uint64 {

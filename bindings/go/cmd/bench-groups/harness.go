@@ -35,7 +35,10 @@ type settings struct {
 	CompactKeep     uint64 `json:"compact_keep_entries"`
 	Workers         int    `json:"embraft_workers"`
 	DragonboatLogDB string `json:"dragonboat_logdb"`
-	Verbose         bool   `json:"-"`
+	// DragonboatLogDBShards overrides the number of Pebble instances per
+	// NodeHost (0: dragonboat's default, 16).
+	DragonboatLogDBShards uint64 `json:"dragonboat_logdb_shards,omitempty"`
+	Verbose               bool   `json:"-"`
 }
 
 // measurement is one library's figures for one configuration in one run.
@@ -151,6 +154,24 @@ func measure(c cluster, groups, payload, proposers int, warmup, dur time.Duratio
 		CPUMicrosPerProp: micros(cpu) / float64(n),
 	}
 	return m, nil
+}
+
+// retryTransient calls try until it succeeds, fails for good, or a
+// transient failure (no leader known, leadership moving, a busy group)
+// has lasted transientLimit; it backs off from 1 ms to 20 ms between
+// tries. Both libraries' proposals go through it.
+func retryTransient(ctx context.Context, try func() (transient bool, err error)) error {
+	const transientLimit = 30 * time.Second
+	deadline := time.Now().Add(transientLimit)
+	pause := time.Millisecond
+	for {
+		transient, err := try()
+		if err == nil || !transient || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 20*time.Millisecond)
+	}
 }
 
 // checkApplied fails when a group's replicas applied fewer proposals than

@@ -98,6 +98,7 @@ func mainErr() error {
 		election  = flag.Int("election-ticks", 10, "election timeout in ticks (dragonboat ElectionRTT)")
 		heartbeat = flag.Int("heartbeat-ticks", 1, "heartbeat interval in ticks (dragonboat HeartbeatRTT)")
 		workers   = flag.Int("workers", 2, "embraft runtime worker threads per runtime")
+		dbShards  = flag.Uint64("dragonboat-logdb-shards", 0, "Pebble instances per dragonboat NodeHost (0: its default, 16)")
 		verbose   = flag.Bool("v", false, "progress and the libraries' logs on stderr")
 	)
 	flag.Parse()
@@ -138,7 +139,8 @@ func mainErr() error {
 		Tick: *tick, TickMillis: tick.Milliseconds(),
 		ElectionTicks: *election, HeartbeatTicks: *heartbeat,
 		SnapshotEntries: 10000, CompactKeep: 1024,
-		Workers: *workers, DragonboatLogDB: "sharded Pebble, medium memory budget", Verbose: *verbose,
+		Workers: *workers, DragonboatLogDB: "sharded Pebble, medium memory budget",
+		DragonboatLogDBShards: *dbShards, Verbose: *verbose,
 	}
 	progress := func(format string, a ...any) {
 		if *verbose || !*jsonOut {
