@@ -174,15 +174,17 @@ func startDragonboat(s settings, dir string, groups int) (cluster, error) {
 	return c, nil
 }
 
-// findLeader records which host leads group g (1-based index + 1 in
-// leaders, 0 while unknown).
+// findLeader records which host leads group g: one whose own replica
+// says it leads (another host's view may lag behind an election).
 func (c *dragonboatCluster) findLeader(g uint64) bool {
-	id, _, ok, err := c.hosts[0].GetLeaderID(g)
-	if err != nil || !ok || id < 1 || id > 3 {
-		return false
+	for h, nh := range c.hosts {
+		id, _, ok, err := nh.GetLeaderID(g)
+		if err == nil && ok && id == uint64(h+1) {
+			c.leaders[g-1].Store(int32(id))
+			return true
+		}
 	}
-	c.leaders[g-1].Store(int32(id))
-	return true
+	return false
 }
 
 func (c *dragonboatCluster) propose(ctx context.Context, g uint64, data []byte) error {

@@ -49,6 +49,9 @@ type measurement struct {
 	P50Micros        float64 `json:"p50_us"`
 	P99Micros        float64 `json:"p99_us"`
 	CPUMicrosPerProp float64 `json:"cpu_us_per_proposal"`
+	// Error is why the measurement failed (then the figures are zero and
+	// the run has no ratio).
+	Error string `json:"error,omitempty"`
 }
 
 // proposerGroup spreads proposers over groups: with fewer groups than

@@ -14,6 +14,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -155,6 +156,7 @@ func mainErr() error {
 	// results[groups][size][system] holds one measurement per run.
 	type key struct{ groups, size int }
 	results := map[key]map[string][]*measurement{}
+	failures := 0
 	for _, g := range groupCounts {
 		for _, size := range sizes {
 			results[key{g, size}] = map[string][]*measurement{}
@@ -181,15 +183,25 @@ func mainErr() error {
 				rep.Startup[fmt.Sprintf("%s/%d", sys.name, g)] = append(rep.Startup[fmt.Sprintf("%s/%d", sys.name, g)], up)
 				progress("run %d: %s: %d groups led after %.1f s", r+1, sys.name, g, up)
 				completed := make([]atomic.Uint64, g)
+				failed := false
 				for _, size := range sizes {
-					m, err := measure(c, g, size, *proposers, *warmup, *duration, completed)
-					if err == nil {
+					var m measurement
+					var err error
+					// After a failure the cluster is in no state to
+					// measure: the rest of this start's payloads are
+					// reported failed too.
+					if failed {
+						err = errors.New("not measured after an earlier failure on this cluster")
+					} else if m, err = measure(c, g, size, *proposers, *warmup, *duration, completed); err == nil {
 						err = checkApplied(c, completed)
 					}
 					if err != nil {
-						c.close()
-						os.RemoveAll(dir)
-						return fmt.Errorf("%s, %d groups, %d B: %w", sys.name, g, size, err)
+						failed = true
+						failures++
+						m = measurement{Error: err.Error()}
+						fmt.Fprintf(os.Stderr, "run %d: %s, %d groups, %d B: %v\n", r+1, sys.name, g, size, err)
+						results[key{g, size}][sys.name] = append(results[key{g, size}][sys.name], &m)
+						continue
 					}
 					progress("run %d: %s: %d groups, %d B: %.0f proposals/s, p50 %.0f µs, p99 %.0f µs, %.1f CPU µs/proposal",
 						r+1, sys.name, g, size, m.ProposalsPerSec, m.P50Micros, m.P99Micros, m.CPUMicrosPerProp)
@@ -221,7 +233,7 @@ func mainErr() error {
 				if ms := byName["dragonboat"]; len(ms) > r {
 					one.Dragonboat = ms[r]
 				}
-				if one.Embraft != nil && one.Dragonboat != nil {
+				if one.Embraft != nil && one.Dragonboat != nil && one.Embraft.Error == "" && one.Dragonboat.Error == "" {
 					one.Ratio = one.Embraft.ProposalsPerSec / one.Dragonboat.ProposalsPerSec
 					one.P99Ratio = one.Embraft.P99Micros / one.Dragonboat.P99Micros
 					one.CPURatio = one.Embraft.CPUMicrosPerProp / one.Dragonboat.CPUMicrosPerProp
@@ -231,7 +243,7 @@ func mainErr() error {
 				}
 				cr.Runs = append(cr.Runs, one)
 			}
-			e, d := byName["embraft"], byName["dragonboat"]
+			e, d := succeeded(byName["embraft"]), succeeded(byName["dragonboat"])
 			cr.EmbraftProposalsPerSec = medianOf(e, func(m *measurement) float64 { return m.ProposalsPerSec })
 			cr.EmbraftP50Micros = medianOf(e, func(m *measurement) float64 { return m.P50Micros })
 			cr.EmbraftP99Micros = medianOf(e, func(m *measurement) float64 { return m.P99Micros })
@@ -247,9 +259,15 @@ func mainErr() error {
 	if *jsonOut {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		printTable(rep)
 	}
-	printTable(rep)
+	if failures > 0 {
+		return fmt.Errorf("%d measurement(s) failed (see `error` in the runs)", failures)
+	}
 	return nil
 }
 
@@ -267,6 +285,15 @@ func printTable(rep report) {
 	}
 	w.Flush()
 	fmt.Println("\nratio: embraft/dragonboat proposals/s; p99 and CPU ratios: embraft/dragonboat (below 1 is embraft's lower)")
+	for _, c := range rep.Configs {
+		for i, r := range c.Runs {
+			for _, m := range []*measurement{r.Embraft, r.Dragonboat} {
+				if m != nil && m.Error != "" {
+					fmt.Printf("failed: %d groups, %d B, run %d: %s\n", c.Groups, c.PayloadBytes, i+1, m.Error)
+				}
+			}
+		}
+	}
 }
 
 func parseInts(s string, least int) ([]int, error) {
@@ -282,6 +309,17 @@ func parseInts(s string, least int) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// succeeded leaves out the failed measurements (kept in `runs`).
+func succeeded(ms []*measurement) []*measurement {
+	var ok []*measurement
+	for _, m := range ms {
+		if m.Error == "" {
+			ok = append(ok, m)
+		}
+	}
+	return ok
 }
 
 func medianOf(ms []*measurement, f func(*measurement) float64) float64 {
