@@ -99,7 +99,8 @@ func (t *httpTransport) Close() error {
 	return nil
 }
 
-// ServeHTTP receives a batch of messages from a peer.
+// ServeHTTP receives a batch of messages (group frames, for a
+// GroupHTTPTransport) from a peer.
 func (t *httpTransport) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodPost {
 		http.Error(w, "POST only", http.StatusMethodNotAllowed)

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
-	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -270,11 +269,8 @@ func (c *Config) build() (*C.embraft_config, error) {
 // Every method may be called from any goroutine, concurrently. Close frees
 // the node once no call is running; calls after Close return ErrClosed.
 type Node struct {
-	// mu is held shared by every call and exclusively by Close, because the
-	// C API forbids embraft_node_free concurrently with any other call.
-	mu  sync.RWMutex
-	ptr *C.embraft_node
-	id  uint64
+	handle[*C.embraft_node]
+	id uint64
 	// inputs, for an inline node that does not sync, gets a token after
 	// every input call: a batch may be ready to poll. A goroutine wake-up,
 	// where waiting for the readiness descriptor would go through the
@@ -297,7 +293,13 @@ func NewNode(cfg Config) (*Node, error) {
 	if code := C.embraft_node_new(ccfg, &ptr); code != C.EMBRAFT_OK {
 		return nil, configError("embraft_node_new", code, ccfg)
 	}
-	n := &Node{ptr: ptr, id: cfg.ID}
+	n := &Node{id: cfg.ID}
+	n.handle = handle[*C.embraft_node]{ptr: ptr,
+		lastErrorOf: func(p *C.embraft_node, buf *C.char, size C.size_t) {
+			C.embraft_node_last_error(p, buf, size, nil)
+		},
+		release: func(p *C.embraft_node) { C.embraft_node_free(p) },
+	}
 	if cfg.Inline && cfg.Sync == SyncNever {
 		n.inputs = make(chan struct{}, 1)
 	}
@@ -313,33 +315,10 @@ func (n *Node) ID() uint64 { return n.id }
 // Close stops the node (syncing what is queued) and frees it. It is
 // idempotent and waits for calls in progress.
 func (n *Node) Close() error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ptr != nil {
-		C.embraft_node_free(n.ptr)
-		n.ptr = nil
+	if n.free() {
 		runtime.SetFinalizer(n, nil)
 	}
 	return nil
-}
-
-// call runs one C call on the live handle. It keeps n (and so the handle)
-// alive until the call returned, and turns a failure into a CallError
-// carrying the node's last error message.
-func (n *Node) call(op string, f func(*C.embraft_node) C.embraft_status) error {
-	debugAccess()
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	if n.ptr == nil {
-		return ErrClosed
-	}
-	code := f(n.ptr)
-	var err error
-	if code != C.EMBRAFT_OK {
-		err = n.lastError(op, code)
-	}
-	runtime.KeepAlive(n)
-	return err
 }
 
 // input is call for the calls that feed the node: an inline node has
@@ -368,17 +347,6 @@ func (n *Node) notify() {
 // input call). Nil for other nodes, whose batches come from the node's
 // own threads too: wait for the readiness descriptor.
 func (n *Node) Inputs() <-chan struct{} { return n.inputs }
-
-// lastError builds the error of a failed call; n.mu is held.
-func (n *Node) lastError(op string, code C.embraft_status) error {
-	if code == C.EMBRAFT_ERR_BUSY || code == C.EMBRAFT_TIMED_OUT {
-		// Frequent and self-explanatory: skip the message copy.
-		return &CallError{Op: op, Code: Code(code)}
-	}
-	var buf [512]C.char
-	C.embraft_node_last_error(n.ptr, &buf[0], C.size_t(len(buf)), nil)
-	return &CallError{Op: op, Code: Code(code), Message: C.GoString(&buf[0])}
-}
 
 // bytesArg returns a C view of Go bytes for the duration of one call; cgo
 // pins them, and they hold no Go pointers.

@@ -10,36 +10,39 @@ import (
 	"time"
 )
 
-// StateMachine is the host's replicated state. The driver goroutine calls
-// its methods one at a time, in log order.
+// StateMachine is the host's replicated state. Its methods are called one
+// at a time, in log order: by the driver goroutine of a Raft, by the apply
+// goroutine of a Runtime's Group (each group has its own, so different
+// groups' state machines run concurrently).
 type StateMachine interface {
 	// Apply applies one committed normal entry (noop and membership
 	// entries are handled by the library and not passed on).
 	Apply(e Entry)
 	// Snapshot writes the state as of the last applied entry to w, in any
-	// format Restore reads back. The driver calls it on its own goroutine,
-	// between batches, so no Apply runs meanwhile and the state is exactly
-	// the one at the snapshot's index; w is buffered and goes straight to
-	// the library's snapshot file. Batches wait while it runs: a large
+	// format Restore reads back. It is called on the goroutine that
+	// applies (see above), between batches, so no Apply runs meanwhile and
+	// the state is exactly the one at the snapshot's index; w is buffered
+	// and goes straight to the library's snapshot file. Batches wait
+	// while it runs: a large
 	// state machine that can capture a consistent view cheaply implements
 	// SnapshotPreparer as well.
 	Snapshot(w io.Writer) error
 	// Restore replaces the whole state with the one a Snapshot (on this
-	// node or another) wrote, read from r. The driver calls it before
-	// applying the entries that follow the snapshot: after the node
-	// installed a snapshot from the leader, or on a restart from a
-	// compacted log. An error stops the Raft (entries cannot be applied
-	// on top of the wrong state).
+	// node or another) wrote, read from r. It is called before the
+	// entries that follow the snapshot are applied: after the node (or
+	// group) installed a snapshot from the leader, or on a restart from a
+	// compacted log. An error stops the Raft, or the Group (entries cannot
+	// be applied on top of the wrong state).
 	Restore(r io.Reader) error
 }
 
 // SnapshotPreparer is optionally implemented by a StateMachine that can be
-// serialized concurrently with Apply. PrepareSnapshot runs on the driver
-// goroutine between batches, like Snapshot would, and captures the state
-// as of the last applied entry cheaply (a copy of a small index, a
-// copy-on-write view, a database read transaction); the function it
-// returns then writes that captured state to w on another goroutine while
-// the driver goes on applying entries. The driver calls the function
+// serialized concurrently with Apply. PrepareSnapshot runs on the
+// goroutine that applies, between batches, like Snapshot would, and
+// captures the state as of the last applied entry cheaply (a copy of a
+// small index, a copy-on-write view, a database read transaction); the
+// function it returns then writes that captured state to w on another
+// goroutine while entries go on being applied. The function is called
 // exactly once.
 type SnapshotPreparer interface {
 	PrepareSnapshot() (write func(w io.Writer) error, err error)

@@ -66,6 +66,9 @@ type replica struct {
 	readsPending []pendingRead
 	stateWaiters []chan struct{}
 	failed       error
+	// stopped is closed with the first fail: a request queued for the
+	// applier may then never run.
+	stopped chan struct{}
 }
 
 type snapshotResult struct {
@@ -96,6 +99,7 @@ func newReplica(self uint64, in replicaInputs, sm StateMachine, onStateChange fu
 		reads:     make(map[uint64]chan readResult),
 		applied:   applied,
 		acked:     applied,
+		stopped:   make(chan struct{}),
 	}
 }
 
@@ -106,6 +110,7 @@ func (p *replica) fail(err error) {
 	defer p.mu.Unlock()
 	if p.failed == nil {
 		p.failed = err
+		close(p.stopped)
 	}
 	for id, ch := range p.proposals {
 		ch <- proposalResult{err: err}
@@ -312,6 +317,8 @@ func (p *replica) Snapshot(ctx context.Context) (uint64, error) {
 	select {
 	case res := <-done:
 		return res.index, res.err
+	case <-p.stopped:
+		return 0, p.err()
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}

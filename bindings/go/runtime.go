@@ -56,6 +56,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -149,72 +150,50 @@ type Runtime struct {
 	mu     sync.RWMutex
 	groups map[uint64]*Group
 	failed error
+	// warnedNoTransport: the lack of a transport is logged once.
+	warnedNoTransport atomic.Bool
 }
 
-// runtimeHandle is the C runtime. Every call holds mu shared and Close
-// holds it exclusively, because the C API forbids embraft_runtime_free
-// concurrently with any other call; it is a separate object from Runtime
-// so that its finalizer frees a runtime nobody closed.
+// runtimeHandle is the C runtime, a separate object from Runtime so that
+// its finalizer frees a runtime nobody closed.
 type runtimeHandle struct {
-	mu  sync.RWMutex
-	ptr *C.embraft_runtime
+	handle[*C.embraft_runtime]
 }
 
-// call runs one C call on the live runtime, keeping the handle alive until
-// it returned, and turns a failure into a CallError with the runtime's
-// last error message.
-func (h *runtimeHandle) call(op string, f func(*C.embraft_runtime) C.embraft_status) error {
-	debugAccess()
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if h.ptr == nil {
-		return ErrClosed
-	}
-	code := f(h.ptr)
-	var err error
-	if code != C.EMBRAFT_OK {
-		err = h.lastError(op, code)
-	}
-	runtime.KeepAlive(h)
-	return err
-}
-
-// lastError builds the error of a failed call; h.mu is held.
-func (h *runtimeHandle) lastError(op string, code C.embraft_status) error {
-	if code == C.EMBRAFT_ERR_BUSY {
-		return &CallError{Op: op, Code: Code(code)}
-	}
-	var buf [512]C.char
-	C.embraft_runtime_last_error(h.ptr, &buf[0], C.size_t(len(buf)), nil)
-	return &CallError{Op: op, Code: Code(code), Message: C.GoString(&buf[0])}
-}
-
-// errorOf implements writerOwner: a snapshot writer's failures are the
-// runtime's last error.
-func (h *runtimeHandle) errorOf(op string, code C.embraft_status) error {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if h.ptr == nil {
-		return &CallError{Op: op, Code: Code(code)}
-	}
-	err := h.lastError(op, code)
-	runtime.KeepAlive(h)
-	return err
-}
-
-// notify implements writerOwner; the driver waits for the readiness
+// notify implements writerOwner: the driver waits for the readiness
 // descriptor, which a finished snapshot's batch signals.
 func (h *runtimeHandle) notify() {}
 
-// free stops the runtime and frees it once no call runs. Idempotent.
-func (h *runtimeHandle) free() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.ptr != nil {
-		C.embraft_runtime_free(h.ptr)
-		h.ptr = nil
+func (h *runtimeHandle) close() {
+	if h.free() {
 		runtime.SetFinalizer(h, nil)
 	}
+}
+
+// newRuntimeHandle creates the C runtime.
+func newRuntimeHandle(cfg Config, workers int) (*runtimeHandle, error) {
+	// The runtime ignores them; a set Peers would only make build check
+	// ids that mean nothing here.
+	cfg.Peers, cfg.AppliedIndex = nil, 0
+	ccfg, err := cfg.build()
+	if err != nil {
+		return nil, err
+	}
+	defer C.embraft_config_free(ccfg)
+	var ptr *C.embraft_runtime
+	if code := C.embraft_runtime_new(ccfg, C.uint32_t(workers), &ptr); code != C.EMBRAFT_OK {
+		return nil, configError("embraft_runtime_new", code, ccfg)
+	}
+	h := &runtimeHandle{handle[*C.embraft_runtime]{ptr: ptr,
+		lastErrorOf: func(p *C.embraft_runtime, buf *C.char, size C.size_t) {
+			C.embraft_runtime_last_error(p, buf, size, nil)
+		},
+		release: func(p *C.embraft_runtime) { C.embraft_runtime_free(p) },
+	}}
+	// The safety net for a forgotten Close: the threads and the directory
+	// lock go away with the handle.
+	runtime.SetFinalizer(h, (*runtimeHandle).close)
+	return h, nil
 }
 
 // StartRuntime opens the runtime's data directory (recovering its WAL)
@@ -238,28 +217,15 @@ func StartRuntime(opts RuntimeOptions) (*Runtime, error) {
 		logger = slog.Default()
 	}
 	logger = logger.With("runtime", opts.ID)
-	cfg := opts.Config
-	// The runtime ignores them; a set Peers would only make build check
-	// ids that mean nothing here.
-	cfg.Peers, cfg.AppliedIndex = nil, 0
-	ccfg, err := cfg.build()
+	h, err := newRuntimeHandle(opts.Config, opts.Workers)
 	if err != nil {
 		return nil, err
 	}
-	defer C.embraft_config_free(ccfg)
-	var ptr *C.embraft_runtime
-	if code := C.embraft_runtime_new(ccfg, C.uint32_t(opts.Workers), &ptr); code != C.EMBRAFT_OK {
-		return nil, configError("embraft_runtime_new", code, ccfg)
-	}
-	h := &runtimeHandle{ptr: ptr}
-	// The safety net for a forgotten Close: the threads and the directory
-	// lock go away with the handle.
-	runtime.SetFinalizer(h, (*runtimeHandle).free)
 	rt := &Runtime{h: h, id: opts.ID, opts: opts, log: logger,
 		closing: make(chan struct{}), groups: map[uint64]*Group{}}
 	if opts.Transport != nil {
 		if err := opts.Transport.Start(rt); err != nil {
-			h.free()
+			h.close()
 			return nil, err
 		}
 	}
@@ -445,6 +411,12 @@ func (rt *Runtime) ReportUnreachable(peer uint64) {
 // Idempotent.
 func (rt *Runtime) Close() error {
 	rt.closeOnce.Do(func() {
+		rt.mu.Lock()
+		if rt.failed == nil {
+			// No group starts from now on.
+			rt.failed = ErrClosed
+		}
+		rt.mu.Unlock()
 		close(rt.closing)
 		rt.done.Wait()
 		groups := rt.Groups()
@@ -454,12 +426,9 @@ func (rt *Runtime) Close() error {
 		if rt.opts.Transport != nil {
 			rt.opts.Transport.Close()
 		}
-		rt.h.free()
+		rt.h.close()
 		rt.mu.Lock()
 		rt.groups = map[uint64]*Group{}
-		if rt.failed == nil {
-			rt.failed = ErrClosed
-		}
 		rt.mu.Unlock()
 		for _, g := range groups {
 			g.fail(ErrClosed)
@@ -558,7 +527,7 @@ func (rt *Runtime) pollAndDispatch(timeout time.Duration) (got bool, err error) 
 		rt.log.Log(context.Background(), slogLevel(LogLevel(l.level)), C.GoString(l.text), "group", uint64(l.group))
 	}
 
-	// Each list is grouped by group: a group's part is built from runs.
+	// Each group's items, from every list, make its part of the batch.
 	parts := map[uint64]*groupPart{}
 	part := func(group C.uint64_t) *groupPart {
 		p := parts[uint64(group)]
@@ -620,7 +589,9 @@ func (rt *Runtime) sendFrames(ready *C.embraft_runtime_ready, peers []C.uint64_t
 		return
 	}
 	if rt.opts.Transport == nil {
-		rt.log.Warn("embraft: a group has members elsewhere but the runtime has no transport", "peers", len(peers))
+		if rt.warnedNoTransport.CompareAndSwap(false, true) {
+			rt.log.Warn("embraft: groups have members on other runtimes but the runtime has no transport; their messages are dropped")
+		}
 		return
 	}
 	for _, peer := range peers {
@@ -629,7 +600,13 @@ func (rt *Runtime) sendFrames(ready *C.embraft_runtime_ready, peers []C.uint64_t
 		if C.embraft_runtime_ready_frame(ready, peer, &data, &size) != C.EMBRAFT_OK {
 			continue
 		}
-		rt.opts.Transport.Send(uint64(peer), append([]byte(nil), cView(data, size)...))
+		frames, dropped := splitGroupFrame(append([]byte(nil), cView(data, size)...), maxFrame)
+		if dropped > 0 {
+			rt.log.Warn("embraft: messages larger than a frame dropped", "peer", uint64(peer), "dropped", dropped)
+		}
+		for _, f := range frames {
+			rt.opts.Transport.Send(uint64(peer), f)
+		}
 	}
 }
 

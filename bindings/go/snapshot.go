@@ -164,17 +164,3 @@ func (w *SnapshotWriter) Close() error {
 	w.Abort()
 	return nil
 }
-
-// errorOf builds the error of a failed call on something the node made (a
-// snapshot writer shares the node's last error), with the message when
-// the node is still open.
-func (n *Node) errorOf(op string, code C.embraft_status) error {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	if n.ptr == nil {
-		return &CallError{Op: op, Code: Code(code)}
-	}
-	err := n.lastError(op, code)
-	runtime.KeepAlive(n)
-	return err
-}
