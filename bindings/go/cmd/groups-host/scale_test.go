@@ -7,7 +7,7 @@ package main
 // directory, and checks that it runs every group again with a leader
 // known and the entry applied, and that it takes new entries.
 //
-// Sizes: 10,000 groups by default (about 35 s on 2 cores), 1,000 with
+// Sizes: 10,000 groups by default (25-35 s on 2 cores), 1,000 with
 // -short (the project's test run); EMBRAFT_SCALE_GROUPS=N sets N.
 //
 //	go test -v -run Scale ./cmd/groups-host
