@@ -272,7 +272,7 @@ func mainErr() error {
 }
 
 func printTable(rep report) {
-	fmt.Printf("%d proposers, %.0f s per measurement after %.0f s of warm-up, median of %d run(s); load average %s before, %s after\n\n",
+	fmt.Printf("%d proposers, %g s per measurement after %g s of warm-up, median of %d run(s); load average %s before, %s after\n\n",
 		rep.Configs[0].Proposers, rep.Seconds, rep.WarmupSeconds, rep.Runs, rep.LoadBefore, rep.LoadAfter)
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "groups\tpayload\tembraft/s\tp50 µs\tp99 µs\tCPU µs\tdragonboat/s\tp50 µs\tp99 µs\tCPU µs\tratio\tp99 ratio\tCPU ratio\t")
