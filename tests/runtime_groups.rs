@@ -768,6 +768,38 @@ fn entries_kept_behind_a_snapshot_do_not_pin_the_shared_wal() {
     });
 }
 
+/// Quiet groups are ticked in bulk, once per check-in period (ten
+/// election timeouts), not once per election timeout: a thousand ticks
+/// cost each of fifty quiet groups a handful of rounds.
+#[test]
+fn quiet_groups_take_their_ticks_in_bulk() {
+    let dir = TempDir::new("runtime-quiet");
+    let mut config = runtime_config(1, &dir);
+    config.raft.quiesce_tick = 3;
+    let runtime = Runtime::open(config).unwrap();
+    let groups: Vec<GroupId> = (1..=50).collect();
+    start_solo_groups(&runtime, &groups, 1);
+    poll_until(&runtime, "every group is quiet", |_| {
+        groups.iter().all(|&g| runtime.status(g).unwrap().quiescent)
+    });
+    let before = runtime.stats().group_steps;
+    let ticks = 1000;
+    for _ in 0..ticks {
+        runtime.tick().unwrap();
+        runtime.poll(Duration::ZERO).unwrap();
+    }
+    runtime.poll(Duration::from_millis(50)).unwrap();
+    let steps = runtime.stats().group_steps - before;
+    // Once per election timeout would be 50 × 100 rounds.
+    let check_in_period = 10 * 10;
+    let bound = groups.len() as u64 * (ticks / check_in_period + 1);
+    assert!(
+        steps <= bound,
+        "{steps} group rounds in {ticks} ticks (bound {bound})"
+    );
+    assert!(groups.iter().all(|&g| runtime.status(g).unwrap().quiescent));
+}
+
 /// Ticks are owed to a group and merged until its next round, so no
 /// number of them fills a mailbox, and the group still gets every one;
 /// host inputs do fill it, and are refused as busy.

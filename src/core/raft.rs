@@ -775,6 +775,24 @@ impl Raft {
         self.quiescent
     }
 
+    /// How many ticks a quiescent node can be left without a tick before
+    /// one would change anything (its owner may give them all at once
+    /// then); 0 when it is not quiescent. A quiet follower's next event is
+    /// its check-in; a quiet leader has none, but is still ticked every
+    /// check-in period so that ticks owed to it stay few.
+    pub fn quiet_ticks_allowed(&self) -> u32 {
+        if !self.quiescent {
+            return 0;
+        }
+        let check_in = self
+            .randomized_election_timeout
+            .saturating_mul(QUIESCENT_CHECK_TIMEOUTS);
+        if self.role == Role::Leader {
+            return check_in.max(1);
+        }
+        check_in.saturating_sub(self.election_elapsed).max(1)
+    }
+
     /// The term of the entry at `index`, cached or evicted, or of the
     /// snapshot's last entry; `None` for an index the log does not hold.
     pub fn log_term(&self, index: Index) -> Option<Term> {

@@ -1806,6 +1806,32 @@ fn a_quiet_follower_told_its_leader_is_unreachable_campaigns_after_a_timeout() {
     assert_eq!(c.node(follower).leader(), leader);
 }
 
+/// An owner may leave a quiet node unticked for `quiet_ticks_allowed`
+/// ticks and give them at once: one tick fewer changes nothing, and that
+/// many bring the follower's check-in; a node that is not quiet allows none.
+#[test]
+fn a_quiet_follower_allows_exactly_the_ticks_before_its_check_in() {
+    let (mut c, leader) = quiescing_cluster(false);
+    let follower = if leader == 1 { 2 } else { 1 };
+    let check_in = c.node(follower).randomized_election_timeout * QUIESCENT_CHECK_TIMEOUTS;
+    let leader_allows = c.node(leader).quiet_ticks_allowed();
+    assert!(leader_allows >= c.nodes[&leader].config.election_tick * QUIESCENT_CHECK_TIMEOUTS);
+    let allowed = c.node(follower).quiet_ticks_allowed();
+    assert!(
+        allowed >= 1 && allowed <= check_in,
+        "{allowed} of {check_in}"
+    );
+    for _ in 0..allowed - 1 {
+        c.node(follower).tick();
+    }
+    assert!(c.node(follower).status().quiescent);
+    assert!(!c.node(follower).has_ready());
+    assert_eq!(c.node(follower).quiet_ticks_allowed(), 1);
+    c.node(follower).tick();
+    assert!(!c.node(follower).status().quiescent, "no check-in");
+    assert_eq!(c.node(follower).quiet_ticks_allowed(), 0);
+}
+
 #[test]
 fn a_quiet_leader_answers_a_check_in_without_waking_the_group() {
     let (mut c, leader) = quiescing_cluster(false);

@@ -367,10 +367,16 @@ impl Group {
         }
     }
 
-    /// Whether the group is quiet (see `Config::quiesce_tick`): its owner
-    /// may tick it in bulk, now and then.
-    pub(crate) fn is_quiescent(&self) -> bool {
-        self.raft.is_quiescent()
+    /// How many ticks the group can go without before they matter (see
+    /// `Raft::quiet_ticks_allowed`): its owner may then give them in bulk.
+    /// 0 when the group is not quiet, or sends a snapshot, whose resends
+    /// run on ticks.
+    pub(crate) fn quiet_ticks_allowed(&self) -> u32 {
+        if self.sender.is_idle() {
+            self.raft.quiet_ticks_allowed()
+        } else {
+            0
+        }
     }
 
     pub(crate) fn tick(&mut self) {

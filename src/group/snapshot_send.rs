@@ -136,6 +136,10 @@ impl<S> SnapshotSender<S> {
         self.transfers.get(&peer).map(|t| t.index)
     }
 
+    pub(crate) fn is_idle(&self) -> bool {
+        self.transfers.is_empty()
+    }
+
     pub(crate) fn peers(&self) -> Vec<NodeId> {
         self.transfers.keys().copied().collect()
     }

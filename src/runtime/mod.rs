@@ -283,8 +283,11 @@ struct Slot {
     /// waits on it (see [`Runtime::ack_applied`]).
     acked: AtomicU64,
     next_proposal_id: AtomicU64,
-    /// Set by the worker after each round; ticks skip a quiet group.
-    quiescent: AtomicBool,
+    /// Set by the worker after each round: how many ticks the quiet group
+    /// can go without (0: it is not quiet). Ticks skip it until then, so
+    /// ten thousand quiet groups cost a round each per check-in period,
+    /// not per election timeout.
+    quiet_ticks: AtomicU32,
     /// Ticks the group has not been given yet.
     owed_ticks: AtomicU32,
     /// A [`Work::Ticks`] waits in the mailbox.
@@ -420,13 +423,6 @@ impl LogStorage for WalLog {
             .entry_headers_of(self.group, lo, hi)
             .map_err(|err| LogReadError::Failed(err.to_string()))
     }
-}
-
-/// A quiet group is ticked once this many ticks have gathered: its timers
-/// run in bulk, and it costs the runtime one round per interval rather
-/// than one per tick.
-fn quiet_tick_interval(config: &Config) -> u32 {
-    config.election_tick.max(1)
 }
 
 impl Runtime {
@@ -679,7 +675,7 @@ impl Runtime {
             delivered: AtomicU64::new(applied),
             acked: AtomicU64::new(0),
             next_proposal_id: AtomicU64::new(1),
-            quiescent: AtomicBool::new(false),
+            quiet_ticks: AtomicU32::new(0),
             owed_ticks: AtomicU32::new(0),
             tick_queued: AtomicBool::new(false),
             cached_bytes: AtomicU64::new(0),
@@ -743,19 +739,19 @@ impl Runtime {
     }
 
     /// Advances every group's logical clock by one tick. A quiet group is
-    /// given its ticks in bulk, every few ticks.
+    /// given its ticks in bulk, when they would change something (a
+    /// follower's check-in) or its next round comes for another reason.
     pub fn tick(&self) -> Result<(), NodeError> {
         self.shared.check_alive()?;
         let ticks = self.shared.ticks.fetch_add(1, Ordering::Relaxed) + 1;
         if ticks % PURGE_CHECK_TICKS == 0 {
             self.shared.ask_pinning_groups();
         }
-        let interval = quiet_tick_interval(&self.shared.config.raft);
         // Under the map's read lock: no copy of ten thousand handles per
         // tick, and a start or stop waits only for this loop.
         for slot in self.shared.groups.read().values() {
             let owed = slot.owed_ticks.fetch_add(1, Ordering::Relaxed) + 1;
-            if slot.quiescent.load(Ordering::Relaxed) && owed < interval {
+            if owed < slot.quiet_ticks.load(Ordering::Relaxed) {
                 continue;
             }
             // One marker in the mailbox however many ticks gather before

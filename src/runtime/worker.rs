@@ -251,8 +251,8 @@ pub(super) fn run_syncs(shared: &Arc<Shared>, waits: &Receiver<Written>) {
 fn publish(shared: &Shared, slot: &Arc<Slot>, cell: &mut Cell) {
     account_cache(shared, slot, cell);
     cell.group.fill_status(&mut slot.status.lock());
-    slot.quiescent
-        .store(cell.group.is_quiescent(), Ordering::Relaxed);
+    slot.quiet_ticks
+        .store(cell.group.quiet_ticks_allowed(), Ordering::Relaxed);
     cell.group.flush_output(&mut slot.outbox.lock().pending);
     shared.list_if_pending(slot);
 }
