@@ -668,6 +668,32 @@ fn a_follower_far_behind_catches_up_within_the_cache_budget() {
     assert!(leader.status(1).unwrap().log_read_failures == 0);
 }
 
+/// The host's part in the purge feedback: it snapshots each group asked,
+/// once per ask. An ask may be stale by the time it is seen (a snapshot at
+/// that index was recorded meanwhile); it is then left.
+fn snapshot_when_asked(
+    runtime: &Runtime,
+    seen: &[GroupReadyView],
+    asked: &mut std::collections::BTreeSet<(GroupId, u64)>,
+) {
+    for ready in seen {
+        let Some(index) = ready.snapshot_wanted else {
+            continue;
+        };
+        if !asked.insert((ready.group, index)) {
+            continue;
+        }
+        match runtime.begin_snapshot(ready.group, index) {
+            Ok(mut writer) => {
+                writer.write(b"state").unwrap();
+                writer.finish().unwrap();
+            }
+            Err(NodeError::StaleSnapshot { .. }) => {}
+            Err(err) => panic!("snapshot of group {}: {err}", ready.group),
+        }
+    }
+}
+
 #[test]
 fn a_wal_past_its_soft_limit_asks_the_group_pinning_it_for_a_snapshot() {
     let dir = TempDir::new("runtime-purge");
@@ -690,15 +716,7 @@ fn a_wal_past_its_soft_limit_asks_the_group_pinning_it_for_a_snapshot() {
     let mut grown = 0;
     poll_until(&runtime, "the old segments go", |seen| {
         grown = grown.max(runtime.stats().wal_segments);
-        for ready in seen {
-            if let Some(index) = ready.snapshot_wanted {
-                if asked.insert((ready.group, index)) {
-                    let mut writer = runtime.begin_snapshot(ready.group, index).unwrap();
-                    writer.write(b"state").unwrap();
-                    writer.finish().unwrap();
-                }
-            }
-        }
+        snapshot_when_asked(&runtime, seen, &mut asked);
         grown > 2 && runtime.stats().wal_segments <= 2
     });
     assert!(
@@ -746,22 +764,7 @@ fn entries_kept_behind_a_snapshot_do_not_pin_the_shared_wal() {
     let mut grown = 0;
     poll_until(&runtime, "the old segments go", |seen| {
         grown = grown.max(runtime.stats().wal_segments);
-        for ready in seen {
-            if let Some(index) = ready.snapshot_wanted {
-                // Group 1 may be asked before its own snapshot at that
-                // index is recorded; the ask is then stale.
-                if asked.insert((ready.group, index)) {
-                    match runtime.begin_snapshot(ready.group, index) {
-                        Ok(mut writer) => {
-                            writer.write(b"state").unwrap();
-                            writer.finish().unwrap();
-                        }
-                        Err(NodeError::StaleSnapshot { .. }) => {}
-                        Err(err) => panic!("snapshot of group {}: {err}", ready.group),
-                    }
-                }
-            }
-        }
+        snapshot_when_asked(&runtime, seen, &mut asked);
         grown > 2
             && runtime.stats().wal_segments <= 2
             && runtime.status(1).unwrap().first_index > applied

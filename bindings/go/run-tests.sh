@@ -11,7 +11,9 @@
 #      runs, with the test and every Go raftd under the race detector
 #      (3 and 5 nodes with one group, 3 nodes with -shards 8, 60 s each;
 #      EMBRAFT_SOAK=1 for 10 minutes each, EMBRAFT_LIN_SECONDS=N for N
-#      seconds).
+#      seconds);
+#   6. the cross-process scale test with 10,000 groups
+#      (EMBRAFT_SCALE_GROUPS=N for another size).
 # Ends with "go binding: N passed, M failed" and a non-zero exit on failure.
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -83,5 +85,20 @@ multi_process() {
     return "$status"
 }
 step "raftd walkthrough, interop, metrics and linearizability" multi_process
+
+# 10,000 groups on three groups-host processes (without the race detector,
+# which the -short run above covers with 1,000): leaders, quiescence, idle
+# CPU per process (printed), recovery after SIGKILL.
+scale() {
+    local out status
+    out="$(mktemp)"
+    go test -count=1 -v -timeout 10m -run '^TestScale$' ./cmd/groups-host >"$out" 2>&1
+    status=$?
+    grep -E 'scale_test.go|^(--- |ok|FAIL|panic)' "$out"
+    [ "$status" -eq 0 ] || tail -n 100 "$out"
+    rm -f "$out"
+    return "$status"
+}
+step "scale: 10,000 groups across three processes" scale
 
 summary

@@ -7,8 +7,9 @@ package main
 // directory, and checks that it runs every group again with a leader
 // known and the entry applied, and that it takes new entries.
 //
-// Sizes: 10,000 groups by default (25-35 s on 2 cores), 1,000 with
-// -short (the project's test run); EMBRAFT_SCALE_GROUPS=N sets N.
+// Sizes: 10,000 groups by default (25-35 s on 2 cores; run-tests.sh runs
+// it so), 1,000 with -short (its race-detector and debug-GC passes);
+// EMBRAFT_SCALE_GROUPS=N sets N.
 //
 //	go test -v -run Scale ./cmd/groups-host
 //	EMBRAFT_SCALE_GROUPS=20000 go test -v -run Scale -timeout 30m ./cmd/groups-host
