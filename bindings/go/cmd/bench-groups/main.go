@@ -100,6 +100,7 @@ func mainErr() error {
 		heartbeat = flag.Int("heartbeat-ticks", 1, "heartbeat interval in ticks (dragonboat HeartbeatRTT)")
 		workers   = flag.Int("workers", 2, "embraft runtime worker threads per runtime")
 		dbShards  = flag.Uint64("dragonboat-logdb-shards", 0, "Pebble instances per dragonboat NodeHost (0: its default, 16)")
+		snapEvery = flag.Uint64("snapshot-entries", 10000, "entries between two snapshots of a replica, on both sides")
 		verbose   = flag.Bool("v", false, "progress and the libraries' logs on stderr")
 	)
 	flag.Parse()
@@ -135,11 +136,13 @@ func mainErr() error {
 		return fmt.Errorf("-election-ticks %d must exceed -heartbeat-ticks %d (at least 1)", *election, *heartbeat)
 	case *workers < 1:
 		return fmt.Errorf("-workers %d: at least 1", *workers)
+	case *snapEvery < 1:
+		return fmt.Errorf("-snapshot-entries %d: at least 1", *snapEvery)
 	}
 	s := settings{
 		Tick: *tick, TickMillis: tick.Milliseconds(),
 		ElectionTicks: *election, HeartbeatTicks: *heartbeat,
-		SnapshotEntries: 10000, CompactKeep: 1024,
+		SnapshotEntries: *snapEvery, CompactKeep: 1024,
 		Workers: *workers, DragonboatLogDB: "sharded Pebble, medium memory budget",
 		DragonboatLogDBShards: *dbShards, Verbose: *verbose,
 	}
