@@ -44,6 +44,8 @@ struct Cluster {
     cache_bytes: u64,
     /// Inline runtimes: the poller and ticker threads step the groups.
     inline: bool,
+    /// Idle ticks before a group goes quiet (0: never).
+    quiesce_tick: u32,
     stop: Arc<AtomicBool>,
     /// Per runtime: its poller; stopping one stops it.
     pollers: Vec<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
@@ -71,10 +73,10 @@ impl Cluster {
     }
 
     fn with_cache(groups: u64, cache_bytes: u64) -> Cluster {
-        Cluster::with_options(groups, cache_bytes, false)
+        Cluster::with_options(groups, cache_bytes, false, 0)
     }
 
-    fn with_options(groups: u64, cache_bytes: u64, inline: bool) -> Cluster {
+    fn with_options(groups: u64, cache_bytes: u64, inline: bool, quiesce_tick: u32) -> Cluster {
         let dirs: Vec<TempDir> = (1..=RUNTIMES)
             .map(|id| TempDir::new(&format!("runtime-{id}")))
             .collect();
@@ -85,6 +87,7 @@ impl Cluster {
             groups,
             cache_bytes,
             inline,
+            quiesce_tick,
             stop: Arc::new(AtomicBool::new(false)),
             pollers: vec![None, None, None],
             ticker: None,
@@ -112,6 +115,7 @@ impl Cluster {
         let mut config = runtime_config(id, &self.dirs[index]);
         config.cache_bytes = self.cache_bytes;
         config.inline = self.inline;
+        config.raft.quiesce_tick = self.quiesce_tick;
         let runtime = Arc::new(Runtime::open(config).unwrap());
         if !found {
             let stored = runtime.stored_groups();
@@ -340,7 +344,7 @@ fn a_thousand_groups_commit_and_survive_a_runtime_restart() {
 /// per runtime waits for the WAL.
 #[test]
 fn inline_runtimes_commit_and_survive_a_restart() {
-    let cluster = Cluster::with_options(100, embraft::runtime::DEFAULT_CACHE_BYTES, true);
+    let cluster = Cluster::with_options(100, embraft::runtime::DEFAULT_CACHE_BYTES, true, 0);
     commit_and_survive_a_restart(cluster);
 }
 
@@ -801,6 +805,43 @@ fn quiet_groups_take_their_ticks_in_bulk() {
         "{steps} group rounds in {ticks} ticks (bound {bound})"
     );
     assert!(groups.iter().all(|&g| runtime.status(g).unwrap().quiescent));
+}
+
+/// Quiet groups whose leaders' runtime stops elect new leaders among the
+/// other runtimes: their followers, ticked in bulk until their check-ins,
+/// still check in, find the leader gone and campaign.
+#[test]
+fn quiet_groups_fail_over_when_their_leaders_runtime_stops() {
+    let groups = 20;
+    let mut cluster =
+        Cluster::with_options(groups, embraft::runtime::DEFAULT_CACHE_BYTES, false, 5);
+    let limit = Duration::from_secs(60);
+    cluster.wait_until("every group has a leader", limit, || {
+        (1..=groups).all(|g| cluster.leader(g).is_some())
+    });
+    let before = cluster.commit_everywhere("before");
+    let quiet = |cluster: &Cluster| {
+        cluster
+            .runtimes
+            .read()
+            .iter()
+            .flatten()
+            .all(|r| (1..=groups).all(|g| r.status(g).is_ok_and(|s| s.quiescent)))
+    };
+    cluster.wait_until("every replica is quiet", limit, || quiet(&cluster));
+    let stopped = cluster.leader(1).unwrap().id();
+    cluster.close(stopped);
+    let took = cluster.wait_until("every group is led by a running runtime", limit, || {
+        (1..=groups).all(|g| cluster.leader(g).is_some_and(|r| r.id() != stopped))
+    });
+    eprintln!("quiet groups failed over in {took:?}");
+    let after = cluster.commit_everywhere("after");
+    for id in (1..=RUNTIMES).filter(|&id| id != stopped) {
+        cluster.wait_until("the survivors apply every entry", limit, || {
+            cluster.applied_everywhere(id, "before", &before)
+                && cluster.applied_everywhere(id, "after", &after)
+        });
+    }
 }
 
 /// Ticks are owed to a group and merged until its next round, so no
