@@ -807,6 +807,48 @@ fn quiet_groups_take_their_ticks_in_bulk() {
     assert!(groups.iter().all(|&g| runtime.status(g).unwrap().quiescent));
 }
 
+/// A quiet leader woken by a proposal keeps leading: the ticks that
+/// gathered while it was quiet are given to it quiet, not in one burst
+/// after it woke (a burst of several election timeouts with no answer
+/// in between failed its check-quorum and deposed it).
+#[test]
+fn a_quiet_leader_woken_by_a_proposal_keeps_leading() {
+    let groups = 20;
+    let cluster = Cluster::with_options(groups, embraft::runtime::DEFAULT_CACHE_BYTES, false, 5);
+    let limit = Duration::from_secs(60);
+    cluster.wait_until("every group has a leader", limit, || {
+        (1..=groups).all(|g| cluster.leader(g).is_some())
+    });
+    cluster.commit_everywhere("first");
+    cluster.wait_until("every replica is quiet", limit, || {
+        cluster
+            .runtimes
+            .read()
+            .iter()
+            .flatten()
+            .all(|r| (1..=groups).all(|g| r.status(g).is_ok_and(|s| s.quiescent)))
+    });
+    let before: Vec<(u64, u64)> = (1..=groups)
+        .map(|g| {
+            let leader = cluster.leader(g).unwrap();
+            (leader.id(), leader.status(g).unwrap().term)
+        })
+        .collect();
+    // About six election timeouts of 10 ms ticks, short of the followers'
+    // check-ins (ten or more).
+    thread::sleep(Duration::from_millis(600));
+    cluster.commit_everywhere("woken");
+    for (g, (id, term)) in (1..=groups).zip(before) {
+        let leader = cluster.leader(g).unwrap();
+        let now = (leader.id(), leader.status(g).unwrap().term);
+        assert_eq!(
+            now,
+            (id, term),
+            "group {g}: leader and term before and after"
+        );
+    }
+}
+
 /// Quiet groups whose leaders' runtime stops elect new leaders among the
 /// other runtimes: their followers, ticked in bulk until their check-ins,
 /// still check in, find the leader gone and campaign.

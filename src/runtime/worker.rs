@@ -114,6 +114,13 @@ fn step_and_write(shared: &Arc<Shared>, round: &[Arc<Slot>]) -> Result<Option<Wr
         }
         slot.take_acked(&mut cell.group);
         cell.group.set_log_level(shared.log_level());
+        // Ticks that gathered while the group was quiet are given to it
+        // quiet, before the inputs that may wake it: given to an awake
+        // leader in one burst, they would run several check-quorum periods
+        // with no answer in between and depose it.
+        if slot.quiet_ticks.load(Ordering::Relaxed) > 0 {
+            slot.take_ticks(&mut cell.group);
+        }
         for item in work.drain(..) {
             match item {
                 Work::Input(input) => cell.group.handle(input),
