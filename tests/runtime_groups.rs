@@ -698,16 +698,24 @@ fn snapshot_when_asked(
     }
 }
 
-#[test]
-fn a_wal_past_its_soft_limit_asks_the_group_pinning_it_for_a_snapshot() {
-    let dir = TempDir::new("runtime-purge");
-    let mut config = runtime_config(1, &dir);
+/// A runtime whose WAL is past its soft limit after a few hundred
+/// kilobytes of entries, running solo groups 1 and 2 (1 leading),
+/// compactions keeping `keep` entries behind each snapshot.
+fn purge_runtime(dir: &TempDir, keep: u64) -> Runtime {
+    let mut config = runtime_config(1, dir);
     config.raft.max_entry_bytes = 4096;
-    config.raft.compact_keep_entries = 0;
+    config.raft.compact_keep_entries = keep;
     config.wal.segment_size = 64 << 10;
     config.wal_segments_soft_limit = 2;
     let runtime = Runtime::open(config).unwrap();
     start_solo_groups(&runtime, &[1, 2], 1);
+    runtime
+}
+
+#[test]
+fn a_wal_past_its_soft_limit_asks_the_group_pinning_it_for_a_snapshot() {
+    let dir = TempDir::new("runtime-purge");
+    let runtime = purge_runtime(&dir, 0);
     // About five segments of group 1's entries; no snapshot threshold is
     // set, so only the WAL's size can prompt one.
     for n in 0..300 {
@@ -737,13 +745,7 @@ fn a_wal_past_its_soft_limit_asks_the_group_pinning_it_for_a_snapshot() {
 #[test]
 fn entries_kept_behind_a_snapshot_do_not_pin_the_shared_wal() {
     let dir = TempDir::new("runtime-purge-kept");
-    let mut config = runtime_config(1, &dir);
-    config.raft.max_entry_bytes = 4096;
-    config.raft.compact_keep_entries = 1000;
-    config.wal.segment_size = 64 << 10;
-    config.wal_segments_soft_limit = 2;
-    let runtime = Runtime::open(config).unwrap();
-    start_solo_groups(&runtime, &[1, 2], 1);
+    let runtime = purge_runtime(&dir, 1000);
     poll_until(&runtime, "group 2 leads", |_| {
         runtime.status(2).unwrap().role == Role::Leader
     });
