@@ -2206,7 +2206,10 @@ embraft_status embraft_runtime_ready_logs(const embraft_runtime_ready *ready,
  * and valid until it is finished or aborted. A host that serializes its
  * state machine to a path (a database's backup call, for one) writes
  * there: open the file (it exists, empty), write, close. Do not also use
- * `embraft_snapshot_writer_write`.
+ * `embraft_snapshot_writer_write`. Bytes given to
+ * `embraft_snapshot_writer_write` are checksummed as they come; once the
+ * path was asked for, `embraft_snapshot_writer_finish` reads the file
+ * back instead, so ask only when writing by path.
  *
  * Thread safety: may be called from any thread, but not concurrently
  * with `embraft_snapshot_writer_write`, `_finish` or `_abort` on the same
@@ -2229,13 +2232,14 @@ embraft_status embraft_snapshot_writer_write(embraft_snapshot_writer *writer,
                                              size_t len);
 
 /**
- * Ends the snapshot: makes the file durable, checksums it (CRC-32), gives
- * it its final name, and queues it for the node, which records it in its
- * write-ahead log and then compacts the log (keeping the trailing entries
- * set with `embraft_config_set_compact_keep_entries`) and deletes older
- * snapshots. Runs on the calling thread and returns once the file is
- * durable and queued, so it may take as long as reading the file back;
- * the host's apply loop may go on meanwhile on other threads. The writer
+ * Ends the snapshot: makes the file durable, checksums it (CRC-32, of the
+ * bytes written as they came, or of the file read back when its path was
+ * asked for), gives it its final name, and queues it for the node, which
+ * records it in its write-ahead log and then compacts the log (keeping
+ * the trailing entries set with `embraft_config_set_compact_keep_entries`)
+ * and deletes older snapshots. Runs on the calling thread and returns
+ * once the file is durable and queued, so it may take as long as syncing
+ * the file (and reading it back); the host's apply loop may go on meanwhile on other threads. The writer
  * is freed whatever the outcome (its path becomes invalid). Fails with
  * `EMBRAFT_ERR_STALE_SNAPSHOT` when the node got a snapshot at or beyond
  * this index meanwhile (its file is deleted, unless another writer of the

@@ -11,27 +11,26 @@ use super::*;
 use crate::node::SnapshotWriter;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// An opaque snapshot being written. Created by
 /// `embraft_node_snapshot_begin`; ended (and freed) by exactly one of
 /// `embraft_snapshot_writer_finish` and `embraft_snapshot_writer_abort`.
 pub struct embraft_snapshot_writer {
     writer: SnapshotWriter,
-    /// The file's path as a C string, built once so the view handed out
+    /// The file's path as a C string, built when first asked for (asking
+    /// makes finishing read the file back) and kept so the view handed out
     /// stays valid for the writer's lifetime.
-    path: CString,
+    path: OnceLock<CString>,
     /// The last error of the node the writer came from.
     errors: Arc<LastError>,
 }
 
 impl embraft_snapshot_writer {
     pub(crate) fn new(writer: SnapshotWriter, errors: Arc<LastError>) -> embraft_snapshot_writer {
-        // A path on Unix never holds a NUL byte.
-        let path = CString::new(writer.path().as_os_str().as_bytes()).unwrap_or_default();
         embraft_snapshot_writer {
             writer,
-            path,
+            path: OnceLock::new(),
             errors,
         }
     }
@@ -42,7 +41,10 @@ impl embraft_snapshot_writer {
 /// and valid until it is finished or aborted. A host that serializes its
 /// state machine to a path (a database's backup call, for one) writes
 /// there: open the file (it exists, empty), write, close. Do not also use
-/// `embraft_snapshot_writer_write`.
+/// `embraft_snapshot_writer_write`. Bytes given to
+/// `embraft_snapshot_writer_write` are checksummed as they come; once the
+/// path was asked for, `embraft_snapshot_writer_finish` reads the file
+/// back instead, so ask only when writing by path.
 ///
 /// Thread safety: may be called from any thread, but not concurrently
 /// with `embraft_snapshot_writer_write`, `_finish` or `_abort` on the same
@@ -56,8 +58,12 @@ pub unsafe extern "C" fn embraft_snapshot_writer_path(
         let writer = borrow_or_return!(writer);
         record_failures(&writer.errors, || {
             require_output(path_out, "path_out")?;
+            let path = writer.path.get_or_init(|| {
+                // A path on Unix never holds a NUL byte.
+                CString::new(writer.writer.path().as_os_str().as_bytes()).unwrap_or_default()
+            });
             // SAFETY: checked non-NULL above; writable by contract.
-            unsafe { write_output(path_out, writer.path.as_ptr()) };
+            unsafe { write_output(path_out, path.as_ptr()) };
             Ok(())
         })
     })
@@ -87,13 +93,14 @@ pub unsafe extern "C" fn embraft_snapshot_writer_write(
     })
 }
 
-/// Ends the snapshot: makes the file durable, checksums it (CRC-32), gives
-/// it its final name, and queues it for the node, which records it in its
-/// write-ahead log and then compacts the log (keeping the trailing entries
-/// set with `embraft_config_set_compact_keep_entries`) and deletes older
-/// snapshots. Runs on the calling thread and returns once the file is
-/// durable and queued, so it may take as long as reading the file back;
-/// the host's apply loop may go on meanwhile on other threads. The writer
+/// Ends the snapshot: makes the file durable, checksums it (CRC-32, of the
+/// bytes written as they came, or of the file read back when its path was
+/// asked for), gives it its final name, and queues it for the node, which
+/// records it in its write-ahead log and then compacts the log (keeping
+/// the trailing entries set with `embraft_config_set_compact_keep_entries`)
+/// and deletes older snapshots. Runs on the calling thread and returns
+/// once the file is durable and queued, so it may take as long as syncing
+/// the file (and reading it back); the host's apply loop may go on meanwhile on other threads. The writer
 /// is freed whatever the outcome (its path becomes invalid). Fails with
 /// `EMBRAFT_ERR_STALE_SNAPSHOT` when the node got a snapshot at or beyond
 /// this index meanwhile (its file is deleted, unless another writer of the

@@ -44,7 +44,10 @@ impl SnapshotWriter {
         self.meta.term
     }
 
-    /// The temporary file to fill; valid until `finish` or `abort`.
+    /// The temporary file to fill; valid until `finish` or `abort`. Ask
+    /// only when writing by path: bytes given to [`SnapshotWriter::write`]
+    /// are checksummed as they come, but once the path was handed out
+    /// `finish` reads the file back to checksum what it holds.
     pub fn path(&self) -> &Path {
         self.temp().path()
     }
@@ -58,7 +61,8 @@ impl SnapshotWriter {
         temp.write(data).map_err(NodeError::Snapshot)
     }
 
-    /// Makes the file durable, checksums it and gives it its final name,
+    /// Makes the file durable, checksums it (see [`SnapshotWriter::path`])
+    /// and gives it its final name,
     /// then hands it to the group, which records it in its WAL and, once
     /// that is durable, compacts its log and deletes older snapshots. Runs
     /// on the caller's thread and returns once the file is durable and

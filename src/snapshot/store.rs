@@ -9,7 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Bytes read at a time when checksumming a file: bounded whatever the
@@ -332,6 +332,8 @@ impl SnapshotStore {
             term,
             path,
             file,
+            streamed: Some((0, crc32fast::Hasher::new())),
+            path_handed_out: AtomicBool::new(false),
         })
     }
 
@@ -509,6 +511,13 @@ pub struct SnapshotTemp {
     term: u64,
     path: PathBuf,
     file: File,
+    /// Length and CRC-32 of the bytes written through `write`, kept as
+    /// they go so that sealing need not read the file back; `None` once a
+    /// write failed part way.
+    streamed: Option<(u64, crc32fast::Hasher)>,
+    /// Set once the path was handed out: the host may have written there,
+    /// so only reading the file back tells what it holds.
+    path_handed_out: AtomicBool,
 }
 
 impl SnapshotTemp {
@@ -520,25 +529,48 @@ impl SnapshotTemp {
         self.term
     }
 
+    /// The file, for a host that writes it by path. Handing it out makes
+    /// sealing read the file back, since only that tells what it holds.
     pub fn path(&self) -> &Path {
+        self.path_handed_out.store(true, Ordering::Relaxed);
         &self.path
     }
 
     /// Appends `data` to the file.
     pub fn write(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
-        self.file
-            .write_all(data)
-            .map_err(|e| io_error("write", &self.path, e))
+        if let Err(e) = self.file.write_all(data) {
+            // Some of `data` may be in the file: the running checksum no
+            // longer says what it holds.
+            self.streamed = None;
+            return Err(io_error("write", &self.path, e));
+        }
+        if let Some((len, hasher)) = &mut self.streamed {
+            *len += data.len() as u64;
+            hasher.update(data);
+        }
+        Ok(())
     }
 
     /// First step of [`SnapshotTemp::finish`]: makes the bytes at the path
-    /// durable and measures them. The file is opened again by its path, so
-    /// a host may also have replaced it there.
+    /// durable and measures them. When every byte came through
+    /// [`SnapshotTemp::write`], they were checksummed on the way; otherwise
+    /// the file is opened again by its path (a host may have replaced it
+    /// there) and read back.
     pub fn seal(&self) -> Result<SnapshotId, SnapshotError> {
-        let file = File::open(&self.path).map_err(|e| io_error("open", &self.path, e))?;
-        file.sync_all()
-            .map_err(|e| io_error("fsync", &self.path, e))?;
-        let (len, crc) = checksum(&file, &self.path)?;
+        let (len, crc) = match &self.streamed {
+            Some((len, hasher)) if !self.path_handed_out.load(Ordering::Relaxed) => {
+                self.file
+                    .sync_all()
+                    .map_err(|e| io_error("fsync", &self.path, e))?;
+                (*len, hasher.clone().finalize())
+            }
+            _ => {
+                let file = File::open(&self.path).map_err(|e| io_error("open", &self.path, e))?;
+                file.sync_all()
+                    .map_err(|e| io_error("fsync", &self.path, e))?;
+                checksum(&file, &self.path)?
+            }
+        };
         Ok(SnapshotId {
             index: self.index,
             term: self.term,

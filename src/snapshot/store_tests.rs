@@ -67,6 +67,39 @@ fn a_taken_snapshot_is_named_by_its_length_and_checksum() {
     assert_eq!(store.current(), None, "stored, but not recorded yet");
 }
 
+/// Bytes given to `write` are checksummed on the way, so sealing does not
+/// read the file back: a change made behind the writer's back (found here
+/// by listing the folder, not by asking for the path) does not reach the
+/// checksum. Asking for the path brings the read-back back.
+#[test]
+fn a_snapshot_written_through_the_writer_is_checksummed_as_it_is_written() {
+    let scratch = Scratch::new("streamed");
+    let (store, _) = SnapshotStore::open(&scratch.0, None).unwrap();
+    let overwrite_temp_file = |store: &SnapshotStore, bytes: &[u8]| {
+        let temp_name = names(store)
+            .into_iter()
+            .find(|name| name.ends_with(".tmp"))
+            .unwrap();
+        fs::write(store.dir().join(temp_name), bytes).unwrap();
+    };
+
+    let mut temp = store.create(10, 2).unwrap();
+    temp.write(b"hello ").unwrap();
+    temp.write(b"world").unwrap();
+    overwrite_temp_file(&store, b"HELLO WORLD");
+    let id = temp.seal().unwrap();
+    assert_eq!((id.len, id.crc), (11, crc32fast::hash(b"hello world")));
+    temp.abort();
+
+    let mut temp = store.create(11, 2).unwrap();
+    temp.write(b"hello world").unwrap();
+    let _ = temp.path();
+    overwrite_temp_file(&store, b"HELLO WORLD");
+    let id = temp.seal().unwrap();
+    assert_eq!((id.len, id.crc), (11, crc32fast::hash(b"HELLO WORLD")));
+    temp.abort();
+}
+
 #[test]
 fn an_aborted_snapshot_leaves_nothing() {
     let scratch = Scratch::new("abort");

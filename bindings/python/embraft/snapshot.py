@@ -53,8 +53,20 @@ class _WriterSink(io.RawIOBase):
         # keeps a write from racing with a finish or an abort.
         self._lock = threading.Lock()
         self._error_for = error_for
-        self.name = handle.path()
+        self._path: str | None = None
         self.mode = "wb"
+
+    @property
+    def name(self) -> str:
+        """The file's path, asked of the library on first use: asking makes
+        finishing read the file back to checksum it (bytes that only come
+        through `write` are checksummed on the way)."""
+        with self._lock:
+            if self._path is None:
+                if self._handle.closed:
+                    raise ValueError("the snapshot ended before its path was asked for")
+                self._path = self._handle.path()
+            return self._path
 
     def writable(self) -> bool:
         return True
@@ -89,8 +101,10 @@ class _WriterSink(io.RawIOBase):
 
 class SnapshotWriter(io.BufferedWriter):
     """A snapshot being taken at log `index`: a buffered, write-only,
-    non-seekable binary file object (`name` is the file's path in the
-    node's `snapshots/` folder).
+    non-seekable binary file object (`name` and `path` are the file's path
+    in the node's `snapshots/` folder; ask for them only to write there, or
+    before the writer ends: once asked for, `finish()` reads the file back
+    to checksum it).
 
     Write the state machine as of `index` into it, then call `finish()`,
     which flushes, makes the file durable, checksums it and queues it for
