@@ -73,7 +73,9 @@ func (w *SnapshotWriter) Index() uint64 { return w.index }
 // snapshots folder, existing and empty at first), for hosts that write
 // the snapshot through the file system rather than with Write; the file
 // must be written and closed before Finish. The name is valid until the
-// writer ends.
+// writer ends. Ask only to write by path: bytes given to Write are
+// checksummed as they come, but once the path was asked for, Finish reads
+// the file back to checksum what it holds.
 func (w *SnapshotWriter) Path() (string, error) {
 	debugAccess()
 	w.mu.Lock()
@@ -115,8 +117,8 @@ func (w *SnapshotWriter) Write(p []byte) (int, error) {
 }
 
 // Finish ends the snapshot: the file is made durable, checksummed and
-// queued for the node. It returns once that is done, which may take as
-// long as reading the file back, so call it off any goroutine that must
+// queued for the node. It returns once that is done, which takes as long
+// as syncing the file (and reading it back, see Path), so call it off any goroutine that must
 // stay responsive. The writer ends whatever the outcome. ErrStaleSnapshot
 // means the node got a snapshot at or beyond this index meanwhile (the
 // file is deleted; nothing is lost).
