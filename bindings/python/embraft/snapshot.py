@@ -109,8 +109,9 @@ class SnapshotWriter(io.BufferedWriter):
     Write the state machine as of `index` into it, then call `finish()`,
     which flushes, makes the file durable, checksums it and queues it for
     the node (it takes as long as syncing the file, and reading it back
-    once `name` was asked for), or `abort()`, which deletes it. Used as a context manager it finishes on a clean exit
-    and aborts when the block raises. `close()` only closes the stream:
+    once `name` was asked for), or `abort()`, which deletes it. Used as a
+    context manager it finishes on a clean exit and aborts when the block
+    raises. `close()` only closes the stream:
     the snapshot still needs `finish()` or `abort()`. A writer that is
     garbage collected without either is aborted.
 
