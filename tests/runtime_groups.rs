@@ -809,6 +809,61 @@ fn quiet_groups_take_their_ticks_in_bulk() {
     assert!(groups.iter().all(|&g| runtime.status(g).unwrap().quiescent));
 }
 
+/// A tick reaches only the groups it concerns: the awake ones and the
+/// quiet ones whose ticks are due (once per check-in period), not every
+/// group, and no stopped one; a group started again is ticked again.
+#[test]
+fn ticks_reach_only_the_groups_due() {
+    let dir = TempDir::new("runtime-tick-reach");
+    let mut config = runtime_config(1, &dir);
+    config.raft.quiesce_tick = 3;
+    let runtime = Runtime::open(config).unwrap();
+    let groups: Vec<GroupId> = (1..=200).collect();
+    start_solo_groups(&runtime, &groups, 1);
+    let quiet = |group: GroupId| {
+        runtime
+            .status(group)
+            .is_ok_and(|s| s.quiescent && s.role == Role::Leader)
+    };
+    poll_until(&runtime, "every group is quiet", |_| {
+        groups.iter().all(|&g| quiet(g))
+    });
+    let (running, stopped) = groups.split_at(groups.len() / 2);
+    for &group in stopped {
+        runtime.stop_group(group).unwrap();
+    }
+    let before = runtime.stats().tick_visits;
+    let ticks = 1000;
+    for _ in 0..ticks {
+        runtime.tick().unwrap();
+        runtime.poll(Duration::ZERO).unwrap();
+        // Time for the rounds of the groups reached, which place them
+        // for the ticks to come.
+        thread::sleep(Duration::from_millis(1));
+    }
+    let visits = runtime.stats().tick_visits - before;
+    // A walk of every running group would be 100 × 1000 visits. A quiet
+    // leader is due once per check-in period: ten randomized election
+    // timeouts, 100 to 199 ticks.
+    let (shortest, longest) = (10 * 10, 10 * 20);
+    let most = running.len() as u64 * (ticks / shortest + 1);
+    // Each still reached once per period: none is lost by the ticker.
+    let fewest = running.len() as u64 * (ticks / longest - 1);
+    assert!(
+        (fewest..=most).contains(&visits),
+        "{visits} groups reached in {ticks} ticks (between {fewest} and {most})"
+    );
+    assert!(running.iter().all(|&g| quiet(g)));
+    // Restarted from the WAL, a stopped group elects itself again, which
+    // takes ticks, and goes quiet.
+    runtime
+        .start_group(stopped[0], GroupStart::default())
+        .unwrap();
+    poll_until(&runtime, "the restarted group leads, quiet", |_| {
+        quiet(stopped[0])
+    });
+}
+
 /// A quiet leader woken by a proposal keeps leading: the ticks that
 /// gathered while it was quiet are given to it quiet, not in one burst
 /// after it woke (a burst of several election timeouts with no answer

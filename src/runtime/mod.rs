@@ -21,10 +21,12 @@
 //!
 //! The host ticks the whole runtime with one call ([`Runtime::tick`]): an
 //! awake group gets each tick; a quiet one (see `Config::quiesce_tick`) is
-//! ticked in bulk every few ticks, so idle groups cost next to nothing.
+//! ticked in bulk every few ticks, and a tick reaches only the groups due
+//! (`ticker.rs`), so idle groups cost next to nothing.
 //! The host polls all groups' output with one call ([`Runtime::poll`]).
 
 mod readiness;
+mod ticker;
 mod worker;
 
 use crate::codec::{decode_group_frame, encode_group_frame};
@@ -50,10 +52,11 @@ use readiness::Readiness;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use ticker::{GroupTicks, Ticker};
 
 /// A group's id: the same on every runtime hosting a replica of it.
 pub type GroupId = u64;
@@ -183,6 +186,9 @@ pub struct RuntimeStats {
     pub syncs: u64,
     /// Segment files the shared WAL holds now.
     pub wal_segments: usize,
+    /// Groups reached by ticks, summed over the ticks: an awake group on
+    /// each tick, a quiet one only when its ticks are due.
+    pub tick_visits: u64,
 }
 
 /// What [`Runtime::step_frame`] did with a frame's messages.
@@ -255,7 +261,7 @@ pub(crate) enum Busy {
 /// What a group's mailbox carries to the worker that steps it.
 enum Work {
     Input(Input),
-    /// The ticks owed to the group (`Slot::owed_ticks`) are due.
+    /// The ticks owed to the group (see `ticker.rs`) are due.
     Ticks,
     /// The group's writes through this number are durable.
     Durable(u64),
@@ -283,15 +289,11 @@ struct Slot {
     /// waits on it (see [`Runtime::ack_applied`]).
     acked: AtomicU64,
     next_proposal_id: AtomicU64,
-    /// Set by the worker after each round: how many ticks the quiet group
-    /// can go without (0: it is not quiet). Ticks skip it until then, so
-    /// ten thousand quiet groups cost a round each per check-in period,
-    /// not per election timeout.
-    quiet_ticks: AtomicU32,
-    /// Ticks the group has not been given yet.
-    owed_ticks: AtomicU32,
-    /// A [`Work::Ticks`] waits in the mailbox.
-    tick_queued: AtomicBool,
+    /// The ticks owed to the group and where the ticker holds it: placed
+    /// after each round, a quiet group is skipped by ticks until they
+    /// matter, so ten thousand quiet groups cost a round each per
+    /// check-in period, not per election timeout, and ticks pass them by.
+    ticks: GroupTicks,
     /// Bytes of entries the group held in memory after its last round.
     cached_bytes: AtomicU64,
     /// Stopped or removed: a worker that still finds it queued leaves it.
@@ -303,11 +305,8 @@ struct Slot {
 
 impl Slot {
     /// Gives the group the ticks it is owed.
-    fn take_ticks(&self, group: &mut Group) {
-        // Cleared first: a tick counted after the swap below queues a new
-        // marker rather than waiting for the one after it.
-        self.tick_queued.store(false, Ordering::Release);
-        let owed = self.owed_ticks.swap(0, Ordering::AcqRel);
+    fn take_ticks(&self, group: &mut Group, ticker: &Ticker) {
+        let owed = ticker.take(self);
         if owed > 0 {
             group.handle(Input::Ticks(owed));
         }
@@ -363,11 +362,11 @@ struct Shared {
     verifiers: Mutex<Vec<JoinHandle<()>>>,
     /// Groups being started (see [`Reservation`]).
     starting: Mutex<HashSet<GroupId>>,
-    /// Ticks since the runtime opened.
-    ticks: AtomicU64,
+    ticker: Ticker,
     rounds: AtomicU64,
     group_steps: AtomicU64,
     syncs: AtomicU64,
+    tick_visits: AtomicU64,
 }
 
 /// A group being started: neither running nor startable again until the
@@ -520,10 +519,11 @@ impl Runtime {
             failed: AtomicBool::new(false),
             verifiers: Mutex::new(Vec::new()),
             starting: Mutex::new(HashSet::new()),
-            ticks: AtomicU64::new(0),
+            ticker: Ticker::new(),
             rounds: AtomicU64::new(0),
             group_steps: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            tick_visits: AtomicU64::new(0),
         });
         // Dropped on failure below: stops the threads started so far.
         let mut runtime = Runtime {
@@ -553,6 +553,7 @@ impl Runtime {
             group_steps: shared.group_steps.load(Ordering::Relaxed),
             syncs: shared.syncs.load(Ordering::Relaxed),
             wal_segments: shared.wal.segment_count(),
+            tick_visits: shared.tick_visits.load(Ordering::Relaxed),
         }
     }
 
@@ -675,14 +676,14 @@ impl Runtime {
             delivered: AtomicU64::new(applied),
             acked: AtomicU64::new(0),
             next_proposal_id: AtomicU64::new(1),
-            quiet_ticks: AtomicU32::new(0),
-            owed_ticks: AtomicU32::new(0),
-            tick_queued: AtomicBool::new(false),
+            ticks: shared.ticker.group_ticks(),
             cached_bytes: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             turn: Mutex::new(()),
             max_entry_bytes,
         });
+        // Placed before it can be found to stop, so a stop unplaces it.
+        shared.ticker.start(&slot);
         shared.groups.write().insert(group, slot.clone());
         // A first round hands out what the log already commits, and the
         // first status, without waiting for input; it lists the group for
@@ -740,25 +741,25 @@ impl Runtime {
 
     /// Advances every group's logical clock by one tick. A quiet group is
     /// given its ticks in bulk, when they would change something (a
-    /// follower's check-in) or its next round comes for another reason.
+    /// follower's check-in) or its next round comes for another reason;
+    /// the tick itself reaches only the awake groups and the quiet ones
+    /// whose ticks are due.
     pub fn tick(&self) -> Result<(), NodeError> {
-        self.shared.check_alive()?;
-        let ticks = self.shared.ticks.fetch_add(1, Ordering::Relaxed) + 1;
-        if ticks % PURGE_CHECK_TICKS == 0 {
-            self.shared.ask_pinning_groups();
+        let shared = &self.shared;
+        shared.check_alive()?;
+        let tick = shared.ticker.tick();
+        if tick.now % PURGE_CHECK_TICKS == 0 {
+            shared.ask_pinning_groups();
         }
-        // Under the map's read lock: no copy of ten thousand handles per
-        // tick, and a start or stop waits only for this loop.
-        for slot in self.shared.groups.read().values() {
-            let owed = slot.owed_ticks.fetch_add(1, Ordering::Relaxed) + 1;
-            if owed < slot.quiet_ticks.load(Ordering::Relaxed) {
-                continue;
-            }
-            // One marker in the mailbox however many ticks gather before
-            // the group's next round: ticks never fill a mailbox.
-            if !slot.tick_queued.swap(true, Ordering::AcqRel) {
-                self.shared.deliver(slot, Work::Ticks);
-            }
+        shared
+            .tick_visits
+            .fetch_add(tick.reached, Ordering::Relaxed);
+        // One marker in the mailbox however many ticks gather before the
+        // group's next round: ticks never fill a mailbox. Delivered once
+        // the ticker lets go: an inline runtime steps the group on this
+        // thread, and its round places it with the ticker.
+        for slot in &tick.to_mark {
+            shared.deliver(slot, Work::Ticks);
         }
         Ok(())
     }
@@ -1175,6 +1176,9 @@ impl Shared {
         // A worker may be stepping it: wait for that round to end. A
         // snapshot it was receiving is abandoned (its partial file goes).
         slot.cell.lock().group.stop_receiving();
+        // No round of it runs from here on (a worker finds it stopped), so
+        // none places it with the ticker again.
+        self.ticker.stop(slot);
         self.recount_cache(slot, 0);
     }
 

@@ -118,13 +118,13 @@ fn step_and_write(shared: &Arc<Shared>, round: &[Arc<Slot>]) -> Result<Option<Wr
         // quiet, before the inputs that may wake it: given to an awake
         // leader in one burst, they would run several check-quorum periods
         // with no answer in between and depose it.
-        if slot.quiet_ticks.load(Ordering::Relaxed) > 0 {
-            slot.take_ticks(&mut cell.group);
+        if slot.ticks.quiet() {
+            slot.take_ticks(&mut cell.group, &shared.ticker);
         }
         for item in work.drain(..) {
             match item {
                 Work::Input(input) => cell.group.handle(input),
-                Work::Ticks => slot.take_ticks(&mut cell.group),
+                Work::Ticks => slot.take_ticks(&mut cell.group, &shared.ticker),
                 Work::Durable(seq) => cell.group.durable(seq),
                 Work::Verified(verified) => cell.group.on_verified(verified),
                 Work::Wake => {}
@@ -254,12 +254,12 @@ pub(super) fn run_syncs(shared: &Arc<Shared>, waits: &Receiver<Written>) {
 }
 
 /// Moves a group's status and output where the host finds them, after
-/// keeping the runtime's entry cache within its budget.
+/// keeping the runtime's entry cache within its budget, and places the
+/// group for the ticks to come by how many it can go without.
 fn publish(shared: &Shared, slot: &Arc<Slot>, cell: &mut Cell) {
     account_cache(shared, slot, cell);
     cell.group.fill_status(&mut slot.status.lock());
-    slot.quiet_ticks
-        .store(cell.group.quiet_ticks_allowed(), Ordering::Relaxed);
+    shared.ticker.place(slot, cell.group.quiet_ticks_allowed());
     cell.group.flush_output(&mut slot.outbox.lock().pending);
     shared.list_if_pending(slot);
 }
