@@ -1627,7 +1627,9 @@ embraft_status embraft_ready_snapshot_path(const embraft_ready *ready, const cha
  * `embraft_config_set_snapshot_entries` or `_bytes` since the last one)
  * and, if so, the applied index to take it at (`*index_out` is written
  * only then): pass it to `embraft_node_snapshot_begin`. Asked once per
- * crossing of a threshold; a host may also snapshot at any other time.
+ * crossing of a threshold, and again after ten election timeouts without
+ * a snapshot recorded (one that failed, say); a host may also snapshot at
+ * any other time.
  *
  * Thread safety: may be called from any thread, concurrently with other
  * getters on the same batch (but not with `embraft_ready_free`).
@@ -2180,7 +2182,8 @@ embraft_status embraft_runtime_ready_restores(const embraft_runtime_ready *ready
  * or its entries keep the oldest segments of a shared WAL grown past
  * `embraft_config_set_wal_segments_soft_limit`), with the applied index
  * to take it at, as for `embraft_runtime_ready_messages`. Asked once
- * until the next snapshot is recorded.
+ * until the next snapshot is recorded, and again after ten election
+ * timeouts without one (one that failed, say).
  *
  * Thread safety: may be called from any thread, concurrently with other
  * getters on the same batch (but not with `embraft_runtime_ready_free`).

@@ -737,6 +737,51 @@ fn a_wal_past_its_soft_limit_asks_the_group_pinning_it_for_a_snapshot() {
     );
 }
 
+/// A host whose snapshot failed (or that missed the ask) is asked again,
+/// after ten election timeouts, not before: otherwise the group would pin
+/// the shared WAL for good.
+#[test]
+fn a_snapshot_asked_for_and_not_taken_is_asked_for_again() {
+    let dir = TempDir::new("runtime-reask");
+    let runtime = purge_runtime(&dir, 0);
+    for n in 0..300 {
+        runtime.propose(1, &[n as u8; 1024]).unwrap();
+    }
+    // Ticks until group 1 is asked for a snapshot; the host does not take
+    // it.
+    let ticks_until_asked = |runtime: &Runtime| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut ticks = 0u64;
+        loop {
+            assert!(Instant::now() < deadline, "group 1 was not asked in time");
+            runtime.tick().unwrap();
+            ticks += 1;
+            for ready in runtime.poll(Duration::from_millis(5)).unwrap() {
+                if let Some(last) = ready.batch.committed.last() {
+                    runtime.ack_applied(ready.group, last.entry.index).unwrap();
+                }
+                if ready.group == 1 && ready.batch.snapshot_wanted.is_some() {
+                    return ticks;
+                }
+            }
+        }
+    };
+    ticks_until_asked(&runtime);
+    // A hundred ticks (ten election timeouts of ten), less the tick or
+    // two by which the host may have seen the first ask late.
+    let again = ticks_until_asked(&runtime);
+    assert!(again >= 95, "asked again after {again} ticks");
+    // Taken this time: the old segments go.
+    let mut asked = std::collections::BTreeSet::new();
+    let mut grown = 0;
+    poll_until(&runtime, "the old segments go", |seen| {
+        grown = grown.max(runtime.stats().wal_segments);
+        snapshot_when_asked(&runtime, seen, &mut asked);
+        runtime.stats().wal_segments <= 2
+    });
+    assert!(grown > 2, "the WAL never grew past its limit: {grown}");
+}
+
 /// Entries kept behind a snapshot for lagging followers
 /// (`compact_keep_entries`) must not pin the shared WAL's oldest segment
 /// for good: a group asked to free the WAL keeps none behind the snapshot

@@ -441,7 +441,9 @@ pub unsafe extern "C" fn embraft_ready_snapshot_path(
 /// `embraft_config_set_snapshot_entries` or `_bytes` since the last one)
 /// and, if so, the applied index to take it at (`*index_out` is written
 /// only then): pass it to `embraft_node_snapshot_begin`. Asked once per
-/// crossing of a threshold; a host may also snapshot at any other time.
+/// crossing of a threshold, and again after ten election timeouts without
+/// a snapshot recorded (one that failed, say); a host may also snapshot at
+/// any other time.
 ///
 /// Thread safety: may be called from any thread, concurrently with other
 /// getters on the same batch (but not with `embraft_ready_free`).

@@ -471,7 +471,8 @@ pub unsafe extern "C" fn embraft_runtime_ready_restores(
 /// or its entries keep the oldest segments of a shared WAL grown past
 /// `embraft_config_set_wal_segments_soft_limit`), with the applied index
 /// to take it at, as for `embraft_runtime_ready_messages`. Asked once
-/// until the next snapshot is recorded.
+/// until the next snapshot is recorded, and again after ten election
+/// timeouts without one (one that failed, say).
 ///
 /// Thread safety: may be called from any thread, concurrently with other
 /// getters on the same batch (but not with `embraft_runtime_ready_free`).

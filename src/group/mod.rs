@@ -80,6 +80,11 @@ impl Default for SnapshotOptions {
 /// chunks of at most 1 MiB.
 pub const MAX_SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 
+/// Election timeouts after which a snapshot asked for and not taken is
+/// asked for again: long enough for a large state machine to write one,
+/// short enough that a failed one does not leave the WAL growing.
+const SNAPSHOT_REASK_ELECTION_TIMEOUTS: u64 = 10;
+
 /// What an owner hands a group, in the order it arrived.
 pub(crate) enum Input {
     /// `n` ticks of logical time at once (a quiet group is ticked in
@@ -164,8 +169,13 @@ struct SnapshotHint {
     bytes_threshold: u64,
     /// Bytes of entries delivered since the last snapshot.
     bytes_since: u64,
-    /// Asked since the last snapshot: asked once per crossing.
-    asked: bool,
+    /// The group's tick count when it asked for a snapshot, since the last
+    /// one recorded: asked once per crossing, and again only if no snapshot
+    /// came within `reask_ticks`. A host whose snapshot failed (a full
+    /// disk, say) or that missed the ask would otherwise never be asked
+    /// again, and the shared WAL would keep the group's log for good.
+    asked_at: Option<u64>,
+    reask_ticks: u64,
     /// The shared WAL wants this group's oldest records gone: the next
     /// snapshot recorded keeps no entries behind it, since entries kept
     /// for lagging followers would pin the oldest segment for good.
@@ -232,6 +242,8 @@ pub(crate) struct Group {
     /// Index of the latest snapshot recorded.
     snapshot_index: Index,
     hint: SnapshotHint,
+    /// Ticks the group was given since it started.
+    ticks: u64,
     /// What the group counted; the commit latencies are the proposal
     /// tracker's and the cache counts the core's (see [`Group::metrics`]).
     metrics: GroupMetrics,
@@ -281,9 +293,11 @@ impl Group {
                 entries_threshold: options.entries_threshold,
                 bytes_threshold: options.bytes_threshold,
                 bytes_since: 0,
-                asked: false,
+                asked_at: None,
+                reask_ticks: u64::from(election_tick) * SNAPSHOT_REASK_ELECTION_TIMEOUTS,
                 free_wal: false,
             },
+            ticks: 0,
             metrics: GroupMetrics::default(),
         }
     }
@@ -380,6 +394,7 @@ impl Group {
     }
 
     pub(crate) fn tick(&mut self) {
+        self.ticks += 1;
         self.raft.tick();
         self.sender.tick();
     }
@@ -599,7 +614,7 @@ impl Group {
 
     fn snapshot_recorded(&mut self, index: Index) {
         self.snapshot_index = self.snapshot_index.max(index);
-        self.hint.asked = false;
+        self.hint.asked_at = None;
         self.hint.bytes_since = 0;
         // The log may have grown past the threshold again while the host
         // wrote this snapshot: ask now rather than after the next entry.
@@ -620,16 +635,22 @@ impl Group {
     }
 
     /// Asks the host for a snapshot at its applied index, once until the
-    /// next snapshot is recorded, and only when it would cover something
+    /// next snapshot is recorded (again if none came for a while, see
+    /// `SnapshotHint::asked_at`), and only when it would cover something
     /// new; `why` says what prompted it, for the log line.
     fn ask_for_snapshot(&mut self, why: impl FnOnce() -> String) {
-        if self.hint.asked || self.applied <= self.snapshot_index {
+        if self.applied <= self.snapshot_index {
             return;
         }
-        self.hint.asked = true;
+        let again = match self.hint.asked_at {
+            Some(at) if self.ticks - at < self.hint.reask_ticks => return,
+            Some(_) => " (asked again: no snapshot came)",
+            None => "",
+        };
+        self.hint.asked_at = Some(self.ticks);
         let applied = self.applied;
         self.out.log(LogLevel::Info, || {
-            format!("snapshot wanted at {applied}: {}", why())
+            format!("snapshot wanted at {applied}: {}{again}", why())
         });
         self.out.pending.set_snapshot_wanted(applied);
     }
