@@ -877,8 +877,12 @@ fn ticks_reach_only_the_groups_due() {
     for &group in stopped {
         runtime.stop_group(group).unwrap();
     }
+    // A quiet leader is due once per check-in period: its randomized
+    // election timeout (10 to 19 ticks) times QUIESCENT_CHECK_TIMEOUTS.
+    let check_ins = u64::from(embraft::core::QUIESCENT_CHECK_TIMEOUTS);
+    let (shortest, longest) = (10 * check_ins, 20 * check_ins);
     let before = runtime.stats().tick_visits;
-    let ticks = 1000;
+    let ticks = 3 * longest;
     for _ in 0..ticks {
         runtime.tick().unwrap();
         runtime.poll(Duration::ZERO).unwrap();
@@ -887,10 +891,7 @@ fn ticks_reach_only_the_groups_due() {
         thread::sleep(Duration::from_millis(1));
     }
     let visits = runtime.stats().tick_visits - before;
-    // A walk of every running group would be 100 × 1000 visits. A quiet
-    // leader is due once per check-in period: ten randomized election
-    // timeouts, 100 to 199 ticks.
-    let (shortest, longest) = (10 * 10, 10 * 20);
+    // A walk of every running group would be 100 visits per tick.
     let most = running.len() as u64 * (ticks / shortest + 1);
     // Each still reached once per period: none is lost by the ticker.
     let fewest = running.len() as u64 * (ticks / longest - 1);

@@ -389,7 +389,7 @@ struct ReadRequest {
 /// many of its randomized election timeouts without a word from it: the
 /// bound on how long a group whose leader died quietly goes unnoticed,
 /// when the host's transport does not report the leader unreachable.
-pub const QUIESCENT_CHECK_TIMEOUTS: u32 = 10;
+pub const QUIESCENT_CHECK_TIMEOUTS: u32 = 50;
 
 /// The most reads a node keeps in progress: a leader's reads waiting for a
 /// commit of its term or for a heartbeat round, a follower's reads

@@ -641,11 +641,13 @@ pub unsafe extern "C" fn embraft_config_set_wal_segments_soft_limit(
 /// no read, transfer or membership change under way) then stops
 /// heartbeating and tells its followers, who stop their election timers;
 /// any proposal, read, transfer or message wakes the group. A quiescent
-/// follower checks in with its leader after ten election timeouts, or at
+/// follower checks in with its leader after fifty election timeouts, or at
 /// once when the host reports the leader unreachable
 /// (`embraft_node_report_unreachable`), so a leader that died while its
-/// group was quiet is replaced within about twenty election timeouts, or
-/// as fast as without quiescence when the transport reports it. No lease
+/// group was quiet is replaced within about a hundred election timeouts,
+/// or as fast as without quiescence when the transport reports it (a
+/// check-in costs a round trip: rarer ones keep ten thousand quiet groups
+/// cheap). No lease
 /// read is served from a quiescent leader's lease. docs/ARCHITECTURE.md,
 /// "Quiescence", has the rules.
 ///

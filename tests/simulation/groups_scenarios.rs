@@ -167,10 +167,10 @@ fn quiet_then_wake_one(gs: &mut Groups) {
     // the followers' rounds).
     gs.run_ticks(timeout);
     gs.reset_stats();
-    // Long enough for the followers to check in (after ten to twenty
-    // election timeouts): a check-in and its answer are all a quiet group
-    // sends.
-    gs.run_ticks(25 * timeout);
+    // Long enough for the followers to check in (after one to two times
+    // QUIESCENT_CHECK_TIMEOUTS election timeouts): a check-in and its
+    // answer are all a quiet group sends.
+    gs.run_ticks((2 * u64::from(embraft::core::QUIESCENT_CHECK_TIMEOUTS) + 5) * timeout);
     gs.assert_only_check_ins(&gs.all_groups());
     // A follower that just checked in runs its election timer until its
     // leader's answer puts it back to sleep.

@@ -540,11 +540,13 @@ scenario! {
                     // Answers to the last appends may still be on their way
                     // (they wait for the followers' disks).
                     c.run_ticks(u64::from(opts.election_tick));
-                    // Long enough for every follower to check in (after ten
-                    // to twenty election timeouts): a check-in and its
-                    // answer are all a quiet group sends.
+                    // Long enough for every follower to check in (after
+                    // one to two times QUIESCENT_CHECK_TIMEOUTS election
+                    // timeouts): a check-in and its answer are all a quiet
+                    // group sends.
                     c.net.stats = Default::default();
-                    c.run_ticks(25 * u64::from(opts.election_tick));
+                    let check_in = 2 * u64::from(embraft::core::QUIESCENT_CHECK_TIMEOUTS) + 5;
+                    c.run_ticks(check_in * u64::from(opts.election_tick));
                     let stats = &c.net.stats;
                     let check_ins = stats.count(&["WakeUp", "Quiesce"]);
                     assert_eq!(
