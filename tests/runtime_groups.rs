@@ -712,25 +712,41 @@ fn purge_runtime(dir: &TempDir, keep: u64) -> Runtime {
     runtime
 }
 
+/// Proposes `count` entries of 1 KiB to `group`.
+fn propose_kib_entries(runtime: &Runtime, group: GroupId, count: usize) {
+    for n in 0..count {
+        runtime.propose(group, &[n as u8; 1024]).unwrap();
+    }
+}
+
+/// Polls, taking every snapshot the groups ask for, until the WAL grew
+/// past its soft limit of two segments and is back within it, and `also`
+/// holds; returns the snapshots asked for, as (group, index).
+fn snapshot_until_the_old_segments_go(
+    runtime: &Runtime,
+    also: impl Fn() -> bool,
+) -> std::collections::BTreeSet<(GroupId, u64)> {
+    let mut asked = std::collections::BTreeSet::new();
+    let mut grown = 0;
+    poll_until(runtime, "the old segments go", |seen| {
+        grown = grown.max(runtime.stats().wal_segments);
+        snapshot_when_asked(runtime, seen, &mut asked);
+        grown > 2 && runtime.stats().wal_segments <= 2 && also()
+    });
+    asked
+}
+
 #[test]
 fn a_wal_past_its_soft_limit_asks_the_group_pinning_it_for_a_snapshot() {
     let dir = TempDir::new("runtime-purge");
     let runtime = purge_runtime(&dir, 0);
     // About five segments of group 1's entries; no snapshot threshold is
     // set, so only the WAL's size can prompt one.
-    for n in 0..300 {
-        runtime.propose(1, &[n as u8; 1024]).unwrap();
-    }
+    propose_kib_entries(&runtime, 1, 300);
     // The host snapshots every group it is asked to, as it should: group
     // 1 for its entries, group 2 for its founding entries, which sit in
     // the oldest segment too.
-    let mut asked = std::collections::BTreeSet::new();
-    let mut grown = 0;
-    poll_until(&runtime, "the old segments go", |seen| {
-        grown = grown.max(runtime.stats().wal_segments);
-        snapshot_when_asked(&runtime, seen, &mut asked);
-        grown > 2 && runtime.stats().wal_segments <= 2
-    });
+    let asked = snapshot_until_the_old_segments_go(&runtime, || true);
     assert!(
         asked.iter().any(|&(group, _)| group == 1),
         "group 1 was not asked: {asked:?}"
@@ -744,9 +760,7 @@ fn a_wal_past_its_soft_limit_asks_the_group_pinning_it_for_a_snapshot() {
 fn a_snapshot_asked_for_and_not_taken_is_asked_for_again() {
     let dir = TempDir::new("runtime-reask");
     let runtime = purge_runtime(&dir, 0);
-    for n in 0..300 {
-        runtime.propose(1, &[n as u8; 1024]).unwrap();
-    }
+    propose_kib_entries(&runtime, 1, 300);
     // Ticks until group 1 is asked for a snapshot; the host does not take
     // it.
     let ticks_until_asked = |runtime: &Runtime| {
@@ -772,14 +786,7 @@ fn a_snapshot_asked_for_and_not_taken_is_asked_for_again() {
     let again = ticks_until_asked(&runtime);
     assert!(again >= 95, "asked again after {again} ticks");
     // Taken this time: the old segments go.
-    let mut asked = std::collections::BTreeSet::new();
-    let mut grown = 0;
-    poll_until(&runtime, "the old segments go", |seen| {
-        grown = grown.max(runtime.stats().wal_segments);
-        snapshot_when_asked(&runtime, seen, &mut asked);
-        runtime.stats().wal_segments <= 2
-    });
-    assert!(grown > 2, "the WAL never grew past its limit: {grown}");
+    snapshot_until_the_old_segments_go(&runtime, || true);
 }
 
 /// Entries kept behind a snapshot for lagging followers
@@ -796,9 +803,7 @@ fn entries_kept_behind_a_snapshot_do_not_pin_the_shared_wal() {
     });
     // Group 1 writes about a segment and a half, and its host snapshots
     // it unasked: the snapshot keeps all of those entries behind it.
-    for n in 0..100 {
-        runtime.propose(1, &[n as u8; 1024]).unwrap();
-    }
+    propose_kib_entries(&runtime, 1, 100);
     poll_until(&runtime, "group 1 applies its entries", |_| {
         runtime.status(1).unwrap().applied >= 100
     });
@@ -808,34 +813,50 @@ fn entries_kept_behind_a_snapshot_do_not_pin_the_shared_wal() {
     writer.finish().unwrap();
     // Then group 2 fills the WAL; group 1 stays idle, so nothing it
     // applies ever prompts another snapshot.
-    for n in 0..300 {
-        runtime.propose(2, &[n as u8; 1024]).unwrap();
-    }
-    let mut asked = std::collections::BTreeSet::new();
-    let mut grown = 0;
-    poll_until(&runtime, "the old segments go", |seen| {
-        grown = grown.max(runtime.stats().wal_segments);
-        snapshot_when_asked(&runtime, seen, &mut asked);
-        grown > 2
-            && runtime.stats().wal_segments <= 2
-            && runtime.status(1).unwrap().first_index > applied
+    propose_kib_entries(&runtime, 2, 300);
+    snapshot_until_the_old_segments_go(&runtime, || {
+        runtime.status(1).unwrap().first_index > applied
     });
 }
 
+/// Whether groups 1..=`groups` are quiet on every running runtime.
+fn every_replica_quiet(cluster: &Cluster, groups: GroupId) -> bool {
+    cluster
+        .runtimes
+        .read()
+        .iter()
+        .flatten()
+        .all(|r| (1..=groups).all(|g| r.status(g).is_ok_and(|s| s.quiescent)))
+}
+
+/// A runtime running solo groups 1..=`count` (quiescing after three idle
+/// ticks), once every one of them leads and is quiet.
+fn quiet_solo_groups(dir: &TempDir, count: GroupId) -> (Runtime, Vec<GroupId>) {
+    let mut config = runtime_config(1, dir);
+    config.raft.quiesce_tick = 3;
+    let runtime = Runtime::open(config).unwrap();
+    let groups: Vec<GroupId> = (1..=count).collect();
+    start_solo_groups(&runtime, &groups, 1);
+    poll_until(&runtime, "every group is quiet", |_| {
+        groups.iter().all(|&g| quiet_leader(&runtime, g))
+    });
+    (runtime, groups)
+}
+
+fn quiet_leader(runtime: &Runtime, group: GroupId) -> bool {
+    runtime
+        .status(group)
+        .is_ok_and(|s| s.quiescent && s.role == Role::Leader)
+}
+
 /// Quiet groups are ticked in bulk, once per check-in period (ten
-/// election timeouts), not once per election timeout: a thousand ticks
-/// cost each of fifty quiet groups a handful of rounds.
+/// election timeouts when this was written, more since), not once per
+/// election timeout: a thousand ticks cost each of fifty quiet groups a
+/// handful of rounds.
 #[test]
 fn quiet_groups_take_their_ticks_in_bulk() {
     let dir = TempDir::new("runtime-quiet");
-    let mut config = runtime_config(1, &dir);
-    config.raft.quiesce_tick = 3;
-    let runtime = Runtime::open(config).unwrap();
-    let groups: Vec<GroupId> = (1..=50).collect();
-    start_solo_groups(&runtime, &groups, 1);
-    poll_until(&runtime, "every group is quiet", |_| {
-        groups.iter().all(|&g| runtime.status(g).unwrap().quiescent)
-    });
+    let (runtime, groups) = quiet_solo_groups(&dir, 50);
     let before = runtime.stats().group_steps;
     let ticks = 1000;
     for _ in 0..ticks {
@@ -844,7 +865,9 @@ fn quiet_groups_take_their_ticks_in_bulk() {
     }
     runtime.poll(Duration::from_millis(50)).unwrap();
     let steps = runtime.stats().group_steps - before;
-    // Once per election timeout would be 50 × 100 rounds.
+    // Once per election timeout would be 50 × 100 rounds. The bound takes
+    // a check-in period of ten election timeouts of ten ticks; the one of
+    // QUIESCENT_CHECK_TIMEOUTS is longer, so the groups need fewer.
     let check_in_period = 10 * 10;
     let bound = groups.len() as u64 * (ticks / check_in_period + 1);
     assert!(
@@ -860,19 +883,8 @@ fn quiet_groups_take_their_ticks_in_bulk() {
 #[test]
 fn ticks_reach_only_the_groups_due() {
     let dir = TempDir::new("runtime-tick-reach");
-    let mut config = runtime_config(1, &dir);
-    config.raft.quiesce_tick = 3;
-    let runtime = Runtime::open(config).unwrap();
-    let groups: Vec<GroupId> = (1..=200).collect();
-    start_solo_groups(&runtime, &groups, 1);
-    let quiet = |group: GroupId| {
-        runtime
-            .status(group)
-            .is_ok_and(|s| s.quiescent && s.role == Role::Leader)
-    };
-    poll_until(&runtime, "every group is quiet", |_| {
-        groups.iter().all(|&g| quiet(g))
-    });
+    let (runtime, groups) = quiet_solo_groups(&dir, 200);
+    let quiet = |group: GroupId| quiet_leader(&runtime, group);
     let (running, stopped) = groups.split_at(groups.len() / 2);
     for &group in stopped {
         runtime.stop_group(group).unwrap();
@@ -924,12 +936,7 @@ fn a_quiet_leader_woken_by_a_proposal_keeps_leading() {
     });
     cluster.commit_everywhere("first");
     cluster.wait_until("every replica is quiet", limit, || {
-        cluster
-            .runtimes
-            .read()
-            .iter()
-            .flatten()
-            .all(|r| (1..=groups).all(|g| r.status(g).is_ok_and(|s| s.quiescent)))
+        every_replica_quiet(&cluster, groups)
     });
     let before: Vec<(u64, u64)> = (1..=groups)
         .map(|g| {
@@ -965,14 +972,7 @@ fn quiet_groups_fail_over_when_their_leaders_runtime_stops() {
         (1..=groups).all(|g| cluster.leader(g).is_some())
     });
     let before = cluster.commit_everywhere("before");
-    let quiet = |cluster: &Cluster| {
-        cluster
-            .runtimes
-            .read()
-            .iter()
-            .flatten()
-            .all(|r| (1..=groups).all(|g| r.status(g).is_ok_and(|s| s.quiescent)))
-    };
+    let quiet = |cluster: &Cluster| every_replica_quiet(cluster, groups);
     cluster.wait_until("every replica is quiet", limit, || quiet(&cluster));
     let stopped = cluster.leader(1).unwrap().id();
     cluster.close(stopped);

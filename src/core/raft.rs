@@ -769,6 +769,11 @@ impl Raft {
         self.log.entries()
     }
 
+    /// Ticks since this node started.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
     /// Whether the group is quiet: a leader sends no heartbeats and a
     /// follower runs no election timer (see `Config::quiesce_tick`).
     pub fn is_quiescent(&self) -> bool {

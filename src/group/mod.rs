@@ -169,7 +169,7 @@ struct SnapshotHint {
     bytes_threshold: u64,
     /// Bytes of entries delivered since the last snapshot.
     bytes_since: u64,
-    /// The group's tick count when it asked for a snapshot, since the last
+    /// The core's tick count when the group asked for a snapshot, since the last
     /// one recorded: asked once per crossing, and again only if no snapshot
     /// came within `reask_ticks`. A host whose snapshot failed (a full
     /// disk, say) or that missed the ask would otherwise never be asked
@@ -242,8 +242,6 @@ pub(crate) struct Group {
     /// Index of the latest snapshot recorded.
     snapshot_index: Index,
     hint: SnapshotHint,
-    /// Ticks the group was given since it started.
-    ticks: u64,
     /// What the group counted; the commit latencies are the proposal
     /// tracker's and the cache counts the core's (see [`Group::metrics`]).
     metrics: GroupMetrics,
@@ -297,7 +295,6 @@ impl Group {
                 reask_ticks: u64::from(election_tick) * SNAPSHOT_REASK_ELECTION_TIMEOUTS,
                 free_wal: false,
             },
-            ticks: 0,
             metrics: GroupMetrics::default(),
         }
     }
@@ -394,7 +391,6 @@ impl Group {
     }
 
     pub(crate) fn tick(&mut self) {
-        self.ticks += 1;
         self.raft.tick();
         self.sender.tick();
     }
@@ -642,12 +638,13 @@ impl Group {
         if self.applied <= self.snapshot_index {
             return;
         }
+        let now = self.raft.ticks();
         let again = match self.hint.asked_at {
-            Some(at) if self.ticks - at < self.hint.reask_ticks => return,
+            Some(at) if now - at < self.hint.reask_ticks => return,
             Some(_) => " (asked again: no snapshot came)",
             None => "",
         };
-        self.hint.asked_at = Some(self.ticks);
+        self.hint.asked_at = Some(now);
         let applied = self.applied;
         self.out.log(LogLevel::Info, || {
             format!("snapshot wanted at {applied}: {}{again}", why())

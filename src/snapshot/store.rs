@@ -557,19 +557,23 @@ impl SnapshotTemp {
     /// the file is opened again by its path (a host may have replaced it
     /// there) and read back.
     pub fn seal(&self) -> Result<SnapshotId, SnapshotError> {
-        let (len, crc) = match &self.streamed {
-            Some((len, hasher)) if !self.path_handed_out.load(Ordering::Relaxed) => {
-                self.file
-                    .sync_all()
-                    .map_err(|e| io_error("fsync", &self.path, e))?;
-                (*len, hasher.clone().finalize())
+        let streamed = self
+            .streamed
+            .as_ref()
+            .filter(|_| !self.path_handed_out.load(Ordering::Relaxed));
+        let reopened;
+        let file = match streamed {
+            Some(_) => &self.file,
+            None => {
+                reopened = File::open(&self.path).map_err(|e| io_error("open", &self.path, e))?;
+                &reopened
             }
-            _ => {
-                let file = File::open(&self.path).map_err(|e| io_error("open", &self.path, e))?;
-                file.sync_all()
-                    .map_err(|e| io_error("fsync", &self.path, e))?;
-                checksum(&file, &self.path)?
-            }
+        };
+        file.sync_all()
+            .map_err(|e| io_error("fsync", &self.path, e))?;
+        let (len, crc) = match streamed {
+            Some((len, hasher)) => (*len, hasher.clone().finalize()),
+            None => checksum(file, &self.path)?,
         };
         Ok(SnapshotId {
             index: self.index,
